@@ -1,0 +1,75 @@
+"""crmsync's exception tree, drawn once here so every layer raises the same kinds.
+
+    CrmsyncError
+    ├── ConfigError            the operator must change the configuration; the run stops
+    ├── StateError             the state database is unusable (schema, connection)
+    ├── ConnectorError         an external system failed as a whole
+    │   ├── TransientError     worth retrying: timeouts, 429, 5xx (carries retry_after)
+    │   └── AuthError          credentials or account settings are wrong (a ConfigError in spirit)
+    └── RecordError            one record is bad; it is quarantined and the run goes on
+
+Foreign exceptions (httpx, SQLAlchemy, the Mailchimp SDK) are translated at the boundary
+with ``raise X(...) from exc`` so callers never need to know those libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CrmsyncError(Exception):
+    """Base of every error crmsync raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in the configuration: the TOML key path, what is wrong, what to do."""
+
+    key: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class ConfigError(CrmsyncError):
+    """The configuration is wrong; every issue found is reported at once."""
+
+    def __init__(self, issues: Sequence[ConfigIssue] | str, *, key: str = "", hint: str = ""):
+        if isinstance(issues, str):
+            issues = [ConfigIssue(key=key or "<config>", message=issues, hint=hint)]
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class StateError(CrmsyncError):
+    """The state database cannot be used as it is."""
+
+
+class ConnectorError(CrmsyncError):
+    """An external system (source or destination) failed as a whole."""
+
+
+class TransientError(ConnectorError):
+    """A failure worth retrying later: timeout, connection reset, 429, 5xx."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(ConnectorError):
+    """Credentials, account or base URL are wrong: a configuration problem found at run time."""
+
+
+class RecordError(CrmsyncError):
+    """One record is invalid. ``field`` names the offending field; the record is quarantined."""
+
+    def __init__(self, reason: str, *, field: str = "", value: object = None):
+        self.reason = reason
+        self.field = field
+        self.value = value
+        super().__init__(f"{field}: {reason}" if field else reason)

@@ -1,0 +1,37 @@
+"""One registry of connectors by kind, fed by entry points so third parties can add theirs.
+
+Connector modules are imported only when a configuration uses their kind, so importing
+crmsync has no side effects and a broken optional connector cannot break the others.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from crmsync.errors import ConfigError
+
+SOURCES = "crmsync.sources"
+DESTINATIONS = "crmsync.destinations"
+
+
+@cache
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def kinds(group: str) -> list[str]:
+    return sorted(_entry_points(group))
+
+
+def load(group: str, kind: str, *, key: str) -> Any:
+    """The connector class registered for ``kind``; ``key`` names the config key for errors."""
+    found = _entry_points(group).get(kind)
+    if found is None:
+        raise ConfigError(
+            f"unknown kind {kind!r}",
+            key=key,
+            hint=f"use one of: {', '.join(kinds(group))}",
+        )
+    return found.load()
