@@ -109,6 +109,7 @@ class Change:
     sms_consent: ConsentState
     payload_hash: str
     remote_id: str | None = None  # what the destination called this person last time
+    tags: tuple[str, ...] = ()  # every owned tag the person has once this change is applied
 
 
 @dataclass(frozen=True, slots=True)
