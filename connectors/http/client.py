@@ -1,0 +1,177 @@
+"""``HttpClient``: the one place crmsync's connectors send HTTP requests.
+
+Each try takes a token from the account's rate budget and a slot from its concurrency
+limit, sends the request, classifies the outcome with the (overridable) table, and acts:
+success and record failures are returned for the caller to read; configuration failures
+raise ``AuthError``/``ConfigError`` at once; transient ones are retried under the one
+tenacity policy and raise ``TransientError`` when it gives up. Nothing that reaches a log
+line or an exception message carries a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from connectors.http import redact
+from connectors.http.budget import BUDGETS, AccountBudget, BudgetRegistry
+from connectors.http.classify import Classification, Classifier, Decision, classify
+from connectors.http.retry import Retryable, RetryPolicy, Sleep
+from connectors.http.settings import HttpSettings
+from crmsync.errors import AuthError, ConfigError, CrmsyncError, TransientError
+
+log = logging.getLogger("crmsync.http")
+
+_AUTH_STATUSES = frozenset({401, 403})
+
+
+class HttpClient:
+    """One httpx.Client per instance, sharing the account's budget with every other one."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        account: str,
+        auth: httpx.Auth | None = None,
+        headers: Mapping[str, str] | None = None,
+        secrets: Sequence[str] = (),
+        classifier: Classifier = classify,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Sleep = time.sleep,
+        budgets: BudgetRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.account = account
+        self.base_url = settings.base_url
+        self._classifier = classifier
+        self._redactor = redact.GLOBAL
+        redact.register([*secrets, *_secret_header_values(headers or {})])
+        self._policy = RetryPolicy(settings.retry, sleep=sleep, rng=rng)
+        self.budget: AccountBudget = (budgets or BUDGETS).get(account, settings.rate)
+        limits = settings.rate.max_concurrency
+        self._client = httpx.Client(
+            base_url=settings.base_url,
+            auth=auth,
+            headers=dict(headers or {}),
+            timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+            limits=httpx.Limits(max_connections=limits, max_keepalive_connections=limits),
+            verify=settings.verify_tls,
+            transport=transport,
+            follow_redirects=True,
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        classifier: Classifier | None = None,
+    ) -> httpx.Response:
+        """Sends with retries; returns SUCCESS/RECORD_FAILURE responses, raises otherwise."""
+        request = self._client.build_request(
+            method, url, params=params, json=json, content=content, headers=headers
+        )
+        described = f"{method.upper()} {self._redactor.url(request.url)}"
+        try:
+            return self._policy.call(
+                lambda: self._try_once(request, described, classifier or self._classifier)
+            )
+        except Retryable as exc:
+            verdict = exc.classification
+            raise TransientError(
+                f"{described} failed after retries: {verdict.reason}",
+                retry_after=verdict.retry_after,
+            ) from exc.__cause__
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _try_once(
+        self, request: httpx.Request, described: str, classifier: Classifier
+    ) -> httpx.Response:
+        self.budget.acquire()
+        started = time.perf_counter()
+        with self.budget.slot():
+            try:
+                response = self._client.send(request)
+            except (httpx.HTTPError, TransientError) as exc:
+                verdict = self._redacted(classifier(None, exc))
+                log.debug(
+                    "%s failed after %.3fs: %s",
+                    described,
+                    time.perf_counter() - started,
+                    verdict.reason,
+                )
+                self._act(verdict, None, described, exc)
+                raise AssertionError("unreachable") from exc  # _act always raises here
+        elapsed = time.perf_counter() - started
+        self.budget.observe(response)
+        verdict = self._redacted(classifier(response, None))
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_exchange(request, response, described, elapsed)
+        return self._act(verdict, response, described, None)
+
+    def _act(
+        self,
+        verdict: Classification,
+        response: httpx.Response | None,
+        described: str,
+        error: BaseException | None,
+    ) -> httpx.Response:
+        decision = verdict.decision
+        if decision in (Decision.SUCCESS, Decision.RECORD_FAILURE) and response is not None:
+            return response
+        if decision == Decision.RATE_LIMITED and verdict.retry_after:
+            self.budget.pause(verdict.retry_after)
+        if decision in (Decision.RETRY, Decision.RATE_LIMITED):
+            raise Retryable(verdict, described) from error
+        if isinstance(error, CrmsyncError) and not isinstance(error, TransientError):
+            raise error  # already ours (an OAuth2 AuthError), already worded for the operator
+        message = f"{described}: {verdict.reason}"
+        if response is not None and response.status_code in _AUTH_STATUSES:
+            raise AuthError(message) from error
+        raise ConfigError(message, key="base_url", hint="check base_url and the credentials")
+
+    def _redacted(self, verdict: Classification) -> Classification:
+        reason = self._redactor.url(verdict.reason)
+        if reason == verdict.reason:
+            return verdict
+        return Classification(verdict.decision, reason, verdict.retry_after)
+
+    def _log_exchange(
+        self, request: httpx.Request, response: httpx.Response, described: str, elapsed: float
+    ) -> None:
+        redactor = self._redactor
+        log.debug(
+            "%s -> %d in %.3fs; request headers %s; request body %s; response body %s",
+            described,
+            response.status_code,
+            elapsed,
+            redactor.headers(request.headers),
+            redactor.body(request.content) if request.content else "-",
+            redactor.body(response.content) if response.content else "-",
+        )
+
+
+def _secret_header_values(headers: Mapping[str, str]) -> list[str]:
+    return [value for name, value in headers.items() if redact.is_secret_header(name)]
