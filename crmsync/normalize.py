@@ -30,7 +30,9 @@ _CURRENCIES = frozenset(list_currencies()) - _NOT_REAL_CURRENCIES
 Notes = list[tuple[str, str]]  # (field, what was changed)
 
 
-def text(value: object, field: str, *, notes: Notes | None = None, limit: int = MAX_TEXT) -> str | None:
+def text(
+    value: object, field: str, *, notes: Notes | None = None, limit: int = MAX_TEXT
+) -> str | None:
     """NFC, trimmed, inner whitespace collapsed; empty becomes None; over ``limit`` is cut."""
     if value is None:
         return None

@@ -1,0 +1,121 @@
+"""The outbox destination: writes exactly what would be sent, as JSONL batch files.
+
+It is the embedded default, so the main job runs without any account, and it is how an
+operator reviews a sync before pointing it at a real tool. Each batch file is named by the
+digest of its content and appears atomically (written aside, then renamed), so a batch
+that is re-sent after a crash replaces itself instead of appearing twice: the outbox ends
+exactly as one clean run would leave it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import Field
+
+from connectors.base import (
+    Change,
+    Check,
+    ConnectorConfig,
+    ConnectorContext,
+    ConsentUpdate,
+    FieldSpec,
+    Outcome,
+    PushResult,
+)
+
+
+class OutboxConfig(ConnectorConfig):
+    kind: Literal["outbox"] = "outbox"
+    directory: str = Field(
+        "var/outbox", description="where batch files go; relative to the config file"
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="records per batch file")
+
+
+def change_record(change: Change) -> dict[str, Any]:
+    return {
+        "person_key": change.person_key,
+        "action": change.action.value,
+        "is_new": change.is_new,
+        "email": change.email,
+        "phone": change.phone,
+        "email_consent": change.email_consent.value,
+        "sms_consent": change.sms_consent.value,
+        "fields": dict(change.fields),
+        "tags_add": list(change.tags_add),
+        "tags_remove": list(change.tags_remove),
+        "payload_hash": change.payload_hash,
+    }
+
+
+class OutboxDestination:
+    kind: ClassVar[str] = "outbox"
+    config_model: ClassVar[type[ConnectorConfig]] = OutboxConfig
+
+    def __init__(self, config: OutboxConfig, context: ConnectorContext) -> None:
+        self.config = config
+        self.directory = context.resolve(config.directory) / context.name
+        self.max_batch = config.batch_size
+        self._files: list[str] = []
+        self._counts: Counter[str] = Counter()
+
+    def check(self) -> list[Check]:
+        parent = self.directory
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        ok = os.access(parent, os.W_OK)
+        detail = "" if ok else f"{parent} is not writable; change destinations.*.directory"
+        return [Check(f"outbox directory {self.directory}", ok, detail)]
+
+    def prepare(self, fields: Sequence[FieldSpec]) -> None:
+        """Nothing to create: a file takes any field."""
+
+    def push(self, changes: Sequence[Change]) -> list[PushResult]:
+        body = b"".join(
+            orjson.dumps(change_record(c), option=orjson.OPT_SORT_KEYS) + b"\n" for c in changes
+        )
+        name = hashlib.sha256(body).hexdigest()[:24] + ".jsonl"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / name
+        temporary = self.directory / f".{name}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        self._files.append(name)
+        for change in changes:
+            self._counts[f"{change.action.value}_{'new' if change.is_new else 'existing'}"] += 1
+        return [PushResult(c.person_key, Outcome.OK, remote_id=c.person_key) for c in changes]
+
+    def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
+        return iter(())
+
+    def close(self) -> None:
+        """Writes a summary of this session's batches, only when there were any."""
+        if not self._files:
+            return
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        summary = {"written_at": stamp, "batches": self._files, "records": dict(self._counts)}
+        path = self.directory / f"summary-{stamp}.json"
+        path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        self._files = []
+        self._counts.clear()
+
+
+def read_outbox(directory: Path) -> list[dict[str, Any]]:
+    """Every record in an outbox directory (for tests and for operators' scripts)."""
+    records: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.jsonl")):
+        with open(path, "rb") as handle:
+            records.extend(orjson.loads(line) for line in handle if line.strip())
+    return records

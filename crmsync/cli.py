@@ -1,0 +1,355 @@
+"""The command line: check, plan, run, backfill, status, migrate and helpers.
+
+Results go to stdout (``--json`` for machines), logs and progress to stderr; progress is
+shown only on a terminal.
+
+Exit codes: 0 success; 1 the run failed (a source or destination failed as a whole);
+2 configuration error; 3 state database error; 4 the pipeline is already running;
+5 finished, but some records were refused or failed at a destination (see ``status``);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from crmsync.config import Config, load_config
+from crmsync.errors import ConfigError, ConnectorError, StateError
+from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
+from crmsync.report import render_report, render_status, status_data
+from state.store import Store
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE, EXIT_BUSY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
+DEFAULT_CONFIG = "crmsync.toml"
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        lines = "\n".join(f"  - {issue}" for issue in exc.issues)
+        _fail(EXIT_CONFIG, f"configuration error ({len(exc.issues)} issue(s)):\n{lines}")
+    except StateError as exc:
+        _fail(EXIT_STATE, f"state database error: {exc}")
+    except PipelineBusy as exc:
+        _fail(EXIT_BUSY, str(exc))
+    except ConnectorError as exc:
+        _fail(EXIT_FAILED, f"run failed: {exc}")
+    except KeyboardInterrupt:
+        _fail(130, "interrupted")
+
+
+def _load(path: str) -> Config:
+    return load_config(path)
+
+
+def _parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time", param_hint=option
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _progress(enabled: bool) -> Callable[[str, int], None] | None:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    totals: dict[str, int] = {}
+
+    def update(phase: str, n: int) -> None:
+        totals[phase] = totals.get(phase, 0) + n
+        line = "  ".join(f"{k}: {v:,}" for k, v in totals.items())
+        console.print(f"\r{line}", end="", highlight=False, soft_wrap=True)
+
+    return update
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the TOML configuration file",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON to stdout")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="-v info, -vv debug logs on stderr")
+def main(verbose: int) -> None:
+    """crmsync: customers, orders and carts into marketing tools."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.command()
+@config_option
+@click.option(
+    "--offline", is_flag=True, help="validate only; do not contact sources or destinations"
+)
+def check(config_path: str, offline: bool) -> None:
+    """Validate the configuration (every error at once) and test every connector."""
+    with _errors():
+        config = _load(config_path)
+        click.echo(
+            f"configuration {config_path}: ok ({len(config.pipelines)} pipeline(s), "
+            f"{len(config.sources)} source(s), {len(config.destinations)} destination(s))"
+        )
+        Store(config.state_url).close()
+        click.echo("state database: ok")
+        if offline:
+            return
+        bad = 0
+        specs = [*config.sources.values(), *config.destinations.values()]
+        for spec in specs:
+            connector = spec.cls(spec.config, context_for(config, spec.name))
+            try:
+                for result in connector.check():
+                    bad += not result.ok
+                    mark = "ok " if result.ok else "FAIL"
+                    detail = f": {result.detail}" if result.detail else ""
+                    click.echo(f"  [{mark}] {spec.name} ({spec.kind}) {result.what}{detail}")
+            finally:
+                connector.close()
+        if bad:
+            _fail(EXIT_CONFIG, f"{bad} check(s) failed")
+
+
+def _run(config_path: str, pipeline: str | None, options: RunOptions, as_json: bool) -> None:
+    with _errors():
+        config = _load(config_path)
+        store = Store(config.state_url)
+        reports: list[RunReport] = []
+        try:
+            for spec in config.pipeline(pipeline):
+                reports.append(run_pipeline(config, spec, store, options))
+        finally:
+            store.close()
+            if options.progress:
+                click.echo("", err=True)
+        if as_json:
+            click.echo(json.dumps([r_json(r) for r in reports], indent=2, default=str))
+        else:
+            for report in reports:
+                click.echo(render_report(report))
+        if any(r.status == "failed" for r in reports):
+            sys.exit(EXIT_FAILED)
+        if any(r.status == "partial" for r in reports):
+            sys.exit(EXIT_PARTIAL)
+
+
+def r_json(report: RunReport) -> dict[str, Any]:
+    return {
+        "pipeline": report.pipeline,
+        "run_id": report.run_id,
+        "kind": report.kind,
+        "dry_run": report.dry_run,
+        "as_of": report.as_of.isoformat(),
+        "status": report.status,
+        **report.counts(),
+        "samples": {n: d.samples for n, d in report.destinations.items()},
+        "errors": {n: d.error for n, d in report.destinations.items() if d.error},
+    }
+
+
+as_of_option = click.option("--as-of", help="compute profiles as of this ISO time (reproducible)")
+pipeline_option = click.option("--pipeline", help="only this pipeline (default: all)")
+
+
+@main.command()
+@config_option
+@pipeline_option
+@as_of_option
+@click.option("--no-pull", is_flag=True, help="use staged data as it is; read no source")
+@click.option("--samples", default=5, show_default=True, help="diff samples per destination")
+@json_option
+def plan(
+    config_path: str,
+    pipeline: str | None,
+    as_of: str | None,
+    no_pull: bool,
+    samples: int,
+    as_json: bool,
+) -> None:
+    """Dry run: what a run would create, update and tag; sends and records nothing.
+
+    Sources are read into staging (the local copy of the store) unless --no-pull; nothing
+    is sent to a destination and the ledger is not touched.
+    """
+    options = RunOptions(
+        kind="manual",
+        dry_run=True,
+        pull=not no_pull,
+        samples=samples,
+        as_of=_parse_time(as_of, "--as-of"),
+    )
+    _run(config_path, pipeline, options, as_json)
+
+
+@main.command()
+@config_option
+@pipeline_option
+@as_of_option
+@click.option("--progress/--no-progress", default=True, help="progress on a terminal")
+@json_option
+def run(
+    config_path: str, pipeline: str | None, as_of: str | None, progress: bool, as_json: bool
+) -> None:
+    """Run pipelines once: pull, merge, segment and push what changed."""
+    options = RunOptions(
+        kind="manual", as_of=_parse_time(as_of, "--as-of"), progress=_progress(progress)
+    )
+    _run(config_path, pipeline, options, as_json)
+
+
+@main.command()
+@config_option
+@click.option("--pipeline", required=True, help="the pipeline to backfill")
+@click.option("--since", help="re-pull and re-push what changed since this date")
+@click.option("--full", is_flag=True, help="re-pull everything and re-push everyone")
+@as_of_option
+@click.option("--progress/--no-progress", default=True, help="progress on a terminal")
+@json_option
+def backfill(
+    config_path: str,
+    pipeline: str,
+    since: str | None,
+    full: bool,
+    as_of: str | None,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    """Re-pull and re-push; an interrupted backfill resumes where it stopped."""
+    if bool(since) == full:
+        raise click.UsageError("give exactly one of --since DATE or --full")
+    options = RunOptions(
+        kind="backfill",
+        full=full,
+        since=_parse_time(since, "--since"),
+        as_of=_parse_time(as_of, "--as-of"),
+        progress=_progress(progress),
+    )
+    _run(config_path, pipeline, options, as_json)
+
+
+@main.command()
+@config_option
+@pipeline_option
+@click.option("--limit", default=10, show_default=True, help="rows per section")
+@json_option
+def status(config_path: str, pipeline: str | None, limit: int, as_json: bool) -> None:
+    """Last runs, cursors, failures, quarantined records and consent read-back."""
+    with _errors():
+        config = _load(config_path)
+        store = Store(config.state_url)
+        try:
+            data = [status_data(store, spec, limit) for spec in config.pipeline(pipeline)]
+        finally:
+            store.close()
+        if as_json:
+            click.echo(json.dumps(data, indent=2, default=str))
+        else:
+            click.echo("\n\n".join(render_status(d) for d in data))
+
+
+@main.command()
+@config_option
+def migrate(config_path: str) -> None:
+    """Bring the state database to the newest schema (runs also do this themselves)."""
+    from state.migrate import upgrade
+
+    with _errors():
+        config = _load(config_path)
+        store = Store(config.state_url, migrate=False)
+        try:
+            before, after = upgrade(store.engine)
+        finally:
+            store.close()
+        click.echo(f"state database at revision {after} (was {before or 'empty'})")
+
+
+@main.command()
+@config_option
+@click.option("--pipeline", required=True, help="whose consent events to export")
+@click.option("--since", help="only events after this ISO time")
+@click.option("--output", type=click.Path(dir_okay=False), help="file (default stdout)")
+def consent(config_path: str, pipeline: str, since: str | None, output: str | None) -> None:
+    """Export opt-outs seen in destinations (CSV), for the platform to apply."""
+    from crmsync.report import export_consent
+
+    with _errors():
+        config = _load(config_path)
+        spec = config.pipeline(pipeline)[0]
+        store = Store(config.state_url)
+        try:
+            with ExitStack() as stack:
+                handle = (
+                    stack.enter_context(open(output, "w", encoding="utf-8", newline=""))
+                    if output
+                    else sys.stdout
+                )
+                count = export_consent(store, spec, _parse_time(since, "--since"), handle)
+        finally:
+            store.close()
+        click.echo(f"exported {count} consent event(s)", err=True)
+
+
+@main.command()
+@click.option("--windows", default="30,90,365", show_default=True, help="spend windows in days")
+def fields(windows: str) -> None:
+    """List the profile fields that segment rules and mapping files may use."""
+    from crmsync.fields import catalogue
+
+    for f in catalogue(int(w) for w in windows.split(",")).values():
+        click.echo(f"{f.name:<24} {f.type:<9} {f.description}")
+
+
+@main.command()
+@click.option("--customers", default=2000, show_default=True, help="how many customers")
+@click.option("--seed", default=7, show_default=True, help="random seed")
+@click.option(
+    "--now",
+    "now_text",
+    default="2026-11-01T12:00:00+03:00",
+    show_default=True,
+    help="the store's 'now' (times are relative to it)",
+)
+@click.option("--dirty-rate", default=0.01, show_default=True, help="share of dirty records")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def sample(customers: int, seed: int, now_text: str, dirty_rate: float, out_dir: str) -> None:
+    """Generate a realistic, deterministic Turkish store as export files."""
+    from crmsync.sample import SampleSpec, write_files
+
+    now = _parse_time(now_text, "--now")
+    assert now is not None
+    spec = SampleSpec(customers=customers, seed=seed, now=now, dirty_rate=dirty_rate)
+    for stream, path in write_files(spec, Path(out_dir)).items():
+        click.echo(f"{stream}: {path}")
+
+
+__all__ = ["main"]

@@ -1,0 +1,139 @@
+"""The diff: what one person's mapped payload means for one destination, given the ledger.
+
+Pure functions, no I/O. ``decide`` compares the payload hash and the owned tag set with
+what the destination last acknowledged and with any open failure, and returns either a
+``Change`` to push or the reason nothing is pushed. The ledger itself is written only
+after the destination acknowledges (see ``pipeline``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from connectors.base import Action, Change
+from crmsync.records import ConsentState
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """The ledger row: what the destination last acknowledged for this person."""
+
+    payload_hash: str
+    tags: tuple[str, ...]
+    remote_id: str | None
+    status: str  # synced | archived | deleted
+    acked_at: int
+    payload: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFailure:
+    reason_class: str  # failed | rejected | compliance
+    payload_hash: str
+    attempts: int
+    next_attempt_at: int | None
+
+
+class Skip(StrEnum):
+    """Why a person produces no change; each is counted in the run report."""
+
+    UNCHANGED = "unchanged"
+    INVALID = "invalid"  # the destination's identity field is empty (e.g. no e-mail)
+    NEVER_SYNCED_DELETED = "deleted_unsynced"  # deleted at the source, never sent: nothing to do
+    COMPLIANCE = "compliance"  # the destination refused on compliance grounds: never retried
+    REJECTED = "rejected"  # refused before and the payload has not changed since
+    DEFERRED = "deferred"  # failed before; waiting for its next attempt time
+    GAVE_UP = "gave_up"  # failed max_attempts times
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    max_attempts: int
+    now_ms: int
+    force_before_ms: int | None = None  # backfill: re-push what was acked before this
+    force_since_ms: int | None = None  # backfill --since: only people active since this
+
+
+def payload_hash(
+    fields: Mapping[str, Any],
+    email: str | None,
+    phone: str | None,
+    email_consent: str,
+    sms_consent: str,
+    action: Action,
+) -> str:
+    body = orjson.dumps(
+        [action.value, email, phone, email_consent, sms_consent, fields],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def decide(
+    profile: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    tags: tuple[str, ...],
+    identity_ok: bool,
+    acked: Acked | None,
+    failure: OpenFailure | None,
+    policy: Policy,
+    activity_ms: int | None = None,
+) -> Change | Skip:
+    if failure is not None and failure.reason_class == "compliance":
+        return Skip.COMPLIANCE
+    deleted = bool(profile["deleted"])
+    if deleted:
+        if acked is None or acked.status in {"archived", "deleted"}:
+            return Skip.NEVER_SYNCED_DELETED if acked is None else Skip.UNCHANGED
+        action, fields, tags = Action.ARCHIVE, {}, ()
+    else:
+        if not identity_ok:
+            return Skip.INVALID
+        action = Action.UPSERT
+    email, phone = profile["email"], profile["phone"]
+    email_consent = str(profile["email_consent"])
+    sms_consent = str(profile["sms_consent"])
+    digest = payload_hash(fields, email, phone, email_consent, sms_consent, action)
+    old_tags = acked.tags if acked is not None and acked.status == "synced" else ()
+    unchanged = acked is not None and acked.payload_hash == digest and old_tags == tags
+    if unchanged and not _forced(acked, policy, activity_ms):  # type: ignore[arg-type]
+        return Skip.UNCHANGED
+    if failure is not None:
+        if failure.reason_class == "rejected" and failure.payload_hash == digest:
+            return Skip.REJECTED
+        if failure.reason_class == "failed":
+            if failure.attempts >= policy.max_attempts and failure.payload_hash == digest:
+                return Skip.GAVE_UP
+            if failure.next_attempt_at is not None and failure.next_attempt_at > policy.now_ms:
+                return Skip.DEFERRED
+    new_tags = set(tags)
+    old = set(old_tags)
+    return Change(
+        person_key=str(profile["person_key"]),
+        action=action,
+        is_new=acked is None,
+        email=email,
+        phone=phone,
+        fields=fields,
+        tags_add=tuple(sorted(new_tags - old)),
+        tags_remove=tuple(sorted(old - new_tags)),
+        email_consent=ConsentState(email_consent),
+        sms_consent=ConsentState(sms_consent),
+        payload_hash=digest,
+        remote_id=acked.remote_id if acked is not None else None,
+        tags=tags,
+    )
+
+
+def _forced(acked: Acked, policy: Policy, activity_ms: int | None) -> bool:
+    if policy.force_before_ms is None or acked.acked_at >= policy.force_before_ms:
+        return False
+    if policy.force_since_ms is None:
+        return True
+    return activity_ms is not None and activity_ms >= policy.force_since_ms

@@ -1,0 +1,209 @@
+"""What the CLI shows: run summaries, pipeline status and the consent export.
+
+Kept apart from the CLI so the same data serves ``--json``, the text view and, later,
+``serve``'s metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+from typing import IO, Any
+
+from crmsync.config import PipelineSpec
+from crmsync.pipeline import RunReport
+from state.ledger import consent_events
+from state.store import Store
+from state.timeutil import from_ms, to_ms
+
+_ORDER = (
+    "create",
+    "update",
+    "archive",
+    "delete",
+    "unchanged",
+    "tags_added",
+    "tags_removed",
+    "ok",
+    "failed",
+    "rejected",
+    "compliance",
+    "invalid",
+    "deferred",
+    "gave_up",
+    "deleted_unsynced",
+    "not_sent",
+)
+
+
+def render_report(report: RunReport) -> str:
+    head = "plan" if report.dry_run else f"run {report.run_id} ({report.kind})"
+    lines = [
+        f"pipeline {report.pipeline}: {head} as of {report.as_of:%Y-%m-%dT%H:%M:%SZ}"
+        f" -> {report.status}"
+    ]
+    for stream, s in report.pulled.items():
+        lines.append(
+            f"  pulled {stream}: {s['received']} received, {s['staged']} new or "
+            f"changed, {s['quarantined']} quarantined, {s['corrected']} corrected"
+        )
+    for name, n in report.consent_read.items():
+        if n:
+            lines.append(f"  consent read back from {name}: {n} opt-out(s)")
+    lines.append(f"  profiles: {report.profiles}")
+    if report.segments:
+        members = ", ".join(f"{k} {v}" for k, v in sorted(report.segments.items()))
+        lines.append(f"  segments: {members}")
+    for d in report.destinations.values():
+        counts = d.counts
+        shown = [f"{k} {counts[k]}" for k in _ORDER if counts.get(k)]
+        changes = sum(counts.get(k, 0) for k in ("create", "update", "archive", "delete"))
+        lines.append(
+            f"  -> {d.name} ({d.kind}): {changes} change(s)"
+            + (f": {', '.join(shown)}" if shown else "")
+        )
+        if d.error:
+            lines.append(f"     error: {d.error}")
+        for sample in d.samples:
+            diff = ", ".join(
+                f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in sample["fields"].items()
+            )
+            tags = " ".join(
+                [f"+{t}" for t in sample["tags_add"]] + [f"-{t}" for t in sample["tags_remove"]]
+            )
+            lines.append(
+                f"     {sample['action']} {sample['person_key']}: "
+                f"{_clip(diff) or 'no field changes'}" + (f" [{tags}]" if tags else "")
+            )
+    for warning in report.warnings:
+        lines.append(f"  warning: {warning}")
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    return "\n".join(lines)
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
+    sources = [s.name for s in spec.sources]
+    destinations = [d.name for d in spec.destinations]
+    runs = store.runs(spec.name, limit)
+    with store.engine.connect() as conn:
+        consent = [dict(r._mapping) for r in consent_events(conn, destinations, limit)]
+    return {
+        "pipeline": spec.name,
+        "runs": [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "status": r.status,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "as_of": r.as_of,
+                "error": r.error,
+                "destinations": r.counts.get("destinations", {}),
+                "profiles": r.counts.get("profiles"),
+            }
+            for r in runs
+        ],
+        "cursors": [c for c in store.cursors() if c["connector"] in sources + destinations],
+        "ledger": store.ledger_counts(destinations),
+        "failures": {
+            "counts": store.failure_counts(destinations),
+            "recent": store.failures(destinations, limit),
+        },
+        "quarantine": {
+            "counts": store.quarantine_counts(sources),
+            "recent": store.quarantine(sources, limit),
+        },
+        "consent_read_back": [
+            {
+                **c,
+                "occurred_at": from_ms(c["occurred_at"]),
+                "recorded_at": from_ms(c["recorded_at"]),
+            }
+            for c in consent
+        ],
+    }
+
+
+def render_status(data: dict[str, Any]) -> str:
+    lines = [f"pipeline {data['pipeline']}"]
+    lines.append("  runs:" if data["runs"] else "  runs: none yet")
+    for r in data["runs"]:
+        pushed = {
+            n: sum(c.get(k, 0) for k in ("create", "update", "archive"))
+            for n, c in r["destinations"].items()
+        }
+        lines.append(
+            f"    #{r['id']} {r['kind']:<9} {r['status']:<11} "
+            f"started {r['started_at']:%Y-%m-%d %H:%M:%S} "
+            f"profiles {r['profiles'] if r['profiles'] is not None else '-'} "
+            f"pushed {pushed}" + (f" error: {r['error']}" if r["error"] else "")
+        )
+    lines.append("  cursors:")
+    for c in data["cursors"]:
+        lines.append(f"    {c['connector']}.{c['stream']}: {c['position']:%Y-%m-%dT%H:%M:%SZ}")
+    for destination, counts in data["ledger"].items():
+        lines.append(f"  ledger {destination}: {counts}")
+    failures = data["failures"]
+    lines.append(f"  failures: {failures['counts'] or 'none'}")
+    for f in failures["recent"]:
+        retry = from_ms(f["next_attempt_at"])
+        lines.append(
+            f"    {f['destination']} {f['person_key']}: {f['reason_class']} "
+            f"({f['attempts']} attempt(s)"
+            + (f", next {retry:%Y-%m-%d %H:%M}" if retry else ", not retried")
+            + f"): {_clip(f['message'], 200)}"
+        )
+    quarantine = data["quarantine"]
+    lines.append(f"  quarantine: {quarantine['counts'] or 'none'}")
+    for q in quarantine["recent"]:
+        lines.append(
+            f"    {q['action']} {q['source']}.{q['stream']} "
+            f"{q['external_id'] or q['record_key']} {q['field'] or ''}: {q['reason']}"
+        )
+    read_back = data["consent_read_back"]
+    lines.append(f"  consent read back: {len(read_back) or 'none'}")
+    for c in read_back:
+        lines.append(
+            f"    {c['occurred_at']:%Y-%m-%d %H:%M} {c['source']} {c['email']} "
+            f"{c['channel']} {c['state']} {c['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def export_consent(store: Store, spec: PipelineSpec, since: datetime | None, out: IO[str]) -> int:
+    """Writes opt-outs read back from the pipeline's destinations as CSV, oldest first."""
+    from sqlalchemy import select
+
+    from state import schema
+
+    e = schema.consent_events
+    query = (
+        select(e.c.email, e.c.channel, e.c.state, e.c.source, e.c.reason, e.c.occurred_at)
+        .where(e.c.source.in_([d.name for d in spec.destinations]))
+        .order_by(e.c.occurred_at, e.c.email)
+    )
+    if since is not None:
+        query = query.where(e.c.occurred_at > to_ms(since))
+    writer = csv.writer(out)
+    writer.writerow(["email", "channel", "state", "destination", "reason", "occurred_at"])
+    count = 0
+    with store.engine.connect() as conn:
+        for row in conn.execute(query):
+            at = from_ms(row.occurred_at)
+            writer.writerow(
+                [
+                    row.email,
+                    row.channel,
+                    row.state,
+                    row.source,
+                    row.reason,
+                    at.isoformat() if at else "",
+                ]
+            )
+            count += 1
+    return count

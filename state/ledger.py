@@ -1,0 +1,206 @@
+"""Ledger, failures and consent events: what destinations acknowledged, refused or said.
+
+``record_results`` is the only writer of the ledger, and it runs after a destination
+answered for a batch, in one transaction with the batch's failures, so a crash at any
+point leaves either the whole acknowledgement or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from connectors.base import Action, Change, ConsentUpdate, Outcome, PushResult
+from state import schema
+from state.timeutil import to_ms
+
+TAG_SEPARATOR = "\n"
+MAX_RETRY_MS = 24 * 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int
+    first_wait_ms: int
+
+
+def _insert(conn: Connection, table: Any) -> Any:
+    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+
+
+def ledger_query(conn: Connection, destination: str) -> Select[Any]:
+    t = schema.ledger
+    key = t.c.person_key.collate("C") if conn.dialect.name == "postgresql" else t.c.person_key
+    return (
+        select(
+            t.c.person_key,
+            t.c.payload_hash,
+            t.c.segments,
+            t.c.remote_id,
+            t.c.status,
+            t.c.acked_at,
+            t.c.payload,
+        )
+        .where(t.c.destination == destination)
+        .order_by(key)
+    )
+
+
+def failures_query(conn: Connection, destination: str) -> Select[Any]:
+    t = schema.failures
+    key = t.c.person_key.collate("C") if conn.dialect.name == "postgresql" else t.c.person_key
+    return (
+        select(
+            t.c.person_key, t.c.reason_class, t.c.payload_hash, t.c.attempts, t.c.next_attempt_at
+        )
+        .where(t.c.destination == destination)
+        .order_by(key)
+    )
+
+
+def record_results(
+    conn: Connection,
+    destination: str,
+    run_id: int | None,
+    changes: Sequence[Change],
+    results: Sequence[PushResult],
+    *,
+    now_ms: int,
+    retry: RetryPolicy,
+) -> dict[str, int]:
+    """Writes acknowledgements to the ledger and refusals to failures; returns counts."""
+    by_key = {r.person_key: r for r in results}
+    ledger_rows: list[dict[str, Any]] = []
+    acked_keys: list[str] = []
+    failed: list[tuple[Change, PushResult]] = []
+    counts = {"ok": 0, "failed": 0, "rejected": 0, "compliance": 0}
+    for change in changes:
+        result = by_key.get(change.person_key) or PushResult(
+            change.person_key, Outcome.FAILED, message="the destination returned no result"
+        )
+        counts[result.outcome.value] += 1
+        if result.outcome is Outcome.OK:
+            acked_keys.append(change.person_key)
+            archived = change.action is not Action.UPSERT
+            ledger_rows.append(
+                {
+                    "destination": destination,
+                    "person_key": change.person_key,
+                    "payload_hash": change.payload_hash,
+                    "payload": orjson.dumps(
+                        dict(change.fields), option=orjson.OPT_SORT_KEYS
+                    ).decode(),
+                    "segments": TAG_SEPARATOR.join(change.tags),
+                    "remote_id": result.remote_id or change.remote_id,
+                    "status": "archived" if archived else "synced",
+                    "acked_at": now_ms,
+                    "run_id": run_id,
+                }
+            )
+        else:
+            failed.append((change, result))
+    if ledger_rows:
+        insert = _insert(conn, schema.ledger)
+        keys = {"destination", "person_key"}
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=sorted(keys),
+                set_={c: insert.excluded[c] for c in ledger_rows[0] if c not in keys},
+            ),
+            ledger_rows,
+        )
+        f = schema.failures
+        for start in range(0, len(acked_keys), 500):
+            conn.execute(
+                delete(f).where(
+                    f.c.destination == destination,
+                    f.c.person_key.in_(acked_keys[start : start + 500]),
+                )
+            )
+    if failed:
+        _record_failures(conn, destination, failed, now_ms, retry)
+    return counts
+
+
+def _record_failures(
+    conn: Connection,
+    destination: str,
+    failed: list[tuple[Change, PushResult]],
+    now_ms: int,
+    retry: RetryPolicy,
+) -> None:
+    f = schema.failures
+    keys = [c.person_key for c, _ in failed]
+    previous: dict[str, Any] = {}
+    for start in range(0, len(keys), 500):
+        rows = conn.execute(
+            select(f).where(
+                f.c.destination == destination, f.c.person_key.in_(keys[start : start + 500])
+            )
+        )
+        previous.update({r.person_key: r for r in rows})
+    out = []
+    for change, result in failed:
+        before = previous.get(change.person_key)
+        same_payload = before is not None and before.payload_hash == change.payload_hash
+        attempts = int(before.attempts) + 1 if before is not None and same_payload else 1
+        next_attempt: int | None = None
+        if result.outcome is Outcome.FAILED and attempts < retry.max_attempts:
+            next_attempt = now_ms + min(retry.first_wait_ms * 2 ** (attempts - 1), MAX_RETRY_MS)
+        out.append(
+            {
+                "destination": destination,
+                "person_key": change.person_key,
+                "reason_class": result.outcome.value,
+                "message": (result.message or result.outcome.value)[:2000],
+                "payload_hash": change.payload_hash,
+                "attempts": attempts,
+                "first_failed_at": before.first_failed_at if before is not None else now_ms,
+                "last_failed_at": now_ms,
+                "next_attempt_at": next_attempt,
+            }
+        )
+    insert = _insert(conn, f)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["destination", "person_key"],
+            set_={c: insert.excluded[c] for c in out[0] if c not in {"destination", "person_key"}},
+        ),
+        out,
+    )
+
+
+def add_consent_events(
+    conn: Connection, scope: str, updates: Iterable[ConsentUpdate], recorded_at: int
+) -> int:
+    rows = [
+        {
+            "person_key": f"e:{u.email}",
+            "email": u.email,
+            "channel": u.channel.value,
+            "state": u.state.value,
+            "source": scope,
+            "reason": u.reason,
+            "occurred_at": to_ms(u.at),
+            "recorded_at": recorded_at,
+        }
+        for u in updates
+    ]
+    if not rows:
+        return 0
+    insert = _insert(conn, schema.consent_events).on_conflict_do_nothing(
+        index_elements=["person_key", "channel", "source", "occurred_at", "state"]
+    )
+    return int(conn.execute(insert, rows).rowcount or 0)
+
+
+def consent_events(conn: Connection, scopes: Sequence[str], limit: int) -> Iterator[Any]:
+    e = schema.consent_events
+    query = select(e).where(e.c.source.in_(scopes)).order_by(e.c.occurred_at.desc()).limit(limit)
+    return iter(conn.execute(query))

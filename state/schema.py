@@ -1,0 +1,215 @@
+"""The state database's tables (SQLAlchemy Core), the one place the schema is described.
+
+Conventions, chosen for speed and portability between SQLite and PostgreSQL:
+
+- times are integers: milliseconds since the Unix epoch, UTC (window arithmetic in SQL is
+  plain integer comparison on both engines);
+- money is an integer in the currency's minor unit (kuruş for TRY), so sums are exact;
+- person keys sort byte-wise on both engines (``COLLATE "C"`` on PostgreSQL), because the
+  profile builder merge-joins several key-ordered streams in Python.
+
+Alembic migrations in ``state/migrations`` create exactly these tables; a test checks that
+the migrated database matches this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# byte-wise ordering on PostgreSQL, SQLite's BINARY default elsewhere
+KEY = String(320).with_variant(String(320, collation="C"), "postgresql")
+ID = String(128)
+SOURCE = String(64)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("source", SOURCE, primary_key=True),
+    Column("external_id", ID, primary_key=True),
+    Column("person_key", KEY, nullable=False),
+    Column("email", String(254)),
+    Column("phone", String(20)),
+    Column("first_name", String(255)),
+    Column("last_name", String(255)),
+    Column("city", String(255)),
+    Column("region", String(255)),
+    Column("country", String(2)),
+    Column("postal_code", String(32)),
+    Column("address1", String(255)),
+    Column("language", String(16)),
+    Column("birthday", Date),
+    Column("created_at", BigInteger),
+    Column("updated_at", BigInteger),
+    Column("email_consent", String(16), nullable=False, default="none"),
+    Column("email_consent_at", BigInteger),
+    Column("sms_consent", String(16), nullable=False, default="none"),
+    Column("sms_consent_at", BigInteger),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("staged_at", BigInteger, nullable=False),
+    Index("ix_customers_email", "email"),
+    Index("ix_customers_phone", "phone"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("source", SOURCE, primary_key=True),
+    Column("external_id", ID, primary_key=True),
+    Column("customer_external_id", ID),
+    Column("email", String(254)),
+    Column("placed_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger),
+    Column("status", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False, default=0),
+    Column("refunded_minor", BigInteger, nullable=False, default=0),
+    Column("item_count", Integer, nullable=False, default=0),
+    Column("categories", Text),  # distinct categories of the lines, joined by "|"
+    Column("staged_at", BigInteger, nullable=False),
+    Index("ix_orders_customer", "source", "customer_external_id"),
+)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column("source", SOURCE, primary_key=True),
+    Column("order_external_id", ID, primary_key=True),
+    Column("line_no", Integer, primary_key=True),
+    Column("sku", String(128)),
+    Column("product", String(255)),
+    Column("category", String(255)),
+    Column("quantity", Integer, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False, default=0),
+)
+
+carts = Table(
+    "carts",
+    metadata,
+    Column("source", SOURCE, primary_key=True),
+    Column("external_id", ID, primary_key=True),
+    Column("customer_external_id", ID),
+    Column("email", String(254)),
+    Column("currency", String(3), nullable=False),
+    Column("value_minor", BigInteger, nullable=False),
+    Column("item_count", Integer, nullable=False, default=0),
+    Column("checkout_url", Text),
+    Column("converted", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger),
+    Column("updated_at", BigInteger),
+    Column("items", Text),  # JSON list of {sku, product, category, quantity, unit_price}
+    Column("staged_at", BigInteger, nullable=False),
+    Index("ix_carts_customer", "source", "customer_external_id"),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("connector", SOURCE, primary_key=True),  # a source, or a destination's read-back
+    Column("stream", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),  # epoch ms of the newest record taken
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("destination", SOURCE, primary_key=True),
+    Column("person_key", KEY, primary_key=True),
+    Column("payload_hash", String(32), nullable=False),
+    Column("payload", Text),  # JSON of the acknowledged fields, for diffs in `plan` and `status`
+    Column("segments", Text, nullable=False, default=""),  # owned tags, sorted, "\n"-joined
+    Column("remote_id", String(128)),
+    Column("status", String(16), nullable=False),  # synced | archived | deleted | compliance
+    Column("acked_at", BigInteger, nullable=False),
+    Column("run_id", Integer),
+)
+
+failures = Table(
+    "failures",
+    metadata,
+    Column("destination", SOURCE, primary_key=True),
+    Column("person_key", KEY, primary_key=True),
+    Column("reason_class", String(16), nullable=False),  # failed | rejected | compliance
+    Column("message", Text, nullable=False),
+    Column("payload_hash", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("first_failed_at", BigInteger, nullable=False),
+    Column("last_failed_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger),  # None: not retried (rejected, compliance, cap reached)
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # scheduled | manual | backfill
+    Column(
+        "status", String(16), nullable=False
+    ),  # running | succeeded | partial | failed | interrupted
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("as_of", BigInteger, nullable=False),
+    Column("force_before", BigInteger),  # backfill: re-push everyone acked before this
+    Column("force_since", BigInteger),  # backfill --since: only people active since this
+    Column("counts", Text, nullable=False, default="{}"),  # JSON
+    Column("error", Text),
+    Index("ix_runs_pipeline", "pipeline", "id"),
+)
+
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person_key", KEY, nullable=False),
+    Column("email", String(254)),
+    Column("channel", String(8), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("source", String(64), nullable=False),  # e.g. "mailchimp:newsletter"
+    Column("reason", Text, nullable=False, default=""),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Index("ix_consent_person", "person_key", "occurred_at"),
+    Index(
+        "uq_consent_event", "person_key", "channel", "source", "occurred_at", "state", unique=True
+    ),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("source", SOURCE, primary_key=True),
+    Column("stream", String(16), primary_key=True),
+    Column("record_key", String(160), primary_key=True),  # external id, or a digest of the raw row
+    Column("field", String(64), primary_key=True),
+    Column("action", String(16), nullable=False),  # quarantined | corrected
+    Column("external_id", ID),
+    Column("reason", Text, nullable=False),
+    Column("excerpt", Text, nullable=False, default=""),
+    Column("first_seen", BigInteger, nullable=False),
+    Column("last_seen", BigInteger, nullable=False),
+    Column("times_seen", Integer, nullable=False, default=1),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(80), primary_key=True),  # "pipeline:<name>"
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)

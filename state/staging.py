@@ -1,0 +1,297 @@
+"""Staging writes: canonical records into the staging tables, de-duplicated by
+(external id, updated_at), with the source cursor advanced in the same transaction.
+
+A record replaces its staged version only when it is newer (or when either side has no
+``updated_at``, as with full exports), so re-reading a lookback window, duplicates across
+pages and out-of-order pages are all harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, and_, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from crmsync.normalize import minor_unit_exponent
+from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
+from state import schema
+from state.timeutil import to_ms
+
+
+@dataclass
+class StageStats:
+    received: int = 0
+    staged: int = 0  # new or newer than what was staged
+    unchanged: int = 0  # same or older version already staged
+    quarantined: int = 0
+    corrected: int = 0
+
+    def add(self, other: StageStats) -> None:
+        self.received += other.received
+        self.staged += other.staged
+        self.unchanged += other.unchanged
+        self.quarantined += other.quarantined
+        self.corrected += other.corrected
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    exponent = minor_unit_exponent(currency)
+    return int((amount * (10**exponent)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def person_key(source: str, customer: Customer) -> str:
+    """The identity a customer record starts with: e-mail first, then phone, then its id."""
+    if customer.email:
+        return f"e:{customer.email}"
+    if customer.phone:
+        return f"p:{customer.phone}"
+    return f"s:{source}:{customer.external_id}"
+
+
+def _customer_row(source: str, c: Customer, staged_at: int) -> dict[str, Any]:
+    email_consent = c.email_consent
+    sms_consent = c.sms_consent
+    return {
+        "source": source,
+        "external_id": c.external_id,
+        "person_key": person_key(source, c),
+        "email": c.email,
+        "phone": c.phone,
+        "first_name": c.first_name,
+        "last_name": c.last_name,
+        "city": c.city,
+        "region": c.region,
+        "country": c.country,
+        "postal_code": c.postal_code,
+        "address1": c.address1,
+        "language": c.language,
+        "birthday": c.birthday,
+        "created_at": to_ms(c.created_at),
+        "updated_at": to_ms(c.updated_at),
+        "email_consent": email_consent.state.value if email_consent else "none",
+        "email_consent_at": to_ms(email_consent.at) if email_consent else None,
+        "sms_consent": sms_consent.state.value if sms_consent else "none",
+        "sms_consent_at": to_ms(sms_consent.at) if sms_consent else None,
+        "deleted": c.deleted,
+        "staged_at": staged_at,
+    }
+
+
+def _order_row(source: str, o: Order, staged_at: int) -> dict[str, Any]:
+    categories = sorted({line.category for line in o.lines if line.category})
+    return {
+        "source": source,
+        "external_id": o.external_id,
+        "customer_external_id": o.customer_external_id,
+        "email": o.email,
+        "placed_at": to_ms(o.placed_at),
+        "updated_at": to_ms(o.updated_at),
+        "status": o.status.value,
+        "currency": o.currency,
+        "total_minor": to_minor(o.total, o.currency),
+        "discount_minor": to_minor(o.discount_total, o.currency),
+        "refunded_minor": to_minor(o.refunded_total, o.currency),
+        "item_count": sum(line.quantity for line in o.lines),
+        "categories": "|".join(categories) if categories else None,
+        "staged_at": staged_at,
+    }
+
+
+def _line_rows(source: str, o: Order) -> list[dict[str, Any]]:
+    return [
+        {
+            "source": source,
+            "order_external_id": o.external_id,
+            "line_no": number,
+            "sku": line.sku,
+            "product": line.product,
+            "category": line.category,
+            "quantity": line.quantity,
+            "unit_price_minor": to_minor(line.unit_price, o.currency),
+            "discount_minor": to_minor(line.discount, o.currency),
+        }
+        for number, line in enumerate(o.lines, start=1)
+    ]
+
+
+def _cart_row(source: str, c: Cart, staged_at: int) -> dict[str, Any]:
+    items = [
+        {
+            "sku": i.sku,
+            "product": i.product,
+            "category": i.category,
+            "quantity": i.quantity,
+            "unit_price": str(i.unit_price),
+        }
+        for i in c.items
+    ]
+    return {
+        "source": source,
+        "external_id": c.external_id,
+        "customer_external_id": c.customer_external_id,
+        "email": c.email,
+        "currency": c.currency,
+        "value_minor": to_minor(c.value, c.currency),
+        "item_count": sum(i.quantity for i in c.items),
+        "checkout_url": c.checkout_url,
+        "converted": c.converted,
+        "created_at": to_ms(c.created_at),
+        "updated_at": to_ms(c.updated_at),
+        "items": orjson.dumps(items).decode(),
+        "staged_at": staged_at,
+    }
+
+
+_TABLES: dict[Stream, Table] = {
+    Stream.CUSTOMERS: schema.customers,
+    Stream.ORDERS: schema.orders,
+    Stream.CARTS: schema.carts,
+}
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    keys = [c.name for c in table.primary_key.columns]
+    dialect = conn.dialect.name
+    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    update = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
+    conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=update), rows)
+
+
+def _staged_versions(
+    conn: Connection, table: Table, source: str, ids: Sequence[str]
+) -> dict[str, int | None]:
+    found: dict[str, int | None] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        query = select(table.c.external_id, table.c.updated_at).where(
+            table.c.source == source, table.c.external_id.in_(chunk)
+        )
+        found.update({row.external_id: row.updated_at for row in conn.execute(query)})
+    return found
+
+
+def stage_records(
+    conn: Connection,
+    source: str,
+    stream: Stream,
+    records: Sequence[Customer | Order | Cart],
+    staged_at: int,
+) -> StageStats:
+    """Upserts one batch of one stream; returns how many were new or newer."""
+    stats = StageStats(received=len(records))
+    newest: dict[str, Customer | Order | Cart] = {}
+    for record in records:  # duplicates inside the batch: keep the newest version
+        kept = newest.get(record.external_id)
+        if kept is None or _newer(record.updated_at, kept.updated_at):
+            newest[record.external_id] = record
+    table = _TABLES[stream]
+    staged = _staged_versions(conn, table, source, list(newest))
+    fresh = [
+        r
+        for r in newest.values()
+        if r.external_id not in staged or _newer(r.updated_at, staged[r.external_id], ms=True)
+    ]
+    stats.staged = len(fresh)
+    stats.unchanged = len(records) - len(fresh)
+    if stream is Stream.CUSTOMERS:
+        _upsert(conn, table, [_customer_row(source, r, staged_at) for r in fresh])  # type: ignore[arg-type]
+    elif stream is Stream.ORDERS:
+        orders: list[Order] = fresh  # type: ignore[assignment]
+        _upsert(conn, table, [_order_row(source, o, staged_at) for o in orders])
+        ids = [o.external_id for o in orders]
+        for start in range(0, len(ids), 500):
+            lines = schema.order_lines
+            conn.execute(
+                delete(lines).where(
+                    lines.c.source == source,
+                    lines.c.order_external_id.in_(ids[start : start + 500]),
+                )
+            )
+        line_rows = [row for o in orders for row in _line_rows(source, o)]
+        if line_rows:
+            conn.execute(schema.order_lines.insert(), line_rows)
+    else:
+        _upsert(conn, table, [_cart_row(source, r, staged_at) for r in fresh])  # type: ignore[arg-type]
+    _clear_quarantine(conn, source, stream, [r.external_id for r in fresh])
+    return stats
+
+
+def _newer(candidate: Any, existing: Any, *, ms: bool = False) -> bool:
+    """True when ``candidate`` should replace ``existing`` (unknown times always replace)."""
+    if candidate is None or existing is None:
+        return True
+    return bool((to_ms(candidate) if ms else candidate) > existing)
+
+
+def _clear_quarantine(conn: Connection, source: str, stream: Stream, ids: Iterable[str]) -> None:
+    """A record that now stages cleanly is no longer quarantined."""
+    table = schema.quarantine
+    id_list = list(ids)
+    for start in range(0, len(id_list), 500):
+        conn.execute(
+            delete(table).where(
+                and_(
+                    table.c.source == source,
+                    table.c.stream == stream.value,
+                    table.c.action == "quarantined",
+                    table.c.record_key.in_(id_list[start : start + 500]),
+                )
+            )
+        )
+
+
+def record_key(issue: RecordIssue) -> str:
+    if issue.external_id:
+        return issue.external_id
+    return "raw:" + hashlib.sha256(issue.excerpt.encode()).hexdigest()[:24]
+
+
+def store_issues(
+    conn: Connection, source: str, issues: Sequence[RecordIssue], seen_at: int
+) -> None:
+    """Keeps each issue once per (record, field), counting how often it was seen again."""
+    table = schema.quarantine
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for issue in issues:
+        key = (issue.stream.value, record_key(issue), issue.field or "")
+        rows[key] = {
+            "source": source,
+            "stream": key[0],
+            "record_key": key[1],
+            "field": key[2],
+            "action": issue.action.value,
+            "external_id": issue.external_id,
+            "reason": issue.reason[:2000],
+            "excerpt": issue.excerpt[:500],
+            "first_seen": seen_at,
+            "last_seen": seen_at,
+            "times_seen": 1,
+        }
+    if not rows:
+        return
+    insert: Any = (
+        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["source", "stream", "record_key", "field"],
+        set_={
+            "action": insert.excluded.action,
+            "reason": insert.excluded.reason,
+            "excerpt": insert.excluded.excerpt,
+            "last_seen": insert.excluded.last_seen,
+            "times_seen": table.c.times_seen + 1,
+        },
+    )
+    conn.execute(statement, list(rows.values()))
+
+
+__all__ = ["StageStats", "person_key", "stage_records", "store_issues", "to_minor"]

@@ -1,0 +1,353 @@
+"""The one store API over the state database: staging, cursors, runs, leases, ledger,
+failures, consent and quarantine. SQLite (WAL) by default, PostgreSQL in production.
+
+Every write that must be atomic with another (records with their cursor, a batch's
+acknowledgements with its failures) happens inside one ``with store.transaction()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from crmsync.errors import StateError
+from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
+from state import schema
+from state.migrate import upgrade
+from state.staging import StageStats, stage_records, store_issues
+from state.timeutil import from_ms, now_ms, to_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: int
+    pipeline: str
+    kind: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    as_of: datetime
+    force_before: datetime | None
+    force_since: datetime | None
+    counts: dict[str, Any]
+    error: str | None
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in {"", "psycopg2"}:
+        url = str(parsed.set(drivername="postgresql+psycopg"))
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        try:
+            self.engine = _engine(url)
+            if migrate:
+                upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            raise StateError(
+                f"cannot open the state database {make_url(url).render_as_string()}: "
+                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StateError(f"state database error: {str(exc).splitlines()[0]}") from exc
+
+    # -- staging -------------------------------------------------------------------------
+
+    def stage(
+        self,
+        source: str,
+        stream: Stream,
+        records: Sequence[Customer | Order | Cart],
+        issues: Sequence[RecordIssue] = (),
+        *,
+        cursor: datetime | None = None,
+    ) -> StageStats:
+        """Stores one batch and, when given, moves the stream's cursor, in one transaction."""
+        at = now_ms()
+        with self.transaction() as conn:
+            stats = stage_records(conn, source, stream, records, at)
+            store_issues(conn, source, issues, at)
+            stats.quarantined = sum(1 for i in issues if i.action == "quarantined")
+            stats.corrected = len(issues) - stats.quarantined
+            if cursor is not None:
+                self._set_cursor(conn, source, stream.value, cursor)
+        return stats
+
+    def cursor(self, connector: str, stream: str) -> datetime | None:
+        table = schema.cursors
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(table.c.position).where(
+                    table.c.connector == connector, table.c.stream == stream
+                )
+            ).scalar()
+        return from_ms(value)
+
+    def set_cursor(self, connector: str, stream: str, position: datetime) -> None:
+        with self.transaction() as conn:
+            self._set_cursor(conn, connector, stream, position)
+
+    def reset_cursors(self, connectors: Sequence[str], to: datetime | None = None) -> None:
+        """For backfills: forget (or move back) the cursors of these connectors."""
+        table = schema.cursors
+        with self.transaction() as conn:
+            if to is None:
+                conn.execute(delete(table).where(table.c.connector.in_(connectors)))
+            else:
+                conn.execute(
+                    update(table)
+                    .where(table.c.connector.in_(connectors), table.c.position > to_ms(to))
+                    .values(position=to_ms(to), updated_at=now_ms())
+                )
+
+    @staticmethod
+    def _set_cursor(conn: Connection, connector: str, stream: str, position: datetime) -> None:
+        table = schema.cursors
+        row = {"connector": connector, "stream": stream, "position": to_ms(position)}
+        row["updated_at"] = now_ms()
+        insert: Any = (
+            postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+        )
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["connector", "stream"],
+                set_={
+                    "position": insert.excluded.position,
+                    "updated_at": insert.excluded.updated_at,
+                },
+            ),
+            row,
+        )
+
+    def cursors(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(schema.cursors).order_by("connector", "stream"))
+            return [
+                {
+                    "connector": r.connector,
+                    "stream": r.stream,
+                    "position": from_ms(r.position),
+                    "updated_at": from_ms(r.updated_at),
+                }
+                for r in rows
+            ]
+
+    # -- runs and leases ---------------------------------------------------------------
+
+    def start_run(
+        self,
+        pipeline: str,
+        kind: str,
+        as_of: datetime,
+        *,
+        force_before: datetime | None = None,
+        force_since: datetime | None = None,
+    ) -> int:
+        with self.transaction() as conn:
+            result = conn.execute(
+                schema.runs.insert().values(
+                    pipeline=pipeline,
+                    kind=kind,
+                    status="running",
+                    started_at=now_ms(),
+                    as_of=to_ms(as_of),
+                    force_before=to_ms(force_before),
+                    force_since=to_ms(force_since),
+                    counts="{}",
+                )
+            )
+            run_id = result.inserted_primary_key
+            assert run_id is not None
+            return int(run_id[0])
+
+    def finish_run(
+        self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                update(schema.runs)
+                .where(schema.runs.c.id == run_id)
+                .values(
+                    status=status,
+                    finished_at=now_ms(),
+                    counts=json.dumps(counts, sort_keys=True, default=str),
+                    error=error,
+                )
+            )
+
+    def mark_interrupted(self, pipeline: str) -> int:
+        """Runs left 'running' by a crash (the caller holds the pipeline's lease)."""
+        with self.transaction() as conn:
+            result = conn.execute(
+                update(schema.runs)
+                .where(schema.runs.c.pipeline == pipeline, schema.runs.c.status == "running")
+                .values(status="interrupted", finished_at=now_ms())
+            )
+            return int(result.rowcount)
+
+    def runs(self, pipeline: str | None = None, limit: int = 10) -> list[RunRow]:
+        table = schema.runs
+        query = select(table).order_by(table.c.id.desc()).limit(limit)
+        if pipeline:
+            query = query.where(table.c.pipeline == pipeline)
+        with self.engine.connect() as conn:
+            return [self._run_row(r) for r in conn.execute(query)]
+
+    def unfinished_backfill(self, pipeline: str) -> RunRow | None:
+        """The newest backfill of this pipeline, if it never finished (to resume it)."""
+        table = schema.runs
+        query = (
+            select(table)
+            .where(table.c.pipeline == pipeline, table.c.kind == "backfill")
+            .order_by(table.c.id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None or row.status not in {"running", "interrupted"}:
+            return None
+        return self._run_row(row)
+
+    @staticmethod
+    def _run_row(r: Any) -> RunRow:
+        return RunRow(
+            id=r.id,
+            pipeline=r.pipeline,
+            kind=r.kind,
+            status=r.status,
+            started_at=from_ms(r.started_at),  # type: ignore[arg-type]
+            finished_at=from_ms(r.finished_at),
+            as_of=from_ms(r.as_of),  # type: ignore[arg-type]
+            force_before=from_ms(r.force_before),
+            force_since=from_ms(r.force_since),
+            counts=json.loads(r.counts or "{}"),
+            error=r.error,
+        )
+
+    def acquire_lease(self, name: str, ttl_seconds: float, holder: str | None = None) -> str | None:
+        """Takes the named lease if it is free or expired; returns the holder id or None."""
+        holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        now = now_ms()
+        expires = now + int(ttl_seconds * 1000)
+        table = schema.leases
+        with self.transaction() as conn:
+            taken = conn.execute(
+                update(table)
+                .where(
+                    table.c.name == name, (table.c.expires_at < now) | (table.c.holder == holder)
+                )
+                .values(holder=holder, expires_at=expires)
+            ).rowcount
+            if taken:
+                return holder
+            insert: Any = (
+                postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
+            )
+            inserted = conn.execute(
+                insert.on_conflict_do_nothing(index_elements=["name"]),
+                {"name": name, "holder": holder, "expires_at": expires},
+            ).rowcount
+            return holder if inserted else None
+
+    def release_lease(self, name: str, holder: str) -> None:
+        table = schema.leases
+        with self.transaction() as conn:
+            conn.execute(delete(table).where(table.c.name == name, table.c.holder == holder))
+
+    # -- status ------------------------------------------------------------------------
+
+    def quarantine(
+        self, sources: Sequence[str] | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        table = schema.quarantine
+        query = select(table).order_by(table.c.last_seen.desc(), table.c.record_key).limit(limit)
+        if sources is not None:
+            query = query.where(table.c.source.in_(sources))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def quarantine_counts(self, sources: Sequence[str]) -> dict[str, int]:
+        table = schema.quarantine
+        query = (
+            select(table.c.action, func.count())
+            .where(table.c.source.in_(sources))
+            .group_by(table.c.action)
+        )
+        with self.engine.connect() as conn:
+            return {action: int(n) for action, n in conn.execute(query)}
+
+    def failures(self, destinations: Sequence[str], limit: int = 50) -> list[dict[str, Any]]:
+        table = schema.failures
+        query = (
+            select(table)
+            .where(table.c.destination.in_(destinations))
+            .order_by(table.c.last_failed_at.desc(), table.c.person_key)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def failure_counts(self, destinations: Sequence[str]) -> dict[str, int]:
+        table = schema.failures
+        query = (
+            select(table.c.reason_class, func.count())
+            .where(table.c.destination.in_(destinations))
+            .group_by(table.c.reason_class)
+        )
+        with self.engine.connect() as conn:
+            return {reason: int(n) for reason, n in conn.execute(query)}
+
+    def ledger_counts(self, destinations: Sequence[str]) -> dict[str, dict[str, int]]:
+        table = schema.ledger
+        query = (
+            select(table.c.destination, table.c.status, func.count())
+            .where(table.c.destination.in_(destinations))
+            .group_by(table.c.destination, table.c.status)
+        )
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for destination, status, n in conn.execute(query):
+                out.setdefault(destination, {})[status] = int(n)
+        return out
