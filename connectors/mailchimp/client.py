@@ -1,0 +1,207 @@
+"""The official SDK, routed through crmsync's HTTP seam, behind a small typed facade.
+
+``mailchimp-marketing`` builds correct paths, query strings and bodies, but sends every
+call with a fresh ``requests`` connection, knows nothing of 429 or retries and folds every
+failure into one ``ApiClientError``. ``SeamApiClient`` keeps the SDK's request building
+and replaces only its sending: every call goes through ``HttpClient`` (shared connection
+pool, retries honouring Retry-After, the account's concurrency cap, redaction, the
+classification table). ``MailchimpApi`` then translates the SDK's error back into ours at
+this boundary: our own errors that the SDK wrapped are unwrapped, an HTTP refusal becomes
+``MailchimpApiError`` with Mailchimp's title and detail.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import httpx
+from mailchimp_marketing import ApiClient, ListsApi, PingApi
+from mailchimp_marketing.api_client import ApiClientError
+
+from connectors.http import HttpClient
+from connectors.mailchimp.paging import OffsetPages
+from crmsync.errors import ConnectorError, CrmsyncError
+
+T = TypeVar("T")
+PAGE = 1000  # the largest ``count`` Mailchimp's collection endpoints accept
+
+
+class MailchimpApiError(ConnectorError):
+    """Mailchimp answered a call with a 4xx (other than 401/403, which are AuthErrors)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(f"Mailchimp {status} {title}: {detail}".strip())
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+    @classmethod
+    def from_sdk(cls, error: ApiClientError) -> MailchimpApiError:
+        body: Any = error.text
+        if isinstance(body, str | bytes):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                body = {"detail": str(body)[:300]}
+        if not isinstance(body, Mapping):
+            body = {}
+        status = int(error.status_code or body.get("status") or 0)
+        return cls(status, str(body.get("title", "")), str(body.get("detail", "")))
+
+
+class _SdkResponse:
+    """The few ``requests.Response`` members the SDK's ``call_api`` reads, over httpx."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.headers = response.headers
+        self.status_code = response.status_code
+
+    @property
+    def ok(self) -> bool:
+        return self._response.is_success
+
+    @property
+    def text(self) -> str:
+        return self._response.text
+
+    def json(self) -> Any:
+        return self._response.json()
+
+
+class SeamApiClient(ApiClient):  # type: ignore[misc]  # the SDK ships no type hints
+    """The SDK's ApiClient with its sending replaced by the seam's ``HttpClient``."""
+
+    def __init__(self, http: HttpClient) -> None:
+        super().__init__({})
+        self.host = http.base_url.rstrip("/")
+        # The SDK replaces the substring "server" anywhere in the URL with this value;
+        # the base URL is already complete, so the replacement is switched off.
+        self.server = ""
+        self._http = http
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        query_params: list[tuple[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> _SdkResponse:
+        # The SDK's own headers (its Content-Type on GETs, its User-Agent) and its auth are
+        # dropped: the seam's client carries auth, and httpx sets Content-Type for JSON.
+        del headers
+        response = self._http.request(
+            method,
+            url,
+            params=dict(query_params) if query_params else None,
+            json=body,
+            headers={"Accept": "application/json"},
+        )
+        return _SdkResponse(response)
+
+
+def call(operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Runs one SDK operation, translating its one error type at the boundary."""
+    try:
+        return operation(*args, **kwargs)
+    except ApiClientError as exc:
+        inner = exc.text
+        if isinstance(inner, CrmsyncError):  # ours (AuthError, TransientError...), wrapped
+            raise inner from inner.__cause__
+        if isinstance(inner, BaseException):  # anything else the SDK caught while sending
+            raise ConnectorError(f"Mailchimp call failed: {type(inner).__name__}") from inner
+        raise MailchimpApiError.from_sdk(exc) from exc
+
+
+class MailchimpApi:
+    """The Mailchimp operations crmsync uses, typed, paginated and with translated errors."""
+
+    def __init__(self, http: HttpClient) -> None:
+        self.sdk = SeamApiClient(http)
+        self.lists = ListsApi(self.sdk)
+        self.ping_api = PingApi(self.sdk)
+
+    def ping(self) -> dict[str, Any]:
+        return call(self.ping_api.get)
+
+    def get_list(self, list_id: str) -> dict[str, Any]:
+        return call(self.lists.get_list, list_id, fields=["id", "name", "stats.member_count"])
+
+    def merge_fields(self, list_id: str) -> Iterator[dict[str, Any]]:
+        return self._pages(
+            "merge_fields",
+            lambda offset: call(
+                self.lists.get_list_merge_fields, list_id, count=PAGE, offset=offset
+            ),
+        )
+
+    def add_merge_field(self, list_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return call(self.lists.add_list_merge_field, list_id, dict(body))
+
+    def update_merge_field(
+        self, list_id: str, merge_id: int, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return call(self.lists.update_list_merge_field, list_id, str(merge_id), dict(body))
+
+    def static_segments(self, list_id: str) -> Iterator[dict[str, Any]]:
+        fields = ["segments.id", "segments.name", "total_items"]
+        return self._pages(
+            "segments",
+            lambda offset: call(
+                self.lists.list_segments,
+                list_id,
+                type="static",
+                fields=fields,
+                count=PAGE,
+                offset=offset,
+            ),
+        )
+
+    def create_static_segment(self, list_id: str, name: str) -> dict[str, Any]:
+        return call(self.lists.create_segment, list_id, {"name": name, "static_segment": []})
+
+    def batch_members(self, list_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return call(self.lists.batch_list_members, list_id, dict(body))
+
+    def batch_segment(
+        self, list_id: str, segment_id: int, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return call(self.lists.batch_segment_members, dict(body), list_id, str(segment_id))
+
+    def members(
+        self, list_id: str, *, status: str, since_last_changed: str | None, fields: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        filters: dict[str, Any] = {"status": status, "fields": [*fields, "total_items"]}
+        if since_last_changed is not None:
+            filters["since_last_changed"] = since_last_changed
+        return self._pages(
+            "members",
+            lambda offset: call(
+                self.lists.get_list_members_info, list_id, count=PAGE, offset=offset, **filters
+            ),
+        )
+
+    def archive_member(self, list_id: str, subscriber_hash: str) -> None:
+        call(self.lists.delete_list_member, list_id, subscriber_hash)
+
+    def delete_member_permanently(self, list_id: str, subscriber_hash: str) -> None:
+        call(self.lists.delete_list_member_permanent, list_id, subscriber_hash)
+
+    @staticmethod
+    def _pages(key: str, fetch: Callable[[int], Any]) -> Iterator[dict[str, Any]]:
+        pages = OffsetPages()
+        offset: int | None = 0
+        while offset is not None:
+            page = fetch(offset)
+            items = (page.get(key) or []) if isinstance(page, Mapping) else []
+            yield from items
+            offset = pages.next(offset, len(items), _total(page))
+
+
+def _total(page: Any) -> int | None:
+    if isinstance(page, Mapping) and isinstance(page.get("total_items"), int):
+        return int(page["total_items"])
+    return None

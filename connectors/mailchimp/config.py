@@ -1,0 +1,139 @@
+"""The ``mailchimp`` destination's configuration, validated at start-up with the rest.
+
+The API key is a secret type from the first moment: the core substitutes
+``${MAILCHIMP_API_KEY}`` before validation, and nothing here ever echoes the value. That
+is also why the key's *format* is checked by a validator that raises ``ConfigError``
+itself instead of ``ValueError``: pydantic would print the raw input next to a
+``ValueError``, and that input holds the key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from connectors.base import ConnectorConfig
+from connectors.http import HttpSettings, RateSettings, RetrySettings
+from crmsync.errors import ConfigError
+
+MAX_CONNECTIONS = 10  # Mailchimp allows 10 simultaneous connections per API key
+MAX_BATCH = 500  # members per batch subscribe / per static-segment list, Mailchimp's cap
+DEFAULT_HOST_TEMPLATE = "https://{dc}.api.mailchimp.com/3.0"
+
+_KEY = re.compile(r"^[A-Za-z0-9]+-(?P<dc>[a-z]+[0-9]+)$")
+_DC = re.compile(r"^[a-z]+[0-9]+$")
+
+
+class MailchimpHttp(BaseModel):
+    """The HTTP seam's knobs that make sense for Mailchimp (the base URL is derived)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(60.0, gt=0, description="Read/write/pool timeout in seconds.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds allowed to connect.")
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings, description="Retry policy for 429, 5xx and timeouts."
+    )
+    rate: RateSettings = Field(
+        default_factory=RateSettings,
+        description="Client-side budget; max_concurrency is capped by max_connections.",
+    )
+
+
+class MailchimpConfig(ConnectorConfig):
+    """One Mailchimp audience (list) fed by crmsync."""
+
+    kind: Literal["mailchimp"] = Field("mailchimp", description="Always 'mailchimp'.")
+    api_key: SecretStr = Field(
+        description="Marketing API key, '<key>-<dc>'; write \"${MAILCHIMP_API_KEY}\" in the TOML."
+    )
+    list_id: str = Field(min_length=1, description="The audience (list) id to sync into.")
+    base_url: str | None = Field(
+        None,
+        description="API root; by default https://<dc>.api.mailchimp.com/3.0 from the key.",
+    )
+    server: str | None = Field(
+        None, description="Data centre (e.g. 'us6') when the key carries none or differs."
+    )
+    max_connections: int = Field(
+        MAX_CONNECTIONS,
+        ge=1,
+        le=MAX_CONNECTIONS,
+        description="Simultaneous requests for this key; Mailchimp allows at most 10.",
+    )
+    batch_size: int = Field(
+        MAX_BATCH, ge=1, le=MAX_BATCH, description="Members per batch call (at most 500)."
+    )
+    not_subscribed: Literal["transactional", "skip"] = Field(
+        "transactional",
+        description=(
+            "People without a recorded opt-in: add them as 'transactional' (no marketing "
+            "e-mail) or 'skip' them entirely."
+        ),
+    )
+    deletion: Literal["archive", "delete_permanent"] = Field(
+        "archive",
+        description="What a person deleted at the source becomes: archived or permanently deleted.",
+    )
+    tag_prefix: str = Field(
+        "crm-",
+        min_length=1,
+        description="Tags crmsync owns start with this; no other tag is ever added or removed.",
+    )
+    merge_field_limit: int = Field(
+        30,
+        ge=1,
+        description="Merge fields the audience may hold (30 on most plans, 80 on Premium).",
+    )
+    http: MailchimpHttp = Field(
+        default_factory=MailchimpHttp, description="Timeouts, retries and rate budget."
+    )
+
+    @model_validator(mode="after")
+    def _data_centre_known(self) -> MailchimpConfig:
+        if self.server is not None and not _DC.match(self.server):
+            raise ConfigError(
+                f"server {self.server!r} is not a data centre name",
+                key="server",
+                hint="use the suffix of the API key, e.g. 'us6'",
+            )
+        if self.base_url is None and self.server is None and key_data_centre(self.api_key) is None:
+            raise ConfigError(
+                "the API key has no data-centre suffix (expected '<key>-<dc>', e.g. '...-us6')",
+                key="api_key",
+                hint="copy the whole key from Mailchimp, or set server",
+            )
+        return self
+
+    def data_centre(self) -> str | None:
+        """The data centre requests go to: ``server`` if set, else the key's suffix."""
+        return self.server or key_data_centre(self.api_key)
+
+    def resolved_base_url(self) -> str:
+        if self.base_url is not None:
+            return self.base_url.rstrip("/")
+        dc = self.data_centre()
+        if dc is None:  # the validator above makes this unreachable for a valid model
+            raise ConfigError("no data centre for the base URL", key="server")
+        return DEFAULT_HOST_TEMPLATE.format(dc=dc)
+
+    def http_settings(self) -> HttpSettings:
+        """The seam's settings: base URL derived, concurrency capped by max_connections."""
+        rate = self.http.rate.model_copy(
+            update={"max_concurrency": min(self.http.rate.max_concurrency, self.max_connections)}
+        )
+        return HttpSettings(
+            base_url=self.resolved_base_url(),
+            timeout=self.http.timeout,
+            connect_timeout=self.http.connect_timeout,
+            retry=self.http.retry,
+            rate=rate,
+        )
+
+
+def key_data_centre(api_key: SecretStr) -> str | None:
+    """The data centre encoded in a key's suffix, or None when the key has none."""
+    found = _KEY.match(api_key.get_secret_value().strip())
+    return found.group("dc") if found else None

@@ -1,0 +1,89 @@
+"""Consent in both directions: recorded consent -> member status, Mailchimp status -> events.
+
+Pure functions only. The rule that matters most lives in ``status_plan``: a sync never
+raises anybody's status. ``status_if_new`` only applies to people Mailchimp does not know
+yet; ``status`` (which applies to existing members too) is only ever sent to *lower* a
+status, when the platform recorded an opt-out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from connectors.base import ConsentUpdate
+from crmsync.records import Channel, ConsentState
+
+NotSubscribed = Literal["transactional", "skip"]
+
+# The member statuses read back as opt-outs, with the reason shown in ``crmsync status``.
+OPT_OUT_STATUSES: tuple[tuple[str, str], ...] = (
+    ("unsubscribed", "unsubscribed in Mailchimp"),
+    ("cleaned", "cleaned in Mailchimp"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPlan:
+    """What one member entry in a batch subscribe says about status."""
+
+    status_if_new: str  # used only when Mailchimp creates the member
+    status: str | None = None  # also applied to existing members; only ever "unsubscribed"
+
+    def fields(self) -> dict[str, str]:
+        out = {"status_if_new": self.status_if_new}
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+
+def status_plan(consent: ConsentState, not_subscribed: NotSubscribed) -> StatusPlan | None:
+    """The status fields for a person with this recorded e-mail consent; None = don't send.
+
+    - SUBSCRIBED: subscribed if new; an existing member keeps whatever status Mailchimp
+      has (an unsubscribe or cleaning there must win, so ``status`` is never sent).
+    - UNSUBSCRIBED: unsubscribed, new or existing: an opt-out recorded in the platform wins.
+    - NONE: never consent. New people become ``transactional`` (no marketing e-mail) or
+      are not added at all, as configured; existing members keep their status.
+    """
+    if consent is ConsentState.SUBSCRIBED:
+        return StatusPlan("subscribed")
+    if consent is ConsentState.UNSUBSCRIBED:
+        return StatusPlan("unsubscribed", "unsubscribed")
+    if not_subscribed == "skip":
+        return None
+    return StatusPlan("transactional")
+
+
+def mailchimp_time(moment: datetime) -> str:
+    """ISO 8601 in UTC to the second, as Mailchimp's ``since_*`` filters expect.
+
+    Sub-seconds are dropped (floored), so a filter never skips a change made in the same
+    second; the core de-duplicates the rare change read twice.
+    """
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def parse_mailchimp_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def consent_update(member: Mapping[str, Any], reason: str, fallback: datetime) -> ConsentUpdate:
+    """One opted-out member from ``GET /lists/{id}/members`` as a consent event.
+
+    ``fallback`` (the time of the read) is used only when Mailchimp omits ``last_changed``.
+    """
+    at = parse_mailchimp_time(member.get("last_changed")) or fallback
+    email = str(member.get("email_address", "")).strip().lower()
+    return ConsentUpdate(
+        email=email, channel=Channel.EMAIL, state=ConsentState.UNSUBSCRIBED, at=at, reason=reason
+    )

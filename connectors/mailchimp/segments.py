@@ -1,0 +1,99 @@
+"""Static segments (tags): find or create them by name, and apply batched tag calls.
+
+The name -> id index is read once per destination (one paginated listing) and kept;
+segments are created only for tags that gain members, under a lock so two threads never
+create the same tag twice. A segment deleted by a marketer behind our back (404) is
+forgotten and re-created once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
+from connectors.mailchimp.tags import TagCall, call_failures
+from crmsync.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+
+class SegmentIndex:
+    """Tag name -> static segment id for one list."""
+
+    def __init__(self, api: MailchimpApi, list_id: str) -> None:
+        self._api = api
+        self._list_id = list_id
+        self._ids: dict[str, int] | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self, create: Iterable[str], lookup: Iterable[str] = ()) -> dict[str, int]:
+        """Ids for ``create`` (made when missing) and for those of ``lookup`` that exist."""
+        with self._lock:
+            ids = self._loaded()
+            for name in create:
+                if name not in ids:
+                    made = self._api.create_static_segment(self._list_id, name)
+                    ids[name] = int(made["id"])
+            wanted = {*create, *lookup}
+            return {name: ids[name] for name in wanted if name in ids}
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            if self._ids is not None:
+                self._ids.pop(name, None)
+
+    def _loaded(self) -> dict[str, int]:
+        if self._ids is None:
+            ids: dict[str, int] = {}
+            for segment in self._api.static_segments(self._list_id):
+                name, seg_id = str(segment.get("name", "")), int(segment.get("id", 0))
+                if name in ids:
+                    log.warning("two Mailchimp tags are named %r; using the older one", name)
+                    seg_id = min(seg_id, ids[name])
+                ids[name] = seg_id
+            self._ids = ids
+        return self._ids
+
+
+@dataclass
+class TagCallResult:
+    """Per-address failures of one tag call; ``transient`` when the whole call failed so."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+    transient: TransientError | None = None
+
+
+def apply_call(
+    api: MailchimpApi, index: SegmentIndex, list_id: str, call: TagCall, segment_id: int | None
+) -> TagCallResult:
+    """Sends one tag call; a vanished segment is re-created once and the call repeated."""
+    if segment_id is None:  # removals from a tag that does not exist: nothing to do
+        return TagCallResult()
+    for attempt in (1, 2):
+        try:
+            answer = api.batch_segment(list_id, segment_id, call.body())
+        except TransientError as exc:
+            return TagCallResult(_all(call, f"tag {call.tag!r} not applied: {exc}"), exc)
+        except MailchimpApiError as exc:
+            if exc.status == 404 and attempt == 1:
+                index.forget(call.tag)
+                found = index.resolve(create=[call.tag] if call.add else [], lookup=[call.tag])
+                segment_id = found.get(call.tag)
+                if segment_id is None:
+                    return TagCallResult()
+                continue
+            return TagCallResult(_all(call, f"tag {call.tag!r} not applied: {exc}"))
+        return TagCallResult(
+            {
+                email: f"tag {call.tag!r} not applied: {why}"
+                for email, why in call_failures(answer).items()
+            }
+        )
+    return TagCallResult(_all(call, f"tag {call.tag!r} not applied: segment keeps vanishing"))
+
+
+def _all(call: TagCall, message: str) -> dict[str, str]:
+    return {email.lower(): message for email in call.emails()}
