@@ -175,11 +175,16 @@ def consent_query(conn: Connection, ctx: ProfileContext) -> Select[Any]:
 CUSTOMER, ORDERS, CART, CONSENT = 0, 1, 2, 3
 
 
+def _tag(stream: Iterator[Any], tag: int) -> Iterator[tuple[str, int, Any]]:
+    for row in stream:
+        yield row[0], tag, row
+
+
 def keyed_groups(
     streams: Sequence[Iterator[Any]],
 ) -> Iterator[tuple[str, list[list[Any]]]]:
     """Merge-joins key-ordered row streams: yields (key, rows of each stream for that key)."""
-    tagged = [((row[0], tag, row) for row in stream) for tag, stream in enumerate(streams)]
+    tagged = [_tag(stream, tag) for tag, stream in enumerate(streams)]
     merged = heapq.merge(*tagged, key=lambda item: item[0])
     for key, items in itertools.groupby(merged, key=lambda item: item[0]):
         if key is None:
@@ -375,3 +380,11 @@ def foreign_currency_orders(conn: Connection, ctx: ProfileContext) -> int:
     o = schema.orders
     query = select(func.count()).where(o.c.source.in_(ctx.sources), o.c.currency != ctx.currency)
     return int(conn.execute(query).scalar() or 0)
+
+
+def iter_profiles(conn: Connection, ctx: ProfileContext) -> Iterator[dict[str, Any]]:
+    """Every profile of the pipeline, in person-key order (for plans, tests and benches)."""
+    builder = ProfileBuilder(ctx)
+    for key, groups in keyed_groups(profile_streams(conn, ctx)):
+        if groups[CUSTOMER] or groups[ORDERS] or groups[CART]:
+            yield builder.build(key, groups)

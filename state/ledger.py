@@ -194,10 +194,15 @@ def add_consent_events(
     ]
     if not rows:
         return 0
-    insert = _insert(conn, schema.consent_events).on_conflict_do_nothing(
-        index_elements=["person_key", "channel", "source", "occurred_at", "state"]
+    events = schema.consent_events
+    insert = (
+        _insert(conn, events)
+        .on_conflict_do_nothing(
+            index_elements=["person_key", "channel", "source", "occurred_at", "state"]
+        )
+        .returning(events.c.id)
     )
-    return int(conn.execute(insert, rows).rowcount or 0)
+    return len(conn.execute(insert, rows).all())
 
 
 def consent_events(conn: Connection, scopes: Sequence[str], limit: int) -> Iterator[Any]:

@@ -286,10 +286,10 @@ class Store:
                 postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
             )
             inserted = conn.execute(
-                insert.on_conflict_do_nothing(index_elements=["name"]),
+                insert.on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name),
                 {"name": name, "holder": holder, "expires_at": expires},
-            ).rowcount
-            return holder if inserted else None
+            ).first()
+            return holder if inserted is not None else None
 
     def release_lease(self, name: str, holder: str) -> None:
         table = schema.leases

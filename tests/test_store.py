@@ -1,0 +1,87 @@
+"""The state store on SQLite and PostgreSQL: staging de-duplication, cursors, leases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from crmsync.records import IssueAction, RecordIssue, Stream
+from state import schema
+from state.migrate import current_revision, head_revision
+from state.store import Store
+from tests.builders import NOW, customer, days_ago, order
+
+
+def test_migrations_create_exactly_the_schema_tables(state_url: str) -> None:
+    store = Store(state_url)
+    with store.engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        names = set(sa.inspect(conn).get_table_names())
+    assert set(schema.metadata.tables) <= names
+    for table in schema.metadata.tables.values():
+        columns = {c["name"] for c in sa.inspect(store.engine).get_columns(table.name)}
+        assert columns == {c.name for c in table.columns}, table.name
+    store.close()
+
+
+def test_newer_versions_replace_older_ones_and_older_never_win(state_url: str) -> None:
+    store = Store(state_url)
+    new = customer("1", "a@example.com", first_name="Yeni", updated_at=days_ago(1))
+    old = customer("1", "a@example.com", first_name="Eski", updated_at=days_ago(5))
+    stats = store.stage("shop", Stream.CUSTOMERS, [new])
+    assert stats.staged == 1
+    stats = store.stage("shop", Stream.CUSTOMERS, [old, new])  # a re-read with a stale copy
+    assert stats.staged == 0
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(schema.customers.c.first_name)).all()
+    assert rows == [("Yeni",)]
+    store.close()
+
+
+def test_order_lines_are_replaced_with_their_order(state_url: str) -> None:
+    store = Store(state_url)
+    first = order("o1", "1", "300", 3, categories=("Kitap", "Oyuncak", "Spor"))
+    store.stage("shop", Stream.ORDERS, [first])
+    changed = order("o1", "1", "100", 3, categories=("Kitap",), updated_at=days_ago(1))
+    store.stage("shop", Stream.ORDERS, [changed])
+    with store.engine.connect() as conn:
+        lines = conn.execute(sa.select(schema.order_lines.c.category)).scalars().all()
+        total = conn.execute(sa.select(schema.orders.c.total_minor)).scalar()
+    assert lines == ["Kitap"]
+    assert total == 10000  # minor units
+    store.close()
+
+
+def test_cursor_moves_only_with_the_batch_that_carries_it(state_url: str) -> None:
+    store = Store(state_url)
+    assert store.cursor("shop", "customers") is None
+    store.stage("shop", Stream.CUSTOMERS, [customer("1", "a@example.com")])
+    assert store.cursor("shop", "customers") is None
+    store.stage("shop", Stream.CUSTOMERS, [customer("2", "b@example.com")], cursor=NOW)
+    assert store.cursor("shop", "customers") == NOW
+    store.reset_cursors(["shop"], to=NOW - timedelta(days=3))
+    assert store.cursor("shop", "customers") == NOW - timedelta(days=3)
+    store.close()
+
+
+def test_quarantine_keeps_one_row_per_record_and_clears_when_fixed(state_url: str) -> None:
+    store = Store(state_url)
+    issue = RecordIssue(Stream.CUSTOMERS, "9", IssueAction.QUARANTINED, "invalid e-mail", "email")
+    store.stage("shop", Stream.CUSTOMERS, [], [issue])
+    store.stage("shop", Stream.CUSTOMERS, [], [issue])
+    rows = store.quarantine(["shop"])
+    assert [(r["external_id"], r["times_seen"]) for r in rows] == [("9", 2)]
+    store.stage("shop", Stream.CUSTOMERS, [customer("9", "fixed@example.com")])
+    assert store.quarantine(["shop"]) == []
+    store.close()
+
+
+def test_a_lease_is_exclusive_until_released(state_url: str) -> None:
+    store = Store(state_url)
+    holder = store.acquire_lease("pipeline:demo", 60, holder="a")
+    assert holder == "a"
+    assert store.acquire_lease("pipeline:demo", 60, holder="b") is None
+    store.release_lease("pipeline:demo", "a")
+    assert store.acquire_lease("pipeline:demo", 60, holder="b") == "b"
+    store.close()
