@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import click
 
-from crmsync.config import Config, load_config
+from crmsync.config import Config, PipelineSpec, load_config
 from crmsync.errors import ConfigError, ConnectorError, StateError
 from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
 from crmsync.report import render_report, render_status, status_data
@@ -275,6 +275,26 @@ def status(config_path: str, pipeline: str | None, limit: int, as_json: bool) ->
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             click.echo("\n\n".join(render_status(d) for d in data))
+
+
+@main.command()
+@config_option
+def serve(config_path: str) -> None:
+    """Run the pipelines on their schedules, in the foreground, until interrupted."""
+    import scheduler
+
+    with _errors():
+        config = _load(config_path)
+
+        def run_one(spec: PipelineSpec) -> None:
+            store = Store(config.state_url)
+            try:
+                report = run_pipeline(config, spec, store, RunOptions(kind="scheduled"))
+                click.echo(render_report(report))
+            finally:
+                store.close()
+
+        scheduler.serve(config, run_one)
 
 
 @main.command()

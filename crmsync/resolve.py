@@ -89,6 +89,13 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
                     "use an ISO 4217 code such as TRY",
                 )
             )
+        if pipeline.schedule:
+            from scheduler import cron_trigger
+
+            try:
+                cron_trigger(pipeline.schedule, f"{key}.schedule", settings.defaults.timezone)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
         segments = _compile_segments(settings, pname, pipeline.segments, fields, issues)
         for ref in pipeline.destinations:
             if ref in dest_specs and ref not in destinations:
