@@ -1,0 +1,1 @@
+"""Benchmarks: figures and ratios written to bench/results.json, never asserted in tests."""
