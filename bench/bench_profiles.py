@@ -1,0 +1,186 @@
+"""Profile build + segments + mapping + diff, at 100k and 1M generated customers and on CDNOW.
+
+    python -m bench.bench_profiles [--sizes 100000,1000000] [--cdnow PATH]
+
+Staging is filled once per size (cached under bench/.cache, reused across runs); the
+measured phase runs in a fresh process so its peak RSS is its own: a dry run (`plan`
+without pulling) that builds every profile, evaluates the default segments, applies the
+outbox mapping and diffs against the (empty) ledger. Targets: >= 20,000 profiles/s and
+<= 500 MB peak RSS at 1M customers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench.results import record
+
+CACHE = Path(__file__).parent / ".cache"
+NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+CDNOW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cdnow" / "CDNOW_master.txt"
+
+
+def _stage(url: str, records: Any, batch: int = 5000) -> tuple[int, float]:
+    from crmsync.records import Cart, Customer, Order, Stream
+    from state.store import Store
+
+    store = Store(url)
+    pending: dict[Stream, list[Any]] = defaultdict(list)
+    kinds = {Customer: Stream.CUSTOMERS, Order: Stream.ORDERS, Cart: Stream.CARTS}
+    started, count = time.perf_counter(), 0
+    for item in records:
+        stream = kinds[type(item)]
+        pending[stream].append(item)
+        count += 1
+        if len(pending[stream]) >= batch:
+            store.stage("bench", stream, pending.pop(stream))
+    for stream, items in pending.items():
+        store.stage("bench", stream, items)
+    store.close()
+    return count, time.perf_counter() - started
+
+
+def prepare_generated(customers: int) -> Path:
+    from crmsync.sample import SampleSpec, iter_store
+
+    path = CACHE / f"generated-{customers}.db"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        spec = SampleSpec(customers=customers, seed=11, now=NOW)
+        count, seconds = _stage(f"sqlite:///{partial}", iter_store(spec))
+        print(f"  staged {count:,} records in {seconds:.0f} s ({count / seconds:,.0f}/s)")
+        partial.rename(path)
+    return path
+
+
+def cdnow_records(path: Path) -> Any:
+    """CDNOW transactions as canonical records (e-mails under example.com, USD)."""
+    from crmsync.records import Consent, ConsentState, Customer, Order, OrderLine, OrderStatus
+
+    seen: set[str] = set()
+    with open(path, encoding="ascii") as handle:
+        next(handle)
+        for line_no, line in enumerate(handle, start=2):
+            cid, day, cds, value = line.split()
+            placed = datetime.strptime(day, "%Y%m%d").replace(tzinfo=UTC) + timedelta(hours=12)
+            if cid not in seen:
+                seen.add(cid)
+                yield Customer(
+                    external_id=cid, email=f"cust-{cid}@example.com", created_at=placed,
+                    updated_at=placed,
+                    email_consent=Consent(ConsentState.SUBSCRIBED, placed),
+                )
+            amount = Decimal(value)
+            yield Order(
+                external_id=f"{cid}-{day}-{line_no}", customer_external_id=cid, email=None,
+                placed_at=placed, status=OrderStatus.FULFILLED, currency="USD", total=amount,
+                updated_at=placed,
+                lines=(OrderLine("CD", "CD", "Music", max(int(cds), 1),
+                                 amount / max(int(cds), 1)),),
+            )
+
+
+def prepare_cdnow(path: Path) -> Path:
+    db = CACHE / "cdnow.db"
+    if not db.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = db.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        count, seconds = _stage(f"sqlite:///{partial}", cdnow_records(path))
+        print(f"  staged {count:,} CDNOW records in {seconds:.1f} s")
+        partial.rename(db)
+    return db
+
+
+def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
+    """Runs in a child process: one dry run over the staged store."""
+    from connectors.outbox import OutboxConfig, OutboxDestination
+    from crmsync.config import (
+        ConnectorSpec,
+        DestinationSpec,
+        PipelineSettings,
+        PipelineSpec,
+        Settings,
+        make_config,
+    )
+    from crmsync.fields import catalogue
+    from crmsync.pipeline import RunOptions, run_pipeline
+    from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
+    from mappings import builtin_mapping_path, load_mapping
+    from state.store import Store
+
+    fields = catalogue()
+    mapping = load_mapping(builtin_mapping_path("outbox"), fields)
+    destination = DestinationSpec("bench_outbox", "outbox", OutboxDestination,
+                                  OutboxConfig(directory=str(CACHE / "outbox")), mapping)
+    settings = PipelineSettings(sources=["bench"], destinations=["bench_outbox"])
+    spec = PipelineSpec("bench", settings, currency, (ConnectorSpec("bench", "files", None, None),),
+                        (destination,), SegmentSet.compile(DEFAULT_SEGMENTS, fields), fields)
+    config = make_config(Settings(), CACHE / "bench.toml", {}, {"bench_outbox": destination},
+                         {"bench": spec})
+    store = Store(f"sqlite:///{db}")
+    started = time.perf_counter()
+    report = run_pipeline(config, spec, store, RunOptions(dry_run=True, pull=False, as_of=as_of))
+    seconds = time.perf_counter() - started
+    store.close()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"profiles": report.profiles, "seconds": round(seconds, 2),
+            "profiles_per_s": round(report.profiles / seconds),
+            "peak_rss_mb": round(peak_mb, 1),
+            "changes": sum(d.counts.get("create", 0) for d in report.destinations.values())}
+
+
+def _child(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.bench_profiles", "--measure", str(db), "--currency",
+         currency, "--as-of", as_of.isoformat()],
+        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_profiles")
+    parser.add_argument("--sizes", default=os.environ.get("CRMSYNC_BENCH_SIZES", "100000"))
+    parser.add_argument("--cdnow", default=str(CDNOW))
+    parser.add_argument("--measure")
+    parser.add_argument("--currency", default="TRY")
+    parser.add_argument("--as-of")
+    args = parser.parse_args(argv)
+    if args.measure:
+        as_of = datetime.fromisoformat(args.as_of)
+        print(json.dumps(measure(Path(args.measure), args.currency, as_of)))
+        return 0
+    figures: dict[str, Any] = {}
+    for size in (int(s) for s in args.sizes.split(",") if s):
+        print(f"generated store, {size:,} customers")
+        result = _child(prepare_generated(size), "TRY", NOW)
+        print(f"  {result}")
+        figures.update({f"{k}@{size}": v for k, v in result.items()})
+    if Path(args.cdnow).exists():
+        print("CDNOW")
+        result = _child(prepare_cdnow(Path(args.cdnow)), "USD",
+                        datetime.combine(date(1998, 7, 1), datetime.min.time(), UTC))
+        print(f"  {result}")
+        figures.update({f"{k}@cdnow": v for k, v in result.items()})
+    figures["target_profiles_per_s"] = 20000
+    figures["target_peak_rss_mb_at_1m"] = 500
+    print(f"written to {record('profiles', figures)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""Helpers for end-to-end tests: a sample store on disk, a config for it, CLI runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from connectors.outbox import read_outbox
+from crmsync.cli import main
+from crmsync.sample import SampleSpec, write_files
+
+STORE_NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+AS_OF = "2026-11-01T09:00:00+00:00"
+
+
+def config_text(state_url: str, data: Path, outbox: Path, batch_size: int = 500) -> str:
+    return f"""
+[state]
+url = "{state_url}"
+
+[sources.shop]
+kind = "files"
+[sources.shop.customers]
+path = "{data / 'customers.csv'}"
+[sources.shop.orders]
+path = "{data / 'orders.jsonl'}"
+[sources.shop.carts]
+path = "{data / 'carts.jsonl'}"
+
+[destinations.out]
+kind = "outbox"
+directory = "{outbox}"
+batch_size = {batch_size}
+
+[pipelines.main]
+sources = ["shop"]
+destinations = ["out"]
+"""
+
+
+@dataclass
+class Site:
+    root: Path
+    config: Path
+    data: Path
+    outbox_root: Path
+
+    @property
+    def outbox(self) -> Path:
+        return self.outbox_root / "out"
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_outbox(self.outbox) if self.outbox.exists() else []
+
+    def batch_files(self) -> set[str]:
+        return {p.name for p in self.outbox.glob("*.jsonl")} if self.outbox.exists() else set()
+
+    def cli(self, *args: str) -> Result:
+        result = CliRunner().invoke(main, [*args, "--config", str(self.config)],
+                                    catch_exceptions=False)
+        return result
+
+    def run_json(self, *extra: str) -> dict[str, Any]:
+        result = self.cli("run", "--as-of", AS_OF, "--json", *extra)
+        assert result.exit_code in (0, 5), result.output
+        reports: list[dict[str, Any]] = json.loads(result.stdout)
+        return reports[0]
+
+
+def make_site(root: Path, state_url: str, customers: int = 300, dirty_rate: float = 0.0,
+              batch_size: int = 500, seed: int = 3) -> Site:
+    data = root / "data"
+    write_files(SampleSpec(customers=customers, seed=seed, now=STORE_NOW, dirty_rate=dirty_rate),
+                data)
+    config = root / "crmsync.toml"
+    outbox = root / "outbox"
+    config.write_text(config_text(state_url, data, outbox, batch_size), encoding="utf-8")
+    return Site(root, config, data, outbox)
+
+
+def edit_order(path: Path, order_id: str, **changes: Any) -> dict[str, Any]:
+    """Rewrites one order of a JSONL export in place; returns the order as it was."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    before: dict[str, Any] = {}
+    for i, line in enumerate(lines):
+        try:
+            order = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(order, dict) and order.get("id") == order_id:
+            before = dict(order)
+            order.update(changes)
+            lines[i] = json.dumps(order, ensure_ascii=False)
+    assert before, f"order {order_id} not found"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return before

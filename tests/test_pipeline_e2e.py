@@ -1,0 +1,125 @@
+"""The whole flow through the CLI, on SQLite and PostgreSQL: files -> profiles -> outbox."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from tests.e2e import AS_OF, Site, edit_order, make_site
+
+
+def changes(report: dict[str, object]) -> int:
+    counts = report["destinations"]["out"]  # type: ignore[index]
+    return sum(counts.get(k, 0) for k in ("create", "update", "archive"))
+
+
+def test_first_run_syncs_everyone_and_the_second_sends_nothing(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = make_site(tmp_path, state_url)
+    first = site.run_json()
+    assert first["status"] == "succeeded"
+    created = first["destinations"]["out"]["create"]
+    assert created == len(site.records()) > 250
+    keys = [r["person_key"] for r in site.records()]
+    assert len(keys) == len(set(keys))  # nobody twice
+    files = site.batch_files()
+
+    second = site.run_json()
+    assert changes(second) == 0
+    assert second["destinations"]["out"]["unchanged"] == created
+    assert site.batch_files() == files  # nothing written to the outbox
+
+
+def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = make_site(tmp_path, state_url)
+    site.run_json()
+    person, order_id = _repeat_buyer_with_recent_order(site)
+    files = site.batch_files()
+
+    edit_order(site.data / "orders.jsonl", order_id, total_price="25000.00",
+               updated_at="2026-10-31T12:00:00+03:00")
+    report = site.run_json()
+    new = _records_in(site, site.batch_files() - files)
+    assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
+    assert "crm-vip" in new[0]["tags_add"] and new[0]["tags_remove"] == []
+    assert new[0]["is_new"] is False
+
+    files = site.batch_files()
+    edit_order(site.data / "orders.jsonl", order_id, status="cancelled",
+               updated_at="2026-10-31T13:00:00+03:00")
+    report = site.run_json()
+    new = _records_in(site, site.batch_files() - files)
+    assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
+    assert {"crm-vip", "crm-repeat"} <= set(new[0]["tags_remove"])
+    assert "crm-vip" not in new[0]["tags_add"]
+
+
+def _records_in(site: Site, names: set[str]) -> list[dict[str, object]]:
+    records: list[dict[str, object]] = []
+    for name in sorted(names):
+        text = (site.outbox / name).read_text(encoding="utf-8")
+        records.extend(json.loads(line) for line in text.splitlines() if line)
+    return records
+
+
+def _repeat_buyer_with_recent_order(site: Site) -> tuple[str, str]:
+    """A subscribed-or-not customer with exactly two counted orders, one in the last year."""
+    records = {r["person_key"]: r for r in site.records()}
+    orders: dict[str, list[dict[str, object]]] = {}
+    for line in (site.data / "orders.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            order = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(order, dict) and order.get("email"):
+            orders.setdefault(str(order["email"]).lower(), []).append(order)
+    for email, placed in sorted(orders.items()):
+        key = f"e:{email}"
+        counted = [o for o in placed if o.get("status") not in ("cancelled", "refunded")]
+        record = records.get(key)
+        if record is None or len(counted) != 2 or len(placed) != 2:
+            continue
+        tags = set(record["tags_add"])  # type: ignore[arg-type]
+        recent = [o for o in counted if str(o["created_at"]) >= "2026-02-01"]
+        if "crm-repeat" in tags and "crm-vip" not in tags and recent:
+            return key, str(recent[0]["id"])
+    raise AssertionError("the sample store has no two-order customer to edit")
+
+
+def test_bad_input_is_quarantined_with_reasons_and_the_rest_synced(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = make_site(tmp_path, state_url, customers=400, dirty_rate=0.2)
+    report = site.run_json()
+    quarantined = sum(s["quarantined"] for s in report["pulled"].values())
+    assert quarantined > 0
+    assert changes(report) > 300
+
+    status = site.cli("status", "--json", "--limit", "500")
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.stdout)[0]
+    reasons = [q["reason"] for q in data["quarantine"]["recent"]]
+    assert data["quarantine"]["counts"]["quarantined"] == len(
+        [q for q in data["quarantine"]["recent"] if q["action"] == "quarantined"]
+    )
+    assert all(reason.strip() for reason in reasons)
+    kinds = Counter(q["field"] for q in data["quarantine"]["recent"])
+    assert kinds, "no quarantined field names"
+    text = site.cli("status").stdout
+    assert "quarantined" in text and reasons[0] in text
+
+
+def test_plan_writes_nothing_and_matches_the_run(tmp_path: Path, state_url: str) -> None:
+    site = make_site(tmp_path, state_url)
+    plan = site.cli("plan", "--as-of", AS_OF, "--json")
+    assert plan.exit_code == 0, plan.output
+    planned = json.loads(plan.stdout)[0]
+    assert planned["dry_run"] is True and site.batch_files() == set()
+    report = site.run_json()
+    for key in ("create", "update", "unchanged", "tags_added", "tags_removed", "invalid"):
+        assert planned["destinations"]["out"].get(key) == report["destinations"]["out"].get(key)
+    assert len(planned["samples"]["out"]) == 5
