@@ -67,15 +67,16 @@ class DirtyMaker:
         number = self.count
         self.count += 1
         kind = KINDS[number % len(KINDS)]
+        variant = number // len(KINDS)  # the n-th dirty record of its kind
         if kind in ORDER_KINDS and self.template is None:
             kind = "invalid_email"
         if kind == "duplicate_email" and customer.email is None:
             kind = "turkish_upper"
         if kind in ORDER_KINDS:
             assert self.template is not None
-            yield self._order(kind, number, self.template)
+            yield self._order(kind, number, variant, self.template)
         else:
-            yield self._customer(kind, number, customer)
+            yield self._customer(kind, number, variant, customer)
 
     def _person(self, number: int, near: Customer) -> Customer:
         rng = self.rng
@@ -90,16 +91,16 @@ class DirtyMaker:
             person = replace(person, email=email)
         return person
 
-    def _customer(self, kind: str, number: int, current: Customer) -> Item:
+    def _customer(self, kind: str, number: int, variant: int, current: Customer) -> Item:
         person = self._person(number, current)
         row = customer_row(person, 0)
         record: Customer | None = None
         if kind == "invalid_email":
-            row["email"] = bad_email(person.email or "", number)
+            row["email"] = bad_email(person.email or "", variant)
         elif kind == "missing_id":
             row["customer_id"] = ""
         elif kind == "bad_date":
-            row["created_at"] = BAD_DATES[number % len(BAD_DATES)]
+            row["created_at"] = BAD_DATES[variant % len(BAD_DATES)]
         elif kind == "over_long_name":
             first = person.first_name or "Ayşe"
             row["first_name"] = (first * (LONG_NAME // len(first) + 1))[:LONG_NAME]
@@ -125,15 +126,15 @@ class DirtyMaker:
             row["email"] = turkish_upper(email)
         return Item(Stream.CUSTOMERS, record, row, 0)
 
-    def _order(self, kind: str, number: int, template: Order) -> Item:
+    def _order(self, kind: str, number: int, variant: int, template: Order) -> Item:
         row = order_dict(template, 0)
         row["id"] = str(DIRTY_IDS + number)
         if kind == "negative_quantity":
-            row["line_items"][0]["quantity"] = -1 - number % 2
+            row["line_items"][0]["quantity"] = -1 - variant % 2
         elif kind == "unknown_currency":
-            row["currency"] = BAD_CURRENCIES[number % len(BAD_CURRENCIES)]
+            row["currency"] = BAD_CURRENCIES[variant % len(BAD_CURRENCIES)]
         elif kind == "order_missing_id":
             row["id"] = None
         else:
-            row["created_at"] = ("2026-13-01T10:00:00+03:00", "01/13/2026 10:00")[number % 2]
+            row["created_at"] = ("2026-13-01T10:00:00+03:00", "01/13/2026 10:00")[variant % 2]
         return Item(Stream.ORDERS, None, row, 0)
