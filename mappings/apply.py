@@ -1,0 +1,99 @@
+"""``CompiledMapping``: a loaded mapping, ready to turn profiles into destination payloads.
+
+Everything is decided when the mapping loads; ``apply`` is one dict comprehension over
+pre-built closures, with no I/O and no look-ups in the configuration, and ``tag_for``
+caches each segment's tag name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from connectors.base import FieldSpec
+from crmsync.errors import RecordError
+from mappings.convert import Getter, compile_field
+from mappings.model import MappingSpec
+from mappings.text import tag_namer
+
+_CONVERSION_ERRORS = (TypeError, ValueError, AttributeError, ArithmeticError, KeyError)
+
+
+class CompiledMapping:
+    """Profile -> destination fields, and segment names -> tag names, for one destination."""
+
+    __slots__ = (
+        "_fields",
+        "_namer",
+        "_specs",
+        "_tags",
+        "identity_email",
+        "identity_phone",
+        "kind",
+        "path",
+        "profile_fields_used",
+        "tag_prefix",
+    )
+
+    def __init__(self, spec: MappingSpec, *, path: str = "") -> None:
+        self.kind = spec.kind
+        self.path = path
+        self.identity_email: str | None = spec.identity_email
+        self.identity_phone: str | None = spec.identity_phone
+        rules = sorted(spec.fields, key=lambda rule: rule.name)
+        self._fields: tuple[tuple[str, Getter], ...] = tuple(
+            (rule.name, compile_field(rule)) for rule in rules
+        )
+        self._specs = tuple(
+            FieldSpec(name=rule.name, type=rule.type, label=rule.label, choices=rule.choices)
+            for rule in rules
+        )
+        read = {rule.source for rule in rules if rule.source}
+        read |= {source for rule in rules for _, source in rule.parts}
+        read |= {f for f in (spec.identity_email, spec.identity_phone) if f}
+        self.profile_fields_used: frozenset[str] = frozenset(read)
+        self.tag_prefix = spec.tags.prefix
+        tags = spec.tags
+        self._namer = tag_namer(tags.prefix, tags.case, tags.max_length, tags.names, spec.locale)
+        self._tags: dict[str, str] = {}
+
+    def apply(self, profile: Mapping[str, object]) -> dict[str, object]:
+        """The destination fields for ``profile``, keys sorted; pure and deterministic.
+
+        A profile value of the wrong type (a bug upstream) raises RecordError naming
+        the destination field, so the one record is quarantined.
+        """
+        try:
+            return {name: get(profile) for name, get in self._fields}
+        except _CONVERSION_ERRORS as exc:
+            raise self._which_failed(profile) from exc
+
+    def _which_failed(self, profile: Mapping[str, object]) -> RecordError:
+        for name, get in self._fields:
+            try:
+                get(profile)
+            except _CONVERSION_ERRORS as exc:
+                return RecordError(f"cannot map the profile value: {exc}", field=name)
+        return RecordError("cannot map the profile")
+
+    def field_specs(self) -> list[FieldSpec]:
+        """The destination fields, sorted by name; ``type`` is the mapping type.
+
+        Destinations translate the type to their own (``limits.MAILCHIMP_MERGE_TYPES``).
+        """
+        return list(self._specs)
+
+    def tag_for(self, segment: str) -> str:
+        tag = self._tags.get(segment)
+        if tag is None:
+            tag = self._tags[segment] = self._namer(segment)
+        return tag
+
+    def tags_for(self, segments: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted({self.tag_for(segment) for segment in segments}))
+
+    def owns_tag(self, tag: str) -> bool:
+        """True for tags crmsync manages here (they carry the prefix); it never touches others."""
+        return tag.startswith(self.tag_prefix)
+
+    def __repr__(self) -> str:
+        return f"CompiledMapping(kind={self.kind!r}, fields={[n for n, _ in self._fields]})"

@@ -1,0 +1,131 @@
+"""The validated shape of a mapping file, and the error that lists everything wrong with one.
+
+``parse`` turns TOML data into these frozen specs, ``limits`` adds the checks of one
+destination kind, and ``apply`` compiles a spec into closures. Keeping the spec apart
+from the closures lets every check run before any code is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from crmsync.errors import ConfigError, ConfigIssue
+
+NO_DEFAULT: object = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
+ADDRESS_PARTS = ("addr1", "addr2", "city", "state", "zip", "country")
+DEFAULT_TAG_PREFIX = "crm-"
+DEFAULT_TAG_MAX_LENGTH = 100
+MAX_ROUND = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TypeInfo:
+    sources: frozenset[str]  # catalogue types this mapping type accepts
+    options: frozenset[str]  # keys allowed besides type/from/label/default
+
+
+_ANY = frozenset({"text", "integer", "decimal", "boolean", "date", "datetime", "list"})
+TYPES: Mapping[str, TypeInfo] = {
+    "text": TypeInfo(
+        _ANY,
+        frozenset(
+            {"case", "locale", "max_length", "overflow", "map", "unmapped", "format"}
+            | {"timezone", "round", "join"}
+        ),
+    ),
+    "number": TypeInfo(frozenset({"integer", "decimal"}), frozenset({"round"})),
+    "integer": TypeInfo(frozenset({"integer", "decimal"}), frozenset()),
+    "date": TypeInfo(frozenset({"date", "datetime"}), frozenset({"format", "timezone"})),
+    "datetime": TypeInfo(frozenset({"datetime"}), frozenset({"format", "timezone"})),
+    "birthday": TypeInfo(frozenset({"date", "datetime"}), frozenset({"format"})),
+    "boolean": TypeInfo(frozenset({"boolean"}), frozenset()),
+    "phone": TypeInfo(frozenset({"text"}), frozenset()),
+    "address": TypeInfo(frozenset({"text"}), frozenset({"from_fields", "require"})),
+    "dropdown": TypeInfo(
+        frozenset({"text", "integer", "boolean"}), frozenset({"map", "unmapped", "choices"})
+    ),
+    "list": TypeInfo(frozenset({"list"}), frozenset()),
+}
+DEFAULT_FORMATS = {"date": "%Y-%m-%d", "birthday": "%m/%d"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """One destination field, validated; ``apply`` turns it into a closure."""
+
+    name: str
+    type: str
+    source: str | None  # the profile field (None for address)
+    source_type: str | None  # its catalogue type
+    label: str
+    default: object = NO_DEFAULT
+    case: str | None = None
+    locale: str | None = None
+    max_length: int | None = None
+    overflow: str = "truncate"
+    value_map: Mapping[str, str] = field(default_factory=dict)
+    unmapped: str | None = None
+    choices: tuple[str, ...] = ()
+    format: str | None = None
+    timezone: str | None = None
+    round: int | None = None
+    join: str = ", "
+    parts: tuple[tuple[str, str], ...] = ()  # address: (part, profile field), in part order
+    require: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TagRule:
+    prefix: str = DEFAULT_TAG_PREFIX
+    case: str = "kebab"
+    max_length: int = DEFAULT_TAG_MAX_LENGTH
+    names: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSpec:
+    kind: str
+    identity_email: str | None
+    identity_phone: str | None
+    locale: str | None
+    fields: tuple[FieldRule, ...]
+    tags: TagRule
+
+
+class MappingError(ConfigError):
+    """A mapping file is unusable; ``issues`` lists every problem with its TOML key path."""
+
+    def __init__(self, issues: Sequence[ConfigIssue] | str, *, path: str = "", key: str = ""):
+        super().__init__(issues, key=key)
+        self.path = path
+
+    def __str__(self) -> str:
+        body = super().__str__()
+        return f"mapping file {self.path}:\n{body}" if self.path else body
+
+
+class Issues:
+    """Collects every problem found, each under its TOML key path."""
+
+    def __init__(self) -> None:
+        self.items: list[ConfigIssue] = []
+
+    def add(self, key: str, message: str, hint: str = "") -> None:
+        self.items.append(ConfigIssue(key=key, message=message, hint=hint))
+
+    def unknown_keys(self, table: Mapping[str, object], allowed: Iterable[str], at: str) -> None:
+        known = sorted(allowed)
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                guess = f" (did you mean {close[0]!r}?)" if close else ""
+                self.add(join_key(at, key), f"unknown key{guess}", f"allowed: {', '.join(known)}")
+
+
+def join_key(at: str, key: str) -> str:
+    """``fields.FNAME`` for plain keys, ``fields."odd key"`` otherwise, as TOML writes them."""
+    shown = key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+    return f"{at}.{shown}" if at else shown
