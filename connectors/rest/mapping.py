@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from connectors.rest.config import FieldSpec, FieldValue, ItemsConfig, StreamConfig
@@ -52,11 +53,19 @@ def _ref(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
     return normalize.text(v, f, limit=128)
 
 
+# E-mail and phone validation dominate mapping time, and an order repeats its customer's
+# address: a bounded cache of these pure functions roughly halves the cost of a pull.
+_cached_email = lru_cache(maxsize=1 << 16)(normalize.email)
+_cached_phone = lru_cache(maxsize=1 << 16)(normalize.phone)
+
+
 def _email(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.email(v, f)
+    return _cached_email(v, f) if isinstance(v, str) else normalize.email(v, f)
 
 
 def _phone(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
+    if isinstance(v, str):
+        return _cached_phone(v, f, region=c.region)
     return normalize.phone(v, f, region=c.region)
 
 
