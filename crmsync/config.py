@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crmsync import registry
@@ -126,6 +126,14 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
 
+_ENTRY_TYPES: dict[str, Any] = {
+    "sources": dict[str, Any],
+    "destinations": dict[str, Any],
+    "segments": SegmentSettings,
+    "pipelines": PipelineSettings,
+}
+
+
 @dataclass(frozen=True)
 class ConnectorSpec:
     name: str
@@ -217,6 +225,37 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _valid_parts(raw: dict[str, Any], issues: list[ConfigIssue]) -> dict[str, Any]:
+    """The sections (and named entries) that validate; the rest become issues.
+
+    Validating part by part means one typo does not hide the problems elsewhere: the
+    connectors, rules and mappings of the valid parts are still checked.
+    """
+    clean: dict[str, Any] = {}
+    for key, value in raw.items():
+        field = Settings.model_fields.get(key)
+        if field is None:
+            issues.append(ConfigIssue(key, "unknown key", "check the spelling against the docs"))
+            continue
+        entry_type = _ENTRY_TYPES.get(key)
+        if entry_type is not None and isinstance(value, dict):
+            kept = {}
+            for name, entry in value.items():
+                try:
+                    TypeAdapter(entry_type).validate_python(entry)
+                    kept[name] = entry
+                except ValidationError as exc:
+                    issues.extend(_issues_from(exc, f"{key}.{name}"))
+            clean[key] = kept
+            continue
+        try:
+            TypeAdapter(field.annotation or Any).validate_python(value)
+            clean[key] = value
+        except ValidationError as exc:
+            issues.extend(_issues_from(exc, key))
+    return clean
+
+
 def _resolve_state_url(url: str, base: Path) -> str:
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
@@ -236,8 +275,8 @@ def load_config(path: str | Path) -> Config:
     issues: list[ConfigIssue] = []
     raw = _interpolate(raw, "", issues)
     try:
-        settings = Settings(**raw)
-    except ValidationError as exc:
+        settings = Settings(**_valid_parts(raw, issues))
+    except ValidationError as exc:  # from the environment overrides
         raise ConfigError(issues + _issues_from(exc)) from exc
     from crmsync.resolve import resolve  # the half that needs connectors, rules, mappings
 

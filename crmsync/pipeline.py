@@ -42,7 +42,7 @@ from state.store import Store
 from state.timeutil import now_ms, to_ms
 
 log = logging.getLogger("crmsync.pipeline")
-LEASE_SECONDS = 6 * 3600
+LEASE_SECONDS = 15 * 60
 
 
 class PipelineBusy(CrmsyncError):
@@ -131,7 +131,8 @@ def run_pipeline(
                 if not options.dry_run:
                     _read_consent(store, dest.name, instance, report)
                     instance.prepare(dest.mapping.field_specs())
-            _sync(store, spec, destinations, options, report, policy, as_of)
+            lease = (spec.name, holder) if holder is not None else None
+            _sync(store, spec, destinations, options, report, policy, as_of, lease)
         failed = any(d.error for d in report.destinations.values())
         record_failures = any(
             d.counts[o] for d in report.destinations.values() for o in ("failed", "rejected")
@@ -215,9 +216,7 @@ def _pull(
             }
 
 
-def _phase(
-    progress: Callable[[str, int], None] | None, phase: str
-) -> Callable[[int], None] | None:
+def _phase(progress: Callable[[str, int], None] | None, phase: str) -> Callable[[int], None] | None:
     if progress is None:
         return None
     return lambda n: progress(phase, n)
@@ -252,6 +251,7 @@ class _Batcher:
         self.spec, self.destination, self.store = spec, destination, store
         self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
         self.pending: list[Change] = []
+        self.lease: tuple[str, str] | None = None  # (pipeline, holder) to renew per batch
 
     def add(self, change: Change) -> None:
         if self.report.error:
@@ -275,6 +275,8 @@ class _Batcher:
             # stop sending to it for the rest of this run
             self.report.error = str(exc)
             results = [PushResult(c.person_key, Outcome.FAILED, message=str(exc)) for c in batch]
+        if self.lease is not None:
+            self.store.renew_lease(f"pipeline:{self.lease[0]}", self.lease[1], LEASE_SECONDS)
         with self.store.transaction() as conn:
             counts = record_results(
                 conn, self.spec.name, self.run_id, batch, results, now_ms=now_ms(), retry=self.retry
@@ -309,6 +311,7 @@ def _sync(
     report: RunReport,
     policy: Policy,
     as_of: datetime,
+    lease: tuple[str, str] | None = None,
 ) -> None:
     ctx = ProfileContext(
         sources=tuple(s.name for s in spec.sources),
@@ -331,6 +334,8 @@ def _sync(
         )
         for d in spec.destinations
     ]
+    for batcher in batchers:
+        batcher.lease = lease
     segments = spec.segments
     with store.engine.connect() as conn:
         foreign = foreign_currency_orders(conn, ctx)

@@ -65,6 +65,24 @@ def _engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_local_holder(holder: str) -> bool:
+    """True when ``holder`` is a process on this machine that no longer runs."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Store:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
@@ -267,21 +285,32 @@ class Store:
         )
 
     def acquire_lease(self, name: str, ttl_seconds: float, holder: str | None = None) -> str | None:
-        """Takes the named lease if it is free or expired; returns the holder id or None."""
-        holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        """Takes the named lease if it is free, expired, or held by a dead local process.
+
+        Returns the holder id, or None when another live holder has it. Holders renew
+        their lease while they work (``renew_lease``), so a crashed holder on another
+        machine blocks the pipeline for at most one TTL.
+        """
+        holder = holder or default_holder()
         now = now_ms()
         expires = now + int(ttl_seconds * 1000)
         table = schema.leases
         with self.transaction() as conn:
-            taken = conn.execute(
-                update(table)
-                .where(
-                    table.c.name == name, (table.c.expires_at < now) | (table.c.holder == holder)
+            current = conn.execute(select(table).where(table.c.name == name)).first()
+            if current is not None:
+                free = (
+                    current.expires_at < now
+                    or current.holder == holder
+                    or _dead_local_holder(current.holder)
                 )
-                .values(holder=holder, expires_at=expires)
-            ).rowcount
-            if taken:
-                return holder
+                if not free:
+                    return None
+                taken = conn.execute(
+                    update(table)
+                    .where(table.c.name == name, table.c.holder == current.holder)
+                    .values(holder=holder, expires_at=expires)
+                ).rowcount
+                return holder if taken else None
             insert: Any = (
                 postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
             )
@@ -290,6 +319,16 @@ class Store:
                 {"name": name, "holder": holder, "expires_at": expires},
             ).first()
             return holder if inserted is not None else None
+
+    def renew_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        table = schema.leases
+        with self.transaction() as conn:
+            renewed = conn.execute(
+                update(table)
+                .where(table.c.name == name, table.c.holder == holder)
+                .values(expires_at=now_ms() + int(ttl_seconds * 1000))
+            ).rowcount
+        return bool(renewed)
 
     def release_lease(self, name: str, holder: str) -> None:
         table = schema.leases
