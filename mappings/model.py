@@ -120,8 +120,8 @@ class Issues:
         known = sorted(allowed)
         for key in table:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                guess = f" (did you mean {close[0]!r}?)" if close else ""
+                close = difflib.get_close_matches(key, known, n=2)
+                guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
                 self.add(join_key(at, key), f"unknown key{guess}", f"allowed: {', '.join(known)}")
 
 
