@@ -19,6 +19,7 @@ import orjson
 
 from connectors.base import Check, ConnectorConfig, ConnectorContext
 from connectors.http import (
+    BudgetRegistry,
     Classification,
     Classifier,
     Decision,
@@ -58,11 +59,13 @@ class RestSource:
         *,
         transport: httpx.BaseTransport | None = None,
         sleep: Sleep | None = None,
+        budgets: BudgetRegistry | None = None,
     ) -> None:
         self.config = config if isinstance(config, RestConfig) else RestConfig(**config)
         self.context = context
         self._transport = transport
         self._sleep = sleep
+        self._budgets = budgets
         ctx = Ctx(
             tz=normalize.timezone(self.config.timezone or context.timezone),
             region=self.config.phone_region or context.default_region,
@@ -277,6 +280,8 @@ class RestSource:
             rate=http.rate,
         )
         extra: dict[str, Any] = {"sleep": self._sleep} if self._sleep is not None else {}
+        if self._budgets is not None:
+            extra["budgets"] = self._budgets
         return HttpClient(
             settings,
             account=f"rest:{httpx.URL(self.config.base_url).netloc.decode()}",
