@@ -814,3 +814,14 @@ from_fields = { addr1 = "address1", zip = "postal_code" }
 """
     )
     assert compiled.profile_fields_used == frozenset({"email", "city", "address1", "postal_code"})
+
+
+def test_the_complete_example_in_the_readme_loads_and_applies() -> None:
+    readme = (Path(builtin_mapping_path("outbox")).parent / "README.md").read_text("utf-8")
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    compiled = compile_mapping(tomllib.loads(example), FIELDS, kind="mailchimp")
+    payload = compiled.apply(realistic_profile() | {"rfm_label": "lost"})
+    assert payload["RFM"] == "Other"
+    assert payload["FNAME"] == "Ayşe"
+    assert payload["LASTORDER"] == "2025-06-01"
+    assert compiled.tag_for("vip") == "crm-VIP"
