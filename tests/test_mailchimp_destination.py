@@ -1,0 +1,497 @@
+"""The Mailchimp destination against the fake: check, prepare, push, tags, deletions, consent."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.base import (
+    Action,
+    Change,
+    ConnectorContext,
+    Destination,
+    FieldSpec,
+    Outcome,
+    PushResult,
+)
+from connectors.mailchimp import MailchimpConfig, MailchimpDestination
+from crmsync.errors import AuthError, ConfigError, TransientError
+from crmsync.records import ConsentState
+from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake, subscriber_hash
+
+__all__ = ["mailchimp_fake"]
+
+SUB, UNSUB, NONE = ConsentState.SUBSCRIBED, ConsentState.UNSUBSCRIBED, ConsentState.NONE
+CONTEXT = ConnectorContext("mailchimp_test", Path("."))
+
+
+def person(
+    email: str | None,
+    consent: ConsentState = SUB,
+    *,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    fields: dict[str, Any] | None = None,
+    action: Action = Action.UPSERT,
+    remote_id: str | None = None,
+) -> Change:
+    return Change(
+        person_key=f"e:{email}",
+        action=action,
+        is_new=True,
+        email=email,
+        phone=None,
+        fields={"FNAME": "Ayşe"} if fields is None else fields,
+        tags_add=tuple(add),
+        tags_remove=tuple(remove),
+        email_consent=consent,
+        sms_consent=NONE,
+        payload_hash="h",
+        remote_id=remote_id,
+    )
+
+
+def make(fake: FakeMailchimp, **overrides: Any) -> MailchimpDestination:
+    return MailchimpDestination(
+        MailchimpConfig.model_validate(fake.destination_config(**overrides)), CONTEXT
+    )
+
+
+@pytest.fixture
+def dest(mailchimp_fake: FakeMailchimp) -> Iterator[MailchimpDestination]:
+    destination = make(mailchimp_fake)
+    yield destination
+    destination.close()
+
+
+def push(
+    fake: FakeMailchimp, dest: MailchimpDestination, changes: Sequence[Change]
+) -> dict[str, PushResult]:
+    """Pushes and declares who may be subscribed: those whose recorded consent says so."""
+    previous = fake.consented or set()
+    fake.expect_consented(
+        previous | {c.email for c in changes if c.email and c.email_consent is SUB}
+    )
+    results = dest.push(changes)
+    assert sorted(r.person_key for r in results) == sorted(c.person_key for c in changes)
+    return {r.person_key: r for r in results}
+
+
+def test_it_is_a_destination_registered_as_mailchimp(dest: MailchimpDestination) -> None:
+    assert isinstance(dest, Destination)
+    assert dest.kind == "mailchimp" and dest.config_model is MailchimpConfig
+    assert dest.max_batch >= 500
+
+
+def test_check_passes_for_a_good_key_and_list(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    checks = dest.check()
+    assert [c.ok for c in checks] == [True, True, True]
+    assert mailchimp_fake.api_key not in repr(checks)
+
+
+def test_check_names_the_key_on_401_without_printing_it(mailchimp_fake: FakeMailchimp) -> None:
+    wrong = "f" * 32 + "-us7"
+    destination = make(mailchimp_fake, api_key=wrong)
+    try:
+        checks = destination.check()
+    finally:
+        destination.close()
+    assert checks[-1].ok is False and "API key" in checks[-1].detail
+    assert wrong not in repr(checks)
+
+
+def test_check_names_the_list_id_on_404(mailchimp_fake: FakeMailchimp) -> None:
+    destination = make(mailchimp_fake, list_id="nosuchlist")
+    try:
+        checks = destination.check()
+    finally:
+        destination.close()
+    assert checks[-1].what == "list nosuchlist" and not checks[-1].ok
+    assert "check list_id" in checks[-1].detail
+
+
+def test_check_blames_the_data_centre_when_the_host_does_not_resolve(
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    def no_such_host(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(
+            "[Errno -2] Name or service not known", request=request
+        ) from socket.gaierror(-2, "Name or service not known")
+
+    config = MailchimpConfig.model_validate(
+        {"kind": "mailchimp", "api_key": "0" * 32 + "-zz9", "list_id": "l1"}
+    )
+    destination = MailchimpDestination(config, CONTEXT, transport=httpx.MockTransport(no_such_host))
+    try:
+        checks = destination.check()
+    finally:
+        destination.close()
+    assert checks[-1].what == "data centre" and not checks[-1].ok
+    assert "https://zz9.api.mailchimp.com/3.0" in checks[-1].detail and "'zz9'" in checks[-1].detail
+
+
+FIELDS = [
+    FieldSpec("FNAME", "text"),
+    FieldSpec("ORDERS", "integer", "Orders"),
+    FieldSpec("SPENT", "number"),
+    FieldSpec("LASTORDER", "datetime"),
+    FieldSpec("BDAY", "birthday"),
+    FieldSpec("VIPCUST", "boolean"),
+    FieldSpec("STAGE", "dropdown", choices=("new", "active", "lapsed")),
+]
+
+
+def test_prepare_creates_missing_merge_fields_once(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    dest.prepare(FIELDS)
+    types = mailchimp_fake.merge_field_types()
+    assert {
+        t: types[t] for t in ("FNAME", "ORDERS", "SPENT", "LASTORDER", "BDAY", "VIPCUST", "STAGE")
+    } == {
+        "FNAME": "text",
+        "ORDERS": "number",
+        "SPENT": "number",
+        "LASTORDER": "date",
+        "BDAY": "birthday",
+        "VIPCUST": "text",
+        "STAGE": "dropdown",
+    }
+    mailchimp_fake.reset_counters()
+    make(mailchimp_fake).prepare(FIELDS)
+    assert mailchimp_fake.write_calls == 0
+
+
+def test_prepare_grows_dropdown_choices(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    dest.prepare([FieldSpec("STAGE", "dropdown", choices=("new",))])
+    dest.prepare([FieldSpec("STAGE", "dropdown", choices=("new", "lapsed"))])
+    stage = next(f for f in mailchimp_fake.audience.merge_fields if f["tag"] == "STAGE")
+    assert stage["options"]["choices"] == ["new", "lapsed"]
+
+
+def test_prepare_refuses_a_type_conflict_with_a_clear_message(dest: MailchimpDestination) -> None:
+    with pytest.raises(ConfigError, match=r"merge field BIRTHDAY is of type 'birthday'.*'date'"):
+        dest.prepare([FieldSpec("BIRTHDAY", "date")])
+
+
+def test_values_are_sent_in_the_merge_fields_types(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    dest.prepare(FIELDS)
+    values = {
+        "FNAME": "Ayşe",
+        "ORDERS": 4,
+        "SPENT": Decimal("1234.50"),
+        "LASTORDER": datetime(2026, 10, 30, 22, 15, tzinfo=UTC),
+        "BDAY": date(1991, 2, 28),
+        "VIPCUST": True,
+        "STAGE": "active",
+    }
+    results = push(mailchimp_fake, dest, [person("ayse@shop.example", fields=values)])
+    assert results["e:ayse@shop.example"].outcome is Outcome.OK
+    member = mailchimp_fake.member("ayse@shop.example")
+    assert member is not None and member["merge_fields"] == {
+        "FNAME": "Ayşe",
+        "ORDERS": 4,
+        "SPENT": 1234.5,
+        "LASTORDER": "2026-10-30",
+        "BDAY": "02/28",
+        "VIPCUST": "true",
+        "STAGE": "active",
+    }
+    assert results["e:ayse@shop.example"].remote_id == subscriber_hash("ayse@shop.example")
+
+
+# What each recorded consent does to a new member and to an existing one of each status.
+CONSENT_TABLE = [
+    (SUB, None, "subscribed"),
+    (SUB, "subscribed", "subscribed"),
+    (SUB, "transactional", "transactional"),  # never raised by a sync
+    (SUB, "unsubscribed", "unsubscribed"),
+    (SUB, "cleaned", "cleaned"),
+    (SUB, "archived", "subscribed"),
+    (UNSUB, None, "unsubscribed"),
+    (UNSUB, "subscribed", "unsubscribed"),
+    (UNSUB, "transactional", "unsubscribed"),
+    (UNSUB, "unsubscribed", "unsubscribed"),
+    (UNSUB, "cleaned", "cleaned"),
+    (UNSUB, "archived", "unsubscribed"),
+    (NONE, None, "transactional"),
+    (NONE, "subscribed", "subscribed"),  # subscribed in Mailchimp itself: left alone
+    (NONE, "transactional", "transactional"),
+    (NONE, "unsubscribed", "unsubscribed"),
+    (NONE, "cleaned", "cleaned"),
+    (NONE, "archived", "transactional"),
+]
+
+
+@pytest.mark.parametrize(("consent", "existing", "expected"), CONSENT_TABLE)
+def test_consent_decides_new_members_and_never_raises_existing_ones(
+    mailchimp_fake: FakeMailchimp,
+    dest: MailchimpDestination,
+    consent: ConsentState,
+    existing: str | None,
+    expected: str,
+) -> None:
+    email = "someone@shop.example"
+    if existing is not None:
+        mailchimp_fake.add_member(email, "subscribed" if existing == "archived" else existing)
+        if existing == "archived":
+            mailchimp_fake.set_status(email, "archived")
+    subscribed_in_mailchimp = {email} if existing == "subscribed" else set()
+    mailchimp_fake.expect_consented(subscribed_in_mailchimp)
+    results = push(mailchimp_fake, dest, [person(email, consent)])
+    assert results[f"e:{email}"].outcome is Outcome.OK
+    assert mailchimp_fake.statuses() == {email: expected}
+
+
+def test_skip_mode_does_not_add_people_without_an_opt_in(mailchimp_fake: FakeMailchimp) -> None:
+    destination = make(mailchimp_fake, not_subscribed="skip")
+    try:
+        results = push(
+            mailchimp_fake,
+            destination,
+            [person("none@shop.example", NONE), person("yes@shop.example")],
+        )
+    finally:
+        destination.close()
+    assert results["e:none@shop.example"].outcome is Outcome.REJECTED
+    assert "not_subscribed = 'skip'" in results["e:none@shop.example"].message
+    assert mailchimp_fake.statuses() == {"yes@shop.example": "subscribed"}
+
+
+def test_per_member_refusals_become_per_person_outcomes(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    dest.prepare([FieldSpec("BDAY", "birthday")])
+    mailchimp_fake.compliance_emails.add("held@shop.example")
+    changes = [
+        person("ok@shop.example"),
+        person("held@shop.example"),
+        person("not-an-address@nowhere"),
+        person("baddate@shop.example", fields={"BDAY": "31st of May"}),
+        person(None),
+    ]
+    results = push(mailchimp_fake, dest, changes)
+    outcomes = {key: r.outcome for key, r in results.items()}
+    assert outcomes == {
+        "e:ok@shop.example": Outcome.OK,
+        "e:held@shop.example": Outcome.COMPLIANCE,
+        "e:not-an-address@nowhere": Outcome.REJECTED,
+        "e:baddate@shop.example": Outcome.REJECTED,
+        "e:None": Outcome.REJECTED,
+    }
+    assert "compliance state" in results["e:held@shop.example"].message
+    assert "BDAY" in results["e:baddate@shop.example"].message
+    assert results["e:None"].message == "Mailchimp needs an e-mail address"
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}")] == 1  # one call, nothing retried
+    assert set(mailchimp_fake.statuses()) == {"ok@shop.example"}
+
+
+def test_owned_tags_move_and_hand_made_tags_stay(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    mailchimp_fake.add_member("a@shop.example", "subscribed", tags=["crm-lapsed", "Met at fair"])
+    mailchimp_fake.add_member("b@shop.example", "subscribed", tags=["crm-vip"])
+    results = push(
+        mailchimp_fake,
+        dest,
+        [
+            person("a@shop.example", add=["crm-vip"], remove=["crm-lapsed"]),
+            person("b@shop.example", remove=["crm-vip"]),
+            person("c@shop.example", add=["crm-vip", "crm-new"]),
+            person("d@shop.example", remove=["Met at fair"]),
+        ],
+    )
+    assert (
+        results["e:d@shop.example"].outcome is Outcome.REJECTED
+        and "refusing" in results["e:d@shop.example"].message
+    )
+    assert {k: r.outcome for k, r in results.items() if k != "e:d@shop.example"} == {
+        "e:a@shop.example": Outcome.OK,
+        "e:b@shop.example": Outcome.OK,
+        "e:c@shop.example": Outcome.OK,
+    }
+    assert mailchimp_fake.tags_of("a@shop.example") == {"crm-vip", "Met at fair"}
+    assert mailchimp_fake.tags_of("b@shop.example") == set()
+    assert mailchimp_fake.tags_of("c@shop.example") == {"crm-vip", "crm-new"}
+    assert mailchimp_fake.member("d@shop.example") is None  # nothing sent for a refused change
+    # One call per touched tag (crm-lapsed, crm-new, crm-vip), adds and removes together.
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments/{segment_id}")] == 3
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments")] == 1  # crm-new created
+    assert mailchimp_fake.calls[("GET", "/lists/{list_id}/segments")] == 1
+
+
+def test_people_mailchimp_refused_get_no_tags(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    mailchimp_fake.compliance_emails.add("held@shop.example")
+    push(
+        mailchimp_fake,
+        dest,
+        [person("held@shop.example", add=["crm-vip"]), person("ok@shop.example", add=["crm-vip"])],
+    )
+    assert mailchimp_fake.tag_members() == {"crm-vip": {"ok@shop.example"}}
+
+
+def test_a_tag_deleted_in_mailchimp_is_recreated(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    push(mailchimp_fake, dest, [person("a@shop.example", add=["crm-vip"])])
+    audience = mailchimp_fake.audience
+    (sid,) = audience.segments
+    del audience.segments[sid], audience.segment_members[sid]
+    results = push(mailchimp_fake, dest, [person("b@shop.example", add=["crm-vip"])])
+    assert results["e:b@shop.example"].outcome is Outcome.OK
+    assert mailchimp_fake.tag_members() == {"crm-vip": {"b@shop.example"}}
+
+
+def test_deleted_people_are_archived_and_missing_ones_are_already_gone(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    push(mailchimp_fake, dest, [person("a@shop.example")])
+    results = push(
+        mailchimp_fake,
+        dest,
+        [
+            person("a@shop.example", action=Action.ARCHIVE),
+            person("never@shop.example", action=Action.ARCHIVE),
+            person(None, action=Action.DELETE),
+        ],
+    )
+    assert {k: (r.outcome, r.message) for k, r in results.items()} == {
+        "e:a@shop.example": (Outcome.OK, "archived"),
+        "e:never@shop.example": (Outcome.OK, "already gone"),
+        "e:None": (Outcome.OK, "never sent to Mailchimp"),
+    }
+    assert mailchimp_fake.statuses() == {"a@shop.example": "archived"}
+
+
+def test_permanent_deletion_forgets_and_a_later_upsert_is_a_compliance_refusal(
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    destination = make(mailchimp_fake, deletion="delete_permanent")
+    try:
+        push(mailchimp_fake, destination, [person("a@shop.example", add=["crm-vip"])])
+        gone = push(
+            mailchimp_fake,
+            destination,
+            [person(None, action=Action.DELETE, remote_id=subscriber_hash("a@shop.example"))],
+        )
+        again = push(mailchimp_fake, destination, [person("a@shop.example")])
+    finally:
+        destination.close()
+    assert gone["e:None"].outcome is Outcome.OK and mailchimp_fake.statuses() == {}
+    assert again["e:a@shop.example"].outcome is Outcome.COMPLIANCE
+    assert mailchimp_fake.tag_members() == {"crm-vip": set()}
+
+
+def test_read_consent_returns_unsubscribes_and_cleanings_since(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    people = [person(f"p{i}@shop.example") for i in range(5)]
+    push(mailchimp_fake, dest, people)
+    old, new = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    mailchimp_fake.set_status("p0@shop.example", "unsubscribed", at=old)
+    mailchimp_fake.set_status("p1@shop.example", "unsubscribed", at=new)
+    mailchimp_fake.set_status("p2@shop.example", "cleaned", at=new)
+    everything = {(u.email, u.state, u.at, u.reason) for u in dest.read_consent(None)}
+    assert everything == {
+        ("p0@shop.example", UNSUB, old, "unsubscribed in Mailchimp"),
+        ("p1@shop.example", UNSUB, new, "unsubscribed in Mailchimp"),
+        ("p2@shop.example", UNSUB, new, "cleaned in Mailchimp"),
+    }
+    since = {u.email for u in dest.read_consent(datetime(2026, 3, 1, tzinfo=UTC))}
+    assert since == {"p1@shop.example", "p2@shop.example"}
+    # ...and a later push never re-subscribes them.
+    push(mailchimp_fake, dest, people)
+    assert mailchimp_fake.statuses()["p1@shop.example"] == "unsubscribed"
+    assert mailchimp_fake.statuses()["p2@shop.example"] == "cleaned"
+
+
+def test_read_consent_paginates(mailchimp_fake: FakeMailchimp, dest: MailchimpDestination) -> None:
+    for i in range(2300):
+        mailchimp_fake.add_member(f"u{i}@shop.example", "unsubscribed")
+    assert len({u.email for u in dest.read_consent(None)}) == 2300
+    assert (
+        mailchimp_fake.calls[("GET", "/lists/{list_id}/members")] == 3 + 1
+    )  # 3 unsubscribed + 1 cleaned
+
+
+def test_transient_faults_are_retried_without_loss(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    mailchimp_fake.inject(503, 429)
+    mailchimp_fake.inject(500, after=True)  # applied, but the answer is lost
+    mailchimp_fake.inject(502)
+    changes = [person(f"p{i}@shop.example", add=["crm-vip"]) for i in range(1200)]
+    results = push(mailchimp_fake, dest, changes)
+    assert {r.outcome for r in results.values()} == {Outcome.OK}
+    assert set(mailchimp_fake.statuses()) == {c.email for c in changes}
+    assert mailchimp_fake.tag_members()["crm-vip"] == {c.email for c in changes}
+    assert mailchimp_fake.faults == []
+
+
+def test_an_outage_stops_the_run_instead_of_failing_everyone(mailchimp_fake: FakeMailchimp) -> None:
+    destination = make(mailchimp_fake, http={"retry": {"attempts": 2, "backoff_initial": 0.0}})
+    mailchimp_fake.storm(1.0, statuses=(503,))
+    changes = [person(f"p{i}@shop.example") for i in range(10)]
+    mailchimp_fake.expect_consented(c.email for c in changes if c.email)  # a 503 may follow a write
+    try:
+        with pytest.raises(TransientError, match="unreachable"):
+            destination.push(changes)
+    finally:
+        destination.close()
+
+
+def test_a_refused_key_stops_the_push_with_an_auth_error(mailchimp_fake: FakeMailchimp) -> None:
+    wrong = "e" * 32 + "-us7"
+    destination = make(mailchimp_fake, api_key=wrong)
+    try:
+        with pytest.raises(AuthError) as raised:
+            destination.push([person("a@shop.example")])
+    finally:
+        destination.close()
+    assert wrong not in str(raised.value)
+
+
+def test_calls_go_through_the_seam_not_the_sdks_own_requests(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the SDK sent a request itself")
+
+    monkeypatch.setattr(requests, "post", forbidden)
+    monkeypatch.setattr(requests, "get", forbidden)
+    monkeypatch.setattr(requests.Session, "request", forbidden)
+    results = push(mailchimp_fake, dest, [person("a@shop.example", add=["crm-vip"])])
+    assert results["e:a@shop.example"].outcome is Outcome.OK
+
+
+def test_concurrency_stays_within_max_connections(mailchimp_fake: FakeMailchimp) -> None:
+    mailchimp_fake.latency = 0.02
+    destination = make(mailchimp_fake, max_connections=3, batch_size=50)
+    try:
+        results = push(
+            mailchimp_fake, destination, [person(f"p{i}@shop.example") for i in range(1000)]
+        )
+    finally:
+        destination.close()
+    assert len(results) == 1000
+    assert mailchimp_fake.max_in_flight == 3  # parallel, and never beyond the cap
+    assert mailchimp_fake.concurrency_rejections == 0
