@@ -379,7 +379,21 @@ def test_unknown_names_suggest_close_matches_and_point_at_the_catalogue() -> Non
     assert "spent_365d" in error.known_fields
 
 
-def test_unknown_name_without_close_match_still_lists_nothing_wrongly() -> None:
+def test_upper_case_keywords_are_explained() -> None:
+    error = error_of("orders_count > 1 AND cart_open")
+    assert "unexpected name 'AND'" in str(error)
+    error = error_of("cart_open == TRUE")
+    assert "names and keywords are lower-case: true" in str(error)
+    assert error.position == 13
+
+
+def test_evaluating_with_a_naive_now_is_refused() -> None:
+    segments = SegmentSet.compile(DEFAULT_SEGMENTS, FIELDS)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        segments.evaluate(profile(), datetime(2025, 6, 15, 12, 0))
+
+
+def test_unknown_name_without_close_match_has_no_suggestion() -> None:
     error = error_of("zzzqqq > 1")
     assert error.suggestions == ()
     assert "did you mean" not in str(error)

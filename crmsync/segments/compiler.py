@@ -14,6 +14,7 @@ from datetime import datetime
 
 from crmsync.fields import ProfileField
 from crmsync.segments.errors import RuleError
+from crmsync.segments.lexer import KEYWORDS
 from crmsync.segments.operators import arithmetic, comparison, logic, membership, strict, words
 from crmsync.segments.parser import Binary, Call, ListLiteral, Literal, Name, Node, Unary
 from crmsync.segments.values import (
@@ -95,6 +96,11 @@ class Compiler:
         if name in FUNCTIONS:
             usage = FUNCTIONS[name].usage
             raise RuleError(f"{name} is a function: call it, as in {usage}", node.position)
+        if name.lower() in KEYWORDS or name.lower() in ("now", "today"):
+            raise RuleError(
+                f"unknown name {name!r} (names and keywords are lower-case: {name.lower()})",
+                node.position,
+            )
         raise RuleError(
             f"unknown name {name!r}",
             node.position,

@@ -91,6 +91,8 @@ class SegmentSet:
 
     def evaluate(self, profile: Mapping[str, object], now: datetime) -> tuple[str, ...]:
         """Sorted names of the segments ``profile`` is in, as of ``now`` (timezone-aware)."""
+        if now.tzinfo is None:  # profile times are aware: comparing would raise TypeError
+            raise ValueError("now must be a timezone-aware datetime")
         return tuple([name for name, rule in self._rules if rule(profile, now)])
 
     def __len__(self) -> int:
