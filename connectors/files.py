@@ -9,7 +9,7 @@ its line number, the offending column and an excerpt, and the next row is read.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +17,16 @@ from typing import Any, ClassVar
 from pydantic import ValidationError
 
 from connectors.base import Check, ConnectorContext
-from connectors.files_build import Parsing, View, cart, customer, lookup, order
+from connectors.files_build import (
+    Parsing,
+    View,
+    cart,
+    cart_item,
+    customer,
+    lookup,
+    order,
+    order_line,
+)
 from connectors.files_check import check_file, mapped_columns
 from connectors.files_config import CustomersFile, FilesSourceConfig, LinedFile, StreamFile
 from connectors.files_rows import (
@@ -34,20 +43,21 @@ from crmsync import normalize
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.records import IssueAction, Record, RecordIssue, Stream
 
+QUARANTINED, CORRECTED = IssueAction.QUARANTINED, IssueAction.CORRECTED
+
 Unit = list[Row] | Row  # a record's rows: several for CSV orders with one row per line
-Builder = Callable[[View, Sequence[View], Parsing, normalize.Notes], Record]
+RecordBuilder = Callable[[View, Sequence[Any], Parsing, normalize.Notes], Record]
+LineBuilder = Callable[[View, normalize.Notes], Any]
 
 
-def _build_customer(
-    head: View, _: Sequence[View], parsing: Parsing, notes: normalize.Notes
-) -> Record:
+def _customer(head: View, _: Sequence[Any], parsing: Parsing, notes: normalize.Notes) -> Record:
     return customer(head, parsing, notes)
 
 
-_BUILDERS: dict[Stream, Builder] = {
-    Stream.CUSTOMERS: _build_customer,
-    Stream.ORDERS: order,
-    Stream.CARTS: cart,
+_BUILDERS: dict[Stream, tuple[RecordBuilder, LineBuilder | None]] = {
+    Stream.CUSTOMERS: (_customer, None),
+    Stream.ORDERS: (order, order_line),
+    Stream.CARTS: (cart, cart_item),
 }
 
 
@@ -66,7 +76,7 @@ class FilesSource:
             raise ConfigError(
                 f"unknown time zone {zone!r}", key=f"{self.key}.timezone", hint="use an IANA name"
             ) from exc
-        self._open: weakref.WeakSet[Iterator[Record | RecordIssue]] = weakref.WeakSet()
+        self._open: weakref.WeakSet[Generator[Record | RecordIssue]] = weakref.WeakSet()
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
         if isinstance(config, FilesSourceConfig):
@@ -107,61 +117,51 @@ class FilesSource:
 
     def close(self) -> None:
         for reader in list(self._open):
-            reader.close()  # type: ignore[attr-defined]
+            reader.close()
 
     def _read(
         self, stream: Stream, spec: StreamFile, since: datetime | None, until: datetime
-    ) -> Iterator[Record | RecordIssue]:
+    ) -> Generator[Record | RecordIssue]:
+        birthday_format = spec.birthday_format if isinstance(spec, CustomersFile) else ""
         parsing = Parsing(
             tz=self.tz,
             date_format=spec.date_format or None,
-            birthday_format=(spec.birthday_format or None)
-            if isinstance(spec, CustomersFile)
-            else None,
+            birthday_format=birthday_format or None,
             region=self.context.default_region,
         )
         mapping = spec.mapping()
         line_mapping = spec.line_mapping() if isinstance(spec, LinedFile) else {}
         dotted = spec.file_format() == "jsonl"
-        build = _BUILDERS[stream]
+        build, build_line = _BUILDERS[stream]
         for unit in self._units(stream, spec, mapping, line_mapping):
             if isinstance(unit, BadRow):
-                yield RecordIssue(
-                    stream,
-                    None,
-                    IssueAction.QUARANTINED,
-                    f"line {unit.line}: {unit.reason}",
-                    "",
-                    excerpt(unit.text),
-                )
+                reason = f"line {unit.line}: {unit.reason}"
+                yield RecordIssue(stream, None, QUARANTINED, reason, "", excerpt(unit.text))
                 continue
             rows = unit if isinstance(unit, list) else [unit]
             head = View(rows[0].values, mapping, dotted)
-            where = _where(rows)
+            where, shown = _where(rows), rows[0]  # what the operator is pointed at
             notes: normalize.Notes = []
             try:
                 if spec.updated_at and not _in_window(head, spec.updated_at, parsing, since, until):
                     continue
-                lines = self._lines(spec, rows, line_mapping, dotted)
+                lines = []
+                if build_line is not None and line_mapping:
+                    for shown, view in _line_views(spec, rows, line_mapping, dotted):  # noqa: B007
+                        lines.append(build_line(view, notes))
+                    shown = rows[0]
                 record = build(head, lines, parsing, notes)
             except RecordError as exc:
-                yield RecordIssue(
-                    stream,
-                    _raw_id(head),
-                    IssueAction.QUARANTINED,
-                    f"{where}: {exc.reason}",
-                    exc.field,
-                    excerpt(rows[0].text),
-                )
+                if shown is not rows[0]:
+                    where = f"line {shown.line}"
+                reason = f"{where}: {exc.reason}"
+                text = excerpt(shown.text)
+                yield RecordIssue(stream, _raw_id(head), QUARANTINED, reason, exc.field, text)
                 continue
             for field, change in notes:
+                reason = f"{where}: {change}"
                 yield RecordIssue(
-                    stream,
-                    record.external_id,
-                    IssueAction.CORRECTED,
-                    f"{where}: {change}",
-                    field,
-                    excerpt(rows[0].text),
+                    stream, record.external_id, CORRECTED, reason, field, excerpt(rows[0].text)
                 )
             yield record
 
@@ -221,25 +221,25 @@ class FilesSource:
         if missing:
             raise ConfigError(missing)
 
-    @staticmethod
-    def _lines(
-        spec: StreamFile, rows: list[Row], line_mapping: dict[str, str], dotted: bool
-    ) -> list[View]:
-        if not isinstance(spec, LinedFile) or not line_mapping:
-            return []
-        if not dotted:
-            return [View(row.values, line_mapping, False) for row in rows]
-        found = lookup(rows[0].values, spec.lines)
-        if found is None:
-            return []
-        if not isinstance(found, list):
-            raise RecordError("expected a list of line objects", field=spec.lines)
-        views = []
-        for index, item in enumerate(found):
-            if not isinstance(item, Mapping):
-                raise RecordError("expected a line object", field=f"{spec.lines}[{index}]")
-            views.append(View(item, line_mapping, True, f"{spec.lines}[{index}]."))
-        return views
+
+def _line_views(
+    spec: StreamFile, rows: list[Row], line_mapping: dict[str, str], dotted: bool
+) -> Iterator[tuple[Row, View]]:
+    """Each line of a record with the row it was written in: CSV rows, or the JSON line list."""
+    if not dotted:
+        for row in rows:
+            yield row, View(row.values, line_mapping, False)
+        return
+    key = spec.lines if isinstance(spec, LinedFile) else ""
+    found = lookup(rows[0].values, key)
+    if found is None:
+        return
+    if not isinstance(found, list):
+        raise RecordError("expected a list of line objects", field=key)
+    for index, item in enumerate(found):
+        if not isinstance(item, Mapping):
+            raise RecordError("expected a line object", field=f"{key}[{index}]")
+        yield rows[0], View(item, line_mapping, True, f"{key}[{index}].")
 
 
 def _in_window(

@@ -156,19 +156,30 @@ def customer(view: View, parsing: Parsing, notes: normalize.Notes) -> Customer:
     )
 
 
-def _line_parts(
-    view: View, notes: normalize.Notes
-) -> tuple[str | None, str | None, str | None, int, Decimal]:
-    return (
-        text(view, "sku", notes, limit=128),
-        text(view, "product", notes),
-        text(view, "category", notes),
-        normalize.quantity(view.get("quantity"), view.field("quantity")),
-        normalize.money(view.get("unit_price"), view.field("unit_price")),
+def order_line(view: View, notes: normalize.Notes) -> OrderLine:
+    return OrderLine(
+        sku=text(view, "sku", notes, limit=128),
+        product=text(view, "product", notes),
+        category=text(view, "category", notes),
+        quantity=normalize.quantity(view.get("quantity"), view.field("quantity")),
+        unit_price=normalize.money(view.get("unit_price"), view.field("unit_price")),
+        discount=optional_money(view, "discount"),
     )
 
 
-def order(head: View, lines: Sequence[View], parsing: Parsing, notes: normalize.Notes) -> Order:
+def cart_item(view: View, notes: normalize.Notes) -> CartItem:
+    return CartItem(
+        sku=text(view, "sku", notes, limit=128),
+        product=text(view, "product", notes),
+        category=text(view, "category", notes),
+        quantity=normalize.quantity(view.get("quantity"), view.field("quantity")),
+        unit_price=normalize.money(view.get("unit_price"), view.field("unit_price")),
+    )
+
+
+def order(
+    head: View, lines: Sequence[OrderLine], parsing: Parsing, notes: normalize.Notes
+) -> Order:
     return Order(
         external_id=normalize.required_id(head.get("external_id"), head.field("external_id")),
         customer_external_id=optional_id(head, "customer_external_id"),
@@ -180,13 +191,11 @@ def order(head: View, lines: Sequence[View], parsing: Parsing, notes: normalize.
         discount_total=optional_money(head, "discount_total"),
         refunded_total=optional_money(head, "refunded_total"),
         updated_at=parsing.time(head, "updated_at"),
-        lines=tuple(
-            OrderLine(*_line_parts(line, notes), optional_money(line, "discount")) for line in lines
-        ),
+        lines=tuple(lines),
     )
 
 
-def cart(head: View, lines: Sequence[View], parsing: Parsing, notes: normalize.Notes) -> Cart:
+def cart(head: View, items: Sequence[CartItem], parsing: Parsing, notes: normalize.Notes) -> Cart:
     return Cart(
         external_id=normalize.required_id(head.get("external_id"), head.field("external_id")),
         customer_external_id=optional_id(head, "customer_external_id"),
@@ -197,5 +206,5 @@ def cart(head: View, lines: Sequence[View], parsing: Parsing, notes: normalize.N
         updated_at=parsing.time(head, "updated_at"),
         checkout_url=text(head, "checkout_url", notes, limit=2048),
         converted=flag_or_time(head, "converted", parsing),
-        items=tuple(CartItem(*_line_parts(line, notes)) for line in lines),
+        items=tuple(items),
     )
