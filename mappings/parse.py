@@ -115,6 +115,8 @@ def _field(
         issues.add(
             f"{at}.type", f"unknown type {type_!r}{guess}", f"use one of: {', '.join(TYPES)}"
         )
+        if "from" in raw:  # still report a wrong profile field name in the same pass
+            profile_field(raw["from"], f"{at}.from", fields, issues)
         return None
     info = TYPES[type_]
     allowed = (

@@ -119,7 +119,7 @@ email = "emial"
 from = "order_count"
 type = "integer"
 [fields.SPENT]
-from = "total_spent"
+from = "total_spnt"
 type = "numbr"
 [fields.CITY]
 form = "city"
@@ -155,6 +155,8 @@ case = "camel"
         "fields.SPENT.type: unknown type 'numbr' (did you mean 'number'?) (hint: use one of:"
         " text, number, integer, date, datetime, birthday, boolean, phone, address,"
         " dropdown, list)",
+        "fields.SPENT.from: unknown profile field 'total_spnt' (did you mean 'total_spent'?)"
+        " (hint: profile fields are listed by crmsync.fields.catalogue())",
         "fields.CITY.form: unknown key (did you mean 'format' or 'from'?)"
         " (hint: allowed: case, default, format, from, join, label, locale, map, max_length,"
         " overflow, round, timezone, type, unmapped)",
