@@ -263,7 +263,8 @@ class Mapper:
         value: datetime | None = self._updated.value(raw, self._ctx, [])
         return value
 
-    def build(self, raw: Any, notes: normalize.Notes) -> Record:
+    def build(self, raw: Any, notes: normalize.Notes, updated_at: Any = ...) -> Record:
+        """The canonical record; pass ``updated_at`` when already read, to skip re-reading."""
         if not isinstance(raw, dict):
             raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
         ctx = self._ctx
@@ -272,7 +273,7 @@ class Mapper:
             for name, spec in self._fields.items()
             if name != "updated_at"
         }
-        values["updated_at"] = self.updated_at(raw)
+        values["updated_at"] = self.updated_at(raw) if updated_at is ... else updated_at
         for name in REQUIRED[self.stream]:
             if values.get(name) is None:
                 raise RecordError("missing value for a required field", field=name)

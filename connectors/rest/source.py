@@ -103,6 +103,16 @@ class RestSource:
             for raw in page:
                 yield from self._convert(stream, mapper, raw, since, until)
 
+    def raw_pages(self, stream: Stream, since: datetime | None = None) -> Iterator[list[Any]]:
+        """The decoded JSON records page by page, before mapping: for diagnostics and bench."""
+        config = self._streams.get(stream)
+        if config is not None:
+            yield from self._pages(stream, config, since)
+
+    def mapper(self, stream: Stream) -> Mapper:
+        """The compiled mapping of ``stream`` (pure: decoded JSON record -> canonical record)."""
+        return self._mappers[stream]
+
     def check(self) -> list[Check]:
         return [self._check_stream(stream, config) for stream, config in self._streams.items()]
 
@@ -188,7 +198,7 @@ class RestSource:
             updated = mapper.updated_at(raw)
             if updated is not None and (updated > until or (since and updated <= since)):
                 return
-            record = mapper.build(raw, notes)
+            record = mapper.build(raw, notes, updated)
         except RecordError as exc:
             yield self._issue(stream, mapper, raw, IssueAction.QUARANTINED, exc.reason, exc.field)
             return
