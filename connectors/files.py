@@ -140,7 +140,7 @@ class FilesSource:
                 continue
             rows = unit if isinstance(unit, list) else [unit]
             head = View(rows[0].values, mapping, dotted)
-            where, shown = _where(rows), rows[0]  # what the operator is pointed at
+            shown = rows[0]  # the row the operator is pointed at when something is wrong
             notes: normalize.Notes = []
             try:
                 if spec.updated_at and not _in_window(head, spec.updated_at, parsing, since, until):
@@ -152,14 +152,13 @@ class FilesSource:
                     shown = rows[0]
                 record = build(head, lines, parsing, notes)
             except RecordError as exc:
-                if shown is not rows[0]:
-                    where = f"line {shown.line}"
+                where = f"line {shown.line}" if shown is not rows[0] else _where(rows)
                 reason = f"{where}: {exc.reason}"
                 text = excerpt(shown.text)
                 yield RecordIssue(stream, _raw_id(head), QUARANTINED, reason, exc.field, text)
                 continue
             for field, change in notes:
-                reason = f"{where}: {change}"
+                reason = f"{_where(rows)}: {change}"
                 yield RecordIssue(
                     stream, record.external_id, CORRECTED, reason, field, excerpt(rows[0].text)
                 )

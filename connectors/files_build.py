@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -67,9 +67,10 @@ class Parsing:
     region: str = "TR"
 
     def time(self, view: View, name: str) -> datetime | None:
-        return normalize.timestamp(
-            view.get(name), view.field(name), tz=self.tz, fmt=self.date_format
-        )
+        raw = view.get(name)
+        if raw is None or raw == "":
+            return None
+        return normalize.timestamp(raw, view.field(name), tz=self.tz, fmt=self.date_format)
 
 
 @lru_cache(maxsize=4096)
@@ -80,6 +81,8 @@ def _email(value: str, field: str) -> str | None:
 
 def email(view: View, name: str = "email") -> str | None:
     raw = view.get(name)
+    if raw is None or raw == "":
+        return None
     if isinstance(raw, str):
         return _email(raw, view.field(name))
     return normalize.email(raw, view.field(name))
@@ -88,11 +91,45 @@ def email(view: View, name: str = "email") -> str | None:
 def text(
     view: View, name: str, notes: normalize.Notes, limit: int = normalize.MAX_TEXT
 ) -> str | None:
-    return normalize.text(view.get(name), view.field(name), notes=notes, limit=limit)
+    raw = view.get(name)
+    if raw is None or raw == "":  # the common empty cell, without the cost of normalising it
+        return None
+    return normalize.text(raw, view.field(name), notes=notes, limit=limit)
 
 
 def optional_id(view: View, name: str) -> str | None:
-    return normalize.text(view.get(name), view.field(name), limit=128)
+    raw = view.get(name)
+    if raw is None or raw == "":
+        return None
+    return normalize.text(raw, view.field(name), limit=128)
+
+
+def phone(view: View, parsing: Parsing) -> str | None:
+    raw = view.get("phone")
+    if raw is None or raw == "":
+        return None
+    return normalize.phone(raw, view.field("phone"), region=parsing.region)
+
+
+def country(view: View) -> str | None:
+    raw = view.get("country")
+    if raw is None or raw == "":
+        return None
+    return normalize.country(raw, view.field("country"))
+
+
+def birthday(view: View, parsing: Parsing) -> date | None:
+    raw = view.get("birthday")
+    if raw is None or raw == "":
+        return None
+    return normalize.birthday(raw, view.field("birthday"), fmt=parsing.birthday_format)
+
+
+def deleted(view: View) -> bool:
+    raw = view.get("deleted")
+    if raw is None or raw == "":
+        return False
+    return normalize.boolean(raw, view.field("deleted"))
 
 
 def optional_money(view: View, name: str) -> Decimal:
@@ -136,23 +173,21 @@ def customer(view: View, parsing: Parsing, notes: normalize.Notes) -> Customer:
     return Customer(
         external_id=normalize.required_id(view.get("external_id"), view.field("external_id")),
         email=email(view),
-        phone=normalize.phone(view.get("phone"), view.field("phone"), region=parsing.region),
+        phone=phone(view, parsing),
         first_name=text(view, "first_name", notes),
         last_name=text(view, "last_name", notes),
         city=text(view, "city", notes),
         region=text(view, "region", notes),
-        country=normalize.country(view.get("country"), view.field("country")),
+        country=country(view),
         postal_code=text(view, "postal_code", notes, limit=32),
         address1=text(view, "address1", notes),
         language=text(view, "language", notes, limit=35),
-        birthday=normalize.birthday(
-            view.get("birthday"), view.field("birthday"), fmt=parsing.birthday_format
-        ),
+        birthday=birthday(view, parsing),
         created_at=parsing.time(view, "created_at"),
         updated_at=parsing.time(view, "updated_at"),
         email_consent=consent(view, "email_consent", "email_consent_at", parsing),
         sms_consent=consent(view, "sms_consent", "sms_consent_at", parsing),
-        deleted=normalize.boolean(view.get("deleted"), view.field("deleted")),
+        deleted=deleted(view),
     )
 
 
