@@ -62,6 +62,8 @@ _BUILDERS: dict[Stream, tuple[RecordBuilder, LineBuilder | None]] = {
 
 
 class FilesSource:
+    """Reads each configured stream's export file afresh on every ``read``; holds no state."""
+
     kind: ClassVar[str] = "files"
     config_model: ClassVar[type[FilesSourceConfig]] = FilesSourceConfig
 
