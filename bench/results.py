@@ -21,7 +21,8 @@ def record(name: str, figures: dict[str, Figure]) -> Path:
     data[name] = {
         **figures,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, "
+        f"Python {platform.python_version()}",
     }
     temporary = RESULTS.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -52,8 +52,13 @@ def order(
     updated_at: datetime | None = None,
 ) -> Order:
     lines = tuple(
-        OrderLine(sku=f"SKU-{i}", product=f"Ürün {i}", category=c, quantity=1,
-                  unit_price=Decimal(total) / len(categories))
+        OrderLine(
+            sku=f"SKU-{i}",
+            product=f"Ürün {i}",
+            category=c,
+            quantity=1,
+            unit_price=Decimal(total) / len(categories),
+        )
         for i, c in enumerate(categories)
     )
     placed = days_ago(placed_days_ago)

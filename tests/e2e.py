@@ -26,11 +26,11 @@ url = "{state_url}"
 [sources.shop]
 kind = "files"
 [sources.shop.customers]
-path = "{data / 'customers.csv'}"
+path = "{data / "customers.csv"}"
 [sources.shop.orders]
-path = "{data / 'orders.jsonl'}"
+path = "{data / "orders.jsonl"}"
 [sources.shop.carts]
-path = "{data / 'carts.jsonl'}"
+path = "{data / "carts.jsonl"}"
 
 [destinations.out]
 kind = "outbox"
@@ -61,8 +61,9 @@ class Site:
         return {p.name for p in self.outbox.glob("*.jsonl")} if self.outbox.exists() else set()
 
     def cli(self, *args: str) -> Result:
-        result = CliRunner().invoke(main, [*args, "--config", str(self.config)],
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(
+            main, [*args, "--config", str(self.config)], catch_exceptions=False
+        )
         return result
 
     def run_json(self, *extra: str) -> dict[str, Any]:
@@ -72,11 +73,18 @@ class Site:
         return reports[0]
 
 
-def make_site(root: Path, state_url: str, customers: int = 300, dirty_rate: float = 0.0,
-              batch_size: int = 500, seed: int = 3) -> Site:
+def make_site(
+    root: Path,
+    state_url: str,
+    customers: int = 300,
+    dirty_rate: float = 0.0,
+    batch_size: int = 500,
+    seed: int = 3,
+) -> Site:
     data = root / "data"
-    write_files(SampleSpec(customers=customers, seed=seed, now=STORE_NOW, dirty_rate=dirty_rate),
-                data)
+    write_files(
+        SampleSpec(customers=customers, seed=seed, now=STORE_NOW, dirty_rate=dirty_rate), data
+    )
     config = root / "crmsync.toml"
     outbox = root / "outbox"
     config.write_text(config_text(state_url, data, outbox, batch_size), encoding="utf-8")

@@ -77,8 +77,13 @@ def test_check_exits_2_and_lists_every_issue(tmp_path: Path) -> None:
     path.write_text(BROKEN.replace('colour = "blue"\n', ""), encoding="utf-8")
     result = CliRunner().invoke(main, ["check", "--offline", "--config", str(path)])
     assert result.exit_code == 2
-    for key in ("sources.api.kind", "destinations.out.directroy", "pipelines.main.sources",
-                "segments.big.rule", "destinations.mc.api_key"):
+    for key in (
+        "sources.api.kind",
+        "destinations.out.directroy",
+        "pipelines.main.sources",
+        "segments.big.rule",
+        "destinations.mc.api_key",
+    ):
         assert key in result.output
 
 
@@ -102,8 +107,9 @@ list_id = "abc123"
     from crmsync.config import validate_connector
 
     issues: list[object] = []
-    checked = validate_connector("crmsync.destinations", "destinations", "mc",
-                                 config.settings.destinations["mc"], issues)  # type: ignore[arg-type]
+    checked = validate_connector(
+        "crmsync.destinations", "destinations", "mc", config.settings.destinations["mc"], issues
+    )  # type: ignore[arg-type]
     assert checked is not None and not issues
     assert "0123456789abcdef" not in repr(checked.config)
     assert "0123456789abcdef" not in str(checked.config)

@@ -36,9 +36,20 @@ def outbox_records(site: Site) -> list[tuple[str, str]]:
 def start_run(site: Site) -> subprocess.Popen[bytes]:
     code = "from crmsync.cli import main; main()"
     return subprocess.Popen(
-        [sys.executable, "-c", code, "run", "--config", str(site.config), "--as-of", AS_OF,
-         "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent,
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            "--config",
+            str(site.config),
+            "--as-of",
+            AS_OF,
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).parent.parent,
     )
 
 

@@ -13,17 +13,29 @@ POLICY = Policy(max_attempts=3, now_ms=NOW)
 
 
 def profile(**kw: Any) -> dict[str, Any]:
-    base = {"person_key": "e:a@example.com", "email": "a@example.com", "phone": None,
-            "email_consent": "subscribed", "sms_consent": "none", "deleted": False}
+    base = {
+        "person_key": "e:a@example.com",
+        "email": "a@example.com",
+        "phone": None,
+        "email_consent": "subscribed",
+        "sms_consent": "none",
+        "deleted": False,
+    }
     base.update(kw)
     return base
 
 
-def acked_for(fields: dict[str, Any], tags: tuple[str, ...], p: dict[str, Any] | None = None,
-              status: str = "synced", acked_at: int = NOW - 1000) -> Acked:
+def acked_for(
+    fields: dict[str, Any],
+    tags: tuple[str, ...],
+    p: dict[str, Any] | None = None,
+    status: str = "synced",
+    acked_at: int = NOW - 1000,
+) -> Acked:
     p = p or profile()
-    digest = payload_hash(fields, p["email"], p["phone"], p["email_consent"], p["sms_consent"],
-                          Action.UPSERT)
+    digest = payload_hash(
+        fields, p["email"], p["phone"], p["email_consent"], p["sms_consent"], Action.UPSERT
+    )
     return Acked(digest, tags, "rid", status, acked_at, None)
 
 
@@ -60,8 +72,7 @@ def test_missing_identity_is_invalid_and_deleted_people_are_archived_only_if_syn
     assert decide(profile(), {}, (), False, None, None, POLICY) is Skip.INVALID
     gone = profile(deleted=True)
     assert decide(gone, {}, (), True, None, None, POLICY) is Skip.NEVER_SYNCED_DELETED
-    change = decide(gone, {"n": 1}, ("crm-x",), True, acked_for({"n": 1}, ("crm-x",)), None,
-                    POLICY)
+    change = decide(gone, {"n": 1}, ("crm-x",), True, acked_for({"n": 1}, ("crm-x",)), None, POLICY)
     assert not isinstance(change, Skip)
     assert change.action is Action.ARCHIVE and change.fields == {}
     archived = acked_for({}, (), status="archived")

@@ -40,8 +40,12 @@ def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
     person, order_id = _repeat_buyer_with_recent_order(site)
     files = site.batch_files()
 
-    edit_order(site.data / "orders.jsonl", order_id, total_price="25000.00",
-               updated_at="2026-10-31T12:00:00+03:00")
+    edit_order(
+        site.data / "orders.jsonl",
+        order_id,
+        total_price="25000.00",
+        updated_at="2026-10-31T12:00:00+03:00",
+    )
     report = site.run_json()
     new = _records_in(site, site.batch_files() - files)
     assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
@@ -49,8 +53,12 @@ def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
     assert new[0]["is_new"] is False
 
     files = site.batch_files()
-    edit_order(site.data / "orders.jsonl", order_id, status="cancelled",
-               updated_at="2026-10-31T13:00:00+03:00")
+    edit_order(
+        site.data / "orders.jsonl",
+        order_id,
+        status="cancelled",
+        updated_at="2026-10-31T13:00:00+03:00",
+    )
     report = site.run_json()
     new = _records_in(site, site.batch_files() - files)
     assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
