@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -35,7 +34,12 @@ from connectors.mailchimp import merge_fields
 from connectors.mailchimp.checks import run_checks
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
 from connectors.mailchimp.config import MailchimpConfig
-from connectors.mailchimp.consent import OPT_OUT_STATUSES, consent_update, mailchimp_time
+from connectors.mailchimp.consent import (
+    OPT_OUT_STATUSES,
+    consent_update,
+    mailchimp_time,
+    status_plan,
+)
 from connectors.mailchimp.members import member_entry, read_answer, subscriber_hash, upsert_body
 from connectors.mailchimp.segments import SegmentIndex, TagCallResult, apply_call
 from connectors.mailchimp.tags import moves_of, plan_calls, tag_problem
@@ -102,28 +106,30 @@ class MailchimpDestination:
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
         results: dict[int, PushResult] = {}
-        pending: list[tuple[int, Change, dict[str, Any]]] = []
-        deletions: list[tuple[int, Change]] = []
+        accepted: list[tuple[int, Change]] = []
+        chunk: list[tuple[int, Change]] = []
+        futures: list[Future[tuple[Results, TransientError | None]]] = []
         seen: dict[str, str] = {}
+        # Each full chunk is sent while the rest is still being screened.
         for index, change in enumerate(changes):
             if change.action is not Action.UPSERT:
-                deletions.append((index, change))
+                futures.append(self._pool.submit(self._delete, index, change))
                 continue
             refused = self._screen(change, seen)
-            if isinstance(refused, PushResult):
+            if refused is not None:
                 results[index] = refused
-            else:
-                pending.append((index, change, refused))
-        size = self.config.batch_size
-        chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
-        tasks: list[Callable[[], tuple[Results, TransientError | None]]] = [
-            *(partial(self._upsert, chunk) for chunk in chunks),
-            *(partial(self._delete, index, change) for index, change in deletions),
-        ]
-        sent = self._fan_out(tasks)
+                continue
+            accepted.append((index, change))
+            chunk.append((index, change))
+            if len(chunk) == self.config.batch_size:
+                futures.append(self._pool.submit(self._upsert, chunk))
+                chunk = []
+        if chunk:
+            futures.append(self._pool.submit(self._upsert, chunk))
+        sent = self._gather(futures)
         for batch, _ in sent:
             results.update(batch)
-        tag_errors = self._apply_tags(pending, results)
+        tag_errors = self._apply_tags(accepted, results)
         self._raise_if_nothing_arrived([error for _, error in sent] + tag_errors)
         return [results[i] for i in range(len(changes))]
 
@@ -145,8 +151,8 @@ class MailchimpDestination:
 
     # -- upserts -------------------------------------------------------------------
 
-    def _screen(self, change: Change, seen: dict[str, str]) -> PushResult | dict[str, Any]:
-        """The member entry for a change, or the result that says why it is not sent."""
+    def _screen(self, change: Change, seen: dict[str, str]) -> PushResult | None:
+        """Why this change is not sent (a result), or None when it goes in a batch."""
         key = change.person_key
         if not change.email:
             return PushResult(key, Outcome.REJECTED, message="Mailchimp needs an e-mail address")
@@ -154,8 +160,7 @@ class MailchimpDestination:
         if problem is not None:
             log.warning("person %s: %s", key, problem)
             return PushResult(key, Outcome.REJECTED, message=problem)
-        entry = member_entry(change, self.config.not_subscribed, self._encode)
-        if entry is None:
+        if status_plan(change.email_consent, self.config.not_subscribed) is None:
             return PushResult(
                 key,
                 Outcome.REJECTED,
@@ -169,30 +174,27 @@ class MailchimpDestination:
                 message=f"same e-mail address as {seen[member_id]} in this batch",
             )
         seen[member_id] = key
-        return entry
+        return None
 
     def _encode(self, tag: str, value: Any) -> Any:
         return merge_fields.encode(value, self._types.get(tag))
 
-    def _upsert(
-        self, chunk: Sequence[tuple[int, Change, dict[str, Any]]]
-    ) -> tuple[Results, TransientError | None]:
+    def _upsert(self, chunk: Sequence[tuple[int, Change]]) -> tuple[Results, TransientError | None]:
+        entries = [
+            member_entry(change, self.config.not_subscribed, self._encode) for _, change in chunk
+        ]
+        body = upsert_body([entry for entry in entries if entry is not None])
         try:
-            answer = self._api.batch_members(
-                self.config.list_id, upsert_body([e for *_, e in chunk])
-            )
-        except TransientError as exc:
-            return [
-                (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c, _ in chunk
-            ], exc
-        except MailchimpApiError as exc:
-            return [
-                (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c, _ in chunk
-            ], None
-        by_email = read_answer(answer, [str(entry["email_address"]) for *_, entry in chunk])
+            answer = self._api.batch_members(self.config.list_id, body)
+        except (TransientError, MailchimpApiError) as exc:
+            failed = [
+                (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c in chunk
+            ]
+            return failed, exc if isinstance(exc, TransientError) else None
+        by_email = read_answer(answer, [change.email or "" for _, change in chunk])
         out: Results = []
-        for index, change, entry in chunk:
-            found = by_email[str(entry["email_address"]).lower()]
+        for index, change in chunk:
+            found = by_email[(change.email or "").lower()]
             out.append(
                 (
                     index,
@@ -204,28 +206,32 @@ class MailchimpDestination:
     # -- tags ------------------------------------------------------------------------
 
     def _apply_tags(
-        self, pending: Sequence[tuple[int, Change, dict[str, Any]]], results: dict[int, PushResult]
+        self, accepted: Sequence[tuple[int, Change]], results: dict[int, PushResult]
     ) -> list[TransientError | None]:
         """Moves tags of the people upserted OK; a failed move turns their result FAILED."""
-        upserted = [(i, c, e) for i, c, e in pending if results[i].outcome is Outcome.OK]
-        moves = moves_of([(str(e["email_address"]), c) for _, c, e in upserted])
+        upserted = [(i, c) for i, c in accepted if results[i].outcome is Outcome.OK]
+        moves = moves_of([(c.email or "", c) for _, c in upserted])
         calls = plan_calls(moves, self.config.batch_size)
         if not calls:
             return []
         adds = sorted({call.tag for call in calls if call.add})
-        ids = self._segments.resolve(create=adds, lookup=sorted({call.tag for call in calls}))
+        ids = self._segments.resolve(
+            create=adds, lookup=sorted({call.tag for call in calls}), mapper=self._pool.map
+        )
         list_id = self.config.list_id
-        outcomes: list[TagCallResult] = self._fan_out(
+        outcomes: list[TagCallResult] = self._gather(
             [
-                partial(apply_call, self._api, self._segments, list_id, call, ids.get(call.tag))
+                self._pool.submit(
+                    apply_call, self._api, self._segments, list_id, call, ids.get(call.tag)
+                )
                 for call in calls
             ]
         )
         failed: dict[str, str] = {}
         for outcome in outcomes:
             failed.update(outcome.failed)
-        for index, change, entry in upserted:
-            reason = failed.get(str(entry["email_address"]).lower())
+        for index, change in upserted:
+            reason = failed.get((change.email or "").lower())
             if reason is not None:
                 ok = results[index]
                 results[index] = PushResult(change.person_key, Outcome.FAILED, ok.remote_id, reason)
@@ -255,11 +261,13 @@ class MailchimpDestination:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _fan_out(self, tasks: Sequence[Callable[[], T]]) -> list[T]:
-        """Runs the tasks on the pool; the seam's per-account slots cap what is in flight."""
-        if len(tasks) <= 1:
-            return [task() for task in tasks]
-        futures = [self._pool.submit(task) for task in tasks]
+    @staticmethod
+    def _gather(futures: Sequence[Future[T]]) -> list[T]:
+        """Results in order; the first AuthError/ConfigError propagates, the rest cancelled.
+
+        The pool has max_connections threads and the seam's per-account slots cap what is in
+        flight, so several pushes (threads) sharing a key still respect Mailchimp's limit.
+        """
         try:
             return [future.result() for future in futures]
         finally:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
 from connectors.mailchimp.tags import TagCall, call_failures
 from crmsync.errors import TransientError
 
 log = logging.getLogger(__name__)
+Mapper = Callable[[Callable[[str], dict[str, Any]], Iterable[str]], Iterator[dict[str, Any]]]
 
 
 class SegmentIndex:
@@ -29,16 +32,21 @@ class SegmentIndex:
         self._ids: dict[str, int] | None = None
         self._lock = threading.Lock()
 
-    def resolve(self, create: Iterable[str], lookup: Iterable[str] = ()) -> dict[str, int]:
-        """Ids for ``create`` (made when missing) and for those of ``lookup`` that exist."""
+    def resolve(
+        self, create: Iterable[str], lookup: Iterable[str] = (), mapper: Mapper = map
+    ) -> dict[str, int]:
+        """Ids for ``create`` (made when missing) and for those of ``lookup`` that exist.
+
+        ``mapper`` runs the creations (a thread pool's ``map`` makes them concurrent).
+        """
+        create, lookup = list(create), list(lookup)
         with self._lock:
             ids = self._loaded()
-            for name in create:
-                if name not in ids:
-                    made = self._api.create_static_segment(self._list_id, name)
-                    ids[name] = int(made["id"])
-            wanted = {*create, *lookup}
-            return {name: ids[name] for name in wanted if name in ids}
+            missing = sorted({name for name in create if name not in ids})
+            made = mapper(partial(self._api.create_static_segment, self._list_id), missing)
+            for name, segment in zip(missing, made, strict=True):
+                ids[name] = int(segment["id"])
+            return {name: ids[name] for name in {*create, *lookup} if name in ids}
 
     def forget(self, name: str) -> None:
         with self._lock:

@@ -1,0 +1,203 @@
+"""Mailchimp destination: API calls per 10,000 profiles against the floor, and throughput.
+
+    python -m bench.bench_mailchimp [--profiles 10000] [--latency 0.15] [--connections 10]
+
+Runs against the fake Mailchimp (real HTTP on 127.0.0.1) with a per-call latency, so the
+figures show what the destination does on the wire, not what the fake costs: the fake's
+spec validation is switched off here (the tests keep it on for every request).
+
+Two pushes of the same generated people are measured: a first sync (everyone new, every
+segment tag added) and a membership change (a fifth of the people move between tags).
+The floor is ⌈N/500⌉ upsert calls plus, per touched tag, max(⌈adds/500⌉, ⌈removes/500⌉)
+tag calls; the target is at most 1.05 × floor. One-time calls (merge field set-up, the
+tag index, creating a tag) are reported apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.results import record
+
+UPSERT = ("POST", "/lists/{list_id}")
+TAG_CALL = ("POST", "/lists/{list_id}/segments/{segment_id}")
+TAGS = ("crm-vip", "crm-istanbul", "crm-birthday-nov", "crm-repeat", "crm-foreign", "crm-lapsed")
+
+
+def generate(count: int) -> list[Any]:
+    from connectors.base import Action, Change
+    from crmsync.records import ConsentState, Customer
+    from crmsync.sample import SampleSpec, iter_store
+
+    changes: list[Change] = []
+    seen: set[str] = set()
+    for item in iter_store(SampleSpec(customers=count * 2, orders_per_customer=0.0, seed=21)):
+        if not isinstance(item, Customer) or not item.email or item.deleted or item.email in seen:
+            continue
+        seen.add(item.email)
+        number = len(changes)
+        tags = tuple(
+            tag
+            for tag, member in zip(
+                TAGS,
+                (
+                    number % 10 == 0,
+                    item.city == "İstanbul",
+                    item.birthday is not None and item.birthday.month == 11,
+                    number % 3 == 0,
+                    bool(item.language and item.language != "tr"),
+                    number % 7 == 0,
+                ),
+                strict=True,
+            )
+            if member
+        )
+        changes.append(
+            Change(
+                person_key=f"e:{item.email}",
+                action=Action.UPSERT,
+                is_new=True,
+                email=item.email,
+                phone=item.phone,
+                fields={
+                    "FNAME": item.first_name,
+                    "LNAME": item.last_name,
+                    "CITY": item.city,
+                    "BDAY": item.birthday,
+                    "SINCE": item.created_at,
+                    "ORDERS": number % 9,
+                },
+                tags_add=tags,
+                tags_remove=(),
+                email_consent=item.email_consent.state if item.email_consent else ConsentState.NONE,
+                sms_consent=ConsentState.NONE,
+                payload_hash=str(number),
+                tags=tags,
+            )
+        )
+        if len(changes) == count:
+            break
+    return changes
+
+
+def membership_changes(changes: list[Any]) -> list[Any]:
+    """A fifth of the people: crm-vip and crm-repeat swap, crm-lapsed is dropped."""
+    moved = []
+    for number, change in enumerate(changes):
+        if number % 5:
+            continue
+        old = set(change.tags)
+        new = (old ^ {"crm-vip", "crm-repeat"}) - {"crm-lapsed"}
+        moved.append(
+            replace(
+                change,
+                is_new=False,
+                tags_add=tuple(sorted(new - old)),
+                tags_remove=tuple(sorted(old - new)),
+                tags=tuple(sorted(new)),
+                fields={**change.fields, "ORDERS": change.fields["ORDERS"] + 1},
+            )
+        )
+    return moved
+
+
+def floor(changes: list[Any], batch: int = 500) -> int:
+    from connectors.mailchimp.tags import floor_calls
+
+    adds = Counter(tag for c in changes for tag in c.tags_add)
+    removes = Counter(tag for c in changes for tag in c.tags_remove)
+    return math.ceil(len(changes) / batch) + floor_calls(adds, removes, batch)
+
+
+def measure(dest: Any, fake: Any, changes: list[Any]) -> dict[str, float]:
+    from connectors.base import Outcome
+
+    fake.reset_counters()
+    started = time.perf_counter()
+    outcomes: Counter[Outcome] = Counter()
+    for start in range(0, len(changes), dest.max_batch):
+        outcomes.update(r.outcome for r in dest.push(changes[start : start + dest.max_batch]))
+    seconds = time.perf_counter() - started
+    sync_calls = fake.calls[UPSERT] + fake.calls[TAG_CALL]
+    total = sum(fake.calls.values())
+    lowest = floor(changes)
+    return {
+        "profiles": len(changes),
+        "ok": outcomes[Outcome.OK],
+        "seconds": round(seconds, 3),
+        "profiles_per_s": round(len(changes) / seconds, 1),
+        "floor_calls": lowest,
+        "sync_calls": sync_calls,
+        "one_time_calls": total - sync_calls,
+        "calls_per_10k": round(total * 10_000 / len(changes), 1),
+        "ratio_to_floor": round(sync_calls / lowest, 4),
+        "ratio_to_floor_incl_one_time": round(total / lowest, 4),
+        "max_in_flight": fake.max_in_flight,
+        "rejected_429": fake.concurrency_rejections,
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_mailchimp")
+    parser.add_argument("--profiles", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds per API call")
+    parser.add_argument("--connections", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    from connectors.base import ConnectorContext, FieldSpec
+    from connectors.mailchimp import MailchimpConfig, MailchimpDestination
+    from tests.fakes.mailchimp import FakeMailchimp
+
+    people = generate(args.profiles)
+    moved = membership_changes(people)
+    fake = FakeMailchimp(validate=False, latency=args.latency).start()
+    config = MailchimpConfig.model_validate(
+        fake.destination_config(max_connections=args.connections)
+    )
+    dest = MailchimpDestination(config, ConnectorContext("bench", Path(".")))
+    fields = [
+        FieldSpec("FNAME", "text"),
+        FieldSpec("LNAME", "text"),
+        FieldSpec("CITY", "text"),
+        FieldSpec("BDAY", "birthday"),
+        FieldSpec("SINCE", "datetime"),
+        FieldSpec("ORDERS", "integer"),
+    ]
+    fake.expect_consented(c.email for c in people if c.email_consent.value == "subscribed")
+    try:
+        dest.prepare(fields)
+        first = measure(dest, fake, people)
+        change = measure(dest, fake, moved)
+    finally:
+        dest.close()
+        fake.stop()
+    problems = fake.consent_problems()
+    figures: dict[str, float | int | str] = {
+        "latency_s": args.latency,
+        "connections": args.connections,
+        "push_batch": dest.max_batch,
+        **{f"first_sync_{k}": v for k, v in first.items()},
+        **{f"tag_change_{k}": v for k, v in change.items()},
+        "target_ratio": 1.05,
+        "at_or_below_target": str(max(first["ratio_to_floor"], change["ratio_to_floor"]) <= 1.05),
+        "consent_problems": len(problems),
+        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    path = record("mailchimp", figures)
+    for key, value in figures.items():
+        print(f"  {key}: {value}")
+    print(f"  -> {path}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
