@@ -60,9 +60,7 @@ def test_offset_advances_by_the_records_received() -> None:
 
 def test_offset_stops_at_the_total_in_the_body() -> None:
     paginator = OffsetPaginator(records_path="rows", total_path="meta.total")
-    assert paginator.next(page({"rows": [1, 2], "meta": {"total": 4}})) == NextPage(
-        {"offset": "2"}
-    )
+    assert paginator.next(page({"rows": [1, 2], "meta": {"total": 4}})) == NextPage({"offset": "2"})
     assert paginator.next(page({"rows": [3, 4], "meta": {"total": 4}})) is None
 
 

@@ -199,7 +199,7 @@ class _Field:
 
     def value(self, record: Any, ctx: Ctx, notes: normalize.Notes, prefix: str = "") -> Any:
         raw = self.raw(record)
-        if raw is None:
+        if raw is None or raw == "":  # an empty string is "not given" for every type
             return None
         return self.convert(raw, prefix + self.name, ctx, self.spec, notes)
 

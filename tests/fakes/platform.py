@@ -40,7 +40,6 @@ from crmsync.records import Customer, Order, OrderLine, OrderStatus
 from crmsync.sample import SampleSpec, iter_store
 
 API = "/wp-json/wc/v3"
-GMT = "%Y-%m-%dT%H:%M:%S"
 _STATUS = {
     OrderStatus.PENDING: "pending",
     OrderStatus.PAID: "processing",
@@ -76,11 +75,12 @@ class Churn:
 
 
 def _gmt(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(GMT)
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 def _local(moment: datetime) -> str:
-    return (moment.astimezone(UTC) + timedelta(hours=3)).strftime(GMT)
+    local = moment.astimezone(UTC).replace(tzinfo=None) + timedelta(hours=3)
+    return local.isoformat(timespec="seconds")
 
 
 def _money(amount: Decimal) -> str:
