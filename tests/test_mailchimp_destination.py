@@ -118,6 +118,20 @@ def test_check_names_the_list_id_on_404(mailchimp_fake: FakeMailchimp) -> None:
     assert "check list_id" in checks[-1].detail
 
 
+def test_a_missing_list_stops_prepare_and_push_with_a_config_error(
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    destination = make(mailchimp_fake, list_id="nosuchlist")
+    try:
+        with pytest.raises(ConfigError, match="no audience 'nosuchlist'") as raised:
+            destination.prepare(FIELDS)
+        assert raised.value.issues[0].key == "list_id"
+        with pytest.raises(ConfigError, match="no audience"):
+            destination.push([person("a@shop.example")])
+    finally:
+        destination.close()
+
+
 def test_check_blames_the_data_centre_when_the_host_does_not_resolve(
     mailchimp_fake: FakeMailchimp,
 ) -> None:

@@ -88,7 +88,11 @@ class MailchimpDestination:
 
     def prepare(self, fields: Sequence[FieldSpec]) -> None:
         list_id = self.config.list_id
-        existing = [merge_fields.existing_field(item) for item in self._api.merge_fields(list_id)]
+        try:
+            listed = list(self._api.merge_fields(list_id))
+        except MailchimpApiError as exc:
+            raise (self._no_such_list() if exc.status == 404 else exc) from exc
+        existing = [merge_fields.existing_field(item) for item in listed]
         plan = merge_fields.plan(fields, existing, self.config.merge_field_limit)
         for body in plan.create:
             try:
@@ -186,11 +190,18 @@ class MailchimpDestination:
         body = upsert_body([entry for entry in entries if entry is not None])
         try:
             answer = self._api.batch_members(self.config.list_id, body)
-        except (TransientError, MailchimpApiError) as exc:
+        except MailchimpApiError as exc:
+            if exc.status == 404:
+                raise self._no_such_list() from exc
             failed = [
                 (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c in chunk
             ]
-            return failed, exc if isinstance(exc, TransientError) else None
+            return failed, None
+        except TransientError as exc:
+            failed = [
+                (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c in chunk
+            ]
+            return failed, exc
         by_email = read_answer(answer, [change.email or "" for _, change in chunk])
         out: Results = []
         for index, change in chunk:
@@ -260,6 +271,13 @@ class MailchimpDestination:
         return [(index, PushResult(key, Outcome.OK, member_id, done))], None
 
     # -- plumbing ------------------------------------------------------------------
+
+    def _no_such_list(self) -> ConfigError:
+        return ConfigError(
+            f"Mailchimp has no audience {self.config.list_id!r} for this API key",
+            key="list_id",
+            hint="copy the Audience ID from Audience > Settings > Audience name and defaults",
+        )
 
     @staticmethod
     def _gather(futures: Sequence[Future[T]]) -> list[T]:
