@@ -351,6 +351,7 @@ def fields(windows: str) -> None:
 
 @main.command()
 @click.option("--customers", default=2000, show_default=True, help="how many customers")
+@click.option("--orders-per-customer", default=2.0, show_default=True, help="average orders")
 @click.option("--seed", default=7, show_default=True, help="random seed")
 @click.option(
     "--now",
@@ -361,13 +362,29 @@ def fields(windows: str) -> None:
 )
 @click.option("--dirty-rate", default=0.01, show_default=True, help="share of dirty records")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-def sample(customers: int, seed: int, now_text: str, dirty_rate: float, out_dir: str) -> None:
-    """Generate a realistic, deterministic Turkish store as export files."""
+def sample(
+    customers: int,
+    orders_per_customer: float,
+    seed: int,
+    now_text: str,
+    dirty_rate: float,
+    out_dir: str,
+) -> None:
+    """Generate a realistic, deterministic Turkish store as export files.
+
+    The defaults reproduce the bundled sample_data/ exactly.
+    """
     from crmsync.sample import SampleSpec, write_files
 
     now = _parse_time(now_text, "--now")
     assert now is not None
-    spec = SampleSpec(customers=customers, seed=seed, now=now, dirty_rate=dirty_rate)
+    spec = SampleSpec(
+        customers=customers,
+        seed=seed,
+        now=now,
+        orders_per_customer=orders_per_customer,
+        dirty_rate=dirty_rate,
+    )
     for stream, path in write_files(spec, Path(out_dir)).items():
         click.echo(f"{stream}: {path}")
 

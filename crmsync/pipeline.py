@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -36,6 +36,7 @@ from state.ledger import (
     add_consent_events,
     failures_query,
     ledger_query,
+    opted_out,
     record_results,
 )
 from state.store import Store
@@ -43,6 +44,8 @@ from state.timeutil import now_ms, to_ms
 
 log = logging.getLogger("crmsync.pipeline")
 LEASE_SECONDS = 15 * 60
+CONSENT_LOOKBACK = timedelta(minutes=10)
+T = TypeVar("T")
 
 
 class PipelineBusy(CrmsyncError):
@@ -129,7 +132,7 @@ def run_pipeline(
                 destinations[dest.name] = instance
                 report.destinations[dest.name] = DestinationReport(dest.name, dest.kind)
                 if not options.dry_run:
-                    _read_consent(store, dest.name, instance, report)
+                    _read_consent(store, spec, dest.name, instance, report)
                     instance.prepare(dest.mapping.field_specs())
             lease = (spec.name, holder) if holder is not None else None
             _sync(store, spec, destinations, options, report, policy, as_of, lease)
@@ -222,17 +225,37 @@ def _phase(progress: Callable[[str, int], None] | None, phase: str) -> Callable[
     return lambda n: progress(phase, n)
 
 
-def _read_consent(store: Store, name: str, destination: Destination, report: RunReport) -> None:
+def _read_consent(
+    store: Store, spec: PipelineSpec, name: str, destination: Destination, report: RunReport
+) -> None:
+    """Stores opt-outs made in the destination since the last read, as consent events.
+
+    Opt-outs crmsync already knows (e.g. the unsubscribes it pushed itself) are not
+    recorded again. The cursor moves only once the whole read is done, to a little before
+    the read began, so a change made while reading is picked up next time.
+    """
+    started = datetime.now(UTC) - CONSENT_LOOKBACK
     since = store.cursor(name, "consent")
-    updates = list(destination.read_consent(since))
-    if not updates:
-        report.consent_read[name] = 0
-        return
-    with store.transaction() as conn:
-        added = add_consent_events(conn, name, updates, now_ms())
-        newest = max(u.at for u in updates)
-        store._set_cursor(conn, name, "consent", newest)
+    scopes = [s.name for s in spec.sources] + [d.name for d in spec.destinations]
+    added = 0
+    for chunk in _chunks(destination.read_consent(since), 1000):
+        with store.transaction() as conn:
+            known = opted_out(conn, [u.email for u in chunk], scopes)
+            fresh = [u for u in chunk if u.email not in known]
+            added += add_consent_events(conn, name, fresh, now_ms())
+    store.set_cursor(name, "consent", max(started, since) if since else started)
     report.consent_read[name] = added
+
+
+def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class _Batcher:

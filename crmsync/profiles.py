@@ -167,7 +167,9 @@ def consent_query(conn: Connection, ctx: ProfileContext) -> Select[Any]:
     e = schema.consent_events
     return (
         select(e.c.person_key.label("key"), e.c.channel, e.c.state, e.c.occurred_at)
-        .where(e.c.source.in_(ctx.consent_scopes), e.c.occurred_at <= ctx.as_of_ms)
+        # every known event, whatever --as-of says: an opt-out is never undone by a
+        # reproducible run of an earlier time
+        .where(e.c.source.in_(ctx.consent_scopes))
         .order_by(_bytewise(conn, e.c.person_key), e.c.occurred_at)
     )
 

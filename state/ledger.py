@@ -205,6 +205,35 @@ def add_consent_events(
     return len(conn.execute(insert, rows).all())
 
 
+def opted_out(conn: Connection, emails: Sequence[str], scopes: Sequence[str]) -> set[str]:
+    """Which of these e-mails are already recorded as opted out (latest state) in scope."""
+    if not emails:
+        return set()
+    c, e = schema.customers, schema.consent_events
+    latest: dict[str, tuple[int, bool]] = {}
+
+    def note(email: str, at: int | None, state: str) -> None:
+        entry = (at or 0, state != "subscribed")  # at equal times an opt-out wins
+        if email not in latest or entry > latest[email]:
+            latest[email] = entry
+
+    staged = conn.execute(
+        select(c.c.email, c.c.email_consent, c.c.email_consent_at, c.c.updated_at).where(
+            c.c.email.in_(emails), c.c.source.in_(scopes), c.c.email_consent != "none"
+        )
+    )
+    for email, state, at, updated in staged:
+        note(email, at or updated, state)
+    events = conn.execute(
+        select(e.c.email, e.c.state, e.c.occurred_at).where(
+            e.c.email.in_(emails), e.c.source.in_(scopes), e.c.channel == "email"
+        )
+    )
+    for email, state, at in events:
+        note(email, at, state)
+    return {email for email, (_, out) in latest.items() if out}
+
+
 def consent_events(conn: Connection, scopes: Sequence[str], limit: int) -> Iterator[Any]:
     e = schema.consent_events
     query = select(e).where(e.c.source.in_(scopes)).order_by(e.c.occurred_at.desc()).limit(limit)

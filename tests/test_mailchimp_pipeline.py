@@ -1,0 +1,176 @@
+"""The whole flow into Mailchimp: files -> profiles -> the fake Mailchimp, through the CLI.
+
+The fake validates every request against Mailchimp's OpenAPI spec and, on teardown, fails
+the test if anyone ended subscribed without consent or after opting out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from crmsync import normalize
+from crmsync.config import load_config
+from crmsync.errors import RecordError
+from state import schema
+from state.store import Store
+from tests.e2e import Site, edit_order, make_site
+from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake
+
+
+def consented(data: Path) -> set[str]:
+    """E-mails whose latest recorded marketing consent in the export is an opt-in."""
+    latest: dict[str, tuple[str, str]] = {}
+    with open(data / "customers.csv", encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                email = normalize.email(row["email"]) or ""
+            except RecordError:
+                continue
+            state = row["accepts_email_marketing"]
+            if not email or state not in ("subscribed", "unsubscribed"):
+                continue
+            at = row["email_marketing_updated_at"] or ""
+            if email not in latest or (at, state == "unsubscribed") > (
+                latest[email][0],
+                latest[email][1] == "unsubscribed",
+            ):
+                latest[email] = (at, state)
+    return {email for email, (_, state) in latest.items() if state == "subscribed"}
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path, state_url: str, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Site]:
+    site = make_site(tmp_path, state_url, customers=400, dirty_rate=0.05)
+    monkeypatch.setenv("CRMSYNC_TEST_MAILCHIMP_KEY", fake.api_key)
+    text = (
+        site.config.read_text(encoding="utf-8")
+        .replace(
+            '[destinations.out]\nkind = "outbox"',
+            f'[destinations.mc]\nkind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
+            f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
+            "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
+            '\n[destinations.out]\nkind = "outbox"',
+        )
+        .replace('destinations = ["out"]', 'destinations = ["mc"]')
+    )
+    site.config.write_text(text, encoding="utf-8")
+    fake.expect_consented(consented(site.data))
+    yield site
+
+
+def report_of(site: Site) -> dict[str, Any]:
+    result = site.cli("run", "--as-of", "2026-11-01T09:00:00+00:00", "--json")
+    assert result.exit_code in (0, 5), result.output
+    report: dict[str, Any] = json.loads(result.stdout)[0]
+    return report
+
+
+def ledger_tags(url: str) -> dict[str, set[str]]:
+    store = Store(url)
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.person_key, t.c.segments).where(t.c.destination == "mc"))
+        out = {key[2:]: set(filter(None, tags.split("\n"))) for key, tags in rows}
+    store.close()
+    return out
+
+
+def owned_tags(fake: FakeMailchimp) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for tag, emails in fake.tag_members().items():
+        if tag.startswith("crm-"):
+            for email in emails:
+                out.setdefault(email, set()).add(tag)
+    return out
+
+
+def test_store_synced_then_second_run_writes_nothing_then_only_the_change(
+    site: Site, fake: FakeMailchimp, state_url: str
+) -> None:
+    first = report_of(site)
+    counts = first["destinations"]["mc"]
+    assert counts["create"] > 300 and counts.get("failed", 0) == 0
+    assert set(fake.merge_field_types()) >= {"FNAME", "ORDERS", "SPENT", "LASTORDER"}
+    tags = ledger_tags(state_url)
+    assert owned_tags(fake) == {e: t for e, t in tags.items() if t}
+    statuses = fake.statuses()
+    assert {s for s in statuses.values()} <= {"subscribed", "unsubscribed", "transactional"}
+    assert all(statuses[e] == "subscribed" for e in consented(site.data) if e in statuses)
+
+    fake.reset_counters()
+    second = report_of(site)
+    assert fake.writes() == 0
+    assert second["destinations"]["mc"].get("create", 0) == 0
+    assert second["destinations"]["mc"].get("update", 0) == 0
+
+    mapping = load_config(site.config).destinations["mc"].mapping
+    vip, repeat = mapping.tag_for("vip"), mapping.tag_for("repeat")
+    person = next(e for e, t in sorted(tags.items()) if repeat in t and vip not in t)
+    fake.tag_by_hand("Hand picked", [person])
+    before = {e: dict(m["merge_fields"]) for e, m in _members(fake).items()}
+    orders = [
+        json.loads(line)
+        for line in (site.data / "orders.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.startswith("{")
+    ]
+    order = next(o for o in orders if str(o.get("email", "")).lower() == person)
+    edit_order(
+        site.data / "orders.jsonl",
+        order["id"],
+        total_price="25000.00",
+        updated_at="2026-10-31T12:00:00+03:00",
+        created_at="2026-10-30T12:00:00+03:00",
+    )
+    fake.reset_counters()
+    third = report_of(site)
+    assert third["destinations"]["mc"]["update"] == 1
+    after = {e: dict(m["merge_fields"]) for e, m in _members(fake).items()}
+    changed = {e for e in after if after[e] != before.get(e)}
+    assert changed == {person}
+    assert vip in fake.tags_of(person) and "Hand picked" in fake.tags_of(person)
+    assert owned_tags(fake) == {e: t for e, t in ledger_tags(state_url).items() if t}
+
+
+def _members(fake: FakeMailchimp) -> dict[str, dict[str, Any]]:
+    return {m["email_address"].lower(): m for m in fake.audience.members.values()}
+
+
+def test_an_unsubscribe_in_mailchimp_is_read_back_shown_exported_and_wins(
+    site: Site, fake: FakeMailchimp
+) -> None:
+    report_of(site)
+    person = sorted(consented(site.data) & set(fake.statuses()))[0]
+    fake.set_status(person, "unsubscribed", at=datetime.now(UTC))
+
+    second = report_of(site)
+    assert second["consent_read"]["mc"] == 1
+    assert fake.statuses()[person] == "unsubscribed"
+    status = site.cli("status", "--json")
+    read_back = json.loads(status.stdout)[0]["consent_read_back"]
+    assert [(c["email"], c["state"]) for c in read_back] == [(person, "unsubscribed")]
+    export = site.cli("consent", "--pipeline", "main")
+    assert export.exit_code == 0
+    assert f"{person},email,unsubscribed,mc" in export.stdout
+
+    fake.reset_counters()
+    report_of(site)  # the platform still says "subscribed" (older): the opt-out wins
+    assert fake.statuses()[person] == "unsubscribed"
+    assert fake.writes() == 0
+
+
+@pytest.fixture
+def fake(mailchimp_fake: FakeMailchimp) -> FakeMailchimp:
+    return mailchimp_fake
+
+
+__all__ = ["mailchimp_fake"]
