@@ -172,7 +172,7 @@ def _load_mapping(
         if not path.exists():
             issues.append(ConfigIssue(key, f"mapping file {path} not found", "fix the path"))
             return None
-        return load_mapping(path, fields)
+        return load_mapping(path, fields, kind=kind)
     except ConfigError as exc:
         for issue in exc.issues:
             issues.append(

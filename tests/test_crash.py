@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from state import schema
 from state.store import Store
+from state.timeutil import to_ms
 from tests.e2e import AS_OF, Site, make_site
 
 pytestmark = pytest.mark.slow
@@ -78,3 +80,63 @@ def test_sigkill_part_way_then_rerun_equals_one_clean_run(tmp_path: Path, state_
     assert ledger(state_url) == expected_ledger
     status = crashed.cli("status", "--json")
     assert '"interrupted"' in status.stdout
+
+
+def test_an_interrupted_backfill_resumes_and_repushes_each_person_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=1500, batch_size=20)
+    synced = site.run_json()["destinations"]["out"]["create"]
+    before = site.batch_files()
+
+    code = "from crmsync.cli import main; main()"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "backfill",
+            "--pipeline",
+            "main",
+            "--full",
+            "--config",
+            str(site.config),
+            "--as-of",
+            AS_OF,
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).parent.parent,
+    )
+    deadline = time.monotonic() + 120
+    while len(site.batch_files() - before) < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, "the backfill wrote no batches"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    store = Store(url)
+    interrupted = store.runs("main", 1)[0]
+    assert interrupted.kind == "backfill" and interrupted.force_before is not None
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        acked_before_kill = conn.execute(
+            sa.select(sa.func.count()).where(t.c.acked_at >= to_ms(interrupted.force_before))
+        ).scalar_one()
+    store.close()
+    assert 0 < acked_before_kill < synced, "the kill did not land part-way"
+
+    result = site.cli("backfill", "--pipeline", "main", "--full", "--as-of", AS_OF, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)[0]
+    assert any("resuming backfill" in w for w in report["warnings"])
+    repushed = [r["person_key"] for r in _records_in(site, site.batch_files() - before)]
+    assert len(repushed) == len(set(repushed)) == synced  # everyone once, nobody twice
+    assert report["destinations"]["out"]["update"] == synced - acked_before_kill
+
+
+def _records_in(site: Site, names: set[str]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for name in names:
+        text = (site.outbox / name).read_text(encoding="utf-8")
+        out.extend(json.loads(line) for line in text.splitlines() if line)
+    return out
