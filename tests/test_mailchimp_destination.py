@@ -436,6 +436,16 @@ def test_read_consent_returns_unsubscribes_and_cleanings_since(
     assert mailchimp_fake.statuses()["p2@shop.example"] == "cleaned"
 
 
+def test_read_consent_never_misses_a_change_in_the_cursors_own_second(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    push(mailchimp_fake, dest, [person("late@shop.example")])
+    changed = datetime(2026, 6, 1, 12, 0, 7, tzinfo=UTC)
+    mailchimp_fake.set_status("late@shop.example", "unsubscribed", at=changed)
+    cursor = changed.replace(microsecond=900_000)  # read earlier in that same second
+    assert [u.email for u in dest.read_consent(cursor)] == ["late@shop.example"]
+
+
 def test_read_consent_paginates(mailchimp_fake: FakeMailchimp, dest: MailchimpDestination) -> None:
     for i in range(2300):
         mailchimp_fake.add_member(f"u{i}@shop.example", "unsubscribed")

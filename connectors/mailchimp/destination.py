@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -139,7 +139,9 @@ class MailchimpDestination:
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
         read_at = datetime.now(UTC)
-        since_text = mailchimp_time(since) if since is not None else None
+        # One second of overlap: Mailchimp's filter works in whole seconds and a change in
+        # the cursor's own second must not be missed; the core ignores events it has.
+        since_text = mailchimp_time(since - timedelta(seconds=1)) if since is not None else None
         for status, reason in OPT_OUT_STATUSES:
             for member in self._api.members(
                 self.config.list_id,
