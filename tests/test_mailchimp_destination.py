@@ -373,6 +373,19 @@ def test_a_tag_deleted_in_mailchimp_is_recreated(
     assert mailchimp_fake.tag_members() == {"crm-vip": {"b@shop.example"}}
 
 
+def test_creates_whose_answer_was_lost_are_not_mistaken_for_refusals(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    mailchimp_fake.inject(500, after=True, only=("POST", "/lists/{list_id}/merge-fields"))
+    mailchimp_fake.inject(502, after=True, only=("POST", "/lists/{list_id}/segments"))
+    dest.prepare([FieldSpec("ORDERS", "integer")])
+    results = push(mailchimp_fake, dest, [person("a@shop.example", add=["crm-vip"])])
+    assert results["e:a@shop.example"].outcome is Outcome.OK
+    assert mailchimp_fake.merge_field_types()["ORDERS"] == "number"
+    assert mailchimp_fake.tag_members() == {"crm-vip": {"a@shop.example"}}
+    assert mailchimp_fake.faults == []  # both lost answers happened
+
+
 def test_deleted_people_are_archived_and_missing_ones_are_already_gone(
     mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
 ) -> None:

@@ -98,6 +98,8 @@ class MailchimpDestination:
             try:
                 self._api.add_merge_field(list_id, body)
             except MailchimpApiError as exc:
+                if exc.status == 400 and self._merge_field_exists(body):
+                    continue  # a retried create whose first answer was lost
                 raise ConfigError(
                     f"Mailchimp refused to create merge field {body['tag']} "
                     f"({body['type']}): {exc.detail or exc.title}",
@@ -107,6 +109,12 @@ class MailchimpDestination:
         for found, choices in plan.grow_choices:
             self._api.update_merge_field(list_id, found.merge_id, found.grown(choices))
         self._types.update(plan.types)
+
+    def _merge_field_exists(self, body: dict[str, Any]) -> bool:
+        return any(
+            item.get("tag") == body["tag"] and item.get("type") == body["type"]
+            for item in self._api.merge_fields(self.config.list_id)
+        )
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
         results: dict[int, PushResult] = {}

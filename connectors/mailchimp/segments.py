@@ -12,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
@@ -43,7 +42,7 @@ class SegmentIndex:
         with self._lock:
             ids = self._loaded()
             missing = sorted({name for name in create if name not in ids})
-            made = mapper(partial(self._api.create_static_segment, self._list_id), missing)
+            made = mapper(self._create, missing)
             for name, segment in zip(missing, made, strict=True):
                 ids[name] = int(segment["id"])
             return {name: ids[name] for name in {*create, *lookup} if name in ids}
@@ -52,6 +51,18 @@ class SegmentIndex:
         with self._lock:
             if self._ids is not None:
                 self._ids.pop(name, None)
+
+    def _create(self, name: str) -> dict[str, Any]:
+        try:
+            return self._api.create_static_segment(self._list_id, name)
+        except MailchimpApiError as exc:
+            if exc.status != 400:
+                raise
+            # A retried create whose first answer was lost finds the tag already there.
+            for segment in self._api.static_segments(self._list_id):
+                if segment.get("name") == name:
+                    return dict(segment)
+            raise
 
     def _loaded(self) -> dict[str, int]:
         if self._ids is None:

@@ -133,6 +133,7 @@ class Fault:
     status: int
     after: bool = False  # apply the request, then answer the error (the answer is "lost")
     retry_after: str | None = None
+    only: tuple[str, str] | None = None  # (method, path template) this fault waits for
 
 
 @dataclass
@@ -229,10 +230,18 @@ class FakeMailchimp:
 
     # -- knobs ---------------------------------------------------------------------
 
-    def inject(self, *statuses: int, after: bool = False, retry_after: str | None = "0") -> None:
-        """The next requests (one per status) are answered with these statuses."""
+    def inject(
+        self,
+        *statuses: int,
+        after: bool = False,
+        retry_after: str | None = "0",
+        only: tuple[str, str] | None = None,
+    ) -> None:
+        """The next requests (one per status; ``only`` those to one route) get these statuses."""
         with self._lock:
-            self.faults.extend(Fault(s, after, retry_after if s == 429 else None) for s in statuses)
+            self.faults.extend(
+                Fault(s, after, retry_after if s == 429 else None, only) for s in statuses
+            )
 
     def storm(self, rate: float, statuses: Iterable[int] = (500, 503, 429), seed: int = 7) -> None:
         """A fraction ``rate`` of the following requests fail with one of ``statuses``."""
@@ -384,7 +393,7 @@ class FakeMailchimp:
                 if problem is not None:
                     self._violation(f"{method} {split.path}: {problem}")
                     return _problem(400, "Invalid Resource", f"spec violation: {problem[:300]}")
-            fault = self._next_fault()
+            fault = self._next_fault(method, route)
             if fault is not None and not fault.after:
                 return _fault_answer(fault)
             answer = self._dispatch(route, params, method, dict(query), body)
@@ -462,10 +471,11 @@ class FakeMailchimp:
         with self._lock:
             self._in_flight -= 1
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, method: str, route: str | None) -> Fault | None:
         with self._lock:
-            if self.faults:
-                return self.faults.pop(0)
+            for position, fault in enumerate(self.faults):
+                if fault.only is None or fault.only == (method, route):
+                    return self.faults.pop(position)
             if self.storm_rate and self._storm_rng.random() < self.storm_rate:
                 status = self._storm_rng.choice(self.storm_statuses)
                 after = status >= 500 and self._storm_rng.random() < 0.5
