@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
     if task == "demo":
         return run([str(BIN / "crmsync"), "run", "--config", "config.example.toml", *rest])
     if task == "test":
-        return run([str(PY), "-m", "pytest", *rest])
+        parallel = [] if any(a.startswith("-n") for a in rest) else ["-n", "auto"]
+        return run([str(PY), "-m", "pytest", *parallel, *rest])
     if task == "lint":
         for cmd in (["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]):
             code = run([str(BIN / cmd[0]), *cmd[1:]])
