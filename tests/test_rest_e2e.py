@@ -21,7 +21,7 @@ from state.store import Store
 from tests.fakes.platform import Churn, FakeWooCommerce, Faults, serve_woocommerce
 
 CUSTOMERS = 50_000
-RUNS = 6  # incremental runs while the store changes, then one run once it is quiet
+RUNS = 4  # incremental runs while the store changes, then one run once it is quiet
 LOOKBACK = timedelta(minutes=2)
 
 

@@ -9,14 +9,14 @@ canonical field, which the source turns into a quarantined ``RecordIssue``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
 from typing import Any
 
 from connectors.rest.config import FieldSpec, FieldValue, ItemsConfig, StreamConfig
+from connectors.rest.convert import CART, CUSTOMER, ITEM, LINE, ORDER, Convert, Ctx, Factory
 from connectors.rest.paths import Getter, compile_path
 from crmsync import normalize
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
@@ -32,114 +32,17 @@ from crmsync.records import (
     Stream,
 )
 
-Convert = Callable[[Any, str, "Ctx", FieldSpec, normalize.Notes], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Ctx:
-    tz: tzinfo
-    region: str
-
-
-def _text(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.text(v, f, notes=n)
-
-
-def _id(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.required_id(v, f)
-
-
-def _ref(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.text(v, f, limit=128)
-
-
-# E-mail and phone validation dominate mapping time, and an order repeats its customer's
-# address: a bounded cache of these pure functions roughly halves the cost of a pull.
-_cached_email = lru_cache(maxsize=1 << 16)(normalize.email)
-_cached_phone = lru_cache(maxsize=1 << 16)(normalize.phone)
-
-
-def _email(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return _cached_email(v, f) if isinstance(v, str) else normalize.email(v, f)
-
-
-def _phone(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    if isinstance(v, str):
-        return _cached_phone(v, f, region=c.region)
-    return normalize.phone(v, f, region=c.region)
-
-
-def _country(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.country(v, f)
-
-
-def _currency(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.currency(v, f)
-
-
-def _status(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.order_status(v, f)
-
-
-def _time(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    tz = normalize.timezone(s.timezone) if s.timezone else c.tz
-    return normalize.timestamp(v, f, tz=tz, fmt=s.format)
-
-
-def _birthday(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.birthday(v, f, fmt=s.format)
-
-
-def _money(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return None if v is None else normalize.money(v, f)
-
-
-def _quantity(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.quantity(v, f)
-
-
-def _consent(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.consent_state(v, f)
-
-
-def _bool(v: Any, f: str, c: Ctx, s: FieldSpec, n: normalize.Notes) -> Any:
-    return normalize.boolean(v, f)
-
-
-CUSTOMER: dict[str, Convert] = {
-    "external_id": _id, "email": _email, "phone": _phone, "first_name": _text,
-    "last_name": _text, "city": _text, "region": _text, "country": _country,
-    "postal_code": _text, "address1": _text, "language": _text, "birthday": _birthday,
-    "created_at": _time, "updated_at": _time, "email_consent": _consent,
-    "email_consent_at": _time, "sms_consent": _consent, "sms_consent_at": _time,
-    "deleted": _bool,
-}  # fmt: skip
-ORDER: dict[str, Convert] = {
-    "external_id": _id, "customer_external_id": _ref, "email": _email, "placed_at": _time,
-    "status": _status, "currency": _currency, "total": _money, "discount_total": _money,
-    "refunded_total": _money, "updated_at": _time,
-}  # fmt: skip
-LINE: dict[str, Convert] = {
-    "sku": _text, "product": _text, "category": _text, "quantity": _quantity,
-    "unit_price": _money, "discount": _money,
-}  # fmt: skip
-CART: dict[str, Convert] = {
-    "external_id": _id, "customer_external_id": _ref, "email": _email, "currency": _currency,
-    "value": _money, "created_at": _time, "updated_at": _time, "checkout_url": _text,
-    "converted": _bool,
-}  # fmt: skip
-ITEM: dict[str, Convert] = {
-    "sku": _text, "product": _text, "category": _text, "quantity": _quantity,
-    "unit_price": _money,
-}  # fmt: skip
-
 REQUIRED = {
     Stream.CUSTOMERS: ("external_id",),
     Stream.ORDERS: ("external_id", "placed_at", "status", "currency", "total"),
     Stream.CARTS: ("external_id", "currency", "value"),
 }
 REQUIRED_ROWS = ("quantity", "unit_price")
-TABLES = {Stream.CUSTOMERS: CUSTOMER, Stream.ORDERS: ORDER, Stream.CARTS: CART}
+TABLES: dict[Stream, dict[str, Factory]] = {
+    Stream.CUSTOMERS: CUSTOMER,
+    Stream.ORDERS: ORDER,
+    Stream.CARTS: CART,
+}
 
 
 def _amount(value: Any, field: str) -> Decimal:
@@ -149,7 +52,9 @@ def _amount(value: Any, field: str) -> Decimal:
 class _Field:
     """One canonical field: where to read it, how to pre-process it, how to normalise it."""
 
-    __slots__ = ("convert", "getters", "minus", "name", "per", "plain", "spec", "sum")
+    __slots__ = (
+        "convert", "first", "getters", "minus", "name", "per", "plain", "single", "spec", "sum",
+    )  # fmt: skip
 
     def __init__(self, name: str, spec: FieldSpec, convert: Convert, key: str) -> None:
         self.name = name
@@ -157,6 +62,7 @@ class _Field:
         self.convert = convert
         paths = [spec.path] if isinstance(spec.path, str) else list(spec.path)
         self.getters = [compile_path(p, key=key) for p in paths]
+        self.first = self.getters[0]
         self.sum = compile_path(spec.sum, key=key) if spec.sum else None
         self.minus = compile_path(spec.minus, key=key) if spec.minus else None
         self.per = compile_path(spec.per, key=key) if spec.per else None
@@ -164,6 +70,7 @@ class _Field:
             spec.default is not None or spec.map or spec.null_if or self.sum or self.minus
             or self.per or spec.abs
         )  # fmt: skip
+        self.single = self.plain and len(self.getters) == 1
 
     def raw(self, record: Any) -> Any:
         value = None
@@ -197,11 +104,11 @@ class _Field:
             value = abs(_amount(value, self.name))
         return value
 
-    def value(self, record: Any, ctx: Ctx, notes: normalize.Notes, prefix: str = "") -> Any:
-        raw = self.raw(record)
+    def value(self, record: Any, notes: normalize.Notes, prefix: str = "") -> Any:
+        raw = self.first(record) if self.single else self.raw(record)
         if raw is None or raw == "":  # an empty string is "not given" for every type
             return None
-        return self.convert(raw, prefix + self.name, ctx, self.spec, notes)
+        return self.convert(raw, prefix + self.name if prefix else self.name, notes)
 
 
 def _spec(value: FieldValue) -> FieldSpec:
@@ -210,10 +117,11 @@ def _spec(value: FieldValue) -> FieldSpec:
 
 def _compile_fields(
     fields: Mapping[str, FieldValue],
-    table: Mapping[str, Convert],
+    table: Mapping[str, Factory],
     required: tuple[str, ...],
     key: str,
     issues: list[ConfigIssue],
+    ctx: Ctx,
 ) -> dict[str, _Field]:
     compiled: dict[str, _Field] = {}
     for name, value in fields.items():
@@ -224,7 +132,7 @@ def _compile_fields(
             )
         elif spec.path not in ("", []):
             try:
-                compiled[name] = _Field(name, spec, table[name], f"{key}.{name}")
+                compiled[name] = _Field(name, spec, table[name](spec, ctx), f"{key}.{name}")
             except ConfigError as exc:
                 issues.extend(exc.issues)
     for name in required:
@@ -242,13 +150,10 @@ class _Rows:
 class Mapper:
     """Builds canonical records of one stream from decoded JSON records."""
 
-    def __init__(
-        self, stream: Stream, fields: dict[str, _Field], rows: _Rows | None, ctx: Ctx
-    ) -> None:
+    def __init__(self, stream: Stream, fields: dict[str, _Field], rows: _Rows | None) -> None:
         self.stream = stream
         self._fields = fields
         self._rows = rows
-        self._ctx = ctx
         self._updated = fields.get("updated_at")
         self._id = fields["external_id"]
 
@@ -260,16 +165,15 @@ class Mapper:
         """Read first, so records outside (since, until] are skipped before full mapping."""
         if self._updated is None:
             return None
-        value: datetime | None = self._updated.value(raw, self._ctx, [])
+        value: datetime | None = self._updated.value(raw, [])
         return value
 
     def build(self, raw: Any, notes: normalize.Notes, updated_at: Any = ...) -> Record:
         """The canonical record; pass ``updated_at`` when already read, to skip re-reading."""
         if not isinstance(raw, dict):
             raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
-        ctx = self._ctx
         values = {
-            name: spec.value(raw, ctx, notes)
+            name: spec.value(raw, notes)
             for name, spec in self._fields.items()
             if name != "updated_at"
         }
@@ -296,8 +200,7 @@ class Mapper:
         for index, item in enumerate(found):
             prefix = f"lines[{index}]."
             row = {
-                name: spec.value(item, self._ctx, notes, prefix)
-                for name, spec in self._rows.fields.items()
+                name: spec.value(item, notes, prefix) for name, spec in self._rows.fields.items()
             }
             for name in REQUIRED_ROWS:
                 if row.get(name) is None:
@@ -347,7 +250,7 @@ def compile_stream(stream: Stream, config: StreamConfig, ctx: Ctx, key: str) -> 
     """Compiles and checks one stream's mapping; raises one ConfigError with every issue."""
     issues: list[ConfigIssue] = []
     fields = _compile_fields(
-        config.fields, TABLES[stream], REQUIRED[stream], f"{key}.fields", issues
+        config.fields, TABLES[stream], REQUIRED[stream], f"{key}.fields", issues, ctx
     )
     rows_config: ItemsConfig | None = None
     if stream == Stream.ORDERS:
@@ -363,7 +266,7 @@ def compile_stream(stream: Stream, config: StreamConfig, ctx: Ctx, key: str) -> 
     rows = None
     if rows_config is not None:
         row_fields = _compile_fields(
-            rows_config.fields, row_table, REQUIRED_ROWS, f"{key}.{rows_key}.fields", issues
+            rows_config.fields, row_table, REQUIRED_ROWS, f"{key}.{rows_key}.fields", issues, ctx
         )
         try:
             rows = _Rows(compile_path(rows_config.path, key=f"{key}.{rows_key}.path"), row_fields)
@@ -371,4 +274,4 @@ def compile_stream(stream: Stream, config: StreamConfig, ctx: Ctx, key: str) -> 
             issues.extend(exc.issues)
     if issues:
         raise ConfigError(issues)
-    return Mapper(stream, fields, rows, ctx)
+    return Mapper(stream, fields, rows)

@@ -31,7 +31,8 @@ from connectors.http import (
 from connectors.http.retry import Sleep
 from connectors.rest.auth import build_auth, secrets_of
 from connectors.rest.config import RestConfig, StreamConfig
-from connectors.rest.mapping import Ctx, Mapper, compile_stream
+from connectors.rest.convert import Ctx
+from connectors.rest.mapping import Mapper, compile_stream
 from connectors.rest.pagination import NextPage, body, build_paginator
 from connectors.rest.paths import compile_path
 from crmsync import normalize

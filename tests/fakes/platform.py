@@ -138,27 +138,25 @@ class FakeWooCommerce:
     # --- the truth ----------------------------------------------------------------------
 
     @staticmethod
-    def _truthful_customer(customer: Customer) -> Customer:
+    def _truthful_customer(c: Customer) -> Customer:
         """Only what WooCommerce's customer object can say, at one-second resolution."""
-        return replace(
-            customer,
-            language=None,
-            birthday=None,
-            email_consent=None,
-            sms_consent=None,
-            created_at=_second(customer.created_at),
-            updated_at=_second(customer.updated_at),
-        )
+        return Customer(
+            c.external_id, c.email, c.phone, c.first_name, c.last_name, c.city, c.region,
+            c.country, c.postal_code, c.address1, created_at=_second(c.created_at),
+            updated_at=_second(c.updated_at),
+        )  # fmt: skip
 
     @staticmethod
-    def _truthful_order(order: Order) -> Order:
-        lines = tuple(replace(line, category=None) for line in order.lines)
-        return replace(
-            order,
-            lines=lines,
-            placed_at=_second(order.placed_at) or order.placed_at,
-            updated_at=_second(order.updated_at),
+    def _truthful_order(o: Order) -> Order:
+        lines = tuple(
+            OrderLine(line.sku, line.product, None, line.quantity, line.unit_price, line.discount)
+            for line in o.lines
         )
+        return Order(
+            o.external_id, o.customer_external_id, o.email, _second(o.placed_at) or o.placed_at,
+            o.status, o.currency, o.total, o.discount_total, o.refunded_total,
+            _second(o.updated_at), lines,
+        )  # fmt: skip
 
     def now(self) -> datetime:
         """The server's clock: what a run started 'now' passes as ``until``."""
