@@ -275,6 +275,12 @@ class _Batcher:
         self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
         self.pending: list[Change] = []
         self.lease: tuple[str, str] | None = None  # (pipeline, holder) to renew per batch
+        mapping = spec.mapping
+        self.identities = [f for f in (mapping.identity_email, mapping.identity_phone) if f]
+
+    def identified(self, profile: dict[str, Any]) -> bool:
+        """Whether the destination can address this person (any identity field set)."""
+        return not self.identities or any(profile.get(f) for f in self.identities)
 
     def add(self, change: Change) -> None:
         if self.report.error:
@@ -384,12 +390,11 @@ def _sync(
                 acked_rows, failure_rows = groups[4 + 2 * index], groups[5 + 2 * index]
                 acked = acked_rows[0][1] if acked_rows else None
                 failure = failure_rows[0][1] if failure_rows else None
-                identity = mapping.identity_email or mapping.identity_phone
                 outcome = decide(
                     profile,
                     mapping.apply(profile),
                     mapping.tags_for(member_of),
-                    identity is None or profile.get(identity) is not None,
+                    batcher.identified(profile),
                     acked,
                     failure,
                     policy,

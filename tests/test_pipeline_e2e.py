@@ -131,3 +131,62 @@ def test_plan_writes_nothing_and_matches_the_run(tmp_path: Path, state_url: str)
     for key in ("create", "update", "unchanged", "tags_added", "tags_removed", "invalid"):
         assert planned["destinations"]["out"].get(key) == report["destinations"]["out"].get(key)
     assert len(planned["samples"]["out"]) == 5
+
+
+CORPUS = Path(__file__).parent / "data" / "bad_input"
+
+
+def test_the_bad_input_corpus_ends_quarantined_or_normalised_and_the_rest_synced(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = make_site(tmp_path, state_url, customers=0)
+    for name in ("customers.csv", "orders.jsonl", "carts.jsonl"):
+        (site.data / name).write_bytes((CORPUS / name).read_bytes())
+    report = site.run_json()
+    assert report["status"] == "succeeded"
+    status = json.loads(site.cli("status", "--json", "--limit", "100").stdout)[0]
+    issues = {
+        (q["stream"], q["external_id"], q["field"], q["action"]): q["reason"]
+        for q in status["quarantine"]["recent"]
+    }
+    expected = {
+        ("customers", "200002", "email", "quarantined"): "invalid e-mail address",
+        ("customers", None, "customer_id", "quarantined"): "missing identifier",
+        ("customers", "200005", "created_at", "quarantined"): "unparseable date/time",
+        ("customers", "200007", "first_name", "corrected"): "truncated from 10000 to 255",
+        ("customers", "200011", "email", "quarantined"): "Internationalized characters",
+        ("customers", "200012", "phone", "quarantined"): "invalid phone number",
+        ("customers", "200014", "accepts_email_marketing", "quarantined"): "unknown consent",
+        ("orders", "500002", "line_items[0].quantity", "quarantined"): "must be positive",
+        ("orders", "500004", "currency", "quarantined"): "unknown ISO 4217 currency",
+        ("orders", "500007", "created_at", "quarantined"): "unparseable date/time",
+        ("orders", "500009", "status", "quarantined"): "unknown order status",
+        ("orders", "500011", "line_items[1].price", "quarantined"): "not a number",
+        ("carts", "700002", "total_price", "quarantined"): "negative amount",
+        ("carts", "700004", "completed_at", "quarantined"): "expected true/false",
+    }
+    for key, words in expected.items():
+        assert key in issues, f"{key} missing from status: {sorted(issues)}"
+        assert words in issues[key], (key, issues[key])
+    structural = [
+        q["reason"]
+        for q in status["quarantine"]["recent"]
+        if q["external_id"] is None and not q["field"]
+    ]
+    assert any("malformed JSON" in r for r in structural)
+    assert any("3 fields" in r for r in structural)
+    assert any("expected a JSON object" in r for r in structural)
+
+    synced = {r["person_key"] for r in site.records()}
+    assert {
+        "e:ayse.yilmaz@example.com",
+        "e:fatma.demir@example.org",
+        "e:mehmet.kaya@example.com",
+        "e:ibrahim@example.com",
+        "p:+905455556677",
+    } <= synced
+    ibrahim = next(r for r in site.records() if r["person_key"] == "e:ibrahim@example.com")
+    assert ibrahim["fields"]["orders_count"] >= 1  # the guest order joined by e-mail
+    assert report["destinations"]["out"].get("invalid", 0) == 1  # no e-mail, no phone
+    text = site.cli("status", "--limit", "100").stdout
+    assert "invalid e-mail address" in text and "truncated from 10000" in text
