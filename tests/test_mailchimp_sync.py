@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -227,11 +227,12 @@ def test_later_changes_move_only_owned_tags_and_never_resubscribe(
     # In Mailchimp: some unsubscribe or bounce, a marketer tags some people by hand.
     gone = {c.email for c in subscribed[:150] if c.email}
     bounced = {c.email for c in subscribed[150:200] if c.email}
-    read_from = datetime.now(UTC).replace(microsecond=0)
+    read_from = datetime.now(UTC) + timedelta(hours=1)  # after the push's own changes
+    later = read_from + timedelta(hours=1)
     for email in gone:
-        fake.set_status(email, "unsubscribed", at=datetime(2030, 1, 1, tzinfo=UTC))
+        fake.set_status(email, "unsubscribed", at=later)
     for email in bounced:
-        fake.set_status(email, "cleaned", at=datetime(2030, 1, 1, tzinfo=UTC))
+        fake.set_status(email, "cleaned", at=later)
     hand_tagged = {c.email for c in upserted[::7] if c.email}
     fake.tag_by_hand("Met at fair", hand_tagged)
 

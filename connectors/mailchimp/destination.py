@@ -41,7 +41,7 @@ from connectors.mailchimp.consent import (
     status_plan,
 )
 from connectors.mailchimp.members import member_entry, read_answer, subscriber_hash, upsert_body
-from connectors.mailchimp.segments import SegmentIndex, TagCallResult, apply_call
+from connectors.mailchimp.segments import SegmentIndex, apply_calls
 from connectors.mailchimp.tags import moves_of, plan_calls, tag_problem
 from crmsync.errors import ConfigError, TransientError
 
@@ -235,28 +235,15 @@ class MailchimpDestination:
         calls = plan_calls(moves, self.config.batch_size)
         if not calls:
             return []
-        adds = sorted({call.tag for call in calls if call.add})
-        ids = self._segments.resolve(
-            create=adds, lookup=sorted({call.tag for call in calls}), mapper=self._pool.map
+        failed, transients = apply_calls(
+            self._api, self._segments, self.config.list_id, calls, self._pool
         )
-        list_id = self.config.list_id
-        outcomes: list[TagCallResult] = self._gather(
-            [
-                self._pool.submit(
-                    apply_call, self._api, self._segments, list_id, call, ids.get(call.tag)
-                )
-                for call in calls
-            ]
-        )
-        failed: dict[str, str] = {}
-        for outcome in outcomes:
-            failed.update(outcome.failed)
         for index, change in upserted:
             reason = failed.get((change.email or "").lower())
             if reason is not None:
                 ok = results[index]
                 results[index] = PushResult(change.person_key, Outcome.FAILED, ok.remote_id, reason)
-        return [outcome.transient for outcome in outcomes]
+        return transients
 
     # -- deletions -----------------------------------------------------------------
 
@@ -306,9 +293,8 @@ class MailchimpDestination:
     def _raise_if_nothing_arrived(errors: Sequence[TransientError | None]) -> None:
         """When every call of a push failed transiently Mailchimp is down: stop the run
         rather than count a failure against every person's retry cap."""
-        if errors and all(error is not None for error in errors):
-            first = errors[0]
-            assert first is not None
+        first = errors[0] if errors else None
+        if first is not None and all(error is not None for error in errors):
             raise TransientError(
                 f"Mailchimp is unreachable: {first}", retry_after=first.retry_after
             )

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
@@ -112,6 +114,33 @@ def apply_call(
             }
         )
     return TagCallResult(_all(call, f"tag {call.tag!r} not applied: segment keeps vanishing"))
+
+
+def apply_calls(
+    api: MailchimpApi, index: SegmentIndex, list_id: str, calls: Sequence[TagCall], pool: Executor
+) -> tuple[dict[str, str], list[TransientError | None]]:
+    """Sends the calls concurrently: (failed address -> reason, each call's transient error).
+
+    Tags that gain members are created first (concurrently); removals from a tag that
+    does not exist need no call.
+    """
+    ids = index.resolve(
+        create=sorted({call.tag for call in calls if call.add}),
+        lookup=sorted({call.tag for call in calls}),
+        mapper=pool.map,
+    )
+    send = partial(_send, api, index, list_id, ids)
+    outcomes = list(pool.map(send, calls))
+    failed: dict[str, str] = {}
+    for outcome in outcomes:
+        failed.update(outcome.failed)
+    return failed, [outcome.transient for outcome in outcomes]
+
+
+def _send(
+    api: MailchimpApi, index: SegmentIndex, list_id: str, ids: dict[str, int], call: TagCall
+) -> TagCallResult:
+    return apply_call(api, index, list_id, call, ids.get(call.tag))
 
 
 def _all(call: TagCall, message: str) -> dict[str, str]:
