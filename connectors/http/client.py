@@ -90,7 +90,7 @@ class HttpClient:
         except Retryable as exc:
             verdict = exc.classification
             raise TransientError(
-                f"{described} failed after retries: {verdict.reason}",
+                f"{described} failed: {verdict.reason}",
                 retry_after=verdict.retry_after,
             ) from exc.__cause__
 
