@@ -98,7 +98,9 @@ def test_403_says_the_credentials_lack_permission() -> None:
 def test_404_says_to_check_base_url_and_the_stream_path() -> None:
     result = check_with(httpx.Response(404))
     assert not result.ok
-    assert "check base_url" in result.detail and "shop.streams.customers.path" in result.detail
+    assert (
+        "check base_url" in result.detail and "sources.shop.streams.customers.path" in result.detail
+    )
 
 
 def test_an_unexpected_body_says_which_key_to_fix() -> None:

@@ -15,8 +15,11 @@ from pydantic import ValidationError
 
 from connectors.base import ConnectorContext
 from connectors.rest import RestConfig, RestSource
-from crmsync.errors import ConfigError
+from connectors.rest.config import StreamConfig
+from crmsync.config import validate_connector
+from crmsync.errors import ConfigError, ConfigIssue
 from crmsync.records import Stream
+from crmsync.registry import SOURCES
 
 BASE = "https://shop.example.test"
 CONTEXT = ConnectorContext("shop", Path("."))
@@ -83,18 +86,35 @@ def test_secrets_never_show_in_the_config_repr() -> None:
     assert CS not in repr(config) and CK not in repr(config)
 
 
-def test_mapping_problems_are_reported_together_with_their_keys() -> None:
+def test_mapping_problems_are_reported_together_when_the_config_loads() -> None:
     streams = {
         "customers": {"path": "/c", "fields": {"email": "mail", "shoe_size": "size"}},
         "orders": {"path": "/o", "fields": {"external_id": "id"}, "items": {"path": "x"}},
     }
+    raw = {"kind": "rest", "base_url": BASE, "streams": streams}
+    issues: list[ConfigIssue] = []
+    assert validate_connector(SOURCES, "sources", "shop", raw, issues) is None
+    [issue] = issues
+    assert issue.key == "sources.shop"
+    for key in (
+        "streams.customers.fields.shoe_size",
+        "streams.customers.fields.external_id",  # required, not mapped
+        "streams.orders.fields.total",
+        "streams.orders.items",  # carts only
+    ):
+        assert key in issue.message
+
+
+def test_a_source_built_from_raw_tables_names_the_full_keys() -> None:
+    streams = {"customers": {"path": "/c", "fields": {"email": "mail"}}}
+    config = RestConfig.model_construct(
+        kind="rest", base_url=BASE, streams={"customers": StreamConfig(**streams["customers"])}
+    )
     with pytest.raises(ConfigError) as raised:
-        RestSource({"kind": "rest", "base_url": BASE, "streams": streams}, CONTEXT)
-    keys = {issue.key for issue in raised.value.issues}
-    assert "shop.streams.customers.fields.shoe_size" in keys
-    assert "shop.streams.customers.fields.external_id" in keys  # required, not mapped
-    assert "shop.streams.orders.fields.total" in keys
-    assert "shop.streams.orders.items" in keys  # carts only
+        RestSource(config, CONTEXT)
+    assert [i.key for i in raised.value.issues] == [
+        "sources.shop.streams.customers.fields.external_id"
+    ]
 
 
 def test_a_config_with_no_enabled_stream_is_refused() -> None:

@@ -358,13 +358,13 @@ def test_a_list_endpoint_refusing_the_request_is_a_config_error() -> None:
         mock.get("/v1/customers").respond(400, json={"message": "Invalid parameter(s): limit"})
         with pytest.raises(ConfigError, match="Invalid parameter") as raised:
             read_all(source({"customers": customers_stream()}), Stream.CUSTOMERS)
-    assert raised.value.issues[0].key == "shop.streams.customers"
+    assert raised.value.issues[0].key == "sources.shop.streams.customers"
 
 
 def test_a_404_on_the_stream_path_names_the_path_key() -> None:
     with respx.mock(base_url=BASE) as mock:
         mock.get("/v1/customers").respond(404)
-        with pytest.raises(ConfigError, match=r"shop\.streams\.customers\.path"):
+        with pytest.raises(ConfigError, match=r"sources\.shop\.streams\.customers\.path"):
             read_all(source({"customers": customers_stream()}), Stream.CUSTOMERS)
 
 
@@ -380,7 +380,7 @@ def test_a_records_path_that_finds_no_list_is_a_config_error() -> None:
         mock.get("/v1/customers").respond(200, json={"items": [], "next": None})
         with pytest.raises(ConfigError, match="records_path") as raised:
             read_all(source({"customers": customers_stream()}), Stream.CUSTOMERS)
-    assert raised.value.issues[0].key == "shop.streams.customers.records_path"
+    assert raised.value.issues[0].key == "sources.shop.streams.customers.records_path"
 
 
 def test_transient_failures_are_retried_inside_a_read() -> None:

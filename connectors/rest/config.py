@@ -254,4 +254,9 @@ class RestConfig(ConnectorConfig):
     def _needs_a_stream(self) -> RestConfig:
         if not any(stream.enabled for stream in self.streams.values()):
             raise ValueError("no enabled stream: configure streams.customers/orders/carts")
+        from connectors.rest.mapping import mapping_issues  # mapping builds on this module
+
+        issues = mapping_issues(self.streams)
+        if issues:
+            raise ValueError("; ".join(str(issue) for issue in issues))
         return self

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -275,3 +275,21 @@ def compile_stream(stream: Stream, config: StreamConfig, ctx: Ctx, key: str) -> 
     if issues:
         raise ConfigError(issues)
     return Mapper(stream, fields, rows)
+
+
+def mapping_issues(streams: Mapping[str, StreamConfig]) -> list[ConfigIssue]:
+    """Every mapping problem of the enabled streams, keyed relative to the source's table.
+
+    Run when the config is validated, so ``crmsync`` reports them with the rest of the
+    configuration instead of when the source is first built.
+    """
+    neutral = Ctx(tz=UTC, region="TR")  # zone and region never make a mapping invalid
+    issues: list[ConfigIssue] = []
+    for name, config in streams.items():
+        if not config.enabled:
+            continue
+        try:
+            compile_stream(Stream(name), config, neutral, f"streams.{name}")
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    return issues

@@ -79,7 +79,7 @@ class RestSource:
         for stream, stream_config in self._streams.items():
             try:
                 self._mappers[stream] = compile_stream(
-                    stream, stream_config, ctx, f"{context.name}.streams.{stream}"
+                    stream, stream_config, ctx, f"sources.{context.name}.streams.{stream}"
                 )
             except ConfigError as exc:
                 issues.extend(exc.issues)
@@ -174,14 +174,14 @@ class RestSource:
         except ValueError as exc:
             raise ConfigError(
                 f"{stream}: the response to {response.request.url.path} is not JSON",
-                key=f"{self.context.name}.streams.{stream}.path",
+                key=f"sources.{self.context.name}.streams.{stream}.path",
                 hint="check base_url and the stream's path",
             ) from exc
         found = records(document)
         if not isinstance(found, list):
             raise ConfigError(
                 f"{stream}: no list of records at records_path {config.records_path!r}",
-                key=f"{self.context.name}.streams.{stream}.records_path",
+                key=f"sources.{self.context.name}.streams.{stream}.records_path",
                 hint="point records_path at the list in the response body ('' = the body)",
             )
         return found
@@ -233,7 +233,7 @@ class RestSource:
         excerpt = response.text[:EXCERPT]
         raise ConfigError(
             f"{stream}: HTTP {response.status_code} from {response.request.url.path}: {excerpt}",
-            key=f"{self.context.name}.streams.{stream}",
+            key=f"sources.{self.context.name}.streams.{stream}",
             hint="check the stream's params, page_size_param and incremental_param",
         )
 
@@ -275,7 +275,7 @@ class RestSource:
                 404: Classification(
                     Decision.CONFIG_FAILURE,
                     f"nothing at {path} (HTTP 404); check base_url and "
-                    f"{self.context.name}.streams.{stream}.path",
+                    f"sources.{self.context.name}.streams.{stream}.path",
                 )
             }
         )
