@@ -104,6 +104,7 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
                 )
                 if mapping is not None:
                     spec = dest_specs[ref]
+                    _check_tag_prefix(ref, spec.config, mapping, issues)
                     destinations[ref] = DestinationSpec(
                         spec.name, spec.kind, spec.cls, spec.config, mapping
                     )
@@ -119,6 +120,19 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
             fields=fields,
         )
     return make_config(settings, path, sources, destinations, pipelines)
+
+
+def _check_tag_prefix(name: str, config: Any, mapping: Any, issues: list[ConfigIssue]) -> None:
+    """A destination that guards its own tag prefix must guard the mapping's."""
+    own = getattr(config, "tag_prefix", None)
+    if own is not None and own != mapping.tag_prefix:
+        issues.append(
+            ConfigIssue(
+                f"destinations.{name}.tag_prefix",
+                f"{own!r} differs from the mapping's [tags] prefix {mapping.tag_prefix!r}",
+                "make them equal, or every tag change would be refused",
+            )
+        )
 
 
 def _compile_segments(

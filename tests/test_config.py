@@ -133,3 +133,27 @@ def test_environment_overrides_the_state_url(
     path.write_text('[state]\nurl = "sqlite:///a.db"\n', encoding="utf-8")
     monkeypatch.setenv("CRMSYNC_STATE__URL", "sqlite:////tmp/elsewhere.db")
     assert load_config(path).state_url == "sqlite:////tmp/elsewhere.db"
+
+
+def test_a_destination_tag_prefix_must_match_its_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRMSYNC_TEST_MC_KEY", "0123456789abcdef0123456789abcdef-us21")
+    text = f"""
+[sources.shop]
+kind = "files"
+[sources.shop.customers]
+path = "{ROOT}/sample_data/customers.csv"
+
+[destinations.mc]
+kind = "mailchimp"
+api_key = "${{CRMSYNC_TEST_MC_KEY}}"
+list_id = "abc123"
+tag_prefix = "shop-"
+
+[pipelines.main]
+sources = ["shop"]
+destinations = ["mc"]
+"""
+    found = issues_of(text, tmp_path)
+    assert "differs from the mapping's [tags] prefix 'crm-'" in found["destinations.mc.tag_prefix"]

@@ -174,3 +174,48 @@ def fake(mailchimp_fake: FakeMailchimp) -> FakeMailchimp:
 
 
 __all__ = ["mailchimp_fake"]
+
+
+@pytest.mark.slow
+def test_twenty_thousand_customers_end_exactly_as_the_ledger_says(
+    tmp_path: Path, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=20_000)
+    _point_at(site, fake, monkeypatch)
+    fake.expect_consented(consented(site.data))
+    first = report_of(site)
+    assert first["destinations"]["mc"]["create"] > 19_000
+    assert first["destinations"]["mc"].get("failed", 0) == 0
+
+    store = Store(url)
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        acked = {
+            key[2:]: (json.loads(payload), set(filter(None, tags.split("\n"))))
+            for key, payload, tags in conn.execute(
+                sa.select(t.c.person_key, t.c.payload, t.c.segments).where(t.c.status == "synced")
+            )
+        }
+    store.close()
+    members = _members(fake)
+    assert set(members) == set(acked)  # nobody missing, nobody extra, nobody twice
+    for email, (payload, _) in acked.items():
+        assert members[email]["merge_fields"] == payload, email
+    assert owned_tags(fake) == {e: tags for e, (_, tags) in acked.items() if tags}
+
+    fake.reset_counters()
+    report_of(site)
+    assert fake.writes() == 0
+
+
+def _point_at(site: Site, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMSYNC_TEST_MAILCHIMP_KEY", fake.api_key)
+    text = site.config.read_text(encoding="utf-8").replace(
+        '[destinations.out]\nkind = "outbox"',
+        f'[destinations.mc]\nkind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
+        f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
+        "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
+        '\n[destinations.out]\nkind = "outbox"',
+    ).replace('destinations = ["out"]', 'destinations = ["mc"]')
+    site.config.write_text(text, encoding="utf-8")
