@@ -65,9 +65,14 @@ def render_report(report: RunReport) -> str:
         if d.error:
             lines.append(f"     error: {d.error}")
         for sample in d.samples:
-            diff = ", ".join(
-                f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in sample["fields"].items()
-            )
+            if sample["action"] == "create":
+                diff = ", ".join(
+                    f"{k}={v['to']!r}" for k, v in sample["fields"].items() if v["to"] is not None
+                )
+            else:
+                diff = ", ".join(
+                    f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in sample["fields"].items()
+                )
             tags = " ".join(
                 [f"+{t}" for t in sample["tags_add"]] + [f"-{t}" for t in sample["tags_remove"]]
             )
