@@ -256,7 +256,7 @@ class RestConfig(ConnectorConfig):
             raise ValueError("no enabled stream: configure streams.customers/orders/carts")
         from connectors.rest.mapping import mapping_issues  # mapping builds on this module
 
-        issues = mapping_issues(self.streams)
+        issues = mapping_issues(self.streams.items())
         if issues:
             raise ValueError("; ".join(str(issue) for issue in issues))
         return self

@@ -9,7 +9,7 @@ canonical field, which the source turns into a quarantined ``RecordIssue``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -277,7 +277,7 @@ def compile_stream(stream: Stream, config: StreamConfig, ctx: Ctx, key: str) -> 
     return Mapper(stream, fields, rows)
 
 
-def mapping_issues(streams: Mapping[str, StreamConfig]) -> list[ConfigIssue]:
+def mapping_issues(streams: Iterable[tuple[str, StreamConfig]]) -> list[ConfigIssue]:
     """Every mapping problem of the enabled streams, keyed relative to the source's table.
 
     Run when the config is validated, so ``crmsync`` reports them with the rest of the
@@ -285,7 +285,7 @@ def mapping_issues(streams: Mapping[str, StreamConfig]) -> list[ConfigIssue]:
     """
     neutral = Ctx(tz=UTC, region="TR")  # zone and region never make a mapping invalid
     issues: list[ConfigIssue] = []
-    for name, config in streams.items():
+    for name, config in streams:
         if not config.enabled:
             continue
         try:
