@@ -17,6 +17,8 @@ from connectors.http import BudgetRegistry
 from connectors.rest import PaginationLoopError, RestSource
 from crmsync.errors import ConfigError, ConnectorError
 from crmsync.records import (
+    Cart,
+    CartItem,
     Consent,
     ConsentState,
     Customer,
@@ -402,3 +404,50 @@ def test_only_enabled_streams_are_offered_and_read() -> None:
     src = source({"customers": customers_stream(), "orders": {**ORDER_STREAM, "enabled": False}})
     assert src.streams() == [Stream.CUSTOMERS]
     assert read_all(src, Stream.ORDERS) == []
+
+
+def test_carts_with_items() -> None:
+    stream = {
+        "path": "/v1/carts",
+        "records_path": "carts",
+        "pagination": {"type": "none"},
+        "fields": {
+            "external_id": "token",
+            "customer_external_id": "customer_id",
+            "email": "email",
+            "currency": "currency",
+            "value": "total",
+            "updated_at": {"path": "updated_at", "format": "%d.%m.%Y %H:%M", "timezone": "UTC"},
+            "checkout_url": "recovery_url",
+            "converted": "completed",
+        },
+        "items": {
+            "path": "lines",
+            "fields": {"sku": "sku", "quantity": "qty", "unit_price": "price"},
+        },
+    }
+    raw = {
+        "token": "cart-9",
+        "customer_id": 12,
+        "email": "a@b.example.com",
+        "currency": "EUR",
+        "total": "19,90",
+        "updated_at": "05.01.2025 14:30",
+        "recovery_url": "https://shop.test/r/9",
+        "completed": "no",
+        "lines": [{"sku": "X", "qty": "2", "price": 9.95}],
+    }
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/v1/carts").respond(200, json={"carts": [raw]})
+        [cart] = read_all(source({"carts": stream}), Stream.CARTS)
+    assert cart == Cart(
+        external_id="cart-9",
+        customer_external_id="12",
+        email="a@b.example.com",
+        currency="EUR",
+        value=Decimal("19.90"),
+        updated_at=datetime(2025, 1, 5, 14, 30, tzinfo=UTC),
+        checkout_url="https://shop.test/r/9",
+        converted=False,
+        items=(CartItem("X", None, None, 2, Decimal("9.95")),),
+    )
