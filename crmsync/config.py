@@ -98,6 +98,13 @@ class PipelineSettings(Section):
     )
     max_attempts: int = Field(5, ge=1, description="tries for a record a destination failed")
     retry_minutes: float = Field(15.0, gt=0, description="first wait before re-trying a record")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="processes that build, segment, map and diff profiles; default: 2, or 1 "
+        "on a one-core machine; a small store uses fewer, as starting one takes a second",
+    )
     profile: ProfileSettings = Field(default_factory=ProfileSettings, description="metrics")
 
 

@@ -4,6 +4,11 @@ Pure functions, no I/O. ``decide`` compares the payload hash and the owned tag s
 what the destination last acknowledged and with any open failure, and returns either a
 ``Change`` to push or the reason nothing is pushed. The ledger itself is written only
 after the destination acknowledges (see ``pipeline``).
+
+``decide`` runs once per person and destination on every run, so it avoids per-call enum
+look-ups and set arithmetic where a person has no acknowledged tags. The hash itself must
+never change for the same payload: the ledger holds hashes from earlier runs, and a new
+hash function would re-send every contact once.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ class OpenFailure:
     payload_hash: str
     attempts: int
     next_attempt_at: int | None
+
+
+_CONSENT = {state.value: state for state in ConsentState}
+_ARCHIVED = frozenset({"archived", "deleted"})
 
 
 class Skip(StrEnum):
@@ -87,9 +96,8 @@ def decide(
 ) -> Change | Skip:
     if failure is not None and failure.reason_class == "compliance":
         return Skip.COMPLIANCE
-    deleted = bool(profile["deleted"])
-    if deleted:
-        if acked is None or acked.status in {"archived", "deleted"}:
+    if profile["deleted"]:
+        if acked is None or acked.status in _ARCHIVED:
             return Skip.NEVER_SYNCED_DELETED if acked is None else Skip.UNCHANGED
         action, fields, tags = Action.ARCHIVE, {}, ()
     else:
@@ -112,8 +120,12 @@ def decide(
                 return Skip.GAVE_UP
             if failure.next_attempt_at is not None and failure.next_attempt_at > policy.now_ms:
                 return Skip.DEFERRED
-    new_tags = set(tags)
-    old = set(old_tags)
+    if old_tags:
+        new_tags, old = set(tags), set(old_tags)
+        tags_add = tuple(sorted(new_tags - old))
+        tags_remove = tuple(sorted(old - new_tags))
+    else:
+        tags_add, tags_remove = tuple(sorted(set(tags))), ()
     return Change(
         person_key=str(profile["person_key"]),
         action=action,
@@ -121,10 +133,10 @@ def decide(
         email=email,
         phone=phone,
         fields=fields,
-        tags_add=tuple(sorted(new_tags - old)),
-        tags_remove=tuple(sorted(old - new_tags)),
-        email_consent=ConsentState(email_consent),
-        sms_consent=ConsentState(sms_consent),
+        tags_add=tags_add,
+        tags_remove=tags_remove,
+        email_consent=_CONSENT[email_consent],
+        sms_consent=_CONSENT[sms_consent],
         payload_hash=digest,
         remote_id=acked.remote_id if acked is not None else None,
         tags=tags,

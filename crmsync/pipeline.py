@@ -16,26 +16,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import orjson
-
 from connectors.base import Change, ConnectorContext, Destination, Outcome, PushResult, Source
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.diff import Acked, OpenFailure, Policy, Skip, decide
+from crmsync.diff import Policy
 from crmsync.errors import AuthError, ConfigError, ConnectorError, CrmsyncError
-from crmsync.profiles import (
-    ProfileBuilder,
-    ProfileContext,
-    foreign_currency_orders,
-    keyed_groups,
-    profile_streams,
+from crmsync.parallel import (
+    PlanJob,
+    mapping_source,
+    run_workers,
+    shared_database,
+    slices_for,
+    worker_count,
 )
+from crmsync.person_streams import KeyRange, ProfileContext
+from crmsync.planner import Planner, Tally, Target
 from crmsync.pull import pull_source
 from state.ledger import (
-    TAG_SEPARATOR,
     RetryPolicy,
     add_consent_events,
-    failures_query,
-    ledger_query,
     opted_out,
     record_results,
 )
@@ -315,23 +313,6 @@ class _Batcher:
             self.options.progress(f"push:{self.spec.name}", len(batch))
 
 
-def _ledger_rows(rows: Iterator[Any]) -> Iterator[tuple[str, Acked]]:
-    for r in rows:
-        tags = tuple(r.segments.split(TAG_SEPARATOR)) if r.segments else ()
-        yield (
-            r.person_key,
-            Acked(r.payload_hash, tags, r.remote_id, r.status, r.acked_at, r.payload),
-        )
-
-
-def _failure_rows(rows: Iterator[Any]) -> Iterator[tuple[str, OpenFailure]]:
-    for r in rows:
-        yield (
-            r.person_key,
-            OpenFailure(r.reason_class, r.payload_hash, r.attempts, r.next_attempt_at),
-        )
-
-
 def _sync(
     store: Store,
     spec: PipelineSpec,
@@ -342,6 +323,10 @@ def _sync(
     as_of: datetime,
     lease: tuple[str, str] | None = None,
 ) -> None:
+    """Plans every person (in worker processes for a large store) and pushes the changes.
+
+    Wherever the planning runs, pushes and ledger writes happen here, batch by batch.
+    """
     ctx = ProfileContext(
         sources=tuple(s.name for s in spec.sources),
         consent_scopes=tuple(s.name for s in spec.sources) + tuple(destinations),
@@ -349,7 +334,6 @@ def _sync(
         as_of_ms=to_ms(as_of) or 0,
         settings=spec.settings.profile,
     )
-    builder = ProfileBuilder(ctx)
     retry = RetryPolicy(spec.settings.max_attempts, int(spec.settings.retry_minutes * 60_000))
     batchers = [
         _Batcher(
@@ -365,84 +349,69 @@ def _sync(
     ]
     for batcher in batchers:
         batcher.lease = lease
-    segments = spec.segments
-    with store.engine.connect() as conn:
-        foreign = foreign_currency_orders(conn, ctx)
-        if foreign:
-            report.warnings.append(
-                f"{foreign} orders are not in {spec.currency} and are left out of spend metrics"
-            )
-        streaming = conn.execution_options(stream_results=True, yield_per=2000)
-        streams = profile_streams(conn, ctx)
-        for d in spec.destinations:
-            streams.append(_ledger_rows(iter(streaming.execute(ledger_query(conn, d.name)))))
-            streams.append(_failure_rows(iter(streaming.execute(failures_query(conn, d.name)))))
-        for key, groups in keyed_groups(streams):
-            if not (groups[0] or groups[1] or groups[2]):
-                continue  # only a ledger, failure or consent row: nobody to sync
-            profile = builder.build(key, groups[:4])
-            report.profiles += 1
-            member_of = segments.evaluate(profile, as_of)
-            report.segments.update(member_of)
-            activity = _activity(groups)
-            for index, batcher in enumerate(batchers):
-                mapping = batcher.spec.mapping
-                acked_rows, failure_rows = groups[4 + 2 * index], groups[5 + 2 * index]
-                acked = acked_rows[0][1] if acked_rows else None
-                failure = failure_rows[0][1] if failure_rows else None
-                outcome = decide(
-                    profile,
-                    mapping.apply(profile),
-                    mapping.tags_for(member_of),
-                    batcher.identified(profile),
-                    acked,
-                    failure,
-                    policy,
-                    activity,
-                )
-                counts = batcher.report.counts
-                if isinstance(outcome, Skip):
-                    counts[outcome.value] += 1
-                    continue
-                _count_change(counts, outcome)
-                if len(batcher.report.samples) < options.samples:
-                    batcher.report.samples.append(_sample(outcome, acked))
-                batcher.add(outcome)
+    targets = [Target(d.name, d.mapping) for d in spec.destinations]
+    planner = Planner(ctx, spec.segments, targets, policy, as_of, options.samples)
+    tally = planner.new_tally()
+    try:
+        parallel = _parallel_plan(store, spec, ctx, policy, as_of, options)
+        if parallel is None:
+            with store.engine.connect() as conn:
+                for index, change in planner.changes(conn, tally):
+                    batchers[index].add(change)
+        else:
+            job, slices, workers = parallel
+            deliver = lambda index, change: batchers[index].add(change)  # noqa: E731
+            tally.add(run_workers(job, slices, workers, deliver), options.samples)
         for batcher in batchers:
             batcher.flush()
+    finally:
+        _report_tally(report, tally, spec.currency, options.samples)
 
 
-def _activity(groups: list[list[Any]]) -> int | None:
-    times = [row.updated_at for row in groups[0] if row.updated_at is not None]
-    if groups[1]:
-        times.append(groups[1][0].activity_at)
-    return max(times) if times else None
+def _parallel_plan(
+    store: Store,
+    spec: PipelineSpec,
+    ctx: ProfileContext,
+    policy: Policy,
+    as_of: datetime,
+    options: RunOptions,
+) -> tuple[PlanJob, list[KeyRange], int] | None:
+    """The job, slices and worker count for a run in worker processes, or None to plan here."""
+    if not shared_database(store.url):
+        return None
+    with store.engine.connect() as conn:
+        workers = worker_count(conn, ctx.sources, spec.settings.workers)
+        if workers <= 1:
+            return None
+        mappings = [mapping_source(d.name, d.mapping) for d in spec.destinations]
+        readable = [m for m in mappings if m is not None]
+        if len(readable) < len(mappings):
+            log.warning("planning in one process: a mapping was not loaded from a file")
+            return None
+        slices = slices_for(conn, ctx.sources, workers)
+    job = PlanJob(
+        state_url=store.url,
+        ctx=ctx,
+        segment_rules=dict(spec.segments.rules),
+        fields=dict(spec.fields),
+        mappings=tuple(readable),
+        policy=policy,
+        as_of=as_of,
+        samples=options.samples,
+        send_changes=not options.dry_run,
+    )
+    return job, slices, workers
 
 
-def _count_change(counts: Counter[str], change: Change) -> None:
-    if change.action.value != "upsert":
-        counts[change.action.value] += 1
-    else:
-        counts["create" if change.is_new else "update"] += 1
-    counts["tags_added"] += len(change.tags_add)
-    counts["tags_removed"] += len(change.tags_remove)
-
-
-def _sample(change: Change, acked: Acked | None) -> dict[str, Any]:
-    before = orjson.loads(acked.payload) if acked is not None and acked.payload else {}
-    after = dict(change.fields)
-    changed = {
-        name: {"from": before.get(name), "to": after.get(name)}
-        for name in sorted(set(before) | set(after))
-        if before.get(name) != after.get(name)
-    }
-    return {
-        "person_key": change.person_key,
-        "action": change.action.value
-        if change.action.value != "upsert"
-        else ("create" if change.is_new else "update"),
-        "fields": changed,
-        "tags_add": list(change.tags_add),
-        "tags_remove": list(change.tags_remove),
-        "email_consent": change.email_consent.value,
-    }
+def _report_tally(report: RunReport, tally: Tally, currency: str, samples: int) -> None:
+    if tally.foreign_orders:
+        report.warnings.append(
+            f"{tally.foreign_orders} orders are not in {currency} and are left out of spend metrics"
+        )
+    report.profiles += tally.profiles
+    report.segments.update(tally.segments)
+    for name, counts in tally.counts.items():
+        destination = report.destinations[name]
+        destination.counts.update(counts)
+        room = max(samples - len(destination.samples), 0)
+        destination.samples.extend(tally.samples.get(name, [])[:room])

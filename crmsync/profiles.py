@@ -1,200 +1,100 @@
 """Profile building: one profile per person from every source of a pipeline.
 
-The heavy lifting is set-based: SQL groups orders per person (counts, spend, windows,
-discounts, categories) and returns customers, carts and consent events ordered by person
-key. Python then merge-joins these key-ordered streams, so memory holds one person at a
-time, never a store. Metrics that need the as-of time are computed in SQL from the
-``as_of`` parameter, which makes a run reproducible with ``--as-of``.
+The rows come from key-ordered streams (``person_streams``): customers, orders, carts and
+consent events, each grouped by person key and merge-joined, so memory holds one person at
+a time, never a store. Metrics that need the as-of time use ``ProfileContext.as_of_ms``,
+which makes a run reproducible with ``--as-of``.
 
 Identity: a customer's key is its normalised e-mail (``e:``), else its phone (``p:``),
 else its source id (``s:``). A customer without an e-mail whose phone matches a customer
 *with* an e-mail in the same pipeline joins that person. Guest orders with only an e-mail
 join the person with that e-mail.
+
+This runs once per person per run, a million times for a large store, so the builder
+works on row tuples by position, keeps money in integer minor units until the profile
+needs a ``Decimal``, and takes a fast path for the usual person with one customer row.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, case, false, func, literal, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.elements import ColumnElement
 
-from crmsync.config import ProfileSettings
 from crmsync.normalize import minor_unit_exponent
-from crmsync.records import ConsentState
-from state import schema
+from crmsync.person_streams import (
+    CARTS,
+    CONSENT,
+    CUSTOMERS,
+    EVERYONE,
+    LINKED_AWAY,
+    LINKED_CARTS,
+    LINKED_CUSTOMERS,
+    LINKED_ORDERS,
+    ORDERS,
+    KeyRange,
+    ProfileContext,
+    foreign_currency_orders,
+    merge_groups,
+    profile_streams,
+)
 from state.timeutil import from_ms
 
 DAY_MS = 86_400_000
-_COUNTED_OUT = ("cancelled", "refunded")
+_NONE = "none"
+
+# positions in a customer row (see person_streams.customers_query)
+_SOURCE, _EMAIL, _PHONE, _BIRTHDAY, _CREATED, _UPDATED = 1, 2, 3, 12, 13, 14
+_EMAIL_CONSENT, _EMAIL_CONSENT_AT, _SMS_CONSENT, _SMS_CONSENT_AT, _DELETED = 15, 16, 17, 18, 19
+# profile fields taken from the first customer row that has them, with their positions
+_FIRST_VALUE = (
+    ("phone", 3),
+    ("first_name", 4),
+    ("last_name", 5),
+    ("city", 6),
+    ("region", 7),
+    ("country", 8),
+    ("postal_code", 9),
+    ("address1", 10),
+    ("language", 11),
+    ("birthday", 12),
+)
+_CART_AT = 5
+
+_NO_ORDERS: dict[str, Any] = {
+    "first_order_at": None,
+    "last_order_at": None,
+    "days_since_last_order": None,
+    "avg_order_value": None,
+    "rfm_recency": None,
+    "rfm_frequency": None,
+    "rfm_monetary": None,
+    "rfm_score": None,
+    "rfm_label": "none",
+    "lifecycle_stage": "prospect",
+}
+_NO_CART: dict[str, Any] = {
+    "cart_open": False,
+    "cart_abandoned": False,
+    "cart_value": None,
+    "cart_items": None,
+    "cart_url": None,
+    "cart_updated_at": None,
+}
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileContext:
-    """Everything a profile depends on besides the data: fixed for one run."""
-
-    sources: tuple[str, ...]
-    consent_scopes: tuple[str, ...]  # connector names whose consent events apply
-    currency: str
-    as_of_ms: int
-    settings: ProfileSettings
+def _newest_first(row: Any) -> tuple[bool, int, str]:
+    """Customer rows: most recently updated first (unknown last), then by source."""
+    updated = row[_UPDATED]
+    return (updated is None, -(updated or 0), row[_SOURCE])
 
 
-def _bytewise(conn: Connection, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-    return expr.collate("C") if conn.dialect.name == "postgresql" else expr
-
-
-def _customer_key(customers: Any, sources: Sequence[str]) -> ColumnElement[Any]:
-    """The customer's person key, with e-mail-less customers linked by phone."""
-    other = schema.customers.alias("linked")
-    linked = (
-        select(literal("e:") + func.min(other.c.email))
-        .where(
-            other.c.phone == customers.c.phone,
-            other.c.email.is_not(None),
-            other.c.source.in_(sources),
-        )
-        .scalar_subquery()
-    )
-    return case(
-        (
-            customers.c.email.is_(None) & customers.c.phone.is_not(None),
-            func.coalesce(linked, customers.c.person_key),
-        ),
-        else_=customers.c.person_key,
-    )
-
-
-def customers_query(conn: Connection, ctx: ProfileContext) -> Select[Any]:
-    c = schema.customers
-    key = _customer_key(c, ctx.sources).label("key")
-    return (
-        select(
-            key,
-            c.c.source,
-            c.c.email,
-            c.c.phone,
-            c.c.first_name,
-            c.c.last_name,
-            c.c.city,
-            c.c.region,
-            c.c.country,
-            c.c.postal_code,
-            c.c.address1,
-            c.c.language,
-            c.c.birthday,
-            c.c.created_at,
-            c.c.updated_at,
-            c.c.email_consent,
-            c.c.email_consent_at,
-            c.c.sms_consent,
-            c.c.sms_consent_at,
-            c.c.deleted,
-        )
-        .where(c.c.source.in_(ctx.sources))
-        .order_by(_bytewise(conn, key), c.c.updated_at.desc().nulls_last(), c.c.source)
-    )
-
-
-def _order_key(orders: Any, customers: Any, sources: Sequence[str]) -> ColumnElement[Any]:
-    return func.coalesce(
-        _customer_key(customers, sources),
-        literal("e:") + orders.c.email,
-        literal("s:") + orders.c.source + literal(":") + orders.c.customer_external_id,
-    )
-
-
-def orders_query(conn: Connection, ctx: ProfileContext) -> Select[Any]:
-    o, c = schema.orders, schema.customers
-    as_of = ctx.as_of_ms
-    counted = and_(o.c.status.not_in(_COUNTED_OUT), o.c.placed_at <= as_of)
-    net = o.c.total_minor - o.c.refunded_minor
-    key = _order_key(o, c, ctx.sources).label("key")
-    columns: list[Any] = [
-        key,
-        func.sum(case((counted, 1), else_=0)).label("orders_count"),
-        func.sum(case((counted, 0), else_=1)).label("cancelled"),
-        func.sum(case((counted, net), else_=0)).label("spent"),
-        func.min(case((counted, o.c.placed_at))).label("first_at"),
-        func.max(case((counted, o.c.placed_at))).label("last_at"),
-        func.sum(case((counted & (o.c.discount_minor > 0), 1), else_=0)).label("discounted"),
-        func.aggregate_strings(case((counted, o.c.categories)), "|").label("categories"),
-        func.max(func.coalesce(o.c.updated_at, o.c.placed_at)).label("activity_at"),
-    ]
-    for days in ctx.settings.windows_days:
-        inside = counted & (o.c.placed_at > as_of - days * DAY_MS)
-        columns.append(func.sum(case((inside, net), else_=0)).label(f"spent_{days}"))
-        columns.append(func.sum(case((inside, 1), else_=0)).label(f"orders_{days}"))
-    join = o.outerjoin(
-        c, and_(c.c.source == o.c.source, c.c.external_id == o.c.customer_external_id)
-    )
-    return (
-        select(*columns)
-        .select_from(join)
-        .where(o.c.source.in_(ctx.sources), o.c.currency == ctx.currency, o.c.placed_at <= as_of)
-        .group_by(key)
-        .order_by(_bytewise(conn, key))
-    )
-
-
-def carts_query(conn: Connection, ctx: ProfileContext) -> Select[Any]:
-    k, c = schema.carts, schema.customers
-    at = func.coalesce(k.c.updated_at, k.c.created_at).label("at")
-    key = func.coalesce(
-        _customer_key(c, ctx.sources),
-        literal("e:") + k.c.email,
-        literal("s:") + k.c.source + literal(":") + k.c.customer_external_id,
-    ).label("key")
-    join = k.outerjoin(
-        c, and_(c.c.source == k.c.source, c.c.external_id == k.c.customer_external_id)
-    )
-    return (
-        select(key, k.c.value_minor, k.c.item_count, k.c.checkout_url, k.c.currency, at)
-        .select_from(join)
-        .where(k.c.source.in_(ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
-        .order_by(_bytewise(conn, key), at.desc())
-    )
-
-
-def consent_query(conn: Connection, ctx: ProfileContext) -> Select[Any]:
-    e = schema.consent_events
-    return (
-        select(e.c.person_key.label("key"), e.c.channel, e.c.state, e.c.occurred_at)
-        # every known event, whatever --as-of says: an opt-out is never undone by a
-        # reproducible run of an earlier time
-        .where(e.c.source.in_(ctx.consent_scopes))
-        .order_by(_bytewise(conn, e.c.person_key), e.c.occurred_at)
-    )
-
-
-CUSTOMER, ORDERS, CART, CONSENT = 0, 1, 2, 3
-
-
-def _tag(stream: Iterator[Any], tag: int) -> Iterator[tuple[str, int, Any]]:
-    for row in stream:
-        yield row[0], tag, row
-
-
-def keyed_groups(
-    streams: Sequence[Iterator[Any]],
-) -> Iterator[tuple[str, list[list[Any]]]]:
-    """Merge-joins key-ordered row streams: yields (key, rows of each stream for that key)."""
-    tagged = [_tag(stream, tag) for tag, stream in enumerate(streams)]
-    merged = heapq.merge(*tagged, key=lambda item: item[0])
-    for key, items in itertools.groupby(merged, key=lambda item: item[0]):
-        if key is None:
-            continue
-        groups: list[list[Any]] = [[] for _ in streams]
-        for _, tag, row in items:
-            groups[tag].append(row)
-        yield key, groups
+def _joined(main: list[Any] | None, linked: list[Any] | None) -> list[Any]:
+    if linked is None:
+        return main or []
+    return linked if main is None else main + linked
 
 
 class ProfileBuilder:
@@ -202,94 +102,148 @@ class ProfileBuilder:
 
     def __init__(self, ctx: ProfileContext) -> None:
         self.ctx = ctx
-        self.scale = Decimal(10) ** -minor_unit_exponent(ctx.currency)
+        exponent = minor_unit_exponent(ctx.currency)
+        self.scale = Decimal(10) ** -exponent
+        self.zero = Decimal(0) * self.scale
         settings = ctx.settings
-        self.windows = tuple(settings.windows_days)
-        self.window_names = tuple(
-            (f"spent_{d}d", f"orders_{d}d", f"spent_{d}", f"orders_{d}") for d in self.windows
-        )
+        self.window_names = tuple((f"spent_{d}d", f"orders_{d}d") for d in settings.windows_days)
+        self.window_starts = tuple(ctx.as_of_ms - d * DAY_MS for d in settings.windows_days)
         self.abandon_ms = int(settings.abandoned_cart_hours * 3_600_000)
         rfm = settings.rfm
         self.recency = tuple(rfm.recency_days)
         self.frequency = tuple(rfm.frequency_orders)
-        self.monetary = tuple(Decimal(str(m)) for m in rfm.monetary)
-        self.zero = Decimal(0)
+        # spend >= threshold, compared exactly in minor units
+        self.monetary = tuple(Decimal(str(m)).scaleb(exponent) for m in rfm.monetary)
 
     def money(self, minor: int | None) -> Decimal:
-        return (Decimal(minor or 0) * self.scale) if minor else self.zero * self.scale
+        return Decimal(minor) * self.scale if minor else self.zero
 
-    def build(self, key: str, groups: list[list[Any]]) -> dict[str, Any]:
-        customers, orders, carts, consents = groups
+    def build(self, key: str, slots: list[Any]) -> dict[str, Any] | None:
+        """The profile for ``key`` from its merged slots; None when only a ledger,
+        failure or consent row has the key (nobody to build)."""
+        built = self.build_with_activity(key, slots)
+        return built[0] if built is not None else None
+
+    def build_with_activity(
+        self, key: str, slots: list[Any]
+    ) -> tuple[dict[str, Any], int | None] | None:
+        """The profile and the person's latest activity (customer or order change, in ms)."""
+        if slots[LINKED_AWAY] is not None:  # this p: key joined its e-mail's person
+            customers = slots[LINKED_CUSTOMERS] or []
+            orders = slots[LINKED_ORDERS] or []
+            carts = slots[LINKED_CARTS] or []
+        else:
+            customers = _joined(slots[CUSTOMERS], slots[LINKED_CUSTOMERS])
+            orders = _joined(slots[ORDERS], slots[LINKED_ORDERS])
+            carts = _joined(slots[CARTS], slots[LINKED_CARTS])
+        if not (customers or orders or carts):
+            return None
+        if len(customers) > 1:
+            customers.sort(key=_newest_first)
         p: dict[str, Any] = {"person_key": key}
         self._identity(p, key, customers)
-        self._orders(p, orders[0] if orders else None)
-        self._cart(p, carts)
-        self._consent(p, customers, consents)
-        return p
+        activity, last_order = self._orders(p, orders)
+        self._cart(p, carts, last_order)
+        self._consent(p, customers, slots[CONSENT] or ())
+        for row in customers:
+            updated = row[_UPDATED]
+            if updated is not None and (activity is None or updated > activity):
+                activity = updated
+        return p, activity
 
     def _identity(self, p: dict[str, Any], key: str, rows: list[Any]) -> None:
-        def first(index: int) -> Any:
-            for row in rows:
-                if row[index] is not None:
-                    return row[index]
-            return None
-
-        email = key[2:] if key.startswith("e:") else first(2)
-        p["email"] = email
-        p["phone"] = first(3)
-        p["first_name"] = first_name = first(4)
-        p["last_name"] = last_name = first(5)
-        p["full_name"] = " ".join(x for x in (first_name, last_name) if x) or None
-        p["city"], p["region"], p["country"] = first(6), first(7), first(8)
-        p["postal_code"], p["address1"], p["language"] = first(9), first(10), first(11)
-        birthday = first(12)
-        p["birthday"] = birthday
+        if len(rows) == 1:
+            row = rows[0]
+            for name, index in _FIRST_VALUE:
+                p[name] = row[index]
+            email = row[_EMAIL]
+            created = row[_CREATED]
+            sources: tuple[str, ...] = (row[_SOURCE],)
+            deleted = bool(row[_DELETED])
+        else:
+            for name, index in _FIRST_VALUE:
+                p[name] = next((r[index] for r in rows if r[index] is not None), None)
+            email = next((r[_EMAIL] for r in rows if r[_EMAIL] is not None), None)
+            times = [r[_CREATED] for r in rows if r[_CREATED] is not None]
+            created = min(times) if times else None
+            sources = tuple(sorted({r[_SOURCE] for r in rows}))
+            deleted = bool(rows) and all(r[_DELETED] for r in rows)
+        p["email"] = key[2:] if key.startswith("e:") else email
+        first_name, last_name = p["first_name"], p["last_name"]
+        if first_name and last_name:
+            p["full_name"] = f"{first_name} {last_name}"
+        else:
+            p["full_name"] = first_name or last_name or None
+        birthday = p["birthday"]
         p["birthday_month"] = birthday.month if birthday else None
         p["birthday_day"] = birthday.day if birthday else None
-        created = [row[13] for row in rows if row[13] is not None]
-        p["customer_since"] = from_ms(min(created)) if created else None
-        p["sources"] = tuple(sorted({row[1] for row in rows}))
-        p["deleted"] = bool(rows) and all(row[19] for row in rows)
+        p["customer_since"] = from_ms(created) if created is not None else None
+        p["sources"] = sources
+        p["deleted"] = deleted
 
-    def _orders(self, p: dict[str, Any], agg: Any) -> None:
-        as_of = self.ctx.as_of_ms
-        count = int(agg.orders_count) if agg is not None else 0
+    def _orders(self, p: dict[str, Any], rows: list[Any]) -> tuple[int | None, int | None]:
+        """Order metrics into ``p``; returns the latest order change and the latest
+        counted order's time (ms, or None)."""
+        count = cancelled = discounted = spent = 0
+        first = last = activity = None
+        starts = self.window_starts
+        window_spent = [0] * len(starts)
+        window_count = [0] * len(starts)
+        categories: dict[str, int] = {}
+        for _, placed, counted, net, has_discount, names, changed in rows:
+            if activity is None or changed > activity:
+                activity = changed
+            if not counted:
+                cancelled += 1
+                continue
+            count += 1
+            spent += net
+            if has_discount:
+                discounted += 1
+            if first is None or placed < first:
+                first = placed
+            if last is None or placed > last:
+                last = placed
+            for index, start in enumerate(starts):
+                if placed > start:
+                    window_spent[index] += net
+                    window_count[index] += 1
+            if names:
+                for name in names.split("|"):
+                    if name:
+                        categories[name] = categories.get(name, 0) + 1
+        money = self.money
+        total = money(spent)
         p["orders_count"] = count
-        p["cancelled_orders"] = int(agg.cancelled) if agg is not None else 0
-        spent = self.money(agg.spent if agg is not None else 0)
-        p["total_spent"] = spent
+        p["cancelled_orders"] = cancelled
+        p["total_spent"] = total
         p["currency"] = self.ctx.currency
-        for names in self.window_names:
-            p[names[0]] = self.money(getattr(agg, names[2]) if agg is not None else 0)
-            p[names[1]] = int(getattr(agg, names[3])) if agg is not None else 0
-        discounted = int(agg.discounted) if agg is not None else 0
+        for (spent_name, count_name), amount, n in zip(
+            self.window_names, window_spent, window_count, strict=True
+        ):
+            p[spent_name] = money(amount)
+            p[count_name] = n
         p["discounted_orders"] = discounted
         p["full_price_orders"] = count - discounted
-        cats: Counter[str] = Counter()
-        if agg is not None and agg.categories:
-            cats.update(c for c in agg.categories.split("|") if c)
-        p["categories"] = tuple(sorted(cats))
-        p["top_category"] = min(cats.items(), key=lambda kv: (-kv[1], kv[0]))[0] if cats else None
-        if not count:
-            p.update(
-                first_order_at=None,
-                last_order_at=None,
-                days_since_last_order=None,
-                avg_order_value=None,
-                rfm_recency=None,
-                rfm_frequency=None,
-                rfm_monetary=None,
-                rfm_score=None,
-                rfm_label="none",
-                lifecycle_stage="prospect",
-            )
-            return
-        p["first_order_at"] = from_ms(agg.first_at)
-        p["last_order_at"] = from_ms(agg.last_at)
-        days = (as_of - agg.last_at) // 86_400_000
-        first_days = (as_of - agg.first_at) // 86_400_000
+        p["categories"] = tuple(sorted(categories))
+        p["top_category"] = (
+            min(categories.items(), key=lambda kv: (-kv[1], kv[0]))[0] if categories else None
+        )
+        if not count or first is None or last is None:
+            p.update(_NO_ORDERS)
+            return activity, None
+        self._recency(p, count, spent, total, first, last)
+        return activity, last
+
+    def _recency(
+        self, p: dict[str, Any], count: int, spent: int, total: Decimal, first: int, last: int
+    ) -> None:
+        as_of = self.ctx.as_of_ms
+        p["first_order_at"] = from_ms(first)
+        p["last_order_at"] = from_ms(last)
+        days = (as_of - last) // DAY_MS
         p["days_since_last_order"] = days
-        p["avg_order_value"] = (spent / count).quantize(self.scale)
+        p["avg_order_value"] = (total / count).quantize(self.scale)
         r = 5 - sum(days > limit for limit in self.recency)
         f = 1 + sum(count >= limit for limit in self.frequency)
         m = 1 + sum(spent >= limit for limit in self.monetary)
@@ -301,54 +255,54 @@ class ProfileBuilder:
             stage = "lapsed"
         elif days >= settings.at_risk_days:
             stage = "at_risk"
-        elif first_days < settings.new_days:
+        elif (as_of - first) // DAY_MS < settings.new_days:
             stage = "new"
         else:
             stage = "active"
         p["lifecycle_stage"] = stage
 
-    def _cart(self, p: dict[str, Any], rows: list[Any]) -> None:
-        last_order = p["last_order_at"]
-        last_ms = int(last_order.timestamp() * 1000) if last_order else None
-        for row in rows:  # newest first
-            if row.currency != self.ctx.currency:
+    def _cart(self, p: dict[str, Any], rows: list[Any], last_order: int | None) -> None:
+        if len(rows) > 1:
+            rows = sorted(rows, key=lambda row: -row[_CART_AT])
+        for _, value, items, url, currency, at in rows:  # newest first
+            if currency != self.ctx.currency:
                 continue
-            if last_ms is not None and row.at is not None and last_ms >= row.at:
+            if last_order is not None and last_order >= at:
                 break  # an order placed after the cart's last change converted it
             p["cart_open"] = True
-            p["cart_abandoned"] = (
-                row.at is not None and self.ctx.as_of_ms - row.at >= self.abandon_ms
-            )
-            p["cart_value"] = self.money(row.value_minor)
-            p["cart_items"] = int(row.item_count)
-            p["cart_url"] = row.checkout_url
-            p["cart_updated_at"] = from_ms(row.at)
+            p["cart_abandoned"] = self.ctx.as_of_ms - at >= self.abandon_ms
+            p["cart_value"] = self.money(value)
+            p["cart_items"] = int(items)
+            p["cart_url"] = url
+            p["cart_updated_at"] = from_ms(at)
             return
-        p.update(
-            cart_open=False,
-            cart_abandoned=False,
-            cart_value=None,
-            cart_items=None,
-            cart_url=None,
-            cart_updated_at=None,
-        )
+        p.update(_NO_CART)
 
-    def _consent(self, p: dict[str, Any], customers: list[Any], events: list[Any]) -> None:
+    @staticmethod
+    def _consent(p: dict[str, Any], customers: list[Any], events: Any) -> None:
         # (time, rank, state): at equal times an opt-out (rank 1) wins over an opt-in
-        email: list[tuple[int, int, str]] = []
-        sms: list[tuple[int, int, str]] = []
+        email: tuple[int, bool, str] | None = None
+        sms: tuple[int, bool, str] | None = None
         for row in customers:
-            if row[15] != "none":
-                email.append((row[16] or row[14] or 0, row[15] != "subscribed", row[15]))
-            if row[17] != "none":
-                sms.append((row[18] or row[14] or 0, row[17] != "subscribed", row[17]))
-        for row in events:
-            target = email if row.channel == "email" else sms
-            target.append((row.occurred_at, row.state != "subscribed", row.state))
-        latest_email = max(email) if email else None
-        p["email_consent"] = latest_email[2] if latest_email else ConsentState.NONE.value
-        p["email_consent_at"] = from_ms(latest_email[0]) if latest_email else None
-        p["sms_consent"] = max(sms)[2] if sms else ConsentState.NONE.value
+            state = row[_EMAIL_CONSENT]
+            if state != _NONE:
+                at = row[_EMAIL_CONSENT_AT] or row[_UPDATED] or 0
+                item = (at, state != "subscribed", state)
+                email = item if email is None or item > email else email
+            state = row[_SMS_CONSENT]
+            if state != _NONE:
+                at = row[_SMS_CONSENT_AT] or row[_UPDATED] or 0
+                item = (at, state != "subscribed", state)
+                sms = item if sms is None or item > sms else sms
+        for _, channel, state, at in events:
+            item = (at, state != "subscribed", state)
+            if channel == "email":
+                email = item if email is None or item > email else email
+            else:
+                sms = item if sms is None or item > sms else sms
+        p["email_consent"] = email[2] if email else _NONE
+        p["email_consent_at"] = from_ms(email[0]) if email else None
+        p["sms_consent"] = sms[2] if sms else _NONE
 
 
 def rfm_label(r: int, f: int, m: int) -> str:
@@ -367,26 +321,22 @@ def rfm_label(r: int, f: int, m: int) -> str:
     return "lost"
 
 
-def profile_streams(conn: Connection, ctx: ProfileContext) -> list[Iterator[Any]]:
-    """The four key-ordered row streams, opened on ``conn`` (streaming, not buffered)."""
-    streaming = conn.execution_options(stream_results=True, yield_per=2000)
-    return [
-        iter(streaming.execute(customers_query(conn, ctx))),
-        iter(streaming.execute(orders_query(conn, ctx))),
-        iter(streaming.execute(carts_query(conn, ctx))),
-        iter(streaming.execute(consent_query(conn, ctx))),
-    ]
-
-
-def foreign_currency_orders(conn: Connection, ctx: ProfileContext) -> int:
-    o = schema.orders
-    query = select(func.count()).where(o.c.source.in_(ctx.sources), o.c.currency != ctx.currency)
-    return int(conn.execute(query).scalar() or 0)
-
-
-def iter_profiles(conn: Connection, ctx: ProfileContext) -> Iterator[dict[str, Any]]:
+def iter_profiles(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
+) -> Iterator[dict[str, Any]]:
     """Every profile of the pipeline, in person-key order (for plans, tests and benches)."""
     builder = ProfileBuilder(ctx)
-    for key, groups in keyed_groups(profile_streams(conn, ctx)):
-        if groups[CUSTOMER] or groups[ORDERS] or groups[CART]:
-            yield builder.build(key, groups)
+    for key, slots in merge_groups(profile_streams(conn, ctx, keys)):
+        profile = builder.build(key, slots)
+        if profile is not None:
+            yield profile
+
+
+__all__ = [
+    "KeyRange",
+    "ProfileBuilder",
+    "ProfileContext",
+    "foreign_currency_orders",
+    "iter_profiles",
+    "rfm_label",
+]

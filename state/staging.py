@@ -4,6 +4,12 @@
 A record replaces its staged version only when it is newer (or when either side has no
 ``updated_at``, as with full exports), so re-reading a lookback window, duplicates across
 pages and out-of-order pages are all harmless.
+
+Person keys are kept here, at write time, so that a profile run reads plain key-ordered
+index scans: an order or cart takes its customer's key when that customer is staged, else
+``e:<its e-mail>``, else ``s:<source>:<customer id>``; a customer staged with a new or
+changed key re-keys its orders and carts in the same transaction. (Linking e-mail-less
+customers by phone depends on a pipeline's sources, so it happens when profiles are read.)
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, and_, delete, select
+from sqlalchemy import Table, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -39,6 +45,9 @@ class StageStats:
         self.unchanged += other.unchanged
         self.quarantined += other.quarantined
         self.corrected += other.corrected
+
+
+NOT_COUNTED = ("cancelled", "refunded")  # order statuses left out of counts and spend
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
@@ -84,8 +93,20 @@ def _customer_row(source: str, c: Customer, staged_at: int) -> dict[str, Any]:
     }
 
 
-def _order_row(source: str, o: Order, staged_at: int) -> dict[str, Any]:
+def fallback_key(source: str, customer_external_id: str | None, email: str | None) -> str | None:
+    """The key of an order or cart whose customer is not staged (None: it has no person)."""
+    if email is not None:
+        return f"e:{email}"
+    if customer_external_id is not None:
+        return f"s:{source}:{customer_external_id}"
+    return None
+
+
+def _order_row(source: str, o: Order, staged_at: int, key: str | None) -> dict[str, Any]:
     categories = sorted({line.category for line in o.lines if line.category})
+    total = to_minor(o.total, o.currency)
+    refunded = to_minor(o.refunded_total, o.currency)
+    discount = to_minor(o.discount_total, o.currency)
     return {
         "source": source,
         "external_id": o.external_id,
@@ -95,12 +116,16 @@ def _order_row(source: str, o: Order, staged_at: int) -> dict[str, Any]:
         "updated_at": to_ms(o.updated_at),
         "status": o.status.value,
         "currency": o.currency,
-        "total_minor": to_minor(o.total, o.currency),
-        "discount_minor": to_minor(o.discount_total, o.currency),
-        "refunded_minor": to_minor(o.refunded_total, o.currency),
+        "total_minor": total,
+        "discount_minor": discount,
+        "refunded_minor": refunded,
         "item_count": sum(line.quantity for line in o.lines),
         "categories": "|".join(categories) if categories else None,
         "staged_at": staged_at,
+        "person_key": key,
+        "counted": o.status.value not in NOT_COUNTED,
+        "net_minor": total - refunded,
+        "discounted": discount > 0,
     }
 
 
@@ -121,7 +146,7 @@ def _line_rows(source: str, o: Order) -> list[dict[str, Any]]:
     ]
 
 
-def _cart_row(source: str, c: Cart, staged_at: int) -> dict[str, Any]:
+def _cart_row(source: str, c: Cart, staged_at: int, key: str | None) -> dict[str, Any]:
     items = [
         {
             "sku": i.sku,
@@ -146,6 +171,7 @@ def _cart_row(source: str, c: Cart, staged_at: int) -> dict[str, Any]:
         "updated_at": to_ms(c.updated_at),
         "items": orjson.dumps(items).decode(),
         "staged_at": staged_at,
+        "person_key": key,
     }
 
 
@@ -179,6 +205,48 @@ def _staged_versions(
     return found
 
 
+def _customer_keys(conn: Connection, source: str, ids: Iterable[str | None]) -> dict[str, str]:
+    """The person keys of the staged customers among ``ids``."""
+    table = schema.customers
+    wanted = sorted({i for i in ids if i is not None})
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        query = select(table.c.external_id, table.c.person_key).where(
+            table.c.source == source, table.c.external_id.in_(wanted[start : start + 500])
+        )
+        found.update({row.external_id: row.person_key for row in conn.execute(query)})
+    return found
+
+
+def _rekey(conn: Connection, source: str, keys: dict[str, str]) -> None:
+    """Gives the orders and carts of these customers (id -> new key) their customer's key."""
+    if not keys:
+        return
+    params = [{"b_source": source, "b_id": cid, "b_key": key} for cid, key in keys.items()]
+    for table in (schema.orders, schema.carts):
+        statement = (
+            update(table)
+            .where(
+                table.c.source == bindparam("b_source"),
+                table.c.customer_external_id == bindparam("b_id"),
+                table.c.person_key.is_distinct_from(bindparam("b_key")),
+            )
+            .values(person_key=bindparam("b_key"))
+        )
+        conn.execute(statement, params)
+
+
+def _keys_for(
+    conn: Connection, source: str, records: Sequence[Order] | Sequence[Cart]
+) -> list[str | None]:
+    customer_keys = _customer_keys(conn, source, (r.customer_external_id for r in records))
+    return [
+        customer_keys.get(r.customer_external_id or "")
+        or fallback_key(source, r.customer_external_id, r.email)
+        for r in records
+    ]
+
+
 def stage_records(
     conn: Connection,
     source: str,
@@ -203,10 +271,27 @@ def stage_records(
     stats.staged = len(fresh)
     stats.unchanged = len(records) - len(fresh)
     if stream is Stream.CUSTOMERS:
-        _upsert(conn, table, [_customer_row(source, r, staged_at) for r in fresh])  # type: ignore[arg-type]
+        customers: list[Customer] = fresh  # type: ignore[assignment]
+        old_keys = _customer_keys(conn, source, (c.external_id for c in customers))
+        rows = [_customer_row(source, c, staged_at) for c in customers]
+        _upsert(conn, table, rows)
+        _rekey(
+            conn,
+            source,
+            {
+                row["external_id"]: row["person_key"]
+                for row in rows
+                if old_keys.get(row["external_id"]) != row["person_key"]
+            },
+        )
     elif stream is Stream.ORDERS:
         orders: list[Order] = fresh  # type: ignore[assignment]
-        _upsert(conn, table, [_order_row(source, o, staged_at) for o in orders])
+        keys = _keys_for(conn, source, orders)
+        _upsert(
+            conn,
+            table,
+            [_order_row(source, o, staged_at, k) for o, k in zip(orders, keys, strict=True)],
+        )
         ids = [o.external_id for o in orders]
         for start in range(0, len(ids), 500):
             lines = schema.order_lines
@@ -220,7 +305,13 @@ def stage_records(
         if line_rows:
             conn.execute(schema.order_lines.insert(), line_rows)
     else:
-        _upsert(conn, table, [_cart_row(source, r, staged_at) for r in fresh])  # type: ignore[arg-type]
+        carts: list[Cart] = fresh  # type: ignore[assignment]
+        keys = _keys_for(conn, source, carts)
+        _upsert(
+            conn,
+            table,
+            [_cart_row(source, c, staged_at, k) for c, k in zip(carts, keys, strict=True)],
+        )
     _clear_quarantine(conn, source, stream, [r.external_id for r in fresh])
     return stats
 
@@ -294,4 +385,12 @@ def store_issues(
     conn.execute(statement, list(rows.values()))
 
 
-__all__ = ["StageStats", "person_key", "stage_records", "store_issues", "to_minor"]
+__all__ = [
+    "NOT_COUNTED",
+    "StageStats",
+    "fallback_key",
+    "person_key",
+    "stage_records",
+    "store_issues",
+    "to_minor",
+]

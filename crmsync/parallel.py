@@ -1,0 +1,253 @@
+"""Profile building on several cores: worker processes that each plan a slice of people.
+
+The key space is cut into slices at person keys sampled from the customers index (a few
+slices per worker, handed out as workers finish, so a slow slice does not hold the run).
+Each worker opens its own database connection, streams its slice, and builds, segments,
+maps and diffs every person in it (``planner``); it sends back only the changes to push
+(nothing at all in a dry run) and, per slice, a ``Tally``. The run's own process keeps
+everything that touches a destination or the ledger: it pushes batches and writes
+acknowledgements exactly as a single-process run does, so one HTTP rate budget per
+account and "a crash replays at most one batch" hold unchanged.
+
+Workers are started with ``spawn`` (no state inherited from the parent, safe in a
+threaded scheduler), so they get a picklable ``PlanJob`` and compile the segment rules
+and the mapping files themselves, from the same text the run loaded. A pipe carries a
+bounded number of messages, so a worker waits while the parent pushes: memory stays flat.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import tomllib
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import wait
+from typing import Any
+
+from sqlalchemy.engine import Connection, make_url
+
+from connectors.base import Change, FieldSpec
+from crmsync.diff import Policy
+from crmsync.errors import CrmsyncError
+from crmsync.fields import ProfileField
+from crmsync.person_streams import (
+    KeyRange,
+    ProfileContext,
+    customer_count,
+    key_boundaries,
+    ranges,
+)
+from crmsync.planner import Planner, Tally, Target
+
+CHUNK = 500  # changes per message from a worker
+SLICES_PER_WORKER = 4
+PEOPLE_PER_WORKER = 25_000  # fewer customers than this per worker: not worth starting one
+Deliver = Callable[[int, Change], None]
+
+
+class ParallelError(CrmsyncError):
+    """A worker process could not plan its slice (it died, or its setup failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MappingSource:
+    """A destination's mapping as text, so a worker compiles exactly what the run loaded."""
+
+    name: str
+    path: str
+    text: str
+    field_specs: tuple[FieldSpec, ...]  # what the run compiled, to check the worker's copy
+
+
+@dataclass(frozen=True, slots=True)
+class PlanJob:
+    """Everything a worker needs to plan slices, all picklable."""
+
+    state_url: str
+    ctx: ProfileContext
+    segment_rules: Mapping[str, str]
+    fields: Mapping[str, ProfileField]
+    mappings: tuple[MappingSource, ...]
+    policy: Policy
+    as_of: datetime
+    samples: int
+    send_changes: bool  # False for a dry run: nothing will be pushed
+
+    def planner(self) -> Planner:
+        from crmsync.segments import SegmentSet
+        from mappings import compile_mapping
+
+        targets = []
+        for source in self.mappings:
+            mapping = compile_mapping(tomllib.loads(source.text), self.fields, path=source.path)
+            if tuple(mapping.field_specs()) != source.field_specs:
+                raise ParallelError(
+                    f"the mapping file {source.path} changed after the run loaded it"
+                )
+            targets.append(Target(source.name, mapping))
+        segments = SegmentSet.compile(self.segment_rules, self.fields)
+        return Planner(self.ctx, segments, targets, self.policy, self.as_of, self.samples)
+
+
+def mapping_source(name: str, mapping: Any) -> MappingSource | None:
+    """The mapping's file text, or None when it did not come from a readable file."""
+    path = getattr(mapping, "path", "")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return MappingSource(name, path, text, tuple(mapping.field_specs()))
+
+
+def default_workers() -> int:
+    return min(2, os.cpu_count() or 1)
+
+
+def worker_count(conn: Connection, sources: Sequence[str], wanted: int | None) -> int:
+    """How many workers a run should start: ``wanted`` (or the default), fewer for a small
+    store, since starting a worker (a new interpreter) takes about a second."""
+    wanted = wanted or default_workers()
+    if wanted <= 1:
+        return 1
+    return max(1, min(wanted, customer_count(conn, sources) // PEOPLE_PER_WORKER))
+
+
+def slices_for(conn: Connection, sources: Sequence[str], workers: int) -> list[KeyRange]:
+    return ranges(key_boundaries(conn, sources, workers * SLICES_PER_WORKER))
+
+
+def shared_database(url: str) -> bool:
+    """Whether other processes can open the same database (not an in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    database = parsed.database or ""
+    return database not in ("", ":memory:") and "mode=memory" not in url
+
+
+def run_workers(job: PlanJob, slices: Sequence[KeyRange], workers: int, deliver: Deliver) -> Tally:
+    """Plans ``slices`` on ``workers`` processes, delivering changes as they arrive;
+    returns the tallies added up in slice (so key) order."""
+    context = multiprocessing.get_context("spawn")
+    pending = deque(enumerate(slices))
+    tallies: dict[int, Tally] = {}
+    pipes: dict[Pipe, Any] = {}
+    try:
+        for number in range(min(workers, len(slices))):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_worker,
+                args=(job, theirs, os.getpid()),
+                name=f"crmsync-plan-{number}",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            pipes[ours] = process
+            ours.send(pending.popleft())
+        while pipes:
+            for pipe in wait(list(pipes)):
+                assert isinstance(pipe, Pipe)
+                _receive(pipe, pipes, pending, tallies, deliver)
+    finally:
+        for process in pipes.values():
+            process.terminate()
+        for process in pipes.values():
+            process.join(5)
+    total = Tally()
+    for index in sorted(tallies):
+        total.add(tallies[index], job.samples)
+    return total
+
+
+def _receive(
+    pipe: Pipe,
+    pipes: dict[Pipe, Any],
+    pending: deque[tuple[int, KeyRange]],
+    tallies: dict[int, Tally],
+    deliver: Deliver,
+) -> None:
+    try:
+        message = pipe.recv()
+    except EOFError:
+        process = pipes.pop(pipe)
+        process.join(5)
+        raise ParallelError(
+            f"profile worker {process.name} died (exit code {process.exitcode})"
+        ) from None
+    kind = message[0]
+    if kind == "changes":
+        for index, change in message[1]:
+            deliver(index, change)
+    elif kind == "done":
+        tallies[message[1]] = message[2]
+        if pending:
+            pipe.send(pending.popleft())
+        else:
+            pipe.send(None)
+            process = pipes.pop(pipe)
+            process.join(30)
+            pipe.close()
+    else:  # "error"
+        _, error, where = message
+        pipes.pop(pipe).join(5)
+        if isinstance(error, BaseException):
+            error.add_note(f"in profile worker:\n{where}")
+            raise error
+        raise ParallelError(f"profile worker failed: {error}\n{where}")
+
+
+def _worker(job: PlanJob, pipe: Pipe, parent: int) -> None:
+    """A worker's whole life: plan slices until told to stop or the parent is gone."""
+    try:
+        _plan_slices(job, pipe, parent)
+    except (EOFError, BrokenPipeError, SystemExit):
+        return  # the parent is gone or stopped us: nobody to report to
+    except BaseException as exc:
+        where = traceback.format_exc()
+        try:
+            pickle.dumps(exc)
+            error: object = exc
+        except Exception:
+            error = f"{exc.__class__.__name__}: {exc}"
+        try:
+            pipe.send(("error", error, where))
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _plan_slices(job: PlanJob, pipe: Pipe, parent: int) -> None:
+    from state.store import Store
+
+    def check_parent() -> None:
+        if os.getppid() != parent:
+            raise SystemExit(0)
+
+    planner = job.planner()
+    store = Store(job.state_url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            while (task := pipe.recv()) is not None:
+                index, keys = task
+                tally = planner.new_tally()
+                chunk: list[tuple[int, Change]] = []
+                for item in planner.changes(conn, tally, keys, check_parent):
+                    if job.send_changes:
+                        chunk.append(item)
+                        if len(chunk) >= CHUNK:
+                            pipe.send(("changes", chunk))
+                            chunk = []
+                if chunk:
+                    pipe.send(("changes", chunk))
+                pipe.send(("done", index, tally))
+    finally:
+        store.close()

@@ -1,0 +1,365 @@
+"""The key-ordered row streams a profile run reads, and the merge-join that groups them.
+
+Staging keeps every order's and cart's person key (``state.staging``), so each stream is
+a plain scan of an index in person-key order: no join, no key computed per row, no sort.
+Only phone linking depends on the pipeline (an e-mail-less customer whose phone matches a
+customer *with* an e-mail among the pipeline's sources joins that person); it is computed
+per query from the few e-mail-less customers, and the linked rows come as small extra
+streams under their new key, while the keys they leave are skipped in the main streams.
+
+Every query takes a ``KeyRange``, so that worker processes can each read one slice of the
+key space on their own connection (see ``parallel``). Keys compare byte-wise on both
+engines and code point-wise in Python, which is the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from heapq import heapify, heappop, heapreplace
+from itertools import pairwise
+from typing import Any
+
+from sqlalchemy import Select, and_, false, func, literal, select, true
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from crmsync.config import ProfileSettings
+from state import schema
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileContext:
+    """Everything a profile depends on besides the data: fixed for one run."""
+
+    sources: tuple[str, ...]
+    consent_scopes: tuple[str, ...]  # connector names whose consent events apply
+    currency: str
+    as_of_ms: int
+    settings: ProfileSettings
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRange:
+    """Person keys from ``low`` (inclusive) to ``high`` (exclusive); None is unbounded."""
+
+    low: str | None = None
+    high: str | None = None
+
+
+EVERYONE = KeyRange()
+
+# slots of the merged groups, in this order (extra streams, e.g. the ledger, come after)
+CUSTOMERS, ORDERS, CARTS, CONSENT, LINKED_CUSTOMERS, LINKED_ORDERS, LINKED_CARTS, LINKED_AWAY = (
+    range(8)
+)
+PROFILE_STREAMS = 8
+
+
+def _bytewise(conn: Connection, expr: ColumnElement[Any]) -> ColumnElement[Any]:
+    return expr.collate("C") if conn.dialect.name == "postgresql" else expr
+
+
+def in_range(
+    conn: Connection, expr: ColumnElement[Any], keys: KeyRange, *, nulls: bool = False
+) -> ColumnElement[Any]:
+    """``expr`` within ``keys``; with ``nulls``, the first range also holds the None keys."""
+    expr = _bytewise(conn, expr)
+    clauses: list[ColumnElement[bool]] = []
+    if not nulls or keys.low is not None:
+        clauses.append(expr.is_not(None))
+    if keys.low is not None:
+        clauses.append(expr >= keys.low)
+    if keys.high is not None:
+        clauses.append(expr < keys.high)
+    return and_(true(), *clauses)
+
+
+def _indexed(query: Select[Any], table: Any, index: str) -> Select[Any]:
+    """Tells SQLite which index to scan (without statistics it would pick the source one)."""
+    return query.with_hint(table, f"INDEXED BY {index}", "sqlite")
+
+
+def _customer_columns(c: Any) -> list[Any]:
+    return [
+        c.c.source,
+        c.c.email,
+        c.c.phone,
+        c.c.first_name,
+        c.c.last_name,
+        c.c.city,
+        c.c.region,
+        c.c.country,
+        c.c.postal_code,
+        c.c.address1,
+        c.c.language,
+        c.c.birthday,
+        c.c.created_at,
+        c.c.updated_at,
+        c.c.email_consent,
+        c.c.email_consent_at,
+        c.c.sms_consent,
+        c.c.sms_consent_at,
+        c.c.deleted,
+    ]
+
+
+def _order_columns(o: Any) -> list[Any]:
+    activity = func.coalesce(o.c.updated_at, o.c.placed_at)
+    return [o.c.placed_at, o.c.counted, o.c.net_minor, o.c.discounted, o.c.categories, activity]
+
+
+def _cart_columns(k: Any) -> list[Any]:
+    at = func.coalesce(k.c.updated_at, k.c.created_at)
+    return [k.c.value_minor, k.c.item_count, k.c.checkout_url, k.c.currency, at]
+
+
+def _order_filter(o: Any, ctx: ProfileContext) -> ColumnElement[bool]:
+    return and_(
+        o.c.source.in_(ctx.sources), o.c.currency == ctx.currency, o.c.placed_at <= ctx.as_of_ms
+    )
+
+
+def _cart_filter(k: Any, ctx: ProfileContext) -> ColumnElement[bool]:
+    at = func.coalesce(k.c.updated_at, k.c.created_at)
+    return and_(k.c.source.in_(ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
+
+
+def customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    c = schema.customers
+    query = (
+        select(c.c.person_key, *_customer_columns(c))
+        .where(c.c.source.in_(ctx.sources), in_range(conn, c.c.person_key, keys))
+        .order_by(_bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
+    )
+    return _indexed(query, c, "ix_customers_person")
+
+
+def orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    o = schema.orders
+    query = (
+        select(o.c.person_key, *_order_columns(o))
+        .where(_order_filter(o, ctx), in_range(conn, o.c.person_key, keys))
+        .order_by(_bytewise(conn, o.c.person_key))
+    )
+    return _indexed(query, o, schema.ORDERS_PERSON_INDEX)
+
+
+def carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    k = schema.carts
+    query = (
+        select(k.c.person_key, *_cart_columns(k))
+        .where(_cart_filter(k, ctx), in_range(conn, k.c.person_key, keys))
+        .order_by(_bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
+    )
+    return _indexed(query, k, "ix_carts_person")
+
+
+def consent_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    e = schema.consent_events
+    return (
+        select(e.c.person_key, e.c.channel, e.c.state, e.c.occurred_at)
+        .where(
+            e.c.source.in_(ctx.consent_scopes),
+            e.c.occurred_at <= ctx.as_of_ms,
+            in_range(conn, e.c.person_key, keys),
+        )
+        .order_by(_bytewise(conn, e.c.person_key), e.c.occurred_at)
+    )
+
+
+def links(ctx: ProfileContext) -> Any:
+    """(old_key, new_key): the p:<phone> keys that join the person with that phone's e-mail.
+
+    Only e-mail-less customers have a p: key, so this reads few rows through the e-mail
+    and phone indexes.
+    """
+    lonely, known = schema.customers.alias("lonely"), schema.customers.alias("known")
+    return (
+        select(
+            lonely.c.person_key.label("old_key"),
+            (literal("e:") + func.min(known.c.email)).label("new_key"),
+        )
+        .where(
+            lonely.c.email.is_(None),
+            lonely.c.phone.is_not(None),
+            lonely.c.source.in_(ctx.sources),
+            known.c.phone == lonely.c.phone,
+            known.c.email.is_not(None),
+            known.c.source.in_(ctx.sources),
+        )
+        .group_by(lonely.c.person_key)
+        .cte("links")
+    )
+
+
+def linked_away_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    link = links(ctx)
+    return (
+        select(link.c.old_key)
+        .where(in_range(conn, link.c.old_key, keys))
+        .order_by(_bytewise(conn, link.c.old_key))
+    )
+
+
+def linked_customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    c, link = schema.customers, links(ctx)
+    return (
+        select(link.c.new_key, *_customer_columns(c))
+        .select_from(link.join(c, c.c.person_key == link.c.old_key))
+        .where(c.c.source.in_(ctx.sources), in_range(conn, link.c.new_key, keys))
+        .order_by(_bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
+    )
+
+
+def linked_orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    o, link = schema.orders, links(ctx)
+    return (
+        select(link.c.new_key, *_order_columns(o))
+        .select_from(link.join(o, o.c.person_key == link.c.old_key))
+        .where(_order_filter(o, ctx), in_range(conn, link.c.new_key, keys))
+        .order_by(_bytewise(conn, link.c.new_key))
+    )
+
+
+def linked_carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+    k, link = schema.carts, links(ctx)
+    return (
+        select(link.c.new_key, *_cart_columns(k))
+        .select_from(link.join(k, k.c.person_key == link.c.old_key))
+        .where(_cart_filter(k, ctx), in_range(conn, link.c.new_key, keys))
+        .order_by(_bytewise(conn, link.c.new_key), k.c.source, k.c.external_id)
+    )
+
+
+def grouped(rows: Iterable[Any]) -> Iterator[tuple[str, list[Any]]]:
+    """(key, rows with that key) from rows ordered by their first column."""
+    key: str | None = None
+    group: list[Any] = []
+    for row in rows:
+        if row[0] != key:
+            if group:
+                yield key, group  # type: ignore[misc]
+            key, group = row[0], [row]
+        else:
+            group.append(row)
+    if group:
+        yield key, group  # type: ignore[misc]
+
+
+def keyed(rows: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """(key, row) from rows with unique keys in order (ledger, failures)."""
+    for row in rows:
+        yield row[0], row
+
+
+def profile_streams(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
+) -> list[Iterator[tuple[str, Any]]]:
+    """The profile's group streams in slot order, opened on ``conn`` (streamed)."""
+    streaming = conn.execution_options(stream_results=True, yield_per=2000)
+    queries = (
+        customers_query,
+        orders_query,
+        carts_query,
+        consent_query,
+        linked_customers_query,
+        linked_orders_query,
+        linked_carts_query,
+    )
+    streams = [grouped(streaming.execute(q(conn, ctx, keys))) for q in queries]
+    streams.append(keyed(streaming.execute(linked_away_query(conn, ctx, keys))))
+    return streams
+
+
+_END = object()
+
+
+def merge_groups(
+    streams: Sequence[Iterator[tuple[str, Any]]],
+) -> Iterator[tuple[str, list[Any]]]:
+    """Merge-joins key-ordered (key, group) streams: yields (key, one slot per stream).
+
+    A slot is the stream's group for that key, or None. A heap of the streams' next keys
+    costs one comparison chain per stream that has the key, so the sparse streams (links,
+    consent, failures) cost almost nothing.
+    """
+    count = len(streams)
+    advance = [stream.__next__ for stream in streams]
+    pending: list[Any] = [None] * count
+    heap: list[tuple[str, int]] = []
+    for index, step in enumerate(advance):
+        item = _step(step)
+        if item is not _END:
+            key, pending[index] = item
+            heap.append((key, index))
+    heapify(heap)
+    while heap:
+        key = heap[0][0]
+        slots: list[Any] = [None] * count
+        while heap and heap[0][0] == key:
+            index = heap[0][1]
+            slots[index] = pending[index]
+            item = _step(advance[index])
+            if item is _END:
+                heappop(heap)
+            else:
+                heapreplace(heap, (item[0], index))
+                pending[index] = item[1]
+        yield key, slots
+
+
+def _step(step: Any) -> Any:
+    try:
+        return step()
+    except StopIteration:
+        return _END
+
+
+def key_boundaries(conn: Connection, sources: Sequence[str], parts: int) -> list[str]:
+    """Up to ``parts - 1`` person keys that cut the pipeline's customers into equal slices."""
+    c = schema.customers
+    total = conn.execute(select(func.count()).where(c.c.source.in_(sources))).scalar() or 0
+    found: list[str] = []
+    for part in range(1, parts):
+        query = _indexed(
+            select(c.c.person_key)
+            .where(c.c.source.in_(sources))
+            .order_by(_bytewise(conn, c.c.person_key))
+            .offset(total * part // parts)
+            .limit(1),
+            c,
+            "ix_customers_person",
+        )
+        key = conn.execute(query).scalar()
+        if key is not None and (not found or key > found[-1]):
+            found.append(key)
+    return found
+
+
+def ranges(boundaries: Sequence[str]) -> list[KeyRange]:
+    """The slices between consecutive boundaries, covering every key exactly once."""
+    edges: list[str | None] = [None, *boundaries, None]
+    return [KeyRange(low, high) for low, high in pairwise(edges)]
+
+
+def customer_count(conn: Connection, sources: Sequence[str]) -> int:
+    c = schema.customers
+    return int(conn.execute(select(func.count()).where(c.c.source.in_(sources))).scalar() or 0)
+
+
+def foreign_currency_orders(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
+) -> int:
+    """Orders of the pipeline's sources in another currency (left out of spend metrics)."""
+    o = schema.orders
+    query = _indexed(
+        select(func.count()).where(
+            o.c.source.in_(ctx.sources),
+            o.c.currency != ctx.currency,
+            in_range(conn, o.c.person_key, keys, nulls=True),
+        ),
+        o,
+        schema.ORDERS_PERSON_INDEX,
+    )
+    return int(conn.execute(query).scalar() or 0)

@@ -1,0 +1,206 @@
+"""Per person: profile, segments, each destination's mapped payload, and the diff.
+
+``Planner.changes`` is the one loop a run makes over people, whether in the run's own
+process or in worker processes that each take a slice of the key space (``parallel``).
+It yields only the changes to push; everything else a run reports (profiles, segment
+sizes, per-destination decisions and samples) goes into a ``Tally``, which slices can
+add up in key order so a partitioned run reports exactly what a single process would.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import Connection
+
+from connectors.base import Change
+from crmsync.diff import Acked, OpenFailure, Policy, Skip, decide
+from crmsync.person_streams import (
+    EVERYONE,
+    KeyRange,
+    ProfileContext,
+    foreign_currency_orders,
+    in_range,
+    keyed,
+    merge_groups,
+    profile_streams,
+)
+from crmsync.profiles import ProfileBuilder
+from state import schema
+from state.ledger import TAG_SEPARATOR, failures_query, ledger_query
+
+TICK_EVERY = 4096  # people between calls of the caller's tick (progress, liveness)
+_TAG_CACHE = 4096  # segment sets remembered per destination (they repeat a lot)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A destination as the planner sees it: its name and compiled mapping."""
+
+    name: str
+    mapping: Any  # mappings.CompiledMapping
+
+
+@dataclass
+class Tally:
+    """What a run reports besides the changes, for one slice of people or all of them."""
+
+    profiles: int = 0
+    foreign_orders: int = 0
+    segments: Counter[str] = field(default_factory=Counter)
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, other: Tally, samples: int) -> None:
+        """Adds a later slice's tally (samples stay the first ``samples`` in key order)."""
+        self.profiles += other.profiles
+        self.foreign_orders += other.foreign_orders
+        self.segments.update(other.segments)
+        for name, counts in other.counts.items():
+            self.counts.setdefault(name, Counter()).update(counts)
+        for name, found in other.samples.items():
+            kept = self.samples.setdefault(name, [])
+            kept.extend(found[: max(samples - len(kept), 0)])
+
+
+class Planner:
+    """Builds, segments, maps and diffs every person of one key range."""
+
+    def __init__(
+        self,
+        ctx: ProfileContext,
+        segments: Any,  # crmsync.segments.SegmentSet
+        targets: Sequence[Target],
+        policy: Policy,
+        as_of: datetime,
+        samples: int,
+    ) -> None:
+        self.ctx, self.segments, self.targets = ctx, segments, tuple(targets)
+        self.policy, self.as_of, self.samples = policy, as_of, samples
+        self.builder = ProfileBuilder(ctx)
+        # the fields a destination can address a person by (any one of them must be set)
+        self.identities = tuple(
+            tuple(f for f in (t.mapping.identity_email, t.mapping.identity_phone) if f)
+            for t in self.targets
+        )
+        self._tags: list[dict[tuple[str, ...], tuple[str, ...]]] = [{} for _ in self.targets]
+
+    def new_tally(self) -> Tally:
+        return Tally(
+            counts={t.name: Counter() for t in self.targets},
+            samples={t.name: [] for t in self.targets},
+        )
+
+    def changes(
+        self,
+        conn: Connection,
+        tally: Tally,
+        keys: KeyRange = EVERYONE,
+        tick: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[int, Change]]:
+        """(destination index, change) for every person in ``keys`` who has one."""
+        tally.foreign_orders += foreign_currency_orders(conn, self.ctx, keys)
+        streams = profile_streams(conn, self.ctx, keys)
+        streaming = conn.execution_options(stream_results=True, yield_per=2000)
+        for target in self.targets:
+            for query, table in (
+                (ledger_query(conn, target.name), schema.ledger),
+                (failures_query(conn, target.name), schema.failures),
+            ):
+                ranged = query.where(in_range(conn, table.c.person_key, keys))
+                streams.append(keyed(streaming.execute(ranged)))
+        first_extra = len(streams) - 2 * len(self.targets)
+        build, evaluate, as_of = (
+            self.builder.build_with_activity,
+            self.segments.evaluate,
+            self.as_of,
+        )
+        for key, slots in merge_groups(streams):
+            built = build(key, slots)
+            if built is None:
+                continue  # only a ledger, failure or consent row: nobody to sync
+            profile, activity = built
+            tally.profiles += 1
+            if tick is not None and not tally.profiles % TICK_EVERY:
+                tick()
+            member_of = evaluate(profile, as_of)
+            tally.segments.update(member_of)
+            for index, target in enumerate(self.targets):
+                acked_row = slots[first_extra + 2 * index]
+                failure_row = slots[first_extra + 2 * index + 1]
+                acked = _acked(acked_row) if acked_row is not None else None
+                identities = self.identities[index]
+                outcome = decide(
+                    profile,
+                    target.mapping.apply(profile),
+                    self._tags_for(index, member_of),
+                    not identities or any(profile.get(f) for f in identities),
+                    acked,
+                    _failure(failure_row) if failure_row is not None else None,
+                    self.policy,
+                    activity,
+                )
+                counts = tally.counts[target.name]
+                if isinstance(outcome, Skip):
+                    counts[outcome.value] += 1
+                    continue
+                count_change(counts, outcome)
+                samples = tally.samples[target.name]
+                if len(samples) < self.samples:
+                    samples.append(sample(outcome, acked))
+                yield index, outcome
+
+    def _tags_for(self, index: int, member_of: tuple[str, ...]) -> tuple[str, ...]:
+        cache = self._tags[index]
+        tags = cache.get(member_of)
+        if tags is None:
+            if len(cache) >= _TAG_CACHE:
+                cache.clear()
+            tags = cache[member_of] = self.targets[index].mapping.tags_for(member_of)
+        return tags
+
+
+def _acked(row: Any) -> Acked:
+    _, payload_hash, segments, remote_id, status, acked_at, payload = row
+    tags = tuple(segments.split(TAG_SEPARATOR)) if segments else ()
+    return Acked(payload_hash, tags, remote_id, status, acked_at, payload)
+
+
+def _failure(row: Any) -> OpenFailure:
+    _, reason_class, payload_hash, attempts, next_attempt_at = row
+    return OpenFailure(reason_class, payload_hash, attempts, next_attempt_at)
+
+
+def count_change(counts: Counter[str], change: Change) -> None:
+    if change.action.value != "upsert":
+        counts[change.action.value] += 1
+    else:
+        counts["create" if change.is_new else "update"] += 1
+    counts["tags_added"] += len(change.tags_add)
+    counts["tags_removed"] += len(change.tags_remove)
+
+
+def sample(change: Change, acked: Acked | None) -> dict[str, Any]:
+    """What `plan` shows of one change: the fields that differ from the acknowledged ones."""
+    before = orjson.loads(acked.payload) if acked is not None and acked.payload else {}
+    after = dict(change.fields)
+    changed = {
+        name: {"from": before.get(name), "to": after.get(name)}
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    }
+    return {
+        "person_key": change.person_key,
+        "action": change.action.value
+        if change.action.value != "upsert"
+        else ("create" if change.is_new else "update"),
+        "fields": changed,
+        "tags_add": list(change.tags_add),
+        "tags_remove": list(change.tags_remove),
+        "email_consent": change.email_consent.value,
+    }
