@@ -211,11 +211,42 @@ def test_twenty_thousand_customers_end_exactly_as_the_ledger_says(
 
 def _point_at(site: Site, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_MAILCHIMP_KEY", fake.api_key)
-    text = site.config.read_text(encoding="utf-8").replace(
-        '[destinations.out]\nkind = "outbox"',
-        f'[destinations.mc]\nkind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
-        f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
-        "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
-        '\n[destinations.out]\nkind = "outbox"',
-    ).replace('destinations = ["out"]', 'destinations = ["mc"]')
+    text = (
+        site.config.read_text(encoding="utf-8")
+        .replace(
+            '[destinations.out]\nkind = "outbox"',
+            f'[destinations.mc]\nkind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
+            f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
+            "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
+            '\n[destinations.out]\nkind = "outbox"',
+        )
+        .replace('destinations = ["out"]', 'destinations = ["mc"]')
+    )
     site.config.write_text(text, encoding="utf-8")
+
+
+def test_a_customer_deleted_in_the_platform_is_archived_once(
+    site: Site, fake: FakeMailchimp, state_url: str
+) -> None:
+    report_of(site)
+    rows = (site.data / "customers.csv").read_text(encoding="utf-8").splitlines()
+    header = rows[0].split(",")
+    email_at, deleted_at, updated_at = (header.index(c) for c in ("email", "deleted", "updated_at"))
+    target = None
+    for i, row in enumerate(rows[1:], start=1):
+        cells = row.split(",")
+        if len(cells) == len(header) and cells[deleted_at] == "false" and cells[email_at]:
+            email = normalize.email(cells[email_at])
+            if email in fake.statuses():
+                cells[deleted_at], cells[updated_at] = "true", "2026-10-31T23:00:00+03:00"
+                rows[i], target = ",".join(cells), email
+                break
+    assert target is not None
+    (site.data / "customers.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    second = report_of(site)
+    assert second["destinations"]["mc"]["archive"] == 1
+    assert fake.statuses()[target] == "archived"
+    fake.reset_counters()
+    report_of(site)
+    assert fake.writes() == 0
