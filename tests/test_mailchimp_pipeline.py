@@ -51,19 +51,7 @@ def site(
     tmp_path: Path, state_url: str, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Site]:
     site = make_site(tmp_path, state_url, customers=400, dirty_rate=0.05)
-    monkeypatch.setenv("CRMSYNC_TEST_MAILCHIMP_KEY", fake.api_key)
-    text = (
-        site.config.read_text(encoding="utf-8")
-        .replace(
-            '[destinations.out]\nkind = "outbox"',
-            f'[destinations.mc]\nkind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
-            f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
-            "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
-            '\n[destinations.out]\nkind = "outbox"',
-        )
-        .replace('destinations = ["out"]', 'destinations = ["mc"]')
-    )
-    site.config.write_text(text, encoding="utf-8")
+    _point_at(site, fake, monkeypatch)
     fake.expect_consented(consented(site.data))
     yield site
 
