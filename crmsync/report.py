@@ -146,15 +146,18 @@ def render_status(data: dict[str, Any]) -> str:
             f"    #{r['id']} {r['kind']:<9} {r['status']:<11} "
             f"started {r['started_at']:%Y-%m-%d %H:%M:%S} "
             f"profiles {r['profiles'] if r['profiles'] is not None else '-'} "
-            f"pushed {pushed}" + (f" error: {r['error']}" if r["error"] else "")
+            "pushed "
+            + (", ".join(f"{n}={c}" for n, c in pushed.items()) or "-")
+            + (f" error: {r['error']}" if r["error"] else "")
         )
     lines.append("  cursors:")
     for c in data["cursors"]:
         lines.append(f"    {c['connector']}.{c['stream']}: {c['position']:%Y-%m-%dT%H:%M:%SZ}")
     for destination, counts in data["ledger"].items():
-        lines.append(f"  ledger {destination}: {counts}")
+        shown = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
+        lines.append(f"  ledger {destination}: {shown}")
     failures = data["failures"]
-    lines.append(f"  failures: {failures['counts'] or 'none'}")
+    lines.append(f"  failures: {_counts(failures['counts'])}")
     for f in failures["recent"]:
         retry = from_ms(f["next_attempt_at"])
         lines.append(
@@ -164,7 +167,7 @@ def render_status(data: dict[str, Any]) -> str:
             + f"): {_clip(f['message'], 200)}"
         )
     quarantine = data["quarantine"]
-    lines.append(f"  quarantine: {quarantine['counts'] or 'none'}")
+    lines.append(f"  quarantine: {_counts(quarantine['counts'])}")
     for q in quarantine["recent"]:
         lines.append(
             f"    {q['action']} {q['source']}.{q['stream']} "
@@ -178,6 +181,10 @@ def render_status(data: dict[str, Any]) -> str:
             f"{c['channel']} {c['state']} {c['reason']}"
         )
     return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 def export_consent(store: Store, spec: PipelineSpec, since: datetime | None, out: IO[str]) -> int:
