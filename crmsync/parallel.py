@@ -178,24 +178,21 @@ def _receive(
 ) -> None:
     try:
         message = pipe.recv()
-    except EOFError:
-        process = pipes.pop(pipe)
-        process.join(5)
-        raise ParallelError(
-            f"profile worker {process.name} died (exit code {process.exitcode})"
-        ) from None
+    except (EOFError, OSError):  # closed, or reset by a worker killed mid-message
+        raise _died(pipes.pop(pipe)) from None
     kind = message[0]
     if kind == "changes":
         for index, change in message[1]:
             deliver(index, change)
     elif kind == "done":
         tallies[message[1]] = message[2]
-        if pending:
-            pipe.send(pending.popleft())
-        else:
-            pipe.send(None)
-            process = pipes.pop(pipe)
-            process.join(30)
+        task = pending.popleft() if pending else None
+        try:
+            pipe.send(task)
+        except OSError:
+            raise _died(pipes.pop(pipe)) from None
+        if task is None:  # told to stop: it exits once its connection is closed
+            pipes.pop(pipe).join(30)
             pipe.close()
     else:  # "error"
         _, error, where = message
@@ -204,6 +201,11 @@ def _receive(
             error.add_note(f"in profile worker:\n{where}")
             raise error
         raise ParallelError(f"profile worker failed: {error}\n{where}")
+
+
+def _died(process: Any) -> ParallelError:
+    process.join(5)
+    return ParallelError(f"profile worker {process.name} died (exit code {process.exitcode})")
 
 
 def _worker(job: PlanJob, pipe: Pipe, parent: int) -> None:

@@ -20,8 +20,9 @@ from heapq import heapify, heappop, heapreplace
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Select, and_, false, func, literal, select, true
+from sqlalchemy import Select, and_, false, func, literal, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmsync.config import ProfileSettings
@@ -60,24 +61,44 @@ def _bytewise(conn: Connection, expr: ColumnElement[Any]) -> ColumnElement[Any]:
     return expr.collate("C") if conn.dialect.name == "postgresql" else expr
 
 
-def in_range(
-    conn: Connection, expr: ColumnElement[Any], keys: KeyRange, *, nulls: bool = False
-) -> ColumnElement[Any]:
-    """``expr`` within ``keys``; with ``nulls``, the first range also holds the None keys."""
+def in_range(conn: Connection, expr: ColumnElement[Any], keys: KeyRange) -> ColumnElement[Any]:
+    """``expr`` within ``keys`` (never None: rows without a key belong to nobody)."""
     expr = _bytewise(conn, expr)
-    clauses: list[ColumnElement[bool]] = []
-    if not nulls or keys.low is not None:
-        clauses.append(expr.is_not(None))
+    clauses: list[ColumnElement[bool]] = [expr.is_not(None)]
     if keys.low is not None:
         clauses.append(expr >= keys.low)
     if keys.high is not None:
         clauses.append(expr < keys.high)
-    return and_(true(), *clauses)
+    return and_(*clauses)
 
 
-def _indexed(query: Select[Any], table: Any, index: str) -> Select[Any]:
-    """Tells SQLite which index to scan (without statistics it would pick the source one)."""
-    return query.with_hint(table, f"INDEXED BY {index}", "sqlite")
+class _Unindexed(ColumnElement[Any]):
+    """A column SQLite must not look up through an index (its unary ``+``).
+
+    Without statistics SQLite searches the (source, ...) indexes for ``source IN (...)``,
+    which matches every row of a one-source store and then needs a sort; with the source
+    term unindexed it scans the person-key index in order, or the e-mail index for links.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _plain(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column, **kw))
+
+
+@compiles(_Unindexed, "sqlite")
+def _unary_plus(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.column, **kw))
+
+
+def _of_sources(column: ColumnElement[Any], sources: Sequence[str]) -> ColumnElement[bool]:
+    return _Unindexed(column).in_(sources)
 
 
 def _customer_columns(c: Any) -> list[Any]:
@@ -116,23 +137,25 @@ def _cart_columns(k: Any) -> list[Any]:
 
 def _order_filter(o: Any, ctx: ProfileContext) -> ColumnElement[bool]:
     return and_(
-        o.c.source.in_(ctx.sources), o.c.currency == ctx.currency, o.c.placed_at <= ctx.as_of_ms
+        _of_sources(o.c.source, ctx.sources),
+        o.c.currency == ctx.currency,
+        o.c.placed_at <= ctx.as_of_ms,
     )
 
 
 def _cart_filter(k: Any, ctx: ProfileContext) -> ColumnElement[bool]:
     at = func.coalesce(k.c.updated_at, k.c.created_at)
-    return and_(k.c.source.in_(ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
+    return and_(_of_sources(k.c.source, ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
 
 
 def customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
     c = schema.customers
     query = (
         select(c.c.person_key, *_customer_columns(c))
-        .where(c.c.source.in_(ctx.sources), in_range(conn, c.c.person_key, keys))
+        .where(_of_sources(c.c.source, ctx.sources), in_range(conn, c.c.person_key, keys))
         .order_by(_bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
     )
-    return _indexed(query, c, "ix_customers_person")
+    return query
 
 
 def orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
@@ -142,7 +165,7 @@ def orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Selec
         .where(_order_filter(o, ctx), in_range(conn, o.c.person_key, keys))
         .order_by(_bytewise(conn, o.c.person_key))
     )
-    return _indexed(query, o, schema.ORDERS_PERSON_INDEX)
+    return query
 
 
 def carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
@@ -152,7 +175,7 @@ def carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select
         .where(_cart_filter(k, ctx), in_range(conn, k.c.person_key, keys))
         .order_by(_bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
     )
-    return _indexed(query, k, "ix_carts_person")
+    return query
 
 
 def consent_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
@@ -183,10 +206,10 @@ def links(ctx: ProfileContext) -> Any:
         .where(
             lonely.c.email.is_(None),
             lonely.c.phone.is_not(None),
-            lonely.c.source.in_(ctx.sources),
+            _of_sources(lonely.c.source, ctx.sources),
             known.c.phone == lonely.c.phone,
             known.c.email.is_not(None),
-            known.c.source.in_(ctx.sources),
+            _of_sources(known.c.source, ctx.sources),
         )
         .group_by(lonely.c.person_key)
         .cte("links")
@@ -207,7 +230,7 @@ def linked_customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange
     return (
         select(link.c.new_key, *_customer_columns(c))
         .select_from(link.join(c, c.c.person_key == link.c.old_key))
-        .where(c.c.source.in_(ctx.sources), in_range(conn, link.c.new_key, keys))
+        .where(_of_sources(c.c.source, ctx.sources), in_range(conn, link.c.new_key, keys))
         .order_by(_bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
     )
 
@@ -253,11 +276,32 @@ def keyed(rows: Iterable[Any]) -> Iterator[tuple[str, Any]]:
         yield row[0], row
 
 
+def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
+    """The rows of ``statement``, streamed, as tuples by position.
+
+    On SQLite straight from the driver's cursor: a million people are some six million
+    rows, and SQLAlchemy's per-row processing would cost more than the query (dates then
+    come as ISO text and booleans as 0/1). Elsewhere through SQLAlchemy, whose server-side
+    cursors keep memory flat.
+    """
+    if conn.dialect.name == "sqlite":
+        compiled = statement.compile(
+            dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        params = compiled.construct_params()
+        driver = conn.connection.driver_connection
+        assert driver is not None, "the connection is closed"
+        rows: Iterable[Any] = driver.cursor().execute(
+            str(compiled), [params[n] for n in compiled.positiontup or ()]
+        )
+        return rows
+    return conn.execution_options(stream_results=True, yield_per=2000).execute(statement)
+
+
 def profile_streams(
     conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
 ) -> list[Iterator[tuple[str, Any]]]:
     """The profile's group streams in slot order, opened on ``conn`` (streamed)."""
-    streaming = conn.execution_options(stream_results=True, yield_per=2000)
     queries = (
         customers_query,
         orders_query,
@@ -267,8 +311,8 @@ def profile_streams(
         linked_orders_query,
         linked_carts_query,
     )
-    streams = [grouped(streaming.execute(q(conn, ctx, keys))) for q in queries]
-    streams.append(keyed(streaming.execute(linked_away_query(conn, ctx, keys))))
+    streams = [grouped(execute(conn, q(conn, ctx, keys))) for q in queries]
+    streams.append(keyed(execute(conn, linked_away_query(conn, ctx, keys))))
     return streams
 
 
@@ -319,17 +363,15 @@ def _step(step: Any) -> Any:
 def key_boundaries(conn: Connection, sources: Sequence[str], parts: int) -> list[str]:
     """Up to ``parts - 1`` person keys that cut the pipeline's customers into equal slices."""
     c = schema.customers
-    total = conn.execute(select(func.count()).where(c.c.source.in_(sources))).scalar() or 0
+    total = customer_count(conn, sources)
     found: list[str] = []
     for part in range(1, parts):
-        query = _indexed(
+        query = (
             select(c.c.person_key)
-            .where(c.c.source.in_(sources))
+            .where(_of_sources(c.c.source, sources))
             .order_by(_bytewise(conn, c.c.person_key))
             .offset(total * part // parts)
-            .limit(1),
-            c,
-            "ix_customers_person",
+            .limit(1)
         )
         key = conn.execute(query).scalar()
         if key is not None and (not found or key > found[-1]):
@@ -351,15 +393,11 @@ def customer_count(conn: Connection, sources: Sequence[str]) -> int:
 def foreign_currency_orders(
     conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
 ) -> int:
-    """Orders of the pipeline's sources in another currency (left out of spend metrics)."""
+    """Orders of people in ``keys`` in another currency (left out of spend metrics)."""
     o = schema.orders
-    query = _indexed(
-        select(func.count()).where(
-            o.c.source.in_(ctx.sources),
-            o.c.currency != ctx.currency,
-            in_range(conn, o.c.person_key, keys, nulls=True),
-        ),
-        o,
-        schema.ORDERS_PERSON_INDEX,
+    query = select(func.count()).where(
+        _of_sources(o.c.source, ctx.sources),
+        o.c.currency != ctx.currency,
+        in_range(conn, o.c.person_key, keys),
     )
     return int(conn.execute(query).scalar() or 0)

@@ -24,6 +24,7 @@ from crmsync.person_streams import (
     EVERYONE,
     KeyRange,
     ProfileContext,
+    execute,
     foreign_currency_orders,
     in_range,
     keyed,
@@ -36,6 +37,7 @@ from state.ledger import TAG_SEPARATOR, failures_query, ledger_query
 
 TICK_EVERY = 4096  # people between calls of the caller's tick (progress, liveness)
 _TAG_CACHE = 4096  # segment sets remembered per destination (they repeat a lot)
+_NO_FIELDS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +108,31 @@ class Planner:
         """(destination index, change) for every person in ``keys`` who has one."""
         tally.foreign_orders += foreign_currency_orders(conn, self.ctx, keys)
         streams = profile_streams(conn, self.ctx, keys)
-        streaming = conn.execution_options(stream_results=True, yield_per=2000)
         for target in self.targets:
             for query, table in (
                 (ledger_query(conn, target.name), schema.ledger),
                 (failures_query(conn, target.name), schema.failures),
             ):
                 ranged = query.where(in_range(conn, table.c.person_key, keys))
-                streams.append(keyed(streaming.execute(ranged)))
+                streams.append(keyed(execute(conn, ranged)))
         first_extra = len(streams) - 2 * len(self.targets)
-        build, evaluate, as_of = (
-            self.builder.build_with_activity,
+        destinations = [
+            (
+                index,
+                target.mapping.apply,
+                self.identities[index],
+                tally.counts[target.name],
+                tally.samples[target.name],
+                first_extra + 2 * index,
+            )
+            for index, target in enumerate(self.targets)
+        ]
+        build = self.builder.build_with_activity
+        evaluate, as_of, policy, wanted = (
             self.segments.evaluate,
             self.as_of,
+            self.policy,
+            self.samples,
         )
         for key, slots in merge_groups(streams):
             built = build(key, slots)
@@ -130,28 +144,31 @@ class Planner:
                 tick()
             member_of = evaluate(profile, as_of)
             tally.segments.update(member_of)
-            for index, target in enumerate(self.targets):
-                acked_row = slots[first_extra + 2 * index]
-                failure_row = slots[first_extra + 2 * index + 1]
+            deleted = profile["deleted"]
+            for index, apply, identities, counts, samples, slot in destinations:
+                acked_row, failure_row = slots[slot], slots[slot + 1]
                 acked = _acked(acked_row) if acked_row is not None else None
-                identities = self.identities[index]
+                failure = _failure(failure_row) if failure_row is not None else None
+                identified = not identities or any(profile.get(f) for f in identities)
+                # decide() reads the payload only of someone it may upsert: map no one else
+                upsert = identified and not deleted
+                if failure is not None and failure.reason_class == "compliance":
+                    upsert = False
                 outcome = decide(
                     profile,
-                    target.mapping.apply(profile),
+                    apply(profile) if upsert else _NO_FIELDS,
                     self._tags_for(index, member_of),
-                    not identities or any(profile.get(f) for f in identities),
+                    identified,
                     acked,
-                    _failure(failure_row) if failure_row is not None else None,
-                    self.policy,
+                    failure,
+                    policy,
                     activity,
                 )
-                counts = tally.counts[target.name]
                 if isinstance(outcome, Skip):
                     counts[outcome.value] += 1
                     continue
                 count_change(counts, outcome)
-                samples = tally.samples[target.name]
-                if len(samples) < self.samples:
+                if len(samples) < wanted:
                     samples.append(sample(outcome, acked))
                 yield index, outcome
 

@@ -17,7 +17,9 @@ needs a ``Decimal``, and takes a fast path for the usual person with one custome
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -106,10 +108,13 @@ class ProfileBuilder:
         self.scale = Decimal(10) ** -exponent
         self.zero = Decimal(0) * self.scale
         settings = ctx.settings
-        self.window_names = tuple((f"spent_{d}d", f"orders_{d}d") for d in settings.windows_days)
-        self.window_starts = tuple(ctx.as_of_ms - d * DAY_MS for d in settings.windows_days)
+        windows = settings.windows_days
+        self.window_names = tuple((f"spent_{d}d", f"orders_{d}d") for d in windows)
+        self.window_starts = tuple(ctx.as_of_ms - d * DAY_MS for d in windows)
+        # an order placed before every window's start is in none of them (most orders)
+        self.windows_start = min(self.window_starts, default=ctx.as_of_ms)
         self.abandon_ms = int(settings.abandoned_cart_hours * 3_600_000)
-        rfm = settings.rfm
+        rfm = settings.rfm  # thresholds are validated ascending, so scores are bisections
         self.recency = tuple(rfm.recency_days)
         self.frequency = tuple(rfm.frequency_orders)
         # spend >= threshold, compared exactly in minor units
@@ -175,6 +180,8 @@ class ProfileBuilder:
         else:
             p["full_name"] = first_name or last_name or None
         birthday = p["birthday"]
+        if birthday.__class__ is str:  # SQLite rows read without SQLAlchemy: ISO text
+            birthday = p["birthday"] = date.fromisoformat(birthday)
         p["birthday_month"] = birthday.month if birthday else None
         p["birthday_day"] = birthday.day if birthday else None
         p["customer_since"] = from_ms(created) if created is not None else None
@@ -186,7 +193,7 @@ class ProfileBuilder:
         counted order's time (ms, or None)."""
         count = cancelled = discounted = spent = 0
         first = last = activity = None
-        starts = self.window_starts
+        starts, windows_start = self.window_starts, self.windows_start
         window_spent = [0] * len(starts)
         window_count = [0] * len(starts)
         categories: dict[str, int] = {}
@@ -204,10 +211,11 @@ class ProfileBuilder:
                 first = placed
             if last is None or placed > last:
                 last = placed
-            for index, start in enumerate(starts):
-                if placed > start:
-                    window_spent[index] += net
-                    window_count[index] += 1
+            if placed > windows_start:
+                for index, start in enumerate(starts):
+                    if placed > start:
+                        window_spent[index] += net
+                        window_count[index] += 1
             if names:
                 for name in names.split("|"):
                     if name:
@@ -244,9 +252,9 @@ class ProfileBuilder:
         days = (as_of - last) // DAY_MS
         p["days_since_last_order"] = days
         p["avg_order_value"] = (total / count).quantize(self.scale)
-        r = 5 - sum(days > limit for limit in self.recency)
-        f = 1 + sum(count >= limit for limit in self.frequency)
-        m = 1 + sum(spent >= limit for limit in self.monetary)
+        r = 5 - bisect_left(self.recency, days)  # limits exceeded
+        f = 1 + bisect_right(self.frequency, count)  # limits reached
+        m = 1 + bisect_right(self.monetary, spent)
         p["rfm_recency"], p["rfm_frequency"], p["rfm_monetary"] = r, f, m
         p["rfm_score"] = f"{r}{f}{m}"
         p["rfm_label"] = rfm_label(r, f, m)

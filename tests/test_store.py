@@ -85,3 +85,68 @@ def test_a_lease_is_exclusive_until_released(state_url: str) -> None:
     store.release_lease("pipeline:demo", "a")
     assert store.acquire_lease("pipeline:demo", 60, holder="b") == "b"
     store.close()
+
+
+def test_migration_0002_gives_staged_orders_and_carts_their_person_keys(state_url: str) -> None:
+    from alembic import command
+
+    from state.migrate import alembic_config
+
+    engine = sa.create_engine(state_url)
+    with engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(
+            sa.text(
+                "insert into customers (source, external_id, person_key, email, email_consent,"
+                " sms_consent, deleted, staged_at)"
+                " values ('shop', '1', 'e:a@example.com', 'a@example.com', 'none', 'none',"
+                " false, 0)"
+            )
+        )
+        order = (
+            "insert into orders (source, external_id, customer_external_id, email, placed_at,"
+            " status, currency, total_minor, discount_minor, refunded_minor, item_count,"
+            " staged_at) values ('shop', :id, :cid, :email, 0, :status, 'TRY', 1000, :discount,"
+            " 300, 1, 0)"
+        )
+        for oid, cid, email, status, discount in (
+            ("o1", "1", "other@example.com", "paid", 0),  # its customer's key wins
+            ("o2", None, "guest@example.com", "cancelled", 50),
+            ("o3", "9", None, "refunded", 0),
+            ("o4", None, None, "paid", 0),  # nobody's
+        ):
+            conn.execute(
+                sa.text(order),
+                {"id": oid, "cid": cid, "email": email, "status": status, "discount": discount},
+            )
+        conn.execute(
+            sa.text(
+                "insert into carts (source, external_id, customer_external_id, currency,"
+                " value_minor, item_count, converted, staged_at)"
+                " values ('shop', 'k1', '1', 'TRY', 500, 1, false, 0)"
+            )
+        )
+    engine.dispose()
+
+    store = Store(state_url)  # migrates to the head revision
+    with store.engine.connect() as conn:
+        orders = conn.execute(
+            sa.select(
+                schema.orders.c.external_id,
+                schema.orders.c.person_key,
+                schema.orders.c.counted,
+                schema.orders.c.net_minor,
+                schema.orders.c.discounted,
+            ).order_by(schema.orders.c.external_id)
+        ).all()
+        cart_key = conn.execute(sa.select(schema.carts.c.person_key)).scalar()
+    assert [tuple(r) for r in orders] == [
+        ("o1", "e:a@example.com", True, 700, False),
+        ("o2", "e:guest@example.com", False, 700, True),
+        ("o3", "s:shop:9", False, 700, False),
+        ("o4", None, True, 700, False),
+    ]
+    assert cart_key == "e:a@example.com"
+    store.close()

@@ -1,0 +1,231 @@
+"""Planning in worker processes: the same changes and report as one process, on both engines."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.base import Change, Outcome, PushResult
+from crmsync import parallel
+from crmsync.config import ProfileSettings
+from crmsync.diff import Policy
+from crmsync.fields import catalogue
+from crmsync.parallel import ParallelError, PlanJob, mapping_source, run_workers, slices_for
+from crmsync.person_streams import ProfileContext
+from crmsync.planner import Planner, Tally, Target
+from crmsync.records import Cart, Customer, Stream
+from crmsync.sample import SampleSpec, iter_store
+from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
+from mappings import builtin_mapping_path, load_mapping
+from state import schema
+from state.ledger import RetryPolicy, record_results
+from state.store import Store
+from state.timeutil import to_ms
+from tests.builders import NOW, customer, order
+from tests.e2e import make_site
+
+FIELDS = catalogue()
+CTX = ProfileContext(("shop",), ("shop", "out"), "TRY", to_ms(NOW) or 0, ProfileSettings())
+POLICY = Policy(max_attempts=3, now_ms=to_ms(NOW) or 0)
+
+
+@pytest.fixture
+def store(state_url: str) -> Iterator[Store]:
+    store = Store(state_url)
+    pending: dict[Stream, list[Any]] = {s: [] for s in Stream}
+    for record in iter_store(SampleSpec(customers=250, seed=9, now=NOW)):
+        kind = {Customer: Stream.CUSTOMERS, Cart: Stream.CARTS}.get(type(record), Stream.ORDERS)
+        pending[kind].append(record)
+    pending[Stream.CUSTOMERS] += [
+        customer("lonely", None, phone="+905550000009"),
+        customer("known", "known@example.com", phone="+905550000009"),
+    ]
+    pending[Stream.ORDERS].append(order("lonely-1", "lonely", "99", 2))
+    for kind, records in pending.items():
+        store.stage("shop", kind, records)
+    yield store
+    store.close()
+
+
+def planner() -> Planner:
+    mapping = load_mapping(builtin_mapping_path("outbox"), FIELDS)
+    segments = SegmentSet.compile(DEFAULT_SEGMENTS, FIELDS)
+    return Planner(CTX, segments, [Target("out", mapping)], POLICY, NOW, samples=5)
+
+
+def job(store: Store, plan: Planner, *, send: bool = True) -> PlanJob:
+    source = mapping_source("out", plan.targets[0].mapping)
+    assert source is not None
+    return PlanJob(
+        state_url=store.url,
+        ctx=CTX,
+        segment_rules=dict(plan.segments.rules),
+        fields=dict(FIELDS),
+        mappings=(source,),
+        policy=POLICY,
+        as_of=NOW,
+        samples=5,
+        send_changes=send,
+    )
+
+
+def in_one_process(store: Store, plan: Planner) -> tuple[Tally, list[tuple[int, Change]]]:
+    tally = plan.new_tally()
+    with store.engine.connect() as conn:
+        changes = list(plan.changes(conn, tally))
+    return tally, changes
+
+
+def in_workers(
+    store: Store, plan: Planner, workers: int = 2, *, send: bool = True
+) -> tuple[Tally, list[tuple[int, Change]]]:
+    with store.engine.connect() as conn:
+        slices = slices_for(conn, CTX.sources, workers)
+    received: list[tuple[int, Change]] = []
+    tally = run_workers(job(store, plan, send=send), slices, workers, _append(received))
+    return tally, received
+
+
+def _append(into: list[tuple[int, Change]]) -> Any:
+    return lambda index, change: into.append((index, change))
+
+
+def acknowledge_some(store: Store, changes: list[tuple[int, Change]]) -> None:
+    """Acks two thirds of the changes and fails every seventh, as a destination might."""
+    known = "e:known@example.com"  # acked, so that a later order makes it an update
+    ok = [c for i, (_, c) in enumerate(changes) if i % 3 or c.person_key == known]
+    failed = [c for i, (_, c) in enumerate(changes) if not i % 7 and c not in ok]
+    results = [PushResult(c.person_key, Outcome.OK) for c in ok]
+    results += [PushResult(c.person_key, Outcome.FAILED, message="boom") for c in failed]
+    with store.transaction() as conn:
+        record_results(
+            conn,
+            "out",
+            1,
+            ok + failed,
+            results,
+            now_ms=POLICY.now_ms - 1,
+            retry=RetryPolicy(3, 60_000),
+        )
+
+
+def test_workers_plan_exactly_the_changes_and_report_of_one_process(store: Store) -> None:
+    plan = planner()
+    first, changes = in_one_process(store, plan)
+    acknowledge_some(store, changes)
+    store.stage("shop", Stream.ORDERS, [order("late", "lonely", "500", 1)])  # an update
+
+    expected_tally, expected = in_one_process(store, plan)
+    tally, received = in_workers(store, plan, workers=2)
+
+    assert first.profiles > 250 and len(changes) == first.counts["out"]["create"]
+    counts = expected_tally.counts["out"]
+    assert counts["unchanged"] > 0 and counts["update"] > 0 and counts["create"] > 0
+    assert sorted(received, key=lambda item: item[1].person_key) == expected
+    assert tally == expected_tally  # counts, segments, profiles and the first samples
+
+
+def test_a_dry_run_in_workers_sends_no_changes_but_the_same_report(store: Store) -> None:
+    plan = planner()
+    expected_tally, expected = in_one_process(store, plan)
+    tally, received = in_workers(store, plan, workers=2, send=False)
+    assert received == [] and expected
+    assert tally == expected_tally
+
+
+def test_a_mapping_file_changed_under_a_run_stops_it(store: Store, tmp_path: Path) -> None:
+    plan = planner()
+    original = job(store, plan)
+    source = dataclasses.replace(original.mappings[0], field_specs=())
+    broken = dataclasses.replace(original, mappings=(source,))
+    with pytest.raises(ParallelError, match="changed after the run loaded it"):
+        run_workers(broken, slices_for_all(store), 2, _append([]))
+
+
+def slices_for_all(store: Store) -> list[Any]:
+    with store.engine.connect() as conn:
+        return slices_for(conn, CTX.sources, 2)
+
+
+def test_an_error_in_a_worker_stops_the_run_with_that_error(store: Store, tmp_path: Path) -> None:
+    plan = planner()
+    empty = Store(f"sqlite:///{tmp_path / 'empty.db'}", migrate=False)  # no tables at all
+    wrong = dataclasses.replace(job(store, plan), state_url=empty.url)
+    with pytest.raises(sa.exc.OperationalError, match="no such table") as raised:
+        run_workers(wrong, slices_for_all(store), 2, _append([]))
+    assert any("in profile worker" in note for note in raised.value.__notes__)
+    empty.close()
+
+
+def test_a_worker_that_dies_fails_the_run(store: Store) -> None:
+    def kill_the_workers(index: int, change: Change) -> None:
+        for child in multiprocessing.active_children():
+            if child.name.startswith("crmsync-plan-"):
+                os.kill(child.pid or 0, signal.SIGKILL)
+
+    with pytest.raises(ParallelError, match="died"):
+        run_workers(job(store, planner()), slices_for_all(store), 2, kill_the_workers)
+    assert not [c for c in multiprocessing.active_children() if c.name.startswith("crmsync")]
+
+
+def test_small_stores_and_one_core_plan_in_one_process(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert parallel.worker_count(conn, CTX.sources, 2) == 1  # 252 customers
+        assert parallel.worker_count(conn, CTX.sources, 1) == 1
+    assert not parallel.shared_database("sqlite:///:memory:")
+    assert parallel.shared_database("postgresql://u@localhost/db")
+
+
+def _ledger(url: str) -> set[tuple[Any, ...]]:
+    store = Store(url)
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.person_key, t.c.payload_hash, t.c.segments, t.c.status))
+        out = {tuple(r) for r in rows}
+    store.close()
+    return out
+
+
+def _records(site: Any) -> list[tuple[str, str]]:
+    return sorted((str(r["person_key"]), str(r["payload_hash"])) for r in site.records())
+
+
+def test_a_pipeline_run_with_workers_ends_like_a_run_in_one_process(
+    tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_url = f"sqlite:///{tmp_path / 'one.db'}"
+    one = make_site(tmp_path / "one", one_url, customers=400, batch_size=50)
+    report_one = one.run_json()
+
+    calls: list[int] = []
+
+    def counting(*args: Any) -> Tally:
+        calls.append(args[2])
+        return run_workers(*args)
+
+    monkeypatch.setattr(parallel, "PEOPLE_PER_WORKER", 1)
+    monkeypatch.setattr("crmsync.pipeline.run_workers", counting)
+    many = make_site(tmp_path / "many", state_url, customers=400, batch_size=50)
+    text = many.config.read_text(encoding="utf-8")
+    many.config.write_text(
+        text.replace('destinations = ["out"]\n', 'destinations = ["out"]\nworkers = 2\n'),
+        encoding="utf-8",
+    )
+    report_many = many.run_json()
+
+    assert calls == [2]
+    assert report_many["destinations"] == report_one["destinations"]
+    assert report_many["segments"] == report_one["segments"]
+    assert report_many["profiles"] == report_one["profiles"] > 400
+    assert _records(many) == _records(one)
+    assert _ledger(state_url) == _ledger(one_url)
+    assert report_many["samples"] == report_one["samples"]
+    assert many.run_json()["destinations"]["out"].get("create", 0) == 0  # nothing left to do
