@@ -7,6 +7,10 @@ measured phase runs in a fresh process so its peak RSS is its own: a dry run (`p
 without pulling) that builds every profile, evaluates the default segments, applies the
 outbox mapping and diffs against the (empty) ledger. Targets: >= 20,000 profiles/s and
 <= 500 MB peak RSS at 1M customers.
+
+The run plans in worker processes (``pipelines.<name>.workers``, default 2), so peak RSS
+is the peak of the *sum* over the measuring process and its workers, sampled from /proc
+every 50 ms (``ru_maxrss`` would see one process only).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -79,17 +84,25 @@ def cdnow_records(path: Path) -> Any:
             if cid not in seen:
                 seen.add(cid)
                 yield Customer(
-                    external_id=cid, email=f"cust-{cid}@example.com", created_at=placed,
+                    external_id=cid,
+                    email=f"cust-{cid}@example.com",
+                    created_at=placed,
                     updated_at=placed,
                     email_consent=Consent(ConsentState.SUBSCRIBED, placed),
                 )
             amount = Decimal(value)
             yield Order(
-                external_id=f"{cid}-{day}-{line_no}", customer_external_id=cid, email=None,
-                placed_at=placed, status=OrderStatus.FULFILLED, currency="USD", total=amount,
+                external_id=f"{cid}-{day}-{line_no}",
+                customer_external_id=cid,
+                email=None,
+                placed_at=placed,
+                status=OrderStatus.FULFILLED,
+                currency="USD",
+                total=amount,
                 updated_at=placed,
-                lines=(OrderLine("CD", "CD", "Music", max(int(cds), 1),
-                                 amount / max(int(cds), 1)),),
+                lines=(
+                    OrderLine("CD", "CD", "Music", max(int(cds), 1), amount / max(int(cds), 1)),
+                ),
             )
 
 
@@ -103,6 +116,56 @@ def prepare_cdnow(path: Path) -> Path:
         print(f"  staged {count:,} CDNOW records in {seconds:.1f} s")
         partial.rename(db)
     return db
+
+
+class TreeMemory:
+    """Samples the resident memory of this process and all its descendants."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        self.every, self.peak_kb, self.most_children = every, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self._sample()
+
+    def _sample(self) -> None:
+        pids = _tree(os.getpid())
+        self.most_children = max(self.most_children, len(pids) - 1)
+        self.peak_kb = max(self.peak_kb, sum(_rss_kb(pid) for pid in pids))
+
+
+def _tree(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                queue.extend(int(child) for child in task.read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
@@ -124,30 +187,62 @@ def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
 
     fields = catalogue()
     mapping = load_mapping(builtin_mapping_path("outbox"), fields)
-    destination = DestinationSpec("bench_outbox", "outbox", OutboxDestination,
-                                  OutboxConfig(directory=str(CACHE / "outbox")), mapping)
+    destination = DestinationSpec(
+        "bench_outbox",
+        "outbox",
+        OutboxDestination,
+        OutboxConfig(directory=str(CACHE / "outbox")),
+        mapping,
+    )
     settings = PipelineSettings(sources=["bench"], destinations=["bench_outbox"])
-    spec = PipelineSpec("bench", settings, currency, (ConnectorSpec("bench", "files", None, None),),
-                        (destination,), SegmentSet.compile(DEFAULT_SEGMENTS, fields), fields)
-    config = make_config(Settings(), CACHE / "bench.toml", {}, {"bench_outbox": destination},
-                         {"bench": spec})
+    spec = PipelineSpec(
+        "bench",
+        settings,
+        currency,
+        (ConnectorSpec("bench", "files", None, None),),
+        (destination,),
+        SegmentSet.compile(DEFAULT_SEGMENTS, fields),
+        fields,
+    )
+    config = make_config(
+        Settings(), CACHE / "bench.toml", {}, {"bench_outbox": destination}, {"bench": spec}
+    )
     store = Store(f"sqlite:///{db}")
-    started = time.perf_counter()
-    report = run_pipeline(config, spec, store, RunOptions(dry_run=True, pull=False, as_of=as_of))
-    seconds = time.perf_counter() - started
+    options = RunOptions(dry_run=True, pull=False, as_of=as_of)
+    with TreeMemory() as memory:
+        started = time.perf_counter()
+        report = run_pipeline(config, spec, store, options)
+        seconds = time.perf_counter() - started
     store.close()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"profiles": report.profiles, "seconds": round(seconds, 2),
-            "profiles_per_s": round(report.profiles / seconds),
-            "peak_rss_mb": round(peak_mb, 1),
-            "changes": sum(d.counts.get("create", 0) for d in report.destinations.values())}
+    own_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "profiles": report.profiles,
+        "seconds": round(seconds, 2),
+        "profiles_per_s": round(report.profiles / seconds),
+        "peak_rss_mb": round(max(memory.peak_kb / 1024, own_mb), 1),
+        "peak_rss_mb_main_process": round(own_mb, 1),
+        "child_processes": memory.most_children,  # workers and the resource tracker
+        "changes": sum(d.counts.get("create", 0) for d in report.destinations.values()),
+    }
 
 
 def _child(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "bench.bench_profiles", "--measure", str(db), "--currency",
-         currency, "--as-of", as_of.isoformat()],
-        check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_profiles",
+            "--measure",
+            str(db),
+            "--currency",
+            currency,
+            "--as-of",
+            as_of.isoformat(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -172,8 +267,11 @@ def main(argv: list[str]) -> int:
         figures.update({f"{k}@{size}": v for k, v in result.items()})
     if Path(args.cdnow).exists():
         print("CDNOW")
-        result = _child(prepare_cdnow(Path(args.cdnow)), "USD",
-                        datetime.combine(date(1998, 7, 1), datetime.min.time(), UTC))
+        result = _child(
+            prepare_cdnow(Path(args.cdnow)),
+            "USD",
+            datetime.combine(date(1998, 7, 1), datetime.min.time(), UTC),
+        )
         print(f"  {result}")
         figures.update({f"{k}@cdnow": v for k, v in result.items()})
     figures["target_profiles_per_s"] = 20000
