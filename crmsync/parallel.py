@@ -9,17 +9,20 @@ everything that touches a destination or the ledger: it pushes batches and write
 acknowledgements exactly as a single-process run does, so one HTTP rate budget per
 account and "a crash replays at most one batch" hold unchanged.
 
-Workers are started with ``spawn`` (no state inherited from the parent, safe in a
-threaded scheduler), so they get a picklable ``PlanJob`` and compile the segment rules
-and the mapping files themselves, from the same text the run loaded. A pipe carries a
-bounded number of messages, so a worker waits while the parent pushes: memory stays flat.
+Workers are fresh interpreters (``python -c``, like multiprocessing's spawn but without
+re-importing the caller's ``__main__``, and allowed where multiprocessing refuses, e.g.
+inside a daemonic Celery worker), so they inherit no state: they get a picklable
+``PlanJob`` and compile the segment rules and the mapping files themselves, from the same
+text the run loaded. Pipes carry a bounded number of messages, so a worker waits while
+the parent pushes: memory stays flat.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 import tomllib
 import traceback
 from collections import deque
@@ -134,52 +137,102 @@ def shared_database(url: str) -> bool:
     return database not in ("", ":memory:") and "mode=memory" not in url
 
 
+@dataclass
+class _Worker:
+    """One worker process and the two one-way pipes to and from it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    tasks: Pipe  # job, then slices, then None
+    results: Pipe  # changes, tallies, errors
+
+    def stop(self) -> None:
+        for pipe in (self.tasks, self.results):
+            pipe.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_BOOT = "import sys; from crmsync.parallel import worker_main; worker_main(*sys.argv[1:])"
+
+
+def _start(number: int, job: PlanJob) -> _Worker:
+    """A fresh interpreter (nothing inherited, allowed inside daemonic processes such as
+    a Celery worker) that finds the same modules as this one."""
+    task_read, task_write = os.pipe()
+    result_read, result_write = os.pipe()
+    env = dict(os.environ)
+    paths = [*sys.path, *env.get("PYTHONPATH", "").split(os.pathsep)]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BOOT, str(task_read), str(result_write), str(os.getpid())],
+        pass_fds=(task_read, result_write),
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(task_read)
+    os.close(result_write)
+    worker = _Worker(
+        f"crmsync-plan-{number}",
+        process,
+        Pipe(task_write, readable=False),
+        Pipe(result_read, writable=False),
+    )
+    worker.tasks.send(job)
+    return worker
+
+
+def can_start_workers() -> bool:
+    return bool(sys.executable)
+
+
 def run_workers(job: PlanJob, slices: Sequence[KeyRange], workers: int, deliver: Deliver) -> Tally:
     """Plans ``slices`` on ``workers`` processes, delivering changes as they arrive;
     returns the tallies added up in slice (so key) order."""
-    context = multiprocessing.get_context("spawn")
     pending = deque(enumerate(slices))
     tallies: dict[int, Tally] = {}
-    pipes: dict[Pipe, Any] = {}
+    running: dict[Pipe, _Worker] = {}
     try:
         for number in range(min(workers, len(slices))):
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=_worker,
-                args=(job, theirs, os.getpid()),
-                name=f"crmsync-plan-{number}",
-                daemon=True,
-            )
-            process.start()
-            theirs.close()
-            pipes[ours] = process
-            ours.send(pending.popleft())
-        while pipes:
-            for pipe in wait(list(pipes)):
+            worker = _start(number, job)
+            running[worker.results] = worker
+            _send(worker, pending.popleft())
+        while running:
+            for pipe in wait(list(running)):
                 assert isinstance(pipe, Pipe)
-                _receive(pipe, pipes, pending, tallies, deliver)
+                _receive(running[pipe], running, pending, tallies, deliver)
     finally:
-        for process in pipes.values():
-            process.terminate()
-        for process in pipes.values():
-            process.join(5)
+        for worker in running.values():
+            worker.stop()
     total = Tally()
     for index in sorted(tallies):
         total.add(tallies[index], job.samples)
     return total
 
 
+def _send(worker: _Worker, task: tuple[int, KeyRange] | None) -> None:
+    try:
+        worker.tasks.send(task)
+    except OSError:
+        raise _died(worker) from None
+
+
 def _receive(
-    pipe: Pipe,
-    pipes: dict[Pipe, Any],
+    worker: _Worker,
+    running: dict[Pipe, _Worker],
     pending: deque[tuple[int, KeyRange]],
     tallies: dict[int, Tally],
     deliver: Deliver,
 ) -> None:
     try:
-        message = pipe.recv()
+        message = worker.results.recv()
     except (EOFError, OSError):  # closed, or reset by a worker killed mid-message
-        raise _died(pipes.pop(pipe)) from None
+        raise _died(worker) from None
     kind = message[0]
     if kind == "changes":
         for index, change in message[1]:
@@ -187,31 +240,32 @@ def _receive(
     elif kind == "done":
         tallies[message[1]] = message[2]
         task = pending.popleft() if pending else None
-        try:
-            pipe.send(task)
-        except OSError:
-            raise _died(pipes.pop(pipe)) from None
-        if task is None:  # told to stop: it exits once its connection is closed
-            pipes.pop(pipe).join(30)
-            pipe.close()
+        _send(worker, task)
+        if task is None:  # told to stop: it exits on its own
+            del running[worker.results]
+            worker.stop()
     else:  # "error"
         _, error, where = message
-        pipes.pop(pipe).join(5)
         if isinstance(error, BaseException):
             error.add_note(f"in profile worker:\n{where}")
             raise error
         raise ParallelError(f"profile worker failed: {error}\n{where}")
 
 
-def _died(process: Any) -> ParallelError:
-    process.join(5)
-    return ParallelError(f"profile worker {process.name} died (exit code {process.exitcode})")
-
-
-def _worker(job: PlanJob, pipe: Pipe, parent: int) -> None:
-    """A worker's whole life: plan slices until told to stop or the parent is gone."""
+def _died(worker: _Worker) -> ParallelError:
     try:
-        _plan_slices(job, pipe, parent)
+        code = worker.process.wait(5)
+    except subprocess.TimeoutExpired:
+        code = None
+    return ParallelError(f"profile worker {worker.name} died (exit code {code})")
+
+
+def worker_main(task_fd: str, result_fd: str, parent: str) -> None:
+    """A worker's whole life: plan slices until told to stop or the parent is gone."""
+    tasks = Pipe(int(task_fd), writable=False)
+    results = Pipe(int(result_fd), readable=False)
+    try:
+        _plan_slices(tasks.recv(), tasks, results, int(parent))
     except (EOFError, BrokenPipeError, SystemExit):
         return  # the parent is gone or stopped us: nobody to report to
     except BaseException as exc:
@@ -222,12 +276,12 @@ def _worker(job: PlanJob, pipe: Pipe, parent: int) -> None:
         except Exception:
             error = f"{exc.__class__.__name__}: {exc}"
         try:
-            pipe.send(("error", error, where))
-        except (BrokenPipeError, OSError):
+            results.send(("error", error, where))
+        except OSError:
             return
 
 
-def _plan_slices(job: PlanJob, pipe: Pipe, parent: int) -> None:
+def _plan_slices(job: PlanJob, tasks: Pipe, results: Pipe, parent: int) -> None:
     from state.store import Store
 
     def check_parent() -> None:
@@ -238,7 +292,7 @@ def _plan_slices(job: PlanJob, pipe: Pipe, parent: int) -> None:
     store = Store(job.state_url, migrate=False)
     try:
         with store.engine.connect() as conn:
-            while (task := pipe.recv()) is not None:
+            while (task := tasks.recv()) is not None:
                 index, keys = task
                 tally = planner.new_tally()
                 chunk: list[tuple[int, Change]] = []
@@ -246,10 +300,10 @@ def _plan_slices(job: PlanJob, pipe: Pipe, parent: int) -> None:
                     if job.send_changes:
                         chunk.append(item)
                         if len(chunk) >= CHUNK:
-                            pipe.send(("changes", chunk))
+                            results.send(("changes", chunk))
                             chunk = []
                 if chunk:
-                    pipe.send(("changes", chunk))
-                pipe.send(("done", index, tally))
+                    results.send(("changes", chunk))
+                results.send(("done", index, tally))
     finally:
         store.close()

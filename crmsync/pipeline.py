@@ -22,6 +22,7 @@ from crmsync.diff import Policy
 from crmsync.errors import AuthError, ConfigError, ConnectorError, CrmsyncError
 from crmsync.parallel import (
     PlanJob,
+    can_start_workers,
     mapping_source,
     run_workers,
     shared_database,
@@ -377,7 +378,7 @@ def _parallel_plan(
     options: RunOptions,
 ) -> tuple[PlanJob, list[KeyRange], int] | None:
     """The job, slices and worker count for a run in worker processes, or None to plan here."""
-    if not shared_database(store.url):
+    if not shared_database(store.url) or not can_start_workers():
         return None
     with store.engine.connect() as conn:
         workers = worker_count(conn, ctx.sources, spec.settings.workers)
