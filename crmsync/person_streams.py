@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from heapq import heapify, heappop, heapreplace
 from itertools import pairwise
 from typing import Any
 
@@ -26,6 +25,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmsync.config import ProfileSettings
+from crmsync.merge_join import grouped, keyed
 from state import schema
 
 
@@ -255,27 +255,6 @@ def linked_carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) ->
     )
 
 
-def grouped(rows: Iterable[Any]) -> Iterator[tuple[str, list[Any]]]:
-    """(key, rows with that key) from rows ordered by their first column."""
-    key: str | None = None
-    group: list[Any] = []
-    for row in rows:
-        if row[0] != key:
-            if group:
-                yield key, group  # type: ignore[misc]
-            key, group = row[0], [row]
-        else:
-            group.append(row)
-    if group:
-        yield key, group  # type: ignore[misc]
-
-
-def keyed(rows: Iterable[Any]) -> Iterator[tuple[str, Any]]:
-    """(key, row) from rows with unique keys in order (ledger, failures)."""
-    for row in rows:
-        yield row[0], row
-
-
 def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
     """The rows of ``statement``, streamed, as tuples by position.
 
@@ -314,50 +293,6 @@ def profile_streams(
     streams = [grouped(execute(conn, q(conn, ctx, keys))) for q in queries]
     streams.append(keyed(execute(conn, linked_away_query(conn, ctx, keys))))
     return streams
-
-
-_END = object()
-
-
-def merge_groups(
-    streams: Sequence[Iterator[tuple[str, Any]]],
-) -> Iterator[tuple[str, list[Any]]]:
-    """Merge-joins key-ordered (key, group) streams: yields (key, one slot per stream).
-
-    A slot is the stream's group for that key, or None. A heap of the streams' next keys
-    costs one comparison chain per stream that has the key, so the sparse streams (links,
-    consent, failures) cost almost nothing.
-    """
-    count = len(streams)
-    advance = [stream.__next__ for stream in streams]
-    pending: list[Any] = [None] * count
-    heap: list[tuple[str, int]] = []
-    for index, step in enumerate(advance):
-        item = _step(step)
-        if item is not _END:
-            key, pending[index] = item
-            heap.append((key, index))
-    heapify(heap)
-    while heap:
-        key = heap[0][0]
-        slots: list[Any] = [None] * count
-        while heap and heap[0][0] == key:
-            index = heap[0][1]
-            slots[index] = pending[index]
-            item = _step(advance[index])
-            if item is _END:
-                heappop(heap)
-            else:
-                heapreplace(heap, (item[0], index))
-                pending[index] = item[1]
-        yield key, slots
-
-
-def _step(step: Any) -> Any:
-    try:
-        return step()
-    except StopIteration:
-        return _END
 
 
 def key_boundaries(conn: Connection, sources: Sequence[str], parts: int) -> list[str]:

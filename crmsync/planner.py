@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 
 from connectors.base import Change
 from crmsync.diff import Acked, OpenFailure, Policy, Skip, decide
+from crmsync.merge_join import keyed, merge_groups
 from crmsync.person_streams import (
     EVERYONE,
     KeyRange,
@@ -27,8 +28,6 @@ from crmsync.person_streams import (
     execute,
     foreign_currency_orders,
     in_range,
-    keyed,
-    merge_groups,
     profile_streams,
 )
 from crmsync.profiles import ProfileBuilder

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from crmsync.merge_join import merge_groups
 from crmsync.normalize import minor_unit_exponent
 from crmsync.person_streams import (
     CARTS,
@@ -41,7 +42,6 @@ from crmsync.person_streams import (
     KeyRange,
     ProfileContext,
     foreign_currency_orders,
-    merge_groups,
     profile_streams,
 )
 

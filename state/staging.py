@@ -5,11 +5,8 @@ A record replaces its staged version only when it is newer (or when either side 
 ``updated_at``, as with full exports), so re-reading a lookback window, duplicates across
 pages and out-of-order pages are all harmless.
 
-Person keys are kept here, at write time, so that a profile run reads plain key-ordered
-index scans: an order or cart takes its customer's key when that customer is staged, else
-``e:<its e-mail>``, else ``s:<source>:<customer id>``; a customer staged with a new or
-changed key re-keys its orders and carts in the same transaction. (Linking e-mail-less
-customers by phone depends on a pipeline's sources, so it happens when profiles are read.)
+Orders and carts are staged with their person's key, and a customer staged with a new or
+changed key re-keys its orders and carts in the same transaction (``person_keys``).
 """
 
 from __future__ import annotations
@@ -21,13 +18,14 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, and_, bindparam, delete, select, update
+from sqlalchemy import Table, and_, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crmsync.normalize import minor_unit_exponent
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state import schema
+from state.person_keys import customer_keys, fallback_key, keys_for, rekey
 from state.timeutil import to_ms
 
 
@@ -91,15 +89,6 @@ def _customer_row(source: str, c: Customer, staged_at: int) -> dict[str, Any]:
         "deleted": c.deleted,
         "staged_at": staged_at,
     }
-
-
-def fallback_key(source: str, customer_external_id: str | None, email: str | None) -> str | None:
-    """The key of an order or cart whose customer is not staged (None: it has no person)."""
-    if email is not None:
-        return f"e:{email}"
-    if customer_external_id is not None:
-        return f"s:{source}:{customer_external_id}"
-    return None
 
 
 def _order_row(source: str, o: Order, staged_at: int, key: str | None) -> dict[str, Any]:
@@ -205,48 +194,6 @@ def _staged_versions(
     return found
 
 
-def _customer_keys(conn: Connection, source: str, ids: Iterable[str | None]) -> dict[str, str]:
-    """The person keys of the staged customers among ``ids``."""
-    table = schema.customers
-    wanted = sorted({i for i in ids if i is not None})
-    found: dict[str, str] = {}
-    for start in range(0, len(wanted), 500):
-        query = select(table.c.external_id, table.c.person_key).where(
-            table.c.source == source, table.c.external_id.in_(wanted[start : start + 500])
-        )
-        found.update({row.external_id: row.person_key for row in conn.execute(query)})
-    return found
-
-
-def _rekey(conn: Connection, source: str, keys: dict[str, str]) -> None:
-    """Gives the orders and carts of these customers (id -> new key) their customer's key."""
-    if not keys:
-        return
-    params = [{"b_source": source, "b_id": cid, "b_key": key} for cid, key in keys.items()]
-    for table in (schema.orders, schema.carts):
-        statement = (
-            update(table)
-            .where(
-                table.c.source == bindparam("b_source"),
-                table.c.customer_external_id == bindparam("b_id"),
-                table.c.person_key.is_distinct_from(bindparam("b_key")),
-            )
-            .values(person_key=bindparam("b_key"))
-        )
-        conn.execute(statement, params)
-
-
-def _keys_for(
-    conn: Connection, source: str, records: Sequence[Order] | Sequence[Cart]
-) -> list[str | None]:
-    customer_keys = _customer_keys(conn, source, (r.customer_external_id for r in records))
-    return [
-        customer_keys.get(r.customer_external_id or "")
-        or fallback_key(source, r.customer_external_id, r.email)
-        for r in records
-    ]
-
-
 def stage_records(
     conn: Connection,
     source: str,
@@ -272,10 +219,10 @@ def stage_records(
     stats.unchanged = len(records) - len(fresh)
     if stream is Stream.CUSTOMERS:
         customers: list[Customer] = fresh  # type: ignore[assignment]
-        old_keys = _customer_keys(conn, source, (c.external_id for c in customers))
+        old_keys = customer_keys(conn, source, (c.external_id for c in customers))
         rows = [_customer_row(source, c, staged_at) for c in customers]
         _upsert(conn, table, rows)
-        _rekey(
+        rekey(
             conn,
             source,
             {
@@ -286,7 +233,7 @@ def stage_records(
         )
     elif stream is Stream.ORDERS:
         orders: list[Order] = fresh  # type: ignore[assignment]
-        keys = _keys_for(conn, source, orders)
+        keys = keys_for(conn, source, orders)
         _upsert(
             conn,
             table,
@@ -306,7 +253,7 @@ def stage_records(
             conn.execute(schema.order_lines.insert(), line_rows)
     else:
         carts: list[Cart] = fresh  # type: ignore[assignment]
-        keys = _keys_for(conn, source, carts)
+        keys = keys_for(conn, source, carts)
         _upsert(
             conn,
             table,
