@@ -126,6 +126,7 @@ class Planner:
             )
             for index, target in enumerate(self.targets)
         ]
+        combos: dict[tuple[str, ...], int] = {}  # segment sets repeat: count each set once
         build = self.builder.build_with_activity
         evaluate, as_of, policy, wanted = (
             self.segments.evaluate,
@@ -133,43 +134,48 @@ class Planner:
             self.policy,
             self.samples,
         )
-        for key, slots in merge_groups(streams):
-            built = build(key, slots)
-            if built is None:
-                continue  # only a ledger, failure or consent row: nobody to sync
-            profile, activity = built
-            tally.profiles += 1
-            if tick is not None and not tally.profiles % TICK_EVERY:
-                tick()
-            member_of = evaluate(profile, as_of)
-            tally.segments.update(member_of)
-            deleted = profile["deleted"]
-            for index, apply, identities, counts, samples, slot in destinations:
-                acked_row, failure_row = slots[slot], slots[slot + 1]
-                acked = _acked(acked_row) if acked_row is not None else None
-                failure = _failure(failure_row) if failure_row is not None else None
-                identified = not identities or any(profile.get(f) for f in identities)
-                # decide() reads the payload only of someone it may upsert: map no one else
-                upsert = identified and not deleted
-                if failure is not None and failure.reason_class == "compliance":
-                    upsert = False
-                outcome = decide(
-                    profile,
-                    apply(profile) if upsert else _NO_FIELDS,
-                    self._tags_for(index, member_of),
-                    identified,
-                    acked,
-                    failure,
-                    policy,
-                    activity,
-                )
-                if isinstance(outcome, Skip):
-                    counts[outcome.value] += 1
-                    continue
-                count_change(counts, outcome)
-                if len(samples) < wanted:
-                    samples.append(sample(outcome, acked))
-                yield index, outcome
+        try:
+            for key, slots in merge_groups(streams):
+                built = build(key, slots)
+                if built is None:
+                    continue  # only a ledger, failure or consent row: nobody to sync
+                profile, activity = built
+                tally.profiles += 1
+                if tick is not None and not tally.profiles % TICK_EVERY:
+                    tick()
+                member_of = evaluate(profile, as_of)
+                combos[member_of] = combos.get(member_of, 0) + 1
+                deleted = profile["deleted"]
+                for index, apply, identities, counts, samples, slot in destinations:
+                    acked_row, failure_row = slots[slot], slots[slot + 1]
+                    acked = _acked(acked_row) if acked_row is not None else None
+                    failure = _failure(failure_row) if failure_row is not None else None
+                    identified = _identified(profile, identities)
+                    # decide() reads the payload only of someone it may upsert: map no one else
+                    upsert = identified and not deleted
+                    if failure is not None and failure.reason_class == "compliance":
+                        upsert = False
+                    outcome = decide(
+                        profile,
+                        apply(profile) if upsert else _NO_FIELDS,
+                        self._tags_for(index, member_of),
+                        identified,
+                        acked,
+                        failure,
+                        policy,
+                        activity,
+                    )
+                    if isinstance(outcome, Skip):
+                        counts[outcome.value] += 1
+                        continue
+                    count_change(counts, outcome)
+                    if len(samples) < wanted:
+                        samples.append(sample(outcome, acked))
+                    yield index, outcome
+        finally:  # also when the caller stops early
+            for combo, n in combos.items():
+                for name in combo:
+                    tally.segments[name] += n
 
     def _tags_for(self, index: int, member_of: tuple[str, ...]) -> tuple[str, ...]:
         cache = self._tags[index]
@@ -179,6 +185,16 @@ class Planner:
                 cache.clear()
             tags = cache[member_of] = self.targets[index].mapping.tags_for(member_of)
         return tags
+
+
+def _identified(profile: dict[str, Any], identities: tuple[str, ...]) -> bool:
+    """Whether any of the destination's identity fields is set (any, when it names none)."""
+    if not identities:
+        return True
+    for name in identities:  # noqa: SIM110 (a plain loop: any() over a generator costs more)
+        if profile.get(name):
+            return True
+    return False
 
 
 def _acked(row: Any) -> Acked:
