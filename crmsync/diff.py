@@ -46,6 +46,7 @@ class OpenFailure:
 
 
 _CONSENT = {state.value: state for state in ConsentState}
+_ACTION = {action: action.value for action in Action}  # Enum.value is a Python descriptor
 _ARCHIVED = frozenset({"archived", "deleted"})
 
 
@@ -78,7 +79,7 @@ def payload_hash(
     action: Action,
 ) -> str:
     body = orjson.dumps(
-        [action.value, email, phone, email_consent, sms_consent, fields],
+        [_ACTION[action], email, phone, email_consent, sms_consent, fields],
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.blake2b(body, digest_size=16).hexdigest()
@@ -125,7 +126,8 @@ def decide(
         tags_add = tuple(sorted(new_tags - old))
         tags_remove = tuple(sorted(old - new_tags))
     else:
-        tags_add, tags_remove = tuple(sorted(set(tags))), ()
+        unique = len(tags) < 2  # mappings give sorted tags; one tag is sorted and unique
+        tags_add, tags_remove = (tags if unique else tuple(sorted(set(tags)))), ()
     return Change(
         person_key=str(profile["person_key"]),
         action=action,
