@@ -274,12 +274,6 @@ class _Batcher:
         self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
         self.pending: list[Change] = []
         self.lease: tuple[str, str] | None = None  # (pipeline, holder) to renew per batch
-        mapping = spec.mapping
-        self.identities = [f for f in (mapping.identity_email, mapping.identity_phone) if f]
-
-    def identified(self, profile: dict[str, Any]) -> bool:
-        """Whether the destination can address this person (any identity field set)."""
-        return not self.identities or any(profile.get(f) for f in self.identities)
 
     def add(self, change: Change) -> None:
         if self.report.error:
