@@ -57,6 +57,14 @@ class Site:
     def records(self) -> list[dict[str, Any]]:
         return read_outbox(self.outbox) if self.outbox.exists() else []
 
+    def records_in(self, names: set[str]) -> list[dict[str, Any]]:
+        """The records of these batch files (e.g. the ones a run added)."""
+        out: list[dict[str, Any]] = []
+        for name in sorted(names):
+            text = (self.outbox / name).read_text(encoding="utf-8")
+            out.extend(json.loads(line) for line in text.splitlines() if line)
+        return out
+
     def batch_files(self) -> set[str]:
         return {p.name for p in self.outbox.glob("*.jsonl")} if self.outbox.exists() else set()
 

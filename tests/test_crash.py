@@ -129,14 +129,6 @@ def test_an_interrupted_backfill_resumes_and_repushes_each_person_once(tmp_path:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)[0]
     assert any("resuming backfill" in w for w in report["warnings"])
-    repushed = [r["person_key"] for r in _records_in(site, site.batch_files() - before)]
+    repushed = [r["person_key"] for r in site.records_in(site.batch_files() - before)]
     assert len(repushed) == len(set(repushed)) == synced  # everyone once, nobody twice
     assert report["destinations"]["out"]["update"] == synced - acked_before_kill
-
-
-def _records_in(site: Site, names: set[str]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    for name in names:
-        text = (site.outbox / name).read_text(encoding="utf-8")
-        out.extend(json.loads(line) for line in text.splitlines() if line)
-    return out

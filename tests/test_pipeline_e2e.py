@@ -47,7 +47,7 @@ def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
         updated_at="2026-10-31T12:00:00+03:00",
     )
     report = site.run_json()
-    new = _records_in(site, site.batch_files() - files)
+    new = site.records_in(site.batch_files() - files)
     assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
     assert "crm-vip" in new[0]["tags_add"] and new[0]["tags_remove"] == []
     assert new[0]["is_new"] is False
@@ -60,18 +60,10 @@ def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
         updated_at="2026-10-31T13:00:00+03:00",
     )
     report = site.run_json()
-    new = _records_in(site, site.batch_files() - files)
+    new = site.records_in(site.batch_files() - files)
     assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
     assert {"crm-vip", "crm-repeat"} <= set(new[0]["tags_remove"])
     assert "crm-vip" not in new[0]["tags_add"]
-
-
-def _records_in(site: Site, names: set[str]) -> list[dict[str, object]]:
-    records: list[dict[str, object]] = []
-    for name in sorted(names):
-        text = (site.outbox / name).read_text(encoding="utf-8")
-        records.extend(json.loads(line) for line in text.splitlines() if line)
-    return records
 
 
 def _repeat_buyer_with_recent_order(site: Site) -> tuple[str, str]:
