@@ -35,14 +35,15 @@ def outbox_records(site: Site) -> list[tuple[str, str]]:
     return sorted((str(r["person_key"]), str(r["payload_hash"])) for r in site.records())
 
 
-def start_run(site: Site) -> subprocess.Popen[bytes]:
-    code = "from crmsync.cli import main; main()"
-    return subprocess.Popen(
+def kill_after_batches(site: Site, *command: str) -> None:
+    """Runs a crmsync command in its own process and SIGKILLs it once it wrote 3 batches."""
+    before = site.batch_files()
+    process = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            code,
-            "run",
+            "from crmsync.cli import main; main()",
+            *command,
             "--config",
             str(site.config),
             "--as-of",
@@ -53,6 +54,13 @@ def start_run(site: Site) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
         cwd=Path(__file__).parent.parent,
     )
+    deadline = time.monotonic() + 120
+    while len(site.batch_files() - before) < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, f"crmsync {command[0]} wrote no batches"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
 
 
 def test_sigkill_part_way_then_rerun_equals_one_clean_run(tmp_path: Path, state_url: str) -> None:
@@ -63,14 +71,7 @@ def test_sigkill_part_way_then_rerun_equals_one_clean_run(tmp_path: Path, state_
     assert len(expected_outbox) > 1400
 
     crashed = make_site(tmp_path / "crashed", state_url, customers=1500, batch_size=20)
-    process = start_run(crashed)
-    deadline = time.monotonic() + 120
-    while len(crashed.batch_files()) < 3 and process.poll() is None:
-        assert time.monotonic() < deadline, "the run wrote no batches"
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    kill_after_batches(crashed, "run")
     acked = ledger(state_url)
     assert 0 < len(acked) < len(expected_ledger), "the kill did not land part-way"
 
@@ -88,32 +89,7 @@ def test_an_interrupted_backfill_resumes_and_repushes_each_person_once(tmp_path:
     synced = site.run_json()["destinations"]["out"]["create"]
     before = site.batch_files()
 
-    code = "from crmsync.cli import main; main()"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "backfill",
-            "--pipeline",
-            "main",
-            "--full",
-            "--config",
-            str(site.config),
-            "--as-of",
-            AS_OF,
-            "--no-progress",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=Path(__file__).parent.parent,
-    )
-    deadline = time.monotonic() + 120
-    while len(site.batch_files() - before) < 3 and process.poll() is None:
-        assert time.monotonic() < deadline, "the backfill wrote no batches"
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_batches(site, "backfill", "--pipeline", "main", "--full")
     store = Store(url)
     interrupted = store.runs("main", 1)[0]
     assert interrupted.kind == "backfill" and interrupted.force_before is not None
