@@ -2,8 +2,8 @@
 
 One TOML file per destination kind (the format is documented in ``mappings/README.md``)
 is loaded and validated against the profile field catalogue, reporting every problem
-with its TOML key path, then compiled into closures: ``CompiledMapping.apply(profile)``
-is a pure function, with no I/O and no configuration look-ups per profile.
+with its TOML key path, then compiled into one function: ``CompiledMapping.apply(profile)``
+is pure, with no I/O and no configuration look-ups per profile.
 """
 
 from __future__ import annotations

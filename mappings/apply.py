@@ -1,8 +1,8 @@
 """``CompiledMapping``: a loaded mapping, ready to turn profiles into destination payloads.
 
-Everything is decided when the mapping loads; ``apply`` is one dict comprehension over
-pre-built closures, with no I/O and no look-ups in the configuration, and ``tag_for``
-caches each segment's tag name.
+Everything is decided when the mapping loads; ``apply`` is one generated function
+(``compose``) with no I/O and no look-ups in the configuration, and ``tag_for`` caches
+each segment's tag name.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from collections.abc import Iterable, Mapping
 
 from connectors.base import FieldSpec
 from crmsync.errors import RecordError
-from mappings.convert import Getter, compile_field
-from mappings.model import MappingSpec
+from mappings.compose import compose
+from mappings.convert import compile_field
+from mappings.model import FieldRule, MappingSpec
 from mappings.text import tag_namer
 
 _CONVERSION_ERRORS = (TypeError, ValueError, AttributeError, ArithmeticError, KeyError)
@@ -22,7 +23,7 @@ class CompiledMapping:
     """Profile -> destination fields, and segment names -> tag names, for one destination."""
 
     __slots__ = (
-        "_fields",
+        "_apply",
         "_namer",
         "_specs",
         "_tags",
@@ -31,6 +32,7 @@ class CompiledMapping:
         "kind",
         "path",
         "profile_fields_used",
+        "rules",
         "tag_prefix",
     )
 
@@ -40,9 +42,8 @@ class CompiledMapping:
         self.identity_email: str | None = spec.identity_email
         self.identity_phone: str | None = spec.identity_phone
         rules = sorted(spec.fields, key=lambda rule: rule.name)
-        self._fields: tuple[tuple[str, Getter], ...] = tuple(
-            (rule.name, compile_field(rule)) for rule in rules
-        )
+        self.rules: tuple[FieldRule, ...] = tuple(rules)
+        self._apply = compose(rules, name=f"mapping {spec.kind} {path}".strip())
         self._specs = tuple(
             FieldSpec(name=rule.name, type=rule.type, label=rule.label, choices=rule.choices)
             for rule in rules
@@ -63,16 +64,16 @@ class CompiledMapping:
         the destination field, so the one record is quarantined.
         """
         try:
-            return {name: get(profile) for name, get in self._fields}
+            return self._apply(profile)
         except _CONVERSION_ERRORS as exc:
             raise self._which_failed(profile) from exc
 
     def _which_failed(self, profile: Mapping[str, object]) -> RecordError:
-        for name, get in self._fields:
+        for rule in self.rules:  # rare: rebuild the closures to find the failing field
             try:
-                get(profile)
+                compile_field(rule)(profile)
             except _CONVERSION_ERRORS as exc:
-                return RecordError(f"cannot map the profile value: {exc}", field=name)
+                return RecordError(f"cannot map the profile value: {exc}", field=rule.name)
         return RecordError("cannot map the profile")
 
     def field_specs(self) -> list[FieldSpec]:
@@ -96,4 +97,4 @@ class CompiledMapping:
         return tag.startswith(self.tag_prefix)
 
     def __repr__(self) -> str:
-        return f"CompiledMapping(kind={self.kind!r}, fields={[n for n, _ in self._fields]})"
+        return f"CompiledMapping(kind={self.kind!r}, fields={[rule.name for rule in self.rules]})"

@@ -1,7 +1,9 @@
-"""Builds, once per mapping, the closure that turns one profile value into one output value.
+"""Decides, once per mapping, how one profile value becomes one output value.
 
 Every decision (which conversion, which format, which case rules, which limit) is taken
-here at load time; the closures only do the work. Outputs are JSON values chosen to be
+here at load time, as a ``FieldPlan`` that ``compose`` writes into the mapping's apply
+function, or as a closure (``compile_field``) for the few fields a plan cannot express;
+the steps only do the work. Outputs are JSON values chosen to be
 stable: the same profile always gives an equal value, so payload hashes only change when
 the data does (numbers are rounded half-up from the exact ``Decimal``; see the README).
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, tzinfo
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
@@ -27,6 +30,42 @@ CACHE_SIZE = 20_000  # distinct values remembered per cached step (bounded memor
 _DAY_DIRECTIVES = frozenset("YmdyjFGVuw%")
 NULL: Any = object()  # a step's way to say "use the null value" (overflow, invalid choice)
 _BOOL_TEXT = {True: "true", False: "false"}
+
+
+def _is_true(value: object) -> bool:
+    return value is True
+
+
+# steps the composed apply function writes as an expression of ``v`` instead of a call
+INLINE: Mapping[Step, str] = {_is_true: "v is True", list: "list(v)"}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPlan:
+    """One field as ``compose`` writes it into the mapping's apply function.
+
+    The output is ``null`` (or ``null_factory()``) when the profile value is None,
+    otherwise ``convert(value)``; ``convert`` None means the profile value is the output.
+    """
+
+    source: str
+    null: object
+    null_factory: Callable[[], object] | None
+    convert: Step | None
+
+
+def plan_field(rule: FieldRule) -> FieldPlan | None:
+    """The field as a plan, or None where only its closure (``compile_field``) will do:
+    addresses, and steps that can turn a value into the null value after converting it."""
+    if rule.type == "address" or rule.source is None:
+        return None
+    if rule.type == "dropdown" or (rule.max_length is not None and rule.overflow == "default"):
+        return None
+    default = None if rule.default is NO_DEFAULT else rule.default
+    factory = _null_value(rule) if isinstance(default, dict | list) else None
+    steps = _steps(rule)
+    convert = _chain(steps) if steps else None
+    return FieldPlan(rule.source, default, factory, convert)
 
 
 def compile_field(rule: FieldRule) -> Getter:
@@ -74,28 +113,29 @@ def _zone(rule: FieldRule) -> tzinfo:
 def _steps(rule: FieldRule) -> list[Step]:
     kind = rule.type
     if kind == "text":
-        return [_to_text(rule), *_text_steps(rule)]
+        first = _to_text(rule)  # None: the profile value is text already
+        return [*([first] if first is not None else []), *_text_steps(rule)]
     if kind == "number":
         return [_to_number(rule)]
     if kind == "integer":
         if rule.source_type == "decimal":
             return [lambda v: int(v.quantize(Decimal(1), ROUND_HALF_UP))]
-        return [int]
+        return []  # the profile holds an int
     if kind in ("date", "datetime", "birthday"):
         return [_to_time_text(rule)]
     if kind == "boolean":
-        return [lambda v: v is True]
+        return [_is_true]
     if kind == "phone":
-        return [str]
+        return []  # profile phones are E.164 text
     if kind == "list":
         return [list]
     return [_to_choice(rule)]  # dropdown
 
 
-def _to_text(rule: FieldRule) -> Step:
+def _to_text(rule: FieldRule) -> Step | None:
     source = rule.source_type
     if source == "text":
-        return str
+        return None
     if source == "integer":
         return (
             str if rule.round is None else lambda v: format(_rounded(Decimal(v), rule.round), "f")
@@ -128,7 +168,9 @@ def _to_number(rule: FieldRule) -> Step:
             return int
         return lambda v: int(v.quantize(Decimal(1), ROUND_HALF_UP))
     step = Decimal(1).scaleb(-places)
-    return lambda v: float(Decimal(v).quantize(step, ROUND_HALF_UP)) + 0.0
+    if rule.source_type == "integer":
+        return lambda v: float(Decimal(v).quantize(step, ROUND_HALF_UP)) + 0.0
+    return lambda v: float(v.quantize(step, ROUND_HALF_UP)) + 0.0
 
 
 def _to_time_text(rule: FieldRule) -> Step:
@@ -144,13 +186,27 @@ def _to_time_text(rule: FieldRule) -> Step:
         return value if value.tzinfo is zone else value.astimezone(zone)
 
     if fmt is None:
-        return lambda v: (
-            local(v).isoformat(timespec="seconds") if isinstance(v, datetime) else v.isoformat()
-        )
+        return _iso_seconds(zone)
     if not set(re.findall(r"%(.)", fmt)) <= _DAY_DIRECTIVES:
         return lambda v: (local(v) if isinstance(v, datetime) else v).strftime(fmt)
     day_text = lru_cache(maxsize=CACHE_SIZE)(lambda day: day.strftime(fmt))
     return lambda v: day_text(local(v).date() if isinstance(v, datetime) else v)
+
+
+def _iso_seconds(zone: tzinfo) -> Step:
+    """ISO 8601 to the second; ``isoformat()`` is that already when there are no
+    microseconds (most source times), and is much cheaper than ``timespec=``."""
+
+    def iso(value: date) -> str:
+        if not isinstance(value, datetime):
+            return value.isoformat()
+        if value.tzinfo is not zone:
+            value = value.astimezone(zone)
+        if value.microsecond:
+            return value.isoformat(timespec="seconds")
+        return value.isoformat()
+
+    return iso
 
 
 def _text_steps(rule: FieldRule) -> list[Step]:

@@ -1,8 +1,8 @@
 """The validated shape of a mapping file, and the error that lists everything wrong with one.
 
 ``parse`` turns TOML data into these frozen specs, ``limits`` adds the checks of one
-destination kind, and ``apply`` compiles a spec into closures. Keeping the spec apart
-from the closures lets every check run before any code is built.
+destination kind, and ``apply`` compiles a spec into code. Keeping the spec apart
+from the code lets every check run before any code is built.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ DEFAULT_FORMATS = {"date": "%Y-%m-%d", "birthday": "%m/%d"}
 
 @dataclass(frozen=True, slots=True)
 class FieldRule:
-    """One destination field, validated; ``apply`` turns it into a closure."""
+    """One destination field, validated; ``convert`` decides how it is computed."""
 
     name: str
     type: str

@@ -574,6 +574,108 @@ default = "unknown"
     assert compiled.apply({})["D"] == ["none"]
 
 
+EVERY_KIND = """
+locale = "tr"
+[fields.'quote"d \\ name']
+from = "city"
+[fields."şehir adı"]
+from = "city"
+case = "title"
+max_length = 5
+[fields.SHORT_OR_NOTHING]
+from = "city"
+max_length = 3
+overflow = "default"
+default = "?"
+[fields.MAPPED]
+from = "lifecycle_stage"
+map = { active = "Aktif" }
+unmapped = "Diğer"
+[fields.CHOICE]
+from = "rfm_label"
+type = "dropdown"
+choices = ["champions", "loyal"]
+[fields.CHOICE_FROM_BOOL]
+from = "cart_open"
+type = "dropdown"
+[fields.SPENT]
+from = "total_spent"
+type = "number"
+[fields.SPENT_INT]
+from = "total_spent"
+type = "integer"
+[fields.COUNT_AS_NUMBER]
+from = "orders_count"
+type = "number"
+round = 1
+[fields.COUNT_TEXT]
+from = "orders_count"
+type = "text"
+round = 2
+[fields.SPENT_TEXT]
+from = "avg_order_value"
+type = "text"
+[fields.WHEN_LOCAL]
+from = "customer_since"
+type = "datetime"
+timezone = "Europe/Istanbul"
+[fields.WHEN_DAY]
+from = "customer_since"
+type = "date"
+format = "%d.%m.%Y"
+[fields.WHEN_TEXT]
+from = "first_order_at"
+type = "text"
+format = "%Y-%m-%d %H:%M"
+[fields.BIRTHDAY]
+from = "birthday"
+type = "birthday"
+[fields.FLAG]
+from = "cart_abandoned"
+type = "boolean"
+[fields.FLAG_TEXT]
+from = "cart_open"
+type = "text"
+[fields.TAGS]
+from = "categories"
+type = "list"
+default = []
+[fields.TAGS_TEXT]
+from = "categories"
+type = "text"
+join = " | "
+[fields.PHONE]
+from = "phone"
+type = "phone"
+[fields.ADDRESS]
+type = "address"
+from_fields = { addr1 = "address1", city = "city", zip = "postal_code" }
+require = ["addr1"]
+"""
+
+
+@pytest.mark.parametrize("text", ["builtin:outbox", "builtin:mailchimp", EVERY_KIND])
+def test_the_composed_apply_gives_what_each_fields_closure_gives(text: str) -> None:
+    """``apply`` is one generated function; each field's closure is the reference."""
+    from mappings.convert import compile_field
+
+    if text.startswith("builtin:"):
+        data = tomllib.loads(builtin_mapping_path(text.split(":")[1]).read_text("utf-8"))
+    else:
+        data = tomllib.loads(HEAD + text)
+    compiled = compile_mapping(data, FIELDS)
+    rules = {rule.name: rule for rule in compiled.rules}
+    full = realistic_profile()
+    variants = [full, {}, dict.fromkeys(full), full | {"city": "ANKARA"}]
+    variants += [full | {"customer_since": datetime(2024, 1, 1, 21, 30, 5, tzinfo=UTC)}]
+    variants += [full | {"rfm_label": "loyal", "cart_open": False, "categories": ()}]
+    for profile in variants:
+        out = compiled.apply(profile)
+        assert list(out) == sorted(rules)
+        for name, rule in rules.items():
+            assert out[name] == compile_field(rule)(profile), (name, profile.get(rule.source))
+
+
 def test_a_wrongly_typed_profile_value_is_a_record_error_naming_the_field() -> None:
     compiled = mapping('[fields.SPENT]\nfrom = "total_spent"\ntype = "number"')
     with pytest.raises(RecordError) as info:
