@@ -102,8 +102,9 @@ class PipelineSettings(Section):
         None,
         ge=1,
         le=64,
-        description="processes that build, segment, map and diff profiles; default: 2, or 1 "
-        "on a one-core machine; a small store uses fewer, as starting one takes a second",
+        description="processes that build, segment, map and diff profiles; default: 2 for "
+        "a store of 50,000 customers or more on a machine with 2 cores or more, else 1 "
+        "(starting one takes about a second)",
     )
     profile: ProfileSettings = Field(default_factory=ProfileSettings, description="metrics")
 

@@ -51,7 +51,8 @@ from crmsync.planner import Planner, Tally, Target
 CHUNK = 500  # changes per message from a worker
 SLICES_PER_WORKER = 4
 PEOPLE_PER_WORKER = 25_000  # fewer customers than this per worker: not worth starting one
-Deliver = Callable[[int, Change], None]
+Deliver = Callable[[int, int, Change], None]  # (slice, destination index, change)
+Finished = Callable[[int], None]  # a slice's changes have all been delivered
 
 
 class ParallelError(CrmsyncError):
@@ -116,12 +117,15 @@ def default_workers() -> int:
 
 
 def worker_count(conn: Connection, sources: Sequence[str], wanted: int | None) -> int:
-    """How many workers a run should start: ``wanted`` (or the default), fewer for a small
-    store, since starting a worker (a new interpreter) takes about a second."""
-    wanted = wanted or default_workers()
-    if wanted <= 1:
+    """How many workers a run starts: ``wanted`` when the configuration sets it; else the
+    default, fewer for a small store, since starting one (a new interpreter) takes about a
+    second."""
+    if wanted is not None:
+        return wanted
+    default = default_workers()
+    if default <= 1:
         return 1
-    return max(1, min(wanted, customer_count(conn, sources) // PEOPLE_PER_WORKER))
+    return max(1, min(default, customer_count(conn, sources) // PEOPLE_PER_WORKER))
 
 
 def slices_for(conn: Connection, sources: Sequence[str], workers: int) -> list[KeyRange]:
@@ -191,9 +195,16 @@ def can_start_workers() -> bool:
     return bool(sys.executable)
 
 
-def run_workers(job: PlanJob, slices: Sequence[KeyRange], workers: int, deliver: Deliver) -> Tally:
-    """Plans ``slices`` on ``workers`` processes, delivering changes as they arrive;
-    returns the tallies added up in slice (so key) order."""
+def run_workers(
+    job: PlanJob,
+    slices: Sequence[KeyRange],
+    workers: int,
+    deliver: Deliver,
+    finished: Finished,
+) -> Tally:
+    """Plans ``slices`` on ``workers`` processes, delivering changes as they arrive with
+    their slice's number, and calling ``finished`` once a slice has no more; returns the
+    tallies added up in slice (so key) order."""
     pending = deque(enumerate(slices))
     tallies: dict[int, Tally] = {}
     running: dict[Pipe, _Worker] = {}
@@ -205,7 +216,7 @@ def run_workers(job: PlanJob, slices: Sequence[KeyRange], workers: int, deliver:
         while running:
             for pipe in wait(list(running)):
                 assert isinstance(pipe, Pipe)
-                _receive(running[pipe], running, pending, tallies, deliver)
+                _receive(running[pipe], running, pending, tallies, deliver, finished)
     finally:
         for worker in running.values():
             worker.stop()
@@ -228,6 +239,7 @@ def _receive(
     pending: deque[tuple[int, KeyRange]],
     tallies: dict[int, Tally],
     deliver: Deliver,
+    finished: Finished,
 ) -> None:
     try:
         message = worker.results.recv()
@@ -235,10 +247,12 @@ def _receive(
         raise _died(worker) from None
     kind = message[0]
     if kind == "changes":
-        for index, change in message[1]:
-            deliver(index, change)
+        _, part, chunk = message
+        for index, change in chunk:
+            deliver(part, index, change)
     elif kind == "done":
         tallies[message[1]] = message[2]
+        finished(message[1])
         task = pending.popleft() if pending else None
         _send(worker, task)
         if task is None:  # told to stop: it exits on its own
@@ -300,10 +314,10 @@ def _plan_slices(job: PlanJob, tasks: Pipe, results: Pipe, parent: int) -> None:
                     if job.send_changes:
                         chunk.append(item)
                         if len(chunk) >= CHUNK:
-                            results.send(("changes", chunk))
+                            results.send(("changes", index, chunk))
                             chunk = []
                 if chunk:
-                    results.send(("changes", chunk))
+                    results.send(("changes", index, chunk))
                 results.send(("done", index, tally))
     finally:
         store.close()

@@ -258,7 +258,15 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 class _Batcher:
-    """Collects one destination's changes and pushes them a batch at a time."""
+    """Collects one destination's changes and pushes them a batch at a time.
+
+    Changes are batched per slice of the key space (``part``; a run in one process has
+    one), each slice's batches cut at fixed positions from its first change. So batches
+    never depend on how worker processes interleave, and a re-run after a crash, which
+    skips the acknowledged people (whole batches), rebuilds exactly the batches the
+    crashed run had not acknowledged: the outbox's content-addressed files then replace
+    themselves instead of holding a person twice.
+    """
 
     def __init__(
         self,
@@ -272,19 +280,25 @@ class _Batcher:
     ) -> None:
         self.spec, self.destination, self.store = spec, destination, store
         self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
-        self.pending: list[Change] = []
+        self.pending: dict[int, list[Change]] = {}  # slice -> its changes not yet pushed
         self.lease: tuple[str, str] | None = None  # (pipeline, holder) to renew per batch
 
-    def add(self, change: Change) -> None:
+    def add(self, change: Change, part: int = 0) -> None:
         if self.report.error:
             self.report.counts["not_sent"] += 1
             return
-        self.pending.append(change)
-        if len(self.pending) >= self.destination.max_batch:
-            self.flush()
+        pending = self.pending.setdefault(part, [])
+        pending.append(change)
+        if len(pending) >= self.destination.max_batch:
+            self._push(self.pending.pop(part))
 
-    def flush(self) -> None:
-        batch, self.pending = self.pending, []
+    def flush(self, part: int | None = None) -> None:
+        """Pushes what is pending of slice ``part`` (of every slice, in order, when None)."""
+        parts = sorted(self.pending) if part is None else [part]
+        for each in parts:
+            self._push(self.pending.pop(each, []))
+
+    def _push(self, batch: list[Change]) -> None:
         if not batch or self.options.dry_run:
             return
         try:
@@ -355,8 +369,15 @@ def _sync(
                     batchers[index].add(change)
         else:
             job, slices, workers = parallel
-            deliver = lambda index, change: batchers[index].add(change)  # noqa: E731
-            tally.add(run_workers(job, slices, workers, deliver), options.samples)
+
+            def deliver(part: int, index: int, change: Change) -> None:
+                batchers[index].add(change, part)
+
+            def finished(part: int) -> None:
+                for batcher in batchers:
+                    batcher.flush(part)
+
+            tally.add(run_workers(job, slices, workers, deliver, finished), options.samples)
         for batcher in batchers:
             batcher.flush()
     finally:

@@ -18,7 +18,10 @@ STORE_NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 AS_OF = "2026-11-01T09:00:00+00:00"
 
 
-def config_text(state_url: str, data: Path, outbox: Path, batch_size: int = 500) -> str:
+def config_text(
+    state_url: str, data: Path, outbox: Path, batch_size: int = 500, workers: int | None = None
+) -> str:
+    pipeline_workers = f"workers = {workers}\n" if workers is not None else ""
     return f"""
 [state]
 url = "{state_url}"
@@ -40,7 +43,7 @@ batch_size = {batch_size}
 [pipelines.main]
 sources = ["shop"]
 destinations = ["out"]
-"""
+{pipeline_workers}"""
 
 
 @dataclass
@@ -88,6 +91,7 @@ def make_site(
     dirty_rate: float = 0.0,
     batch_size: int = 500,
     seed: int = 3,
+    workers: int | None = None,
 ) -> Site:
     data = root / "data"
     write_files(
@@ -95,7 +99,7 @@ def make_site(
     )
     config = root / "crmsync.toml"
     outbox = root / "outbox"
-    config.write_text(config_text(state_url, data, outbox, batch_size), encoding="utf-8")
+    config.write_text(config_text(state_url, data, outbox, batch_size, workers), encoding="utf-8")
     return Site(root, config, data, outbox)
 
 

@@ -63,14 +63,18 @@ def kill_after_batches(site: Site, *command: str) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
-def test_sigkill_part_way_then_rerun_equals_one_clean_run(tmp_path: Path, state_url: str) -> None:
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_sigkill_part_way_then_rerun_equals_one_clean_run(
+    tmp_path: Path, state_url: str, workers: int
+) -> None:
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
-    clean = make_site(tmp_path / "clean", clean_url, customers=1500, batch_size=20)
+    clean = make_site(tmp_path / "clean", clean_url, 1500, batch_size=20, workers=workers)
     clean.run_json()
     expected_outbox, expected_ledger = outbox_records(clean), ledger(clean_url)
+    expected_files = clean.batch_files()
     assert len(expected_outbox) > 1400
 
-    crashed = make_site(tmp_path / "crashed", state_url, customers=1500, batch_size=20)
+    crashed = make_site(tmp_path / "crashed", state_url, 1500, batch_size=20, workers=workers)
     kill_after_batches(crashed, "run")
     acked = ledger(state_url)
     assert 0 < len(acked) < len(expected_ledger), "the kill did not land part-way"
@@ -78,6 +82,7 @@ def test_sigkill_part_way_then_rerun_equals_one_clean_run(tmp_path: Path, state_
     report = crashed.run_json()  # takes over the dead process's lease, finishes the work
     assert report["status"] == "succeeded"
     assert outbox_records(crashed) == expected_outbox  # nobody twice, nobody missing
+    assert crashed.batch_files() == expected_files  # the very same batch files
     assert ledger(state_url) == expected_ledger
     status = crashed.cli("status", "--json")
     assert '"interrupted"' in status.stdout

@@ -89,12 +89,20 @@ def in_workers(
     with store.engine.connect() as conn:
         slices = slices_for(conn, CTX.sources, workers)
     received: list[tuple[int, Change]] = []
-    tally = run_workers(job(store, plan, send=send), slices, workers, _append(received))
+    tally = run_workers(job(store, plan, send=send), slices, workers, *_append(received))
     return tally, received
 
 
-def _append(into: list[tuple[int, Change]]) -> Any:
-    return lambda index, change: into.append((index, change))
+def _append(into: list[tuple[int, Change]]) -> tuple[Any, Any]:
+    """deliver and finished callbacks that keep the changes, checking each slice's are
+    delivered before the slice is reported finished, and never after."""
+    done: set[int] = set()
+
+    def deliver(part: int, index: int, change: Change) -> None:
+        assert part not in done, f"a change of slice {part} after it finished"
+        into.append((index, change))
+
+    return deliver, done.add
 
 
 def acknowledge_some(store: Store, changes: list[tuple[int, Change]]) -> None:
@@ -146,7 +154,7 @@ def test_a_mapping_file_changed_under_a_run_stops_it(store: Store, tmp_path: Pat
     source = dataclasses.replace(original.mappings[0], field_specs=())
     broken = dataclasses.replace(original, mappings=(source,))
     with pytest.raises(ParallelError, match="changed after the run loaded it"):
-        run_workers(broken, slices_for_all(store), 2, _append([]))
+        run_workers(broken, slices_for_all(store), 2, *_append([]))
 
 
 def slices_for_all(store: Store) -> list[Any]:
@@ -159,18 +167,18 @@ def test_an_error_in_a_worker_stops_the_run_with_that_error(store: Store, tmp_pa
     empty = Store(f"sqlite:///{tmp_path / 'empty.db'}", migrate=False)  # no tables at all
     wrong = dataclasses.replace(job(store, plan), state_url=empty.url)
     with pytest.raises(sa.exc.OperationalError, match="no such table") as raised:
-        run_workers(wrong, slices_for_all(store), 2, _append([]))
+        run_workers(wrong, slices_for_all(store), 2, *_append([]))
     assert any("in profile worker" in note for note in raised.value.__notes__)
     empty.close()
 
 
 def test_a_worker_that_dies_fails_the_run(store: Store) -> None:
-    def kill_the_workers(index: int, change: Change) -> None:
+    def kill_the_workers(part: int, index: int, change: Change) -> None:
         for pid in workers():
             os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(ParallelError, match="died"):
-        run_workers(job(store, planner()), slices_for_all(store), 2, kill_the_workers)
+        run_workers(job(store, planner()), slices_for_all(store), 2, kill_the_workers, print)
     assert workers() == []  # none left behind
 
 
@@ -189,9 +197,16 @@ def workers() -> list[int]:
     return found
 
 
-def test_small_stores_and_one_core_plan_in_one_process(store: Store) -> None:
+def test_small_stores_and_one_core_plan_in_one_process_unless_configured(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with store.engine.connect() as conn:
-        assert parallel.worker_count(conn, CTX.sources, 2) == 1  # 252 customers
+        assert parallel.worker_count(conn, CTX.sources, None) == 1  # 252 customers
+        monkeypatch.setattr(parallel, "PEOPLE_PER_WORKER", 100)
+        assert parallel.worker_count(conn, CTX.sources, None) == 2
+        monkeypatch.setattr(parallel, "default_workers", lambda: 1)  # one core
+        assert parallel.worker_count(conn, CTX.sources, None) == 1
+        assert parallel.worker_count(conn, CTX.sources, 3) == 3  # configured: as set
         assert parallel.worker_count(conn, CTX.sources, 1) == 1
     assert not parallel.shared_database("sqlite:///:memory:")
     assert parallel.shared_database("postgresql://u@localhost/db")
@@ -224,14 +239,8 @@ def test_a_pipeline_run_with_workers_ends_like_a_run_in_one_process(
         calls.append(args[2])
         return run_workers(*args)
 
-    monkeypatch.setattr(parallel, "PEOPLE_PER_WORKER", 1)
     monkeypatch.setattr("crmsync.pipeline.run_workers", counting)
-    many = make_site(tmp_path / "many", state_url, customers=400, batch_size=50)
-    text = many.config.read_text(encoding="utf-8")
-    many.config.write_text(
-        text.replace('destinations = ["out"]\n', 'destinations = ["out"]\nworkers = 2\n'),
-        encoding="utf-8",
-    )
+    many = make_site(tmp_path / "many", state_url, customers=400, batch_size=50, workers=2)
     report_many = many.run_json()
 
     assert calls == [2]
