@@ -22,7 +22,6 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -65,7 +64,9 @@ _FIRST_VALUE: tuple[tuple[str, int], ...] = (
     ("birthday", 12),
 )
 _FIRST_NAMES = tuple(name for name, _ in _FIRST_VALUE)
-_first_values = itemgetter(*(index for _, index in _FIRST_VALUE))
+# they sit side by side in the row, so one slice reads them all
+_FIRST_SLICE = slice(_FIRST_VALUE[0][1], _FIRST_VALUE[-1][1] + 1)
+assert [i for _, i in _FIRST_VALUE] == list(range(_FIRST_SLICE.start, _FIRST_SLICE.stop))
 _CART_AT = 5
 _timestamp = datetime.fromtimestamp  # from_ms without a call in between: it runs ~5 per person
 
@@ -187,7 +188,18 @@ class ProfileBuilder:
     def _identity(self, p: dict[str, Any], key: str, rows: list[Any]) -> None:
         if len(rows) == 1:
             row = rows[0]
-            p.update(zip(_FIRST_NAMES, _first_values(row), strict=True))
+            (
+                p["phone"],
+                p["first_name"],
+                p["last_name"],
+                p["city"],
+                p["region"],
+                p["country"],
+                p["postal_code"],
+                p["address1"],
+                p["language"],
+                p["birthday"],
+            ) = row[_FIRST_SLICE]  # _FIRST_NAMES, as statements: update(zip()) costs 4x
             email = row[_EMAIL]
             created = row[_CREATED]
             sources: tuple[str, ...] = (row[_SOURCE],)

@@ -187,6 +187,8 @@ def _to_time_text(rule: FieldRule) -> Step:
 
     if fmt is None:
         return _iso_seconds(zone)
+    if fmt == "%Y-%m-%d":  # the usual date format is ISO 8601's, and isoformat() is cheap
+        return lambda v: (local(v).date() if isinstance(v, datetime) else v).isoformat()
     if not set(re.findall(r"%(.)", fmt)) <= _DAY_DIRECTIVES:
         return lambda v: (local(v) if isinstance(v, datetime) else v).strftime(fmt)
     day_text = lru_cache(maxsize=CACHE_SIZE)(lambda day: day.strftime(fmt))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -67,6 +67,39 @@ def test_spend_counts_and_windows_leave_out_cancelled_and_refunded(store: Store)
     assert (p["rfm_recency"], p["rfm_frequency"], p["rfm_monetary"]) == (5, 3, 2)
     assert p["rfm_label"] == "potential"
     assert p["lifecycle_stage"] == "active"
+
+
+IDENTITY = {
+    "phone": "+905321112233",
+    "first_name": "Ayşe",
+    "last_name": "Işık",
+    "city": "İzmir",
+    "region": "Karşıyaka",
+    "country": "TR",
+    "postal_code": "35540",
+    "address1": "Cemal Gürsel Cd. 1",
+    "language": "tr",
+}
+
+
+def test_every_identity_field_lands_under_its_own_name_from_one_or_two_rows(
+    store: Store,
+) -> None:
+    """One customer row takes a fast path, several the general one: both, field by field."""
+    born = date(1990, 2, 3)
+    store.stage("solo", Stream.CUSTOMERS, [customer("1", "solo@example.com", **IDENTITY)])
+    newer = customer("2", "two@example.com", **IDENTITY, updated_at=days_ago(1))
+    older = customer("3", "two@example.com", birthday=born, updated_at=days_ago(9))
+    store.stage("pair", Stream.CUSTOMERS, [newer, older])
+
+    solo = build(store, ("solo",))["e:solo@example.com"]
+    assert {name: solo[name] for name in IDENTITY} == IDENTITY
+    assert solo["full_name"] == "Ayşe Işık" and solo["birthday"] is None
+
+    pair = build(store, ("pair",))["e:two@example.com"]
+    assert {name: pair[name] for name in IDENTITY} == IDENTITY  # the newer row wins
+    assert pair["birthday"] == born  # the older row fills what the newer one lacks
+    assert (pair["birthday_month"], pair["birthday_day"]) == (2, 3)
 
 
 def test_people_merge_by_email_then_phone_and_guest_orders_join_by_email(store: Store) -> None:

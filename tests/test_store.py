@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -11,6 +13,7 @@ from state import schema
 from state.migrate import current_revision, head_revision
 from state.store import Store
 from tests.builders import NOW, customer, days_ago, order
+from tests.conftest import POSTGRES_URL
 
 
 def test_migrations_create_exactly_the_schema_tables(state_url: str) -> None:
@@ -23,6 +26,50 @@ def test_migrations_create_exactly_the_schema_tables(state_url: str) -> None:
         columns = {c["name"] for c in sa.inspect(store.engine).get_columns(table.name)}
         assert columns == {c.name for c in table.columns}, table.name
     store.close()
+
+
+def _indexes(engine: sa.Engine) -> dict[str, dict[str, list[str]]]:
+    inspector = sa.inspect(engine)
+    return {
+        table: {str(ix["name"]): [str(c) for c in ix["column_names"]] for ix in indexes}
+        for table in schema.metadata.tables
+        if (indexes := inspector.get_indexes(table))
+    }
+
+
+def _created_indexes(dialect: str, tmp_path: Path) -> dict[str, dict[str, list[str]]]:
+    """The indexes ``schema`` itself creates on a fresh database of ``dialect``."""
+    if dialect == "sqlite":
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'reference.db'}")
+        schema.metadata.create_all(engine)
+        try:
+            return _indexes(engine)
+        finally:
+            engine.dispose()
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"r_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'create schema "{name}"'))
+    engine = sa.create_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={name}"})
+    try:
+        schema.metadata.create_all(engine)
+        return _indexes(engine)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'drop schema "{name}" cascade'))
+        admin.dispose()
+
+
+def test_migrations_create_exactly_the_schema_indexes(state_url: str, tmp_path: Path) -> None:
+    store = Store(state_url)
+    migrated = _indexes(store.engine)
+    expected = _created_indexes(store.engine.dialect.name, tmp_path)
+    store.close()
+    assert migrated == expected
+    if state_url.startswith("sqlite"):  # the profile stream's covering indexes
+        assert schema.CUSTOMERS_PROFILE_INDEX in migrated["customers"]
+        assert schema.ORDERS_PERSON_INDEX in migrated["orders"]
 
 
 def test_newer_versions_replace_older_ones_and_older_never_win(state_url: str) -> None:
