@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection
 
-from connectors.base import Change
+from connectors.base import Action, Change
 from crmsync.diff import Acked, OpenFailure, Policy, Skip, decide
 from crmsync.merge_join import keyed, merge_groups
 from crmsync.person_streams import (
@@ -209,10 +209,10 @@ def _failure(row: Any) -> OpenFailure:
 
 
 def count_change(counts: Counter[str], change: Change) -> None:
-    if change.action.value != "upsert":
-        counts[change.action.value] += 1
-    else:
+    if change.action is Action.UPSERT:  # an identity test: Enum.value is a Python descriptor
         counts["create" if change.is_new else "update"] += 1
+    else:
+        counts[change.action.value] += 1
     counts["tags_added"] += len(change.tags_add)
     counts["tags_removed"] += len(change.tags_remove)
 

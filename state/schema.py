@@ -64,6 +64,7 @@ customers = Table(
     Column("sms_consent_at", BigInteger),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("staged_at", BigInteger, nullable=False),
+    Column("content_hash", String(32)),  # of the staged content, to tell same-time versions
     Index("ix_customers_email", "email"),
     Index("ix_customers_phone", "phone"),
     Index("ix_customers_person", "person_key", "source", "external_id"),
@@ -117,6 +118,7 @@ orders = Table(
     Column("item_count", Integer, nullable=False, default=0),
     Column("categories", Text),  # distinct categories of the lines, joined by "|"
     Column("staged_at", BigInteger, nullable=False),
+    Column("content_hash", String(32)),  # of the staged content, to tell same-time versions
     # the customer's key when staged, else e:<email>, else s:<source>:<customer id>; None
     # for an order with neither (it belongs to nobody); re-keyed with its customer
     Column("person_key", KEY),
@@ -174,6 +176,7 @@ carts = Table(
     Column("updated_at", BigInteger),
     Column("items", Text),  # JSON list of {sku, product, category, quantity, unit_price}
     Column("staged_at", BigInteger, nullable=False),
+    Column("content_hash", String(32)),  # of the staged content, to tell same-time versions
     Column("person_key", KEY),  # as for orders
     Index("ix_carts_customer", "source", "customer_external_id"),
     Index("ix_carts_person", "person_key", "source", "external_id"),

@@ -2,8 +2,11 @@
 (external id, updated_at), with the source cursor advanced in the same transaction.
 
 A record replaces its staged version only when it is newer (or when either side has no
-``updated_at``, as with full exports), so re-reading a lookback window, duplicates across
-pages and out-of-order pages are all harmless.
+``updated_at``, as with full exports), or as new as it and different in content: sources
+that keep times to the second (WooCommerce) can change a record twice within one second,
+and the second version must not wait for a later change. So re-reading a lookback
+window, duplicates across pages and out-of-order pages are all harmless, and a re-read
+of the same content writes nothing.
 
 Orders and carts are staged with their person's key, and a customer staged with a new or
 changed key re-keys its orders and carts in the same transaction (``person_keys``).
@@ -164,6 +167,17 @@ def _cart_row(source: str, c: Cart, staged_at: int, key: str | None) -> dict[str
     }
 
 
+_NOT_CONTENT = frozenset({"staged_at", "content_hash", "person_key"})  # not the record's own
+
+
+def _with_hash(row: dict[str, Any], lines: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """``row`` with the digest of its content (and its order lines) as ``content_hash``."""
+    content = {k: v for k, v in row.items() if k not in _NOT_CONTENT}
+    body = orjson.dumps([content, list(lines)], option=orjson.OPT_SORT_KEYS)
+    row["content_hash"] = hashlib.blake2b(body, digest_size=16).hexdigest()
+    return row
+
+
 _TABLES: dict[Stream, Table] = {
     Stream.CUSTOMERS: schema.customers,
     Stream.ORDERS: schema.orders,
@@ -183,14 +197,15 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
 
 def _staged_versions(
     conn: Connection, table: Table, source: str, ids: Sequence[str]
-) -> dict[str, int | None]:
-    found: dict[str, int | None] = {}
+) -> dict[str, tuple[int | None, str | None]]:
+    """external id -> (updated_at, content_hash) of what is staged."""
+    found: dict[str, tuple[int | None, str | None]] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        query = select(table.c.external_id, table.c.updated_at).where(
+        query = select(table.c.external_id, table.c.updated_at, table.c.content_hash).where(
             table.c.source == source, table.c.external_id.in_(chunk)
         )
-        found.update({row.external_id: row.updated_at for row in conn.execute(query)})
+        found.update({r.external_id: (r.updated_at, r.content_hash) for r in conn.execute(query)})
     return found
 
 
@@ -204,23 +219,18 @@ def stage_records(
     """Upserts one batch of one stream; returns how many were new or newer."""
     stats = StageStats(received=len(records))
     newest: dict[str, Customer | Order | Cart] = {}
-    for record in records:  # duplicates inside the batch: keep the newest version
+    for record in records:  # duplicates inside the batch: the newest, else the last read
         kept = newest.get(record.external_id)
-        if kept is None or _newer(record.updated_at, kept.updated_at):
+        if kept is None or not _strictly_newer(kept.updated_at, record.updated_at):
             newest[record.external_id] = record
     table = _TABLES[stream]
     staged = _staged_versions(conn, table, source, list(newest))
-    fresh = [
-        r
-        for r in newest.values()
-        if r.external_id not in staged or _newer(r.updated_at, staged[r.external_id], ms=True)
-    ]
-    stats.staged = len(fresh)
-    stats.unchanged = len(records) - len(fresh)
     if stream is Stream.CUSTOMERS:
-        customers: list[Customer] = fresh  # type: ignore[assignment]
-        old_keys = customer_keys(conn, source, (c.external_id for c in customers))
-        rows = [_customer_row(source, c, staged_at) for c in customers]
+        customers: list[Customer] = list(newest.values())  # type: ignore[arg-type]
+        rows = [_with_hash(_customer_row(source, c, staged_at)) for c in customers]
+        rows = [row for row in rows if _replaces(row, staged)]
+        _count(stats, rows)
+        old_keys = customer_keys(conn, source, (row["external_id"] for row in rows))
         _upsert(conn, table, rows)
         rekey(
             conn,
@@ -232,13 +242,17 @@ def stage_records(
             },
         )
     elif stream is Stream.ORDERS:
-        orders: list[Order] = fresh  # type: ignore[assignment]
-        keys = keys_for(conn, source, orders)
-        _upsert(
-            conn,
-            table,
-            [_order_row(source, o, staged_at, k) for o, k in zip(orders, keys, strict=True)],
-        )
+        every: list[Order] = list(newest.values())  # type: ignore[arg-type]
+        candidates = [(o, _line_rows(source, o)) for o in every]
+        replacing = [
+            (o, lines, row)
+            for o, lines in candidates
+            if _replaces(row := _with_hash(_order_row(source, o, staged_at, None), lines), staged)
+        ]
+        orders = [o for o, _, _ in replacing]
+        rows = _keyed([row for _, _, row in replacing], keys_for(conn, source, orders))
+        _count(stats, rows)
+        _upsert(conn, table, rows)
         ids = [o.external_id for o in orders]
         for start in range(0, len(ids), 500):
             lines = schema.order_lines
@@ -248,26 +262,53 @@ def stage_records(
                     lines.c.order_external_id.in_(ids[start : start + 500]),
                 )
             )
-        line_rows = [row for o in orders for row in _line_rows(source, o)]
+        line_rows = [row for _, lines, _ in replacing for row in lines]
         if line_rows:
             conn.execute(schema.order_lines.insert(), line_rows)
     else:
-        carts: list[Cart] = fresh  # type: ignore[assignment]
-        keys = keys_for(conn, source, carts)
-        _upsert(
-            conn,
-            table,
-            [_cart_row(source, c, staged_at, k) for c, k in zip(carts, keys, strict=True)],
-        )
-    _clear_quarantine(conn, source, stream, [r.external_id for r in fresh])
+        every_cart: list[Cart] = list(newest.values())  # type: ignore[arg-type]
+        replacing_carts = [
+            (c, row)
+            for c in every_cart
+            if _replaces(row := _with_hash(_cart_row(source, c, staged_at, None)), staged)
+        ]
+        carts = [c for c, _ in replacing_carts]
+        rows = _keyed([row for _, row in replacing_carts], keys_for(conn, source, carts))
+        _count(stats, rows)
+        _upsert(conn, table, rows)
+    _clear_quarantine(conn, source, stream, [row["external_id"] for row in rows])
     return stats
 
 
-def _newer(candidate: Any, existing: Any, *, ms: bool = False) -> bool:
-    """True when ``candidate`` should replace ``existing`` (unknown times always replace)."""
-    if candidate is None or existing is None:
+def _count(stats: StageStats, staged_rows: Sequence[dict[str, Any]]) -> None:
+    stats.staged = len(staged_rows)
+    stats.unchanged = stats.received - stats.staged
+
+
+def _keyed(rows: list[dict[str, Any]], keys: Sequence[str | None]) -> list[dict[str, Any]]:
+    """Order or cart rows with their person keys (not part of the content hash)."""
+    for row, key in zip(rows, keys, strict=True):
+        row["person_key"] = key
+    return rows
+
+
+def _strictly_newer(candidate: Any, existing: Any) -> bool:
+    """True only when both times are known and ``candidate`` is later."""
+    return candidate is not None and existing is not None and bool(candidate > existing)
+
+
+def _replaces(row: dict[str, Any], staged: dict[str, tuple[int | None, str | None]]) -> bool:
+    """Whether ``row`` replaces the staged version: newer, or as new and different."""
+    version = staged.get(row["external_id"])
+    if version is None:
         return True
-    return bool((to_ms(candidate) if ms else candidate) > existing)
+    updated_at, content_hash = version
+    changed = bool(row["content_hash"] != content_hash)
+    if row["updated_at"] is None or updated_at is None:
+        return changed  # full exports: any change, once
+    if row["updated_at"] != updated_at:
+        return bool(row["updated_at"] > updated_at)
+    return changed
 
 
 def _clear_quarantine(conn: Connection, source: str, stream: Stream, ids: Iterable[str]) -> None:

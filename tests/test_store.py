@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from crmsync.records import IssueAction, RecordIssue, Stream
+from crmsync.records import IssueAction, OrderStatus, RecordIssue, Stream
 from state import schema
 from state.migrate import current_revision, head_revision
 from state.store import Store
@@ -83,6 +83,50 @@ def test_newer_versions_replace_older_ones_and_older_never_win(state_url: str) -
     with store.engine.connect() as conn:
         rows = conn.execute(sa.select(schema.customers.c.first_name)).all()
     assert rows == [("Yeni",)]
+    store.close()
+
+
+def test_a_second_change_within_the_same_second_is_staged_and_a_same_reread_is_not(
+    state_url: str,
+) -> None:
+    """Sources that keep whole seconds (WooCommerce) can change a record twice in one."""
+    store = Store(state_url)
+    at = days_ago(1).replace(microsecond=0)
+    paid = order("o1", "1", "300", 3, updated_at=at)
+    refunded = order("o1", "1", "300", 3, updated_at=at, status=OrderStatus.REFUNDED)
+    assert store.stage("shop", Stream.ORDERS, [paid]).staged == 1
+    assert store.stage("shop", Stream.ORDERS, [paid]).unchanged == 1  # a re-read: no write
+    stats = store.stage("shop", Stream.ORDERS, [refunded])  # same second, new content
+    assert (stats.staged, stats.unchanged) == (1, 0)
+    # within one second there is no telling which version is newer but the read order:
+    # the last one read wins, in a batch as across batches
+    assert store.stage("shop", Stream.ORDERS, [refunded, paid]).staged == 1
+    with store.engine.connect() as conn:
+        status = conn.execute(sa.select(schema.orders.c.status)).scalar_one()
+    assert status == "paid"
+
+    store.stage("shop", Stream.ORDERS, [refunded])
+    older = order("o1", "1", "999", 3, updated_at=at - timedelta(seconds=1))
+    assert store.stage("shop", Stream.ORDERS, [older]).staged == 0  # older never wins
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(schema.orders.c.status, schema.orders.c.total_minor)).one()
+    assert tuple(row) == ("refunded", 30000)
+    store.close()
+
+
+def test_records_without_times_are_restaged_only_when_their_content_changes(
+    state_url: str,
+) -> None:
+    """Full exports carry no updated_at: each re-read is compared by content."""
+    store = Store(state_url)
+    first = customer("1", "a@example.com", first_name="Ayşe", updated_at=None)
+    assert store.stage("shop", Stream.CUSTOMERS, [first]).staged == 1
+    assert store.stage("shop", Stream.CUSTOMERS, [first]).staged == 0
+    renamed = customer("1", "a@example.com", first_name="Ayşegül", updated_at=None)
+    assert store.stage("shop", Stream.CUSTOMERS, [renamed]).staged == 1
+    with store.engine.connect() as conn:
+        names = conn.execute(sa.select(schema.customers.c.first_name)).scalars().all()
+    assert names == ["Ayşegül"]
     store.close()
 
 
