@@ -10,7 +10,7 @@ outbox mapping and diffs against the (empty) ledger. Targets: >= 20,000 profiles
 
 The run plans in worker processes (``pipelines.<name>.workers``, default 2), so peak RSS
 is the peak of the *sum* over the measuring process and its workers, sampled from /proc
-every 50 ms (``ru_maxrss`` would see one process only).
+every 50 ms (a process's own peak would see one process only).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -67,8 +66,21 @@ def prepare_generated(customers: int) -> Path:
         spec = SampleSpec(customers=customers, seed=11, now=NOW)
         count, seconds = _stage(f"sqlite:///{partial}", iter_store(spec))
         print(f"  staged {count:,} records in {seconds:.0f} s ({count / seconds:,.0f}/s)")
+        _staging_note(path).write_text(
+            json.dumps({"staged_records": count, "staged_per_s": round(count / seconds)})
+        )
         partial.rename(path)
     return path
+
+
+def _staging_note(db: Path) -> Path:
+    """Where the staging figures of a cached store are kept (staging runs only once)."""
+    return db.with_suffix(".staging.json")
+
+
+def staging_figures(db: Path) -> dict[str, Any]:
+    note = _staging_note(db)
+    return dict(json.loads(note.read_text())) if note.exists() else {}
 
 
 def cdnow_records(path: Path) -> Any:
@@ -159,9 +171,16 @@ def _tree(pid: int) -> list[int]:
 
 
 def _rss_kb(pid: int) -> int:
+    return _status_kb(pid, "VmRSS:")
+
+
+def _status_kb(pid: int, field: str) -> int:
+    """A memory figure of /proc/PID/status. The process's own peak is read as VmHWM, not
+    ``ru_maxrss``: Linux carries ``ru_maxrss`` over an exec, so a child started by a
+    parent that staged a store would report the parent's peak."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -214,7 +233,7 @@ def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
         report = run_pipeline(config, spec, store, options)
         seconds = time.perf_counter() - started
     store.close()
-    own_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own_mb = _status_kb(os.getpid(), "VmHWM:") / 1024
     return {
         "profiles": report.profiles,
         "seconds": round(seconds, 2),
@@ -262,7 +281,8 @@ def main(argv: list[str]) -> int:
     figures: dict[str, Any] = {}
     for size in (int(s) for s in args.sizes.split(",") if s):
         print(f"generated store, {size:,} customers")
-        result = _child(prepare_generated(size), "TRY", NOW)
+        db = prepare_generated(size)
+        result = {**_child(db, "TRY", NOW), **staging_figures(db)}
         print(f"  {result}")
         figures.update({f"{k}@{size}": v for k, v in result.items()})
     if Path(args.cdnow).exists():
