@@ -1,12 +1,12 @@
-"""Staging writes: canonical records into the staging tables, de-duplicated by
-(external id, updated_at), with the source cursor advanced in the same transaction.
+"""Staging writes: canonical records into the staging tables, de-duplicated by external
+id, ``updated_at`` and content, with the source cursor advanced in the same transaction.
 
-A record replaces its staged version only when it is newer (or when either side has no
-``updated_at``, as with full exports), or as new as it and different in content: sources
-that keep times to the second (WooCommerce) can change a record twice within one second,
-and the second version must not wait for a later change. So re-reading a lookback
-window, duplicates across pages and out-of-order pages are all harmless, and a re-read
-of the same content writes nothing.
+A record replaces its staged version when it is newer, or when it is as new (or either
+side has no ``updated_at``, as with full exports) and its content differs: sources that
+keep times to the second (WooCommerce) can change a record twice within one second, and
+the second version must not wait for a later change. An older version never replaces a
+newer one. So re-reading a lookback window, duplicates across pages and out-of-order
+pages are all harmless, and a re-read of the same content writes nothing.
 
 Orders and carts are staged with their person's key, and a customer staged with a new or
 changed key re-keys its orders and carts in the same transaction (``person_keys``).

@@ -178,7 +178,8 @@ def test_a_worker_that_dies_fails_the_run(store: Store) -> None:
             os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(ParallelError, match="died"):
-        run_workers(job(store, planner()), slices_for_all(store), 2, kill_the_workers, print)
+        slices = slices_for_all(store)
+        run_workers(job(store, planner()), slices, 2, kill_the_workers, lambda part: None)
     assert workers() == []  # none left behind
 
 
@@ -201,6 +202,7 @@ def test_small_stores_and_one_core_plan_in_one_process_unless_configured(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with store.engine.connect() as conn:
+        monkeypatch.setattr(parallel, "default_workers", lambda: 2)  # two cores
         assert parallel.worker_count(conn, CTX.sources, None) == 1  # 252 customers
         monkeypatch.setattr(parallel, "PEOPLE_PER_WORKER", 100)
         assert parallel.worker_count(conn, CTX.sources, None) == 2
