@@ -62,7 +62,20 @@ def _engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in {"", "psycopg2"}:
         url = str(parsed.set(drivername="postgresql+psycopg"))
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _custom_plans(dbapi_connection: Any, _record: Any) -> None:
+            # psycopg prepares a statement on its fifth use, and PostgreSQL may then keep a
+            # generic plan made while a staging table was still empty: a sequential scan
+            # that every later batch repeats over a growing table. Plan each execution
+            # for its own parameters and the table as it is.
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET plan_cache_mode = force_custom_plan")
+            dbapi_connection.commit()
+
+    return engine
 
 
 def default_holder() -> str:

@@ -354,3 +354,43 @@ def test_profiles_built_slice_by_slice_equal_one_pass(store: Store) -> None:
     assert [p["person_key"] for p in whole] == sorted(p["person_key"] for p in whole)
     linked = next(p for p in whole if p["person_key"] == "e:linked@example.com")
     assert linked["orders_count"] == 1
+
+
+def test_no_profile_stream_looks_up_rows_by_source_through_an_index(state_url: str) -> None:
+    """Without statistics a planner takes ``source IN (...)`` for selective, though it
+    matches every row of a one-source store: used as an index condition, it made each
+    phone-link look-up on PostgreSQL scan the whole primary key (10 s a slice at 100k)."""
+    import sqlalchemy as sa
+
+    from crmsync import person_streams
+
+    store = Store(state_url)
+    people = [customer(str(i), f"p{i}@example.com", phone=f"+9053200{i:05d}") for i in range(300)]
+    people += [customer(f"x{i}", None, phone=f"+9053200{i:05d}") for i in range(0, 300, 7)]
+    store.stage("shop", Stream.CUSTOMERS, people)
+    store.stage("shop", Stream.ORDERS, [order(f"o{i}", f"x{i}", "10", 3) for i in range(0, 300, 7)])
+    ctx = ProfileContext(("shop",), ("shop",), "TRY", to_ms(NOW) or 0, ProfileSettings())
+    keys = person_streams.KeyRange("e:p1", "e:p2")
+    queries = [
+        person_streams.customers_query,
+        person_streams.orders_query,
+        person_streams.carts_query,
+        person_streams.linked_customers_query,
+        person_streams.linked_orders_query,
+        person_streams.linked_carts_query,
+    ]
+    with store.engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        explain = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+        for query in queries:
+            statement = query(conn, ctx, keys).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}
+            )
+            plan = "\n".join(str(r[-1]) for r in conn.execute(sa.text(explain + str(statement))))
+            if postgres:
+                assert "Index Cond: ((source)" not in plan, (query.__name__, plan)
+            else:
+                assert "(source=?" not in plan and "pkey" not in plan, (query.__name__, plan)
+        linked = list(iter_profiles(conn, ctx, keys))
+    assert {p["person_key"] for p in linked} >= {"e:p14@example.com", "e:p105@example.com"}
+    store.close()

@@ -72,6 +72,18 @@ def test_migrations_create_exactly_the_schema_indexes(state_url: str, tmp_path: 
         assert schema.ORDERS_PERSON_INDEX in migrated["orders"]
 
 
+def test_postgresql_connections_plan_each_statement_for_its_parameters(
+    postgres_url: str,
+) -> None:
+    """A generic plan kept from an empty staging table would scan every later batch."""
+    store = Store(postgres_url)
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("show plan_cache_mode")).scalar() == "force_custom_plan"
+        schema_name = postgres_url.rsplit("search_path%3D", 1)[1]
+        assert conn.execute(sa.text("show search_path")).scalar() == schema_name  # URL kept
+    store.close()
+
+
 def test_newer_versions_replace_older_ones_and_older_never_win(state_url: str) -> None:
     store = Store(state_url)
     new = customer("1", "a@example.com", first_name="Yeni", updated_at=days_ago(1))
