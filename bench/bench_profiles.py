@@ -1,12 +1,15 @@
 """Profile build + segments + mapping + diff, at 100k and 1M generated customers and on CDNOW.
 
     python -m bench.bench_profiles [--sizes 100000,1000000] [--cdnow PATH]
+                                   [--postgres URL [--postgres-sizes 100000]]
 
-Staging is filled once per size (cached under bench/.cache, reused across runs); the
-measured phase runs in a fresh process so its peak RSS is its own: a dry run (`plan`
-without pulling) that builds every profile, evaluates the default segments, applies the
-outbox mapping and diffs against the (empty) ledger. Targets: >= 20,000 profiles/s and
-<= 500 MB peak RSS at 1M customers.
+Staging is filled once per size and reused across runs: SQLite files under
+bench/.cache, and, when PostgreSQL is reachable at --postgres or
+CRMSYNC_BENCH_POSTGRES_URL (default: the local test database), a schema
+crmsync_bench_<size> there. The measured phase runs in a fresh process so its peak RSS
+is its own: a dry run (`plan` without pulling) that builds every profile, evaluates the
+default segments, applies the outbox mapping and diffs against the (empty) ledger.
+Targets: >= 20,000 profiles/s and <= 500 MB peak RSS at 1M customers (SQLite).
 
 The run plans in worker processes (``pipelines.<name>.workers``, default 2), so peak RSS
 is the peak of the *sum* over the measuring process and its workers, sampled from /proc
@@ -31,6 +34,7 @@ from typing import Any
 from bench.results import record
 
 CACHE = Path(__file__).parent / ".cache"
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"  # as the tests use
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 CDNOW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cdnow" / "CDNOW_master.txt"
 
@@ -55,20 +59,26 @@ def _stage(url: str, records: Any, batch: int = 5000) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-def prepare_generated(customers: int) -> Path:
+def generated_records(customers: int) -> Any:
+    """The bench's generated store: the same records for SQLite and PostgreSQL."""
     from crmsync.sample import SampleSpec, iter_store
 
+    return iter_store(SampleSpec(customers=customers, seed=11, now=NOW))
+
+
+def _staged(count: int, seconds: float) -> dict[str, int]:
+    print(f"  staged {count:,} records in {seconds:.0f} s ({count / seconds:,.0f}/s)")
+    return {"staged_records": count, "staged_per_s": round(count / seconds)}
+
+
+def prepare_generated(customers: int) -> Path:
     path = CACHE / f"generated-{customers}.db"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        spec = SampleSpec(customers=customers, seed=11, now=NOW)
-        count, seconds = _stage(f"sqlite:///{partial}", iter_store(spec))
-        print(f"  staged {count:,} records in {seconds:.0f} s ({count / seconds:,.0f}/s)")
-        _staging_note(path).write_text(
-            json.dumps({"staged_records": count, "staged_per_s": round(count / seconds)})
-        )
+        count, seconds = _stage(f"sqlite:///{partial}", generated_records(customers))
+        _staging_note(path).write_text(json.dumps(_staged(count, seconds)))
         partial.rename(path)
     return path
 
@@ -81,6 +91,53 @@ def _staging_note(db: Path) -> Path:
 def staging_figures(db: Path) -> dict[str, Any]:
     note = _staging_note(db)
     return dict(json.loads(note.read_text())) if note.exists() else {}
+
+
+def prepare_postgres(server_url: str, customers: int) -> tuple[str, dict[str, Any]]:
+    """The generated store staged in its own schema of ``server_url`` (once: kept across
+    runs like the SQLite files); returns a state URL for it and its staging figures."""
+    import sqlalchemy as sa
+
+    schema = f"crmsync_bench_{customers}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            note = conn.execute(
+                sa.text(
+                    "select obj_description(oid, 'pg_namespace') from pg_namespace"
+                    " where nspname = :name"
+                ),
+                {"name": schema},
+            ).scalar()
+            if not note:  # never staged, or interrupted: the comment is set once complete
+                conn.execute(sa.text(f'drop schema if exists "{schema}" cascade'))
+                conn.execute(sa.text(f'create schema "{schema}"'))
+                records = generated_records(customers)
+                count, seconds = _stage(_in_schema(server_url, schema), records)
+                note = json.dumps(_staged(count, seconds))
+                conn.execute(sa.text(f"comment on schema \"{schema}\" is '{note}'"))
+    finally:
+        admin.dispose()
+    return _in_schema(server_url, schema), dict(json.loads(note))
+
+
+def _reachable(server_url: str) -> bool:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server_url)
+    try:
+        with engine.connect():
+            return True
+    except sa.exc.OperationalError as exc:
+        print(f"PostgreSQL not reachable at {server_url}, skipped: {str(exc).splitlines()[0]}")
+        return False
+    finally:
+        engine.dispose()
+
+
+def _in_schema(server_url: str, schema: str) -> str:
+    separator = "&" if "?" in server_url else "?"
+    return f"{server_url}{separator}options=-csearch_path%3D{schema}"
 
 
 def cdnow_records(path: Path) -> Any:
@@ -187,7 +244,7 @@ def _status_kb(pid: int, field: str) -> int:
     return 0
 
 
-def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
+def measure(state_url: str, currency: str, as_of: datetime) -> dict[str, Any]:
     """Runs in a child process: one dry run over the staged store."""
     from connectors.outbox import OutboxConfig, OutboxDestination
     from crmsync.config import (
@@ -226,7 +283,7 @@ def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
     config = make_config(
         Settings(), CACHE / "bench.toml", {}, {"bench_outbox": destination}, {"bench": spec}
     )
-    store = Store(f"sqlite:///{db}")
+    store = Store(state_url)
     options = RunOptions(dry_run=True, pull=False, as_of=as_of)
     with TreeMemory() as memory:
         started = time.perf_counter()
@@ -245,14 +302,14 @@ def measure(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
     }
 
 
-def _child(db: Path, currency: str, as_of: datetime) -> dict[str, Any]:
+def _child(state_url: str, currency: str, as_of: datetime) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "bench.bench_profiles",
             "--measure",
-            str(db),
+            state_url,
             "--currency",
             currency,
             "--as-of",
@@ -270,25 +327,40 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_profiles")
     parser.add_argument("--sizes", default=os.environ.get("CRMSYNC_BENCH_SIZES", "100000"))
     parser.add_argument("--cdnow", default=str(CDNOW))
-    parser.add_argument("--measure")
+    parser.add_argument("--measure", help="(internal) the state URL to measure")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("CRMSYNC_BENCH_POSTGRES_URL", LOCAL_POSTGRES),
+        help="also measure the generated stores on this PostgreSQL database ('' for none)",
+    )
+    parser.add_argument(
+        "--postgres-sizes", default=os.environ.get("CRMSYNC_BENCH_POSTGRES_SIZES", "100000")
+    )
     parser.add_argument("--currency", default="TRY")
     parser.add_argument("--as-of")
     args = parser.parse_args(argv)
     if args.measure:
         as_of = datetime.fromisoformat(args.as_of)
-        print(json.dumps(measure(Path(args.measure), args.currency, as_of)))
+        print(json.dumps(measure(args.measure, args.currency, as_of)))
         return 0
     figures: dict[str, Any] = {}
     for size in (int(s) for s in args.sizes.split(",") if s):
         print(f"generated store, {size:,} customers")
         db = prepare_generated(size)
-        result = {**_child(db, "TRY", NOW), **staging_figures(db)}
+        result = {**_child(f"sqlite:///{db}", "TRY", NOW), **staging_figures(db)}
         print(f"  {result}")
         figures.update({f"{k}@{size}": v for k, v in result.items()})
+    postgres = args.postgres if args.postgres and _reachable(args.postgres) else ""
+    for size in (int(s) for s in args.postgres_sizes.split(",") if s and postgres):
+        print(f"generated store, {size:,} customers, on PostgreSQL")
+        url, staged = prepare_postgres(postgres, size)
+        result = {**_child(url, "TRY", NOW), **staged}
+        print(f"  {result}")
+        figures.update({f"{k}@{size}-postgresql": v for k, v in result.items()})
     if Path(args.cdnow).exists():
         print("CDNOW")
         result = _child(
-            prepare_cdnow(Path(args.cdnow)),
+            "sqlite:///" + str(prepare_cdnow(Path(args.cdnow))),
             "USD",
             datetime.combine(date(1998, 7, 1), datetime.min.time(), UTC),
         )
