@@ -12,9 +12,10 @@ account and "a crash replays at most one batch" hold unchanged.
 Workers are fresh interpreters (``python -c``, like multiprocessing's spawn but without
 re-importing the caller's ``__main__``, and allowed where multiprocessing refuses, e.g.
 inside a daemonic Celery worker), so they inherit no state: they get a picklable
-``PlanJob`` and compile the segment rules and the mapping files themselves, from the same
-text the run loaded. Pipes carry a bounded number of messages, so a worker waits while
-the parent pushes: memory stays flat.
+``PlanJob`` and compile the segment rules and the mappings themselves, from the rule text
+and the validated mapping specs the run loaded (never from the files again). Pipes carry
+a bounded number of messages, so a worker waits while the parent pushes: memory stays
+flat.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 import pickle
 import subprocess
 import sys
-import tomllib
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -31,11 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
-from typing import Any
 
 from sqlalchemy.engine import Connection, make_url
 
-from connectors.base import Change, FieldSpec
+from connectors.base import Change
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
 from crmsync.fields import ProfileField
@@ -60,16 +59,6 @@ class ParallelError(CrmsyncError):
 
 
 @dataclass(frozen=True, slots=True)
-class MappingSource:
-    """A destination's mapping as text, so a worker compiles exactly what the run loaded."""
-
-    name: str
-    path: str
-    text: str
-    field_specs: tuple[FieldSpec, ...]  # what the run compiled, to check the worker's copy
-
-
-@dataclass(frozen=True, slots=True)
 class PlanJob:
     """Everything a worker needs to plan slices, all picklable."""
 
@@ -77,7 +66,7 @@ class PlanJob:
     ctx: ProfileContext
     segment_rules: Mapping[str, str]
     fields: Mapping[str, ProfileField]
-    mappings: tuple[MappingSource, ...]
+    targets: tuple[Target, ...]  # their mappings pickle as the specs the run validated
     policy: Policy
     as_of: datetime
     samples: int
@@ -85,31 +74,9 @@ class PlanJob:
 
     def planner(self) -> Planner:
         from crmsync.segments import SegmentSet
-        from mappings import compile_mapping
 
-        targets = []
-        for source in self.mappings:
-            mapping = compile_mapping(tomllib.loads(source.text), self.fields, path=source.path)
-            if tuple(mapping.field_specs()) != source.field_specs:
-                raise ParallelError(
-                    f"the mapping file {source.path} changed after the run loaded it"
-                )
-            targets.append(Target(source.name, mapping))
         segments = SegmentSet.compile(self.segment_rules, self.fields)
-        return Planner(self.ctx, segments, targets, self.policy, self.as_of, self.samples)
-
-
-def mapping_source(name: str, mapping: Any) -> MappingSource | None:
-    """The mapping's file text, or None when it did not come from a readable file."""
-    path = getattr(mapping, "path", "")
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
-        return None
-    return MappingSource(name, path, text, tuple(mapping.field_specs()))
+        return Planner(self.ctx, segments, self.targets, self.policy, self.as_of, self.samples)
 
 
 def default_workers() -> int:

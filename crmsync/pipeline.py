@@ -8,7 +8,6 @@ destination, and a replayed batch is the same idempotent upsert.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -23,7 +22,6 @@ from crmsync.errors import AuthError, ConfigError, ConnectorError, CrmsyncError
 from crmsync.parallel import (
     PlanJob,
     can_start_workers,
-    mapping_source,
     run_workers,
     shared_database,
     slices_for,
@@ -41,7 +39,6 @@ from state.ledger import (
 from state.store import Store
 from state.timeutil import now_ms, to_ms
 
-log = logging.getLogger("crmsync.pipeline")
 LEASE_SECONDS = 15 * 60
 CONSENT_LOOKBACK = timedelta(minutes=10)
 T = TypeVar("T")
@@ -399,18 +396,13 @@ def _parallel_plan(
         workers = worker_count(conn, ctx.sources, spec.settings.workers)
         if workers <= 1:
             return None
-        mappings = [mapping_source(d.name, d.mapping) for d in spec.destinations]
-        readable = [m for m in mappings if m is not None]
-        if len(readable) < len(mappings):
-            log.warning("planning in one process: a mapping was not loaded from a file")
-            return None
         slices = slices_for(conn, ctx.sources, workers)
     job = PlanJob(
         state_url=store.url,
         ctx=ctx,
         segment_rules=dict(spec.segments.rules),
         fields=dict(spec.fields),
-        mappings=tuple(readable),
+        targets=tuple(Target(d.name, d.mapping) for d in spec.destinations),
         policy=policy,
         as_of=as_of,
         samples=options.samples,

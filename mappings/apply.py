@@ -7,7 +7,7 @@ each segment's tag name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from connectors.base import FieldSpec
 from crmsync.errors import RecordError
@@ -33,10 +33,12 @@ class CompiledMapping:
         "path",
         "profile_fields_used",
         "rules",
+        "spec",
         "tag_prefix",
     )
 
     def __init__(self, spec: MappingSpec, *, path: str = "") -> None:
+        self.spec = spec
         self.kind = spec.kind
         self.path = path
         self.identity_email: str | None = spec.identity_email
@@ -96,5 +98,14 @@ class CompiledMapping:
         """True for tags crmsync manages here (they carry the prefix); it never touches others."""
         return tag.startswith(self.tag_prefix)
 
+    def __reduce__(self) -> tuple[Callable[..., CompiledMapping], tuple[MappingSpec, str]]:
+        """Pickles as its validated spec: a worker process compiles exactly what the run
+        loaded, whatever has happened to the file since."""
+        return (_compiled, (self.spec, self.path))
+
     def __repr__(self) -> str:
         return f"CompiledMapping(kind={self.kind!r}, fields={[rule.name for rule in self.rules]})"
+
+
+def _compiled(spec: MappingSpec, path: str) -> CompiledMapping:
+    return CompiledMapping(spec, path=path)

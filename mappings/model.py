@@ -14,7 +14,20 @@ from dataclasses import dataclass, field
 
 from crmsync.errors import ConfigError, ConfigIssue
 
-NO_DEFAULT: object = type("NoDefault", (), {"__repr__": lambda self: "<no default>"})()
+
+class _NoDefault:
+    """The one "no default given" value; pickles as itself (specs go to worker processes)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no default>"
+
+    def __reduce__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: object = _NoDefault()
 ADDRESS_PARTS = ("addr1", "addr2", "city", "state", "zip", "country")
 DEFAULT_TAG_PREFIX = "crm-"
 DEFAULT_TAG_MAX_LENGTH = 100

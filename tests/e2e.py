@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from connectors.outbox import read_outbox
 from crmsync.cli import main
 from crmsync.sample import SampleSpec, write_files
+from state import schema
+from state.store import Store
 
 STORE_NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 AS_OF = "2026-11-01T09:00:00+00:00"
@@ -59,6 +62,10 @@ class Site:
 
     def records(self) -> list[dict[str, Any]]:
         return read_outbox(self.outbox) if self.outbox.exists() else []
+
+    def record_hashes(self) -> list[tuple[str, str]]:
+        """(person key, payload hash) of every outbox record, sorted: nobody twice or missing."""
+        return sorted((str(r["person_key"]), str(r["payload_hash"])) for r in self.records())
 
     def records_in(self, names: set[str]) -> list[dict[str, Any]]:
         """The records of these batch files (e.g. the ones a run added)."""
@@ -119,3 +126,14 @@ def edit_order(path: Path, order_id: str, **changes: Any) -> dict[str, Any]:
     assert before, f"order {order_id} not found"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return before
+
+
+def ledger_rows(url: str) -> set[tuple[str, str, str, str]]:
+    """(person key, payload hash, tags, status) of every ledger row of the state at ``url``."""
+    store = Store(url)
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.person_key, t.c.payload_hash, t.c.segments, t.c.status))
+        out = {(str(a), str(b), str(c), str(d)) for a, b, c, d in rows}
+    store.close()
+    return out

@@ -16,23 +16,9 @@ import sqlalchemy as sa
 from state import schema
 from state.store import Store
 from state.timeutil import to_ms
-from tests.e2e import AS_OF, Site, make_site
+from tests.e2e import AS_OF, Site, ledger_rows, make_site
 
 pytestmark = pytest.mark.slow
-
-
-def ledger(url: str) -> set[tuple[str, str, str, str]]:
-    store = Store(url)
-    t = schema.ledger
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.person_key, t.c.payload_hash, t.c.segments, t.c.status))
-        out = {tuple(r) for r in rows}
-    store.close()
-    return out  # type: ignore[return-value]
-
-
-def outbox_records(site: Site) -> list[tuple[str, str]]:
-    return sorted((str(r["person_key"]), str(r["payload_hash"])) for r in site.records())
 
 
 def kill_after_batches(site: Site, *command: str) -> None:
@@ -70,20 +56,20 @@ def test_sigkill_part_way_then_rerun_equals_one_clean_run(
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     clean = make_site(tmp_path / "clean", clean_url, 1500, batch_size=20, workers=workers)
     clean.run_json()
-    expected_outbox, expected_ledger = outbox_records(clean), ledger(clean_url)
+    expected_outbox, expected_ledger = clean.record_hashes(), ledger_rows(clean_url)
     expected_files = clean.batch_files()
     assert len(expected_outbox) > 1400
 
     crashed = make_site(tmp_path / "crashed", state_url, 1500, batch_size=20, workers=workers)
     kill_after_batches(crashed, "run")
-    acked = ledger(state_url)
+    acked = ledger_rows(state_url)
     assert 0 < len(acked) < len(expected_ledger), "the kill did not land part-way"
 
     report = crashed.run_json()  # takes over the dead process's lease, finishes the work
     assert report["status"] == "succeeded"
-    assert outbox_records(crashed) == expected_outbox  # nobody twice, nobody missing
+    assert crashed.record_hashes() == expected_outbox  # nobody twice, nobody missing
     assert crashed.batch_files() == expected_files  # the very same batch files
-    assert ledger(state_url) == expected_ledger
+    assert ledger_rows(state_url) == expected_ledger
     status = crashed.cli("status", "--json")
     assert '"interrupted"' in status.stdout
 

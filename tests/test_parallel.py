@@ -17,19 +17,18 @@ from crmsync import parallel
 from crmsync.config import ProfileSettings
 from crmsync.diff import Policy
 from crmsync.fields import catalogue
-from crmsync.parallel import ParallelError, PlanJob, mapping_source, run_workers, slices_for
+from crmsync.parallel import ParallelError, PlanJob, run_workers, slices_for
 from crmsync.person_streams import ProfileContext
 from crmsync.planner import Planner, Tally, Target
 from crmsync.records import Cart, Customer, Stream
 from crmsync.sample import SampleSpec, iter_store
 from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
 from mappings import builtin_mapping_path, load_mapping
-from state import schema
 from state.ledger import RetryPolicy, record_results
 from state.store import Store
 from state.timeutil import to_ms
 from tests.builders import NOW, customer, order
-from tests.e2e import make_site
+from tests.e2e import ledger_rows, make_site
 
 FIELDS = catalogue()
 CTX = ProfileContext(("shop",), ("shop", "out"), "TRY", to_ms(NOW) or 0, ProfileSettings())
@@ -61,14 +60,12 @@ def planner() -> Planner:
 
 
 def job(store: Store, plan: Planner, *, send: bool = True) -> PlanJob:
-    source = mapping_source("out", plan.targets[0].mapping)
-    assert source is not None
     return PlanJob(
         state_url=store.url,
         ctx=CTX,
         segment_rules=dict(plan.segments.rules),
         fields=dict(FIELDS),
-        mappings=(source,),
+        targets=plan.targets,
         policy=POLICY,
         as_of=NOW,
         samples=5,
@@ -148,13 +145,24 @@ def test_a_dry_run_in_workers_sends_no_changes_but_the_same_report(store: Store)
     assert tally == expected_tally
 
 
-def test_a_mapping_file_changed_under_a_run_stops_it(store: Store, tmp_path: Path) -> None:
-    plan = planner()
-    original = job(store, plan)
-    source = dataclasses.replace(original.mappings[0], field_specs=())
-    broken = dataclasses.replace(original, mappings=(source,))
-    with pytest.raises(ParallelError, match="changed after the run loaded it"):
-        run_workers(broken, slices_for_all(store), 2, *_append([]))
+def test_workers_map_with_what_the_run_loaded_even_if_the_file_changes(
+    store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.toml"
+    path.write_text(builtin_mapping_path("outbox").read_text("utf-8"), encoding="utf-8")
+    mapping = load_mapping(path, FIELDS)
+    path.write_text(  # edited under the run: a worker must not see this
+        path.read_text("utf-8").replace('prefix = "crm-"', 'prefix = "edited-"'),
+        encoding="utf-8",
+    )
+    segments = SegmentSet.compile(DEFAULT_SEGMENTS, FIELDS)
+    plan = Planner(CTX, segments, [Target("out", mapping)], POLICY, NOW, samples=5)
+    expected_tally, expected = in_one_process(store, plan)
+    tally, received = in_workers(store, plan, workers=2)
+    assert sorted(received, key=lambda item: item[1].person_key) == expected
+    assert tally == expected_tally
+    assert all(tag.startswith("crm-") for _, c in received for tag in c.tags_add)
+    assert any(c.tags_add for _, c in received)
 
 
 def slices_for_all(store: Store) -> list[Any]:
@@ -214,20 +222,6 @@ def test_small_stores_and_one_core_plan_in_one_process_unless_configured(
     assert parallel.shared_database("postgresql://u@localhost/db")
 
 
-def _ledger(url: str) -> set[tuple[Any, ...]]:
-    store = Store(url)
-    t = schema.ledger
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.person_key, t.c.payload_hash, t.c.segments, t.c.status))
-        out = {tuple(r) for r in rows}
-    store.close()
-    return out
-
-
-def _records(site: Any) -> list[tuple[str, str]]:
-    return sorted((str(r["person_key"]), str(r["payload_hash"])) for r in site.records())
-
-
 def test_a_pipeline_run_with_workers_ends_like_a_run_in_one_process(
     tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,7 +243,7 @@ def test_a_pipeline_run_with_workers_ends_like_a_run_in_one_process(
     assert report_many["destinations"] == report_one["destinations"]
     assert report_many["segments"] == report_one["segments"]
     assert report_many["profiles"] == report_one["profiles"] > 400
-    assert _records(many) == _records(one)
-    assert _ledger(state_url) == _ledger(one_url)
+    assert many.record_hashes() == one.record_hashes()
+    assert ledger_rows(state_url) == ledger_rows(one_url)
     assert report_many["samples"] == report_one["samples"]
     assert many.run_json()["destinations"]["out"].get("create", 0) == 0  # nothing left to do
