@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
-
 from connectors.base import Check
 from connectors.files_build import lookup
 from connectors.files_config import LinedFile, StreamFile
-from connectors.files_rows import csv_header, open_binary, open_text
+from connectors.files_rows import BadRow, csv_header, jsonl_rows, open_binary, open_text
 from crmsync.records import Stream
 
 
@@ -54,16 +52,13 @@ def _check_csv(what: str, spec: StreamFile, path: Path, key: str) -> Check:
 
 
 def _check_jsonl(what: str, spec: StreamFile, path: Path, key: str) -> Check:
-    with open_binary(path) as handle:
-        first = next((line for line in handle if line.strip()), b"")
-    if not first:
+    with open_binary(path) as handle:  # read as the source reads it, in its encoding
+        first = next(jsonl_rows(handle, spec.encoding), None)
+    if first is None:
         return Check(what, True, "the file is empty")
-    try:
-        record = orjson.loads(first.removeprefix(b"\xef\xbb\xbf"))
-    except orjson.JSONDecodeError as exc:
-        return Check(what, False, f"the first line is not JSON: {exc}")
-    if not isinstance(record, dict):
-        return Check(what, False, "the first line is not a JSON object")
+    if isinstance(first, BadRow):
+        return Check(what, False, f"line {first.line} is not usable: {first.reason}")
+    record = first.values
     id_column = spec.mapping()["external_id"]
     if lookup(record, id_column) is None:
         return Check(

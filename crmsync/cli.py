@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import click
 
 from crmsync.config import Config, PipelineSpec, load_config
-from crmsync.errors import ConfigError, ConnectorError, StateError
+from crmsync.errors import ConfigError, CrmsyncError, StateError
 from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
 from crmsync.report import render_report, render_status, status_data
 from state.store import Store
@@ -48,7 +48,7 @@ def _errors() -> Iterator[None]:
         _fail(EXIT_STATE, f"state database error: {exc}")
     except PipelineBusy as exc:
         _fail(EXIT_BUSY, str(exc))
-    except ConnectorError as exc:
+    except CrmsyncError as exc:  # a connector's, or e.g. a profile worker that died
         _fail(EXIT_FAILED, f"run failed: {exc}")
     except KeyboardInterrupt:
         _fail(130, "interrupted")

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from crmsync import registry
 from crmsync.errors import ConfigError, ConfigIssue, CrmsyncError
 from crmsync.fields import DEFAULT_WINDOWS, ProfileField, catalogue
+from crmsync.normalize import ZoneName
 
 
 class Section(BaseModel):
@@ -40,7 +41,7 @@ class StateSettings(Section):
 
 class DefaultsSettings(Section):
     region: str = Field("TR", description="region for phone numbers without a country code")
-    timezone: str = Field("Europe/Istanbul", description="zone of naive times in source data")
+    timezone: ZoneName = Field("Europe/Istanbul", description="zone of naive times in source data")
     currency: str = Field("TRY", description="ISO 4217 currency of profile amounts")
 
 

@@ -13,11 +13,13 @@ import unicodedata
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from babel.numbers import get_currency_precision, list_currencies
 from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator
 
 from crmsync.errors import RecordError
 from crmsync.records import ConsentState, OrderStatus
@@ -171,6 +173,19 @@ def timezone(name: str) -> tzinfo:
         raise RecordError(f"unknown time zone {name!r}", field="timezone") from exc
 
 
+def zone_name(name: str) -> str:
+    """``name`` when it is an IANA time zone: a configuration check (``ZoneName``), so a
+    bad zone fails ``crmsync check`` under its key instead of the run that reads it."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}; use an IANA name such as UTC") from exc
+    return name
+
+
+ZoneName = Annotated[str, AfterValidator(zone_name)]
+
+
 def timestamp(
     value: object, field: str, *, tz: tzinfo = UTC, fmt: str | None = None
 ) -> datetime | None:
@@ -184,7 +199,10 @@ def timestamp(
         parsed = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = value / 1000 if value > 10**11 else value
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            parsed = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise RecordError(f"epoch time {value!r} is out of range", field=field) from exc
     else:
         raw = str(value).strip()
         if not raw:

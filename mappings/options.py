@@ -99,7 +99,7 @@ def field_options(
         only_for("format", {"date", "datetime"}, "date and datetime")
     if present("timezone"):
         out["timezone"] = _timezone(raw["timezone"], f"{at}.timezone", issues)
-        if source_type == "date":
+        if source_type == "date" and type_ != "text":  # only_for covers text fields
             issues.add(f"{at}.timezone", "applies only to datetime profile fields, not date")
         only_for("timezone", {"datetime"}, "datetime")
     if present("round"):

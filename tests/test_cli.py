@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import filecmp
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
+from connectors.outbox import read_outbox
 from crmsync.cli import main
 from tests.e2e import AS_OF, make_site
 
@@ -19,20 +23,68 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_check_validates_the_example_and_tests_its_connectors(tmp_path: Path) -> None:
-    config = tmp_path / "crmsync.toml"
+def demo_config(tmp_path: Path, data: Path = ROOT / "sample_data") -> tuple[Path, str]:
+    """config.example.toml as the README runs it, reading ``data``, writing under tmp."""
     text = (ROOT / "config.example.toml").read_text(encoding="utf-8")
-    text = text.replace('path = "sample_data/', f'path = "{ROOT}/sample_data/')
-    config.write_text(text.replace("var/", f"{tmp_path}/var/"), encoding="utf-8")
+    text = text.replace('path = "sample_data/', f'path = "{data}/')
+    text = text.replace("var/", f"{tmp_path}/var/")
+    config = tmp_path / "crmsync.toml"
+    config.write_text(text, encoding="utf-8")
+    return config, text
+
+
+def test_check_validates_the_example_and_tests_its_connectors(tmp_path: Path) -> None:
+    config, text = demo_config(tmp_path)
     code, out, _ = invoke("check", "--config", str(config))
     assert code == 0, out
     assert "configuration" in out and "state database: ok" in out
     assert "[ok ] demo_store (files)" in out and "[ok ] demo_outbox (outbox)" in out
 
-    broken = text.replace('path = "', 'path = "missing/', 1)
-    config.write_text(broken.replace("var/", f"{tmp_path}/var/"), encoding="utf-8")
+    config.write_text(text.replace('path = "', 'path = "missing/', 1), encoding="utf-8")
     code, out, _ = invoke("check", "--config", str(config))
     assert code == 2 and "FAIL" in out and "missing/" in out
+
+
+def test_the_demo_twice_then_one_changed_order_read_incrementally(tmp_path: Path) -> None:
+    """The README's demo pipeline (incremental by updated_at): a second run sends nothing
+    and touches no file; an order changed after the last read sends exactly its person."""
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "sample_data", data)
+    config, _ = demo_config(tmp_path, data)
+    as_of = "2026-11-02T00:00:00+00:00"  # the bundled store's clock is 2026-11-01
+
+    def run() -> dict[str, Any]:
+        code, out, err = invoke("run", "--config", str(config), "--as-of", as_of, "--json")
+        assert code == 0, err
+        report: dict[str, Any] = json.loads(out)[0]
+        return report["destinations"]["demo_outbox"]
+
+    outbox = tmp_path / "var" / "outbox" / "demo_outbox"
+    assert run()["create"] > 2000
+    written = {p.name: p.read_bytes() for p in outbox.iterdir()}
+    again = run()
+    assert again.get("create", 0) == again.get("update", 0) == 0
+    assert {p.name: p.read_bytes() for p in outbox.iterdir()} == written
+
+    synced = {r["person_key"]: r for r in read_outbox(outbox)}
+    lines = (data / "orders.jsonl").read_text(encoding="utf-8").splitlines()
+    index, order = next(  # a counted order of a synced customer
+        (i, o)
+        for i, o in enumerate(map(json.loads, lines))
+        if f"e:{o.get('email')}" in synced and o["status"] in ("paid", "fulfilled")
+    )
+    key = f"e:{order['email']}"
+    spent = synced[key]["fields"]["total_spent"] + 250000 - float(order["total_price"])
+    order.update(total_price="250000.00", updated_at="2026-11-01T13:00:00+03:00")
+    lines[index] = json.dumps(order, ensure_ascii=False)
+    (data / "orders.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    before = set(written)
+    third = run()
+    assert third.get("update") == 1 and third.get("create", 0) == 0
+    batches = sorted(p for p in outbox.glob("*.jsonl") if p.name not in before)
+    [record] = [json.loads(line) for p in batches for line in p.read_text("utf-8").splitlines()]
+    assert record["person_key"] == key and record["is_new"] is False
+    assert record["fields"]["total_spent"] == pytest.approx(spent)
 
 
 def test_a_missing_config_file_is_a_configuration_error(tmp_path: Path) -> None:

@@ -74,8 +74,10 @@ def test_sigkill_part_way_then_rerun_equals_one_clean_run(
     assert '"interrupted"' in status.stdout
 
 
-def test_an_interrupted_backfill_resumes_and_repushes_each_person_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def test_an_interrupted_backfill_resumes_and_repushes_each_person_once(
+    tmp_path: Path, state_url: str
+) -> None:
+    url = state_url
     site = make_site(tmp_path, url, customers=1500, batch_size=20)
     synced = site.run_json()["destinations"]["out"]["create"]
     before = site.batch_files()

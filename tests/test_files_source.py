@@ -512,6 +512,20 @@ def test_check_fails_when_json_records_lack_the_id(tmp_path: Path) -> None:
     assert not check.ok and "columns.external_id" in check.detail
 
 
+def test_check_reads_json_lines_in_the_files_own_encoding(tmp_path: Path) -> None:
+    """What `read` takes, `check` passes: a cp1254 export is not "not JSON"."""
+    line = '{"customer_id": "1", "first_name": "Ayşe", "email": "a@example.com"}\n'
+    (tmp_path / "c.jsonl").write_bytes(line.encode("cp1254"))
+    config = {"path": "c.jsonl", "encoding": "cp1254", "columns": {"external_id": "customer_id"}}
+    [check] = source({"customers": config}, tmp_path).check()
+    assert check.ok, check.detail
+    [record] = read_all(source({"customers": config}, tmp_path), Stream.CUSTOMERS)
+    assert isinstance(record, Customer) and record.first_name == "Ayşe"
+    (tmp_path / "c.jsonl").write_bytes(b"[1, 2]\n")
+    [check] = source({"customers": config}, tmp_path).check()
+    assert not check.ok and "line 1" in check.detail and "JSON object" in check.detail
+
+
 def test_a_file_in_the_wrong_encoding_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "c.csv").write_bytes("customer_id,first_name\n1,Ayşe\n".encode("cp1254"))
     config = {

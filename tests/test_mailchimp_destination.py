@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +96,18 @@ def test_check_passes_for_a_good_key_and_list(
     checks = dest.check()
     assert [c.ok for c in checks] == [True, True, True]
     assert mailchimp_fake.api_key not in repr(checks)
+
+
+def test_check_passes_a_key_without_data_centre_when_base_url_says_where() -> None:
+    fake = FakeMailchimp(api_key=uuid.uuid4().hex).start()  # no "-us7": base_url decides
+    try:
+        destination = make(fake)
+        checks = destination.check()
+        destination.close()
+    finally:
+        fake.stop()
+    assert [c.ok for c in checks] == [True, True, True], checks
+    assert not fake.violations
 
 
 def test_check_names_the_key_on_401_without_printing_it(mailchimp_fake: FakeMailchimp) -> None:

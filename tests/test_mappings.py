@@ -239,6 +239,14 @@ def test_each_invalid_setting_is_reported_under_its_key(text: str, expected: str
     assert any(expected in issue for issue in issues_of(text)), issues_of(text)
 
 
+@pytest.mark.parametrize("type_", ["text", "date"])
+def test_a_timezone_on_a_date_field_is_reported_once(type_: str) -> None:
+    text = HEAD + f"[fields.B]\nfrom = 'birthday'\ntype = '{type_}'\ntimezone = 'UTC'"
+    assert issues_of(text) == [
+        "fields.B.timezone: applies only to datetime profile fields, not date"
+    ]
+
+
 def test_mailchimp_limits_are_checked_at_load() -> None:
     text = """
 kind = "mailchimp"

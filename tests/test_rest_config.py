@@ -60,8 +60,8 @@ def test_explicit_keys_override_the_preset_one_by_one() -> None:
     )
     customers = config.streams["customers"]
     assert customers.page_size == 50
-    assert customers.fields["phone"] == "shipping.phone"
-    assert customers.fields["email"] != "shipping.phone"  # the rest of the preset stays
+    assert customers.fields["phone"].path == "shipping.phone"
+    assert customers.fields["email"].path == ["email", "billing.email"]  # the preset's, kept
     assert customers.path == "/wp-json/wc/v3/customers"
     assert RestSource(config, CONTEXT).streams() == [Stream.CUSTOMERS]
 
@@ -186,3 +186,16 @@ def test_oauth2_client_credentials_refreshes_when_the_api_says_401() -> None:
         "Bearer second_token",
     ]
     assert b"scope=read_customers" in token.calls.last.request.content
+
+
+def test_an_unknown_time_zone_is_a_config_error_under_its_key() -> None:
+    """Caught when the configuration loads (so by `crmsync check`), not by the run."""
+    field = {"path": "date_created", "timezone": "Mars/Base"}
+    streams = {"orders": {"fields": {"placed_at": field}}}
+    issues: list[ConfigIssue] = []
+    raw = woo(timezone="Mars/Olympus", streams=streams)
+    assert validate_connector(SOURCES, "sources", "shop", raw, issues) is None
+    found = {issue.key: issue.message for issue in issues}
+    assert "unknown time zone 'Mars/Olympus'" in found["sources.shop.timezone"]
+    key = "sources.shop.streams.orders.fields.placed_at.timezone"
+    assert "unknown time zone 'Mars/Base'" in found[key], found

@@ -451,3 +451,9 @@ def test_carts_with_items() -> None:
         converted=False,
         items=(CartItem("X", None, None, 2, Decimal("9.95")),),
     )
+    bad = {**raw, "token": "cart-10", "lines": [{"sku": "X", "qty": "2", "price": 9.95}, {}]}
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/v1/carts").respond(200, json={"carts": [bad]})
+        [issue] = read_all(source({"carts": stream}), Stream.CARTS)
+    assert isinstance(issue, RecordIssue) and issue.external_id == "cart-10"
+    assert issue.field == "items[1].quantity"  # a cart's rows are its items

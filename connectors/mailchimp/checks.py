@@ -48,6 +48,8 @@ def run_checks(api: MailchimpApi, config: MailchimpConfig) -> list[Check]:
 def _key_format(config: MailchimpConfig) -> Check:
     dc = key_data_centre(config.api_key)
     if dc is None:
+        if config.base_url is not None:  # requests go there: no data centre needed
+            return Check("API key format", True, f"no '-<dc>' suffix; using {config.base_url}")
         detail = "no '-<dc>' suffix; the server setting supplies the data centre"
         return Check("API key format", config.server is not None, detail)
     if config.server is not None and config.server != dc:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from connectors.base import ConnectorConfig
 from connectors.http import RateSettings, RetrySettings
 from connectors.rest.presets import apply_preset
+from crmsync.normalize import ZoneName
 
 
 class _Strict(BaseModel):
@@ -126,7 +127,16 @@ PaginationConfig = Annotated[
 
 
 class FieldSpec(_Strict):
-    """How one canonical field is read from a JSON record."""
+    """How one canonical field is read from a JSON record; a plain string is its path.
+
+    Taking the string here (rather than a ``str | FieldSpec`` union) keeps a mistake in a
+    field's table reported once, under its own key, not once per union member.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_alone(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
 
     path: str | list[str] = Field(
         default="",
@@ -141,7 +151,7 @@ class FieldSpec(_Strict):
     null_if: list[str] = Field(
         default_factory=list, description="Raw values that mean 'none' (e.g. customer id 0)."
     )
-    timezone: str | None = Field(
+    timezone: ZoneName | None = Field(
         default=None, description="Zone of naive date/times at this path (e.g. UTC for *_gmt)."
     )
     format: str | None = Field(
@@ -159,7 +169,7 @@ class FieldSpec(_Strict):
     abs: bool = Field(default=False, description="Take the absolute value of an amount.")
 
 
-FieldValue = str | FieldSpec
+FieldValue = FieldSpec  # written as a dotted path, or a table
 
 
 class ItemsConfig(_Strict):
@@ -233,7 +243,7 @@ class RestConfig(ConnectorConfig):
         default_factory=dict, description="Extra headers on every request (not for secrets)."
     )
     http: HttpOptions = Field(default=HttpOptions(), description="Timeouts, retries, rate budget.")
-    timezone: str | None = Field(
+    timezone: ZoneName | None = Field(
         default=None, description="Zone of naive times in the API (default: the core's)."
     )
     phone_region: str | None = Field(

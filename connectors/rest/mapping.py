@@ -111,7 +111,8 @@ class _Field:
         return self.convert(raw, prefix + self.name if prefix else self.name, notes)
 
 
-def _spec(value: FieldValue) -> FieldSpec:
+def _spec(value: FieldValue | str) -> FieldSpec:
+    """Built configs hold FieldSpecs; configs made with model_construct may hold paths."""
     return FieldSpec(path=value) if isinstance(value, str) else value
 
 
@@ -145,6 +146,7 @@ def _compile_fields(
 class _Rows:
     getter: Getter
     fields: dict[str, _Field]
+    name: str  # "lines" (orders) or "items" (carts), as the config and issues call them
 
 
 class Mapper:
@@ -195,10 +197,10 @@ class Mapper:
         if found is None:
             return []
         if not isinstance(found, list):
-            raise RecordError("expected a list of rows", field="lines")
+            raise RecordError("expected a list of rows", field=self._rows.name)
         rows = []
         for index, item in enumerate(found):
-            prefix = f"lines[{index}]."
+            prefix = f"{self._rows.name}[{index}]."
             row = {
                 name: spec.value(item, notes, prefix) for name, spec in self._rows.fields.items()
             }
@@ -269,7 +271,8 @@ def compile_stream(stream: Stream, config: StreamConfig, ctx: Ctx, key: str) -> 
             rows_config.fields, row_table, REQUIRED_ROWS, f"{key}.{rows_key}.fields", issues, ctx
         )
         try:
-            rows = _Rows(compile_path(rows_config.path, key=f"{key}.{rows_key}.path"), row_fields)
+            getter = compile_path(rows_config.path, key=f"{key}.{rows_key}.path")
+            rows = _Rows(getter, row_fields, rows_key)
         except ConfigError as exc:
             issues.extend(exc.issues)
     if issues:

@@ -87,7 +87,8 @@ class DirtyMaker:
             created=created, last_activity=created, seed=self.seed,
         )  # fmt: skip
         if person.email is None:
-            email = email_for(rng, person.first_name or "", person.last_name or "", number)
+            first, last = person.first_name or "", person.last_name or ""
+            email = email_for(rng, first, last, 9_000_000 + number)  # unique as make_person
             person = replace(person, email=email)
         return person
 

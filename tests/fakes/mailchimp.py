@@ -943,7 +943,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, head, data = self.fake.handle(self.command, self.path, headers, body)
+        try:
+            status, head, data = self.fake.handle(self.command, self.path, headers, body)
+        except Exception as exc:  # a bug in the fake must fail the test, not be retried away
+            self.fake._violation(f"the fake failed on {self.command} {self.path}: {exc!r}")
+            status, head, data = 500, {"Content-Type": "application/problem+json"}, b"{}"
         self.send_response(status)
         for name, value in head.items():
             self.send_header(name, value)
