@@ -9,8 +9,9 @@ spec validation is switched off here (the tests keep it on for every request).
 Two pushes of the same generated people are measured: a first sync (everyone new, every
 segment tag added) and a membership change (a fifth of the people move between tags).
 The floor is ⌈N/500⌉ upsert calls plus, per touched tag, max(⌈adds/500⌉, ⌈removes/500⌉)
-tag calls; the target is at most 1.05 × floor. One-time calls (merge field set-up, the
-tag index, creating a tag) are reported apart.
+tag calls; the target is at most 1.05 × floor. One-time calls are reported apart: the
+merge-field set-up before the pushes (setup_calls), and the tag index and tag creations
+within a push (one_time_calls).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import math
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,14 @@ def main(argv: list[str]) -> int:
         FieldSpec("LNAME", "text"),
         FieldSpec("CITY", "text"),
         FieldSpec("BDAY", "birthday"),
-        FieldSpec("SINCE", "datetime"),
+        FieldSpec("SINCE", "date"),
         FieldSpec("ORDERS", "integer"),
     ]
     fake.expect_consented(c.email for c in people if c.email_consent.value == "subscribed")
     try:
+        fake.reset_counters()
         dest.prepare(fields)
+        setup_calls = sum(fake.calls.values())
         first = measure(dest, fake, people)
         change = measure(dest, fake, moved)
     finally:
@@ -183,12 +185,12 @@ def main(argv: list[str]) -> int:
         "latency_s": args.latency,
         "connections": args.connections,
         "push_batch": dest.max_batch,
+        "setup_calls": setup_calls,
         **{f"first_sync_{k}": v for k, v in first.items()},
         **{f"tag_change_{k}": v for k, v in change.items()},
         "target_ratio": 1.05,
         "at_or_below_target": str(max(first["ratio_to_floor"], change["ratio_to_floor"]) <= 1.05),
         "consent_problems": len(problems),
-        "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = record("mailchimp", figures)
     for key, value in figures.items():

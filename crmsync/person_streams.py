@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crmsync.config import ProfileSettings
 from crmsync.merge_join import grouped, keyed
 from state import schema
+from state.dialect import bytewise
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +58,9 @@ CUSTOMERS, ORDERS, CARTS, CONSENT, LINKED_CUSTOMERS, LINKED_ORDERS, LINKED_CARTS
 PROFILE_STREAMS = 8
 
 
-def _bytewise(conn: Connection, expr: ColumnElement[Any]) -> ColumnElement[Any]:
-    return expr.collate("C") if conn.dialect.name == "postgresql" else expr
-
-
 def in_range(conn: Connection, expr: ColumnElement[Any], keys: KeyRange) -> ColumnElement[Any]:
     """``expr`` within ``keys`` (never None: rows without a key belong to nobody)."""
-    expr = _bytewise(conn, expr)
+    expr = bytewise(conn, expr)
     clauses: list[ColumnElement[bool]] = [expr.is_not(None)]
     if keys.low is not None:
         clauses.append(expr >= keys.low)
@@ -162,7 +159,7 @@ def customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Se
     query = (
         select(c.c.person_key, *_customer_columns(c))
         .where(_of_sources(c.c.source, ctx.sources), in_range(conn, c.c.person_key, keys))
-        .order_by(_bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
+        .order_by(bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
     )
     return query
 
@@ -172,7 +169,7 @@ def orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Selec
     query = (
         select(o.c.person_key, *_order_columns(o))
         .where(_order_filter(o, ctx), in_range(conn, o.c.person_key, keys))
-        .order_by(_bytewise(conn, o.c.person_key))
+        .order_by(bytewise(conn, o.c.person_key))
     )
     return query
 
@@ -182,7 +179,7 @@ def carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select
     query = (
         select(k.c.person_key, *_cart_columns(k))
         .where(_cart_filter(k, ctx), in_range(conn, k.c.person_key, keys))
-        .order_by(_bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
+        .order_by(bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
     )
     return query
 
@@ -196,7 +193,7 @@ def consent_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Sele
             e.c.occurred_at <= ctx.as_of_ms,
             in_range(conn, e.c.person_key, keys),
         )
-        .order_by(_bytewise(conn, e.c.person_key), e.c.occurred_at)
+        .order_by(bytewise(conn, e.c.person_key), e.c.occurred_at)
     )
 
 
@@ -230,7 +227,7 @@ def linked_away_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> 
     return (
         select(link.c.old_key)
         .where(in_range(conn, link.c.old_key, keys))
-        .order_by(_bytewise(conn, link.c.old_key))
+        .order_by(bytewise(conn, link.c.old_key))
     )
 
 
@@ -240,7 +237,7 @@ def linked_customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange
         select(link.c.new_key, *_customer_columns(c))
         .select_from(link.join(c, c.c.person_key == link.c.old_key))
         .where(_of_sources(c.c.source, ctx.sources), in_range(conn, link.c.new_key, keys))
-        .order_by(_bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
+        .order_by(bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
     )
 
 
@@ -250,7 +247,7 @@ def linked_orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -
         select(link.c.new_key, *_order_columns(o))
         .select_from(link.join(o, o.c.person_key == link.c.old_key))
         .where(_order_filter(o, ctx), in_range(conn, link.c.new_key, keys))
-        .order_by(_bytewise(conn, link.c.new_key))
+        .order_by(bytewise(conn, link.c.new_key))
     )
 
 
@@ -260,7 +257,7 @@ def linked_carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) ->
         select(link.c.new_key, *_cart_columns(k))
         .select_from(link.join(k, k.c.person_key == link.c.old_key))
         .where(_cart_filter(k, ctx), in_range(conn, link.c.new_key, keys))
-        .order_by(_bytewise(conn, link.c.new_key), k.c.source, k.c.external_id)
+        .order_by(bytewise(conn, link.c.new_key), k.c.source, k.c.external_id)
     )
 
 
@@ -313,7 +310,7 @@ def key_boundaries(conn: Connection, sources: Sequence[str], parts: int) -> list
         query = (
             select(c.c.person_key)
             .where(_of_sources(c.c.source, sources))
-            .order_by(_bytewise(conn, c.c.person_key))
+            .order_by(bytewise(conn, c.c.person_key))
             .offset(total * part // parts)
             .limit(1)
         )

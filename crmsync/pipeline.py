@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from connectors.base import Change, ConnectorContext, Destination, Outcome, PushResult, Source
 from crmsync.config import Config, DestinationSpec, PipelineSpec
 from crmsync.diff import Policy
-from crmsync.errors import AuthError, ConfigError, ConnectorError, CrmsyncError
+from crmsync.errors import ConfigError, ConnectorError, CrmsyncError
 from crmsync.parallel import (
     PlanJob,
     can_start_workers,
@@ -300,12 +300,9 @@ class _Batcher:
             return
         try:
             results = self.destination.push(batch)
-        except (AuthError, ConfigError) as exc:
-            self.report.error = str(exc)
-            results = [PushResult(c.person_key, Outcome.FAILED, message=str(exc)) for c in batch]
-        except ConnectorError as exc:
-            # the destination is down: keep the batch as failed (retried next run) and
-            # stop sending to it for the rest of this run
+        except (ConfigError, ConnectorError) as exc:  # AuthError is a ConnectorError
+            # refused or down: keep the batch as failed (retried next run) and stop
+            # sending to this destination for the rest of this run
             self.report.error = str(exc)
             results = [PushResult(c.person_key, Outcome.FAILED, message=str(exc)) for c in batch]
         if self.lease is not None:

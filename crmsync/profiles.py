@@ -153,14 +153,11 @@ class ProfileBuilder:
         self, key: str, slots: list[Any]
     ) -> tuple[dict[str, Any], int | None] | None:
         """The profile and the person's latest activity (customer or order change, in ms)."""
-        if slots[LINKED_AWAY] is not None:  # this p: key joined its e-mail's person
-            customers = slots[LINKED_CUSTOMERS] or []
-            orders = slots[LINKED_ORDERS] or []
-            carts = slots[LINKED_CARTS] or []
-        else:
-            customers = _joined(slots[CUSTOMERS], slots[LINKED_CUSTOMERS])
-            orders = _joined(slots[ORDERS], slots[LINKED_ORDERS])
-            carts = _joined(slots[CARTS], slots[LINKED_CARTS])
+        if slots[LINKED_AWAY] is not None:
+            return None  # this p: key joined its e-mail's person, built under that e: key
+        customers = _joined(slots[CUSTOMERS], slots[LINKED_CUSTOMERS])
+        orders = _joined(slots[ORDERS], slots[LINKED_ORDERS])
+        carts = _joined(slots[CARTS], slots[LINKED_CARTS])
         if not (customers or orders or carts):
             return None
         if len(customers) > 1:

@@ -81,7 +81,8 @@ class CompiledMapping:
     def field_specs(self) -> list[FieldSpec]:
         """The destination fields, sorted by name; ``type`` is the mapping type.
 
-        Destinations translate the type to their own (``limits.MAILCHIMP_MERGE_TYPES``).
+        Destinations translate the type to their own (Mailchimp: ``limits.MAILCHIMP_MERGE_TYPES``,
+        which its merge-field plans use).
         """
         return list(self._specs)
 

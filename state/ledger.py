@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Select, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from connectors.base import Action, Change, ConsentUpdate, Outcome, PushResult
 from state import schema
+from state.dialect import bytewise, upsert_insert
 from state.timeutil import to_ms
 
 TAG_SEPARATOR = "\n"
@@ -30,13 +30,9 @@ class RetryPolicy:
     first_wait_ms: int
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-
-
 def ledger_query(conn: Connection, destination: str) -> Select[Any]:
     t = schema.ledger
-    key = t.c.person_key.collate("C") if conn.dialect.name == "postgresql" else t.c.person_key
+    key = bytewise(conn, t.c.person_key)
     return (
         select(
             t.c.person_key,
@@ -54,7 +50,7 @@ def ledger_query(conn: Connection, destination: str) -> Select[Any]:
 
 def failures_query(conn: Connection, destination: str) -> Select[Any]:
     t = schema.failures
-    key = t.c.person_key.collate("C") if conn.dialect.name == "postgresql" else t.c.person_key
+    key = bytewise(conn, t.c.person_key)
     return (
         select(
             t.c.person_key, t.c.reason_class, t.c.payload_hash, t.c.attempts, t.c.next_attempt_at
@@ -106,7 +102,7 @@ def record_results(
         else:
             failed.append((change, result))
     if ledger_rows:
-        insert = _insert(conn, schema.ledger)
+        insert = upsert_insert(conn, schema.ledger)
         keys = {"destination", "person_key"}
         conn.execute(
             insert.on_conflict_do_update(
@@ -166,7 +162,7 @@ def _record_failures(
                 "next_attempt_at": next_attempt,
             }
         )
-    insert = _insert(conn, f)
+    insert = upsert_insert(conn, f)
     conn.execute(
         insert.on_conflict_do_update(
             index_elements=["destination", "person_key"],
@@ -196,7 +192,7 @@ def add_consent_events(
         return 0
     events = schema.consent_events
     insert = (
-        _insert(conn, events)
+        upsert_insert(conn, events)
         .on_conflict_do_nothing(
             index_elements=["person_key", "channel", "source", "occurred_at", "state"]
         )

@@ -38,4 +38,6 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-    return before, head_revision()
+        after = current_revision(connection)  # not head_revision(): no second script scan
+    assert after is not None, "state/migrations has no revisions"
+    return before, after

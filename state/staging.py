@@ -22,12 +22,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Table, and_, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from crmsync.normalize import minor_unit_exponent
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state import schema
+from state.dialect import upsert_insert
 from state.person_keys import customer_keys, fallback_key, keys_for, rekey
 from state.timeutil import to_ms
 
@@ -189,8 +189,7 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
-    dialect = conn.dialect.name
-    insert: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    insert = upsert_insert(conn, table)
     update = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
     conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=update), rows)
 
@@ -357,9 +356,7 @@ def store_issues(
         }
     if not rows:
         return
-    insert: Any = (
-        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-    )
+    insert = upsert_insert(conn, table)
     statement = insert.on_conflict_do_update(
         index_elements=["source", "stream", "record_key", "field"],
         set_={

@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from crmsync.errors import StateError
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state import schema
+from state.dialect import upsert_insert
 from state.migrate import upgrade
 from state.staging import StageStats, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
@@ -178,9 +178,7 @@ class Store:
         table = schema.cursors
         row = {"connector": connector, "stream": stream, "position": to_ms(position)}
         row["updated_at"] = now_ms()
-        insert: Any = (
-            postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
-        )
+        insert = upsert_insert(conn, table)
         conn.execute(
             insert.on_conflict_do_update(
                 index_elements=["connector", "stream"],
@@ -324,9 +322,7 @@ class Store:
                     .values(holder=holder, expires_at=expires)
                 ).rowcount
                 return holder if taken else None
-            insert: Any = (
-                postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
-            )
+            insert = upsert_insert(conn, table)
             inserted = conn.execute(
                 insert.on_conflict_do_nothing(index_elements=["name"]).returning(table.c.name),
                 {"name": name, "holder": holder, "expires_at": expires},

@@ -165,13 +165,13 @@ def test_check_blames_the_data_centre_when_the_host_does_not_resolve(
     assert "https://zz9.api.mailchimp.com/3.0" in checks[-1].detail and "'zz9'" in checks[-1].detail
 
 
-FIELDS = [
+FIELDS = [  # the mapping types a Mailchimp mapping can have (mappings.MAILCHIMP_MERGE_TYPES)
     FieldSpec("FNAME", "text"),
     FieldSpec("ORDERS", "integer", "Orders"),
     FieldSpec("SPENT", "number"),
-    FieldSpec("LASTORDER", "datetime"),
+    FieldSpec("LASTORDER", "date"),
     FieldSpec("BDAY", "birthday"),
-    FieldSpec("VIPCUST", "boolean"),
+    FieldSpec("VIPCUST", "text"),
     FieldSpec("STAGE", "dropdown", choices=("new", "active", "lapsed")),
 ]
 

@@ -36,7 +36,7 @@ FIELDS = [
     FieldSpec("LNAME", "text"),
     FieldSpec("CITY", "text"),
     FieldSpec("BDAY", "birthday"),
-    FieldSpec("SINCE", "datetime"),
+    FieldSpec("SINCE", "date"),
     FieldSpec("ORDERS", "integer"),
 ]
 STATUS_IF_NEW = {

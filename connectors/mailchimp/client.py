@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from mailchimp_marketing import ApiClient, ListsApi, PingApi
 from mailchimp_marketing.api_client import ApiClientError
 
@@ -198,7 +199,8 @@ class MailchimpApi:
             page = fetch(offset)
             items = (page.get(key) or []) if isinstance(page, Mapping) else []
             yield from items
-            offset = pages.next(offset, len(items), _total(page))
+            first = orjson.dumps(items[0], option=orjson.OPT_SORT_KEYS) if items else None
+            offset = pages.next(offset, len(items), _total(page), first)
 
 
 def _total(page: Any) -> int | None:

@@ -7,7 +7,6 @@ returns the fields to create (and dropdowns whose choices must grow), or raises
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -16,25 +15,10 @@ from typing import Any
 
 from connectors.base import FieldSpec
 from crmsync.errors import ConfigError, ConfigIssue
+from mappings.limits import MAILCHIMP_MERGE_TAG, MAILCHIMP_MERGE_TYPES, MAILCHIMP_RESERVED_TAGS
 
-MAX_TAG_LENGTH = 10
-_TAG = re.compile(r"^[A-Z0-9_]{1,10}$")
-RESERVED_TAGS = frozenset({"EMAIL"})  # merge0, the address itself: never a mapped field
-
-# crmsync's mapping types -> the Mailchimp merge field type created for them.
-MAILCHIMP_TYPE: Mapping[str, str] = {
-    "text": "text",
-    "number": "number",
-    "integer": "number",
-    "decimal": "number",
-    "date": "date",
-    "datetime": "date",  # Mailchimp has no time of day; the UTC date is sent
-    "birthday": "birthday",
-    "boolean": "text",  # sent as "true"/"false": Mailchimp has no boolean type
-    "phone": "phone",
-    "address": "address",
-    "dropdown": "dropdown",
-}
+# Mailchimp's rules for merge tags and types live with the mapping checks (mappings/limits):
+# a mapping that loaded is one these plans can carry out.
 
 # Existing field types that can hold what a mapping type sends without losing anything.
 ACCEPTS: Mapping[str, frozenset[str]] = {
@@ -68,17 +52,6 @@ class MergeFieldPlan:
     types: Mapping[str, str] = field(default_factory=dict)  # tag -> Mailchimp type
 
 
-def mailchimp_type(spec: FieldSpec) -> str:
-    try:
-        return MAILCHIMP_TYPE[spec.type]
-    except KeyError:
-        raise ConfigError(
-            f"merge field {spec.name}: unknown type {spec.type!r}",
-            key=f"mapping.{spec.name}.type",
-            hint=f"use one of: {', '.join(MAILCHIMP_TYPE)}",
-        ) from None
-
-
 def create_body(spec: FieldSpec, mc_type: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "tag": spec.name,
@@ -105,23 +78,23 @@ def plan(
     types: dict[str, str] = {}
     for spec in wanted:
         key = f"mapping.{spec.name}"
-        if spec.name in RESERVED_TAGS or not _TAG.match(spec.name):
+        if spec.name in MAILCHIMP_RESERVED_TAGS or not MAILCHIMP_MERGE_TAG.fullmatch(spec.name):
             issues.append(
                 ConfigIssue(
                     key,
                     f"{spec.name!r} is not a usable Mailchimp merge tag",
-                    f"use 1-{MAX_TAG_LENGTH} characters A-Z, 0-9 or _, and not EMAIL",
+                    "use 1-10 characters A-Z, 0-9 or _, and not EMAIL",
                 )
             )
             continue
-        if spec.type not in MAILCHIMP_TYPE:
+        if spec.type not in MAILCHIMP_MERGE_TYPES:
             issues.append(
                 ConfigIssue(
-                    key, f"unknown type {spec.type!r}", f"one of {', '.join(MAILCHIMP_TYPE)}"
+                    key, f"unknown type {spec.type!r}", f"one of {', '.join(MAILCHIMP_MERGE_TYPES)}"
                 )
             )
             continue
-        wanted_type = MAILCHIMP_TYPE[spec.type]
+        wanted_type = MAILCHIMP_MERGE_TYPES[spec.type]
         found = have.get(spec.name)
         if found is None:
             create.append(create_body(spec, wanted_type))

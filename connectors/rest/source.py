@@ -253,9 +253,7 @@ class RestSource:
             )
             self._raise_for_refusal(stream, response)
             found = self._records(stream, config, response, compile_path(config.records_path))
-        except AuthError as exc:
-            return Check(what, False, str(exc))
-        except ConfigError as exc:
+        except (AuthError, ConfigError) as exc:
             return Check(what, False, str(exc))
         except TransientError as exc:
             return Check(
