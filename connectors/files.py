@@ -188,7 +188,7 @@ class FilesSource:
             with open_text(path, spec.encoding) as handle:
 
                 def require(header: list[str]) -> None:
-                    self._require_columns(stream, header, spec, mapping, line_mapping)
+                    self._require_columns(stream, header, spec)
 
                 rows = csv_rows(handle, spec.delimiter, require)
                 if line_mapping:
@@ -207,8 +207,6 @@ class FilesSource:
         stream: Stream,
         header: list[str],
         spec: StreamFile,
-        mapping: dict[str, str],
-        line_mapping: dict[str, str],
     ) -> None:
         missing = [
             ConfigIssue(

@@ -222,7 +222,7 @@ def _receive(
         finished(message[1])
         task = pending.popleft() if pending else None
         _send(worker, task)
-        if task is None:  # told to stop: it exits on its own
+        if task is None:  # told to stop; stop() reaps it (terminating it if it lingers)
             del running[worker.results]
             worker.stop()
     else:  # "error"

@@ -23,6 +23,7 @@ from crmsync.diff import Acked, OpenFailure, Policy, Skip, decide
 from crmsync.merge_join import keyed, merge_groups
 from crmsync.person_streams import (
     EVERYONE,
+    PROFILE_STREAMS,
     KeyRange,
     ProfileContext,
     execute,
@@ -114,7 +115,6 @@ class Planner:
             ):
                 ranged = query.where(in_range(conn, table.c.person_key, keys))
                 streams.append(keyed(execute(conn, ranged)))
-        first_extra = len(streams) - 2 * len(self.targets)
         destinations = [
             (
                 index,
@@ -122,7 +122,7 @@ class Planner:
                 self.identities[index],
                 tally.counts[target.name],
                 tally.samples[target.name],
-                first_extra + 2 * index,
+                PROFILE_STREAMS + 2 * index,  # its ledger and failures slots
             )
             for index, target in enumerate(self.targets)
         ]

@@ -27,13 +27,6 @@ BATCH = 1000
 class PullStats:
     streams: dict[str, StageStats] = field(default_factory=dict)
 
-    @property
-    def total(self) -> StageStats:
-        out = StageStats()
-        for stats in self.streams.values():
-            out.add(stats)
-        return out
-
 
 def pull_source(
     store: Store,

@@ -13,7 +13,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-from mappings.model import FieldRule, Issues, MappingSpec, join_key
+from mappings.model import DEFAULT_FORMATS, FieldRule, Issues, MappingSpec, join_key
 
 # mapping type -> Mailchimp merge field type (integers are Mailchimp numbers)
 MAILCHIMP_MERGE_TYPES: Mapping[str, str] = {
@@ -81,7 +81,10 @@ def _mailchimp_field(rule: FieldRule, issues: Issues) -> FieldRule:
             issues.add(
                 f"{at}.max_length", f"Mailchimp text fields hold at most {MAILCHIMP_TEXT_MAX}"
             )
-    if rule.type == "birthday" and (rule.format or "%m/%d") not in MAILCHIMP_BIRTHDAY_FORMATS:
+    if (
+        rule.type == "birthday"
+        and (rule.format or DEFAULT_FORMATS["birthday"]) not in MAILCHIMP_BIRTHDAY_FORMATS
+    ):
         issues.add(f"{at}.format", 'Mailchimp birthdays are "%m/%d" or "%d/%m"')
     if rule.type == "dropdown" and not rule.choices:
         issues.add(f"{at}.choices", "Mailchimp dropdown fields need their list of choices")

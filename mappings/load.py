@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,10 +11,9 @@ from crmsync.fields import ProfileField
 from mappings.apply import CompiledMapping
 from mappings.limits import apply_kind_limits
 from mappings.model import Issues, MappingError
-from mappings.parse import build_spec
+from mappings.parse import KIND, build_spec
 
 _BUILTIN_DIR = Path(__file__).resolve().parent
-_KIND = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def load_mapping(
@@ -65,7 +63,7 @@ def builtin_kinds() -> list[str]:
 def builtin_mapping_path(kind: str) -> Path:
     """The mapping shipped for ``kind`` (mappings/<kind>.toml); ConfigError if there is none."""
     path = _BUILTIN_DIR / f"{kind}.toml"
-    if not _KIND.fullmatch(kind) or not path.is_file():
+    if not KIND.fullmatch(kind) or not path.is_file():
         raise ConfigError(
             f"no built-in mapping for kind {kind!r}",
             key="mapping",

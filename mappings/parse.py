@@ -36,7 +36,7 @@ from mappings.text import TAG_CASES
 TOP_KEYS = ("kind", "description", "locale", "identity", "fields", "tags")
 TAG_KEYS = ("prefix", "case", "max_length", "names")
 _ALL_OPTIONS = frozenset().union(*(info.options for info in TYPES.values())) | {"from"}
-_KIND = re.compile(r"[a-z][a-z0-9_]*")
+KIND = re.compile(r"[a-z][a-z0-9_]*")  # a destination kind, as a mapping file names it
 MAX_FIELD_NAME = 100
 
 
@@ -46,7 +46,7 @@ def build_spec(
     """The spec of every valid part of ``data``; problems go to ``issues``."""
     issues.unknown_keys(data, TOP_KEYS, "")
     kind = data.get("kind")
-    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+    if not isinstance(kind, str) or not KIND.fullmatch(kind):
         issues.add(
             "kind",
             "missing or invalid" if kind is None else f"invalid kind {kind!r}",

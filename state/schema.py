@@ -200,7 +200,8 @@ ledger = Table(
     Column("payload", Text),  # JSON of the acknowledged fields, for diffs in `plan` and `status`
     Column("segments", Text, nullable=False, default=""),  # owned tags, sorted, "\n"-joined
     Column("remote_id", String(128)),
-    Column("status", String(16), nullable=False),  # synced | archived | deleted | compliance
+    # synced | archived (an archive or a delete was acknowledged)
+    Column("status", String(16), nullable=False),
     Column("acked_at", BigInteger, nullable=False),
     Column("run_id", Integer),
 )

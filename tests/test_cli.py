@@ -131,3 +131,29 @@ def test_plan_text_output_names_each_destination_and_samples(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     assert "-> out (outbox):" in result.stdout and "create" in result.stdout
     assert "profiles:" in result.stdout
+
+
+def test_migrate_brings_a_new_database_to_the_newest_schema_once(tmp_path: Path) -> None:
+    from state.migrate import head_revision
+
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=10)
+    first = site.cli("migrate")
+    assert first.exit_code == 0, first.output
+    assert f"at revision {head_revision()} (was empty)" in first.stdout
+    again = site.cli("migrate")
+    assert f"at revision {head_revision()} (was {head_revision()})" in again.stdout
+
+
+def test_a_pipeline_running_elsewhere_makes_a_run_exit_4_without_touching_it(
+    tmp_path: Path,
+) -> None:
+    from state.store import Store
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=10)
+    store = Store(url)
+    assert store.acquire_lease("pipeline:main", 600, holder="another-host:123") is not None
+    store.close()
+    result = site.cli("run", "--as-of", AS_OF)
+    assert result.exit_code == 4 and "already running" in result.stderr
+    assert site.batch_files() == set()

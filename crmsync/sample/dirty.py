@@ -21,10 +21,6 @@ from crmsync.sample.people import email_for, fold, make_person
 from crmsync.sample.spec import Frame, SampleSpec
 from crmsync.sample.vocab import FEMALE_NAMES, MALE_NAMES, turkish_upper
 
-CUSTOMER_KINDS = (
-    "invalid_email", "missing_id", "bad_date", "over_long_name", "duplicate_email",
-    "turkish_upper",
-)  # fmt: skip
 ORDER_KINDS = ("negative_quantity", "unknown_currency", "order_missing_id", "order_bad_date")
 KINDS = (
     "invalid_email", "negative_quantity", "missing_id", "unknown_currency", "bad_date",
