@@ -129,7 +129,7 @@ def test_incremental_pulls_under_churn_and_faults_end_equal_to_the_store(tmp_pat
                     fake.change(300)
                 fake.tick(30)
                 stats = pull_source(store, "shop", source, until=fake.now(), lookback=LOOKBACK)
-                received.append(stats.total.received)
+                received.append(sum(s.received for s in stats.streams.values()))
         finally:
             source.close()
     truth_customers, truth_orders = fake.truth()
