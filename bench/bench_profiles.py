@@ -36,7 +36,8 @@ from bench.results import record
 CACHE = Path(__file__).parent / ".cache"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"  # as the tests use
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-CDNOW = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cdnow" / "CDNOW_master.txt"
+SHARED = Path(os.environ.get("CRMSYNC_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+CDNOW = SHARED / "datasets" / "cdnow" / "CDNOW_master.txt"
 
 
 def _stage(url: str, records: Any, batch: int = 5000) -> tuple[int, float]:

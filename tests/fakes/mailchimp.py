@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import re
 import threading
@@ -42,9 +43,9 @@ from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "specs" / "mailchimp" / "marketing-v3.json"
-)
+# The workplace's shared folder sits beside the checkout; CRMSYNC_SHARED names another.
+SHARED = Path(os.environ.get("CRMSYNC_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+SPEC_PATH = SHARED / "specs" / "mailchimp" / "marketing-v3.json"
 SPEC_HOST = "https://server.api.mailchimp.com"  # the spec's server; paths keep its /3.0
 BASE_PATH = "/3.0"
 MAX_MEMBERS = 500
@@ -77,6 +78,12 @@ def now_text() -> str:
 def spec() -> OpenAPI:
     # openapi-core knows application/json only; Mailchimp's errors are problem+json.
     config = Config(extra_media_type_deserializers={"application/problem+json": _problem_json})
+    if not SPEC_PATH.is_file():
+        raise FileNotFoundError(
+            f"the Mailchimp OpenAPI spec is not at {SPEC_PATH}: the fake validates every "
+            "request against it; keep the shared folder beside the checkout (../shared) "
+            "or set CRMSYNC_SHARED to it"
+        )
     return OpenAPI.from_dict(json.loads(SPEC_PATH.read_text(encoding="utf-8")), config=config)
 
 
@@ -200,6 +207,8 @@ class FakeMailchimp:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> FakeMailchimp:
+        if self.validate:
+            spec()  # a missing spec fails here, once and plainly, not as each request's 400
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
