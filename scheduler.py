@@ -13,26 +13,14 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from crmsync.config import Config, PipelineSpec
+from crmsync.cron import cron_trigger
 from crmsync.errors import ConfigError, CrmsyncError
 
 log = logging.getLogger("crmsync.scheduler")
 
 RunOne = Callable[[PipelineSpec], object]
-
-
-def cron_trigger(expression: str, key: str, timezone: str = "UTC") -> CronTrigger:
-    """Parses a 5-field cron expression, or raises ConfigError naming ``key``."""
-    try:
-        return CronTrigger.from_crontab(expression, timezone=timezone)
-    except ValueError as exc:
-        raise ConfigError(
-            f"invalid cron expression {expression!r}: {exc}",
-            key=key,
-            hint="five fields: minute hour day-of-month month day-of-week, e.g. '*/15 * * * *'",
-        ) from exc
 
 
 def add_jobs(scheduler: BaseScheduler, config: Config, run_one: RunOne) -> list[str]:

@@ -265,12 +265,13 @@ def measure(state_url: str, currency: str, as_of: datetime) -> dict[str, Any]:
     )
     from crmsync.fields import catalogue
     from crmsync.pipeline import RunOptions, run_pipeline
+    from crmsync.registry import default_mapping
     from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
-    from mappings import builtin_mapping_path, load_mapping
+    from mappings import load_mapping
     from state.store import Store
 
     fields = catalogue()
-    mapping = load_mapping(builtin_mapping_path("outbox"), fields)
+    mapping = load_mapping(default_mapping("outbox"), fields)
     destination = DestinationSpec(
         "bench_outbox",
         "outbox",

@@ -28,8 +28,8 @@ import httpx
 import orjson
 
 from bench.results import record
-from connectors.base import ConnectorContext
 from connectors.rest import RestSource, convert
+from crmsync.contract import ConnectorContext
 from crmsync.records import Stream
 
 TARGET = 0.8

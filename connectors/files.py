@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from connectors.base import Check, ConnectorContext
 from connectors.files_build import (
     Parsing,
     View,
@@ -40,6 +39,7 @@ from connectors.files_rows import (
     open_text,
 )
 from crmsync import normalize
+from crmsync.contract import Check, ConnectorContext
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.records import IssueAction, Record, RecordIssue, Stream
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.base import Check
 from connectors.files_build import lookup
 from connectors.files_config import LinedFile, StreamFile
 from connectors.files_rows import BadRow, csv_header, jsonl_rows, open_binary, open_text
+from crmsync.contract import Check
 from crmsync.records import Stream
 
 

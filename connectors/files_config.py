@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from connectors.base import ConnectorConfig
+from crmsync.contract import ConnectorConfig
 from crmsync.normalize import ZoneName
 from crmsync.records import Stream
 

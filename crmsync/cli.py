@@ -22,10 +22,11 @@ from typing import Any, NoReturn
 
 import click
 
-from crmsync.config import Config, PipelineSpec, load_config
+from crmsync.config import Config, PipelineSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
 from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
 from crmsync.report import render_report, render_status, status_data
+from crmsync.resolve import load_config
 from state.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE, EXIT_BUSY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
@@ -196,7 +197,7 @@ def plan(
     samples: int,
     as_json: bool,
 ) -> None:
-    """Dry run: what a run would create, update and tag; sends and records nothing.
+    """Dry run: what a run would create, update and move between groups; sends and records nothing.
 
     Sources are read into staging (the local copy of the store) unless --no-pull; nothing
     is sent to a destination and the ledger is not touched.

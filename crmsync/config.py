@@ -1,10 +1,11 @@
 """The configuration model: one TOML file, validated at start-up, every error at once.
 
-``load_config(path)`` reads the TOML, substitutes ``${ENV_VAR}`` references (secrets stay
-in the environment), validates the core model with pydantic-settings (so ``CRMSYNC_*``
-environment variables can override keys, e.g. ``CRMSYNC_STATE__URL``), then validates each
-connector's own config model, compiles every pipeline's segment rules and every
-destination's mapping file. Problems from all of these are collected into one
+This module holds the model and the first half of loading: substituting ``${ENV_VAR}``
+references (secrets stay in the environment) and validating the core sections with
+pydantic-settings (so ``CRMSYNC_*`` environment variables can override keys, e.g.
+``CRMSYNC_STATE__URL``). ``crmsync.resolve.load_config`` does the whole load: it then
+validates each connector's own config model and compiles every pipeline's segment rules
+and every destination's mapping file. Problems from all of these are collected into one
 ``ConfigError`` whose issues each name the TOML key and what to do.
 """
 
@@ -272,27 +273,20 @@ def _resolve_state_url(url: str, base: Path) -> str:
     return url
 
 
-def load_config(path: str | Path) -> Config:
-    """Reads and validates the whole configuration; raises ConfigError listing every issue."""
-    path = Path(path)
+def read_settings(path: Path, issues: list[ConfigIssue]) -> Settings:
+    """Reads the TOML and validates the core sections; what is wrong goes to ``issues``
+    (a file that cannot be read at all raises ConfigError)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} not found", hint="pass --config FILE") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the syntax") from exc
-    issues: list[ConfigIssue] = []
     raw = _interpolate(raw, "", issues)
     try:
-        settings = Settings(**_valid_parts(raw, issues))
+        return Settings(**_valid_parts(raw, issues))
     except ValidationError as exc:  # from the environment overrides
         raise ConfigError(issues + _issues_from(exc)) from exc
-    from crmsync.resolve import resolve  # the half that needs connectors, rules, mappings
-
-    config = resolve(settings, path, issues)
-    if issues:
-        raise ConfigError(issues)
-    return config
 
 
 def make_config(
@@ -348,5 +342,4 @@ __all__ = [
     "PipelineSpec",
     "Settings",
     "catalogue",
-    "load_config",
 ]

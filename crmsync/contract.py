@@ -1,9 +1,24 @@
-"""The two small surfaces every connector implements, and the values that cross them.
+"""The contract between the core and every connector: the values that cross it and the two
+small surfaces connectors implement.
 
 A *source* has a kind, a config model, ``check()`` and ``read(stream, since, until)``.
-A *destination* has a kind, a config model, ``check()``, ``prepare(mapping)`` and
-``push(changes) -> one result per change``. Everything else (cursors, staging, the ledger,
-retries of failed records) lives in the core, so a connector stays small.
+A *destination* has a kind, a config model, ``check()``, ``prepare(fields)``,
+``push(changes) -> one result per change``, ``collect(job, changes)`` for results it
+gave as pending, and ``read_consent(since)``. Everything else (cursors, staging, the
+diff, consent intents, the ledger and what is in flight, retries of failed records)
+lives in the core, so a connector stays small and only translates.
+
+Vocabulary:
+
+- A *membership* is a person's place in one group the destination keeps: a Mailchimp
+  tag, a Klaviyo list, a HubSpot list. The mapping names each segment's group, always
+  under the destination's one owned prefix, and crmsync only ever adds people to or
+  removes them from groups it owns.
+- A *consent intent* is what the core decided a destination should do about one
+  channel's marketing consent (see ``ConsentIntent``); destinations translate it and
+  never decide consent themselves.
+- A *pending* result means the destination accepted the change into an asynchronous job;
+  the core keeps it as in flight and asks ``collect`` for the final result later.
 """
 
 from __future__ import annotations
@@ -12,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -26,6 +42,13 @@ class ConnectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: str
+    # the key of the group-name prefix a destination guards, when its config has one; the
+    # mapping's [memberships] prefix must then be the same
+    owned_prefix_key: ClassVar[str | None] = None
+
+    def owned_prefix(self) -> str | None:
+        key = self.owned_prefix_key
+        return str(getattr(self, key)) if key else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +72,9 @@ class Check:
     what: str
     ok: bool
     detail: str = ""
+
+
+# -- sources ------------------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -78,6 +104,9 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+# -- destinations: the values -------------------------------------------------------------
+
+
 class Outcome(StrEnum):
     """How a destination answered for one record; the core acts on this alone."""
 
@@ -85,6 +114,7 @@ class Outcome(StrEnum):
     FAILED = "failed"  # transient or unknown: retried on later runs, under a cap
     REJECTED = "rejected"  # the destination refuses this payload: retried only when it changes
     COMPLIANCE = "compliance"  # unsubscribed/forgotten/cleaned there: never retried
+    PENDING = "pending"  # accepted into an asynchronous job: ``collect`` gives the result
 
 
 class Action(StrEnum):
@@ -93,9 +123,28 @@ class Action(StrEnum):
     DELETE = "delete"  # permanent deletion, where the destination is configured for it
 
 
+class ConsentIntent(StrEnum):
+    """What a destination must do about one channel's marketing consent (``crmsync.consent``).
+
+    There is deliberately no "subscribe" for a contact the destination already has: a
+    sync never raises anybody's status there, so an opt-out made in the destination (or
+    a cleaning, a suppression) always stands.
+    """
+
+    SUBSCRIBE_IF_NEW = "subscribe_if_new"  # opt-in recorded: subscribe only a new contact
+    UNSUBSCRIBE = "unsubscribe"  # opt-out recorded: unsubscribe, new or existing
+    LEAVE = "leave"  # nothing recorded: never subscribe; an existing status stays
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One person's change for one destination, computed by the diff against the ledger."""
+    """One person's change for one destination, computed by the diff against the ledger.
+
+    ``memberships`` is every owned group the person is in once the change is applied;
+    ``memberships_add`` and ``memberships_remove`` are the moves that get there from what
+    the destination has or may have (a group applied by a push that was never
+    acknowledged is removed too).
+    """
 
     person_key: str
     action: Action
@@ -103,13 +152,15 @@ class Change:
     email: str | None
     phone: str | None
     fields: Mapping[str, Any]  # destination field -> value, from the mapping file
-    tags_add: tuple[str, ...]
-    tags_remove: tuple[str, ...]
-    email_consent: ConsentState
-    sms_consent: ConsentState
+    memberships_add: tuple[str, ...]
+    memberships_remove: tuple[str, ...]
+    email_intent: ConsentIntent
+    sms_intent: ConsentIntent
     payload_hash: str
     remote_id: str | None = None  # what the destination called this person last time
-    tags: tuple[str, ...] = ()  # every owned tag the person has once this change is applied
+    memberships: tuple[str, ...] = ()
+    email_consent_at: datetime | None = None  # when the recorded e-mail consent was given
+    sms_consent_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +169,7 @@ class PushResult:
     outcome: Outcome
     remote_id: str | None = None
     message: str = ""  # the destination's reason, shown in status; never holds secrets
+    job: str | None = None  # with PENDING: the job to ``collect`` the final result from
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,10 +193,27 @@ class FieldSpec:
     choices: tuple[str, ...] = field(default_factory=tuple)
 
 
+# -- destinations: the surface ------------------------------------------------------------
+
+
+class MappingRules(Protocol):
+    """A destination kind's own checks of a mapping file (field names, types, limits).
+
+    Called with the parsed ``mappings.model.MappingSpec``, the file's raw ``[fields]``
+    table and the ``mappings.model.Issues`` to add problems to (each with its TOML key);
+    returns the spec with the kind's defaults filled in. The types are the mapping
+    package's: the core only hands the rules over.
+    """
+
+    def __call__(self, spec: Any, raw_fields: Mapping[str, object], issues: Any) -> Any: ...
+
+
 @runtime_checkable
 class Destination(Protocol):
     kind: ClassVar[str]
     config_model: ClassVar[type[ConnectorConfig]]
+    default_mapping: ClassVar[Traversable | None]  # used when the config names no mapping
+    mapping_rules: ClassVar[MappingRules | None]
     max_batch: int  # records per push() call
 
     def __init__(self, config: Any, context: ConnectorContext) -> None: ...
@@ -156,7 +225,16 @@ class Destination(Protocol):
         ...
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
-        """Send one batch; return exactly one result per change, in any order."""
+        """Send one batch; return exactly one result per change, in any order.
+
+        A result may be PENDING with a job id; the core then keeps the change in flight
+        and later calls ``collect`` with that job and its changes.
+        """
+        ...
+
+    def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        """Final results of a job ``push`` answered PENDING for, one per change; None while
+        the job is still running. Destinations that never answer PENDING return None."""
         ...
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:

@@ -90,6 +90,7 @@ _BASE: tuple[ProfileField, ...] = (
     ProfileField("email_consent", "text", "subscribed, unsubscribed or none", False),
     ProfileField("email_consent_at", "datetime", "when the current e-mail consent was recorded"),
     ProfileField("sms_consent", "text", "subscribed, unsubscribed or none", False),
+    ProfileField("sms_consent_at", "datetime", "when the current SMS consent was recorded"),
     ProfileField("deleted", "boolean", "deleted or redacted at the source", False),
 )
 

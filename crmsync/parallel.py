@@ -34,18 +34,13 @@ from multiprocessing.connection import wait
 
 from sqlalchemy.engine import Connection, make_url
 
-from connectors.base import Change
+from crmsync.contract import Change
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
 from crmsync.fields import ProfileField
-from crmsync.person_streams import (
-    KeyRange,
-    ProfileContext,
-    customer_count,
-    key_boundaries,
-    ranges,
-)
 from crmsync.planner import Planner, Tally, Target
+from crmsync.profile_scope import KeyRange, ProfileContext
+from state.profile_reads import customer_count, key_boundaries, ranges
 
 CHUNK = 500  # changes per message from a worker
 SLICES_PER_WORKER = 4

@@ -1,24 +1,24 @@
-"""One pipeline run: pull, read consent back, build profiles, segment, map, diff, push.
+"""One pipeline run: pull, read consent back, collect pending jobs, build profiles,
+segment, map, diff, push and acknowledge, collect again.
 
-Every destination of the pipeline is fed from a single pass over the profiles. A batch is
-pushed when full, and its acknowledgements are written to the ledger in one transaction
-right after the destination answers, so a crash replays at most one batch per
-destination, and a replayed batch is the same idempotent upsert.
+Every destination of the pipeline is fed from a single pass over the profiles (the
+planner); each change goes to the destination's ``Pusher`` (``push``), which records a
+batch as in flight before it goes out and its acknowledgements right after the
+destination answers, so a crash replays at most one batch per destination, and a
+replayed batch is the same idempotent upsert.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from connectors.base import Change, ConnectorContext, Destination, Outcome, PushResult, Source
-from crmsync.config import Config, DestinationSpec, PipelineSpec
+from crmsync.config import Config, PipelineSpec
+from crmsync.contract import Change, ConnectorContext, Destination, Source
 from crmsync.diff import Policy
-from crmsync.errors import ConfigError, ConnectorError, CrmsyncError
+from crmsync.errors import CrmsyncError
 from crmsync.parallel import (
     PlanJob,
     can_start_workers,
@@ -27,73 +27,23 @@ from crmsync.parallel import (
     slices_for,
     worker_count,
 )
-from crmsync.person_streams import KeyRange, ProfileContext
 from crmsync.planner import Planner, Tally, Target
+from crmsync.profile_scope import KeyRange, ProfileContext
 from crmsync.pull import pull_source
-from state.ledger import (
-    RetryPolicy,
-    add_consent_events,
-    opted_out,
-    record_results,
-)
+from crmsync.push import LEASE_SECONDS, Pusher
+from crmsync.runs import DestinationReport, RunOptions, RunReport
+from state.ledger import RetryPolicy, add_consent_events, opted_out
 from state.store import Store
 from state.timeutil import now_ms, to_ms
 
-LEASE_SECONDS = 15 * 60
+__all__ = ["DestinationReport", "PipelineBusy", "RunOptions", "RunReport", "run_pipeline"]
+
 CONSENT_LOOKBACK = timedelta(minutes=10)
 T = TypeVar("T")
 
 
 class PipelineBusy(CrmsyncError):
     """Another process holds this pipeline's lease."""
-
-
-@dataclass
-class RunOptions:
-    kind: str = "manual"  # manual | scheduled | backfill
-    as_of: datetime | None = None
-    dry_run: bool = False  # `plan`: compute everything, push and record nothing
-    pull: bool = True
-    full: bool = False  # backfill --full
-    since: datetime | None = None  # backfill --since
-    samples: int = 5
-    progress: Callable[[str, int], None] | None = None  # (phase, n) after each batch
-
-
-@dataclass
-class DestinationReport:
-    name: str
-    kind: str
-    counts: Counter[str] = field(default_factory=Counter)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass
-class RunReport:
-    pipeline: str
-    run_id: int | None
-    kind: str
-    dry_run: bool
-    as_of: datetime
-    status: str = "running"
-    pulled: dict[str, dict[str, int]] = field(default_factory=dict)
-    profiles: int = 0
-    segments: Counter[str] = field(default_factory=Counter)
-    destinations: dict[str, DestinationReport] = field(default_factory=dict)
-    consent_read: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-
-    def counts(self) -> dict[str, Any]:
-        return {
-            "pulled": self.pulled,
-            "profiles": self.profiles,
-            "segments": dict(self.segments),
-            "consent_read": self.consent_read,
-            "destinations": {n: dict(d.counts) for n, d in self.destinations.items()},
-            "warnings": self.warnings,
-        }
 
 
 def context_for(config: Config, name: str) -> ConnectorContext:
@@ -121,17 +71,34 @@ def run_pipeline(
         with ExitStack() as stack:
             if options.pull:
                 _pull(config, spec, store, options, report, as_of)
-            destinations = {}
+            lease = (spec.name, holder) if holder is not None else None
+            retry = RetryPolicy(
+                spec.settings.max_attempts, int(spec.settings.retry_minutes * 60_000)
+            )
+            pushers = []
             for dest in spec.destinations:
                 instance = dest.cls(dest.config, context_for(config, dest.name))
                 stack.callback(instance.close)
-                destinations[dest.name] = instance
-                report.destinations[dest.name] = DestinationReport(dest.name, dest.kind)
+                dest_report = report.destinations[dest.name] = DestinationReport(
+                    dest.name, dest.kind
+                )
+                pusher = Pusher(
+                    dest.name, instance, store, dest_report, options, report.run_id, retry, lease
+                )
+                pushers.append(pusher)
                 if not options.dry_run:
                     _read_consent(store, spec, dest.name, instance, report)
+                    pusher.collect()  # jobs an earlier run left: settled before the diff
                     instance.prepare(dest.mapping.field_specs())
-            lease = (spec.name, holder) if holder is not None else None
-            _sync(store, spec, destinations, options, report, policy, as_of, lease)
+            _sync(store, spec, pushers, options, report, policy, as_of)
+            if not options.dry_run:
+                for pusher in pushers:
+                    running = pusher.collect(options.job_wait_seconds)
+                    if running:
+                        report.warnings.append(
+                            f"{pusher.name}: {running} jobs still running; the next run "
+                            "collects their results"
+                        )
         failed = any(d.error for d in report.destinations.values())
         record_failures = any(
             d.counts[o] for d in report.destinations.values() for o in ("failed", "rejected")
@@ -254,77 +221,14 @@ def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-class _Batcher:
-    """Collects one destination's changes and pushes them a batch at a time.
-
-    Changes are batched per slice of the key space (``part``; a run in one process has
-    one), each slice's batches cut at fixed positions from its first change. So batches
-    never depend on how worker processes interleave, and a re-run after a crash, which
-    skips the acknowledged people (whole batches), rebuilds exactly the batches the
-    crashed run had not acknowledged: the outbox's content-addressed files then replace
-    themselves instead of holding a person twice.
-    """
-
-    def __init__(
-        self,
-        spec: DestinationSpec,
-        destination: Destination,
-        store: Store,
-        report: DestinationReport,
-        options: RunOptions,
-        run_id: int | None,
-        retry: RetryPolicy,
-    ) -> None:
-        self.spec, self.destination, self.store = spec, destination, store
-        self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
-        self.pending: dict[int, list[Change]] = {}  # slice -> its changes not yet pushed
-        self.lease: tuple[str, str] | None = None  # (pipeline, holder) to renew per batch
-
-    def add(self, change: Change, part: int = 0) -> None:
-        if self.report.error:
-            self.report.counts["not_sent"] += 1
-            return
-        pending = self.pending.setdefault(part, [])
-        pending.append(change)
-        if len(pending) >= self.destination.max_batch:
-            self._push(self.pending.pop(part))
-
-    def flush(self, part: int | None = None) -> None:
-        """Pushes what is pending of slice ``part`` (of every slice, in order, when None)."""
-        parts = sorted(self.pending) if part is None else [part]
-        for each in parts:
-            self._push(self.pending.pop(each, []))
-
-    def _push(self, batch: list[Change]) -> None:
-        if not batch or self.options.dry_run:
-            return
-        try:
-            results = self.destination.push(batch)
-        except (ConfigError, ConnectorError) as exc:  # AuthError is a ConnectorError
-            # refused or down: keep the batch as failed (retried next run) and stop
-            # sending to this destination for the rest of this run
-            self.report.error = str(exc)
-            results = [PushResult(c.person_key, Outcome.FAILED, message=str(exc)) for c in batch]
-        if self.lease is not None:
-            self.store.renew_lease(f"pipeline:{self.lease[0]}", self.lease[1], LEASE_SECONDS)
-        with self.store.transaction() as conn:
-            counts = record_results(
-                conn, self.spec.name, self.run_id, batch, results, now_ms=now_ms(), retry=self.retry
-            )
-        self.report.counts.update(counts)
-        if self.options.progress:
-            self.options.progress(f"push:{self.spec.name}", len(batch))
-
-
 def _sync(
     store: Store,
     spec: PipelineSpec,
-    destinations: dict[str, Destination],
+    batchers: list[Pusher],
     options: RunOptions,
     report: RunReport,
     policy: Policy,
     as_of: datetime,
-    lease: tuple[str, str] | None = None,
 ) -> None:
     """Plans every person (in worker processes for a large store) and pushes the changes.
 
@@ -332,26 +236,11 @@ def _sync(
     """
     ctx = ProfileContext(
         sources=tuple(s.name for s in spec.sources),
-        consent_scopes=tuple(s.name for s in spec.sources) + tuple(destinations),
+        consent_scopes=tuple(s.name for s in spec.sources) + tuple(b.name for b in batchers),
         currency=spec.currency,
         as_of_ms=to_ms(as_of) or 0,
         settings=spec.settings.profile,
     )
-    retry = RetryPolicy(spec.settings.max_attempts, int(spec.settings.retry_minutes * 60_000))
-    batchers = [
-        _Batcher(
-            d,
-            destinations[d.name],
-            store,
-            report.destinations[d.name],
-            options,
-            report.run_id,
-            retry,
-        )
-        for d in spec.destinations
-    ]
-    for batcher in batchers:
-        batcher.lease = lease
     targets = [Target(d.name, d.mapping) for d in spec.destinations]
     planner = Planner(ctx, spec.segments, targets, policy, as_of, options.samples)
     tally = planner.new_tally()

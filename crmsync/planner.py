@@ -18,25 +18,23 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection
 
-from connectors.base import Action, Change
-from crmsync.diff import Acked, OpenFailure, Policy, Skip, decide
+from crmsync.contract import Action, Change
+from crmsync.diff import Acked, InFlight, OpenFailure, Policy, Skip, decide
 from crmsync.merge_join import keyed, merge_groups
-from crmsync.person_streams import (
-    EVERYONE,
+from crmsync.profile_scope import EVERYONE, KeyRange, ProfileContext
+from crmsync.profiles import ProfileBuilder
+from state import schema
+from state.ledger import SEPARATOR, failures_query, in_flight_query, ledger_query
+from state.profile_reads import (
     PROFILE_STREAMS,
-    KeyRange,
-    ProfileContext,
     execute,
     foreign_currency_orders,
     in_range,
     profile_streams,
 )
-from crmsync.profiles import ProfileBuilder
-from state import schema
-from state.ledger import TAG_SEPARATOR, failures_query, ledger_query
 
 TICK_EVERY = 4096  # people between calls of the caller's tick (progress, liveness)
-_TAG_CACHE = 4096  # segment sets remembered per destination (they repeat a lot)
+_NAME_CACHE = 4096  # segment sets remembered per destination (they repeat a lot)
 _NO_FIELDS: dict[str, Any] = {}
 
 
@@ -90,7 +88,7 @@ class Planner:
             tuple(f for f in (t.mapping.identity_email, t.mapping.identity_phone) if f)
             for t in self.targets
         )
-        self._tags: list[dict[tuple[str, ...], tuple[str, ...]]] = [{} for _ in self.targets]
+        self._groups: list[dict[tuple[str, ...], tuple[str, ...]]] = [{} for _ in self.targets]
 
     def new_tally(self) -> Tally:
         return Tally(
@@ -112,6 +110,7 @@ class Planner:
             for query, table in (
                 (ledger_query(conn, target.name), schema.ledger),
                 (failures_query(conn, target.name), schema.failures),
+                (in_flight_query(conn, target.name), schema.in_flight),
             ):
                 ranged = query.where(in_range(conn, table.c.person_key, keys))
                 streams.append(keyed(execute(conn, ranged)))
@@ -122,7 +121,7 @@ class Planner:
                 self.identities[index],
                 tally.counts[target.name],
                 tally.samples[target.name],
-                PROFILE_STREAMS + 2 * index,  # its ledger and failures slots
+                PROFILE_STREAMS + 3 * index,  # its ledger, failures and in-flight slots
             )
             for index, target in enumerate(self.targets)
         ]
@@ -147,9 +146,10 @@ class Planner:
                 combos[member_of] = combos.get(member_of, 0) + 1
                 deleted = profile["deleted"]
                 for index, apply, identities, counts, samples, slot in destinations:
-                    acked_row, failure_row = slots[slot], slots[slot + 1]
+                    acked_row, failure_row, flying = slots[slot], slots[slot + 1], slots[slot + 2]
                     acked = _acked(acked_row) if acked_row is not None else None
                     failure = _failure(failure_row) if failure_row is not None else None
+                    in_flight = _in_flight(flying) if flying is not None else None
                     identified = _identified(profile, identities)
                     # decide() reads the payload only of someone it may upsert: map no one else
                     upsert = identified and not deleted
@@ -158,12 +158,13 @@ class Planner:
                     outcome = decide(
                         profile,
                         apply(profile) if upsert else _NO_FIELDS,
-                        self._tags_for(index, member_of),
+                        self._groups_for(index, member_of),
                         identified,
                         acked,
                         failure,
                         policy,
                         activity,
+                        in_flight,
                     )
                     if isinstance(outcome, Skip):
                         counts[outcome.value] += 1
@@ -177,14 +178,14 @@ class Planner:
                 for name in combo:
                     tally.segments[name] += n
 
-    def _tags_for(self, index: int, member_of: tuple[str, ...]) -> tuple[str, ...]:
-        cache = self._tags[index]
-        tags = cache.get(member_of)
-        if tags is None:
-            if len(cache) >= _TAG_CACHE:
+    def _groups_for(self, index: int, member_of: tuple[str, ...]) -> tuple[str, ...]:
+        cache = self._groups[index]
+        groups = cache.get(member_of)
+        if groups is None:
+            if len(cache) >= _NAME_CACHE:
                 cache.clear()
-            tags = cache[member_of] = self.targets[index].mapping.tags_for(member_of)
-        return tags
+            groups = cache[member_of] = self.targets[index].mapping.memberships_for(member_of)
+        return groups
 
 
 def _identified(profile: dict[str, Any], identities: tuple[str, ...]) -> bool:
@@ -198,9 +199,14 @@ def _identified(profile: dict[str, Any], identities: tuple[str, ...]) -> bool:
 
 
 def _acked(row: Any) -> Acked:
-    _, payload_hash, segments, remote_id, status, acked_at, payload = row
-    tags = tuple(segments.split(TAG_SEPARATOR)) if segments else ()
-    return Acked(payload_hash, tags, remote_id, status, acked_at, payload)
+    _, payload_hash, memberships, remote_id, status, acked_at, payload = row
+    groups = tuple(memberships.split(SEPARATOR)) if memberships else ()
+    return Acked(payload_hash, groups, remote_id, status, acked_at, payload)
+
+
+def _in_flight(row: Any) -> InFlight:
+    _, action, possible, job = row
+    return InFlight(action, tuple(possible.split(SEPARATOR)) if possible else (), job)
 
 
 def _failure(row: Any) -> OpenFailure:
@@ -213,8 +219,8 @@ def count_change(counts: Counter[str], change: Change) -> None:
         counts["create" if change.is_new else "update"] += 1
     else:
         counts[change.action.value] += 1
-    counts["tags_added"] += len(change.tags_add)
-    counts["tags_removed"] += len(change.tags_remove)
+    counts["memberships_added"] += len(change.memberships_add)
+    counts["memberships_removed"] += len(change.memberships_remove)
 
 
 def sample(change: Change, acked: Acked | None) -> dict[str, Any]:
@@ -232,7 +238,7 @@ def sample(change: Change, acked: Acked | None) -> dict[str, Any]:
         if change.action.value != "upsert"
         else ("create" if change.is_new else "update"),
         "fields": changed,
-        "tags_add": list(change.tags_add),
-        "tags_remove": list(change.tags_remove),
-        "email_consent": change.email_consent.value,
+        "memberships_add": list(change.memberships_add),
+        "memberships_remove": list(change.memberships_remove),
+        "email_intent": change.email_intent.value,
     }

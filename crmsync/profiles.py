@@ -1,6 +1,6 @@
 """Profile building: one profile per person from every source of a pipeline.
 
-The rows come from key-ordered streams (``person_streams``): customers, orders, carts and
+The rows come from key-ordered streams (``state.profile_reads``): customers, orders, carts and
 consent events, each grouped by person key and merge-joined, so memory holds one person at
 a time, never a store. Metrics that need the as-of time use ``ProfileContext.as_of_ms``,
 which makes a run reproducible with ``--as-of``.
@@ -28,18 +28,16 @@ from sqlalchemy.engine import Connection
 
 from crmsync.merge_join import merge_groups
 from crmsync.normalize import minor_unit_exponent
-from crmsync.person_streams import (
+from crmsync.profile_scope import EVERYONE, KeyRange, ProfileContext
+from state.profile_reads import (
     CARTS,
     CONSENT,
     CUSTOMERS,
-    EVERYONE,
     LINKED_AWAY,
     LINKED_CARTS,
     LINKED_CUSTOMERS,
     LINKED_ORDERS,
     ORDERS,
-    KeyRange,
-    ProfileContext,
     foreign_currency_orders,
     profile_streams,
 )
@@ -47,7 +45,7 @@ from crmsync.person_streams import (
 DAY_MS = 86_400_000
 _NONE = "none"
 
-# positions in a customer row (see person_streams.customers_query)
+# positions in a customer row (see state.profile_reads.customers_query)
 _SOURCE, _EMAIL, _PHONE, _BIRTHDAY, _CREATED, _UPDATED = 1, 2, 3, 12, 13, 14
 _EMAIL_CONSENT, _EMAIL_CONSENT_AT, _SMS_CONSENT, _SMS_CONSENT_AT, _DELETED = 15, 16, 17, 18, 19
 # profile fields taken from the first customer row that has them, with their positions
@@ -137,7 +135,9 @@ class ProfileBuilder:
         empty.update(discounted_orders=0, full_price_orders=0, categories=(), top_category=None)
         empty.update(_NO_ORDERS)
         empty.update(_NO_CART)
-        empty.update(email_consent=_NONE, email_consent_at=None, sms_consent=_NONE)
+        empty.update(
+            email_consent=_NONE, email_consent_at=None, sms_consent=_NONE, sms_consent_at=None
+        )
         self.empty = empty
 
     def money(self, minor: int | None) -> Decimal:
@@ -355,6 +355,7 @@ class ProfileBuilder:
         p["email_consent"] = email[2] if email else _NONE
         p["email_consent_at"] = _timestamp(email[0] / 1000, UTC) if email else None
         p["sms_consent"] = sms[2] if sms else _NONE
+        p["sms_consent_at"] = _timestamp(sms[0] / 1000, UTC) if sms else None
 
 
 def rfm_label(r: int, f: int, m: int) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from connectors.base import Source
+from crmsync.contract import Source
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state.staging import StageStats
 from state.store import Store

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from crmsync.errors import ConfigError
@@ -35,3 +36,16 @@ def load(group: str, kind: str, *, key: str) -> Any:
             hint=f"use one of: {', '.join(kinds(group))}",
         )
     return found.load()
+
+
+def default_mapping(kind: str, *, key: str = "mapping") -> Traversable:
+    """The mapping file the destination kind ships, from its class (``default_mapping``)."""
+    cls = load(DESTINATIONS, kind, key=key)
+    found: Traversable | None = getattr(cls, "default_mapping", None)
+    if found is None or not found.is_file():
+        raise ConfigError(
+            f"destination kind {kind!r} ships no default mapping",
+            key=key,
+            hint="give the path of a mapping file (format: mappings/README.md)",
+        )
+    return found

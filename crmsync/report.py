@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from crmsync.config import PipelineSpec
-from crmsync.pipeline import RunReport
+from crmsync.runs import RunReport
 from state.ledger import consent_events
 from state.store import Store
 from state.timeutil import from_ms, to_ms
@@ -22,14 +22,16 @@ _ORDER = (
     "archive",
     "delete",
     "unchanged",
-    "tags_added",
-    "tags_removed",
+    "memberships_added",
+    "memberships_removed",
     "ok",
+    "pending",
     "failed",
     "rejected",
     "compliance",
     "invalid",
     "deferred",
+    "awaiting_job",
     "gave_up",
     "deleted_unsynced",
     "not_sent",
@@ -73,12 +75,13 @@ def render_report(report: RunReport) -> str:
                 diff = ", ".join(
                     f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in sample["fields"].items()
                 )
-            tags = " ".join(
-                [f"+{t}" for t in sample["tags_add"]] + [f"-{t}" for t in sample["tags_remove"]]
+            moves = " ".join(
+                [f"+{m}" for m in sample["memberships_add"]]
+                + [f"-{m}" for m in sample["memberships_remove"]]
             )
             lines.append(
                 f"     {sample['action']} {sample['person_key']}: "
-                f"{_clip(diff) or 'no field changes'}" + (f" [{tags}]" if tags else "")
+                f"{_clip(diff) or 'no field changes'}" + (f" [{moves}]" if moves else "")
             )
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")

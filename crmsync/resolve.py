@@ -1,4 +1,5 @@
-"""The second half of loading a configuration: connectors, pipelines, rules and mappings.
+"""Loading a configuration: the core model (``config``), then connectors, pipelines,
+rules and mappings.
 
 Kept apart from ``config`` so the core model stays importable without the connectors, and
 so each check adds its issues to one list instead of stopping at the first.
@@ -17,11 +18,24 @@ from crmsync.config import (
     PipelineSpec,
     Settings,
     make_config,
+    read_settings,
     validate_connector,
 )
+from crmsync.contract import ConnectorConfig
+from crmsync.cron import cron_trigger
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.fields import catalogue
 from crmsync.normalize import currency as normalize_currency
+
+
+def load_config(path: str | Path) -> Config:
+    """Reads and validates the whole configuration; raises ConfigError listing every issue."""
+    path = Path(path)
+    issues: list[ConfigIssue] = []
+    config = resolve(read_settings(path, issues), path, issues)
+    if issues:
+        raise ConfigError(issues)
+    return config
 
 
 def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config:
@@ -90,8 +104,6 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
                 )
             )
         if pipeline.schedule:
-            from scheduler import cron_trigger
-
             try:
                 cron_trigger(pipeline.schedule, f"{key}.schedule", settings.defaults.timezone)
             except ConfigError as exc:
@@ -99,12 +111,12 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
         segments = _compile_segments(settings, pname, pipeline.segments, fields, issues)
         for ref in pipeline.destinations:
             if ref in dest_specs and ref not in destinations:
+                spec = dest_specs[ref]
                 mapping = _load_mapping(
-                    ref, dest_specs[ref].kind, raw_destinations[ref][1], path.parent, fields, issues
+                    ref, spec, raw_destinations[ref][1], path.parent, fields, issues
                 )
                 if mapping is not None:
-                    spec = dest_specs[ref]
-                    _check_tag_prefix(ref, spec.config, mapping, issues)
+                    _check_owned_prefix(ref, spec.config, mapping, issues)
                     destinations[ref] = DestinationSpec(
                         spec.name, spec.kind, spec.cls, spec.config, mapping
                     )
@@ -122,15 +134,17 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
     return make_config(settings, path, sources, destinations, pipelines)
 
 
-def _check_tag_prefix(name: str, config: Any, mapping: Any, issues: list[ConfigIssue]) -> None:
-    """A destination that guards its own tag prefix must guard the mapping's."""
-    own = getattr(config, "tag_prefix", None)
-    if own is not None and own != mapping.tag_prefix:
+def _check_owned_prefix(
+    name: str, config: ConnectorConfig, mapping: Any, issues: list[ConfigIssue]
+) -> None:
+    """A destination that guards its own group prefix must guard the mapping's."""
+    own = config.owned_prefix()
+    if own is not None and own != mapping.prefix:
         issues.append(
             ConfigIssue(
-                f"destinations.{name}.tag_prefix",
-                f"{own!r} differs from the mapping's [tags] prefix {mapping.tag_prefix!r}",
-                "make them equal, or every tag change would be refused",
+                f"destinations.{name}.{config.owned_prefix_key}",
+                f"{own!r} differs from the mapping's [memberships] prefix {mapping.prefix!r}",
+                "make them equal, or every membership change would be refused",
             )
         )
 
@@ -172,24 +186,27 @@ def _compile_segments(
 
 def _load_mapping(
     name: str,
-    kind: str,
+    spec: ConnectorSpec,
     mapping: str | None,
     base: Path,
     fields: Any,
     issues: list[ConfigIssue],
 ) -> Any:
-    from mappings import builtin_mapping_path, load_mapping
+    from mappings import load_mapping
 
     key = f"destinations.{name}.mapping"
+    rules = getattr(spec.cls, "mapping_rules", None)
     try:
-        path = (base / mapping) if mapping else builtin_mapping_path(kind)
-        if not path.exists():
+        path = (base / mapping) if mapping else registry.default_mapping(spec.kind, key=key)
+        if not path.is_file():
             issues.append(ConfigIssue(key, f"mapping file {path} not found", "fix the path"))
             return None
-        return load_mapping(path, fields, kind=kind)
+        return load_mapping(path, fields, kind=spec.kind, rules=rules)
     except ConfigError as exc:
         for issue in exc.issues:
             issues.append(
-                ConfigIssue(f"{key} ({mapping or kind}) {issue.key}", issue.message, issue.hint)
+                ConfigIssue(
+                    f"{key} ({mapping or spec.kind}) {issue.key}", issue.message, issue.hint
+                )
             )
         return None

@@ -1,40 +1,40 @@
 """``CompiledMapping``: a loaded mapping, ready to turn profiles into destination payloads.
 
 Everything is decided when the mapping loads; ``apply`` is one generated function
-(``compose``) with no I/O and no look-ups in the configuration, and ``tag_for`` caches
-each segment's tag name.
+(``compose``) with no I/O and no look-ups in the configuration, and ``membership_for``
+caches each segment's group name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from connectors.base import FieldSpec
+from crmsync.contract import FieldSpec
 from crmsync.errors import RecordError
 from mappings.compose import compose
 from mappings.convert import compile_field
 from mappings.model import FieldRule, MappingSpec
-from mappings.text import tag_namer
+from mappings.text import group_namer
 
 _CONVERSION_ERRORS = (TypeError, ValueError, AttributeError, ArithmeticError, KeyError)
 
 
 class CompiledMapping:
-    """Profile -> destination fields, and segment names -> tag names, for one destination."""
+    """Profile -> destination fields, and segment names -> group names, for one destination."""
 
     __slots__ = (
         "_apply",
+        "_groups",
         "_namer",
         "_specs",
-        "_tags",
         "identity_email",
         "identity_phone",
         "kind",
         "path",
+        "prefix",
         "profile_fields_used",
         "rules",
         "spec",
-        "tag_prefix",
     )
 
     def __init__(self, spec: MappingSpec, *, path: str = "") -> None:
@@ -54,10 +54,12 @@ class CompiledMapping:
         read |= {source for rule in rules for _, source in rule.parts}
         read |= {f for f in (spec.identity_email, spec.identity_phone) if f}
         self.profile_fields_used: frozenset[str] = frozenset(read)
-        self.tag_prefix = spec.tags.prefix
-        tags = spec.tags
-        self._namer = tag_namer(tags.prefix, tags.case, tags.max_length, tags.names, spec.locale)
-        self._tags: dict[str, str] = {}
+        groups = spec.memberships
+        self.prefix = groups.prefix  # the one prefix of the groups crmsync owns there
+        self._namer = group_namer(
+            groups.prefix, groups.case, groups.max_length, groups.names, spec.locale
+        )
+        self._groups: dict[str, str] = {}
 
     def apply(self, profile: Mapping[str, object]) -> dict[str, object]:
         """The destination fields for ``profile``, keys sorted; pure and deterministic.
@@ -81,23 +83,23 @@ class CompiledMapping:
     def field_specs(self) -> list[FieldSpec]:
         """The destination fields, sorted by name; ``type`` is the mapping type.
 
-        Destinations translate the type to their own (Mailchimp: ``limits.MAILCHIMP_MERGE_TYPES``,
-        which its merge-field plans use).
+        Each destination translates the type to its own.
         """
         return list(self._specs)
 
-    def tag_for(self, segment: str) -> str:
-        tag = self._tags.get(segment)
-        if tag is None:
-            tag = self._tags[segment] = self._namer(segment)
-        return tag
+    def membership_for(self, segment: str) -> str:
+        group = self._groups.get(segment)
+        if group is None:
+            group = self._groups[segment] = self._namer(segment)
+        return group
 
-    def tags_for(self, segments: Iterable[str]) -> tuple[str, ...]:
-        return tuple(sorted({self.tag_for(segment) for segment in segments}))
+    def memberships_for(self, segments: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted({self.membership_for(segment) for segment in segments}))
 
-    def owns_tag(self, tag: str) -> bool:
-        """True for tags crmsync manages here (they carry the prefix); it never touches others."""
-        return tag.startswith(self.tag_prefix)
+    def owns(self, group: str) -> bool:
+        """True for groups crmsync manages here (they carry the prefix); it never touches
+        others."""
+        return group.startswith(self.prefix)
 
     def __reduce__(self) -> tuple[Callable[..., CompiledMapping], tuple[MappingSpec, str]]:
         """Pickles as its validated spec: a worker process compiles exactly what the run

@@ -29,8 +29,8 @@ class _NoDefault:
 
 NO_DEFAULT: object = _NoDefault()
 ADDRESS_PARTS = ("addr1", "addr2", "city", "state", "zip", "country")
-DEFAULT_TAG_PREFIX = "crm-"
-DEFAULT_TAG_MAX_LENGTH = 100
+DEFAULT_GROUP_PREFIX = "crm-"
+DEFAULT_GROUP_MAX_LENGTH = 100
 MAX_ROUND = 10
 
 
@@ -91,10 +91,12 @@ class FieldRule:
 
 
 @dataclass(frozen=True, slots=True)
-class TagRule:
-    prefix: str = DEFAULT_TAG_PREFIX
+class MembershipRule:
+    """How segment names become the destination's group names (tags, lists)."""
+
+    prefix: str = DEFAULT_GROUP_PREFIX
     case: str = "kebab"
-    max_length: int = DEFAULT_TAG_MAX_LENGTH
+    max_length: int = DEFAULT_GROUP_MAX_LENGTH
     names: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -105,7 +107,7 @@ class MappingSpec:
     identity_phone: str | None
     locale: str | None
     fields: tuple[FieldRule, ...]
-    tags: TagRule
+    memberships: MembershipRule
 
 
 class MappingError(ConfigError):
@@ -129,10 +131,19 @@ class Issues:
     def add(self, key: str, message: str, hint: str = "") -> None:
         self.items.append(ConfigIssue(key=key, message=message, hint=hint))
 
-    def unknown_keys(self, table: Mapping[str, object], allowed: Iterable[str], at: str) -> None:
+    def unknown_keys(
+        self,
+        table: Mapping[str, object],
+        allowed: Iterable[str],
+        at: str,
+        also: Iterable[str] = (),
+    ) -> None:
+        """Reports keys of ``table`` that are not ``allowed`` (nor ``also``: old names still
+        read but not advertised)."""
         known = sorted(allowed)
+        accepted = {*known, *also}
         for key in table:
-            if key not in known:
+            if key not in accepted:
                 close = difflib.get_close_matches(key, known, n=2)
                 guess = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
                 self.add(join_key(at, key), f"unknown key{guess}", f"allowed: {', '.join(known)}")

@@ -13,13 +13,13 @@ from collections.abc import Mapping
 
 from crmsync.fields import ProfileField
 from mappings.model import (
-    DEFAULT_TAG_MAX_LENGTH,
-    DEFAULT_TAG_PREFIX,
+    DEFAULT_GROUP_MAX_LENGTH,
+    DEFAULT_GROUP_PREFIX,
     TYPES,
     FieldRule,
     Issues,
     MappingSpec,
-    TagRule,
+    MembershipRule,
     join_key,
 )
 from mappings.options import (
@@ -31,10 +31,11 @@ from mappings.options import (
     profile_field,
     string_table,
 )
-from mappings.text import TAG_CASES
+from mappings.text import GROUP_CASES
 
-TOP_KEYS = ("kind", "description", "locale", "identity", "fields", "tags")
-TAG_KEYS = ("prefix", "case", "max_length", "names")
+TOP_KEYS = ("kind", "description", "locale", "identity", "fields", "memberships")
+OLD_TOP_KEYS = ("tags",)  # [memberships] was first called [tags]
+MEMBERSHIP_KEYS = ("prefix", "case", "max_length", "names")
 _ALL_OPTIONS = frozenset().union(*(info.options for info in TYPES.values())) | {"from"}
 KIND = re.compile(r"[a-z][a-z0-9_]*")  # a destination kind, as a mapping file names it
 MAX_FIELD_NAME = 100
@@ -44,13 +45,13 @@ def build_spec(
     data: Mapping[str, object], fields: Mapping[str, ProfileField], issues: Issues
 ) -> MappingSpec:
     """The spec of every valid part of ``data``; problems go to ``issues``."""
-    issues.unknown_keys(data, TOP_KEYS, "")
+    issues.unknown_keys(data, TOP_KEYS, "", also=OLD_TOP_KEYS)
     kind = data.get("kind")
     if not isinstance(kind, str) or not KIND.fullmatch(kind):
         issues.add(
             "kind",
             "missing or invalid" if kind is None else f"invalid kind {kind!r}",
-            'name the destination kind this mapping is for, e.g. kind = "mailchimp"',
+            'name the destination kind this mapping is for, e.g. kind = "outbox"',
         )
         kind = ""
     if "description" in data and not isinstance(data["description"], str):
@@ -66,8 +67,7 @@ def build_spec(
             rule = _field(name, raw, fields, locale, issues)
             if rule is not None:
                 rules.append(rule)
-    tags = _tags(data.get("tags"), issues)
-    return MappingSpec(kind, email, phone, locale, tuple(rules), tags)
+    return MappingSpec(kind, email, phone, locale, tuple(rules), _memberships(data, issues))
 
 
 def _identity(
@@ -176,42 +176,47 @@ def _field(
     )
 
 
-def _tags(raw: object, issues: Issues) -> TagRule:
+def _memberships(data: Mapping[str, object], issues: Issues) -> MembershipRule:
+    """The ``[memberships]`` table (``[tags]``, its first name, is still read)."""
+    if "memberships" in data and "tags" in data:
+        issues.add("tags", "both [memberships] and [tags] are given", "keep [memberships] only")
+    at = "tags" if "tags" in data and "memberships" not in data else "memberships"
+    raw = data.get(at)
     if raw is None:
-        return TagRule()
+        return MembershipRule()
     if not isinstance(raw, dict):
-        issues.add("tags", "expected a table")
-        return TagRule()
-    issues.unknown_keys(raw, TAG_KEYS, "tags")
-    prefix = raw.get("prefix", DEFAULT_TAG_PREFIX)
+        issues.add(at, "expected a table")
+        return MembershipRule()
+    issues.unknown_keys(raw, MEMBERSHIP_KEYS, at)
+    prefix = raw.get("prefix", DEFAULT_GROUP_PREFIX)
     if not isinstance(prefix, str) or not prefix.strip() or prefix != prefix.lstrip():
         issues.add(
-            "tags.prefix",
+            f"{at}.prefix",
             f"expected a non-empty prefix, got {prefix!r}",
-            "crmsync adds and removes only tags with this prefix, so it cannot be empty",
+            "crmsync adds and removes only groups with this prefix, so it cannot be empty",
         )
-        prefix = DEFAULT_TAG_PREFIX
+        prefix = DEFAULT_GROUP_PREFIX
     case = raw.get("case", "kebab")
-    if case not in TAG_CASES:
-        issues.add("tags.case", f"unknown case {case!r}", f"use {', '.join(TAG_CASES)}")
+    if case not in GROUP_CASES:
+        issues.add(f"{at}.case", f"unknown case {case!r}", f"use {', '.join(GROUP_CASES)}")
         case = "kebab"
-    max_length = raw.get("max_length", DEFAULT_TAG_MAX_LENGTH)
+    max_length = raw.get("max_length", DEFAULT_GROUP_MAX_LENGTH)
     shortest = len(prefix) + 10
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < shortest:
         issues.add(
-            "tags.max_length",
+            f"{at}.max_length",
             f"expected a whole number of at least {shortest}, got {max_length!r}",
             "room for the prefix, a short name and the 9-character suffix of cut names",
         )
-        max_length = DEFAULT_TAG_MAX_LENGTH
-    names = string_table(raw.get("names", {}), "tags.names", issues)
-    for segment, tag in names.items():
-        if not tag.strip():
-            issues.add(join_key("tags.names", segment), "expected a non-empty tag name")
-        elif tag.startswith(prefix):
+        max_length = DEFAULT_GROUP_MAX_LENGTH
+    names = string_table(raw.get("names", {}), f"{at}.names", issues)
+    for segment, group in names.items():
+        if not group.strip():
+            issues.add(join_key(f"{at}.names", segment), "expected a non-empty group name")
+        elif group.startswith(prefix):
             issues.add(
-                join_key("tags.names", segment),
-                f"{tag!r} already starts with the prefix {prefix!r}",
+                join_key(f"{at}.names", segment),
+                f"{group!r} already starts with the prefix {prefix!r}",
                 "give the name without the prefix; crmsync adds it",
             )
-    return TagRule(prefix=prefix, case=str(case), max_length=max_length, names=names)
+    return MembershipRule(prefix=prefix, case=str(case), max_length=max_length, names=names)

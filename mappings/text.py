@@ -1,4 +1,4 @@
-"""Locale-aware case changes and segment-to-tag naming, shared by fields and tags.
+"""Locale-aware case changes and segment-to-group naming, shared by fields and memberships.
 
 Python's ``str.upper``/``lower`` follow the Unicode defaults, which are wrong for Turkish
 and Azerbaijani: there ``i`` upper-cases to ``İ`` and ``I`` lower-cases to ``ı``, and
@@ -16,7 +16,7 @@ CaseFn = Callable[[str], str]
 
 DOTTED_I_LANGUAGES = frozenset({"tr", "az"})
 CASES = ("upper", "lower", "title")
-TAG_CASES = ("as_is", "kebab", "lower", "upper", "title")
+GROUP_CASES = ("as_is", "kebab", "lower", "upper", "title")
 
 _TO_UPPER_TR = str.maketrans({"i": "\u0130", "\u0131": "I"})  # i -> İ, ı -> I
 _TO_LOWER_TR = str.maketrans({"I": "\u0131", "\u0130": "i"})  # I -> ı, İ -> i
@@ -76,8 +76,8 @@ def _words(name: str) -> list[str]:
     return [w for w in _SEPARATORS.split(_CAMEL.sub(" ", name)) if w]
 
 
-def tag_case_function(case: str, locale: str | None) -> CaseFn:
-    """How a segment name (``birthday_this_month``) becomes a tag name."""
+def group_case_function(case: str, locale: str | None) -> CaseFn:
+    """How a segment name (``birthday_this_month``) becomes a group name."""
     down, up, cap = lower(locale), upper(locale), title(locale)
     if case == "kebab":
         return lambda name: "-".join(down(w) for w in _words(name))
@@ -90,21 +90,21 @@ def tag_case_function(case: str, locale: str | None) -> CaseFn:
     return lambda name: name
 
 
-def tag_namer(
+def group_namer(
     prefix: str, case: str, max_length: int, names: Mapping[str, str], locale: str | None
 ) -> CaseFn:
-    """segment name -> tag name: explicit rename or case rule, prefix, then length limit.
+    """segment name -> group name: explicit rename or case rule, prefix, then length limit.
 
     A name that is too long is cut and ends in ``-`` plus 8 hex digits of the segment
-    name's SHA-1, so two long segment names that share a beginning never share a tag.
+    name's SHA-1, so two long segment names that share a beginning never share a group.
     """
-    convert = tag_case_function(case, locale)
+    convert = group_case_function(case, locale)
 
-    def name_tag(segment: str) -> str:
-        tag = prefix + (names.get(segment) or convert(segment) or segment)
-        if len(tag) <= max_length:
-            return tag
+    def name_group(segment: str) -> str:
+        group = prefix + (names.get(segment) or convert(segment) or segment)
+        if len(group) <= max_length:
+            return group
         digest = hashlib.sha1(segment.encode(), usedforsecurity=False).hexdigest()[:8]
-        return tag[: max_length - 9] + "-" + digest
+        return group[: max_length - 9] + "-" + digest
 
-    return name_tag
+    return name_group

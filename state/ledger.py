@@ -1,26 +1,37 @@
-"""Ledger, failures and consent events: what destinations acknowledged, refused or said.
+"""Ledger, in flight, failures and consent events: what destinations were sent,
+acknowledged, refused or said.
 
-``record_results`` is the only writer of the ledger, and it runs after a destination
-answered for a batch, in one transaction with the batch's failures, so a crash at any
-point leaves either the whole acknowledgement or none of it.
+Per batch: ``mark_in_flight`` records the changes in the transaction before they are
+sent; ``record_results`` runs after the destination answered, in one transaction that
+moves acknowledged changes into the ledger (and out of flight), keeps pending ones in
+flight with their job, and records refusals. A crash at any point leaves either the
+whole acknowledgement or none of it, and never forgets what may have been applied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.engine import Connection
 
-from connectors.base import Action, Change, ConsentUpdate, Outcome, PushResult
+from crmsync.contract import (
+    Action,
+    Change,
+    ConsentIntent,
+    ConsentUpdate,
+    Outcome,
+    PushResult,
+)
 from state import schema
 from state.dialect import bytewise, upsert_insert
 from state.timeutil import to_ms
 
-TAG_SEPARATOR = "\n"
+SEPARATOR = "\n"  # joins membership names in one column
 MAX_RETRY_MS = 24 * 3_600_000
 
 
@@ -37,12 +48,22 @@ def ledger_query(conn: Connection, destination: str) -> Select[Any]:
         select(
             t.c.person_key,
             t.c.payload_hash,
-            t.c.segments,
+            t.c.memberships,
             t.c.remote_id,
             t.c.status,
             t.c.acked_at,
             t.c.payload,
         )
+        .where(t.c.destination == destination)
+        .order_by(key)
+    )
+
+
+def in_flight_query(conn: Connection, destination: str) -> Select[Any]:
+    t = schema.in_flight
+    key = bytewise(conn, t.c.person_key)
+    return (
+        select(t.c.person_key, t.c.action, t.c.possible, t.c.job)
         .where(t.c.destination == destination)
         .order_by(key)
     )
@@ -60,6 +81,41 @@ def failures_query(conn: Connection, destination: str) -> Select[Any]:
     )
 
 
+def mark_in_flight(
+    conn: Connection, destination: str, run_id: int | None, changes: Sequence[Change], now_ms: int
+) -> None:
+    """Records ``changes`` as sent before they go out.
+
+    ``possible`` is what the person may hold at the destination whatever part of the push
+    lands: the new memberships and those it removes (the diff computed the removals from
+    the acknowledged and the possibly applied ones, so nothing older is lost).
+    """
+    if not changes:
+        return
+    rows = [
+        {
+            "destination": destination,
+            "person_key": change.person_key,
+            "action": change.action.value,
+            "possible": SEPARATOR.join(sorted({*change.memberships, *change.memberships_remove})),
+            "job": None,
+            "change": encode_change(change),
+            "sent_at": now_ms,
+            "run_id": run_id,
+        }
+        for change in changes
+    ]
+    insert = upsert_insert(conn, schema.in_flight)
+    keys = {"destination", "person_key"}
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=sorted(keys),
+            set_={c: insert.excluded[c] for c in rows[0] if c not in keys},
+        ),
+        rows,
+    )
+
+
 def record_results(
     conn: Connection,
     destination: str,
@@ -70,12 +126,14 @@ def record_results(
     now_ms: int,
     retry: RetryPolicy,
 ) -> dict[str, int]:
-    """Writes acknowledgements to the ledger and refusals to failures; returns counts."""
+    """Writes acknowledgements to the ledger, pending jobs to in flight and refusals to
+    failures; returns counts by outcome."""
     by_key = {r.person_key: r for r in results}
     ledger_rows: list[dict[str, Any]] = []
     acked_keys: list[str] = []
+    pending: dict[str, list[str]] = {}
     failed: list[tuple[Change, PushResult]] = []
-    counts = {"ok": 0, "failed": 0, "rejected": 0, "compliance": 0}
+    counts = {"ok": 0, "failed": 0, "rejected": 0, "compliance": 0, "pending": 0}
     for change in changes:
         result = by_key.get(change.person_key) or PushResult(
             change.person_key, Outcome.FAILED, message="the destination returned no result"
@@ -92,13 +150,15 @@ def record_results(
                     "payload": orjson.dumps(
                         dict(change.fields), option=orjson.OPT_SORT_KEYS
                     ).decode(),
-                    "segments": TAG_SEPARATOR.join(change.tags),
+                    "memberships": SEPARATOR.join(change.memberships),
                     "remote_id": result.remote_id or change.remote_id,
                     "status": "archived" if archived else "synced",
                     "acked_at": now_ms,
                     "run_id": run_id,
                 }
             )
+        elif result.outcome is Outcome.PENDING and result.job:
+            pending.setdefault(result.job, []).append(change.person_key)
         else:
             failed.append((change, result))
     if ledger_rows:
@@ -111,17 +171,102 @@ def record_results(
             ),
             ledger_rows,
         )
-        f = schema.failures
-        for start in range(0, len(acked_keys), 500):
-            conn.execute(
-                delete(f).where(
-                    f.c.destination == destination,
-                    f.c.person_key.in_(acked_keys[start : start + 500]),
+        for table in (schema.failures, schema.in_flight):
+            for start in range(0, len(acked_keys), 500):
+                conn.execute(
+                    delete(table).where(
+                        table.c.destination == destination,
+                        table.c.person_key.in_(acked_keys[start : start + 500]),
+                    )
                 )
+    f = schema.in_flight
+    for job, keys_of_job in pending.items():
+        for start in range(0, len(keys_of_job), 500):
+            conn.execute(
+                update(f)
+                .where(
+                    f.c.destination == destination,
+                    f.c.person_key.in_(keys_of_job[start : start + 500]),
+                )
+                .values(job=job)
             )
     if failed:
+        # what failed stays in flight (it may be partly applied), but waits for no job
+        failed_keys = [c.person_key for c, _ in failed]
+        for start in range(0, len(failed_keys), 500):
+            conn.execute(
+                update(f)
+                .where(
+                    f.c.destination == destination,
+                    f.c.person_key.in_(failed_keys[start : start + 500]),
+                    f.c.job.is_not(None),
+                )
+                .values(job=None)
+            )
         _record_failures(conn, destination, failed, now_ms, retry)
     return counts
+
+
+def pending_jobs(conn: Connection, destination: str) -> dict[str, list[Change]]:
+    """The asynchronous jobs still to collect for ``destination``, with their changes."""
+    f = schema.in_flight
+    rows = conn.execute(
+        select(f.c.job, f.c.change)
+        .where(f.c.destination == destination, f.c.job.is_not(None))
+        .order_by(f.c.job, bytewise(conn, f.c.person_key))
+    )
+    jobs: dict[str, list[Change]] = {}
+    for job, change in rows:
+        jobs.setdefault(job, []).append(decode_change(change))
+    return jobs
+
+
+def encode_change(change: Change) -> str:
+    """A change as JSON, to settle a pending job with (the fields are JSON already)."""
+    return orjson.dumps(
+        {
+            "person_key": change.person_key,
+            "action": change.action.value,
+            "is_new": change.is_new,
+            "email": change.email,
+            "phone": change.phone,
+            "fields": dict(change.fields),
+            "memberships_add": change.memberships_add,
+            "memberships_remove": change.memberships_remove,
+            "email_intent": change.email_intent.value,
+            "sms_intent": change.sms_intent.value,
+            "payload_hash": change.payload_hash,
+            "remote_id": change.remote_id,
+            "memberships": change.memberships,
+            "email_consent_at": change.email_consent_at,
+            "sms_consent_at": change.sms_consent_at,
+        }
+    ).decode()
+
+
+def decode_change(text: str) -> Change:
+    data = orjson.loads(text)
+    return Change(
+        person_key=data["person_key"],
+        action=Action(data["action"]),
+        is_new=data["is_new"],
+        email=data["email"],
+        phone=data["phone"],
+        fields=data["fields"],
+        memberships_add=tuple(data["memberships_add"]),
+        memberships_remove=tuple(data["memberships_remove"]),
+        email_intent=ConsentIntent(data["email_intent"]),
+        sms_intent=ConsentIntent(data["sms_intent"]),
+        payload_hash=data["payload_hash"],
+        remote_id=data["remote_id"],
+        memberships=tuple(data["memberships"]),
+        email_consent_at=_when(data["email_consent_at"]),
+        sms_consent_at=_when(data["sms_consent_at"]),
+    )
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def _record_failures(

@@ -5,7 +5,7 @@ An order or cart takes its customer's key when that customer is staged, else
 customer staged with a new or changed key re-keys its orders and carts in the same
 transaction, so profile runs read orders and carts in key order from an index, without
 joining customers or computing a key per row. (Phone links depend on a pipeline's
-sources, so ``crmsync.person_streams`` applies them when it reads.)
+sources, so ``state.profile_reads`` applies them when it reads.)
 """
 
 from __future__ import annotations

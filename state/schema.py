@@ -198,12 +198,30 @@ ledger = Table(
     Column("person_key", KEY, primary_key=True),
     Column("payload_hash", String(32), nullable=False),
     Column("payload", Text),  # JSON of the acknowledged fields, for diffs in `plan` and `status`
-    Column("segments", Text, nullable=False, default=""),  # owned tags, sorted, "\n"-joined
+    # owned group memberships (tags, lists), sorted, "\n"-joined
+    Column("memberships", Text, nullable=False, default=""),
     Column("remote_id", String(128)),
     # synced | archived (an archive or a delete was acknowledged)
     Column("status", String(16), nullable=False),
     Column("acked_at", BigInteger, nullable=False),
     Column("run_id", Integer),
+)
+
+# Sent, not yet acknowledged: written in the transaction before a batch goes out and
+# removed by its acknowledgement, so a crash in between leaves "may be applied" behind.
+in_flight = Table(
+    "in_flight",
+    metadata,
+    Column("destination", SOURCE, primary_key=True),
+    Column("person_key", KEY, primary_key=True),
+    Column("action", String(16), nullable=False),  # upsert | archive | delete
+    # every owned group the person may be in at the destination, sorted, "\n"-joined
+    Column("possible", Text, nullable=False, default=""),
+    Column("job", String(128)),  # an asynchronous job to collect; None: nothing to wait for
+    Column("change", Text, nullable=False),  # JSON of the whole change, to settle a job with
+    Column("sent_at", BigInteger, nullable=False),
+    Column("run_id", Integer),
+    Index("ix_in_flight_job", "destination", "job"),
 )
 
 failures = Table(

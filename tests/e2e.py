@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,9 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from connectors.outbox import read_outbox
+from crmsync import normalize
 from crmsync.cli import main
+from crmsync.errors import RecordError
 from crmsync.sample import SampleSpec, write_files
 from state import schema
 from state.store import Store
@@ -133,7 +136,30 @@ def ledger_rows(url: str) -> set[tuple[str, str, str, str]]:
     store = Store(url)
     t = schema.ledger
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.person_key, t.c.payload_hash, t.c.segments, t.c.status))
+        rows = conn.execute(
+            sa.select(t.c.person_key, t.c.payload_hash, t.c.memberships, t.c.status)
+        )
         out = {(str(a), str(b), str(c), str(d)) for a, b, c, d in rows}
     store.close()
     return out
+
+
+def consented(data: Path) -> set[str]:
+    """E-mails whose latest recorded marketing consent in the export is an opt-in."""
+    latest: dict[str, tuple[str, str]] = {}
+    with open(data / "customers.csv", encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                email = normalize.email(row["email"]) or ""
+            except RecordError:
+                continue
+            state = row["accepts_email_marketing"]
+            if not email or state not in ("subscribed", "unsubscribed"):
+                continue
+            at = row["email_marketing_updated_at"] or ""
+            if email not in latest or (at, state == "unsubscribed") > (
+                latest[email][0],
+                latest[email][1] == "unsubscribed",
+            ):
+                latest[email] = (at, state)
+    return {email for email, (_, state) in latest.items() if state == "subscribed"}

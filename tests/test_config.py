@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from crmsync.cli import main
-from crmsync.config import load_config
 from crmsync.errors import ConfigError
+from crmsync.resolve import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,4 +156,7 @@ sources = ["shop"]
 destinations = ["mc"]
 """
     found = issues_of(text, tmp_path)
-    assert "differs from the mapping's [tags] prefix 'crm-'" in found["destinations.mc.tag_prefix"]
+    assert (
+        "differs from the mapping's [memberships] prefix 'crm-'"
+        in found["destinations.mc.tag_prefix"]
+    )

@@ -16,10 +16,10 @@ import orjson
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from connectors.base import ConnectorContext, Source
 from connectors.files import FilesSource
 from connectors.files_config import FilesSourceConfig
 from crmsync import registry
+from crmsync.contract import ConnectorContext, Source
 from crmsync.errors import ConfigError
 from crmsync.records import (
     Cart,

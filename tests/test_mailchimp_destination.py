@@ -12,29 +12,31 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.base import (
+from connectors.mailchimp import MailchimpConfig, MailchimpDestination
+from crmsync.contract import (
     Action,
     Change,
     ConnectorContext,
+    ConsentIntent,
     Destination,
     FieldSpec,
     Outcome,
     PushResult,
 )
-from connectors.mailchimp import MailchimpConfig, MailchimpDestination
 from crmsync.errors import AuthError, ConfigError, TransientError
 from crmsync.records import ConsentState
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake, subscriber_hash
 
 __all__ = ["mailchimp_fake"]
 
-SUB, UNSUB, NONE = ConsentState.SUBSCRIBED, ConsentState.UNSUBSCRIBED, ConsentState.NONE
+# the core's consent intents, as a recorded opt-in, opt-out or nothing turns into them
+SUB, UNSUB, NONE = ConsentIntent.SUBSCRIBE_IF_NEW, ConsentIntent.UNSUBSCRIBE, ConsentIntent.LEAVE
 CONTEXT = ConnectorContext("mailchimp_test", Path("."))
 
 
 def person(
     email: str | None,
-    consent: ConsentState = SUB,
+    consent: ConsentIntent = SUB,
     *,
     add: Sequence[str] = (),
     remove: Sequence[str] = (),
@@ -49,10 +51,10 @@ def person(
         email=email,
         phone=None,
         fields={"FNAME": "Ayşe"} if fields is None else fields,
-        tags_add=tuple(add),
-        tags_remove=tuple(remove),
-        email_consent=consent,
-        sms_consent=NONE,
+        memberships_add=tuple(add),
+        memberships_remove=tuple(remove),
+        email_intent=consent,
+        sms_intent=NONE,
         payload_hash="h",
         remote_id=remote_id,
     )
@@ -77,7 +79,7 @@ def push(
     """Pushes and declares who may be subscribed: those whose recorded consent says so."""
     previous = fake.consented or set()
     fake.expect_consented(
-        previous | {c.email for c in changes if c.email and c.email_consent is SUB}
+        previous | {c.email for c in changes if c.email and c.email_intent is SUB}
     )
     results = dest.push(changes)
     assert sorted(r.person_key for r in results) == sorted(c.person_key for c in changes)
@@ -356,10 +358,24 @@ def test_owned_tags_move_and_hand_made_tags_stay(
     assert mailchimp_fake.tags_of("b@shop.example") == set()
     assert mailchimp_fake.tags_of("c@shop.example") == {"crm-vip", "crm-new"}
     assert mailchimp_fake.member("d@shop.example") is None  # nothing sent for a refused change
-    # One call per touched tag (crm-lapsed, crm-new, crm-vip), adds and removes together.
-    assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments/{segment_id}")] == 3
+    # One call per touched tag that exists (crm-lapsed, crm-vip), adds and removes together;
+    # crm-new is created carrying its member, so it needs no call of its own.
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments/{segment_id}")] == 2
     assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments")] == 1  # crm-new created
+    assert mailchimp_fake.tagged_on_create == 1  # ...with c@ in it
     assert mailchimp_fake.calls[("GET", "/lists/{list_id}/segments")] == 1
+
+
+def test_a_new_tag_is_created_with_its_first_500_members_and_the_rest_batched(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    changes = [person(f"p{i}@shop.example", add=["crm-vip"]) for i in range(1200)]
+    results = push(mailchimp_fake, dest, changes)
+    assert {r.outcome for r in results.values()} == {Outcome.OK}
+    assert mailchimp_fake.tag_members() == {"crm-vip": {c.email for c in changes}}
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments")] == 1
+    assert mailchimp_fake.tagged_on_create == 500
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}/segments/{segment_id}")] == 2  # 700
 
 
 def test_people_mailchimp_refused_get_no_tags(
@@ -450,9 +466,9 @@ def test_read_consent_returns_unsubscribes_and_cleanings_since(
     mailchimp_fake.set_status("p2@shop.example", "cleaned", at=new)
     everything = {(u.email, u.state, u.at, u.reason) for u in dest.read_consent(None)}
     assert everything == {
-        ("p0@shop.example", UNSUB, old, "unsubscribed in Mailchimp"),
-        ("p1@shop.example", UNSUB, new, "unsubscribed in Mailchimp"),
-        ("p2@shop.example", UNSUB, new, "cleaned in Mailchimp"),
+        ("p0@shop.example", ConsentState.UNSUBSCRIBED, old, "unsubscribed in Mailchimp"),
+        ("p1@shop.example", ConsentState.UNSUBSCRIBED, new, "unsubscribed in Mailchimp"),
+        ("p2@shop.example", ConsentState.UNSUBSCRIBED, new, "cleaned in Mailchimp"),
     }
     since = {u.email for u in dest.read_consent(datetime(2026, 3, 1, tzinfo=UTC))}
     assert since == {"p1@shop.example", "p2@shop.example"}

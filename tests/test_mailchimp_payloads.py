@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Action, Change, Outcome
 from connectors.mailchimp.consent import (
     StatusPlan,
     consent_update,
@@ -23,13 +22,15 @@ from connectors.mailchimp.members import (
     upsert_body,
 )
 from connectors.mailchimp.merge_fields import encode
+from crmsync.contract import Action, Change, ConsentIntent, Outcome
 from crmsync.records import Channel, ConsentState
 
-SUB, UNSUB, NONE = ConsentState.SUBSCRIBED, ConsentState.UNSUBSCRIBED, ConsentState.NONE
+# the core's consent intents, as a recorded opt-in, opt-out or nothing turns into them
+SUB, UNSUB, NONE = ConsentIntent.SUBSCRIBE_IF_NEW, ConsentIntent.UNSUBSCRIBE, ConsentIntent.LEAVE
 
 
 def change(
-    email: str | None = "ayse@example.com", consent: ConsentState = SUB, **kw: Any
+    email: str | None = "ayse@example.com", consent: ConsentIntent = SUB, **kw: Any
 ) -> Change:
     values: dict[str, Any] = {
         "person_key": f"e:{email}",
@@ -38,10 +39,10 @@ def change(
         "email": email,
         "phone": None,
         "fields": {"FNAME": "Ayşe"},
-        "tags_add": (),
-        "tags_remove": (),
-        "email_consent": consent,
-        "sms_consent": NONE,
+        "memberships_add": (),
+        "memberships_remove": (),
+        "email_intent": consent,
+        "sms_intent": NONE,
         "payload_hash": "h",
     }
     values.update(kw)
@@ -69,14 +70,14 @@ def test_subscriber_hash_is_md5_of_the_lower_cased_address() -> None:
     ],
 )
 def test_status_plan_table(
-    consent: ConsentState, not_subscribed: Any, expected: StatusPlan | None
+    consent: ConsentIntent, not_subscribed: Any, expected: StatusPlan | None
 ) -> None:
     assert status_plan(consent, not_subscribed) == expected
 
 
-@pytest.mark.parametrize("consent", list(ConsentState))
+@pytest.mark.parametrize("consent", list(ConsentIntent))
 def test_no_consent_ever_sends_status_subscribed_for_existing_members(
-    consent: ConsentState,
+    consent: ConsentIntent,
 ) -> None:
     for not_subscribed in ("transactional", "skip"):
         plan = status_plan(consent, not_subscribed)
@@ -217,5 +218,7 @@ def test_consent_update_from_a_member_uses_last_changed() -> None:
     }
     update = consent_update(member, "cleaned in Mailchimp", fallback)
     assert update.email == "a@x.co" and update.channel is Channel.EMAIL
-    assert update.state is UNSUB and update.at == datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    assert update.state is ConsentState.UNSUBSCRIBED and update.at == datetime(
+        2026, 3, 4, 5, 6, 7, tzinfo=UTC
+    )
     assert consent_update({"email_address": "b@x.co"}, "r", fallback).at == fallback

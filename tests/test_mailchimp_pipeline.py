@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +19,12 @@ import pytest
 import sqlalchemy as sa
 
 from crmsync import normalize
-from crmsync.config import load_config
 from crmsync.errors import RecordError
+from crmsync.resolve import load_config
 from state import schema
 from state.store import Store
 from tests.e2e import Site, edit_order, make_site
-from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake
+from tests.fakes.mailchimp import DEFAULT_FIELDS, FakeMailchimp, mailchimp_fake
 
 
 def consented(data: Path) -> set[str]:
@@ -67,7 +69,9 @@ def ledger_tags(url: str) -> dict[str, set[str]]:
     store = Store(url)
     t = schema.ledger
     with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(t.c.person_key, t.c.segments).where(t.c.destination == "mc"))
+        rows = conn.execute(
+            sa.select(t.c.person_key, t.c.memberships).where(t.c.destination == "mc")
+        )
         out = {key[2:]: set(filter(None, tags.split("\n"))) for key, tags in rows}
     store.close()
     return out
@@ -102,7 +106,7 @@ def test_store_synced_then_second_run_writes_nothing_then_only_the_change(
     assert second["destinations"]["mc"].get("update", 0) == 0
 
     mapping = load_config(site.config).destinations["mc"].mapping
-    vip, repeat = mapping.tag_for("vip"), mapping.tag_for("repeat")
+    vip, repeat = mapping.membership_for("vip"), mapping.membership_for("repeat")
     person = next(e for e, t in sorted(tags.items()) if repeat in t and vip not in t)
     fake.tag_by_hand("Hand picked", [person])
     before = {e: dict(m["merge_fields"]) for e, m in _members(fake).items()}
@@ -127,6 +131,37 @@ def test_store_synced_then_second_run_writes_nothing_then_only_the_change(
     assert changed == {person}
     assert vip in fake.tags_of(person) and "Hand picked" in fake.tags_of(person)
     assert owned_tags(fake) == {e: t for e, t in ledger_tags(state_url).items() if t}
+
+
+def test_a_first_sync_creates_each_tag_carrying_its_first_members(
+    tmp_path: Path, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The built-in segments' tags are new on a first sync: each is created with its first
+    (up to 500) members, instead of an empty create followed by a separate add call. So the
+    writes are the merge fields, ⌈people/500⌉ upserts, one create per tag, and tag calls
+    only for members beyond a tag's first 500 (with 400 customers: 20 writes, 29 before)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=400, dirty_rate=0.05)
+    _point_at(site, fake, monkeypatch)
+    fake.expect_consented(consented(site.data))
+    fake.reset_counters()
+    report_of(site)
+
+    sizes = Counter(tag for owned in owned_tags(fake).values() for tag in owned)
+    created_fields = len(fake.audience.merge_fields) - len(DEFAULT_FIELDS)
+    expected = {
+        ("POST", "/lists/{list_id}/merge-fields"): created_fields,
+        ("POST", "/lists/{list_id}"): math.ceil(len(fake.audience.members) / 500),
+        ("POST", "/lists/{list_id}/segments"): len(sizes),
+        ("POST", "/lists/{list_id}/segments/{segment_id}"): sum(
+            math.ceil(max(n - 500, 0) / 500) for n in sizes.values()
+        ),
+    }
+    writes = {call: n for call, n in fake.calls.items() if call[0] != "GET"}
+    assert writes == {call: n for call, n in expected.items() if n}
+    assert fake.writes() == sum(expected.values())
+    assert fake.tagged_on_create == sum(min(n, 500) for n in sizes.values())
+    assert len(sizes) >= 5  # most built-in segments have members in the sample store
 
 
 def _members(fake: FakeMailchimp) -> dict[str, dict[str, Any]]:
@@ -182,7 +217,9 @@ def test_twenty_thousand_customers_end_exactly_as_the_ledger_says(
         acked = {
             key[2:]: (json.loads(payload), set(filter(None, tags.split("\n"))))
             for key, payload, tags in conn.execute(
-                sa.select(t.c.person_key, t.c.payload, t.c.segments).where(t.c.status == "synced")
+                sa.select(t.c.person_key, t.c.payload, t.c.memberships).where(
+                    t.c.status == "synced"
+                )
             )
         }
     store.close()

@@ -1,27 +1,32 @@
-"""Pure planning: merge field types and conflicts, tag call grouping, pagination, config."""
+"""Pure planning: merge field types and conflicts, tag call grouping, pagination, config.
+
+Tag call grouping and pagination are the destination kit's and the HTTP seam's now; the
+cases here drive them the way Mailchimp uses them (paired calls of 500, offset pages).
+"""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from connectors.base import Action, Change, FieldSpec
+from connectors.http.pagination import NextPage, OffsetPaginator, Page, PaginationLoopError, at
+from connectors.kit import (
+    MembershipCall,
+    Move,
+    floor_calls,
+    owned_problem,
+    plan_membership_calls,
+)
 from connectors.mailchimp.config import MailchimpConfig
 from connectors.mailchimp.merge_fields import ExistingField, existing_field, plan
-from connectors.mailchimp.paging import OffsetPages, PaginationLoop
-from connectors.mailchimp.tags import (
-    TagMove,
-    call_failures,
-    floor_calls,
-    plan_calls,
-    tag_problem,
-)
+from connectors.mailchimp.tags import MAX_TAG_NAME, call_failures
+from crmsync.contract import Action, Change, ConsentIntent, FieldSpec
 from crmsync.errors import ConfigError
-from crmsync.records import ConsentState
 
 KEY = "0123456789abcdef0123456789abcdef-us21"
 DEFAULTS = [ExistingField(1, "FNAME", "text", "First Name"), ExistingField(2, "PHONE", "phone")]
@@ -133,10 +138,19 @@ def _change(add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> Change:
         {},
         add,
         remove,
-        ConsentState.SUBSCRIBED,
-        ConsentState.NONE,
+        ConsentIntent.SUBSCRIBE_IF_NEW,
+        ConsentIntent.LEAVE,
         "h",
     )
+
+
+def tag_problem(change: Change, prefix: str) -> str | None:
+    return owned_problem(change, prefix, MAX_TAG_NAME, noun="tag")
+
+
+def plan_calls(moves: Sequence[Move], batch_size: int) -> list[MembershipCall]:
+    """Mailchimp's static-segment call takes adds and removes of one tag together."""
+    return plan_membership_calls(moves, batch_size, paired=True)
 
 
 def test_tags_outside_the_owned_prefix_are_refused() -> None:
@@ -149,11 +163,11 @@ def test_tags_outside_the_owned_prefix_are_refused() -> None:
 
 def test_tag_calls_group_by_tag_and_pair_adds_with_removes() -> None:
     moves = [
-        TagMove(f"p{i}@x.co", ("crm-a",) if i < 700 else (), ("crm-b",) if i >= 300 else ())
+        (f"p{i}@x.co", ("crm-a",) if i < 700 else (), ("crm-b",) if i >= 300 else ())
         for i in range(1000)
     ]
     calls = plan_calls(moves, batch_size=500)
-    assert [(c.tag, len(c.add), len(c.remove)) for c in calls] == [
+    assert [(c.group, len(c.add), len(c.remove)) for c in calls] == [
         ("crm-a", 500, 0),
         ("crm-a", 200, 0),
         ("crm-b", 0, 500),
@@ -161,7 +175,7 @@ def test_tag_calls_group_by_tag_and_pair_adds_with_removes() -> None:
     ]
     both = plan_calls(
         [
-            TagMove(f"p{i}@x.co", ("crm-a",) if i % 2 else (), () if i % 2 else ("crm-a",))
+            (f"p{i}@x.co", ("crm-a",) if i % 2 else (), () if i % 2 else ("crm-a",))
             for i in range(1000)
         ],
         batch_size=500,
@@ -172,18 +186,18 @@ def test_tag_calls_group_by_tag_and_pair_adds_with_removes() -> None:
 def test_tag_calls_reach_the_floor_for_random_membership_changes() -> None:
     rng = random.Random(3)
     tags = [f"crm-t{i}" for i in range(8)]
-    moves = []
+    moves: list[Move] = []
     for i in range(10_000):
         add = tuple(t for t in tags if rng.random() < 0.2)
         remove = tuple(t for t in tags if t not in add and rng.random() < 0.05)
-        moves.append(TagMove(f"p{i}@x.co", add, remove))
+        moves.append((f"p{i}@x.co", add, remove))
     calls = plan_calls(moves, 500)
-    adds = {t: sum(t in m.add for m in moves) for t in tags}
-    removes = {t: sum(t in m.remove for m in moves) for t in tags}
+    adds = {t: sum(t in add for _, add, _ in moves) for t in tags}
+    removes = {t: sum(t in remove for _, _, remove in moves) for t in tags}
     expected = sum(max(math.ceil(adds[t] / 500), math.ceil(removes[t] / 500)) for t in tags)
-    assert len(calls) == floor_calls(adds, removes, 500) == expected
-    applied = {(m, t) for c in calls for m in c.add for t in [c.tag]}
-    assert applied == {(m.email, t) for m in moves for t in m.add}
+    assert len(calls) == floor_calls(adds, removes, 500, paired=True) == expected
+    applied = {(m, t) for c in calls for m in c.add for t in [c.group]}
+    assert applied == {(email, t) for email, add, _ in moves for t in add}
 
 
 def test_call_failures_are_keyed_by_lower_cased_address() -> None:
@@ -192,17 +206,30 @@ def test_call_failures_are_keyed_by_lower_cased_address() -> None:
     assert call_failures({}) == {}
 
 
+def members_page(first: int, count: int, total: int | None) -> Page:
+    """A page of ``GET /lists/{id}/members`` as the SDK hands it back (a decoded body)."""
+    body: dict[str, Any] = {"members": [{"id": f"m{i}"} for i in range(first, first + count)]}
+    if total is not None:
+        body["total_items"] = total
+    return Page.of_document(body)
+
+
+def mailchimp_pages() -> OffsetPaginator:
+    return OffsetPaginator(records=at("members"), total=at("total_items"))
+
+
 def test_offset_pages_advance_until_total_and_refuse_a_loop() -> None:
-    pages = OffsetPages()
-    assert pages.next(0, 1000, 2500) == 1000
-    assert pages.next(1000, 1000, 2500) == 2000
-    assert pages.next(2000, 500, 2500) is None
-    assert OffsetPages().next(0, 0, None) is None
-    looping = OffsetPages()  # a server ignoring offset, without total_items
-    assert looping.next(0, 10, None, b"first member") == 10
-    assert looping.next(10, 10, None, b"another member") == 20  # a real next page
-    with pytest.raises(PaginationLoop, match="repeats an earlier page"):
-        looping.next(20, 10, None, b"first member")
+    pages = mailchimp_pages()
+    assert pages.first() == {"offset": "0"}
+    assert pages.next(members_page(0, 1000, 2500)) == NextPage({"offset": "1000"})
+    assert pages.next(members_page(1000, 1000, 2500)) == NextPage({"offset": "2000"})
+    assert pages.next(members_page(2000, 500, 2500)) is None
+    assert mailchimp_pages().next(members_page(0, 0, None)) is None
+    looping = mailchimp_pages()  # a server ignoring offset, without total_items
+    assert looping.next(members_page(0, 10, None)) == NextPage({"offset": "10"})
+    assert looping.next(members_page(10, 10, None)) == NextPage({"offset": "20"})  # a real page
+    with pytest.raises(PaginationLoopError, match="repeats an earlier page"):
+        looping.next(members_page(0, 10, None))
 
 
 def _config(**kw: Any) -> MailchimpConfig:

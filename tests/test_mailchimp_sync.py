@@ -17,9 +17,18 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Action, Change, ConnectorContext, FieldSpec, Outcome, PushResult
+from connectors.kit import floor_calls
 from connectors.mailchimp import MailchimpConfig, MailchimpDestination
-from connectors.mailchimp.tags import floor_calls
+from crmsync.consent import intent_for
+from crmsync.contract import (
+    Action,
+    Change,
+    ConnectorContext,
+    ConsentIntent,
+    FieldSpec,
+    Outcome,
+    PushResult,
+)
 from crmsync.records import ConsentState, Customer
 from crmsync.sample import SampleSpec, iter_store
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake
@@ -40,9 +49,9 @@ FIELDS = [
     FieldSpec("ORDERS", "integer"),
 ]
 STATUS_IF_NEW = {
-    ConsentState.SUBSCRIBED: "subscribed",
-    ConsentState.UNSUBSCRIBED: "unsubscribed",
-    ConsentState.NONE: "transactional",
+    ConsentIntent.SUBSCRIBE_IF_NEW: "subscribed",
+    ConsentIntent.UNSUBSCRIBE: "unsubscribed",
+    ConsentIntent.LEAVE: "transactional",
 }
 
 
@@ -92,12 +101,12 @@ def first_run_changes(count: int) -> list[Change]:
                     "SINCE": created,
                     "ORDERS": number % 7,
                 },
-                tags_add=tags_for(record, number),
-                tags_remove=(),
-                email_consent=consent,
-                sms_consent=ConsentState.NONE,
+                memberships_add=tags_for(record, number),
+                memberships_remove=(),
+                email_intent=intent_for(consent),
+                sms_intent=ConsentIntent.LEAVE,
                 payload_hash=str(number),
-                tags=tags_for(record, number),
+                memberships=tags_for(record, number),
             )
         )
     return changes
@@ -143,14 +152,20 @@ def push_all(dest: MailchimpDestination, changes: Sequence[Change]) -> dict[str,
 def floor_for(
     dest: MailchimpDestination, changes: Sequence[Change], sent: set[str]
 ) -> tuple[int, int]:
-    """(upsert calls, tag calls) no client could go below, for the same push batches."""
+    """(upsert calls, tag calls) no client could go below, for the same push batches.
+
+    A tag's first push creates it carrying its first 500 members: they need no tag call.
+    """
     upserts = tags = 0
+    existing: set[str] = set()
     for start in range(0, len(changes), dest.max_batch):
         batch = [c for c in changes[start : start + dest.max_batch] if c.person_key in sent]
         upserts += math.ceil(len(batch) / 500)
-        adds = Counter(t for c in batch for t in c.tags_add)
-        removes = Counter(t for c in batch for t in c.tags_remove)
-        tags += floor_calls(adds, removes, 500)
+        adds = Counter(t for c in batch for t in c.memberships_add)
+        removes = Counter(t for c in batch for t in c.memberships_remove)
+        carried = {t: min(n, 500) for t, n in adds.items() if t not in existing}
+        tags += floor_calls(adds, removes, 500, paired=True, carried=carried)
+        existing.update(adds)
     return upserts, tags
 
 
@@ -159,13 +174,13 @@ def assert_fake_holds(fake: FakeMailchimp, changes: Sequence[Change], compliance
     upserted = [
         c for c in changes if c.action is Action.UPSERT and c.email and c.email not in compliance
     ]
-    assert fake.statuses() == {c.email: STATUS_IF_NEW[c.email_consent] for c in upserted if c.email}
+    assert fake.statuses() == {c.email: STATUS_IF_NEW[c.email_intent] for c in upserted if c.email}
     for change in upserted:
         member = fake.member(change.email or "")
         assert member is not None and member["merge_fields"] == expected_fields(change), change
     expected_tags: dict[str, set[str]] = {}
     for change in upserted:
-        for tag in change.tags:
+        for tag in change.memberships:
             expected_tags.setdefault(tag, set()).add(change.email or "")
     assert fake.tag_members() == expected_tags
 
@@ -177,7 +192,7 @@ def test_twenty_thousand_people_end_exactly_as_pushed(
     compliance = {c.email for c in changes[100:120] if c.email}
     fake.compliance_emails |= compliance
     fake.expect_consented(
-        c.email for c in changes if c.email and c.email_consent is ConsentState.SUBSCRIBED
+        c.email for c in changes if c.email and c.email_intent is ConsentIntent.SUBSCRIBE_IF_NEW
     )
     fake.reset_counters()
 
@@ -219,11 +234,11 @@ def test_later_changes_move_only_owned_tags_and_never_resubscribe(
     fake = mailchimp_fake
     first = changes[:4000]
     fake.expect_consented(
-        c.email for c in first if c.email and c.email_consent is ConsentState.SUBSCRIBED
+        c.email for c in first if c.email and c.email_intent is ConsentIntent.SUBSCRIBE_IF_NEW
     )
     push_all(dest, first)
     upserted = [c for c in first if c.email and c.action is Action.UPSERT]
-    subscribed = [c for c in upserted if c.email_consent is ConsentState.SUBSCRIBED]
+    subscribed = [c for c in upserted if c.email_intent is ConsentIntent.SUBSCRIBE_IF_NEW]
     # In Mailchimp: some unsubscribe or bounce, a marketer tags some people by hand.
     gone = {c.email for c in subscribed[:150] if c.email}
     bounced = {c.email for c in subscribed[150:200] if c.email}
@@ -241,19 +256,22 @@ def test_later_changes_move_only_owned_tags_and_never_resubscribe(
     moved = [
         replace(
             c,
-            tags_add=("crm-lapsed",),
-            tags_remove=("crm-vip",),
-            tags=(*(t for t in c.tags if t != "crm-vip"), "crm-lapsed"),
+            memberships_add=("crm-lapsed",),
+            memberships_remove=("crm-vip",),
+            memberships=(*(t for t in c.memberships if t != "crm-vip"), "crm-lapsed"),
         )
         for c in upserted
-        if "crm-vip" in c.tags
+        if "crm-vip" in c.memberships
     ]
     fake.reset_counters()
     results = push_all(dest, moved)
 
     assert {r.outcome for r in results.values()} == {Outcome.OK}
     assert fake.calls[UPSERT] == math.ceil(len(moved) / 500)
-    assert fake.calls[TAG_CALL] == math.ceil(len(moved) / 500) * 2  # crm-lapsed add, crm-vip remove
+    # crm-vip removals; crm-lapsed is new, and its create carries the first 500 adds
+    assert fake.calls[TAG_CALL] == math.ceil(len(moved) / 500) + math.ceil(
+        max(len(moved) - 500, 0) / 500
+    )
     tags = fake.tag_members()
     assert tags["crm-lapsed"] == {c.email for c in moved}
     assert "crm-vip" not in tags or tags["crm-vip"] == set()
@@ -274,7 +292,7 @@ def test_faults_during_a_large_push_lose_and_double_nothing(
     fake = mailchimp_fake
     batch = changes[:3000]
     fake.expect_consented(
-        c.email for c in batch if c.email and c.email_consent is ConsentState.SUBSCRIBED
+        c.email for c in batch if c.email and c.email_intent is ConsentIntent.SUBSCRIBE_IF_NEW
     )
     fake.storm(0.25, statuses=(500, 502, 503, 429))
     results = push_all(dest, batch)

@@ -12,14 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.base import FieldSpec
+from connectors.mailchimp.mapping_rules import MAILCHIMP_MERGE_TYPES, check_mapping
+from crmsync.contract import FieldSpec
 from crmsync.errors import ConfigError, RecordError
 from crmsync.fields import catalogue
+from crmsync.registry import default_mapping
 from mappings import (
-    MAILCHIMP_MERGE_TYPES,
     CompiledMapping,
     MappingError,
-    builtin_mapping_path,
     compile_mapping,
     load_mapping,
 )
@@ -33,7 +33,13 @@ identity = { email = "email" }
 
 
 def mapping(body: str, head: str = HEAD) -> CompiledMapping:
-    return compile_mapping(tomllib.loads(head + body), FIELDS)
+    return compiled(tomllib.loads(head + body))
+
+
+def compiled(data: Mapping[str, object], kind: str | None = None) -> CompiledMapping:
+    """Compiles as the configuration does: a Mailchimp mapping with Mailchimp's own rules."""
+    rules = check_mapping if data.get("kind") == "mailchimp" or kind == "mailchimp" else None
+    return compile_mapping(data, FIELDS, kind=kind, rules=rules)
 
 
 def one(body: str, profile: Mapping[str, object], head: str = HEAD) -> object:
@@ -43,7 +49,7 @@ def one(body: str, profile: Mapping[str, object], head: str = HEAD) -> object:
 
 def issues_of(text: str) -> list[str]:
     with pytest.raises(MappingError) as info:
-        compile_mapping(tomllib.loads(text), FIELDS)
+        compiled(tomllib.loads(text))
     return [str(issue) for issue in info.value.issues]
 
 
@@ -94,6 +100,7 @@ def realistic_profile() -> dict[str, object]:
         "email_consent": "subscribed",
         "email_consent_at": datetime(2023, 5, 1, tzinfo=UTC),
         "sms_consent": "none",
+        "sms_consent_at": None,
         "deleted": False,
         "spent_30d": Decimal("0"),
         "orders_30d": 0,
@@ -147,7 +154,8 @@ prefix = ""
 case = "camel"
 """
     assert issues_of(text) == [
-        "colour: unknown key (hint: allowed: description, fields, identity, kind, locale, tags)",
+        "colour: unknown key"
+        " (hint: allowed: description, fields, identity, kind, locale, memberships)",
         "identity.email: unknown profile field 'emial' (did you mean 'email'?)"
         " (hint: profile fields are listed by crmsync.fields.catalogue())",
         "fields.ORDERS.from: unknown profile field 'order_count' (did you mean 'orders_count'?)"
@@ -172,7 +180,7 @@ case = "camel"
         "fields.TIER.default: 'Gold' is not one of the choices",
         "fields.COUNT.default: expected a whole number or \"\", got 'many'",
         "tags.prefix: expected a non-empty prefix, got ''"
-        " (hint: crmsync adds and removes only tags with this prefix, so it cannot be empty)",
+        " (hint: crmsync adds and removes only groups with this prefix, so it cannot be empty)",
         "tags.case: unknown case 'camel' (hint: use as_is, kebab, lower, upper, title)",
     ]
 
@@ -232,7 +240,7 @@ case = "camel"
         (HEAD + "[tags]\nprefix = 'crm-'\nmax_length = 5", "tags.max_length: expected a whole"),
         (HEAD + "[tags]\nsuffix = 'x'", "tags.suffix: unknown key"),
         (HEAD + "[tags.names]\nvip = 'crm-VIP'", "tags.names.vip: 'crm-VIP' already starts"),
-        (HEAD + "[tags.names]\nvip = ' '", "tags.names.vip: expected a non-empty tag name"),
+        (HEAD + "[tags.names]\nvip = ' '", "tags.names.vip: expected a non-empty group name"),
     ],
 )
 def test_each_invalid_setting_is_reported_under_its_key(text: str, expected: str) -> None:
@@ -289,7 +297,7 @@ max_length = 120
         " (hint: use 1-10 characters from A-Z, 0-9 and _, e.g. FNAME or LASTORDER)",
         "fields.EMAIL: EMAIL is Mailchimp's own address field"
         " (hint: crmsync sets it from [identity])",
-        "tags.max_length: Mailchimp tag names have at most 100 characters",
+        "memberships.max_length: Mailchimp tag names have at most 100 characters",
         "fields.WHEN.type: Mailchimp has no datetime merge fields (hint: use one of text,"
         " number, integer, date, birthday, phone, address, dropdown (a text field can show"
         " any value))",
@@ -332,12 +340,13 @@ def test_missing_and_malformed_files_are_mapping_errors_naming_the_file(tmp_path
     assert isinstance(info.value, ConfigError)
 
 
-def test_builtin_mapping_path_refuses_unknown_kinds() -> None:
-    assert builtin_mapping_path("outbox").name == "outbox.toml"
+def test_default_mappings_come_from_the_destination_class() -> None:
+    assert default_mapping("outbox").name == "mapping.toml"
+    assert tomllib.loads(default_mapping("mailchimp").read_text("utf-8"))["kind"] == "mailchimp"
     for kind in ("hubspot-ish", "../mappings/outbox", "nope"):
         with pytest.raises(ConfigError) as info:
-            builtin_mapping_path(kind)
-        assert "no built-in mapping" in str(info.value)
+            default_mapping(kind)
+        assert f"unknown kind {kind!r}" in str(info.value)
         assert "mailchimp, outbox" in str(info.value)
 
 
@@ -668,7 +677,7 @@ def test_the_composed_apply_gives_what_each_fields_closure_gives(text: str) -> N
     from mappings.convert import compile_field
 
     if text.startswith("builtin:"):
-        data = tomllib.loads(builtin_mapping_path(text.split(":")[1]).read_text("utf-8"))
+        data = tomllib.loads(default_mapping(text.split(":")[1]).read_text("utf-8"))
     else:
         data = tomllib.loads(HEAD + text)
     compiled = compile_mapping(data, FIELDS)
@@ -736,7 +745,7 @@ locale = "en"
 
 
 def test_same_profile_gives_byte_identical_payloads_whatever_the_key_order() -> None:
-    compiled = load_mapping(builtin_mapping_path("outbox"), FIELDS)
+    compiled = load_mapping(default_mapping("outbox"), FIELDS)
     first = realistic_profile()
     second = dict(reversed(list(realistic_profile().items())))
     a, b = compiled.apply(first), compiled.apply(second)
@@ -747,7 +756,7 @@ def test_same_profile_gives_byte_identical_payloads_whatever_the_key_order() -> 
 
 
 def test_payload_changes_only_when_a_mapped_value_changes() -> None:
-    compiled = load_mapping(builtin_mapping_path("outbox"), FIELDS)
+    compiled = load_mapping(default_mapping("outbox"), FIELDS)
     person = realistic_profile()
     before = orjson.dumps(compiled.apply(person))
     assert orjson.dumps(compiled.apply(person | {"days_since_last_order": 15})) == before
@@ -756,7 +765,7 @@ def test_payload_changes_only_when_a_mapped_value_changes() -> None:
 
 def test_outputs_are_plain_json_values() -> None:
     for kind in ("outbox", "mailchimp"):
-        payload = load_mapping(builtin_mapping_path(kind), FIELDS).apply(realistic_profile())
+        payload = load_mapping(default_mapping(kind), FIELDS).apply(realistic_profile())
         assert json.loads(json.dumps(payload)) == payload
 
 
@@ -778,63 +787,63 @@ def test_outputs_are_plain_json_values() -> None:
 )
 def test_segment_names_become_prefixed_tags(case: str, segment: str, expected: str) -> None:
     compiled = mapping(f'[tags]\nprefix = "crm-"\ncase = "{case}"')
-    assert compiled.tag_for(segment) == expected
-    assert compiled.owns_tag(expected)
+    assert compiled.membership_for(segment) == expected
+    assert compiled.owns(expected)
 
 
 def test_explicit_tag_names_keep_their_spelling_and_get_the_prefix() -> None:
     compiled = mapping('[tags]\nprefix = "crm-"\n[tags.names]\nvip = "VIP"')
-    assert compiled.tag_for("vip") == "crm-VIP"
-    assert compiled.tag_for("repeat") == "crm-repeat"
+    assert compiled.membership_for("vip") == "crm-VIP"
+    assert compiled.membership_for("repeat") == "crm-repeat"
 
 
 def test_tags_use_the_mapping_locale() -> None:
     compiled = mapping('locale = "tr"\n[tags]\ncase = "upper"')
-    assert compiled.tag_for("sadık_müşteri") == "crm-SADIK_MÜŞTERİ"
+    assert compiled.membership_for("sadık_müşteri") == "crm-SADIK_MÜŞTERİ"
 
 
 def test_long_tag_names_are_cut_to_the_limit_and_stay_distinct() -> None:
     compiled = mapping('[tags]\nprefix = "crm-"\nmax_length = 24')
-    a = compiled.tag_for("customers_who_bought_books_last_year")
-    b = compiled.tag_for("customers_who_bought_books_this_year")
+    a = compiled.membership_for("customers_who_bought_books_last_year")
+    b = compiled.membership_for("customers_who_bought_books_this_year")
     assert len(a) == len(b) == 24
     assert a != b
     assert a.startswith("crm-customers-w")
-    assert a == compiled.tag_for("customers_who_bought_books_last_year")
+    assert a == compiled.membership_for("customers_who_bought_books_last_year")
     again = mapping('[tags]\nprefix = "crm-"\nmax_length = 24')
-    assert again.tag_for("customers_who_bought_books_last_year") == a
-    assert compiled.tag_for("short") == "crm-short"
+    assert again.membership_for("customers_who_bought_books_last_year") == a
+    assert compiled.membership_for("short") == "crm-short"
 
 
-def test_tags_for_is_sorted_and_deduplicated() -> None:
+def test_memberships_for_is_sorted_and_deduplicated() -> None:
     compiled = mapping('[tags.names]\nbig = "vip"')
-    assert compiled.tags_for(["vip", "repeat", "big", "at_risk"]) == (
+    assert compiled.memberships_for(["vip", "repeat", "big", "at_risk"]) == (
         "crm-at-risk",
         "crm-repeat",
         "crm-vip",
     )
-    assert compiled.tags_for([]) == ()
+    assert compiled.memberships_for([]) == ()
 
 
 def test_only_tags_with_the_prefix_are_owned() -> None:
     compiled = mapping('[tags]\nprefix = "crm-"')
-    assert compiled.owns_tag("crm-vip")
-    assert not compiled.owns_tag("vip")
-    assert not compiled.owns_tag("CRM-vip")
-    assert not compiled.owns_tag("newsletter-crm-")
-    assert compiled.tag_prefix == "crm-"
+    assert compiled.owns("crm-vip")
+    assert not compiled.owns("vip")
+    assert not compiled.owns("CRM-vip")
+    assert not compiled.owns("newsletter-crm-")
+    assert compiled.prefix == "crm-"
 
 
 def test_tags_default_to_the_crm_prefix_and_kebab_case() -> None:
     compiled = mapping("")
-    assert compiled.tag_for("only_discount") == "crm-only-discount"
+    assert compiled.membership_for("only_discount") == "crm-only-discount"
 
 
 # --- the shipped mappings -------------------------------------------------------------------
 
 
 def test_shipped_mailchimp_mapping_applies_to_a_realistic_profile() -> None:
-    compiled = load_mapping(builtin_mapping_path("mailchimp"), FIELDS, kind="mailchimp")
+    compiled = load_mapping(default_mapping("mailchimp"), FIELDS, kind="mailchimp")
     assert compiled.kind == "mailchimp"
     assert (compiled.identity_email, compiled.identity_phone) == ("email", None)
     assert compiled.apply(realistic_profile()) == {
@@ -860,20 +869,20 @@ def test_shipped_mailchimp_mapping_applies_to_a_realistic_profile() -> None:
         "STAGE": "Active",
         "TOPCAT": "Kitap",
     }
-    assert compiled.tags_for(["vip", "birthday_this_month"]) == (
+    assert compiled.memberships_for(["vip", "birthday_this_month"]) == (
         "crm-VIP",
         "crm-birthday-this-month",
     )
 
 
 def test_shipped_mailchimp_mapping_clears_fields_for_an_empty_profile() -> None:
-    compiled = load_mapping(builtin_mapping_path("mailchimp"), FIELDS)
+    compiled = load_mapping(default_mapping("mailchimp"), FIELDS)
     bare = {name: None for name in FIELDS}
     assert set(compiled.apply(bare).values()) == {""}
 
 
 def test_shipped_mailchimp_field_specs_fit_mailchimp() -> None:
-    compiled = load_mapping(builtin_mapping_path("mailchimp"), FIELDS)
+    compiled = load_mapping(default_mapping("mailchimp"), FIELDS)
     specs = {spec.name: spec for spec in compiled.field_specs()}
     assert list(specs) == sorted(specs)
     assert set(specs) == {
@@ -897,7 +906,7 @@ def test_shipped_mailchimp_field_specs_fit_mailchimp() -> None:
 
 
 def test_shipped_outbox_mapping_covers_stable_profile_fields_only() -> None:
-    compiled = load_mapping(builtin_mapping_path("outbox"), FIELDS, kind="outbox")
+    compiled = load_mapping(default_mapping("outbox"), FIELDS, kind="outbox")
     payload = compiled.apply(realistic_profile())
     assert "days_since_last_order" not in payload
     for name in ("first_name", "email", "phone", "city", "country", "birthday", "orders_count",
@@ -929,11 +938,11 @@ from_fields = { addr1 = "address1", zip = "postal_code" }
 
 
 def test_the_complete_example_in_the_readme_loads_and_applies() -> None:
-    readme = (Path(builtin_mapping_path("outbox")).parent / "README.md").read_text("utf-8")
+    readme = (Path(__file__).parents[1] / "mappings" / "README.md").read_text("utf-8")
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
-    compiled = compile_mapping(tomllib.loads(example), FIELDS, kind="mailchimp")
-    payload = compiled.apply(realistic_profile() | {"rfm_label": "lost"})
+    result = compiled(tomllib.loads(example), kind="mailchimp")
+    payload = result.apply(realistic_profile() | {"rfm_label": "lost"})
     assert payload["RFM"] == "Other"
     assert payload["FNAME"] == "Ayşe"
     assert payload["LASTORDER"] == "2025-06-01"
-    assert compiled.tag_for("vip") == "crm-VIP"
+    assert result.membership_for("vip") == "crm-VIP"

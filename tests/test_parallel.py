@@ -12,18 +12,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.base import Change, Outcome, PushResult
 from crmsync import parallel
 from crmsync.config import ProfileSettings
+from crmsync.contract import Change, Outcome, PushResult
 from crmsync.diff import Policy
 from crmsync.fields import catalogue
 from crmsync.parallel import ParallelError, PlanJob, run_workers, slices_for
-from crmsync.person_streams import ProfileContext
 from crmsync.planner import Planner, Tally, Target
+from crmsync.profile_scope import ProfileContext
 from crmsync.records import Cart, Customer, Stream
+from crmsync.registry import default_mapping
 from crmsync.sample import SampleSpec, iter_store
 from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
-from mappings import builtin_mapping_path, load_mapping
+from mappings import load_mapping
 from state.ledger import RetryPolicy, record_results
 from state.store import Store
 from state.timeutil import to_ms
@@ -54,7 +55,7 @@ def store(state_url: str) -> Iterator[Store]:
 
 
 def planner() -> Planner:
-    mapping = load_mapping(builtin_mapping_path("outbox"), FIELDS)
+    mapping = load_mapping(default_mapping("outbox"), FIELDS)
     segments = SegmentSet.compile(DEFAULT_SEGMENTS, FIELDS)
     return Planner(CTX, segments, [Target("out", mapping)], POLICY, NOW, samples=5)
 
@@ -149,7 +150,7 @@ def test_workers_map_with_what_the_run_loaded_even_if_the_file_changes(
     store: Store, tmp_path: Path
 ) -> None:
     path = tmp_path / "outbox.toml"
-    path.write_text(builtin_mapping_path("outbox").read_text("utf-8"), encoding="utf-8")
+    path.write_text(default_mapping("outbox").read_text("utf-8"), encoding="utf-8")
     mapping = load_mapping(path, FIELDS)
     path.write_text(  # edited under the run: a worker must not see this
         path.read_text("utf-8").replace('prefix = "crm-"', 'prefix = "edited-"'),
@@ -161,8 +162,8 @@ def test_workers_map_with_what_the_run_loaded_even_if_the_file_changes(
     tally, received = in_workers(store, plan, workers=2)
     assert sorted(received, key=lambda item: item[1].person_key) == expected
     assert tally == expected_tally
-    assert all(tag.startswith("crm-") for _, c in received for tag in c.tags_add)
-    assert any(c.tags_add for _, c in received)
+    assert all(tag.startswith("crm-") for _, c in received for tag in c.memberships_add)
+    assert any(c.memberships_add for _, c in received)
 
 
 def slices_for_all(store: Store) -> list[Any]:

@@ -49,7 +49,10 @@ def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
     report = site.run_json()
     new = site.records_in(site.batch_files() - files)
     assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
-    assert (new[0]["tags_add"], new[0]["tags_remove"]) == (["crm-vip"], [])  # big spender now
+    assert (new[0]["memberships_add"], new[0]["memberships_remove"]) == (
+        ["crm-vip"],
+        [],
+    )  # big spender now
     assert new[0]["is_new"] is False
 
     files = site.batch_files()
@@ -63,8 +66,8 @@ def test_one_changed_order_sends_exactly_that_person_with_tag_moves(
     new = site.records_in(site.batch_files() - files)
     assert changes(report) == 1 and [r["person_key"] for r in new] == [person]
     # one counted order left, placed long ago: no longer a repeat buyer, a vip or at risk
-    assert new[0]["tags_add"] == ["crm-lapsed"]
-    assert new[0]["tags_remove"] == ["crm-at-risk", "crm-repeat", "crm-vip"]
+    assert new[0]["memberships_add"] == ["crm-lapsed"]
+    assert new[0]["memberships_remove"] == ["crm-at-risk", "crm-repeat", "crm-vip"]
 
 
 def _repeat_buyer_with_recent_order(site: Site) -> tuple[str, str]:
@@ -84,7 +87,7 @@ def _repeat_buyer_with_recent_order(site: Site) -> tuple[str, str]:
         record = records.get(key)
         if record is None or len(counted) != 2 or len(placed) != 2:
             continue
-        tags = set(record["tags_add"])  # type: ignore[arg-type]
+        tags = set(record["memberships_add"])  # type: ignore[arg-type]
         recent = [o for o in counted if str(o["created_at"]) >= "2026-02-01"]
         if "crm-repeat" in tags and "crm-vip" not in tags and recent:
             return key, str(recent[0]["id"])
@@ -120,7 +123,14 @@ def test_plan_writes_nothing_and_matches_the_run(tmp_path: Path, state_url: str)
     planned = json.loads(plan.stdout)[0]
     assert planned["dry_run"] is True and site.batch_files() == set()
     report = site.run_json()
-    for key in ("create", "update", "unchanged", "tags_added", "tags_removed", "invalid"):
+    for key in (
+        "create",
+        "update",
+        "unchanged",
+        "memberships_added",
+        "memberships_removed",
+        "invalid",
+    ):
         assert planned["destinations"]["out"].get(key) == report["destinations"]["out"].get(key)
     assert len(planned["samples"]["out"]) == 5
 

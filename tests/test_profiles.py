@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from connectors.base import ConsentUpdate
 from crmsync.config import ProfileSettings
+from crmsync.contract import ConsentUpdate
 from crmsync.profiles import ProfileContext, iter_profiles
 from crmsync.records import Channel, Consent, ConsentState, OrderStatus, Stream
 from state.ledger import add_consent_events
@@ -321,9 +321,9 @@ def test_a_phone_linked_customer_brings_its_orders_and_cart_under_the_email_key(
 
 
 def test_profiles_built_slice_by_slice_equal_one_pass(store: Store) -> None:
-    from crmsync.person_streams import key_boundaries, ranges
     from crmsync.records import Cart, Customer
     from crmsync.sample import SampleSpec, iter_store
+    from state.profile_reads import key_boundaries, ranges
 
     pending: dict[Stream, list[Any]] = {Stream.CUSTOMERS: [], Stream.ORDERS: [], Stream.CARTS: []}
     for record in iter_store(SampleSpec(customers=300, seed=5, now=NOW)):
@@ -362,7 +362,8 @@ def test_no_profile_stream_looks_up_rows_by_source_through_an_index(state_url: s
     phone-link look-up on PostgreSQL scan the whole primary key (10 s a slice at 100k)."""
     import sqlalchemy as sa
 
-    from crmsync import person_streams
+    from crmsync.profile_scope import KeyRange
+    from state import profile_reads
 
     store = Store(state_url)
     people = [customer(str(i), f"p{i}@example.com", phone=f"+9053200{i:05d}") for i in range(300)]
@@ -370,14 +371,14 @@ def test_no_profile_stream_looks_up_rows_by_source_through_an_index(state_url: s
     store.stage("shop", Stream.CUSTOMERS, people)
     store.stage("shop", Stream.ORDERS, [order(f"o{i}", f"x{i}", "10", 3) for i in range(0, 300, 7)])
     ctx = ProfileContext(("shop",), ("shop",), "TRY", to_ms(NOW) or 0, ProfileSettings())
-    keys = person_streams.KeyRange("e:p1", "e:p2")
+    keys = KeyRange("e:p1", "e:p2")
     queries = [
-        person_streams.customers_query,
-        person_streams.orders_query,
-        person_streams.carts_query,
-        person_streams.linked_customers_query,
-        person_streams.linked_orders_query,
-        person_streams.linked_carts_query,
+        profile_reads.customers_query,
+        profile_reads.orders_query,
+        profile_reads.carts_query,
+        profile_reads.linked_customers_query,
+        profile_reads.linked_orders_query,
+        profile_reads.linked_carts_query,
     ]
     with store.engine.connect() as conn:
         postgres = conn.dialect.name == "postgresql"

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import respx
 
-from connectors.base import Check, ConnectorContext
 from connectors.rest import RestSource
+from crmsync.contract import Check, ConnectorContext
 
 BASE = "https://shop.example.test"
 CONTEXT = ConnectorContext("shop", Path("."))

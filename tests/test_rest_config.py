@@ -13,10 +13,10 @@ import pytest
 import respx
 from pydantic import ValidationError
 
-from connectors.base import ConnectorContext
 from connectors.rest import RestConfig, RestSource
 from connectors.rest.config import StreamConfig
 from crmsync.config import validate_connector
+from crmsync.contract import ConnectorContext
 from crmsync.errors import ConfigError, ConfigIssue
 from crmsync.records import Stream
 from crmsync.registry import SOURCES

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connectors.base import ConnectorContext
 from connectors.rest import RestSource
+from crmsync.contract import ConnectorContext
 from crmsync.pull import pull_source
 from crmsync.records import Customer, Order
 from state import schema

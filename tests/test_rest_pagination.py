@@ -1,4 +1,8 @@
-"""Every pagination strategy, driven by bare httpx.Response objects, and loop detection."""
+"""Every pagination strategy, driven by bare httpx.Response objects, and loop detection.
+
+The strategies are the HTTP seam's (``connectors.http.pagination``), shared by the REST
+source and the vendor clients; the REST source's glue builds them from its config.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,19 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.rest import (
+from connectors.http.pagination import (
     BodyCursorPaginator,
     LinkHeaderPaginator,
     NextPage,
     NextUrlPaginator,
     OffsetPaginator,
+    Page,
     PageNumberPaginator,
     PaginationLoopError,
+    at,
 )
+from connectors.rest import RestConfig
+from connectors.rest.pagination import build_paginator
 
 URL = "https://api.example.test/v1/items"
 
@@ -45,7 +53,7 @@ def test_page_number_stops_at_the_total_pages_header() -> None:
 
 
 def test_page_number_reads_records_under_a_records_path() -> None:
-    paginator = PageNumberPaginator(page_size=2, records_path="data.items")
+    paginator = PageNumberPaginator(page_size=2, records=at("data", "items"))
     assert paginator.next(page({"data": {"items": [1, 2]}})) == NextPage({"page": "2"})
     assert paginator.next(page({"data": {"items": [3]}})) is None
 
@@ -59,13 +67,13 @@ def test_offset_advances_by_the_records_received() -> None:
 
 
 def test_offset_stops_at_the_total_in_the_body() -> None:
-    paginator = OffsetPaginator(records_path="rows", total_path="meta.total")
+    paginator = OffsetPaginator(records=at("rows"), total=at("meta", "total"))
     assert paginator.next(page({"rows": [1, 2], "meta": {"total": 4}})) == NextPage({"offset": "2"})
     assert paginator.next(page({"rows": [3, 4], "meta": {"total": 4}})) is None
 
 
 def test_cursor_in_the_body_is_sent_back_until_it_is_null() -> None:
-    paginator = BodyCursorPaginator(cursor_path="meta.next_cursor", param="cursor")
+    paginator = BodyCursorPaginator(cursor=at("meta", "next_cursor"), param="cursor")
     assert paginator.next(page({"data": [1], "meta": {"next_cursor": "abc"}})) == NextPage(
         {"cursor": "abc"}
     )
@@ -73,7 +81,7 @@ def test_cursor_in_the_body_is_sent_back_until_it_is_null() -> None:
 
 
 def test_cursor_stops_when_has_more_is_false() -> None:
-    paginator = BodyCursorPaginator(cursor_path="next", param="after", has_more_path="has_more")
+    paginator = BodyCursorPaginator(cursor=at("next"), param="after", has_more=at("has_more"))
     assert paginator.next(page({"next": "c2", "has_more": True})) == NextPage({"after": "c2"})
     assert paginator.next(page({"next": "c3", "has_more": False})) is None
 
@@ -87,14 +95,14 @@ def test_link_header_next_is_followed_and_resolved_against_the_request() -> None
 
 
 def test_next_url_in_the_body_is_followed_until_null() -> None:
-    paginator = NextUrlPaginator(next_url_path="links.next")
+    paginator = NextUrlPaginator(next_url=at("links", "next"))
     following = paginator.next(page({"links": {"next": "https://api.example.test/v1/items?p=2"}}))
     assert following == NextPage(url="https://api.example.test/v1/items?p=2")
     assert paginator.next(page({"links": {"next": None}})) is None
 
 
 def test_a_repeated_cursor_is_a_loop_error_not_an_endless_read() -> None:
-    paginator = BodyCursorPaginator(cursor_path="next", param="cursor")
+    paginator = BodyCursorPaginator(cursor=at("next"), param="cursor")
     paginator.next(page({"next": "same"}))
     with pytest.raises(PaginationLoopError, match="same next page twice"):
         paginator.next(page({"next": "same"}))
@@ -109,8 +117,60 @@ def test_a_repeated_next_link_is_a_loop_error() -> None:
 
 
 def test_a_next_url_pointing_back_to_the_first_page_is_a_loop_error() -> None:
-    paginator = NextUrlPaginator(next_url_path="next")
+    paginator = NextUrlPaginator(next_url=at("next"))
     paginator.next(page({"next": "https://api.example.test/v1/items?p=2"}))
     paginator.next(page({"next": "https://api.example.test/v1/items?p=3"}))
     with pytest.raises(PaginationLoopError):
         paginator.next(page({"next": "https://api.example.test/v1/items?p=2"}))
+
+
+def test_an_offset_the_server_ignores_is_a_loop_error_even_with_fresh_offsets() -> None:
+    paginator = OffsetPaginator(page_size=2)  # no total: only the records can tell
+    assert paginator.next(page([{"id": 1}, {"id": 2}])) == NextPage({"offset": "2"})
+    assert paginator.next(page([{"id": 3}, {"id": 4}])) == NextPage({"offset": "4"})
+    with pytest.raises(PaginationLoopError, match="repeats an earlier page"):
+        paginator.next(page([{"id": 1}, {"id": 2}]))  # offset=4 answered with the first page
+
+
+def test_a_page_number_the_server_ignores_is_a_loop_error() -> None:
+    paginator = PageNumberPaginator()
+    paginator.next(page([{"id": 1}]))
+    with pytest.raises(PaginationLoopError, match="page=2 repeats an earlier page"):
+        paginator.next(page([{"id": 1}]))
+
+
+def test_a_page_boundary_shifted_by_a_new_record_is_not_a_loop() -> None:
+    paginator = OffsetPaginator(page_size=2)
+    assert paginator.next(page([{"id": 1}, {"id": 2}])) == NextPage({"offset": "2"})
+    # a record inserted at the front: the next page starts with the previous page's last
+    assert paginator.next(page([{"id": 2}, {"id": 3}])) == NextPage({"offset": "4"})
+
+
+def test_strategies_read_a_decoded_body_when_an_sdk_gives_no_response() -> None:
+    paginator = OffsetPaginator(records=at("members"), total=at("total_items"))
+    body = {"members": [{"id": "a"}, {"id": "b"}], "total_items": 3}
+    assert paginator.next(Page.of_document(body)) == NextPage({"offset": "2"})
+    assert paginator.next(Page.of_document({"members": [{"id": "c"}], "total_items": 3})) is None
+    assert LinkHeaderPaginator().next(Page.of_document(body)) is None  # no headers, no link
+
+
+def test_the_rest_glue_compiles_the_streams_paths_into_the_strategy() -> None:
+    config = RestConfig.model_validate(
+        {
+            "kind": "rest",
+            "base_url": "https://api.example.test",
+            "streams": {
+                "customers": {
+                    "path": "/v1/customers",
+                    "records_path": "data.rows",
+                    "pagination": {"type": "offset", "param": "skip", "total_path": "meta.n"},
+                    "fields": {"external_id": "id"},
+                }
+            },
+        }
+    )
+    paginator = build_paginator(config.streams["customers"])
+    assert paginator.first() == {"skip": "0"}
+    rows = {"data": {"rows": [{"id": 1}, {"id": 2}]}, "meta": {"n": 3}}
+    assert paginator.next(page(rows)) == NextPage({"skip": "2"})
+    assert paginator.next(page({"data": {"rows": [{"id": 3}]}, "meta": {"n": 3}})) is None

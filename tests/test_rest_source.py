@@ -12,9 +12,9 @@ import httpx
 import pytest
 import respx
 
-from connectors.base import ConnectorContext
 from connectors.http import BudgetRegistry
 from connectors.rest import PaginationLoopError, RestSource
+from crmsync.contract import ConnectorContext
 from crmsync.errors import ConfigError, ConnectorError
 from crmsync.records import (
     Cart,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from connectors.base import ConnectorContext
 from connectors.rest import RestSource
+from crmsync.contract import ConnectorContext
 from crmsync.errors import ConfigError
 from crmsync.records import Customer, Order, RecordIssue, Stream
 from tests.fakes.platform import Churn, FakeWooCommerce, Faults, serve_woocommerce

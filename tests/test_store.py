@@ -253,3 +253,32 @@ def test_migration_0002_gives_staged_orders_and_carts_their_person_keys(state_ur
     ]
     assert cart_key == "e:a@example.com"
     store.close()
+
+
+def test_migration_0005_keeps_acknowledged_tags_as_memberships_and_adds_in_flight(
+    state_url: str,
+) -> None:
+    from alembic import command
+
+    from state.migrate import alembic_config
+
+    engine = sa.create_engine(state_url)
+    with engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+        conn.execute(
+            sa.text(
+                "insert into ledger (destination, person_key, payload_hash, segments, status,"
+                " acked_at) values ('mc', 'e:a@example.com', 'h', :tags, 'synced', 1)"
+            ),
+            {"tags": "crm-new\ncrm-vip"},
+        )
+    engine.dispose()
+
+    store = Store(state_url)  # migrates to the head revision
+    with store.engine.connect() as conn:
+        kept = conn.execute(sa.select(schema.ledger.c.person_key, schema.ledger.c.memberships))
+        assert [tuple(r) for r in kept] == [("e:a@example.com", "crm-new\ncrm-vip")]
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.in_flight)).scalar() == 0
+    store.close()

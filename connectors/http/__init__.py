@@ -22,7 +22,7 @@ from connectors.http.classify import (
 from connectors.http.client import HttpClient
 from connectors.http.redact import Redactor
 from connectors.http.retry import RetryPolicy
-from connectors.http.settings import HttpSettings, RateSettings, RetrySettings
+from connectors.http.settings import HttpOptions, HttpSettings, RateSettings, RetrySettings
 
 __all__ = [
     "BUDGETS",
@@ -34,6 +34,7 @@ __all__ = [
     "Classifier",
     "Decision",
     "HttpClient",
+    "HttpOptions",
     "HttpSettings",
     "OAuth2ClientCredentials",
     "RateSettings",

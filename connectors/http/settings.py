@@ -1,12 +1,17 @@
 """HTTP settings every connector embeds in its own config, validated with the rest of it.
 
 They live here, not in each connector, so that timeouts, retries and rate budgets mean the
-same thing (and are documented once, in ``docs/http.md``) for every vendor.
+same thing (and are documented once, in ``docs/http.md``) for every vendor. A connector's
+config holds an ``HttpOptions`` as its ``http`` table and turns it into the seam's
+``HttpSettings`` with ``HttpOptions.settings``, adding what the connector alone knows: the
+base URL, its default timeout and its vendor's connection cap.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_TIMEOUT = 30.0  # seconds; a connector whose vendor is slower passes its own
 
 
 class RetrySettings(BaseModel):
@@ -71,7 +76,9 @@ class HttpSettings(BaseModel):
         description="Root URL of the vendor API; change it for a proxy or a regional host."
     )
     timeout: float = Field(
-        default=30.0, gt=0, description="Read, write and connection-pool timeout in seconds."
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        description="Read, write and connection-pool timeout in seconds.",
     )
     connect_timeout: float = Field(
         default=10.0, gt=0, description="Seconds allowed to open a TCP/TLS connection."
@@ -86,3 +93,64 @@ class HttpSettings(BaseModel):
     rate: RateSettings = Field(
         default=RateSettings(), description="Client-side rate budget for the account."
     )
+
+
+class HttpOptions(BaseModel):
+    """The ``http`` table of a connector's config: the seam's settings without ``base_url``,
+    which each connector places (or derives) itself.
+
+    ``timeout`` is left unset here rather than given one default, because vendors differ
+    (a batch of 500 Mailchimp members takes far longer than a page of a shop's orders):
+    the connector supplies its default when it builds the settings, and a table that sets
+    only ``retry`` keeps that default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Read, write and connection-pool timeout in seconds; unset: the connector's "
+            "default (30, or what its documentation says)."
+        ),
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds allowed to open a TCP/TLS connection."
+    )
+    verify_tls: bool = Field(
+        default=True,
+        description="Verify the server's TLS certificate; switch off only for a test host.",
+    )
+    retry: RetrySettings = Field(
+        default=RetrySettings(), description="Retry policy for 429, 5xx and timeouts."
+    )
+    rate: RateSettings = Field(
+        default=RateSettings(), description="Client-side rate budget for the account."
+    )
+
+    def settings(
+        self,
+        base_url: str,
+        *,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        retry: RetrySettings | None = None,
+        max_concurrency: int | None = None,
+    ) -> HttpSettings:
+        """The seam's settings for ``base_url``.
+
+        ``default_timeout`` applies when the table sets no timeout; ``retry`` replaces the
+        configured policy (a check tries once); ``max_concurrency`` caps the configured one
+        at what the vendor allows per key.
+        """
+        rate = self.rate
+        if max_concurrency is not None and rate.max_concurrency > max_concurrency:
+            rate = rate.model_copy(update={"max_concurrency": max_concurrency})
+        return HttpSettings(
+            base_url=base_url,
+            timeout=self.timeout if self.timeout is not None else default_timeout,
+            connect_timeout=self.connect_timeout,
+            verify_tls=self.verify_tls,
+            retry=self.retry if retry is None else retry,
+            rate=rate,
+        )

@@ -6,9 +6,9 @@ centre and the list id, which are not secrets.
 
 from __future__ import annotations
 
-from connectors.base import Check
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
 from connectors.mailchimp.config import MailchimpConfig, key_data_centre
+from crmsync.contract import Check
 from crmsync.errors import AuthError, ConfigError, ConnectorError
 
 

@@ -13,16 +13,15 @@ this boundary: our own errors that the SDK wrapped are unwrapped, an HTTP refusa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
-import orjson
 from mailchimp_marketing import ApiClient, ListsApi, PingApi
 from mailchimp_marketing.api_client import ApiClientError
 
 from connectors.http import HttpClient
-from connectors.mailchimp.paging import OffsetPages
+from connectors.http.pagination import NextPage, OffsetPaginator, Page, at
 from crmsync.errors import ConnectorError, CrmsyncError
 
 T = TypeVar("T")
@@ -161,16 +160,20 @@ class MailchimpApi:
             ),
         )
 
-    def create_static_segment(self, list_id: str, name: str) -> dict[str, Any]:
-        return call(self.lists.create_segment, list_id, {"name": name, "static_segment": []})
+    def create_static_segment(
+        self, list_id: str, name: str, members: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A new tag, with ``members`` (addresses on the list) tagged in the same call."""
+        body = {"name": name, "static_segment": list(members)}
+        return call(self.lists.create_segment, list_id, body)
 
     def batch_members(self, list_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return call(self.lists.batch_list_members, list_id, dict(body))
 
     def batch_segment(
-        self, list_id: str, segment_id: int, body: Mapping[str, Any]
+        self, list_id: str, segment_id: str, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return call(self.lists.batch_segment_members, dict(body), list_id, str(segment_id))
+        return call(self.lists.batch_segment_members, dict(body), list_id, segment_id)
 
     def members(
         self, list_id: str, *, status: str, since_last_changed: str | None, fields: list[str]
@@ -193,17 +196,11 @@ class MailchimpApi:
 
     @staticmethod
     def _pages(key: str, fetch: Callable[[int], Any]) -> Iterator[dict[str, Any]]:
-        pages = OffsetPages()
-        offset: int | None = 0
-        while offset is not None:
-            page = fetch(offset)
-            items = (page.get(key) or []) if isinstance(page, Mapping) else []
-            yield from items
-            first = orjson.dumps(items[0], option=orjson.OPT_SORT_KEYS) if items else None
-            offset = pages.next(offset, len(items), _total(page), first)
-
-
-def _total(page: Any) -> int | None:
-    if isinstance(page, Mapping) and isinstance(page.get("total_items"), int):
-        return int(page["total_items"])
-    return None
+        """Every item of a collection, a page of ``count`` at a time, ``offset`` advancing
+        until ``total_items``; a server ignoring ``offset`` is caught, not read for ever."""
+        paginator = OffsetPaginator(records=at(key), total=at("total_items"))
+        following: NextPage | None = NextPage(paginator.first())
+        while following is not None:
+            page = fetch(int(following.params["offset"]))
+            yield from (page.get(key) or []) if isinstance(page, Mapping) else []
+            following = paginator.next(Page.of_document(page))

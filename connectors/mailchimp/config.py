@@ -10,36 +10,21 @@ itself instead of ``ValueError``: pydantic would print the raw input next to a
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
-from connectors.base import ConnectorConfig
-from connectors.http import HttpSettings, RateSettings, RetrySettings
+from connectors.http import HttpOptions, HttpSettings
+from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError
 
 MAX_CONNECTIONS = 10  # Mailchimp allows 10 simultaneous connections per API key
 MAX_BATCH = 500  # members per batch subscribe / per static-segment list, Mailchimp's cap
 DEFAULT_HOST_TEMPLATE = "https://{dc}.api.mailchimp.com/3.0"
+TIMEOUT = 60.0  # seconds, unless [http] says otherwise: a batch of 500 members is slow
 
 _KEY = re.compile(r"^[A-Za-z0-9]+-(?P<dc>[a-z]+[0-9]+)$")
 _DC = re.compile(r"^[a-z]+[0-9]+$")
-
-
-class MailchimpHttp(BaseModel):
-    """The HTTP seam's knobs that make sense for Mailchimp (the base URL is derived)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    timeout: float = Field(60.0, gt=0, description="Read/write/pool timeout in seconds.")
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds allowed to connect.")
-    retry: RetrySettings = Field(
-        default_factory=RetrySettings, description="Retry policy for 429, 5xx and timeouts."
-    )
-    rate: RateSettings = Field(
-        default_factory=RateSettings,
-        description="Client-side budget; max_concurrency is capped by max_connections.",
-    )
 
 
 class MailchimpConfig(ConnectorConfig):
@@ -77,6 +62,7 @@ class MailchimpConfig(ConnectorConfig):
         "archive",
         description="What a person deleted at the source becomes: archived or permanently deleted.",
     )
+    owned_prefix_key: ClassVar[str | None] = "tag_prefix"
     tag_prefix: str = Field(
         "crm-",
         min_length=1,
@@ -87,8 +73,12 @@ class MailchimpConfig(ConnectorConfig):
         ge=1,
         description="Merge fields the audience may hold (30 on most plans, 80 on Premium).",
     )
-    http: MailchimpHttp = Field(
-        default_factory=MailchimpHttp, description="Timeouts, retries and rate budget."
+    http: HttpOptions = Field(
+        default_factory=HttpOptions,
+        description=(
+            "Timeouts (default 60 s), retries and rate budget; rate.max_concurrency is "
+            "capped by max_connections."
+        ),
     )
 
     @model_validator(mode="after")
@@ -121,15 +111,8 @@ class MailchimpConfig(ConnectorConfig):
 
     def http_settings(self) -> HttpSettings:
         """The seam's settings: base URL derived, concurrency capped by max_connections."""
-        rate = self.http.rate.model_copy(
-            update={"max_concurrency": min(self.http.rate.max_concurrency, self.max_connections)}
-        )
-        return HttpSettings(
-            base_url=self.resolved_base_url(),
-            timeout=self.http.timeout,
-            connect_timeout=self.http.connect_timeout,
-            retry=self.http.retry,
-            rate=rate,
+        return self.http.settings(
+            self.resolved_base_url(), default_timeout=TIMEOUT, max_concurrency=self.max_connections
         )
 
 

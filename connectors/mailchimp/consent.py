@@ -1,9 +1,9 @@
-"""Consent in both directions: recorded consent -> member status, Mailchimp status -> events.
+"""Consent in both directions: the core's intent -> member status, Mailchimp status -> events.
 
-Pure functions only. The rule that matters most lives in ``status_plan``: a sync never
-raises anybody's status. ``status_if_new`` only applies to people Mailchimp does not know
-yet; ``status`` (which applies to existing members too) is only ever sent to *lower* a
-status, when the platform recorded an opt-out.
+Pure functions only. The core decides the intent (``crmsync.consent``); ``status_plan``
+only translates it: ``status_if_new`` applies to people Mailchimp does not know yet, and
+``status`` (which applies to existing members too) is only ever sent to *lower* a status,
+for an UNSUBSCRIBE intent.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from connectors.base import ConsentUpdate
+from crmsync.contract import ConsentIntent, ConsentUpdate
 from crmsync.records import Channel, ConsentState
 
 NotSubscribed = Literal["transactional", "skip"]
@@ -39,18 +39,18 @@ class StatusPlan:
         return out
 
 
-def status_plan(consent: ConsentState, not_subscribed: NotSubscribed) -> StatusPlan | None:
-    """The status fields for a person with this recorded e-mail consent; None = don't send.
+def status_plan(intent: ConsentIntent, not_subscribed: NotSubscribed) -> StatusPlan | None:
+    """The status fields for a person with this e-mail consent intent; None = don't send.
 
-    - SUBSCRIBED: subscribed if new; an existing member keeps whatever status Mailchimp
-      has (an unsubscribe or cleaning there must win, so ``status`` is never sent).
-    - UNSUBSCRIBED: unsubscribed, new or existing: an opt-out recorded in the platform wins.
-    - NONE: never consent. New people become ``transactional`` (no marketing e-mail) or
-      are not added at all, as configured; existing members keep their status.
+    - SUBSCRIBE_IF_NEW: subscribed if new; an existing member keeps whatever status
+      Mailchimp has (an unsubscribe or cleaning there must win, so ``status`` is never sent).
+    - UNSUBSCRIBE: unsubscribed, new or existing: an opt-out recorded in the platform wins.
+    - LEAVE: no consent. New people become ``transactional`` (no marketing e-mail) or are
+      not added at all, as configured; existing members keep their status.
     """
-    if consent is ConsentState.SUBSCRIBED:
+    if intent is ConsentIntent.SUBSCRIBE_IF_NEW:
         return StatusPlan("subscribed")
-    if consent is ConsentState.UNSUBSCRIBED:
+    if intent is ConsentIntent.UNSUBSCRIBE:
         return StatusPlan("unsubscribed", "unsubscribed")
     if not_subscribed == "skip":
         return None

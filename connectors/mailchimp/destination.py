@@ -2,9 +2,11 @@
 
 A push runs in two phases. First every person is upserted with batch subscribe calls of
 up to 500 (several in flight, within the account's connection cap); then the tag moves
-of the people Mailchimp confirmed are grouped by tag into the fewest static-segment
-calls. A person is OK only when both their upsert and their tag moves were confirmed,
-so the core's ledger never records a tag that Mailchimp does not have.
+of the people Mailchimp confirmed are applied: a missing tag is created carrying its
+first members, the rest is grouped by tag into the fewest static-segment calls. A person
+is OK only when both their upsert and their tag moves were confirmed, so the core's
+ledger never records a tag that Mailchimp does not have. Chunking, concurrent sending,
+the tag index and the call planning are the destination kit's (``connectors.kit``).
 """
 
 from __future__ import annotations
@@ -12,24 +14,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import Any, ClassVar
 
 import httpx
 
-from connectors.base import (
-    Action,
-    Change,
-    Check,
-    ConnectorConfig,
-    ConnectorContext,
-    ConsentUpdate,
-    FieldSpec,
-    Outcome,
-    PushResult,
-)
 from connectors.http import HttpClient
+from connectors.kit import chunked, owned_problem, send_chunks
 from connectors.mailchimp import merge_fields
 from connectors.mailchimp.checks import run_checks
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
@@ -40,14 +34,24 @@ from connectors.mailchimp.consent import (
     mailchimp_time,
     status_plan,
 )
+from connectors.mailchimp.mapping_rules import check_mapping
 from connectors.mailchimp.members import member_entry, read_answer, subscriber_hash, upsert_body
-from connectors.mailchimp.segments import SegmentIndex, apply_calls
-from connectors.mailchimp.tags import moves_of, plan_calls, tag_problem
-from crmsync.errors import ConfigError, TransientError
+from connectors.mailchimp.tags import MAX_TAG_NAME, apply_moves, tag_index
+from crmsync.contract import (
+    Action,
+    Change,
+    Check,
+    ConnectorConfig,
+    ConnectorContext,
+    ConsentUpdate,
+    FieldSpec,
+    MappingRules,
+    Outcome,
+    PushResult,
+)
+from crmsync.errors import ConfigError
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-Results = list[tuple[int, PushResult]]
 CALLS_PER_PUSH = 20  # batch calls' worth of people per push(): two rounds of 10 connections
 _MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed"]
 
@@ -55,6 +59,8 @@ _MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_chang
 class MailchimpDestination:
     kind: ClassVar[str] = "mailchimp"
     config_model: ClassVar[type[ConnectorConfig]] = MailchimpConfig
+    default_mapping: ClassVar[Traversable | None] = files("connectors.mailchimp") / "mapping.toml"
+    mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
 
     def __init__(
         self,
@@ -77,7 +83,7 @@ class MailchimpDestination:
             transport=transport,
         )
         self._api = MailchimpApi(self._http)
-        self._segments = SegmentIndex(self._api, config.list_id)
+        self._tags = tag_index(self._api, config.list_id, config.batch_size)
         self._types: dict[str, str] = {}  # merge tag -> Mailchimp type, filled by prepare()
         self._pool = ThreadPoolExecutor(
             max_workers=config.max_connections, thread_name_prefix=f"mailchimp-{context.name}"
@@ -118,32 +124,30 @@ class MailchimpDestination:
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
         results: dict[int, PushResult] = {}
-        accepted: list[tuple[int, Change]] = []
-        chunk: list[tuple[int, Change]] = []
-        futures: list[Future[tuple[Results, TransientError | None]]] = []
+        upserts: list[tuple[int, Change]] = []
+        deletions: list[tuple[int, Change]] = []
         seen: dict[str, str] = {}
-        # Each full chunk is sent while the rest is still being screened.
         for index, change in enumerate(changes):
             if change.action is not Action.UPSERT:
-                futures.append(self._pool.submit(self._delete, index, change))
+                deletions.append((index, change))
                 continue
             refused = self._screen(change, seen)
             if refused is not None:
                 results[index] = refused
                 continue
-            accepted.append((index, change))
-            chunk.append((index, change))
-            if len(chunk) == self.config.batch_size:
-                futures.append(self._pool.submit(self._upsert, chunk))
-                chunk = []
-        if chunk:
-            futures.append(self._pool.submit(self._upsert, chunk))
-        sent = self._gather(futures)
-        for batch, _ in sent:
-            results.update(batch)
-        tag_errors = self._apply_tags(accepted, results)
-        self._raise_if_nothing_arrived([error for _, error in sent] + tag_errors)
+            upserts.append((index, change))
+        # Upserts go in batches, each deletion is a call of its own; all side by side. When
+        # every call failed transiently the kit raises: Mailchimp is down, the run stops.
+        chunks = chunked([change for _, change in upserts], self.config.batch_size)
+        chunks += [[change] for _, change in deletions]
+        sent = send_chunks(chunks, self._send, self._pool, name="Mailchimp")
+        for (index, _), result in zip([*upserts, *deletions], sent, strict=True):
+            results[index] = result
+        self._apply_tags(upserts, results)
         return [results[i] for i in range(len(changes))]
+
+    def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        return None  # batch subscribe answers at once: nothing is ever pending
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
         read_at = datetime.now(UTC)
@@ -170,11 +174,11 @@ class MailchimpDestination:
         key = change.person_key
         if not change.email:
             return PushResult(key, Outcome.REJECTED, message="Mailchimp needs an e-mail address")
-        problem = tag_problem(change, self.config.tag_prefix)
+        problem = owned_problem(change, self.config.tag_prefix, MAX_TAG_NAME, noun="tag")
         if problem is not None:
             log.warning("person %s: %s", key, problem)
             return PushResult(key, Outcome.REJECTED, message=problem)
-        if status_plan(change.email_consent, self.config.not_subscribed) is None:
+        if status_plan(change.email_intent, self.config.not_subscribed) is None:
             return PushResult(
                 key,
                 Outcome.REJECTED,
@@ -193,9 +197,17 @@ class MailchimpDestination:
     def _encode(self, tag: str, value: Any) -> Any:
         return merge_fields.encode(value, self._types.get(tag))
 
-    def _upsert(self, chunk: Sequence[tuple[int, Change]]) -> tuple[Results, TransientError | None]:
+    def _send(self, chunk: Sequence[Change]) -> list[PushResult]:
+        """One call: a batch subscribe for a chunk of upserts, or one person's deletion."""
+        if chunk[0].action is not Action.UPSERT:
+            return [self._delete(chunk[0])]
+        return self._upsert(chunk)
+
+    def _upsert(self, chunk: Sequence[Change]) -> list[PushResult]:
+        """One batch subscribe call; a refusal of the whole call (a ``MailchimpApiError``)
+        fails the chunk through the kit, a missing list stops the run."""
         entries = [
-            member_entry(change, self.config.not_subscribed, self._encode) for _, change in chunk
+            member_entry(change, self.config.not_subscribed, self._encode) for change in chunk
         ]
         body = upsert_body([entry for entry in entries if entry is not None])
         try:
@@ -203,69 +215,51 @@ class MailchimpDestination:
         except MailchimpApiError as exc:
             if exc.status == 404:
                 raise self._no_such_list() from exc
-            failed = [
-                (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c in chunk
-            ]
-            return failed, None
-        except TransientError as exc:
-            failed = [
-                (i, PushResult(c.person_key, Outcome.FAILED, message=str(exc))) for i, c in chunk
-            ]
-            return failed, exc
-        by_email = read_answer(answer, [change.email or "" for _, change in chunk])
-        out: Results = []
-        for index, change in chunk:
+            raise
+        by_email = read_answer(answer, [change.email or "" for change in chunk])
+        out: list[PushResult] = []
+        for change in chunk:
             found = by_email[(change.email or "").lower()]
-            out.append(
-                (
-                    index,
-                    PushResult(change.person_key, found.outcome, found.remote_id, found.message),
-                )
-            )
-        return out, None
+            out.append(PushResult(change.person_key, found.outcome, found.remote_id, found.message))
+        return out
 
     # -- tags ------------------------------------------------------------------------
 
     def _apply_tags(
-        self, accepted: Sequence[tuple[int, Change]], results: dict[int, PushResult]
-    ) -> list[TransientError | None]:
+        self, upserts: Sequence[tuple[int, Change]], results: dict[int, PushResult]
+    ) -> None:
         """Moves tags of the people upserted OK; a failed move turns their result FAILED."""
-        upserted = [(i, c) for i, c in accepted if results[i].outcome is Outcome.OK]
-        moves = moves_of([(c.email or "", c) for _, c in upserted])
-        calls = plan_calls(moves, self.config.batch_size)
-        if not calls:
-            return []
-        failed, transients = apply_calls(
-            self._api, self._segments, self.config.list_id, calls, self._pool
+        upserted = [(i, c) for i, c in upserts if results[i].outcome is Outcome.OK]
+        moves = [(c.email or "", c.memberships_add, c.memberships_remove) for _, c in upserted]
+        failed = apply_moves(
+            self._api, self._tags, self.config.list_id, moves, self.config.batch_size, self._pool
         )
         for index, change in upserted:
             reason = failed.get((change.email or "").lower())
             if reason is not None:
                 ok = results[index]
                 results[index] = PushResult(change.person_key, Outcome.FAILED, ok.remote_id, reason)
-        return transients
 
     # -- deletions -----------------------------------------------------------------
 
-    def _delete(self, index: int, change: Change) -> tuple[Results, TransientError | None]:
+    def _delete(self, change: Change) -> PushResult:
+        """Archives (or deletes) one member; a transient failure is raised for the kit."""
         key = change.person_key
         member_id = change.remote_id or (subscriber_hash(change.email) if change.email else None)
         if member_id is None:
-            return [(index, PushResult(key, Outcome.OK, message="never sent to Mailchimp"))], None
+            return PushResult(key, Outcome.OK, message="never sent to Mailchimp")
         permanent = self.config.deletion == "delete_permanent"
         try:
             if permanent:
                 self._api.delete_member_permanently(self.config.list_id, member_id)
             else:
                 self._api.archive_member(self.config.list_id, member_id)
-        except TransientError as exc:
-            return [(index, PushResult(key, Outcome.FAILED, member_id, str(exc)))], exc
         except MailchimpApiError as exc:
             if exc.status != 404:
-                return [(index, PushResult(key, Outcome.REJECTED, member_id, str(exc)))], None
-            return [(index, PushResult(key, Outcome.OK, member_id, "already gone"))], None
+                return PushResult(key, Outcome.REJECTED, member_id, str(exc))
+            return PushResult(key, Outcome.OK, member_id, "already gone")
         done = "deleted permanently" if permanent else "archived"
-        return [(index, PushResult(key, Outcome.OK, member_id, done))], None
+        return PushResult(key, Outcome.OK, member_id, done)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -275,26 +269,3 @@ class MailchimpDestination:
             key="list_id",
             hint="copy the Audience ID from Audience > Settings > Audience name and defaults",
         )
-
-    @staticmethod
-    def _gather(futures: Sequence[Future[T]]) -> list[T]:
-        """Results in order; the first AuthError/ConfigError propagates, the rest cancelled.
-
-        The pool has max_connections threads and the seam's per-account slots cap what is in
-        flight, so several pushes (threads) sharing a key still respect Mailchimp's limit.
-        """
-        try:
-            return [future.result() for future in futures]
-        finally:
-            for future in futures:
-                future.cancel()
-
-    @staticmethod
-    def _raise_if_nothing_arrived(errors: Sequence[TransientError | None]) -> None:
-        """When every call of a push failed transiently Mailchimp is down: stop the run
-        rather than count a failure against every person's retry cap."""
-        first = errors[0] if errors else None
-        if first is not None and all(error is not None for error in errors):
-            raise TransientError(
-                f"Mailchimp is unreachable: {first}", retry_after=first.retry_after
-            )

@@ -1,6 +1,6 @@
-"""What one destination kind allows beyond the generic format, checked when a mapping loads.
+"""What Mailchimp allows in a mapping beyond the generic format, checked when it loads.
 
-Only Mailchimp has rules here so far: merge tags of at most 10 characters in A-Z, 0-9 and
+Merge tags of at most 10 characters in A-Z, 0-9 and
 ``_``; the merge field types Mailchimp has (text, number, address, phone, date, birthday,
 dropdown, ...); text values of at most 255 characters; address fields that need addr1,
 city, state and zip; tag names of at most 100 characters. A problem found here is as
@@ -34,16 +34,10 @@ MAILCHIMP_BIRTHDAY_FORMATS = ("%m/%d", "%d/%m")
 MAILCHIMP_ADDRESS_REQUIRED = ("addr1", "city", "state", "zip")
 
 
-def apply_kind_limits(
+def check_mapping(
     spec: MappingSpec, raw_fields: Mapping[str, object], issues: Issues
 ) -> MappingSpec:
-    """Check ``spec`` against its kind's limits; returns it with kind defaults filled in."""
-    if spec.kind == "mailchimp":
-        return _mailchimp(spec, raw_fields, issues)
-    return spec
-
-
-def _mailchimp(spec: MappingSpec, raw_fields: Mapping[str, object], issues: Issues) -> MappingSpec:
+    """Checks ``spec`` against Mailchimp's limits; returns it with Mailchimp's defaults."""
     if spec.identity_email is None:
         issues.add("identity.email", "Mailchimp identifies contacts by e-mail: name the field")
     for name in raw_fields:
@@ -58,9 +52,10 @@ def _mailchimp(spec: MappingSpec, raw_fields: Mapping[str, object], issues: Issu
                 f"{name!r} is not a Mailchimp merge tag",
                 "use 1-10 characters from A-Z, 0-9 and _, e.g. FNAME or LASTORDER",
             )
-    if spec.tags.max_length > MAILCHIMP_TAG_MAX:
+    if spec.memberships.max_length > MAILCHIMP_TAG_MAX:
         issues.add(
-            "tags.max_length", f"Mailchimp tag names have at most {MAILCHIMP_TAG_MAX} characters"
+            "memberships.max_length",
+            f"Mailchimp tag names have at most {MAILCHIMP_TAG_MAX} characters",
         )
     return dataclasses.replace(spec, fields=tuple(_mailchimp_field(f, issues) for f in spec.fields))
 

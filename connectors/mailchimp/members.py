@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.base import Change, Outcome
 from connectors.mailchimp.consent import NotSubscribed, status_plan
+from crmsync.contract import Change, Outcome
 
 Encoder = Callable[[str, Any], Any]  # (merge tag, mapped value) -> value Mailchimp takes
 
@@ -44,7 +44,7 @@ def member_entry(
     """The batch subscribe entry for an UPSERT change; None when the person is not sent."""
     if not change.email:
         return None
-    plan = status_plan(change.email_consent, not_subscribed)
+    plan = status_plan(change.email_intent, not_subscribed)
     if plan is None:
         return None
     entry: dict[str, Any] = {"email_address": change.email, **plan.fields()}

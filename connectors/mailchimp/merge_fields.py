@@ -13,11 +13,15 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import FieldSpec
+from connectors.mailchimp.mapping_rules import (
+    MAILCHIMP_MERGE_TAG,
+    MAILCHIMP_MERGE_TYPES,
+    MAILCHIMP_RESERVED_TAGS,
+)
+from crmsync.contract import FieldSpec
 from crmsync.errors import ConfigError, ConfigIssue
-from mappings.limits import MAILCHIMP_MERGE_TAG, MAILCHIMP_MERGE_TYPES, MAILCHIMP_RESERVED_TAGS
 
-# Mailchimp's rules for merge tags and types live with the mapping checks (mappings/limits):
+# Mailchimp's rules for merge tags and types live with the mapping checks (mapping_rules):
 # a mapping that loaded is one these plans can carry out.
 
 # Existing field types that can hold what a mapping type sends without losing anything.

@@ -1,93 +1,90 @@
-"""Segment tags: which tag calls a batch of membership changes needs, as few as possible.
+"""Mailchimp tags on the destination kit: only what is Mailchimp's own about them.
 
-A Mailchimp tag is a static segment, and ``POST /lists/{id}/segments/{segment_id}`` takes
-up to 500 ``members_to_add`` *and* 500 ``members_to_remove`` at once. Grouping every
-person's moves by tag therefore needs, per tag, max(⌈adds/500⌉, ⌈removes/500⌉) calls,
-which is the floor. Pure functions; the I/O is in ``segments``.
+A Mailchimp tag is a static segment. The kit keeps the name -> id index and plans the
+calls (paired: ``POST /lists/{id}/segments/{segment_id}`` takes up to 500
+``members_to_add`` *and* 500 ``members_to_remove`` at once); this module gives the kit
+Mailchimp's listing and creation, sends the calls and reads their answers.
+
+A new tag is created carrying its first members (``static_segment``, up to the batch
+size), so its first 500 members cost no call beyond the create that was needed anyway.
+Only people whose upsert Mailchimp has just confirmed are ever carried: they are on the
+list, and Mailchimp's create adds every given address that is on the list (ignoring only
+those that are not), so its 200 confirms them as a batch call's answer would. A tag
+deleted by a marketer behind our back (404) is forgotten and re-created once.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
-from connectors.base import Change
+from connectors.kit import (
+    GroupIndex,
+    MembershipCall,
+    Move,
+    members_to_add,
+    minus_carried,
+    plan_membership_calls,
+)
+from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
+from crmsync.errors import TransientError
 
 MAX_TAG_NAME = 100  # Mailchimp's limit on a segment (tag) name
 
 
-@dataclass(frozen=True, slots=True)
-class TagMove:
-    """One upserted person's tag changes, keyed by the address Mailchimp knows."""
+def tag_index(api: MailchimpApi, list_id: str, batch_size: int) -> GroupIndex:
+    """The list's static segments by name; a new one carries up to ``batch_size`` members."""
 
-    email: str
-    add: tuple[str, ...]
-    remove: tuple[str, ...]
+    def list_all() -> list[tuple[str, str]]:
+        # oldest first, so that of two tags with one name the older one is used
+        segments = sorted(api.static_segments(list_id), key=lambda s: int(s.get("id", 0)))
+        return [(str(s.get("name", "")), str(s.get("id", 0))) for s in segments]
 
+    def create(name: str, members: Sequence[str]) -> str:
+        return str(api.create_static_segment(list_id, name, members)["id"])
 
-@dataclass(frozen=True, slots=True)
-class TagCall:
-    """One batch call on one static segment."""
-
-    tag: str
-    add: tuple[str, ...]
-    remove: tuple[str, ...]
-
-    def body(self) -> dict[str, list[str]]:
-        return {"members_to_add": list(self.add), "members_to_remove": list(self.remove)}
-
-    def emails(self) -> tuple[str, ...]:
-        return self.add + self.remove
+    return GroupIndex(list_all, create, carries=batch_size)
 
 
-def tag_problem(change: Change, prefix: str) -> str | None:
-    """Why this change's tags must not be applied, or None when they are fine.
+def apply_moves(
+    api: MailchimpApi,
+    index: GroupIndex,
+    list_id: str,
+    moves: Sequence[Move],
+    batch_size: int,
+    pool: Executor,
+) -> dict[str, str]:
+    """Applies the tag moves (address, tags to add, tags to remove) of people Mailchimp has
+    just upserted; returns the lower-cased addresses whose moves failed, with the reason.
 
-    Defence in depth: the core only passes tags it owns, but a tag outside the owned
-    prefix is refused here too, so a marketer's hand-made tag can never be removed.
+    Missing tags are created first (concurrently), carrying their first members; the rest
+    goes in the fewest batch calls, sent concurrently. Removals from a tag that does not
+    exist need no call.
     """
-    for tag in (*change.tags_add, *change.tags_remove):
-        if not tag.startswith(prefix):
-            return (
-                f"refusing to change tag {tag!r}: crmsync only adds or removes tags that "
-                f"start with its prefix {prefix!r}"
-            )
-        if len(tag) > MAX_TAG_NAME or not tag.strip():
-            return f"tag {tag[:40]!r}... is empty or longer than {MAX_TAG_NAME} characters"
-    both = set(change.tags_add) & set(change.tags_remove)
-    if both:
-        return f"tag {sorted(both)[0]!r} is both added and removed"
-    return None
-
-
-def plan_calls(moves: Iterable[TagMove], batch_size: int) -> list[TagCall]:
-    """The fewest calls that apply every move: grouped by tag, adds and removes paired."""
-    adds: dict[str, list[str]] = defaultdict(list)
-    removes: dict[str, list[str]] = defaultdict(list)
-    for move in moves:
-        for tag in move.add:
-            adds[tag].append(move.email)
-        for tag in move.remove:
-            removes[tag].append(move.email)
-    calls: list[TagCall] = []
-    for tag in sorted(adds.keys() | removes.keys()):
-        to_add, to_remove = adds.get(tag, []), removes.get(tag, [])
-        count = max(math.ceil(len(to_add) / batch_size), math.ceil(len(to_remove) / batch_size))
-        for i in range(count):
-            window = slice(i * batch_size, (i + 1) * batch_size)
-            calls.append(TagCall(tag, tuple(to_add[window]), tuple(to_remove[window])))
-    return calls
-
-
-def floor_calls(adds: Mapping[str, int], removes: Mapping[str, int], batch_size: int) -> int:
-    """The least number of tag calls any client needs for these per-tag counts."""
-    return sum(
-        max(math.ceil(adds.get(tag, 0) / batch_size), math.ceil(removes.get(tag, 0) / batch_size))
-        for tag in adds.keys() | removes.keys()
+    moves = [move for move in moves if move[1] or move[2]]
+    if not moves:
+        return {}
+    ids = index.ids(sorted({tag for _, add, remove in moves for tag in (*add, *remove)}))
+    adders = members_to_add(moves)
+    new = [tag for tag in sorted(adders) if tag not in ids]
+    carried: dict[str, tuple[str, ...]] = {}
+    made = pool.map(lambda tag: index.ensure(tag, adders[tag]), new)
+    for tag, (segment_id, members) in zip(new, made, strict=True):
+        ids[tag], carried[tag] = segment_id, members
+    calls = plan_membership_calls(minus_carried(moves, carried), batch_size, paired=True)
+    failed: dict[str, str] = {}
+    sent = pool.map(
+        lambda call: _send(api, index, list_id, call, ids[call.group]),
+        [call for call in calls if call.group in ids],
     )
+    for found in sent:
+        failed.update(found)
+    return failed
+
+
+def call_body(call: MembershipCall) -> dict[str, list[str]]:
+    return {"members_to_add": list(call.add), "members_to_remove": list(call.remove)}
 
 
 def call_failures(response: Mapping[str, Any]) -> dict[str, str]:
@@ -100,10 +97,46 @@ def call_failures(response: Mapping[str, Any]) -> dict[str, str]:
     return failed
 
 
-def moves_of(changes: Sequence[tuple[str, Change]]) -> list[TagMove]:
-    """Tag moves for upserted people; (email as sent, change) pairs without moves are dropped."""
-    return [
-        TagMove(email, tuple(change.tags_add), tuple(change.tags_remove))
-        for email, change in changes
-        if change.tags_add or change.tags_remove
-    ]
+def _send(
+    api: MailchimpApi, index: GroupIndex, list_id: str, call: MembershipCall, segment_id: str
+) -> dict[str, str]:
+    """Sends one call; a tag deleted meanwhile is re-created once and the call repeated."""
+    failed = _batch(api, list_id, call, segment_id, vanished_ok=True)
+    if failed is not None:
+        return failed
+    index.forget(call.group)
+    if not call.add:  # removals from a tag that no longer exists: nothing to do
+        return {}
+    segment_id, carried = index.ensure(call.group, call.add)
+    # A tag re-created by this call holds exactly the members it carried: removing anybody
+    # else is moot. One found re-created by someone else may hold anybody.
+    rest = MembershipCall(
+        call.group,
+        tuple(email for email in call.add if email not in carried),
+        () if carried else call.remove,
+    )
+    if not rest.members():
+        return {}
+    return _batch(api, list_id, rest, segment_id, vanished_ok=False) or {}
+
+
+def _batch(
+    api: MailchimpApi, list_id: str, call: MembershipCall, segment_id: str, *, vanished_ok: bool
+) -> dict[str, str] | None:
+    """Per-address failures of one call; None when the tag is gone (404) and ``vanished_ok``."""
+    try:
+        answer = api.batch_segment(list_id, segment_id, call_body(call))
+    except TransientError as exc:
+        return _all(call, f"tag {call.group!r} not applied: {exc}")
+    except MailchimpApiError as exc:
+        if exc.status == 404 and vanished_ok:
+            return None
+        return _all(call, f"tag {call.group!r} not applied: {exc}")
+    return {
+        email: f"tag {call.group!r} not applied: {why}"
+        for email, why in call_failures(answer).items()
+    }
+
+
+def _all(call: MembershipCall, message: str) -> dict[str, str]:
+    return {email.lower(): message for email in call.members()}

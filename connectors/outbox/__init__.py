@@ -15,19 +15,22 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field
 
-from connectors.base import (
+from crmsync.contract import (
     Change,
     Check,
     ConnectorConfig,
     ConnectorContext,
     ConsentUpdate,
     FieldSpec,
+    MappingRules,
     Outcome,
     PushResult,
 )
@@ -48,11 +51,11 @@ def change_record(change: Change) -> dict[str, Any]:
         "is_new": change.is_new,
         "email": change.email,
         "phone": change.phone,
-        "email_consent": change.email_consent.value,
-        "sms_consent": change.sms_consent.value,
+        "email_intent": change.email_intent.value,
+        "sms_intent": change.sms_intent.value,
         "fields": dict(change.fields),
-        "tags_add": list(change.tags_add),
-        "tags_remove": list(change.tags_remove),
+        "memberships_add": list(change.memberships_add),
+        "memberships_remove": list(change.memberships_remove),
         "payload_hash": change.payload_hash,
     }
 
@@ -60,6 +63,8 @@ def change_record(change: Change) -> dict[str, Any]:
 class OutboxDestination:
     kind: ClassVar[str] = "outbox"
     config_model: ClassVar[type[ConnectorConfig]] = OutboxConfig
+    default_mapping: ClassVar[Traversable | None] = files(__name__) / "mapping.toml"
+    mapping_rules: ClassVar[MappingRules | None] = None  # a file takes any field
 
     def __init__(self, config: OutboxConfig, context: ConnectorContext) -> None:
         self.config = config
@@ -96,6 +101,9 @@ class OutboxDestination:
         for change in changes:
             self._counts[f"{change.action.value}_{'new' if change.is_new else 'existing'}"] += 1
         return [PushResult(c.person_key, Outcome.OK, remote_id=c.person_key) for c in changes]
+
+    def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        return None  # every push is final
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
         return iter(())

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from connectors.base import ConnectorConfig
-from connectors.http import RateSettings, RetrySettings
+from connectors.http import HttpOptions
 from connectors.rest.presets import apply_preset
+from crmsync.contract import ConnectorConfig
 from crmsync.normalize import ZoneName
 
 
@@ -218,16 +218,6 @@ class StreamConfig(_Strict):
     items: ItemsConfig | None = Field(default=None, description="Cart items (carts only).")
 
 
-class HttpOptions(_Strict):
-    """The HTTP seam's settings (docs/http.md), without base_url which sits at the top."""
-
-    timeout: float = Field(default=30.0, gt=0, description="Read/write/pool timeout, seconds.")
-    connect_timeout: float = Field(default=10.0, gt=0, description="Connect timeout, seconds.")
-    verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate.")
-    retry: RetrySettings = Field(default=RetrySettings(), description="Retry policy.")
-    rate: RateSettings = Field(default=RateSettings(), description="Per-account rate budget.")
-
-
 class RestConfig(ConnectorConfig):
     """``kind = "rest"``: a JSON REST API read declaratively."""
 
@@ -242,6 +232,7 @@ class RestConfig(ConnectorConfig):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra headers on every request (not for secrets)."
     )
+    # the seam's options shared by every connector (docs/http.md); base_url sits above
     http: HttpOptions = Field(default=HttpOptions(), description="Timeouts, retries, rate budget.")
     timezone: ZoneName | None = Field(
         default=None, description="Zone of naive times in the API (default: the core's)."

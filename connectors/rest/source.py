@@ -17,25 +17,25 @@ from typing import Any, ClassVar
 import httpx
 import orjson
 
-from connectors.base import Check, ConnectorConfig, ConnectorContext
 from connectors.http import (
     BudgetRegistry,
     Classification,
     Classifier,
     Decision,
     HttpClient,
-    HttpSettings,
     RetrySettings,
     classify_with,
 )
+from connectors.http.pagination import NextPage, body
 from connectors.http.retry import Sleep
 from connectors.rest.auth import build_auth, secrets_of
 from connectors.rest.config import RestConfig, StreamConfig
 from connectors.rest.convert import Ctx
 from connectors.rest.mapping import Mapper, compile_stream
-from connectors.rest.pagination import NextPage, body, build_paginator
+from connectors.rest.pagination import build_paginator
 from connectors.rest.paths import compile_path
 from crmsync import normalize
+from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import (
     AuthError,
     ConfigError,
@@ -260,7 +260,7 @@ class RestSource:
                 what,
                 False,
                 f"{exc}; the server did not answer in time or failed: check that base_url is "
-                f"reachable from here (timeout {self.config.http.timeout}s)",
+                f"reachable from here (timeout {self._check_client.settings.timeout}s)",
             )
         return Check(what, True, f"HTTP {response.status_code}, {len(found)} record(s) read")
 
@@ -279,15 +279,7 @@ class RestSource:
         )
 
     def _make_client(self, retry: RetrySettings) -> HttpClient:
-        http = self.config.http
-        settings = HttpSettings(
-            base_url=self.config.base_url,
-            timeout=http.timeout,
-            connect_timeout=http.connect_timeout,
-            verify_tls=http.verify_tls,
-            retry=retry,
-            rate=http.rate,
-        )
+        settings = self.config.http.settings(self.config.base_url, retry=retry)
         extra: dict[str, Any] = {"sleep": self._sleep} if self._sleep is not None else {}
         if self._budgets is not None:
             extra["budgets"] = self._budgets

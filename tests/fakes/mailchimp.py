@@ -190,6 +190,7 @@ class FakeMailchimp:
         self.consented: set[str] | None = None  # addresses the test allows to be subscribed
         self.calls: Counter[tuple[str, str]] = Counter()
         self.write_calls = 0
+        self.tagged_on_create = 0  # members a segment create's static_segment tagged
         self.concurrency_rejections = 0
         self.max_in_flight = 0
         self.violations: list[str] = []
@@ -265,6 +266,7 @@ class FakeMailchimp:
         with self._lock:
             self.calls.clear()
             self.write_calls = 0
+            self.tagged_on_create = 0
             self.concurrency_rejections = 0
             self.max_in_flight = 0
 
@@ -892,10 +894,14 @@ def _create_segment(
     name = body["name"]
     if len(name) > 100 or any(s["name"] == name for s in audience.segments.values()):
         raise ApiError(400, "Invalid Resource", f"A tag named {name[:40]!r} exists or is too long.")
+    if "static_segment" in body and "options" in body:
+        raise ApiError(400, "Invalid Resource", "static_segment cannot be provided with options.")
     sid = fake._segment_named(audience, name, create=True)
+    # Per the spec: "Any emails provided that are not present on the list will be ignored."
     for email in body.get("static_segment") or ():
         if subscriber_hash(email) in audience.members:
             audience.segment_members[sid].add(subscriber_hash(email))
+            fake.tagged_on_create += 1
     return 200, dict(audience.segments[sid], member_count=len(audience.segment_members[sid]))
 
 

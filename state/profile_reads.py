@@ -1,4 +1,5 @@
-"""The key-ordered row streams a profile run reads, and the merge-join that groups them.
+"""The key-ordered row streams a profile run reads from the state database, and the
+merge-join that groups them.
 
 Staging keeps every order's and cart's person key (``state.staging``), so each stream is
 a plain scan of an index in person-key order: no join, no key computed per row, no sort.
@@ -15,7 +16,6 @@ engines and code point-wise in Python, which is the same order.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -24,32 +24,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 
-from crmsync.config import ProfileSettings
 from crmsync.merge_join import grouped, keyed
+from crmsync.profile_scope import EVERYONE, KeyRange, ProfileContext
 from state import schema
 from state.dialect import bytewise
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileContext:
-    """Everything a profile depends on besides the data: fixed for one run."""
-
-    sources: tuple[str, ...]
-    consent_scopes: tuple[str, ...]  # connector names whose consent events apply
-    currency: str
-    as_of_ms: int
-    settings: ProfileSettings
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRange:
-    """Person keys from ``low`` (inclusive) to ``high`` (exclusive); None is unbounded."""
-
-    low: str | None = None
-    high: str | None = None
-
-
-EVERYONE = KeyRange()
 
 # slots of the merged groups, in this order (extra streams, e.g. the ledger, come after)
 CUSTOMERS, ORDERS, CARTS, CONSENT, LINKED_CUSTOMERS, LINKED_ORDERS, LINKED_CARTS, LINKED_AWAY = (

@@ -1,0 +1,78 @@
+"""The destination contract, for Mailchimp, against the fake Mailchimp (real HTTP, every
+request checked against the vendor's OpenAPI spec)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.contract import (
+    PREFIX,
+    Contact,
+    DestinationContract,
+    RefusalContract,
+    VendorFactory,
+)
+from tests.fakes.mailchimp import FakeMailchimp
+
+pytestmark = pytest.mark.slow
+KEY_VARIABLE = "CRMSYNC_CONTRACT_MAILCHIMP_KEY"
+
+
+class MailchimpVendor:
+    def __init__(self, fake: FakeMailchimp) -> None:
+        self.fake = fake
+
+    def table(self) -> dict[str, Any]:
+        raw = self.fake.destination_config(api_key=f"${{{KEY_VARIABLE}}}")
+        return {**raw, "batch_size": 50}
+
+    def contacts(self) -> dict[str, Contact]:
+        tags: dict[str, set[str]] = {}
+        for tag, emails in self.fake.tag_members().items():
+            if tag.startswith(PREFIX):
+                for email in emails:
+                    tags.setdefault(email, set()).add(tag)
+        return {
+            email: Contact(status == "subscribed", frozenset(tags.get(email, ())))
+            for email, status in self.fake.statuses().items()
+            if status != "archived"
+        }
+
+    def writes(self) -> int:
+        return self.fake.writes()
+
+    def opt_out(self, email: str) -> None:
+        self.fake.set_status(email, "unsubscribed", at=datetime.now(UTC))
+
+    def refuse(self, email: str) -> None:
+        self.fake.compliance_emails.add(email)
+
+    def expect_consented(self, emails: Iterable[str]) -> None:
+        self.fake.expect_consented(emails)
+
+    def settle(self) -> None:
+        """Mailchimp answers every call at once."""
+
+
+class TestMailchimpContract(DestinationContract, RefusalContract):
+    @pytest.fixture
+    def vendor_factory(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[VendorFactory]:
+        fakes: list[FakeMailchimp] = []
+        key = "0123456789abcdef0123456789abcdef-us7"
+        monkeypatch.setenv(KEY_VARIABLE, key)
+
+        def make() -> MailchimpVendor:
+            fake = FakeMailchimp(api_key=key).start()
+            fakes.append(fake)
+            return MailchimpVendor(fake)
+
+        yield make
+        problems = []
+        for fake in fakes:
+            fake.stop()
+            problems += fake.violations + fake.consent_problems()
+        assert not problems, "\n".join(problems[:20])
