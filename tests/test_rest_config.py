@@ -14,7 +14,7 @@ import respx
 from pydantic import ValidationError
 
 from connectors.rest import RestConfig, RestSource
-from connectors.rest.config import StreamConfig
+from connectors.rest.streams import StreamConfig
 from crmsync.config import validate_connector
 from crmsync.contract import ConnectorContext
 from crmsync.errors import ConfigError, ConfigIssue

@@ -14,7 +14,7 @@ from datetime import tzinfo
 from functools import lru_cache
 from typing import Any
 
-from connectors.rest.config import FieldSpec
+from connectors.rest.streams import FieldSpec
 from crmsync import normalize
 
 Convert = Callable[[Any, str, normalize.Notes], Any]

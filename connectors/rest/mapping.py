@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connectors.rest.config import FieldSpec, FieldValue, ItemsConfig, StreamConfig
 from connectors.rest.convert import CART, CUSTOMER, ITEM, LINE, ORDER, Convert, Ctx, Factory
 from connectors.rest.paths import Getter, compile_path
+from connectors.rest.streams import FieldSpec, FieldValue, ItemsConfig, StreamConfig
 from crmsync import normalize
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.records import (

@@ -20,7 +20,8 @@ from connectors.http.pagination import (
     SinglePage,
     body,
 )
-from connectors.rest.config import (
+from connectors.rest.paths import compile_path
+from connectors.rest.streams import (
     CursorPagination,
     LinkHeaderPagination,
     NextUrlPagination,
@@ -28,7 +29,6 @@ from connectors.rest.config import (
     PagePagination,
     StreamConfig,
 )
-from connectors.rest.paths import compile_path
 
 __all__ = [
     "BodyCursorPaginator",

@@ -29,11 +29,12 @@ from connectors.http import (
 from connectors.http.pagination import NextPage, body
 from connectors.http.retry import Sleep
 from connectors.rest.auth import build_auth, secrets_of
-from connectors.rest.config import RestConfig, StreamConfig
+from connectors.rest.config import RestConfig
 from connectors.rest.convert import Ctx
 from connectors.rest.mapping import Mapper, compile_stream
 from connectors.rest.pagination import build_paginator
 from connectors.rest.paths import compile_path
+from connectors.rest.streams import StreamConfig
 from crmsync import normalize
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import (
