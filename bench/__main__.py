@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-QUICK = ["bench_profiles", "bench_rest", "bench_mailchimp"]
+QUICK = ["bench_profiles", "bench_rest", "bench_mailchimp", "bench_sql"]
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ class OutboxVendor:
         self.opted_out: set[str] = set()
 
     def table(self) -> dict[str, Any]:
-        return {"kind": "outbox", "directory": str(self.root)}
+        return {"kind": "outbox", "directory": str(self.root), "batch_size": 20}
 
     def contacts(self) -> dict[str, Contact]:
         held: dict[str, tuple[bool, set[str]]] = {}

@@ -39,6 +39,8 @@ __all__ = ["klaviyo_fake"]
 JOBS = "/api/profile-bulk-import-jobs"
 SUBSCRIBE = "/api/profile-subscription-bulk-create-jobs"
 UNSUBSCRIBE = "/api/profile-subscription-bulk-delete-jobs"
+SUPPRESS = "/api/profile-suppression-bulk-create-jobs"
+SUPPRESSED_SINCE = "greater-than(subscriptions.email.marketing.suppression.timestamp,{})"
 
 
 @pytest.fixture
@@ -93,6 +95,15 @@ def consent_job(
 
 def subscribe(emails: list[str], list_id: str | None = None, **kw: Any) -> dict[str, Any]:
     return consent_job("create", emails, "SUBSCRIBED", list_id, **kw)
+
+
+def suppression(emails: list[str], kind: str = "create") -> dict[str, Any]:
+    return {
+        "data": {
+            "type": f"profile-suppression-bulk-{kind}-job",
+            "attributes": {"profiles": {"data": [profile(email) for email in emails]}},
+        }
+    }
 
 
 def run_job(client: httpx.Client, body: dict[str, Any]) -> str:
@@ -698,6 +709,145 @@ def test_the_consent_invariant_reports_resubscriptions_and_undeclared_consent(
     assert klaviyo_fake.suppressions("gone@shop.example") == []
     klaviyo_fake.resubscriptions.clear()
     klaviyo_fake.expect_consented(["gone@shop.example", "stranger@shop.example"])
+
+
+# -- suppressions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (_set("data.type", "profile-suppression-bulk-delete-job"), "is not one of"),
+        (_set("data.attributes", _DELETE), "'attributes' is a required property"),
+        (_set(f"{_FIRST}.attributes.email", _DELETE), "'email' is a required property"),
+        (_set(f"{_FIRST}.attributes.phone_number", "+15005550006"), "'phone_number' was unexp"),
+        (_set(f"{_FIRST}.attributes.email", ["a@shop.example"]), "is not of type 'string'"),
+        (_set("data.relationships", {"list": {"data": {"id": "Y6nRLr"}}}), "'type' is a requ"),
+    ],
+)
+def test_a_malformed_suppression_job_is_rejected_and_recorded(
+    klaviyo_fake: FakeKlaviyo,
+    client: httpx.Client,
+    change: Callable[[dict[str, Any]], None],
+    why: str,
+) -> None:
+    body = suppression(["a@shop.example"])
+    change(body)
+    answer = client.post(SUPPRESS, json=body)
+    assert answer.status_code == 400
+    assert errors_of(answer)[0]["code"] == "invalid"
+    assert len(klaviyo_fake.violations) == 1
+    assert "InvalidRequestBody" in klaviyo_fake.violations[0]
+    assert why in klaviyo_fake.violations[0]
+    assert klaviyo_fake.suppression_jobs == {} and klaviyo_fake.profiles == {}
+    klaviyo_fake.violations.clear()
+
+
+def test_suppression_jobs_take_at_most_100_addresses_and_one_target(
+    klaviyo_fake: FakeKlaviyo, client: httpx.Client
+) -> None:
+    crowd = [f"p{i}@shop.example" for i in range(101)]
+    too_many = client.post(SUPPRESS, json=suppression(crowd))
+    assert too_many.status_code == 400 and "100" in errors_of(too_many)[0]["detail"]
+    assert client.post(SUPPRESS, json=suppression(crowd[:100])).status_code == 202
+    assert client.post(SUPPRESS, json=suppression([])).status_code == 400
+    bad = client.post(SUPPRESS, json=suppression(["a@shop.example", "not-an-address"]))
+    assert bad.status_code == 400
+    assert errors_of(bad)[0]["source"]["pointer"].endswith("/data/1/attributes/email")
+    news = klaviyo_fake.add_list("News")
+    both = suppression(["a@shop.example"])
+    both["data"]["relationships"] = {"list": {"data": {"type": "list", "id": news.id}}}
+    assert client.post(SUPPRESS, json=both).status_code == 400
+    assert len(klaviyo_fake.suppression_jobs) == 1 and klaviyo_fake.profiles == {}
+    assert klaviyo_fake.violations == []  # Klaviyo's own rules, not the spec's
+
+
+def test_a_suppression_job_applies_once_complete_and_shows_in_consent_reads(
+    klaviyo_fake: FakeKlaviyo, client: httpx.Client
+) -> None:
+    klaviyo_fake.add_profile("fan@shop.example", email_consent="SUBSCRIBED")
+    klaviyo_fake.add_profile("other@shop.example", email_consent="SUBSCRIBED")
+    klaviyo_fake.expect_consented(["fan@shop.example", "other@shop.example"])
+    since = (datetime.now(UTC) - timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
+    created = client.post(SUPPRESS, json=suppression(["Fan@shop.example", "new@shop.example"]))
+    assert created.status_code == 202, created.text
+    job = created.json()["data"]
+    assert (job["type"], job["attributes"]["status"]) == (
+        "profile-suppression-bulk-create-job",
+        "queued",
+    )
+    assert job["attributes"]["total_count"] == 2
+    assert klaviyo_fake.suppressions("fan@shop.example") == []  # not before it is complete
+
+    def status() -> dict[str, Any]:
+        answer = client.get(f"{SUPPRESS}/{job['id']}")
+        assert answer.status_code == 200, answer.text
+        attributes: dict[str, Any] = answer.json()["data"]["attributes"]
+        return attributes
+
+    assert status()["status"] == "processing"
+    done = status()
+    assert (done["status"], done["completed_count"], done["skipped_count"]) == ("complete", 2, 0)
+    for email in ("fan@shop.example", "new@shop.example"):  # a missing profile is made
+        assert klaviyo_fake.suppressions(email) == ["USER_SUPPRESSED"]
+    assert klaviyo_fake.subscriptions() == {
+        "fan@shop.example": "UNSUBSCRIBED",
+        "other@shop.example": "SUBSCRIBED",
+        "new@shop.example": "UNSUBSCRIBED",
+    }
+    read = client.get(
+        "/api/profiles",
+        params={
+            "filter": SUPPRESSED_SINCE.format(since),
+            "additional-fields[profile]": "subscriptions",
+        },
+    )
+    marketing = {
+        p["attributes"]["email"]: p["attributes"]["subscriptions"]["email"]["marketing"]
+        for p in read.json()["data"]
+    }
+    assert set(marketing) == {"fan@shop.example", "new@shop.example"}
+    fan = marketing["fan@shop.example"]
+    assert [s["reason"] for s in fan["suppression"]] == ["USER_SUPPRESSED"]
+    assert fan["consent"] == "UNSUBSCRIBED" and not fan["can_receive_email_marketing"]
+
+    again = client.post(SUPPRESS, json=suppression(["fan@shop.example"])).json()["data"]
+    klaviyo_fake.finish_jobs()
+    repeat = client.get(f"{SUPPRESS}/{again['id']}").json()["data"]["attributes"]
+    assert (repeat["completed_count"], repeat["skipped_count"]) == (0, 1)
+    assert klaviyo_fake.suppressions("fan@shop.example") == ["USER_SUPPRESSED"]
+    complete = {"filter": "equals(status,'complete')", "sort": "-created"}
+    listed = client.get(SUPPRESS, params=complete)
+    assert [j["id"] for j in listed.json()["data"]] == [again["id"], job["id"]]
+    fan_profile = klaviyo_fake.profile("fan@shop.example")
+    assert fan_profile is not None and "email" in fan_profile.opted_out  # a subscribe would
+    # lift the suppression, and the fake's teardown would report it as a re-subscription
+    assert klaviyo_fake.violations == []
+
+
+def test_suppression_jobs_need_the_subscriptions_scopes_and_are_never_undone(
+    klaviyo_fake: FakeKlaviyo, client: httpx.Client
+) -> None:
+    reader = FakeKlaviyo(scopes={"profiles:write", "lists:read"}).start()
+    try:
+        with httpx.Client(base_url=reader.base_url, headers=reader.headers()) as http:
+            denied = http.post(SUPPRESS, json=suppression(["a@shop.example"]))
+            listed = http.get(SUPPRESS)
+        assert denied.status_code == listed.status_code == 403
+        assert "subscriptions:write" in errors_of(denied)[0]["detail"]
+        assert "subscriptions:read" in errors_of(listed)[0]["detail"]
+    finally:
+        reader.stop()
+    assert client.get(SUPPRESS).json()["data"] == []  # subscriptions:write grants the read
+    assert client.get(f"{SUPPRESS}/01NOSUCHJOB").status_code == 404
+    undo = client.post(
+        "/api/profile-suppression-bulk-delete-jobs", json=suppression(["a@shop.example"], "delete")
+    )
+    assert undo.status_code == 404  # crmsync never unsuppresses: the fake does not serve it
+    assert klaviyo_fake.violations == [
+        "POST /api/profile-suppression-bulk-delete-jobs: not implemented by the fake"
+    ]
+    klaviyo_fake.violations.clear()
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ the test if anyone ended subscribed without consent or after opting out.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import Counter
@@ -19,33 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from crmsync import normalize
-from crmsync.errors import RecordError
 from crmsync.resolve import load_config
 from state import schema
 from state.store import Store
-from tests.e2e import Site, edit_order, make_site
+from tests.e2e import Site, consented, edit_order, make_site
 from tests.fakes.mailchimp import DEFAULT_FIELDS, FakeMailchimp, mailchimp_fake
-
-
-def consented(data: Path) -> set[str]:
-    """E-mails whose latest recorded marketing consent in the export is an opt-in."""
-    latest: dict[str, tuple[str, str]] = {}
-    with open(data / "customers.csv", encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            try:
-                email = normalize.email(row["email"]) or ""
-            except RecordError:
-                continue
-            state = row["accepts_email_marketing"]
-            if not email or state not in ("subscribed", "unsubscribed"):
-                continue
-            at = row["email_marketing_updated_at"] or ""
-            if email not in latest or (at, state == "unsubscribed") > (
-                latest[email][0],
-                latest[email][1] == "unsubscribed",
-            ):
-                latest[email] = (at, state)
-    return {email for email, (_, state) in latest.items() if state == "subscribed"}
 
 
 @pytest.fixture

@@ -25,8 +25,14 @@ profiles; bulk import jobs (10,000 profiles, 5 MB, 100 KB a profile) that go que
 processing -> complete and apply only when complete, invalid profiles becoming import errors
 that carry their original payload; subscribe (1,000) and unsubscribe (100) jobs, applied when
 accepted since the spec has no GET for them, with historical imports, double opt-in lists and
-suppressions; lists with a daily creation cap (150/d) and profile relationships (1,000 ids a
-call, unknown ids refuse the call); filters, sorting, sparse fieldsets and cursor pagination.
+suppressions; suppression jobs (100 addresses, or a list's members) that go queued ->
+processing -> complete like imports and only then suppress each address (reason
+USER_SUPPRESSED, e-mail consent UNSUBSCRIBED, as Klaviyo shows it; a missing profile is
+created; an address already USER_SUPPRESSED is skipped and counted), visible to profile reads
+and to the suppression filters the consent read-back uses; unsuppress jobs are not served
+(crmsync never lifts a suppression: a call is a violation); lists with a daily creation cap
+(150/d) and profile relationships (1,000 ids a call, unknown ids refuse the call); filters,
+sorting, sparse fieldsets and cursor pagination.
 The fake has no tags, flows, segments, push tokens or events: includes of them come back
 empty and their routes answer 404 with a violation. Faults (5xx, 429, dropped connections),
 storms and latency are injectable; call counters are public.
@@ -77,6 +83,7 @@ MAX_IMPORT_BYTES = 5 * 1024 * 1024  # bulk import: body size
 MAX_PROFILE_BYTES = 100 * 1024  # one profile, in a job or alone
 MAX_SUBSCRIBE = 1_000  # subscribe job: profiles per call
 MAX_UNSUBSCRIBE = 100  # unsubscribe job: profiles per call
+MAX_SUPPRESS = 100  # suppression job: e-mail addresses per call
 MAX_LIST_IDS = 1_000  # list relationship add/remove: ids per call
 JOB_LIFETIME = timedelta(days=7)
 LIFTED_BY_SUBSCRIBE = frozenset({"UNSUBSCRIBE", "SPAM_COMPLAINT", "USER_SUPPRESSED"})
@@ -643,6 +650,23 @@ class ImportJob:
 
 
 @dataclass
+class SuppressionJob:
+    """A bulk suppression: applied when complete, like an import job."""
+
+    id: str
+    created_at: datetime
+    created_clock: float
+    emails: list[str]
+    list_id: str | None = None
+    status: str = "queued"
+    polls: int = 0
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    completed_count: int = 0
+    skipped_count: int = 0  # addresses already USER_SUPPRESSED
+
+
+@dataclass
 class RateWindow:
     index: int = -1
     count: int = 0
@@ -735,9 +759,9 @@ class FakeKlaviyo:
     ) -> None:
         self.api_key = api_key or f"pk_{uuid.uuid4().hex}"
         self.scopes = set(scopes)
-        # A bulk import job is complete on the Nth GET of it (processing before), or once
-        # job_seconds_until_complete have passed on ``clock``; None turns that rule off,
-        # and finish_jobs() completes everything at once.
+        # A bulk import or suppression job is complete on the Nth GET of it (processing
+        # before), or once job_seconds_until_complete have passed on ``clock``; None turns
+        # that rule off, and finish_jobs() completes everything at once.
         self.job_polls_until_complete = job_polls_until_complete
         self.job_seconds_until_complete = job_seconds_until_complete
         # The spec has no GET for subscription jobs: they apply as they are accepted, or,
@@ -759,6 +783,7 @@ class FakeKlaviyo:
         self._by_external: dict[str, str] = {}
         self.lists: dict[str, FakeList] = {}
         self.jobs: dict[str, ImportJob] = {}
+        self.suppression_jobs: dict[str, SuppressionJob] = {}
         self.pending_subscriptions: list[Callable[[], None]] = []
         self.confirmations_sent: dict[str, str] = {}  # email -> list id awaiting double opt-in
         self.consented_emails: set[str] | None = None
@@ -870,11 +895,15 @@ class FakeKlaviyo:
         self.consented_phones = set(phones)
 
     def finish_jobs(self) -> None:
-        """Completes every bulk import job and applies every deferred subscription job."""
+        """Completes every bulk import and suppression job and applies every deferred
+        subscription job."""
         with self._lock:
             for job in self.jobs.values():
                 if job.status != "complete":
                     self._complete(job)
+            for suppression in self.suppression_jobs.values():
+                if suppression.status != "complete":
+                    self._suppress_all(suppression)
             pending, self.pending_subscriptions = self.pending_subscriptions, []
             for apply in pending:
                 apply()
@@ -1367,7 +1396,7 @@ class FakeKlaviyo:
                     self.lists[list_id].members.setdefault(profile.id, moment)
         job.status, job.completed_at = "complete", now()
 
-    def _advance(self, job: ImportJob) -> None:
+    def _advance(self, job: ImportJob | SuppressionJob) -> None:
         """One GET of the job: queued -> processing -> complete."""
         if job.status == "complete":
             return
@@ -1377,9 +1406,32 @@ class FakeKlaviyo:
         if (polls is not None and job.polls >= polls) or (
             seconds is not None and elapsed >= seconds
         ):
-            self._complete(job)
+            if isinstance(job, ImportJob):
+                self._complete(job)
+            else:
+                self._suppress_all(job)
         else:
             job.status, job.started_at = "processing", job.started_at or now()
+
+    def _suppress_all(self, job: SuppressionJob) -> None:
+        """Processes a suppression job: each address is suppressed (its profile made when
+        missing), or skipped when it already is."""
+        moment = now()
+        job.started_at = job.started_at or moment
+        for email in job.emails:
+            profile = self._lookup("email", email)
+            if profile is None:
+                profile, _ = self.upsert({"attributes": {"email": email}})
+            state = profile.email_marketing
+            if any(s["reason"] == "USER_SUPPRESSED" for s in state.suppression):
+                job.skipped_count += 1
+                continue
+            state.suppression.append({"reason": "USER_SUPPRESSED", "timestamp": moment})
+            state.consent, state.last_updated = "UNSUBSCRIBED", moment
+            profile.opted_out.add("email")
+            profile.updated = max(profile.updated, moment)
+            job.completed_count += 1
+        job.status, job.completed_at = "complete", now()
 
     def _subscribe_channel(
         self,
@@ -1503,6 +1555,26 @@ class FakeKlaviyo:
                 "import-errors": {"links": {"related": f"{self_link}/import-errors"}},
             },
             "links": {"self": self_link},
+        }
+
+    def render_suppression_job(self, job: SuppressionJob, call: Call) -> dict[str, Any]:
+        attributes = {
+            "status": job.status,
+            "created_at": stamp(job.created_at),
+            "total_count": len(job.emails),
+            "completed_count": job.completed_count,
+            "completed_at": stamp(job.completed_at),
+            "skipped_count": job.skipped_count,
+        }
+        lists = [{"type": "list", "id": job.list_id}] if job.list_id else []
+        return {
+            "type": "profile-suppression-bulk-create-job",
+            "id": job.id,
+            "attributes": _sparse(
+                attributes, call.values("fields[profile-suppression-bulk-create-job]")
+            ),
+            "relationships": {"lists": {"data": lists}, "segments": {"data": []}},
+            "links": {"self": f"{call.base}/api/profile-suppression-bulk-create-jobs/{job.id}"},
         }
 
     def page(
@@ -2039,6 +2111,69 @@ def _unsubscribe(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
     else:
         apply()
     return 202, None
+
+
+# suppressions
+
+
+@route("POST", "/api/profile-suppression-bulk-create-jobs")
+def _suppress_profiles(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
+    data = _body_data(call)
+    profiles = data["attributes"].get("profiles")
+    relationships = data.get("relationships") or {}
+    list_ref = (relationships.get("list") or {}).get("data")
+    segment_ref = (relationships.get("segment") or {}).get("data")
+    given = [part for part in (profiles, list_ref, segment_ref) if part is not None]
+    if len(given) != 1:
+        raise invalid("Give profiles, a list or a segment to suppress, and only one of them.")
+    if segment_ref is not None:
+        fake._violation("the fake does not model segments")
+        raise not_found("segment", segment_ref["id"])
+    if list_ref is not None:
+        [list_id] = _list_refs(fake, [list_ref], "/data/relationships/list")
+        members = [fake.profiles[pid] for pid in fake.lists[list_id].members]
+        emails = [p.email for p in members if p.email]
+    else:
+        list_id = None
+        entries = profiles["data"]
+        if not entries or len(entries) > MAX_SUPPRESS:
+            raise invalid(
+                f"Between 1 and {MAX_SUPPRESS} email addresses can be suppressed per call; "
+                f"got {len(entries)}.",
+                "/data/attributes/profiles/data",
+            )
+        emails = []
+        for index, entry in enumerate(entries):
+            email = entry["attributes"]["email"]
+            if not _EMAIL.match(email):
+                raise invalid(
+                    f"Invalid email address: {email!r}.",
+                    f"/data/attributes/profiles/data/{index}/attributes/email",
+                )
+            emails.append(email)
+    job = SuppressionJob(fake._ulid(), now(), fake.clock(), emails, list_id)
+    fake.suppression_jobs[job.id] = job
+    return 202, {"data": fake.render_suppression_job(job, call), "links": {"self": call.url({})}}
+
+
+def _suppression_values(job: SuppressionJob, name: str) -> list[Any]:
+    return {"status": [job.status], "list_id": [job.list_id] if job.list_id else []}.get(name, [])
+
+
+@route("GET", "/api/profile-suppression-bulk-create-jobs")
+def _suppression_jobs(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
+    found = _filtered(call, list(fake.suppression_jobs.values()), _suppression_values)
+    found = _sorted(call, found, {"created": lambda j: j.created_at})
+    return 200, fake.page(call, found, lambda j: fake.render_suppression_job(j, call))
+
+
+@route("GET", "/api/profile-suppression-bulk-create-jobs/{job_id}")
+def _suppression_job(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
+    job = fake.suppression_jobs.get(call.params["job_id"])
+    if job is None:
+        raise not_found("profile-suppression-bulk-create-job", call.params["job_id"])
+    fake._advance(job)
+    return 200, {"data": fake.render_suppression_job(job, call), "links": {"self": call.url({})}}
 
 
 # lists

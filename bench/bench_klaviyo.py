@@ -1,0 +1,196 @@
+"""Klaviyo: API calls per 10,000 profiles against the floor, and wall time against the time
+Klaviyo's published rate limits make inevitable.
+
+Pushes a first sync of generated profiles (names, city, birthday, an order count, owned
+lists, a consent mix) through the real ``KlaviyoDestination`` into the fake Klaviyo with a
+fixed latency per call, collects the import jobs as the core would, then a membership
+change of a fifth of the people. Calls are counted at the fake.
+
+The floor is what any client needs with Klaviyo's bulk endpoints: one import job per
+10,000 profiles, one subscribe job per 1,000 new opt-ins, one unsubscribe job per 100 new
+opt-outs, one list create per new list and, per list, one relationship call per 1,000
+added (and per 1,000 removed) profiles. Reads are reported apart: Klaviyo's import job
+does not answer the profiles' ids, which the relationship calls need, so the job's
+profiles are read back 100 a page. The rate-limit time is the least time the published
+per-endpoint limits allow for the calls made (burst first, then the steady rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench.bench_mailchimp import generate, membership_changes
+from bench.results import record
+
+IMPORT_JOB = ("POST", "/api/profile-bulk-import-jobs")
+SUBSCRIBE_JOB = ("POST", "/api/profile-subscription-bulk-create-jobs")
+UNSUBSCRIBE_JOB = ("POST", "/api/profile-subscription-bulk-delete-jobs")
+LIST_CREATE = ("POST", "/api/lists")
+LIST_ADD = ("POST", "/api/lists/{id}/relationships/profiles")
+LIST_REMOVE = ("DELETE", "/api/lists/{id}/relationships/profiles")
+WRITES = (IMPORT_JOB, SUBSCRIBE_JOB, UNSUBSCRIBE_JOB, LIST_CREATE, LIST_ADD, LIST_REMOVE)
+# which of the connector's rate-limit groups (connectors/klaviyo/config.py) a route is in
+GROUP_OF: dict[str, str] = {
+    "/api/profile-bulk-import-jobs": "import_jobs",
+    "/api/profile-bulk-import-jobs/{job_id}": "import_jobs",
+    "/api/profile-bulk-import-jobs/{id}/import-errors": "import_jobs",
+    "/api/profile-bulk-import-jobs/{id}/profiles": "import_jobs",
+    "/api/profile-subscription-bulk-create-jobs": "subscriptions",
+    "/api/profile-subscription-bulk-delete-jobs": "subscriptions",
+    "/api/lists/{id}/relationships/profiles": "list_members",
+}
+
+
+def as_klaviyo(changes: Sequence[Any]) -> list[Any]:
+    """The generated Mailchimp-shaped changes with Klaviyo field names."""
+    names = {
+        "FNAME": "first_name",
+        "LNAME": "last_name",
+        "CITY": "location.city",
+        "BDAY": "birthday",
+        "SINCE": "customer_since",
+        "ORDERS": "orders_count",
+    }
+    out = []
+    for change in changes:
+        fields = {names[k]: _plain(v) for k, v in change.fields.items()}
+        out.append(replace(change, fields=fields))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def floor(changes: Sequence[Any], existing: set[str]) -> int:
+    upserts = sum(1 for c in changes if c.action.value == "upsert")
+    new = [c for c in changes if c.is_new]
+    subscribes = sum(1 for c in new if c.email_intent.value == "subscribe_if_new")
+    # an opt-out of someone Klaviyo has is sent only when Klaviyo does not show it yet
+    unsubscribes = sum(1 for c in new if c.email_intent.value == "unsubscribe")
+    adds = Counter(g for c in changes for g in c.memberships_add)
+    removes = Counter(g for c in changes for g in c.memberships_remove)
+    return (
+        math.ceil(upserts / 10_000)
+        + math.ceil(subscribes / 1_000)
+        + math.ceil(unsubscribes / 100)
+        + len(set(adds) - existing)
+        + sum(math.ceil(n / 1_000) for n in adds.values())
+        + sum(math.ceil(n / 1_000) for n in removes.values())
+    )
+
+
+def rate_limit_seconds(calls: Counter[tuple[str, str]], limits: Any) -> float:
+    """The least wall time Klaviyo's published limits (the connector's defaults) allow for
+    these calls: per endpoint group, the burst at once, then the steady rate."""
+    per_group: Counter[str] = Counter()
+    for (method, route), n in calls.items():
+        if method == "POST" and route == "/api/lists":
+            per_group["list_create"] += n
+        else:
+            per_group[
+                GROUP_OF.get(route, "lists" if route.startswith("/api/lists") else "profiles")
+            ] += n
+    worst = 0.0
+    for group, n in per_group.items():
+        limit = getattr(limits, group)
+        worst = max(worst, max(n - limit.burst, 0) / (limit.steady / 60))
+    return worst
+
+
+def measure(dest: Any, fake: Any, changes: Sequence[Any]) -> dict[str, float | str]:
+    limits = dest.config.rate_limits
+    from crmsync.contract import Outcome
+
+    existing = {found.name for found in fake.lists.values()}
+    fake.reset_counters()
+    started = time.perf_counter()
+    outcomes: Counter[Outcome] = Counter()
+    for start in range(0, len(changes), dest.max_batch):
+        batch = list(changes[start : start + dest.max_batch])
+        results = dest.push(batch)
+        jobs: dict[str, list[Any]] = {}
+        by_key = {c.person_key: c for c in batch}
+        for result in results:
+            if result.outcome is Outcome.PENDING and result.job:
+                jobs.setdefault(result.job, []).append(by_key[result.person_key])
+            else:
+                outcomes[result.outcome] += 1
+        while jobs:  # as the core's Pusher.collect does, without its sleeps
+            for job, members in list(jobs.items()):
+                final = dest.collect(job, members)
+                if final is not None:
+                    outcomes.update(r.outcome for r in final)
+                    del jobs[job]
+    seconds = time.perf_counter() - started
+    writes = sum(fake.calls[w] for w in WRITES)
+    total = sum(fake.calls.values())
+    lowest = floor(changes, existing)
+    inevitable = rate_limit_seconds(fake.calls, limits)
+    return {
+        "profiles": len(changes),
+        "ok": outcomes[Outcome.OK],
+        "seconds": round(seconds, 3),
+        "floor_calls": lowest,
+        "write_calls": writes,
+        "read_calls": total - writes,
+        "write_calls_per_10k": round(writes * 10_000 / len(changes), 1),
+        "all_calls_per_10k": round(total * 10_000 / len(changes), 1),
+        "ratio_to_floor": round(writes / lowest, 4),
+        "rate_limit_floor_s": round(inevitable, 2),
+        # where the limits' bursts cover every call, nothing is inevitable: report n/a
+        "ratio_to_rate_limit_floor": round(seconds / inevitable, 3) if inevitable else "n/a",
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_klaviyo")
+    parser.add_argument("--profiles", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds per API call")
+    args = parser.parse_args(argv)
+
+    from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
+    from crmsync.contract import ConnectorContext
+    from tests.fakes.klaviyo import FakeKlaviyo
+
+    people = as_klaviyo(generate(args.profiles))
+    moved = as_klaviyo(membership_changes(generate(args.profiles)))
+    fake = FakeKlaviyo(validate=False, latency=args.latency, job_polls_until_complete=1)
+    fake.rate_limits_enabled = False  # the published limits are applied to the counts below
+    fake.start()
+    config = KlaviyoConfig.model_validate(
+        {"kind": "klaviyo", "api_key": fake.api_key, "base_url": fake.base_url}
+    )
+    dest = KlaviyoDestination(config, ConnectorContext("bench", Path(".")))
+    fake.expect_consented(c.email for c in people if c.email_intent == "subscribe_if_new")
+    try:
+        first = measure(dest, fake, people)
+        change = measure(dest, fake, moved)
+    finally:
+        dest.close()
+        fake.stop()
+    problems = fake.consent_problems()
+    target = 1.1
+    figures: dict[str, float | int | str] = {
+        "latency_s": args.latency,
+        "push_batch": dest.max_batch,
+        **{f"first_sync_{k}": v for k, v in first.items()},
+        **{f"membership_change_{k}": v for k, v in change.items()},
+        "target_ratio": target,
+        "at_or_below_target": str(
+            max(float(first["ratio_to_floor"]), float(change["ratio_to_floor"])) <= target
+        ),
+        "consent_problems": len(problems),
+    }
+    path = record("klaviyo", figures)
+    for key, value in figures.items():
+        print(f"{key:>42}: {value}")
+    print(f"written to {path}")
+    return 1 if problems else 0

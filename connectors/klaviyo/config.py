@@ -1,0 +1,241 @@
+"""The ``klaviyo`` destination's configuration, validated at start-up with the rest.
+
+Klaviyo limits each endpoint on its own (a burst per second and a steady rate per minute,
+plus 150 new lists a day), so the rate budget is configured per endpoint group and each
+group gets its own budget in the HTTP seam: a throttled list creation never slows the
+profile imports down. The defaults are the limits the API reference (revision
+2026-07-15) documents for each operation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from connectors.http import HttpOptions, HttpSettings, RateSettings
+from crmsync.contract import ConnectorConfig
+from crmsync.errors import ConfigError
+
+REVISION = "2026-07-15"
+BASE_URL = "https://a.klaviyo.com"
+TIMEOUT = 60.0  # seconds, unless [http] says otherwise: a 5 MB import job takes a while
+MAX_JOB_PROFILES = 10_000  # profiles per bulk import job
+MAX_JOB_BYTES = 5 * 1024 * 1024  # one bulk import request
+MAX_PROFILE_BYTES = 100 * 1024  # one profile, in a job or alone
+MAX_SUBSCRIBE = 1_000  # profiles per subscription bulk create job
+MAX_UNSUBSCRIBE = 100  # profiles per subscription bulk delete job
+MAX_SUPPRESS = 100  # e-mail addresses per suppression bulk create job
+MAX_LIST_IDS = 1_000  # profile ids per list relationship call
+LIST_CREATES_PER_DAY = 150
+
+_REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
+Group = Literal["profiles", "import_jobs", "subscriptions", "lists", "list_create", "list_members"]
+GROUPS: tuple[Group, ...] = (
+    "profiles",
+    "import_jobs",
+    "subscriptions",
+    "lists",
+    "list_create",
+    "list_members",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointLimit(_Strict):
+    """One endpoint group's limits, as Klaviyo states them: per second and per minute."""
+
+    burst: int = Field(ge=1, description="Requests allowed per second (Klaviyo's burst window).")
+    steady: int = Field(ge=1, description="Requests allowed per minute (Klaviyo's steady window).")
+
+    def rate(self, max_concurrency: int) -> RateSettings:
+        """A token bucket of ``burst`` tokens refilled so that no 60 s span exceeds ``steady``."""
+        spare = self.steady - self.burst
+        per_second = spare / 60 if spare > 0 else self.steady / 120
+        return RateSettings(
+            requests_per_second=per_second, burst=self.burst, max_concurrency=max_concurrency
+        )
+
+
+class RateLimits(_Strict):
+    """Client-side budgets per endpoint group; the defaults are Klaviyo's documented tiers."""
+
+    profiles: EndpointLimit = Field(
+        EndpointLimit(burst=75, steady=750),
+        description="GET /api/profiles and POST /api/profile-import (75/s, 750/m).",
+    )
+    import_jobs: EndpointLimit = Field(
+        EndpointLimit(burst=10, steady=150),
+        description="Bulk profile import jobs: create, poll, errors, profiles (10/s, 150/m).",
+    )
+    subscriptions: EndpointLimit = Field(
+        EndpointLimit(burst=75, steady=750),
+        description=(
+            "Subscribe, unsubscribe and suppression bulk jobs, and suppression job polls "
+            "(75/s, 750/m)."
+        ),
+    )
+    lists: EndpointLimit = Field(
+        EndpointLimit(burst=75, steady=750), description="GET /api/lists (75/s, 750/m)."
+    )
+    list_create: EndpointLimit = Field(
+        EndpointLimit(burst=10, steady=150), description="POST /api/lists (10/s, 150/m)."
+    )
+    list_members: EndpointLimit = Field(
+        EndpointLimit(burst=10, steady=150),
+        description="Adding and removing list members (10/s, 150/m).",
+    )
+    list_creates_per_day: int = Field(
+        LIST_CREATES_PER_DAY,
+        ge=1,
+        description="Lists Klaviyo lets an account create per day; check() warns near it.",
+    )
+
+
+class JobLimits(_Strict):
+    """How changes are cut into Klaviyo's jobs and calls; each at most Klaviyo's own cap."""
+
+    profiles_per_job: int = Field(
+        MAX_JOB_PROFILES, ge=1, le=MAX_JOB_PROFILES, description="Profiles per bulk import job."
+    )
+    bytes_per_job: int = Field(
+        MAX_JOB_BYTES,
+        ge=4096,
+        le=MAX_JOB_BYTES,
+        description="Request size of one bulk import job, in bytes (Klaviyo allows 5 MB).",
+    )
+    bytes_per_profile: int = Field(
+        MAX_PROFILE_BYTES,
+        ge=1024,
+        le=MAX_PROFILE_BYTES,
+        description="Largest profile sent, in bytes; a larger one is rejected (100 KB).",
+    )
+    single_import_below: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description=(
+            "Pushes with fewer upserts than this import each profile on its own "
+            "(POST /api/profile-import) and answer at once instead of starting a job."
+        ),
+    )
+    subscribe_batch: int = Field(
+        MAX_SUBSCRIBE, ge=1, le=MAX_SUBSCRIBE, description="Profiles per subscribe job."
+    )
+    unsubscribe_batch: int = Field(
+        MAX_UNSUBSCRIBE, ge=1, le=MAX_UNSUBSCRIBE, description="Profiles per unsubscribe job."
+    )
+    suppress_batch: int = Field(
+        MAX_SUPPRESS,
+        ge=1,
+        le=MAX_SUPPRESS,
+        description="E-mail addresses per suppression job (people deleted at the source).",
+    )
+    list_batch: int = Field(
+        MAX_LIST_IDS, ge=1, le=MAX_LIST_IDS, description="Profile ids per list member call."
+    )
+
+
+class KlaviyoConfig(ConnectorConfig):
+    """One Klaviyo account fed by crmsync."""
+
+    kind: Literal["klaviyo"] = Field("klaviyo", description="Always 'klaviyo'.")
+    api_key: SecretStr = Field(
+        description='Private API key (pk_...); write "${KLAVIYO_API_KEY}" in the TOML.'
+    )
+    revision: str = Field(REVISION, description="API revision sent with every request.")
+    base_url: str = Field(BASE_URL, description="API root; change it for a proxy or a test host.")
+    owned_prefix_key: ClassVar[str | None] = "list_prefix"
+    list_prefix: str = Field(
+        "crm-",
+        min_length=1,
+        description="Lists crmsync owns start with this; no other list is ever touched.",
+    )
+    segments_property: str | None = Field(
+        None,
+        min_length=1,
+        description="Also write the person's list names to this profile property (optional).",
+    )
+    sms: bool = Field(False, description="Manage SMS consent too (for people with a phone number).")
+    historical_import: bool = Field(
+        False,
+        description=(
+            "Subscribe with the recorded consent time (historical_import): no double opt-in "
+            "mail and no 'added to list' flows; for backfills of consent collected earlier."
+        ),
+    )
+    jobs: JobLimits = Field(default_factory=JobLimits, description="Job and call sizes.")
+    rate_limits: RateLimits = Field(
+        default_factory=RateLimits, description="Client-side budgets per endpoint group."
+    )
+    http: HttpOptions = Field(
+        default_factory=HttpOptions,
+        description=(
+            "Timeouts (default 60 s), retries and rate.max_concurrency (requests in flight per "
+            "endpoint group); a rate.requests_per_second lowers every group's budget."
+        ),
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_given(cls, value: SecretStr) -> SecretStr:
+        # ConfigError, not ValueError: pydantic would print the input, which is the key
+        if not value.get_secret_value().strip():
+            raise ConfigError(
+                "api_key is empty",
+                key="api_key",
+                hint='set it to "${KLAVIYO_API_KEY}" and export that variable',
+            )
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision_format(cls, value: str) -> str:
+        if not _REVISION.match(value):
+            raise ConfigError(
+                f"revision {value!r} is not YYYY-MM-DD[.suffix]",
+                key="revision",
+                hint=f"use a Klaviyo API revision such as {REVISION!r}",
+            )
+        return value
+
+    @field_validator("segments_property")
+    @classmethod
+    def _property_name(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("$") or "." in value):
+            raise ConfigError(
+                f"segments_property {value!r} cannot start with '$' or contain '.'",
+                key="segments_property",
+                hint="'$' names are Klaviyo's own; use a plain name such as 'crm_segments'",
+            )
+        return value
+
+    def http_settings(self, group: Group) -> HttpSettings:
+        """The seam's settings for one endpoint group, with that group's own rate budget."""
+        retry = None
+        if group == "list_create":
+            # creating a list is not idempotent: the destination looks for the list by name
+            # before it tries again, so the seam tries once
+            retry = self.http.retry.model_copy(update={"attempts": 1})
+        settings = self.http.settings(
+            self.base_url.rstrip("/"), default_timeout=TIMEOUT, retry=retry
+        )
+        limit: EndpointLimit = getattr(self.rate_limits, group)
+        rate = limit.rate(self.http.rate.max_concurrency)
+        ceiling = self.http.rate.requests_per_second
+        if ceiling is not None and ceiling < (rate.requests_per_second or ceiling):
+            rate = rate.model_copy(
+                update={
+                    "requests_per_second": ceiling,
+                    "burst": min(rate.burst, self.http.rate.burst),
+                }
+            )
+        return settings.model_copy(update={"rate": rate})
+
+    def concurrency(self) -> int:
+        """Threads a push uses: as many as one endpoint group may have in flight."""
+        return self.http.rate.max_concurrency

@@ -1,0 +1,253 @@
+"""The ``klaviyo`` destination: profiles in bulk import jobs, segments as lists, consent.
+
+A push screens the changes, then either imports each profile on its own (a handful of
+changes: final answers at once) or cuts them into bulk import jobs (at most 10,000
+profiles and 5 MB each) and answers PENDING with the job's id. ``collect`` looks at the
+job; once Klaviyo has completed it, the people it imported get their list moves and
+subscription changes (``settle``) and only then OK, with Klaviyo's profile id. People
+deleted at the source leave the owned lists and have their e-mail suppressed
+(``deletions``): PENDING on the suppression job, which ``collect`` settles the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import Any, ClassVar
+
+import httpx
+
+from connectors.http import BudgetRegistry
+from connectors.http.retry import Sleep
+from connectors.kit.chunks import chunked, send_chunks
+from connectors.kit.memberships import owned_problem
+from connectors.klaviyo.checks import run_checks
+from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
+from connectors.klaviyo.config import KlaviyoConfig
+from connectors.klaviyo.consent import opt_outs, parse_time
+from connectors.klaviyo.deletions import SUPPRESSION_JOB, Deleter
+from connectors.klaviyo.imports import import_one, start_job
+from connectors.klaviyo.jobs import JOB_PROFILE_FIELDS, RUNNING, identity, read_job, sent_phone
+from connectors.klaviyo.lists import KlaviyoLists
+from connectors.klaviyo.mapping_rules import LIST_NAME_MAX, check_mapping
+from connectors.klaviyo.payloads import (
+    job_bytes_available,
+    klaviyo_time,
+    profile_entry,
+    size_of,
+)
+from connectors.klaviyo.settle import Imported, Settler
+from crmsync.contract import (
+    Action,
+    Change,
+    Check,
+    ConnectorConfig,
+    ConnectorContext,
+    ConsentUpdate,
+    FieldSpec,
+    MappingRules,
+    Outcome,
+    PushResult,
+)
+from crmsync.errors import ConfigError, TransientError
+from crmsync.records import Channel
+
+log = logging.getLogger(__name__)
+
+
+class KlaviyoDestination:
+    kind: ClassVar[str] = "klaviyo"
+    config_model: ClassVar[type[ConnectorConfig]] = KlaviyoConfig
+    default_mapping: ClassVar[Traversable | None] = files("connectors.klaviyo") / "mapping.toml"
+    mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
+
+    def __init__(
+        self,
+        config: KlaviyoConfig,
+        context: ConnectorContext,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Sleep = time.sleep,
+        budgets: BudgetRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.context = context
+        self.max_batch = config.jobs.profiles_per_job
+        self._api = KlaviyoApi(config, transport=transport, sleep=sleep, budgets=budgets)
+        self._lists = KlaviyoLists(self._api, config, sleep=sleep)
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.concurrency(), thread_name_prefix=f"klaviyo-{context.name}"
+        )
+        self._settler = Settler(self._api, self._lists, config, self._pool)
+        self._deleter = Deleter(self._api, self._settler, config, self._pool)
+
+    def check(self) -> list[Check]:
+        return run_checks(self._api, self.config)
+
+    def prepare(self, fields: Sequence[FieldSpec]) -> None:
+        """Klaviyo creates properties as they arrive; only a clash is refused here."""
+        name = self.config.segments_property
+        if name is not None and any(field.name == name for field in fields):
+            raise ConfigError(
+                f"segments_property {name!r} is also a field of the mapping",
+                key="segments_property",
+                hint="rename one of them; both would write the same profile property",
+            )
+
+    # -- push ------------------------------------------------------------------------
+
+    def push(self, changes: Sequence[Change]) -> list[PushResult]:
+        results: dict[str, PushResult] = {}
+        entries: dict[str, dict[str, Any]] = {}
+        sizes: dict[str, int] = {}
+        upserts: list[Change] = []
+        deletions: list[Change] = []
+        seen: dict[str, str] = {}
+        for change in changes:
+            if change.action is not Action.UPSERT:
+                deletions.append(change)
+                continue
+            entry = profile_entry(change, self.config.segments_property)
+            sizes[change.person_key] = size_of(entry)
+            refused = self._screen(change, sizes[change.person_key], seen)
+            if refused is not None:
+                results[change.person_key] = refused
+                continue
+            entries[change.person_key] = entry
+            upserts.append(change)
+        if 0 < len(upserts) < self.config.jobs.single_import_below:
+            results.update(self._import_each(upserts, entries))
+        elif upserts:
+            chunks = chunked(
+                upserts,
+                self.config.jobs.profiles_per_job,
+                max_bytes=job_bytes_available(self.config.jobs.bytes_per_job),
+                size_of=lambda change: sizes[change.person_key],
+            )
+            sent = send_chunks(
+                chunks,
+                lambda chunk: start_job(self._api, chunk, entries),
+                self._pool,
+                name="Klaviyo",
+            )
+            results.update((r.person_key, r) for r in sent)
+        if deletions:
+            results.update((r.person_key, r) for r in self._deleter.push(deletions))
+        return [results[change.person_key] for change in changes]
+
+    def _screen(self, change: Change, size: int, seen: dict[str, str]) -> PushResult | None:
+        """Why this change is not sent (a result), or None when it goes out."""
+        key = change.person_key
+        ident = identity(change.email, sent_phone(change))
+        if ident is None:
+            return PushResult(key, Outcome.REJECTED, message="Klaviyo needs an e-mail or phone")
+        problem = owned_problem(change, self.config.list_prefix, LIST_NAME_MAX)
+        if problem is not None:
+            log.warning("person %s: %s", key, problem)
+            return PushResult(key, Outcome.REJECTED, message=problem)
+        limit = self.config.jobs.bytes_per_profile
+        if size > limit:
+            return PushResult(
+                key,
+                Outcome.REJECTED,
+                message=f"the profile takes {size:,} bytes; Klaviyo accepts at most {limit:,}",
+            )
+        # one profile per e-mail and per phone number: two people sharing either in one
+        # job would be merged into one profile by Klaviyo
+        phone = sent_phone(change)
+        keys = [k for k in (identity(change.email, None), identity(None, phone)) if k]
+        for other in keys:
+            if other in seen:
+                return PushResult(
+                    key,
+                    Outcome.REJECTED,
+                    message=f"same {other[2:]} as {seen[other]} in this batch",
+                )
+        seen.update((other, key) for other in keys)
+        return None
+
+    def _import_each(
+        self, upserts: Sequence[Change], entries: dict[str, dict[str, Any]]
+    ) -> dict[str, PushResult]:
+        """Single imports, final at once: the answer says whether Klaviyo created the profile."""
+        futures = [
+            self._pool.submit(import_one, self._api, c, entries[c.person_key]) for c in upserts
+        ]
+        results: dict[str, PushResult] = {}
+        imported: list[Imported] = []
+        transients: list[TransientError] = []
+        for change, future in zip(upserts, futures, strict=True):
+            try:
+                found = future.result()
+            except TransientError as exc:
+                transients.append(exc)
+                results[change.person_key] = PushResult(
+                    change.person_key, Outcome.FAILED, message=str(exc)
+                )
+                continue
+            if isinstance(found, PushResult):
+                results[change.person_key] = found
+            else:
+                imported.append(found)
+        if transients and len(transients) == len(upserts):
+            first = transients[0]
+            raise TransientError(f"Klaviyo is unreachable: {first}", retry_after=first.retry_after)
+        if imported:
+            results.update((r.person_key, r) for r in self._settler.settle(imported))
+        return results
+
+    # -- collect ---------------------------------------------------------------------
+
+    def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        if job.startswith(SUPPRESSION_JOB):
+            return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
+        try:
+            attributes = self._api.import_job(job)
+        except KlaviyoApiError as exc:
+            if exc.status != 404:
+                raise
+            return _all(changes, Outcome.FAILED, f"Klaviyo no longer knows import job {job}")
+        status = attributes.get("status")
+        if status in RUNNING:
+            return None
+        if status != "complete":
+            return _all(changes, Outcome.FAILED, f"Klaviyo's import job {job} is {status}")
+        errors = [] if attributes.get("failed_count") == 0 else self._api.import_errors(job)
+        profiles = self._api.job_profiles(job, JOB_PROFILE_FIELDS)
+        imported, results = read_job(
+            changes, parse_time(attributes.get("created_at")), profiles, errors
+        )
+        if imported:
+            settled = self._settler.settle(imported, hold_job=True)
+            results.update((r.person_key, r) for r in settled)
+        return [results[change.person_key] for change in changes]
+
+    # -- consent read-back -----------------------------------------------------------
+
+    def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        start = klaviyo_time(since) if since is not None else "2000-01-01T00:00:00Z"
+        fields = ["email", "subscriptions"]
+        filter_ = f"greater-than(subscriptions.email.marketing.suppression.timestamp,{start})"
+        for profile in self._api.profiles(filter_, fields):
+            yield from opt_outs(profile, since, sms=False)
+        if self.config.sms:
+            # Klaviyo cannot filter on SMS consent: every profile updated since is read
+            for profile in self._api.profiles(f"greater-than(updated,{start})", fields):
+                for update in opt_outs(profile, since, sms=True):
+                    if update.channel is Channel.SMS:
+                        yield update
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._api.close()
+
+
+def _all(changes: Sequence[Change], outcome: Outcome, message: str) -> list[PushResult]:
+    return [PushResult(c.person_key, outcome, message=message) for c in changes]

@@ -1,0 +1,564 @@
+"""The Klaviyo destination against the strict fake: jobs, lists, consent, deletions, checks.
+
+The fake validates every request against Klaviyo's OpenAPI specs and, on teardown, fails
+the test for any spec violation and for anybody subscribed without consent or
+re-subscribed after opting out.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.http import BudgetRegistry
+from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
+from crmsync.contract import (
+    Action,
+    Change,
+    ConnectorContext,
+    ConsentIntent,
+    Destination,
+    Outcome,
+    PushResult,
+)
+from crmsync.records import Channel, ConsentState
+from tests.e2e import consented, make_site
+from tests.fakes.klaviyo import FakeKlaviyo, klaviyo_fake
+
+__all__ = ["klaviyo_fake"]
+
+SUB, UNSUB, NONE = ConsentIntent.SUBSCRIBE_IF_NEW, ConsentIntent.UNSUBSCRIBE, ConsentIntent.LEAVE
+CONTEXT = ConnectorContext("klaviyo_test", Path("."))
+JOBS = "/api/profile-bulk-import-jobs"
+SUBSCRIBE = ("POST", "/api/profile-subscription-bulk-create-jobs")
+UNSUBSCRIBE = ("POST", "/api/profile-subscription-bulk-delete-jobs")
+ADD = ("POST", "/api/lists/{id}/relationships/profiles")
+REMOVE = ("DELETE", "/api/lists/{id}/relationships/profiles")
+SUPPRESS = ("POST", "/api/profile-suppression-bulk-create-jobs")
+
+
+def person(
+    email: str | None,
+    consent: ConsentIntent = SUB,
+    *,
+    phone: str | None = None,
+    sms: ConsentIntent = NONE,
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    fields: dict[str, Any] | None = None,
+    is_new: bool = True,
+    action: Action = Action.UPSERT,
+    remote_id: str | None = None,
+    consent_at: datetime | None = None,
+) -> Change:
+    memberships = tuple(sorted(add))
+    return Change(
+        person_key=f"e:{email}" if email else f"p:{phone}",
+        action=action,
+        is_new=is_new,
+        email=email,
+        phone=phone,
+        fields={"first_name": "Ayşe", "orders_count": 3} if fields is None else fields,
+        memberships_add=tuple(add),
+        memberships_remove=tuple(remove),
+        email_intent=consent,
+        sms_intent=sms,
+        payload_hash="h",
+        remote_id=remote_id,
+        memberships=memberships,
+        email_consent_at=consent_at,
+        sms_consent_at=consent_at,
+    )
+
+
+def crowd(count: int, consent: ConsentIntent = SUB, **kw: Any) -> list[Change]:
+    return [person(f"p{i:05d}@example.com", consent, **kw) for i in range(count)]
+
+
+def make(fake: FakeKlaviyo, **overrides: Any) -> KlaviyoDestination:
+    config = KlaviyoConfig.model_validate(
+        {"kind": "klaviyo", "api_key": fake.api_key, "base_url": fake.base_url, **overrides}
+    )
+    return KlaviyoDestination(config, CONTEXT, budgets=BudgetRegistry())
+
+
+@pytest.fixture
+def dest(klaviyo_fake: FakeKlaviyo) -> Iterator[KlaviyoDestination]:
+    destination = make(klaviyo_fake)
+    yield destination
+    destination.close()
+
+
+def allow(fake: FakeKlaviyo, changes: Sequence[Change]) -> None:
+    """Declares who may end up subscribed: those whose recorded consent says so."""
+    known = fake.consented_emails or set()
+    phones = fake.consented_phones
+    fake.expect_consented(
+        known | {c.email for c in changes if c.email and c.email_intent is SUB},
+        phones | {c.phone for c in changes if c.phone and c.sms_intent is SUB},
+    )
+
+
+def settle(
+    fake: FakeKlaviyo, dest: KlaviyoDestination, changes: Sequence[Change]
+) -> dict[str, PushResult]:
+    """push, then collect every job until it is done; one final result per person."""
+    allow(fake, changes)
+    pushed = dest.push(changes)
+    assert sorted(r.person_key for r in pushed) == sorted(c.person_key for c in changes)
+    final = {r.person_key: r for r in pushed if r.outcome is not Outcome.PENDING}
+    jobs: dict[str, list[Change]] = {}
+    by_key = {c.person_key: c for c in changes}
+    for result in pushed:
+        if result.outcome is Outcome.PENDING:
+            assert result.job
+            jobs.setdefault(result.job, []).append(by_key[result.person_key])
+    for job, members in jobs.items():
+        for _ in range(10):
+            collected = dest.collect(job, members)
+            if collected is not None:
+                break
+        assert collected is not None, "the job never completed"
+        assert sorted(r.person_key for r in collected) == sorted(c.person_key for c in members)
+        final.update((r.person_key, r) for r in collected)
+    return final
+
+
+def test_it_is_a_destination_registered_as_klaviyo(dest: KlaviyoDestination) -> None:
+    assert isinstance(dest, Destination)
+    assert dest.kind == "klaviyo" and dest.config_model is KlaviyoConfig
+    assert dest.max_batch == 10_000
+
+
+def test_a_bulk_push_is_pending_until_the_job_completes_then_ok_with_profile_ids(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    people = crowd(12, add=["crm-vip"])
+    allow(klaviyo_fake, people)
+    pushed = dest.push(people)
+    assert {r.outcome for r in pushed} == {Outcome.PENDING}
+    assert len({r.job for r in pushed}) == 1
+    job = pushed[0].job
+    assert job is not None
+    assert dest.collect(job, people) is None  # processing
+    assert klaviyo_fake.lists_named("crm-vip") == []  # nothing applied before the job is done
+    collected = dest.collect(job, people)
+    assert collected is not None
+    assert {r.outcome for r in collected} == {Outcome.OK}
+    for result in collected:
+        profile = klaviyo_fake.profile(result.person_key[2:])
+        assert profile is not None and result.remote_id == profile.id
+        assert profile.first_name == "Ayşe" and profile.properties == {"orders_count": 3}
+    assert klaviyo_fake.members("crm-vip") == {c.email for c in people}
+    assert set(klaviyo_fake.subscriptions().values()) == {"SUBSCRIBED"}
+
+
+def test_a_handful_of_changes_is_imported_one_by_one_and_answered_at_once(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    people = crowd(3, add=["crm-new"])
+    allow(klaviyo_fake, people)
+    results = dest.push(people)
+    assert {r.outcome for r in results} == {Outcome.OK}
+    assert klaviyo_fake.calls[("POST", "/api/profile-import")] == 3
+    assert klaviyo_fake.calls[("POST", JOBS)] == 0
+    assert klaviyo_fake.members("crm-new") == {c.email for c in people}
+    assert klaviyo_fake.calls[SUBSCRIBE] == 1  # the three new people in one job
+
+
+def test_import_errors_become_per_person_rejections_and_the_rest_is_ok(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    klaviyo_fake.add_profile("taken@example.com")
+    klaviyo_fake.add_profile(phone_number="+905321112233")
+    people = [
+        *crowd(10),
+        person("not-an-address", add=["crm-a"]),
+        # e-mail and phone on two different profiles: Klaviyo's 409 duplicate_profile
+        person("taken@example.com", NONE, phone="+905321112233", fields={}),
+    ]
+    results = settle(klaviyo_fake, dest, people)
+    assert results["e:not-an-address"].outcome is Outcome.REJECTED
+    assert "Invalid email" in results["e:not-an-address"].message
+    duplicate = results["e:taken@example.com"]
+    assert duplicate.outcome is Outcome.REJECTED and "already exists" in duplicate.message
+    assert all(results[c.person_key].outcome is Outcome.OK for c in people[:10])
+    assert klaviyo_fake.lists_named("crm-a") == []  # the rejected person's list never made
+
+
+def test_a_duplicate_profile_conflict_in_a_single_import_is_rejected_not_retried(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    klaviyo_fake.add_profile("taken@example.com")
+    klaviyo_fake.add_profile(phone_number="+905321112233")
+    [result] = dest.push([person("taken@example.com", NONE, phone="+905321112233", fields={})])
+    assert result.outcome is Outcome.REJECTED
+    assert "duplicate_profile" in result.message
+    assert klaviyo_fake.calls[("POST", "/api/profile-import")] == 1
+
+
+def test_a_new_person_with_an_opt_in_is_subscribed_with_the_consent_time_in_backfills(
+    klaviyo_fake: FakeKlaviyo,
+) -> None:
+    dest = make(klaviyo_fake, historical_import=True)
+    at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    try:
+        settle(klaviyo_fake, dest, [person("new@example.com", consent_at=at)])
+    finally:
+        dest.close()
+    profile = klaviyo_fake.profile("new@example.com")
+    assert profile is not None
+    assert profile.email_marketing.consent == "SUBSCRIBED"
+    assert profile.email_marketing.consent_timestamp == at
+
+
+def test_an_existing_unsubscribed_profile_is_never_subscribed_again(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    klaviyo_fake.add_profile("gone@example.com", email_consent="SUBSCRIBED")
+    klaviyo_fake.unsubscribe("gone@example.com")
+    klaviyo_fake.add_profile("bounced@example.com")
+    klaviyo_fake.suppress("bounced@example.com")
+    klaviyo_fake.add_profile("quiet@example.com")  # known to Klaviyo, never subscribed
+    people = [
+        person("gone@example.com"),
+        person("bounced@example.com"),
+        person("quiet@example.com"),
+        *crowd(10, NONE),
+    ]
+    results = settle(klaviyo_fake, dest, people)
+    assert {r.outcome for r in results.values()} == {Outcome.OK}
+    consent = klaviyo_fake.subscriptions()
+    assert consent["gone@example.com"] == "UNSUBSCRIBED"
+    assert consent["quiet@example.com"] == "NEVER_SUBSCRIBED"
+    assert klaviyo_fake.suppressions("bounced@example.com") == ["HARD_BOUNCE"]
+    assert klaviyo_fake.calls[SUBSCRIBE] == 0
+
+
+def test_a_person_acknowledged_before_is_not_new_even_when_klaviyo_lost_the_profile(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    settle(klaviyo_fake, dest, [person("back@example.com", is_new=False)])
+    assert klaviyo_fake.subscriptions()["back@example.com"] == "NEVER_SUBSCRIBED"
+
+
+def test_unsubscribe_reaches_existing_profiles_and_leave_does_nothing(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    klaviyo_fake.add_profile("out@example.com", email_consent="SUBSCRIBED")
+    klaviyo_fake.add_profile("stay@example.com", email_consent="SUBSCRIBED")
+    klaviyo_fake.expect_consented(["stay@example.com"])
+    results = settle(
+        klaviyo_fake,
+        dest,
+        [person("out@example.com", UNSUB, is_new=False), person("stay@example.com", NONE)],
+    )
+    assert {r.outcome for r in results.values()} == {Outcome.OK}
+    consent = klaviyo_fake.subscriptions()
+    assert consent == {"out@example.com": "UNSUBSCRIBED", "stay@example.com": "SUBSCRIBED"}
+    assert klaviyo_fake.calls[UNSUBSCRIBE] == 1 and klaviyo_fake.calls[SUBSCRIBE] == 0
+
+
+def test_sms_consent_is_managed_only_when_enabled_and_with_a_phone(
+    klaviyo_fake: FakeKlaviyo,
+) -> None:
+    people = [
+        person("texts@example.com", phone="+905321234567", sms=SUB),
+        person("nophone@example.com", sms=SUB),
+    ]
+    for sms in (False, True):
+        dest = make(klaviyo_fake, sms=sms)
+        try:
+            settle(klaviyo_fake, dest, people)
+        finally:
+            dest.close()
+        expected = "SUBSCRIBED" if sms else "NEVER_SUBSCRIBED"
+        assert klaviyo_fake.subscriptions("sms")["texts@example.com"] == expected
+        klaviyo_fake.profiles.clear()
+        klaviyo_fake._by_email.clear()
+        klaviyo_fake._by_phone.clear()
+
+
+def test_list_moves_add_and_remove_with_at_most_1000_ids_per_call(
+    klaviyo_fake: FakeKlaviyo,
+) -> None:
+    # reading 1,200 profiles back takes 12 pages of the job; at Klaviyo's 10/s they would
+    # take seconds, so this test raises that one limit on both sides
+    fast = {"burst": 100, "steady": 6000}
+    klaviyo_fake.set_rate_limit("GET", f"{JOBS}/{{id}}/profiles", burst=100, steady=6000)
+    dest = make(klaviyo_fake, rate_limits={"import_jobs": fast})
+    try:
+        moves_in_bulk(klaviyo_fake, dest)
+    finally:
+        dest.close()
+
+
+def moves_in_bulk(klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination) -> None:
+    people = crowd(1200, NONE, add=["crm-big"])
+    settle(klaviyo_fake, dest, people)
+    assert len(klaviyo_fake.members("crm-big")) == 1200
+    assert klaviyo_fake.calls[ADD] == 2  # 1,000 + 200
+    klaviyo_fake.reset_counters()
+    leaving = [person(c.email, NONE, remove=["crm-big"], is_new=False) for c in people[:1100]]
+    settle(klaviyo_fake, dest, leaving)
+    assert len(klaviyo_fake.members("crm-big")) == 100
+    assert klaviyo_fake.calls[REMOVE] == 2
+    assert klaviyo_fake.calls[("POST", "/api/lists")] == 0  # found by name, not made again
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_a_list_refused_for_the_daily_cap_fails_its_people_with_the_reason(
+    klaviyo_fake: FakeKlaviyo, concurrency: int
+) -> None:
+    """Sequential creates learn of the cap from the last allowed create's RateLimit headers
+    (no wait, no call); parallel ones from the 429. Either way the run goes on."""
+    klaviyo_fake.set_rate_limit("POST", "/api/lists", daily=1)
+    dest = make(klaviyo_fake, http={"rate": {"max_concurrency": concurrency}})
+    people = [
+        person("a@example.com", NONE, add=["crm-one"]),
+        person("b@example.com", NONE, add=["crm-two"]),
+    ]
+    try:
+        results = settle(klaviyo_fake, dest, people)
+    finally:
+        dest.close()
+    outcomes = sorted((r.outcome, r.message) for r in results.values())
+    assert [o for o, _ in outcomes] == [Outcome.FAILED, Outcome.OK]
+    assert "150 new lists a day" in outcomes[0][1]
+    assert len(klaviyo_fake.lists) == 1
+    if concurrency == 1:  # the second list was not even asked for
+        assert klaviyo_fake.calls[("POST", "/api/lists")] == 1
+
+
+def test_a_person_deleted_at_the_source_leaves_every_owned_list_and_is_suppressed(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    synced = [person(e, add=["crm-a", "crm-b"]) for e in ("del@example.com", "stay@example.com")]
+    settle(klaviyo_fake, dest, synced)
+    profile = klaviyo_fake.profile("del@example.com")
+    assert profile is not None and profile.email_marketing.consent == "SUBSCRIBED"
+    theirs = klaviyo_fake.add_list("their-own")
+    theirs.members[profile.id] = datetime.now(UTC)
+    untouched = _consent_and_lists(klaviyo_fake, "stay@example.com")
+    klaviyo_fake.reset_counters()
+
+    gone = person(
+        "del@example.com",
+        NONE,
+        action=Action.ARCHIVE,
+        remove=["crm-a", "crm-b"],
+        remote_id=profile.id,
+        fields={},
+    )
+    [pending] = dest.push([gone])
+    assert pending.outcome is Outcome.PENDING and pending.remote_id == profile.id
+    assert pending.job is not None and pending.job.startswith("suppression:")
+    assert klaviyo_fake.lists_of("del@example.com") == {"their-own"}  # left at once
+    assert dest.collect(pending.job, [gone]) is None  # Klaviyo is still processing
+    [result] = dest.collect(pending.job, [gone]) or []
+    assert result.outcome is Outcome.OK and "suppressed" in result.message
+    assert klaviyo_fake.suppressions("del@example.com") == ["USER_SUPPRESSED"]
+    assert klaviyo_fake.subscriptions()["del@example.com"] == "UNSUBSCRIBED"
+    assert klaviyo_fake.profile("del@example.com") is profile  # Klaviyo keeps the profile
+    assert _consent_and_lists(klaviyo_fake, "stay@example.com") == untouched
+    assert klaviyo_fake.calls[SUPPRESS] == 1
+    assert klaviyo_fake.calls[SUBSCRIBE] == klaviyo_fake.calls[UNSUBSCRIBE] == 0
+    # the opt-out is Klaviyo's now: the read-back reports it, nobody else
+    [update] = dest.read_consent(since)
+    assert (update.email, update.reason) == ("del@example.com", "suppressed by a user in Klaviyo")
+
+    klaviyo_fake.reset_counters()
+    [again] = dest.push([gone])  # re-sent (a failed earlier attempt): no second suppression
+    assert again.outcome is Outcome.OK and "already suppressed" in again.message
+    assert klaviyo_fake.calls[SUPPRESS] == 0
+
+
+def test_a_run_after_a_deletion_at_the_source_suppresses_that_person_alone_then_rests(
+    klaviyo_fake: FakeKlaviyo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the core: the deletion is pushed, pending on its suppression job, collected
+    at the end of the run and acknowledged; the next run writes nothing."""
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=40)
+    monkeypatch.setenv("CRMSYNC_TEST_KLAVIYO_KEY", klaviyo_fake.api_key)
+    table = (
+        '[destinations.kl]\nkind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
+        f'base_url = "{klaviyo_fake.base_url}"\n\n[destinations.out]\nkind = "outbox"'
+    )
+    text = site.config.read_text(encoding="utf-8")
+    text = text.replace('[destinations.out]\nkind = "outbox"', table)
+    site.config.write_text(text.replace('destinations = ["out"]', 'destinations = ["kl"]'))
+    klaviyo_fake.expect_consented(consented(site.data))
+    klaviyo_fake.job_polls_until_complete = 1  # no waits: PENDING is tested above
+    site.run_json()
+    subscribed = sorted(
+        email
+        for email, state in klaviyo_fake.subscriptions().items()
+        if state == "SUBSCRIBED" and klaviyo_fake.lists_of(email)
+    )
+    assert subscribed, "nobody with a list and a subscription after the first run"
+    deleted = subscribed[0]
+    before = _everyone(klaviyo_fake)
+    with open(site.data / "customers.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["email"].strip().lower() == deleted:
+            row["deleted"], row["updated_at"] = "true", "2026-10-31T12:00:00+03:00"
+    with open(site.data / "customers.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    counts = site.run_json()["destinations"]["kl"]
+    assert counts.get("archive") == 1 and counts.get("failed", 0) == 0, counts
+    assert klaviyo_fake.lists_of(deleted) == set()
+    assert klaviyo_fake.suppressions(deleted) == ["USER_SUPPRESSED"]
+    assert klaviyo_fake.subscriptions()[deleted] == "UNSUBSCRIBED"
+    after = _everyone(klaviyo_fake)
+    assert len(after) == len(before)  # no profile made
+    assert {k: v for k, v in after.items() if k[0] != deleted} == {
+        k: v for k, v in before.items() if k[0] != deleted
+    }
+    klaviyo_fake.reset_counters()
+    site.run_json()
+    assert klaviyo_fake.writes() == 0
+
+
+def _everyone(fake: FakeKlaviyo) -> dict[tuple[str, str], tuple[object, ...]]:
+    """(label, id) -> e-mail and SMS consent, suppressions, lists: every profile's state."""
+    return {
+        (p.label, p.id): (
+            p.email_marketing.consent,
+            p.sms_marketing.consent,
+            [s["reason"] for s in p.email_marketing.suppression],
+            {x.name for x in fake.lists.values() if p.id in x.members},
+        )
+        for p in fake.profiles.values()
+    }
+
+
+def _consent_and_lists(fake: FakeKlaviyo, email: str) -> tuple[str, list[str], set[str]]:
+    profile = fake.profile(email)
+    assert profile is not None
+    return profile.email_marketing.consent, fake.suppressions(email), fake.lists_of(email)
+
+
+def test_people_klaviyo_does_not_have_are_ok_without_a_suppression(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    klaviyo_fake.add_profile("kept@example.com")
+    never = person("never@example.com", action=Action.DELETE, fields={})
+    # the ledger's profile was deleted in Klaviyo since: its id finds nothing
+    stale = person("kept@example.com", action=Action.ARCHIVE, remote_id="01STALE", fields={})
+    results = dest.push([never, stale])
+    assert [(r.outcome, r.message) for r in results] == [(Outcome.OK, "not in Klaviyo")] * 2
+    assert klaviyo_fake.writes() == 0 and klaviyo_fake.profile("never@example.com") is None
+    assert klaviyo_fake.suppressions("kept@example.com") == []
+
+
+def test_deletions_are_suppressed_100_addresses_a_job(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    emails = [f"p{i:03d}@example.com" for i in range(101)]
+    for email in emails:
+        klaviyo_fake.add_profile(email)
+    gone = [person(e, action=Action.DELETE, fields={}) for e in emails]
+    results = settle(klaviyo_fake, dest, gone)
+    assert {r.outcome for r in results.values()} == {Outcome.OK}
+    assert "the profile stays" in results["e:p000@example.com"].message
+    assert klaviyo_fake.calls[SUPPRESS] == 2  # 100 + 1
+    assert sorted(len(j.emails) for j in klaviyo_fake.suppression_jobs.values()) == [1, 100]
+    assert all(klaviyo_fake.suppressions(e) == ["USER_SUPPRESSED"] for e in emails)
+
+
+def test_a_deleted_phone_only_person_leaves_the_lists_and_sms_only_with_sms_on(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    phones = {False: "+905321234567", True: "+905329876543"}  # by the sms setting
+    texting = make(klaviyo_fake, sms=True)
+    try:
+        synced = [person(None, phone=p, sms=SUB, add=["crm-a"]) for p in phones.values()]
+        settle(klaviyo_fake, texting, synced)
+        profiles = {sms: klaviyo_fake.profile_by_phone(p) for sms, p in phones.items()}
+        klaviyo_fake.reset_counters()
+        for sms, profile in profiles.items():
+            assert profile is not None and profile.sms_marketing.consent == "SUBSCRIBED"
+            gone = person(
+                None,
+                phone=profile.phone_number,
+                action=Action.ARCHIVE,
+                remove=["crm-a"],
+                remote_id=profile.id,
+                fields={},
+            )
+            [result] = (texting if sms else dest).push([gone])  # nothing to suppress
+            assert result.outcome is Outcome.OK and "no e-mail in Klaviyo" in result.message
+            assert ("SMS unsubscribed" in result.message) is sms
+            assert profile.sms_marketing.consent == ("UNSUBSCRIBED" if sms else "SUBSCRIBED")
+            assert profile.email_marketing.consent == "NEVER_SUBSCRIBED"
+    finally:
+        texting.close()
+    assert klaviyo_fake.members("crm-a") == set()
+    assert klaviyo_fake.calls[SUPPRESS] == klaviyo_fake.calls[SUBSCRIBE] == 0
+    assert klaviyo_fake.calls[UNSUBSCRIBE] == 1  # the SMS one, with sms = true only
+
+
+def test_read_consent_returns_unsubscribes_and_suppressions_since_the_cursor(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    old = datetime.now(UTC) - timedelta(days=3)
+    for email in ("old@example.com", "new@example.com", "bounce@example.com"):
+        klaviyo_fake.add_profile(email, email_consent="SUBSCRIBED")
+    klaviyo_fake.add_profile("fine@example.com")
+    klaviyo_fake.expect_consented(["bounce@example.com"])  # bounced, still subscribed
+    klaviyo_fake.unsubscribe("old@example.com", at=old)
+    klaviyo_fake.unsubscribe("New@Example.com")
+    klaviyo_fake.suppress("bounce@example.com", "HARD_BOUNCE")
+    updates = list(dest.read_consent(datetime.now(UTC) - timedelta(days=1)))
+    by_email = {u.email: u for u in updates}
+    assert set(by_email) == {"new@example.com", "bounce@example.com"}
+    assert by_email["new@example.com"].reason == "unsubscribed in Klaviyo"
+    assert by_email["bounce@example.com"].reason == "hard bounce in Klaviyo"
+    assert all(u.state is ConsentState.UNSUBSCRIBED and u.channel is Channel.EMAIL for u in updates)
+    assert {u.email for u in dest.read_consent(None)} == {
+        "old@example.com",
+        "new@example.com",
+        "bounce@example.com",
+    }
+
+
+def test_check_passes_with_a_good_key(dest: KlaviyoDestination, klaviyo_fake: FakeKlaviyo) -> None:
+    checks = dest.check()
+    assert all(c.ok for c in checks), checks
+    assert {"scope lists:read", "scope profiles:read", "scope subscriptions:read"} <= {
+        c.what for c in checks
+    }
+    assert klaviyo_fake.api_key not in repr(checks)
+
+
+def test_check_names_the_config_key_for_a_bad_key_and_the_scope_for_a_403(
+    klaviyo_fake: FakeKlaviyo,
+) -> None:
+    wrong = make(klaviyo_fake, api_key="pk_" + "0" * 34)
+    try:
+        [check] = wrong.check()
+    finally:
+        wrong.close()
+    assert not check.ok and "api_key" in check.detail and "0" * 34 not in check.detail
+    klaviyo_fake.scopes = {"lists:read"}
+    dest = make(klaviyo_fake)
+    try:
+        checks = {c.what: c for c in dest.check()}
+    finally:
+        dest.close()
+    assert checks["scope lists:read"].ok
+    assert not checks["scope profiles:read"].ok
+    assert "profiles:read" in checks["scope profiles:read"].detail
+    # collecting the suppression jobs of deletions needs it
+    assert not checks["scope subscriptions:read"].ok
+    assert "subscriptions:read" in checks["scope subscriptions:read"].detail

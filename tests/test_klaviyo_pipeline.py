@@ -1,0 +1,191 @@
+"""The whole flow into Klaviyo through the CLI: files -> profiles -> the fake Klaviyo.
+
+The core pushes, keeps the import jobs in flight, collects them at the end of the run and
+acknowledges only then; the fake checks every request against Klaviyo's specs and, on
+teardown, that nobody ended subscribed without consent or after opting out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from connectors.klaviyo.payloads import LOCATION, STANDARD_ATTRIBUTES, cleared
+from state import schema
+from state.store import Store
+from tests.e2e import AS_OF, Site, consented, edit_order, make_site
+from tests.fakes.klaviyo import FakeKlaviyo, klaviyo_fake
+
+__all__ = ["klaviyo_fake"]
+
+
+@pytest.fixture
+def site(tmp_path: Path, klaviyo_fake: FakeKlaviyo, monkeypatch: pytest.MonkeyPatch) -> Site:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=150, dirty_rate=0.05)
+    _point_at(site, klaviyo_fake, monkeypatch)
+    klaviyo_fake.expect_consented(consented(site.data))
+    return site
+
+
+def _point_at(site: Site, klaviyo_fake: FakeKlaviyo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMSYNC_TEST_KLAVIYO_KEY", klaviyo_fake.api_key)
+    text = (
+        site.config.read_text(encoding="utf-8")
+        .replace(
+            '[destinations.out]\nkind = "outbox"',
+            '[destinations.kl]\nkind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
+            f'base_url = "{klaviyo_fake.base_url}"\n'
+            "[destinations.kl.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
+            '\n[destinations.out]\nkind = "outbox"',
+        )
+        .replace('destinations = ["out"]', 'destinations = ["kl"]')
+    )
+    site.config.write_text(text, encoding="utf-8")
+
+
+def run(site: Site) -> dict[str, Any]:
+    result = site.cli("run", "--as-of", "2026-11-01T09:00:00+00:00", "--json")
+    assert result.exit_code in (0, 5), result.output
+    report: dict[str, Any] = json.loads(result.stdout)[0]
+    return report
+
+
+def ledger(site: Site) -> dict[str, tuple[str, set[str]]]:
+    store = Store(f"sqlite:///{site.root / 'state.db'}")
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.person_key, t.c.remote_id, t.c.memberships).where(t.c.destination == "kl")
+        )
+        out = {key: (remote, set(filter(None, lists.split("\n")))) for key, remote, lists in rows}
+    store.close()
+    return out
+
+
+def test_a_first_run_lands_everyone_then_a_second_run_writes_nothing(
+    site: Site, klaviyo_fake: FakeKlaviyo
+) -> None:
+    first = run(site)
+    counts = first["destinations"]["kl"]
+    assert counts.get("failed", 0) == 0 and counts.get("pending", 0) > 100, counts
+    acked = ledger(site)
+    assert len(acked) == len(klaviyo_fake.profiles) > 100
+    by_id = {p.id: p for p in klaviyo_fake.profiles.values()}
+    for key, (remote, lists) in acked.items():
+        profile = by_id[remote]
+        assert key in (f"e:{profile.email}", f"p:{profile.phone_number}")
+        assert {x.name for x in klaviyo_fake.lists.values() if remote in x.members} == lists
+    subscribed = {e for e, s in klaviyo_fake.subscriptions().items() if s == "SUBSCRIBED"}
+    assert subscribed and subscribed <= consented(site.data)
+
+    klaviyo_fake.reset_counters()
+    run(site)
+    assert klaviyo_fake.writes() == 0
+
+
+def test_an_unsubscribe_in_klaviyo_is_read_back_and_wins(
+    site: Site, klaviyo_fake: FakeKlaviyo
+) -> None:
+    run(site)
+    subscribed = sorted(e for e, s in klaviyo_fake.subscriptions().items() if s == "SUBSCRIBED")
+    person = subscribed[0]
+    klaviyo_fake.unsubscribe(person, at=datetime.now(UTC))
+    second = run(site)
+    assert second["consent_read"]["kl"] == 1
+    klaviyo_fake.reset_counters()
+    run(site)
+    assert klaviyo_fake.subscriptions()[person] == "UNSUBSCRIBED"
+    assert klaviyo_fake.writes() == 0
+
+
+AT = ("--as-of", AS_OF)
+AFTER_SUBMIT = {"CRMSYNC_TEST_KILL_WHEN": "after_submit"}
+
+
+def _field_at(profile: Any, name: str) -> Any:
+    """Where the Klaviyo payload builder puts a mapped field, read back from the fake."""
+    if name in STANDARD_ATTRIBUTES:
+        return getattr(profile, name)
+    if name.startswith(LOCATION):
+        return profile.location.get(name[len(LOCATION) :])
+    return profile.properties.get(name)
+
+
+@pytest.mark.slow
+def test_twenty_thousand_customers_killed_between_submit_and_collect_end_as_the_ledger_says(
+    tmp_path: Path, klaviyo_fake: FakeKlaviyo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 20,000-customer first sync is SIGKILLed right after its first import job was
+    submitted and recorded as pending; the re-run collects that job, sends the rest, and
+    the fake then holds exactly the ledger's profiles, properties, lists and subscriptions,
+    with nobody doubled. A second run writes nothing; one changed order sends one person."""
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=20_000)
+    _point_at(site, klaviyo_fake, monkeypatch)
+    klaviyo_fake.rate_limits_enabled = False  # the limits have tests of their own; this is bulk
+    klaviyo_fake.expect_consented(consented(site.data))
+    killed = subprocess.run(
+        [sys.executable, "-m", "tests.kill_in_push", "run", "--config", str(site.config), *AT],
+        env={**os.environ, "CRMSYNC_TEST_KILL_MARKER": "crm-new", **AFTER_SUBMIT},
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=600,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert ledger(site) == {} and len(klaviyo_fake.jobs) >= 1  # submitted, never collected
+
+    first = run(site)
+    counts = first["destinations"]["kl"]
+    assert counts.get("failed", 0) == 0 and counts["ok"] > 19_000, counts
+
+    store = Store(f"sqlite:///{site.root / 'state.db'}")
+    t = schema.ledger
+    with store.engine.connect() as conn:
+        acked = {
+            key: (remote, json.loads(payload), set(filter(None, lists.split("\n"))))
+            for key, remote, payload, lists in conn.execute(
+                sa.select(t.c.person_key, t.c.remote_id, t.c.payload, t.c.memberships).where(
+                    t.c.destination == "kl", t.c.status == "synced"
+                )
+            )
+        }
+    store.close()
+    profiles = {p.id: p for p in klaviyo_fake.profiles.values()}
+    assert sorted(remote for remote, _, _ in acked.values()) == sorted(profiles)  # nobody twice
+    members: dict[str, set[str]] = {}
+    for found in klaviyo_fake.lists.values():
+        for pid in found.members:
+            members.setdefault(pid, set()).add(found.name)
+    for key, (remote, payload, lists) in acked.items():
+        profile = profiles[remote]
+        assert key in (f"e:{profile.email}", f"p:{profile.phone_number}")
+        assert members.get(remote, set()) == lists, key
+        for name, value in payload.items():
+            assert _field_at(profile, name) == cleared(value), (key, name)
+    subscribed = {e for e, s in klaviyo_fake.subscriptions().items() if s == "SUBSCRIBED"}
+    assert subscribed and subscribed <= consented(site.data)
+
+    klaviyo_fake.reset_counters()
+    run(site)
+    assert klaviyo_fake.writes() == 0
+
+    person = next(key for key in sorted(acked) if key.startswith("e:"))
+    order = next(
+        json.loads(line)
+        for line in (site.data / "orders.jsonl").read_text(encoding="utf-8").splitlines()
+        if line and json.loads(line).get("email") == person[2:]
+    )
+    edit_order(site.data / "orders.jsonl", order["id"], total_price="25000.00")
+    third = run(site)["destinations"]["kl"]
+    assert third.get("update") == 1 and third.get("create", 0) == 0, third
