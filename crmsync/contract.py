@@ -161,6 +161,9 @@ class Change:
     memberships: tuple[str, ...] = ()
     email_consent_at: datetime | None = None  # when the recorded e-mail consent was given
     sms_consent_at: datetime | None = None
+    # an earlier push of this person was never acknowledged: it may have been applied in
+    # part (a destination that creates and subscribes in separate calls finishes the job)
+    resent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,7 @@ def decide(
         memberships=memberships,
         email_consent_at=profile.get("email_consent_at"),
         sms_consent_at=profile.get("sms_consent_at"),
+        resent=in_flight is not None,
     )
 
 

@@ -240,6 +240,7 @@ def encode_change(change: Change) -> str:
             "memberships": change.memberships,
             "email_consent_at": change.email_consent_at,
             "sms_consent_at": change.sms_consent_at,
+            "resent": change.resent,
         }
     ).decode()
 
@@ -262,6 +263,7 @@ def decode_change(text: str) -> Change:
         memberships=tuple(data["memberships"]),
         email_consent_at=_when(data["email_consent_at"]),
         sms_consent_at=_when(data["sms_consent_at"]),
+        resent=data.get("resent", False),
     )
 
 
@@ -346,11 +348,16 @@ def add_consent_events(
     return len(conn.execute(insert, rows).all())
 
 
-def opted_out(conn: Connection, emails: Sequence[str], scopes: Sequence[str]) -> set[str]:
-    """Which of these e-mails are already recorded as opted out (latest state) in scope."""
+def opted_out(
+    conn: Connection, emails: Sequence[str], scopes: Sequence[str], channel: str = "email"
+) -> set[str]:
+    """Which of these e-mails are already recorded as opted out of ``channel`` (latest
+    state) in scope."""
     if not emails:
         return set()
     c, e = schema.customers, schema.consent_events
+    state_column = c.c.email_consent if channel == "email" else c.c.sms_consent
+    at_column = c.c.email_consent_at if channel == "email" else c.c.sms_consent_at
     latest: dict[str, tuple[int, bool]] = {}
 
     def note(email: str, at: int | None, state: str) -> None:
@@ -359,15 +366,15 @@ def opted_out(conn: Connection, emails: Sequence[str], scopes: Sequence[str]) ->
             latest[email] = entry
 
     staged = conn.execute(
-        select(c.c.email, c.c.email_consent, c.c.email_consent_at, c.c.updated_at).where(
-            c.c.email.in_(emails), c.c.source.in_(scopes), c.c.email_consent != "none"
+        select(c.c.email, state_column, at_column, c.c.updated_at).where(
+            c.c.email.in_(emails), c.c.source.in_(scopes), state_column != "none"
         )
     )
     for email, state, at, updated in staged:
         note(email, at or updated, state)
     events = conn.execute(
         select(e.c.email, e.c.state, e.c.occurred_at).where(
-            e.c.email.in_(emails), e.c.source.in_(scopes), e.c.channel == "email"
+            e.c.email.in_(emails), e.c.source.in_(scopes), e.c.channel == channel
         )
     )
     for email, state, at in events:

@@ -41,6 +41,7 @@ def change(
     sms_intent: ConsentIntent = NONE,
     is_new: bool = True,
     memberships: tuple[str, ...] = (),
+    resent: bool = False,
 ) -> Change:
     return Change(
         person_key=f"e:{email}",
@@ -55,6 +56,7 @@ def change(
         sms_intent=sms_intent,
         payload_hash="h",
         memberships=memberships,
+        resent=resent,
     )
 
 
@@ -358,3 +360,16 @@ def test_mapping_rules_refuse_klaviyos_own_names_and_wrong_types() -> None:
         "fields.first_name.type",
         "fields.home.type",
     }
+
+
+def test_a_change_resent_after_a_crash_finishes_the_subscription_its_import_never_got() -> None:
+    """The killed run's import created the profile and was never acknowledged; the re-sent
+    change finds it existing but never subscribed, and subscribes it as a clean run would.
+    An opt-out in Klaviyo meanwhile still wins."""
+    resent = change(email_intent=SUB, is_new=True, resent=True)
+    fresh = KlaviyoConsent.of(consent())
+    assert plan_consent(resent, None, fresh, created=False, sms=False).subscribe == {Channel.EMAIL}
+    unsubscribed = KlaviyoConsent.of(consent("UNSUBSCRIBED"))
+    assert not plan_consent(resent, None, unsubscribed, created=False, sms=False).subscribe
+    not_resent = change(email_intent=SUB, is_new=True)
+    assert not plan_consent(not_resent, None, fresh, created=False, sms=False).subscribe

@@ -4,8 +4,9 @@ Klaviyo's opt-outs -> consent events.
 Pure functions only; the core decides the intents (``crmsync.consent``). Klaviyo's
 subscribe job lifts UNSUBSCRIBE, SPAM_REPORT and USER_SUPPRESSED suppressions, so it is
 sent only for a person who is new to Klaviyo (no acknowledged record in crmsync *and*
-created in Klaviyo by this very import) and whose profile there has never been
-subscribed or suppressed. An unsubscribe is sent whatever Klaviyo has, unless it already
+created in Klaviyo by this very import, or by an earlier import of crmsync's that was
+never acknowledged: ``Change.resent``) and whose profile there has never been subscribed
+or suppressed. An unsubscribe is sent whatever Klaviyo has, unless it already
 says unsubscribed.
 """
 
@@ -79,8 +80,10 @@ def plan_consent(
 ) -> ConsentPlan:
     """The consent moves for a person Klaviyo just imported.
 
-    ``created``: Klaviyo made the profile in this import. ``phone`` is the number sent; SMS
-    consent is managed only with ``sms`` and a number.
+    ``created``: Klaviyo made the profile in this import. A change re-sent after a crash
+    counts as creating it too: the killed import may have made the profile and never
+    subscribed it. ``phone`` is the number sent; SMS consent is managed only with ``sms``
+    and a number.
     """
     subscribe: set[Channel] = set()
     unsubscribe: set[Channel] = set()
@@ -91,7 +94,7 @@ def plan_consent(
         if not address:
             continue
         if intent is ConsentIntent.SUBSCRIBE_IF_NEW:
-            if change.is_new and created and state.never_subscribed(channel):
+            if change.is_new and (created or change.resent) and state.never_subscribed(channel):
                 subscribe.add(channel)
         elif intent is ConsentIntent.UNSUBSCRIBE and not state.unsubscribed(channel):
             unsubscribe.add(channel)

@@ -56,7 +56,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
@@ -239,7 +239,7 @@ def original(name: str) -> dict[str, Any]:
 
 def rewritten(name: str) -> dict[str, Any]:
     """One spec as the fake reads it: OpenAPI 3.1, request bodies closed."""
-    document = as_openapi31(_documents()[name])
+    document: dict[str, Any] = as_openapi31(_documents()[name])
     document["openapi"] = "3.1.0"
     _close_request_schemas(document)
     return document
@@ -1740,7 +1740,7 @@ def _filtered(call: Call, items: list[Any], values: Callable[[Any, str], list[An
     if not text:
         return items
     tree = parse_filter(text, call.operation.filters)
-    return [item for item in items if matches(tree, lambda name, item=item: values(item, name))]
+    return [item for item in items if matches(tree, partial(values, item))]
 
 
 def _sorted(call: Call, items: list[Any], keys: dict[str, Callable[[Any], Any]]) -> list[Any]:
