@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.contract import PREFIX, Contact, DestinationContract, VendorFactory
+from tests.contract import (
+    PREFIX,
+    Contact,
+    DestinationContract,
+    RefusalContract,
+    VendorFactory,
+)
 from tests.fakes.klaviyo import FakeKlaviyo
 
 pytestmark = pytest.mark.slow
@@ -53,6 +59,14 @@ class KlaviyoVendor:
     def opt_out(self, email: str) -> None:
         self.fake.unsubscribe(email, at=datetime.now(UTC))
 
+    def refuse(self, email: str, phone: str) -> set[str]:
+        """Klaviyo has this person's e-mail on one profile and their phone on another:
+        importing the person with both is Klaviyo's duplicate-profile conflict."""
+        other = f"someone.else.{email}"
+        self.fake.add_profile(email)
+        self.fake.add_profile(other, phone_number=phone)
+        return {email, other}
+
     def expect_consented(self, emails: Iterable[str]) -> None:
         self.fake.expect_consented(emails)
 
@@ -60,8 +74,9 @@ class KlaviyoVendor:
         self.fake.finish_jobs()
 
 
-class TestKlaviyoContract(DestinationContract):
+class TestKlaviyoContract(DestinationContract, RefusalContract):
     APPLIED_WHEN_ANSWERED = False  # lists are moved when the import job is collected
+
     @pytest.fixture
     def vendor_factory(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[VendorFactory]:
         fakes: list[FakeKlaviyo] = []

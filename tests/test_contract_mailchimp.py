@@ -48,8 +48,10 @@ class MailchimpVendor:
     def opt_out(self, email: str) -> None:
         self.fake.set_status(email, "unsubscribed", at=datetime.now(UTC))
 
-    def refuse(self, email: str) -> None:
+    def refuse(self, email: str, phone: str) -> set[str]:
+        """Mailchimp refuses a member in a compliance state."""
         self.fake.compliance_emails.add(email)
+        return set()
 
     def expect_consented(self, emails: Iterable[str]) -> None:
         self.fake.expect_consented(emails)
