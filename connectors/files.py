@@ -1,33 +1,25 @@
 """The files source (``kind = "files"``): customers, orders and carts from export files.
 
 Reads CSV or JSON-lines exports row by row (memory stays flat however big the file),
-maps the file's columns onto canonical fields (see ``files_config``), normalises every
-value, and yields either a record or a ``RecordIssue``: a bad row is quarantined with
-its line number, the offending column and an excerpt, and the next row is read.
+maps the file's columns onto canonical fields through the shared record-mapping language
+(``connectors.records``; the columns are configured in ``files_config``), and yields
+either a record or a ``RecordIssue``: a bad row is quarantined with its line number, the
+offending column and an excerpt, and the next row is read; an invalid optional value is
+cleared and reported as corrected.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from connectors.files_build import (
-    Parsing,
-    View,
-    cart,
-    cart_item,
-    customer,
-    lookup,
-    order,
-    order_line,
-)
 from connectors.files_check import check_file, mapped_columns
-from connectors.files_config import CustomersFile, FilesSourceConfig, LinedFile, StreamFile
+from connectors.files_config import FilesSourceConfig, StreamFile
 from connectors.files_rows import (
     BadRow,
     Row,
@@ -38,6 +30,8 @@ from connectors.files_rows import (
     open_binary,
     open_text,
 )
+from connectors.records import Builder, RowError, compile_stream
+from connectors.records.paths import Getter, compile_path
 from crmsync import normalize
 from crmsync.contract import Check, ConnectorContext
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
@@ -46,19 +40,6 @@ from crmsync.records import IssueAction, Record, RecordIssue, Stream
 QUARANTINED, CORRECTED = IssueAction.QUARANTINED, IssueAction.CORRECTED
 
 Unit = list[Row] | Row  # a record's rows: several for CSV orders with one row per line
-RecordBuilder = Callable[[View, Sequence[Any], Parsing, normalize.Notes], Record]
-LineBuilder = Callable[[View, normalize.Notes], Any]
-
-
-def _customer(head: View, _: Sequence[Any], parsing: Parsing, notes: normalize.Notes) -> Record:
-    return customer(head, parsing, notes)
-
-
-_BUILDERS: dict[Stream, tuple[RecordBuilder, LineBuilder | None]] = {
-    Stream.CUSTOMERS: (_customer, None),
-    Stream.ORDERS: (order, order_line),
-    Stream.CARTS: (cart, cart_item),
-}
 
 
 class FilesSource:
@@ -78,6 +59,16 @@ class FilesSource:
             raise ConfigError(
                 f"unknown time zone {zone!r}", key=f"{self.key}.timezone", hint="use an IANA name"
             ) from exc
+        self._builders = {
+            stream: compile_stream(
+                stream,
+                spec.mapping(),
+                spec.rows(),
+                keys=spec.keys(f"{self.key}.{stream}"),
+                context=spec.context(tz=self.tz, region=context.default_region),
+            )
+            for stream, spec in self.config.files().items()
+        }
         self._open: weakref.WeakSet[Generator[Record | RecordIssue]] = weakref.WeakSet()
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
@@ -124,40 +115,24 @@ class FilesSource:
     def _read(
         self, stream: Stream, spec: StreamFile, since: datetime | None, until: datetime
     ) -> Generator[Record | RecordIssue]:
-        birthday_format = spec.birthday_format if isinstance(spec, CustomersFile) else ""
-        parsing = Parsing(
-            tz=self.tz,
-            date_format=spec.date_format or None,
-            birthday_format=birthday_format or None,
-            region=self.context.default_region,
-        )
-        mapping = spec.mapping()
-        line_mapping = spec.line_mapping() if isinstance(spec, LinedFile) else {}
-        dotted = spec.file_format() == "jsonl"
-        build, build_line = _BUILDERS[stream]
-        for unit in self._units(stream, spec, mapping, line_mapping):
+        builder = self._builders[stream]
+        csv_lines = spec.file_format() == "csv" and spec.rows() is not None
+        window = _Window(spec, self.tz, since, until) if spec.updated_at else None
+        for unit in self._units(stream, spec, csv_lines):
             if isinstance(unit, BadRow):
                 reason = f"line {unit.line}: {unit.reason}"
                 yield RecordIssue(stream, None, QUARANTINED, reason, "", excerpt(unit.text))
                 continue
             rows = unit if isinstance(unit, list) else [unit]
-            head = View(rows[0].values, mapping, dotted)
-            shown = rows[0]  # the row the operator is pointed at when something is wrong
+            head = rows[0].values
             notes: normalize.Notes = []
             try:
-                if spec.updated_at and not _in_window(head, spec.updated_at, parsing, since, until):
+                if window is not None and not window.holds(head):
                     continue
-                lines = []
-                if build_line is not None and line_mapping:
-                    for shown, view in _line_views(spec, rows, line_mapping, dotted):  # noqa: B007
-                        lines.append(build_line(view, notes))
-                    shown = rows[0]
-                record = build(head, lines, parsing, notes)
+                lines = [row.values for row in rows] if csv_lines else None
+                record = builder.build(head, notes, rows=lines)
             except RecordError as exc:
-                where = f"line {shown.line}" if shown is not rows[0] else _where(rows)
-                reason = f"{where}: {exc.reason}"
-                text = excerpt(shown.text)
-                yield RecordIssue(stream, _raw_id(head), QUARANTINED, reason, exc.field, text)
+                yield _quarantined(stream, builder, rows, exc, csv_lines)
                 continue
             for field, change in notes:
                 reason = f"{_where(rows)}: {change}"
@@ -166,13 +141,7 @@ class FilesSource:
                 )
             yield record
 
-    def _units(
-        self,
-        stream: Stream,
-        spec: StreamFile,
-        mapping: dict[str, str],
-        line_mapping: dict[str, str],
-    ) -> Iterator[Unit | BadRow]:
+    def _units(self, stream: Stream, spec: StreamFile, csv_lines: bool) -> Iterator[Unit | BadRow]:
         path = self.path(spec)
         if not path.is_file():
             raise ConfigError(
@@ -191,8 +160,8 @@ class FilesSource:
                     self._require_columns(stream, header, spec)
 
                 rows = csv_rows(handle, spec.delimiter, require)
-                if line_mapping:
-                    yield from adjacent_groups(rows, mapping["external_id"])
+                if csv_lines:
+                    yield from adjacent_groups(rows, spec.id_column())
                 else:
                     yield from rows
         except UnicodeDecodeError as exc:
@@ -221,45 +190,36 @@ class FilesSource:
             raise ConfigError(missing)
 
 
-def _line_views(
-    spec: StreamFile, rows: list[Row], line_mapping: dict[str, str], dotted: bool
-) -> Iterator[tuple[Row, View]]:
-    """Each line of a record with the row it was written in: CSV rows, or the JSON line list."""
-    if not dotted:
-        for row in rows:
-            yield row, View(row.values, line_mapping, False)
-        return
-    key = spec.lines if isinstance(spec, LinedFile) else ""
-    found = lookup(rows[0].values, key)
-    if found is None:
-        return
-    if not isinstance(found, list):
-        raise RecordError("expected a list of line objects", field=key)
-    for index, item in enumerate(found):
-        if not isinstance(item, Mapping):
-            raise RecordError("expected a line object", field=f"{key}[{index}]")
-        yield rows[0], View(item, line_mapping, True, f"{key}[{index}].")
+class _Window:
+    """The (since, until] test on the file's ``updated_at`` column, before a row is built."""
+
+    def __init__(self, spec: StreamFile, tz: Any, since: datetime | None, until: datetime) -> None:
+        self.column = spec.updated_at or ""
+        self.get: Getter = compile_path(self.column, flat=spec.file_format() == "csv")
+        self.tz, self.fmt = tz, spec.date_format or None
+        self.since, self.until = since, until
+
+    def holds(self, head: Mapping[str, Any]) -> bool:
+        changed = normalize.timestamp(self.get(head), self.column, tz=self.tz, fmt=self.fmt)
+        if changed is None:
+            return True  # cannot tell: read it, the core de-duplicates
+        return (self.since is None or changed > self.since) and changed <= self.until
 
 
-def _in_window(
-    head: View, column: str, parsing: Parsing, since: datetime | None, until: datetime
-) -> bool:
-    raw = lookup(head.values, column) if head.dotted else head.values.get(column)
-    changed = normalize.timestamp(raw, column, tz=parsing.tz, fmt=parsing.date_format)
-    if changed is None:
-        return True  # cannot tell: read it, the core de-duplicates
-    return (since is None or changed > since) and changed <= until
+def _quarantined(
+    stream: Stream, builder: Builder, rows: list[Row], exc: RecordError, csv_lines: bool
+) -> RecordIssue:
+    """The issue of a record that cannot be built, pointing at the row to fix."""
+    shown, where = rows[0], _where(rows)
+    if isinstance(exc, RowError) and csv_lines and exc.row < len(rows):
+        shown = rows[exc.row]
+        where = f"line {shown.line}"
+    external_id = builder.external_id(rows[0].values)
+    reason = f"{where}: {exc.reason}"
+    return RecordIssue(stream, external_id, QUARANTINED, reason, exc.field, excerpt(shown.text))
 
 
 def _where(rows: list[Row]) -> str:
     if len(rows) == 1:
         return f"line {rows[0].line}"
     return f"lines {rows[0].line}-{rows[-1].line}"
-
-
-def _raw_id(head: View) -> str | None:
-    raw = head.get("external_id")
-    if raw is None:
-        return None
-    cleaned = str(raw).strip()[:128]
-    return cleaned or None

@@ -8,21 +8,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.files_build import lookup
 from connectors.files_config import LinedFile, StreamFile
 from connectors.files_rows import BadRow, csv_header, jsonl_rows, open_binary, open_text
+from connectors.records import FieldSpec
+from connectors.records.paths import compile_path
 from crmsync.contract import Check
 from crmsync.records import Stream
 
 
+def _columns(table: str, mapping: dict[str, FieldSpec]) -> list[tuple[str, str]]:
+    return [
+        (f"{table}.{name}", column)
+        for name, spec in mapping.items()
+        for column in dict.fromkeys(spec.referenced())
+    ]
+
+
 def mapped_columns(spec: StreamFile) -> list[tuple[str, str]]:
-    """(config key relative to the stream, column) for every column the source looks up."""
-    found = [(f"columns.{name}", column) for name, column in spec.mapping().items()]
-    if isinstance(spec, LinedFile):
-        found += [(f"line_columns.{name}", column) for name, column in spec.line_mapping().items()]
+    """(config key relative to the stream, column) for every column the source looks up:
+    each path of a field spec, and those its arithmetic reads (``per``, ``minus``...)."""
+    found = _columns("columns", spec.mapping())
+    if isinstance(spec, LinedFile) and spec.rows() is not None:
+        found += _columns("line_columns", spec.line_mapping())
     if spec.updated_at:
         found.append(("updated_at", spec.updated_at))
     return found
+
+
+def lookup(record: dict[str, object], path: str) -> object:
+    return compile_path(path)(record)
 
 
 def check_file(stream: Stream, spec: StreamFile, path: Path, key: str) -> Check:
@@ -59,7 +73,7 @@ def _check_jsonl(what: str, spec: StreamFile, path: Path, key: str) -> Check:
     if isinstance(first, BadRow):
         return Check(what, False, f"line {first.line} is not usable: {first.reason}")
     record = first.values
-    id_column = spec.mapping()["external_id"]
+    id_column = spec.id_column()
     if lookup(record, id_column) is None:
         return Check(
             what, False, f"the first record has no {id_column!r}; change {key}.columns.external_id"
@@ -74,7 +88,7 @@ def _check_jsonl(what: str, spec: StreamFile, path: Path, key: str) -> Check:
 
 
 def _absent(record: dict[str, object], column: str, spec: StreamFile) -> bool:
-    if isinstance(spec, LinedFile) and column in spec.line_mapping().values():
+    if isinstance(spec, LinedFile) and column in _line_columns(spec):
         lines = lookup(record, spec.lines)
         if isinstance(lines, list) and lines and isinstance(lines[0], dict):
             return column not in lines[0]
@@ -82,3 +96,7 @@ def _absent(record: dict[str, object], column: str, spec: StreamFile) -> bool:
     if column in record:
         return False
     return lookup(record, column) is None
+
+
+def _line_columns(spec: LinedFile) -> set[str]:
+    return {column for _, column in _columns("line_columns", spec.line_mapping())}

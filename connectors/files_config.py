@@ -2,17 +2,22 @@
 
 The default column names are those of the sample export (``crmsync.sample``), so a demo
 configuration needs only the paths. Mappings go from crmsync's canonical field name to
-the file's own column (a dotted path in JSON); every canonical name is checked when the
-configuration loads, so a typo is reported with its key rather than read as empty.
+the file's own column (a dotted path in JSON), or to a field spec of the shared
+record-mapping language (``connectors.records``: value maps, constants, defaults,
+arithmetic over lines). The whole mapping is compiled when the configuration loads, so
+a typo or a mapping ``run`` could not use is reported with its key rather than read as
+empty.
 """
 
 from __future__ import annotations
 
 from pathlib import PurePath
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connectors.records import FieldSpec, MappingContext, MappingKeys, RowsSpec, mapping_issues
+from connectors.records.fields import format_problem
 from crmsync.contract import ConnectorConfig
 from crmsync.normalize import ZoneName
 from crmsync.records import Stream
@@ -33,10 +38,9 @@ class _Strict(BaseModel):
 
 
 class StreamFile(_Strict):
-    """One stream's file. Subclasses fix the stream's canonical fields and default columns."""
+    """One stream's file. Subclasses fix the stream and its default columns."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ()
-    REQUIRED: ClassVar[tuple[str, ...]] = ("external_id",)
+    STREAM: ClassVar[Stream]
     DEFAULTS: ClassVar[dict[str, str]] = {}
 
     path: str = Field(
@@ -67,10 +71,12 @@ class StreamFile(_Strict):
         description="Start from the sample export's column names (see docs); false maps only "
         "what `columns` lists",
     )
-    columns: dict[str, str] = Field(
+    columns: dict[str, FieldSpec] = Field(
         default_factory=dict,
-        description="Canonical field -> the file's column name (dotted path in JSON); "
-        "an empty string leaves a default column unmapped",
+        description="Canonical field -> the file's column name (dotted path in JSON) or a "
+        "field spec such as { const = 'paid' } or { path = 'İzin', map = { ONAY = "
+        "'subscribed' } } (docs/rest-source.md, Mapping); an empty string leaves a default "
+        "column unmapped",
     )
 
     @field_validator("encoding")
@@ -84,29 +90,58 @@ class StreamFile(_Strict):
             raise ValueError(f"unknown text encoding {value!r}") from exc
         return value
 
+    @field_validator("date_format")
+    @classmethod
+    def _usable_format(cls, value: str) -> str:
+        problem = format_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _check_mapping(self) -> StreamFile:
-        problems = _unknown("columns", self.columns, self.FIELDS)
-        mapping = self.mapping()
-        problems += [
-            f"columns.{name}: required, but no column is mapped to it"
-            for name in self.REQUIRED
-            if name not in mapping
-        ]
         if self.format is None:
             try:
                 infer_format(self.path)
             except ValueError as exc:
-                problems.append(str(exc))
+                raise ValueError(str(exc)) from exc
+        problems = mapping_issues(
+            self.STREAM, self.mapping(), self.rows(), keys=self.keys(""), context=self.context()
+        )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("; ".join(map(str, problems)))
         return self
 
-    def mapping(self) -> dict[str, str]:
-        """Canonical field -> column, defaults first, then ``columns``; empty names dropped."""
-        merged = dict(self.DEFAULTS) if self.default_columns else {}
+    def mapping(self) -> dict[str, FieldSpec]:
+        """Canonical field -> spec, defaults first, then ``columns``; empty ones dropped."""
+        merged = {name: FieldSpec(path=column) for name, column in self.DEFAULTS.items()}
+        if not self.default_columns:
+            merged = {}
         merged.update(self.columns)
-        return {name: column for name, column in merged.items() if column}
+        return {name: spec for name, spec in merged.items() if spec.mapped()}
+
+    def rows(self) -> RowsSpec | None:
+        """The record's lines, for streams that have them and map any line column."""
+        return None
+
+    def keys(self, key: str) -> MappingKeys:
+        """Where this stream's mapping lives under ``key`` (``sources.<name>.<stream>``)."""
+        prefix = f"{key}." if key else ""
+        return MappingKeys(f"{prefix}columns")
+
+    def context(self, **spelling: Any) -> MappingContext:
+        """How the file spells values (``spelling``: the source's tz and phone region)."""
+        birthday = getattr(self, "birthday_format", "") or None
+        return MappingContext(
+            time_format=self.date_format or None,
+            birthday_format=birthday,
+            flat=self.file_format() == "csv",
+            source_names=True,
+            **spelling,
+        )
+
+    def id_column(self) -> str:
+        return self.mapping()["external_id"].first_path()
 
     def file_format(self) -> Format:
         return self.format or infer_format(self.path)
@@ -115,7 +150,6 @@ class StreamFile(_Strict):
 class LinedFile(StreamFile):
     """A stream whose records hold lines (order lines, cart items)."""
 
-    LINE_FIELDS: ClassVar[tuple[str, ...]] = ()
     LINE_DEFAULTS: ClassVar[dict[str, str]] = {}
 
     lines: str = Field(
@@ -124,32 +158,32 @@ class LinedFile(StreamFile):
         "have no such key: there each row is one line, and consecutive rows with the same id "
         "are one record (rows of one record must be adjacent)",
     )
-    line_columns: dict[str, str] = Field(
+    line_columns: dict[str, FieldSpec] = Field(
         default_factory=dict,
         description="Canonical line field -> the line's column (key in each JSON line object, "
-        "column in CSV); an empty string leaves a default unmapped",
+        "column in CSV) or a field spec, e.g. unit_price = { path = 'Tutar', per = 'Adet' }; "
+        "an empty string leaves a default unmapped",
     )
 
-    @model_validator(mode="after")
-    def _check_lines(self) -> LinedFile:
-        problems = _unknown("line_columns", self.line_columns, self.LINE_FIELDS)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def line_mapping(self) -> dict[str, str]:
-        merged = dict(self.LINE_DEFAULTS) if self.default_columns else {}
+    def line_mapping(self) -> dict[str, FieldSpec]:
+        merged = {name: FieldSpec(path=column) for name, column in self.LINE_DEFAULTS.items()}
+        if not self.default_columns:
+            merged = {}
         merged.update(self.line_columns)
-        return {name: column for name, column in merged.items() if column}
+        return {name: spec for name, spec in merged.items() if spec.mapped()}
+
+    def rows(self) -> RowsSpec | None:
+        lines = self.line_mapping()
+        return RowsSpec(path=self.lines, fields=lines) if lines else None
+
+    def keys(self, key: str) -> MappingKeys:
+        prefix = f"{key}." if key else ""
+        label = self.lines if self.file_format() == "jsonl" else None
+        return MappingKeys(f"{prefix}columns", f"{prefix}line_columns", f"{prefix}lines", label)
 
 
 class CustomersFile(StreamFile):
-    FIELDS = (
-        "external_id", "email", "phone", "first_name", "last_name", "city", "region",
-        "country", "postal_code", "address1", "language", "birthday", "created_at",
-        "updated_at", "email_consent", "email_consent_at", "sms_consent", "sms_consent_at",
-        "deleted",
-    )  # fmt: skip
+    STREAM = Stream.CUSTOMERS
     DEFAULTS = {
         "external_id": "customer_id", "email": "email", "first_name": "first_name",
         "last_name": "last_name", "phone": "phone", "city": "city", "region": "district",
@@ -164,20 +198,20 @@ class CustomersFile(StreamFile):
         "", description="strptime format of birthdays when they are not ISO (YYYY-MM-DD)"
     )
 
+    @field_validator("birthday_format")
+    @classmethod
+    def _usable_birthday_format(cls, value: str) -> str:
+        return cls._usable_format(value)
+
 
 class OrdersFile(LinedFile):
-    FIELDS = (
-        "external_id", "customer_external_id", "email", "placed_at", "status", "currency",
-        "total", "discount_total", "refunded_total", "updated_at",
-    )  # fmt: skip
-    REQUIRED = ("external_id", "placed_at", "status", "currency", "total")
+    STREAM = Stream.ORDERS
     DEFAULTS = {
         "external_id": "id", "customer_external_id": "customer_id", "email": "email",
         "placed_at": "created_at", "updated_at": "updated_at", "status": "status",
         "currency": "currency", "total": "total_price", "discount_total": "total_discount",
         "refunded_total": "total_refunded",
     }  # fmt: skip
-    LINE_FIELDS = ("sku", "product", "category", "quantity", "unit_price", "discount")
     LINE_DEFAULTS = {
         "sku": "sku", "product": "title", "category": "category", "quantity": "quantity",
         "unit_price": "price", "discount": "discount",
@@ -185,17 +219,12 @@ class OrdersFile(LinedFile):
 
 
 class CartsFile(LinedFile):
-    FIELDS = (
-        "external_id", "customer_external_id", "email", "currency", "value", "created_at",
-        "updated_at", "checkout_url", "converted",
-    )  # fmt: skip
-    REQUIRED = ("external_id", "currency", "value")
+    STREAM = Stream.CARTS
     DEFAULTS = {
         "external_id": "id", "customer_external_id": "customer_id", "email": "email",
         "created_at": "created_at", "updated_at": "updated_at", "converted": "completed_at",
         "currency": "currency", "value": "total_price", "checkout_url": "abandoned_checkout_url",
     }  # fmt: skip
-    LINE_FIELDS = ("sku", "product", "category", "quantity", "unit_price")
     LINE_DEFAULTS = {
         "sku": "sku", "product": "title", "category": "category", "quantity": "quantity",
         "unit_price": "price",
@@ -238,11 +267,3 @@ def infer_format(path: str) -> Format:
     if found is None:
         raise ValueError(f"cannot tell the format of {path!r} from its extension; set format")
     return found
-
-
-def _unknown(key: str, given: dict[str, str], known: tuple[str, ...]) -> list[str]:
-    return [
-        f"{key}.{name}: {name!r} is not a canonical field here (known: {', '.join(known)})"
-        for name in given
-        if name not in known
-    ]

@@ -173,6 +173,8 @@ def r_json(report: RunReport) -> dict[str, Any]:
         "as_of": report.as_of.isoformat(),
         "status": report.status,
         **report.counts(),
+        # per reason: its count, what it means, what to do and the first records
+        "not_synced": report.not_synced.as_dict() if report.not_synced else None,
         "samples": {n: d.samples for n, d in report.destinations.items()},
         "errors": {n: d.error for n, d in report.destinations.items() if d.error},
     }
@@ -188,6 +190,13 @@ pipeline_option = click.option("--pipeline", help="only this pipeline (default: 
 @as_of_option
 @click.option("--no-pull", is_flag=True, help="use staged data as it is; read no source")
 @click.option("--samples", default=5, show_default=True, help="diff samples per destination")
+@click.option(
+    "--not-synced",
+    "not_synced",
+    default=10,
+    show_default=True,
+    help="records named per reason they would not be synced",
+)
 @json_option
 def plan(
     config_path: str,
@@ -195,18 +204,21 @@ def plan(
     as_of: str | None,
     no_pull: bool,
     samples: int,
+    not_synced: int,
     as_json: bool,
 ) -> None:
     """Dry run: what a run would create, update and move between groups; sends and records nothing.
 
     Sources are read into staging (the local copy of the store) unless --no-pull; nothing
-    is sent to a destination and the ledger is not touched.
+    is sent to a destination and the ledger is not touched. Records that would not be
+    synced are counted per reason and the first of each named, with what to do.
     """
     options = RunOptions(
         kind="manual",
         dry_run=True,
         pull=not no_pull,
         samples=samples,
+        not_synced=not_synced,
         as_of=_parse_time(as_of, "--as-of"),
     )
     _run(config_path, pipeline, options, as_json)
@@ -261,10 +273,12 @@ def backfill(
 @main.command()
 @config_option
 @pipeline_option
-@click.option("--limit", default=10, show_default=True, help="rows per section")
+@click.option("--limit", default=10, show_default=True, help="rows per section, records per reason")
 @json_option
 def status(config_path: str, pipeline: str | None, limit: int, as_json: bool) -> None:
-    """Last runs, cursors, failures, quarantined records and consent read-back."""
+    """Last runs, cursors, failures, quarantined records, the records the last run did not
+    sync (counted per reason, the first of each named, with what to do) and consent
+    read-back."""
     with _errors():
         config = _load(config_path)
         store = Store(config.state_url)

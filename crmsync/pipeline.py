@@ -27,7 +27,7 @@ from crmsync.parallel import (
     slices_for,
     worker_count,
 )
-from crmsync.planner import Planner, Tally, Target
+from crmsync.planner import Planner, Tally, Target, decisions
 from crmsync.profile_scope import KeyRange, ProfileContext
 from crmsync.pull import pull_source
 from crmsync.push import LEASE_SECONDS, Pusher
@@ -174,12 +174,7 @@ def _pull(
         finally:
             source.close()
         for stream, s in stats.streams.items():
-            report.pulled[f"{source_spec.name}.{stream}"] = {
-                "received": s.received,
-                "staged": s.staged,
-                "quarantined": s.quarantined,
-                "corrected": s.corrected,
-            }
+            report.pulled[f"{source_spec.name}.{stream}"] = s.as_dict()
 
 
 def _phase(progress: Callable[[str, int], None] | None, phase: str) -> Callable[[int], None] | None:
@@ -203,8 +198,11 @@ def _read_consent(
     added = 0
     for chunk in _chunks(destination.read_consent(since), 1000):
         with store.transaction() as conn:
-            known = opted_out(conn, [u.email for u in chunk], scopes)
-            fresh = [u for u in chunk if u.email not in known]
+            fresh = []
+            for channel in {u.channel for u in chunk}:
+                same = [u for u in chunk if u.channel is channel]
+                known = opted_out(conn, [u.email for u in same], scopes, channel.value)
+                fresh += [u for u in same if u.email not in known]
             added += add_consent_events(conn, name, fresh, now_ms())
     store.set_cursor(name, "consent", max(started, since) if since else started)
     report.consent_read[name] = added
@@ -263,6 +261,15 @@ def _sync(
             tally.add(run_workers(job, slices, workers, deliver, finished), options.samples)
         for batcher in batchers:
             batcher.flush()
+        report.not_synced = store.name_not_synced(
+            spec.name,
+            ctx,
+            tally.invalid,
+            currencies=tally.foreign_orders > 0,
+            run_id=report.run_id,
+            keep=not options.dry_run,
+            limit=options.not_synced,
+        )
     finally:
         _report_tally(report, tally, spec.currency, options.samples)
 
@@ -307,5 +314,6 @@ def _report_tally(report: RunReport, tally: Tally, currency: str, samples: int) 
     for name, counts in tally.counts.items():
         destination = report.destinations[name]
         destination.counts.update(counts)
+        destination.decisions.update(decisions(counts))
         room = max(samples - len(destination.samples), 0)
         destination.samples.extend(tally.samples.get(name, [])[:room])

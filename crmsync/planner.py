@@ -3,8 +3,10 @@
 ``Planner.changes`` is the one loop a run makes over people, whether in the run's own
 process or in worker processes that each take a slice of the key space (``parallel``).
 It yields only the changes to push; everything else a run reports (profiles, segment
-sizes, per-destination decisions and samples) goes into a ``Tally``, which slices can
-add up in key order so a partitioned run reports exactly what a single process would.
+sizes, per-destination decisions and samples, and the keys of the people a destination
+could not address, so that their records can be named) goes into a ``Tally``, which
+slices can add up in key order so a partitioned run reports exactly what a single
+process would.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from state.profile_reads import (
 TICK_EVERY = 4096  # people between calls of the caller's tick (progress, liveness)
 _NAME_CACHE = 4096  # segment sets remembered per destination (they repeat a lot)
 _NO_FIELDS: dict[str, Any] = {}
+_INVALID = Skip.INVALID  # compared by identity in the loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class Tally:
     segments: Counter[str] = field(default_factory=Counter)
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # per destination, the keys of the people skipped as invalid (few), in key order
+    invalid: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, other: Tally, samples: int) -> None:
         """Adds a later slice's tally (samples stay the first ``samples`` in key order)."""
@@ -66,6 +71,8 @@ class Tally:
         for name, found in other.samples.items():
             kept = self.samples.setdefault(name, [])
             kept.extend(found[: max(samples - len(kept), 0)])
+        for name, keys in other.invalid.items():
+            self.invalid.setdefault(name, []).extend(keys)
 
 
 class Planner:
@@ -94,6 +101,7 @@ class Planner:
         return Tally(
             counts={t.name: Counter() for t in self.targets},
             samples={t.name: [] for t in self.targets},
+            invalid={t.name: [] for t in self.targets},
         )
 
     def changes(
@@ -121,6 +129,7 @@ class Planner:
                 self.identities[index],
                 tally.counts[target.name],
                 tally.samples[target.name],
+                tally.invalid[target.name],
                 PROFILE_STREAMS + 3 * index,  # its ledger, failures and in-flight slots
             )
             for index, target in enumerate(self.targets)
@@ -145,7 +154,7 @@ class Planner:
                 member_of = evaluate(profile, as_of)
                 combos[member_of] = combos.get(member_of, 0) + 1
                 deleted = profile["deleted"]
-                for index, apply, identities, counts, samples, slot in destinations:
+                for index, apply, identities, counts, samples, invalid, slot in destinations:
                     acked_row, failure_row, flying = slots[slot], slots[slot + 1], slots[slot + 2]
                     acked = _acked(acked_row) if acked_row is not None else None
                     failure = _failure(failure_row) if failure_row is not None else None
@@ -168,6 +177,8 @@ class Planner:
                     )
                     if isinstance(outcome, Skip):
                         counts[outcome.value] += 1
+                        if outcome is _INVALID:  # rare: remembered to name their records
+                            invalid.append(key)
                         continue
                     count_change(counts, outcome)
                     if len(samples) < wanted:
@@ -212,6 +223,15 @@ def _in_flight(row: Any) -> InFlight:
 def _failure(row: Any) -> OpenFailure:
     _, reason_class, payload_hash, attempts, next_attempt_at = row
     return OpenFailure(reason_class, payload_hash, attempts, next_attempt_at)
+
+
+_MOVES = frozenset({"memberships_added", "memberships_removed"})
+
+
+def decisions(counts: Counter[str]) -> dict[str, int]:
+    """The one-per-person counts (a change's action or a skip's reason): they add up to
+    the profiles planned, unlike the membership moves counted beside them."""
+    return {k: n for k, n in counts.items() if k not in _MOVES}
 
 
 def count_change(counts: Counter[str], change: Change) -> None:

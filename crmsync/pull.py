@@ -78,7 +78,9 @@ def _pull_stream(
             issues.append(item)
             continue
         if item.updated_at is not None and item.updated_at > until:
-            continue  # changed after the run started: the next run takes it
+            total.received += 1  # counted, so that what was read adds up
+            total.later += 1  # changed after the run started: the next run takes it
+            continue
         records.append(item)
         if item.updated_at is not None and (newest is None or item.updated_at > newest):
             newest = item.updated_at
@@ -92,11 +94,15 @@ def _pull_stream(
     if progress and records:
         progress(len(records))
     log.info(
-        "pulled %s.%s: %d received, %d staged, %d quarantined",
+        "pulled %s.%s: %d received = %d staged + %d unchanged + %d quarantined + %d later"
+        " (%d corrected)",
         source_name,
         stream.value,
         total.received,
         total.staged,
+        total.unchanged,
         total.quarantined,
+        total.later,
+        total.corrected,
     )
     return total

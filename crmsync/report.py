@@ -7,6 +7,7 @@ Kept apart from the CLI so the same data serves ``--json``, the text view and, l
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from datetime import datetime
 from typing import IO, Any
 
@@ -16,26 +17,19 @@ from state.ledger import consent_events
 from state.store import Store
 from state.timeutil import from_ms, to_ms
 
-_ORDER = (
-    "create",
-    "update",
-    "archive",
-    "delete",
-    "unchanged",
-    "memberships_added",
-    "memberships_removed",
-    "ok",
-    "pending",
-    "failed",
+# a destination's decisions, one per profile, in this order (others after, by name)
+_CHANGES = ("create", "update", "archive", "delete")
+_SKIPS = (
+    "invalid",
+    "deleted_unsynced",
+    "awaiting_job",
+    "deferred",
     "rejected",
     "compliance",
-    "invalid",
-    "deferred",
-    "awaiting_job",
     "gave_up",
-    "deleted_unsynced",
-    "not_sent",
 )
+# what the destination answered for the changes sent, and what was not sent
+_RESULTS = ("ok", "pending", "failed", "rejected", "compliance", "not_sent")
 
 
 def render_report(report: RunReport) -> str:
@@ -45,10 +39,7 @@ def render_report(report: RunReport) -> str:
         f" -> {report.status}"
     ]
     for stream, s in report.pulled.items():
-        lines.append(
-            f"  pulled {stream}: {s['received']} received, {s['staged']} new or "
-            f"changed, {s['quarantined']} quarantined, {s['corrected']} corrected"
-        )
+        lines.append(f"  pulled {stream}: {pulled_sum(s)}")
     for name, n in report.consent_read.items():
         if n:
             lines.append(f"  consent read back from {name}: {n} opt-out(s)")
@@ -57,13 +48,18 @@ def render_report(report: RunReport) -> str:
         members = ", ".join(f"{k} {v}" for k, v in sorted(report.segments.items()))
         lines.append(f"  segments: {members}")
     for d in report.destinations.values():
-        counts = d.counts
-        shown = [f"{k} {counts[k]}" for k in _ORDER if counts.get(k)]
-        changes = sum(counts.get(k, 0) for k in ("create", "update", "archive", "delete"))
-        lines.append(
-            f"  -> {d.name} ({d.kind}): {changes} change(s)"
-            + (f": {', '.join(shown)}" if shown else "")
-        )
+        lines.append(f"  -> {d.name} ({d.kind}): {people_sum(d.decisions)}")
+        answered = d.counts - d.decisions  # the push results, beside the decisions
+        results = [f"{k} {answered[k]}" for k in _RESULTS if answered.get(k)]
+        moves = [
+            f"{sign}{d.counts[k]}"
+            for sign, k in (("+", "memberships_added"), ("-", "memberships_removed"))
+            if d.counts.get(k)
+        ]
+        answers = [f"pushed: {', '.join(results)}"] if results else []
+        answers += [f"memberships {' '.join(moves)}"] if moves else []
+        if answers:
+            lines.append(f"     {'; '.join(answers)}")
         if d.error:
             lines.append(f"     error: {d.error}")
         for sample in d.samples:
@@ -75,19 +71,85 @@ def render_report(report: RunReport) -> str:
                 diff = ", ".join(
                     f"{k}: {v['from']!r} -> {v['to']!r}" for k, v in sample["fields"].items()
                 )
-            moves = " ".join(
+            moved = " ".join(
                 [f"+{m}" for m in sample["memberships_add"]]
                 + [f"-{m}" for m in sample["memberships_remove"]]
             )
             lines.append(
                 f"     {sample['action']} {sample['person_key']}: "
-                f"{_clip(diff) or 'no field changes'}" + (f" [{moves}]" if moves else "")
+                f"{_clip(diff) or 'no field changes'}" + (f" [{moved}]" if moved else "")
             )
+    if report.not_synced is not None:
+        more = (
+            "`crmsync plan --not-synced N` names more"
+            if report.dry_run
+            else "`crmsync status --limit N` names more"
+        )
+        summary = report.not_synced.as_dict()
+        lines.extend(render_not_synced(summary, "not synced", more, quarantined=True))
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if report.error:
         lines.append(f"  error: {report.error}")
     return "\n".join(lines)
+
+
+def pulled_sum(s: dict[str, int]) -> str:
+    """One stream's items, as a sum that adds up: received = staged + unchanged + ..."""
+    text = (
+        f"{s['received']} received = {s['staged']} new or changed"
+        f" + {s.get('unchanged', 0)} unchanged + {s['quarantined']} quarantined"
+    )
+    if s.get("later"):
+        text += f" + {s['later']} left for the next run (changed after it started)"
+    if s.get("corrected"):
+        text += f" ({s['corrected']} corrected)"
+    return text
+
+
+def people_sum(decisions: Counter[str]) -> str:
+    """A destination's decisions, one per profile, as a sum: changes + unchanged + skips."""
+    changes = sum(decisions.get(k, 0) for k in _CHANGES)
+    kinds = ", ".join(f"{k} {decisions[k]}" for k in _CHANGES if decisions.get(k))
+    parts = [f"{changes} change(s)" + (f" ({kinds})" if kinds else "")]
+    parts.append(f"{decisions.get('unchanged', 0)} unchanged")
+    known = {*_CHANGES, "unchanged", *_SKIPS}
+    skips = [*_SKIPS, *sorted(k for k in decisions if k not in known)]
+    parts.extend(f"{decisions[k]} {k}" for k in skips if decisions.get(k))
+    return " + ".join(parts) + f" = {sum(decisions.values())} profile(s)"
+
+
+def render_not_synced(data: dict[str, Any], title: str, more: str, quarantined: bool) -> list[str]:
+    """The records not synced: per reason its count, what it means, what to do, and the
+    first records (the quarantined ones only with ``quarantined``: ``status`` lists them
+    under quarantine, with the problem)."""
+    total = data["total"]
+    lines = [f"  {title}: {total} record(s)" if total else f"  {title}: none"]
+    for reason in data["reasons"]:
+        lines.append(f"    {reason['reason']} {reason['count']}: {reason['what']}")
+        lines.append(f"      what to do: {reason['hint']}")
+        shown = quarantined or reason["reason"] != "quarantined"
+        records = reason["records"] if shown else []
+        for r in records:
+            lines.append(f"      {_named(r)}")
+        if records and reason["count"] > len(records):
+            lines.append(f"      ... {reason['count'] - len(records)} more ({more})")
+    return lines
+
+
+_ONE_IDENTITY = ("no_email", "no_phone")  # reasons that hold for some destinations only
+
+
+def _named(record: dict[str, Any]) -> str:
+    """``source.stream id``, with the customer of an order or cart and, where a reason
+    holds for some destinations only, the ones it missed (``--json`` always names them)."""
+    notes = []
+    if record["customer_id"] and record["stream"] != "customers":
+        notes.append(f"customer {record['customer_id']}")
+    if record["reason"] in _ONE_IDENTITY and record["destinations"]:
+        notes.append("not sent to " + ", ".join(record["destinations"]))
+    text = f"{record['source']}.{record['stream']} {record['key']}"
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _clip(text: str, limit: int = 160) -> str:
@@ -100,6 +162,7 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
     runs = store.runs(spec.name, limit)
     with store.engine.connect() as conn:
         consent = [dict(r._mapping) for r in consent_events(conn, destinations, limit)]
+    not_synced, named_by = store.not_synced(spec.name, sources, limit)
     return {
         "pipeline": spec.name,
         "runs": [
@@ -113,6 +176,7 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
                 "error": r.error,
                 "destinations": r.counts.get("destinations", {}),
                 "profiles": r.counts.get("profiles"),
+                "not_synced": r.counts.get("not_synced"),
             }
             for r in runs
         ],
@@ -126,6 +190,8 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
             "counts": store.quarantine_counts(sources),
             "recent": store.quarantine(sources, limit),
         },
+        # staged records the last run left out (its run id), with the quarantined ones now
+        "not_synced": {"run_id": named_by, **not_synced.as_dict()},
         "consent_read_back": [
             {
                 **c,
@@ -151,6 +217,7 @@ def render_status(data: dict[str, Any]) -> str:
             f"profiles {r['profiles'] if r['profiles'] is not None else '-'} "
             "pushed "
             + (", ".join(f"{n}={c}" for n, c in pushed.items()) or "-")
+            + (f" not synced {sum(r['not_synced'].values())}" if r["not_synced"] else "")
             + (f" error: {r['error']}" if r["error"] else "")
         )
     lines.append("  cursors:")
@@ -176,6 +243,10 @@ def render_status(data: dict[str, Any]) -> str:
             f"    {q['action']} {q['source']}.{q['stream']} "
             f"{q['external_id'] or q['record_key']} {q['field'] or ''}: {q['reason']}"
         )
+    named = data["not_synced"]
+    title = f"not synced (run #{named['run_id']})" if named["run_id"] else "not synced"
+    more = "`--limit N` names more, `--json` as data"
+    lines.extend(render_not_synced(named, title, more, quarantined=False))
     read_back = data["consent_read_back"]
     lines.append(f"  consent read back: {len(read_back) or 'none'}")
     for c in read_back:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crmsync.not_synced import Summary
+
 
 @dataclass
 class RunOptions:
@@ -18,6 +20,7 @@ class RunOptions:
     full: bool = False  # backfill --full
     since: datetime | None = None  # backfill --since
     samples: int = 5
+    not_synced: int = 10  # records named per reason not synced in the report (all are stored)
     progress: Callable[[str, int], None] | None = None  # (phase, n) after each batch
     job_wait_seconds: float = 300.0  # at the end of a run, how long to wait for pending jobs
 
@@ -26,7 +29,8 @@ class RunOptions:
 class DestinationReport:
     name: str
     kind: str
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)  # decisions and push results
+    decisions: Counter[str] = field(default_factory=Counter)  # one per profile: adds up
     samples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
@@ -44,6 +48,7 @@ class RunReport:
     segments: Counter[str] = field(default_factory=Counter)
     destinations: dict[str, DestinationReport] = field(default_factory=dict)
     consent_read: dict[str, int] = field(default_factory=dict)
+    not_synced: Summary | None = None  # records left out, per reason (None: not planned)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -51,8 +56,10 @@ class RunReport:
         return {
             "pulled": self.pulled,
             "profiles": self.profiles,
+            "people": {n: dict(d.decisions) for n, d in self.destinations.items()},
             "segments": dict(self.segments),
             "consent_read": self.consent_read,
             "destinations": {n: dict(d.counts) for n, d in self.destinations.items()},
+            "not_synced": dict(self.not_synced.counts) if self.not_synced else {},
             "warnings": self.warnings,
         }

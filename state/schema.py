@@ -291,6 +291,36 @@ quarantine = Table(
     Column("times_seen", Integer, nullable=False, default=1),
 )
 
+# Staged records that the last run of a pipeline did not send anywhere, and why: the
+# people a destination could not address, with their records, the orders and carts of
+# nobody, and those in another currency. Replaced as a whole by a run that names a
+# different set (quarantined records stay in ``quarantine``).
+not_synced = Table(
+    "not_synced",
+    metadata,
+    Column("pipeline", String(64), primary_key=True),
+    Column("reason", String(32), primary_key=True),  # crmsync.not_synced.Reason
+    Column("source", SOURCE, primary_key=True),
+    Column("stream", String(16), primary_key=True),
+    Column("record_key", ID, primary_key=True),  # the staged record's external id
+    Column("person_key", KEY),  # None: the record belongs to nobody
+    Column("customer_id", ID),  # an order's or cart's customer, as the source names it
+    # the destinations that could not address its person, "\n"-joined
+    Column("destinations", Text, nullable=False, default=""),
+)
+
+# Per pipeline, the run that last named its records and a digest of that set, so that a
+# run naming the same set again writes nothing.
+not_synced_sets = Table(
+    "not_synced_sets",
+    metadata,
+    Column("pipeline", String(64), primary_key=True),
+    Column("digest", String(32), nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("run_id", Integer),
+    Column("named_at", BigInteger, nullable=False),
+)
+
 leases = Table(
     "leases",
     metadata,

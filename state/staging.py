@@ -25,7 +25,7 @@ from sqlalchemy import Table, and_, delete, select
 from sqlalchemy.engine import Connection
 
 from crmsync.normalize import minor_unit_exponent
-from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
+from crmsync.records import Cart, Customer, IssueAction, Order, RecordIssue, Stream
 from state import schema
 from state.dialect import upsert_insert
 from state.person_keys import customer_keys, fallback_key, keys_for, rekey
@@ -34,18 +34,40 @@ from state.timeutil import to_ms
 
 @dataclass
 class StageStats:
-    received: int = 0
+    """What became of the items a source yielded for one stream.
+
+    Every item lands in exactly one of staged, unchanged, quarantined or later, so
+    ``received`` is always their sum (``adds_up``); ``corrected`` counts the records
+    staged or unchanged with a value corrected, a note on them, not a fifth outcome.
+    """
+
+    received: int = 0  # every item read: records (those left for later too), quarantined rows
     staged: int = 0  # new or newer than what was staged
-    unchanged: int = 0  # same or older version already staged
-    quarantined: int = 0
-    corrected: int = 0
+    unchanged: int = 0  # same or older version already staged, or a duplicate in the batch
+    quarantined: int = 0  # not staged: kept in ``quarantine`` with the reason
+    later: int = 0  # changed after the run started: left for the next run
+    corrected: int = 0  # records with a value corrected (among staged and unchanged)
 
     def add(self, other: StageStats) -> None:
         self.received += other.received
         self.staged += other.staged
         self.unchanged += other.unchanged
         self.quarantined += other.quarantined
+        self.later += other.later
         self.corrected += other.corrected
+
+    def adds_up(self) -> bool:
+        return self.received == self.staged + self.unchanged + self.quarantined + self.later
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "staged": self.staged,
+            "unchanged": self.unchanged,
+            "quarantined": self.quarantined,
+            "later": self.later,
+            "corrected": self.corrected,
+        }
 
 
 NOT_COUNTED = ("cancelled", "refunded")  # order statuses left out of counts and spend
@@ -333,6 +355,17 @@ def record_key(issue: RecordIssue) -> str:
     return "raw:" + hashlib.sha256(issue.excerpt.encode()).hexdigest()[:24]
 
 
+def count_issues(stats: StageStats, issues: Sequence[RecordIssue]) -> None:
+    """Adds a batch's issues to ``stats``: each quarantined row is an item read and not
+    staged; corrections count once per record (a record may have several)."""
+    quarantined = sum(1 for issue in issues if issue.action == IssueAction.QUARANTINED)
+    stats.received += quarantined
+    stats.quarantined += quarantined
+    stats.corrected += len(
+        {record_key(issue) for issue in issues if issue.action == IssueAction.CORRECTED}
+    )
+
+
 def store_issues(
     conn: Connection, source: str, issues: Sequence[RecordIssue], seen_at: int
 ) -> None:
@@ -373,6 +406,7 @@ def store_issues(
 __all__ = [
     "NOT_COUNTED",
     "StageStats",
+    "count_issues",
     "fallback_key",
     "person_key",
     "stage_records",

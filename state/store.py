@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,11 +21,13 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from crmsync.errors import StateError
+from crmsync.not_synced import Reason, Summary
+from crmsync.profile_scope import ProfileContext
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
-from state import schema
+from state import not_synced, schema
 from state.dialect import upsert_insert
 from state.migrate import upgrade
-from state.staging import StageStats, stage_records, store_issues
+from state.staging import StageStats, count_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
 
 
@@ -140,8 +142,7 @@ class Store:
         with self.transaction() as conn:
             stats = stage_records(conn, source, stream, records, at)
             store_issues(conn, source, issues, at)
-            stats.quarantined = sum(1 for i in issues if i.action == "quarantined")
-            stats.corrected = len(issues) - stats.quarantined
+            count_issues(stats, issues)
             if cursor is not None:
                 self._set_cursor(conn, source, stream.value, cursor)
         return stats
@@ -365,6 +366,46 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {action: int(n) for action, n in conn.execute(query)}
+
+    def name_not_synced(
+        self,
+        pipeline: str,
+        ctx: ProfileContext,
+        invalid: Mapping[str, Sequence[str]],
+        *,
+        currencies: bool,
+        run_id: int | None,
+        keep: bool,
+        limit: int,
+    ) -> Summary:
+        """Names the records a run left out (``invalid``: per destination, the keys of the
+        people it could not address; ``currencies``: look for records in another currency
+        too); with ``keep``, they replace the pipeline's rows in ``not_synced`` (a dry run
+        keeps nothing; the same set as last time is not written again). Returns the counts
+        per reason and the first ``limit`` records of each, the quarantined ones included."""
+        summary, digest = Summary(limit), not_synced.Digest()
+        with self.engine.connect() as conn:
+            for record in not_synced.records(conn, ctx, invalid, currencies):
+                summary.add(record)
+                digest.add(record)
+            summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
+        if keep:
+            with self.transaction() as conn:
+                if not_synced.stored_digest(conn, pipeline) != digest.hexdigest():
+                    found = not_synced.records(conn, ctx, invalid, currencies)
+                    digest = not_synced.replace(conn, pipeline, found)  # read again: streamed
+                not_synced.mark(conn, pipeline, digest, run_id, now_ms())
+        return summary
+
+    def not_synced(
+        self, pipeline: str, sources: Sequence[str], limit: int
+    ) -> tuple[Summary, int | None]:
+        """What the pipeline's last run left out, and that run's id (None: none recorded),
+        with the records quarantined now."""
+        with self.engine.connect() as conn:
+            summary, run_id = not_synced.stored(conn, pipeline, limit)
+            summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, sources, limit))
+        return summary, run_id
 
     def failures(self, destinations: Sequence[str], limit: int = 50) -> list[dict[str, Any]]:
         table = schema.failures

@@ -356,7 +356,7 @@ CORPUS_ISSUES = [
     ("customers.csv", 6, "200005", "quarantined", "created_at", "unparseable date/time"),
     ("customers.csv", 8, "200007", "corrected", "first_name", "truncated from 10000 to 255"),
     ("customers.csv", 12, "200011", "quarantined", "email", "Internationalized characters"),
-    ("customers.csv", 13, "200012", "quarantined", "phone", "invalid phone number"),
+    ("customers.csv", 13, "200012", "corrected", "phone", "cleared the invalid value '0532 123'"),
     ("customers.csv", 14, None, "quarantined", "", "has 3 fields but the header has 16"),
     ("customers.csv", 15, "200014", "quarantined", "accepts_email_marketing", "unknown consent"),
     ("orders.jsonl", 2, "500002", "quarantined", "line_items[0].quantity", "must be positive"),
@@ -380,6 +380,7 @@ CORPUS_GOOD = {
         "200008",
         "200009",
         "200010",
+        "200012",  # its bad phone cleared (corrected), the customer kept
         "200015",
         "200016",
     ],

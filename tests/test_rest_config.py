@@ -199,3 +199,39 @@ def test_an_unknown_time_zone_is_a_config_error_under_its_key() -> None:
     assert "unknown time zone 'Mars/Olympus'" in found["sources.shop.timezone"]
     key = "sources.shop.streams.orders.fields.placed_at.timezone"
     assert "unknown time zone 'Mars/Base'" in found[key], found
+
+
+def test_a_table_over_a_preset_path_keeps_the_path_and_a_const_replaces_the_spec() -> None:
+    streams = {
+        "orders": {
+            "fields": {
+                "currency": {"default": "TRY"},  # the preset's path, with a default
+                "status": {"const": "paid"},  # instead of the preset's path and map
+            }
+        }
+    }
+    fields = RestConfig(**woo(streams=streams)).streams["orders"].fields
+    assert (fields["currency"].path, fields["currency"].default) == ("currency", "TRY")
+    assert (fields["status"].path, fields["status"].const, fields["status"].map) == ("", "paid", {})
+
+
+def test_an_orders_stream_mapping_no_email_but_a_customer_id_runs() -> None:
+    """Issue 9's crash: an orders stream without `email` now builds orders (email None)."""
+    stream = {
+        "path": "/v1/orders",
+        "pagination": {"type": "none"},
+        "fields": {
+            "external_id": "id",
+            "customer_external_id": "customer",
+            "placed_at": "at",
+            "status": {"const": "paid"},
+            "currency": {"default": "TRY"},
+            "total": "total",
+        },
+    }
+    src = RestSource({"kind": "rest", "base_url": BASE, "streams": {"orders": stream}}, CONTEXT)
+    raw = {"id": 1, "customer": 9, "at": "2025-01-01T00:00:00Z", "total": "10"}
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/v1/orders").respond(200, json=[raw])
+        [order] = src.read(Stream.ORDERS, None, UNTIL)
+    assert (order.external_id, order.customer_external_id, order.email) == ("1", "9", None)

@@ -14,12 +14,14 @@ from connectors.rest.pagination import (
     Paginator,
 )
 from connectors.rest.presets import PRESETS
+from connectors.rest.shifts import ListingMovedError
 from connectors.rest.source import RestSource
 
 __all__ = [
     "PRESETS",
     "BodyCursorPaginator",
     "LinkHeaderPaginator",
+    "ListingMovedError",
     "NextPage",
     "NextUrlPaginator",
     "OffsetPaginator",

@@ -9,16 +9,19 @@ has already substituted ``${ENV_VAR}`` references). Every key is described in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from connectors.http import HttpOptions
-from connectors.rest.mapping import mapping_issues
+from connectors.records import MappingContext
 from connectors.rest.presets import apply_preset
-from connectors.rest.streams import StreamConfig, StrictModel
+from connectors.rest.streams import StreamConfig, StrictModel, compile_mapping
 from crmsync.contract import ConnectorConfig
+from crmsync.errors import ConfigError, ConfigIssue
 from crmsync.normalize import ZoneName
+from crmsync.records import Stream
 
 
 class NoAuth(StrictModel):
@@ -108,3 +111,20 @@ class RestConfig(ConnectorConfig):
         if issues:
             raise ValueError("; ".join(str(issue) for issue in issues))
         return self
+
+
+def mapping_issues(streams: Iterable[tuple[str, StreamConfig]]) -> list[ConfigIssue]:
+    """Every mapping problem of the enabled streams, keyed relative to the source's table.
+
+    Run when the config is validated, so ``crmsync check`` reports everything ``run``
+    would fail on for the mapping's sake, with the rest of the configuration.
+    """
+    neutral = MappingContext()  # zone and region never make a mapping invalid
+    issues: list[ConfigIssue] = []
+    for name, config in streams:
+        if config.enabled:
+            try:
+                compile_mapping(Stream(name), config, neutral, f"streams.{name}")
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+    return issues

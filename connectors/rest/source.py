@@ -6,6 +6,10 @@ incremental parameter) and, in any case, drop records whose ``updated_at`` is ou
 the next run, whose ``since`` will be at or before it. Duplicates across pages are yielded
 as they come; the core de-duplicates by (id, updated_at). One bad record becomes a
 quarantined ``RecordIssue`` and the read goes on.
+
+Offset and page-number listings that a change can reorder (any declared ``order`` but
+``id``) are watched while they are read and read again from the first page when records
+moved under the read, so no record slides past it unread (``connectors.rest.shifts``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
-import orjson
 
 from connectors.http import (
     BudgetRegistry,
@@ -28,13 +31,13 @@ from connectors.http import (
 )
 from connectors.http.pagination import NextPage, body
 from connectors.http.retry import Sleep
+from connectors.records import Builder, MappingContext
 from connectors.rest.auth import build_auth, secrets_of
 from connectors.rest.config import RestConfig
-from connectors.rest.convert import Ctx
-from connectors.rest.mapping import Mapper, compile_stream
 from connectors.rest.pagination import build_paginator
 from connectors.rest.paths import compile_path
-from connectors.rest.streams import StreamConfig
+from connectors.rest.shifts import reread, watch_for
+from connectors.rest.streams import StreamConfig, compile_mapping
 from crmsync import normalize
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import (
@@ -42,10 +45,9 @@ from crmsync.errors import (
     ConfigError,
     ConfigIssue,
     ConnectorError,
-    RecordError,
     TransientError,
 )
-from crmsync.records import IssueAction, Record, RecordIssue, Stream
+from crmsync.records import Record, RecordIssue, Stream
 
 EXCERPT = 200
 
@@ -68,18 +70,18 @@ class RestSource:
         self._transport = transport
         self._sleep = sleep
         self._budgets = budgets
-        ctx = Ctx(
+        ctx = MappingContext(
             tz=normalize.timezone(self.config.timezone or context.timezone),
             region=self.config.phone_region or context.default_region,
         )
         self._streams: dict[Stream, StreamConfig] = {
             Stream(name): stream for name, stream in self.config.streams.items() if stream.enabled
         }
-        self._mappers: dict[Stream, Mapper] = {}
+        self._mappers: dict[Stream, Builder] = {}
         issues: list[ConfigIssue] = []
         for stream, stream_config in self._streams.items():
             try:
-                self._mappers[stream] = compile_stream(
+                self._mappers[stream] = compile_mapping(
                     stream, stream_config, ctx, f"sources.{context.name}.streams.{stream}"
                 )
             except ConfigError as exc:
@@ -101,7 +103,7 @@ class RestSource:
         if config is None:
             return
         mapper = self._mappers[stream]
-        for page in self._pages(stream, config, since):
+        for page in self._read_pages(stream, config, since, until):
             for raw in page:
                 yield from self._convert(stream, mapper, raw, since, until)
 
@@ -109,9 +111,9 @@ class RestSource:
         """The decoded JSON records page by page, before mapping: for diagnostics and bench."""
         config = self._streams.get(stream)
         if config is not None:
-            yield from self._pages(stream, config, since)
+            yield from (records for _, records in self._pages(stream, config, since))
 
-    def mapper(self, stream: Stream) -> Mapper:
+    def mapper(self, stream: Stream) -> Builder:
         """The compiled mapping of ``stream`` (pure: decoded JSON record -> canonical record)."""
         return self._mappers[stream]
 
@@ -125,9 +127,21 @@ class RestSource:
 
     # --- reading ----------------------------------------------------------------------
 
+    def _read_pages(
+        self, stream: Stream, config: StreamConfig, since: datetime | None, until: datetime
+    ) -> Iterator[list[Any]]:
+        """The stream's pages; a listing that can move under the read is watched and read
+        again until one pass saw it hold still (``connectors.rest.shifts``)."""
+        mapper = self._mappers[stream]
+        watch = watch_for(config, until, mapper.updated_at, mapper.external_id)
+        if watch is None:
+            return (records for _, records in self._pages(stream, config, since))
+        key = f"sources.{self.context.name}.streams.{stream}"
+        return reread(lambda: self._pages(stream, config, since), watch, key, config.max_rereads)
+
     def _pages(
         self, stream: Stream, config: StreamConfig, since: datetime | None
-    ) -> Iterator[list[Any]]:
+    ) -> Iterator[tuple[httpx.Response, list[Any]]]:
         paginator = build_paginator(config)
         params: dict[str, Any] = {key: _param(value) for key, value in config.params.items()}
         if config.page_size_param:
@@ -142,7 +156,7 @@ class RestSource:
         while True:
             response = self._client.get(url, params=query, classifier=classifier)
             self._raise_for_refusal(stream, response)
-            yield self._records(stream, config, response, records)
+            yield response, self._records(stream, config, response, records)
             following = paginator.next(response)
             if following is None:
                 return
@@ -190,42 +204,13 @@ class RestSource:
     def _convert(
         self,
         stream: Stream,
-        mapper: Mapper,
+        mapper: Builder,
         raw: Any,
         since: datetime | None,
         until: datetime,
-    ) -> Iterator[Record | RecordIssue]:
-        notes: normalize.Notes = []
-        try:
-            updated = mapper.updated_at(raw)
-            if updated is not None and (updated > until or (since and updated <= since)):
-                return
-            record = mapper.build(raw, notes, updated)
-        except RecordError as exc:
-            yield self._issue(stream, mapper, raw, IssueAction.QUARANTINED, exc.reason, exc.field)
-            return
-        yield record
-        for field, change in notes:
-            yield self._issue(stream, mapper, raw, IssueAction.CORRECTED, change, field)
-
-    def _issue(
-        self,
-        stream: Stream,
-        mapper: Mapper,
-        raw: Any,
-        action: IssueAction,
-        reason: str,
-        field: str,
-    ) -> RecordIssue:
-        try:
-            external_id = mapper.external_id(raw)
-        except RecordError:
-            external_id = None
-        excerpt = orjson.dumps(raw, default=str).decode()
-        if len(excerpt) > EXCERPT:
-            excerpt = excerpt[:EXCERPT] + "..."
-        reason = f"{field}: {reason}" if field else reason
-        return RecordIssue(stream, external_id, action, reason, field, excerpt)
+    ) -> tuple[Record | RecordIssue, ...]:
+        """The record (and its corrections) or the quarantined issue; () outside the window."""
+        return mapper.outcome(raw, since, until)
 
     def _raise_for_refusal(self, stream: Stream, response: httpx.Response) -> None:
         """A list endpoint refusing the request is a configuration problem, not a record's."""

@@ -1,17 +1,26 @@
 """How one REST stream is read: its endpoint, paging and the paths of its fields.
 
-Kept apart from ``config`` (the connector's whole config model) so the record mapping
-(``mapping``, ``convert``) builds on these models without importing the config that
-validates with it.
+Kept apart from ``config`` (the connector's whole config model) so the source builds on
+these models without importing the config that validates with it. Field specs are the
+shared record-mapping language's (``connectors.records``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from crmsync.normalize import ZoneName
+from connectors.records import (
+    Builder,
+    FieldSpec,
+    MappingContext,
+    MappingKeys,
+    RowsSpec,
+    compile_stream,
+)
+from crmsync.errors import ConfigError, ConfigIssue
+from crmsync.records import Stream
 
 
 class StrictModel(BaseModel):
@@ -28,6 +37,14 @@ class PagePagination(StrictModel):
     total_pages_header: str | None = Field(
         default=None, description="Response header with the page count (e.g. X-WP-TotalPages)."
     )
+    total_header: str | None = Field(
+        default=None,
+        description="Response header with the number of records (e.g. X-WP-Total, X-Total); "
+        "a total that moves during a read makes the source read the listing again.",
+    )
+    total_path: str | None = Field(
+        default=None, description="Dotted path in the body to the total number of records."
+    )
 
 
 class OffsetPagination(StrictModel):
@@ -35,6 +52,11 @@ class OffsetPagination(StrictModel):
     param: str = Field(default="offset", description="Query parameter holding the offset.")
     total_path: str | None = Field(
         default=None, description="Dotted path in the body to the total number of records."
+    )
+    total_header: str | None = Field(
+        default=None,
+        description="Response header with the number of records (e.g. X-Total-Count); "
+        "a total that moves during a read makes the source read the listing again.",
     )
 
 
@@ -72,62 +94,9 @@ PaginationConfig = Annotated[
 ]
 
 
-# --- mapping --------------------------------------------------------------------------
+# --- mapping: the shared record-mapping language (connectors.records) ----------------
 
-
-class FieldSpec(StrictModel):
-    """How one canonical field is read from a JSON record; a plain string is its path.
-
-    Taking the string here (rather than a ``str | FieldSpec`` union) keeps a mistake in a
-    field's table reported once, under its own key, not once per union member.
-    """
-
-    @model_validator(mode="before")
-    @classmethod
-    def _path_alone(cls, value: Any) -> Any:
-        return {"path": value} if isinstance(value, str) else value
-
-    path: str | list[str] = Field(
-        default="",
-        description="Dotted path (or list of paths: the first non-empty wins); '' = unmapped.",
-    )
-    default: str | int | float | bool | None = Field(
-        default=None, description="Value used when the path finds nothing."
-    )
-    map: dict[str, str] = Field(
-        default_factory=dict, description="Translate raw values first, e.g. on-hold -> pending."
-    )
-    null_if: list[str] = Field(
-        default_factory=list, description="Raw values that mean 'none' (e.g. customer id 0)."
-    )
-    timezone: ZoneName | None = Field(
-        default=None, description="Zone of naive date/times at this path (e.g. UTC for *_gmt)."
-    )
-    format: str | None = Field(
-        default=None, description="strptime format of dates at this path (else ISO 8601/epoch)."
-    )
-    sum: str | None = Field(
-        default=None, description="Path holds a list: sum this dotted path over its items."
-    )
-    minus: str | None = Field(
-        default=None, description="Subtract the amount at this path (e.g. subtotal - total)."
-    )
-    per: str | None = Field(
-        default=None, description="Divide the amount by the number at this path (per unit)."
-    )
-    abs: bool = Field(default=False, description="Take the absolute value of an amount.")
-
-
-FieldValue = FieldSpec  # written as a dotted path, or a table
-
-
-class ItemsConfig(StrictModel):
-    """Nested rows of a record: an order's lines or a cart's items."""
-
-    path: str = Field(description="Dotted path in the record to the list of rows.")
-    fields: dict[str, FieldValue] = Field(
-        default_factory=dict, description="Canonical row field -> path or field spec."
-    )
+ItemsConfig = RowsSpec  # an order's lines or a cart's items: { path, fields }
 
 
 class StreamConfig(StrictModel):
@@ -160,8 +129,51 @@ class StreamConfig(StrictModel):
         default="%Y-%m-%dT%H:%M:%S",
         description="strftime pattern (in UTC) when incremental_format is strftime.",
     )
-    fields: dict[str, FieldValue] = Field(
-        default_factory=dict, description="Canonical field -> dotted path or field spec."
+    order: Literal["unknown", "id", "updated_at", "updated_at_desc"] = Field(
+        default="unknown",
+        description="How the API sorts the listing: 'id' (or any key a change keeps), "
+        "'updated_at' (oldest change first), 'updated_at_desc', or 'unknown'. Offset and "
+        "page-number reads of any order but 'id' are re-read when records move under them.",
+    )
+    max_rereads: int = Field(
+        default=3,
+        ge=0,
+        le=20,
+        description="Re-reads of a listing that moved under the read before the stream "
+        "fails with its cursor left where it was.",
+    )
+    fields: dict[str, FieldSpec] = Field(
+        default_factory=dict,
+        description="Canonical field -> path or field spec (docs/rest-source.md, Mapping).",
     )
     lines: ItemsConfig | None = Field(default=None, description="Order lines (orders only).")
     items: ItemsConfig | None = Field(default=None, description="Cart items (carts only).")
+
+
+def compile_mapping(
+    stream: Stream, config: StreamConfig, context: MappingContext, key: str
+) -> Builder:
+    """The stream's record builder; ``key`` is its table (``sources.<name>.streams.<stream>``).
+
+    Raises one ``ConfigError`` with every mapping problem, each under its key.
+    """
+    rows_name = {Stream.ORDERS: "lines", Stream.CARTS: "items"}.get(stream)
+    issues = [
+        ConfigIssue(f"{key}.{name}", f"not used by the {stream} stream")
+        for name in ("lines", "items")
+        if name != rows_name and getattr(config, name) is not None
+    ]
+    rows = getattr(config, rows_name) if rows_name else None
+    try:
+        builder = compile_stream(
+            stream,
+            config.fields,
+            rows,
+            keys=MappingKeys.nested(key, rows_name or "lines"),
+            context=context,
+        )
+    except ConfigError as exc:
+        issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
+    return builder

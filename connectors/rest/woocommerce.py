@@ -9,10 +9,13 @@ in UTC. Money is a decimal string; refunds are listed with negative totals.
 
 Choices made here, and why:
 
-- Pages are ordered by ``id`` ascending. Ordering by modification time would move a
-  record updated during the read to the end and shift the rest of the pages, so one
-  record could be skipped; ordering by id only ever shifts records later (a duplicate,
-  which the core de-duplicates), never earlier.
+- Pages are ordered by ``id`` ascending, declared as ``order = "id"``. Ordering by
+  modification time would move a record updated during the read to the end and shift
+  the rest of the pages, so one record could be skipped (the source would then have to
+  re-read the listing); by id an update keeps its place and a new record takes the next
+  id at the end, so nothing slides onto a page already read. Only a hard delete during
+  the read can still do that (a customer can be deleted outright; an order usually goes
+  to the trash, which is a status change).
 - Customers get ``modified_after`` as well, although WooCommerce's core customers
   endpoint ignores it (open enhancement request #31482): it costs nothing, and the
   source filters by ``date_modified_gmt`` locally either way, so only changed customers
@@ -45,6 +48,7 @@ _COMMON_STREAM: dict[str, Any] = {
     "incremental_param": "modified_after",
     "incremental_format": "strftime",
     "incremental_strftime": "%Y-%m-%dT%H:%M:%S",
+    "order": "id",  # a change keeps its place: nothing to re-read (see the notes above)
 }
 
 _UPDATED_AT = {"path": ["date_modified_gmt", "date_created_gmt"], "timezone": "UTC"}

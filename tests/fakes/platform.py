@@ -6,6 +6,11 @@ does for the REST source's preset: basic auth with a consumer key and secret, ``
 id, ``modified_after`` with ``dates_are_gmt`` on orders (and, like WooCommerce's core, *not*
 on customers unless asked to), and WooCommerce's JSON field names.
 
+Beyond what the preset needs, it also serves what a gap test needs: ``orderby=modified``
+(on every collection, where WooCommerce itself takes it on orders only) with ``order=asc``
+or ``desc``, ``offset`` (which WooCommerce takes in place of ``page``), and abandoned carts
+at ``CARTS_PATH`` in the fake's own cart-plugin shape (``carts=True``).
+
 The truth is kept as canonical records (only the fields WooCommerce can express), so a test
 can compare what the source staged with what the server holds, exactly. The server's clock
 is simulated and moves one second per change, so no two versions of a record share an
@@ -13,7 +18,10 @@ is simulated and moves one second per change, so no two versions of a record sha
 
 Faults are injected on request: 429 with ``Retry-After``, 500s, timeouts (the handler
 sleeps past the client's timeout), slow pages, a record duplicated across pages, and
-changes to the data while a pull is paging through it.
+changes to the data while a pull is paging through it (``Churn``): random changes, or
+changes aimed at the collection being read: updates of records already served (in an
+update-time order each one moves to the end and pushes an unread record back onto a page
+already served), new records, or hard deletes.
 """
 
 from __future__ import annotations
@@ -32,14 +40,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import orjson
 
-from crmsync.records import Customer, Order, OrderLine, OrderStatus
+from crmsync.records import Cart, CartItem, Customer, Order, OrderLine, OrderStatus
 from crmsync.sample import SampleSpec, iter_store
 
 API = "/wp-json/wc/v3"
+CARTS_PATH = "/wp-json/fake-carts/v1/carts"  # no cart API in WooCommerce's core: a plugin's
+_ROUTES = {f"{API}/customers": "customers", f"{API}/orders": "orders", CARTS_PATH: "carts"}
 _STATUS = {
     OrderStatus.PENDING: "pending",
     OrderStatus.PAID: "processing",
@@ -67,10 +77,18 @@ class Faults:
 
 @dataclass
 class Churn:
-    """How the store changes while a pull pages through it."""
+    """How the store changes while a pull pages through it.
+
+    ``mode`` says what a burst does: ``random`` updates customers and orders anywhere and
+    adds customers; the others act on the collection whose page was just served:
+    ``behind`` updates records already served in this listing, ``insert`` adds records and
+    ``delete`` hard-deletes records already served.
+    """
 
     every_pages: int = 0  # 0 = never during a pull
-    changes: int = 5  # per burst: updates of customers and orders, plus new customers
+    changes: int = 5  # per burst
+    mode: str = "random"  # random | behind | insert | delete
+    bursts: int = 0  # per collection; 0 = no limit
     seed: int = 2
 
 
@@ -106,6 +124,7 @@ class FakeWooCommerce:
         customers_modified_after: bool = False,
         faults: Faults | None = None,
         churn: Churn | None = None,
+        carts: bool = False,
     ) -> None:
         self.consumer_key = consumer_key
         self.consumer_secret = consumer_secret
@@ -121,12 +140,15 @@ class FakeWooCommerce:
         self._churn_rng = random.Random(self.churn.seed)
         self._page_requests = 0
         self._version = 0
-        self._filtered: dict[tuple[str, int | None, int], list[int]] = {}
+        self._filtered: dict[tuple[str, int | None, str, str | None, int], list[int]] = {}
+        self.serves_carts = carts
         self.customers: dict[int, Customer] = {}
         self.orders: dict[int, Order] = {}
-        self._json: dict[str, dict[int, bytes]] = {"customers": {}, "orders": {}}
-        self._modified: dict[str, dict[int, int]] = {"customers": {}, "orders": {}}
-        self._ids: dict[str, list[int]] = {"customers": [], "orders": []}
+        self.carts: dict[int, Cart] = {}
+        streams = ("customers", "orders", "carts")
+        self._json: dict[str, dict[int, bytes]] = {s: {} for s in streams}
+        self._modified: dict[str, dict[int, int]] = {s: {} for s in streams}
+        self._ids: dict[str, list[int]] = {s: [] for s in streams}
         spec = SampleSpec(customers=customers, seed=seed, orders_per_customer=orders_per_customer)
         self.clock = spec.now.astimezone(UTC).replace(microsecond=0)
         for record in iter_store(spec):
@@ -134,6 +156,8 @@ class FakeWooCommerce:
                 self._put_customer(self._truthful_customer(record))
             elif isinstance(record, Order):
                 self._put_order(self._truthful_order(record))
+            elif isinstance(record, Cart) and carts:
+                self._put_cart(self._truthful_cart(record))
 
     # --- the truth ----------------------------------------------------------------------
 
@@ -158,6 +182,16 @@ class FakeWooCommerce:
             _second(o.updated_at), lines,
         )  # fmt: skip
 
+    @staticmethod
+    def _truthful_cart(c: Cart) -> Cart:
+        items = tuple(
+            CartItem(item.sku, item.product, None, item.quantity, item.unit_price)
+            for item in c.items
+        )
+        return replace(
+            c, created_at=_second(c.created_at), updated_at=_second(c.updated_at), items=items
+        )
+
     def now(self) -> datetime:
         """The server's clock: what a run started 'now' passes as ``until``."""
         with self._lock:
@@ -175,6 +209,10 @@ class FakeWooCommerce:
                 {str(i): o for i, o in self.orders.items()},
             )
 
+    def cart_truth(self) -> dict[str, Cart]:
+        with self._lock:
+            return {str(i): c for i, c in self.carts.items()}
+
     # --- changes ------------------------------------------------------------------------
 
     def change(self, count: int) -> None:
@@ -189,6 +227,21 @@ class FakeWooCommerce:
                     self._update_order(rng.choice(self._ids["orders"]), rng)
                 else:
                     self._new_customer(rng)
+
+    def touch(self, stream: str, count: int) -> None:
+        """``count`` updates of records of one collection (customers, orders or carts)."""
+        with self._lock:
+            rng = self._churn_rng
+            for number in rng.sample(self._ids[stream], min(count, len(self._ids[stream]))):
+                self._update(stream, number, rng)
+
+    def _update(self, stream: str, number: int, rng: random.Random) -> None:
+        if stream == "customers":
+            self._update_customer(number, rng)
+        elif stream == "orders":
+            self._update_order(number, rng)
+        else:
+            self._update_cart(number)
 
     def _update_customer(self, number: int, rng: random.Random) -> None:
         customer = self.customers[number]
@@ -238,6 +291,61 @@ class FakeWooCommerce:
         )
         self._put_order(order)
 
+    def _update_cart(self, number: int) -> None:
+        cart = self.carts[number]
+        self._put_cart(replace(cart, value=cart.value + Decimal(1), updated_at=self.tick()))
+
+    def _new_order(self, rng: random.Random) -> None:
+        customer = self.customers[rng.choice(self._ids["customers"])]
+        number = (self._ids["orders"][-1] if self._ids["orders"] else 10_000_000) + 1
+        moment = self.tick()
+        price = Decimal(rng.randint(1000, 99999)).scaleb(-2)
+        order = Order(
+            str(number), customer.external_id, customer.email, moment, OrderStatus.PENDING,
+            "TRY", price, updated_at=moment, lines=(OrderLine("NEW-2", "Ürün", None, 1, price),),
+        )  # fmt: skip
+        self._put_order(order)
+
+    def _new_cart(self, rng: random.Random) -> None:
+        customer = self.customers[rng.choice(self._ids["customers"])]
+        number = (self._ids["carts"][-1] if self._ids["carts"] else 30_000_000) + 1
+        moment = self.tick()
+        price = Decimal(rng.randint(1000, 99999)).scaleb(-2)
+        cart = Cart(
+            str(number), customer.external_id, customer.email, "TRY", price * 3,
+            created_at=moment, updated_at=moment,
+            checkout_url=f"https://shop.example.com/checkout/{number}",
+            items=(CartItem("NEW-3", "Sepet Ürünü", None, 3, price),),
+        )  # fmt: skip
+        self._put_cart(cart)
+
+    def _churn(self, stream: str, served: list[int]) -> None:
+        """One burst of ``self.churn``; ``served`` are the ids this listing has served."""
+        churn, rng = self.churn, self._churn_rng
+        if churn.mode == "random":
+            self.change(churn.changes)
+            return
+        if churn.mode == "insert":
+            add = {"customers": self._new_customer, "orders": self._new_order}
+            for _ in range(churn.changes):
+                add.get(stream, self._new_cart)(rng)
+            return
+        chosen = rng.sample(served, min(churn.changes, len(served)))
+        for number in chosen:
+            if churn.mode == "delete":
+                self._delete(stream, number)
+            else:
+                self._update(stream, number, rng)
+
+    def _delete(self, stream: str, number: int) -> None:
+        """A hard delete: the record leaves the listing and the truth."""
+        records: dict[int, Any] = getattr(self, stream)
+        del records[number]
+        del self._json[stream][number]
+        del self._modified[stream][number]
+        self._ids[stream].remove(number)
+        self._version += 1
+
     def _put_customer(self, customer: Customer) -> None:
         number = int(customer.external_id)
         if number not in self.customers:
@@ -262,6 +370,19 @@ class FakeWooCommerce:
         self.orders[number] = order
         self._json["orders"][number] = orjson.dumps(render_order(order))
         self._modified["orders"][number] = _epoch(order.updated_at or order.placed_at)
+        self._version += 1
+
+    def _put_cart(self, cart: Cart) -> None:
+        number = int(cart.external_id)
+        if number not in self.carts:
+            ids = self._ids["carts"]
+            if ids and number < ids[-1]:
+                bisect.insort(ids, number)
+            else:
+                ids.append(number)
+        self.carts[number] = cart
+        self._json["carts"][number] = orjson.dumps(render_cart(cart))
+        self._modified["carts"][number] = _epoch(cart.updated_at or cart.created_at)
         self._version += 1
 
     # --- serving ------------------------------------------------------------------------
@@ -294,44 +415,59 @@ class FakeWooCommerce:
         try:
             number = int(query.get("page", "1"))
             per_page = int(query.get("per_page", "10"))
+            offset = int(query["offset"]) if "offset" in query else None
         except ValueError:
             return "rest_invalid_param"
-        if number < 1 or not 1 <= per_page <= self.max_per_page:
+        if number < 1 or not 1 <= per_page <= self.max_per_page or (offset or 0) < 0:
+            return "rest_invalid_param"
+        by = query.get("orderby", "id")
+        if by not in ("id", "modified") or query.get("order", "asc") not in ("asc", "desc"):
             return "rest_invalid_param"
         since = query.get("modified_after")
-        honoured = stream == "orders" or self.customers_modified_after
+        honoured = stream != "customers" or self.customers_modified_after
         with self._lock:
-            ids = self._matching(stream, since if honoured else None)
-            start = (number - 1) * per_page
+            ids = self._matching(stream, since if honoured else None, by, query.get("order"))
+            start = (number - 1) * per_page if offset is None else offset
             chosen = ids[start : start + per_page]
             parts = [self._json[stream][i] for i in chosen]
             if duplicate and start > 0 and chosen:
                 parts.insert(0, self._json[stream][ids[start - 1]])
                 self.injected["duplicate"] += 1
             self._page_requests += 1
-            if self.churn.every_pages and self._page_requests % self.churn.every_pages == 0:
-                self.change(self.churn.changes)
+            churn = self.churn
+            if (
+                churn.every_pages
+                and self._page_requests % churn.every_pages == 0
+                and (not churn.bursts or self.injected[f"churn:{stream}"] < churn.bursts)
+            ):
+                self._churn(stream, ids[: start + len(chosen)])
                 self.injected["churn"] += 1
+                self.injected[f"churn:{stream}"] += 1
         total_pages = max(1, math.ceil(len(ids) / per_page)) if ids else 0
         headers = {"X-WP-Total": str(len(ids)), "X-WP-TotalPages": str(total_pages)}
         return b"[" + b",".join(parts) + b"]", headers
 
-    def _matching(self, stream: str, since: str | None) -> list[int]:
+    def _matching(
+        self, stream: str, since: str | None, by: str = "id", order: str | None = None
+    ) -> list[int]:
+        """The listing's ids in the order asked for: by id, or by modification time (ties
+        by id), ascending unless ``order`` is ``desc``."""
         after = None
         if since:
             moment = datetime.fromisoformat(since)
             after = _epoch(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-        key = (stream, after, self._version)
+        key = (stream, after, by, order, self._version)
         found = self._filtered.get(key)
         if found is None:
             if len(self._filtered) > 64:
                 self._filtered.clear()
             ids = self._ids[stream]
-            if after is None:
-                found = list(ids)
-            else:
-                modified = self._modified[stream]
-                found = [i for i in ids if modified[i] > after]
+            modified = self._modified[stream]
+            found = list(ids) if after is None else [i for i in ids if modified[i] > after]
+            if by == "modified":
+                found.sort(key=lambda i: (modified[i], i))
+            if order == "desc":
+                found.reverse()
             self._filtered[key] = found
         return found
 
@@ -441,6 +577,30 @@ def render_order(order: Order) -> dict[str, Any]:
     }
 
 
+def render_cart(cart: Cart) -> dict[str, Any]:
+    """An abandoned or converted cart as the fake cart plugin lists it."""
+    return {
+        "id": int(cart.external_id),
+        "customer_id": int(cart.customer_external_id) if cart.customer_external_id else 0,
+        "email": cart.email or "",
+        "currency": cart.currency,
+        "total": _money(cart.value),
+        "status": "converted" if cart.converted else "abandoned",
+        "date_created_gmt": _gmt(cart.created_at) if cart.created_at else None,
+        "date_modified_gmt": _gmt(cart.updated_at) if cart.updated_at else None,
+        "checkout_url": cart.checkout_url or "",
+        "items": [
+            {
+                "sku": item.sku or "",
+                "name": item.product or "",
+                "quantity": item.quantity,
+                "price": _money(item.unit_price),
+            }
+            for item in cart.items
+        ],
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -457,8 +617,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not store.authorised(self.headers.get("Authorization")):
             self._json(401, {"code": "woocommerce_rest_cannot_view", "data": {"status": 401}})
             return
-        stream = parts.path.removeprefix(API + "/").strip("/")
-        if stream not in ("customers", "orders"):
+        stream = _ROUTES.get(parts.path.rstrip("/"))
+        if stream is None or (stream == "carts" and not store.serves_carts):
             self._json(404, {"code": "rest_no_route", "data": {"status": 404}})
             return
         fault = store.next_fault()
@@ -485,8 +645,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body, headers = result
         page = int(query.get("page", "1"))
-        if page < int(headers["X-WP-TotalPages"]):
-            headers["Link"] = f'<{store.base_url}{parts.path}?page={page + 1}>; rel="next"'
+        if "offset" not in query and page < int(headers["X-WP-TotalPages"]):
+            following = urlencode({**query, "page": str(page + 1)})  # the query kept, as WP does
+            headers["Link"] = f'<{store.base_url}{parts.path}?{following}>; rel="next"'
         self._send(200, body, headers)
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:

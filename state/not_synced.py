@@ -1,0 +1,366 @@
+"""Naming the staged records a run did not sync: queries and the ``not_synced`` table.
+
+The planner keeps only the keys of the people a destination could not address (few, and
+nothing per person otherwise); here those keys become their customers, orders and carts,
+looked up through the person-key indexes a chunk of keys at a time. The reason follows
+from the key: ``s:`` is a customer with neither e-mail nor phone, or, when no customer
+has the key, an order or cart whose customer was never read or is quarantined; ``p:``
+has no e-mail; ``e:`` (for a destination that addresses by phone only) has no phone.
+Records of nobody (no customer and no e-mail) and records in another currency are found
+by their own queries, since no profile reads them.
+
+Each run replaces its pipeline's rows, so the table says what the last run left out;
+its primary key (pipeline, reason, ...) serves the counts and the first rows per reason.
+A run that names exactly what the last one did (the usual case: the same few bad
+records, run after run) writes nothing but its run id: ``not_synced_sets`` keeps a
+digest of the set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, delete, false, func, literal, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from crmsync.not_synced import NotSynced, Reason, Summary
+from crmsync.profile_scope import ProfileContext
+from state import schema
+from state.dialect import bytewise, upsert_insert
+from state.profile_reads import _cart_filter, _of_sources, _order_filter
+
+CHUNK = 500  # person keys per look-up
+WRITE_BATCH = 1000
+SEPARATOR = "\n"
+
+
+def records(
+    conn: Connection,
+    ctx: ProfileContext,
+    invalid: Mapping[str, Sequence[str]],
+    currencies: bool = True,
+) -> Iterator[NotSynced]:
+    """Every staged record of the pipeline left out, except the quarantined ones.
+
+    ``invalid`` is, per destination, the keys of the people it could not address.
+    ``currencies`` says whether to look for records in another currency: two scans
+    (no index has the currency), so a run looks only when it counted orders in another
+    currency (``profile_reads.foreign_currency_orders``, read through an index).
+    """
+    yield from people(conn, ctx, invalid)
+    yield from nobodys(conn, ctx)
+    if currencies:
+        yield from other_currency(conn, ctx)
+
+
+def people(
+    conn: Connection, ctx: ProfileContext, invalid: Mapping[str, Sequence[str]]
+) -> Iterator[NotSynced]:
+    """The records of the people skipped as invalid, each with the destinations missed."""
+    missed: dict[str, list[str]] = {}
+    for destination, keys in invalid.items():
+        for key in keys:
+            missed.setdefault(key, []).append(destination)
+    keys = sorted(missed)  # code point order: byte order, as both engines compare keys
+    lookups = _lookups(conn, ctx)  # built once: compiled once for every chunk
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        found: dict[tuple[str, str], list[Any]] = {}
+        for stream, lookup in lookups:
+            for row in conn.execute(lookup, {"keys": chunk, "low": chunk[0], "high": chunk[-1]}):
+                found.setdefault((stream, row.person_key), []).append(row)
+        yield from _of_people(conn, chunk, found, missed)
+
+
+def _lookups(conn: Connection, ctx: ProfileContext) -> list[tuple[str, Select[Any]]]:
+    """Per stream, the records of a chunk of person keys, through the person-key indexes
+    (the source terms unindexed, as the profile reads have them) and with the same
+    filters as those reads, so that the names match what was skipped.
+
+    The chunk's first and last key bound it as a range too. Without statistics (a store
+    just staged; autovacuum off or not yet run) PostgreSQL takes each key of a list to
+    match 0.5% of a table and, from some 30 keys, scans the table instead of the index
+    (0.2 s per look-up at 100k customers); a range it takes for narrow. Three statements,
+    not one union, which it would plan in parallel workers that take longer to start
+    than the look-ups take.
+    """
+    c, o, k = schema.customers, schema.orders, schema.carts
+    keys: Any = bindparam("keys", expanding=True)
+    low: Any = bindparam("low")
+    high: Any = bindparam("high")
+
+    def wanted(column: Any) -> ColumnElement[bool]:
+        ordered = bytewise(conn, column)
+        return and_(column.in_(keys), ordered >= low, ordered <= high)
+
+    nobody = literal(None, c.c.external_id.type).label("customer_id")
+    return [
+        (
+            "customers",
+            select(c.c.person_key, c.c.source, c.c.external_id, nobody).where(
+                wanted(c.c.person_key), _of_sources(c.c.source, ctx.sources)
+            ),
+        ),
+        (
+            "orders",
+            select(o.c.person_key, o.c.source, o.c.external_id)
+            .add_columns(o.c.customer_external_id.label("customer_id"))
+            .where(wanted(o.c.person_key), _order_filter(o, ctx)),
+        ),
+        (
+            "carts",
+            select(k.c.person_key, k.c.source, k.c.external_id)
+            .add_columns(k.c.customer_external_id.label("customer_id"))
+            .where(wanted(k.c.person_key), _cart_filter(k, ctx)),
+        ),
+    ]
+
+
+def _of_people(
+    conn: Connection,
+    keys: list[str],
+    found: dict[tuple[str, str], list[Any]],
+    missed: dict[str, list[str]],
+) -> Iterator[NotSynced]:
+    """Each key's records, customers first, each stream in (source, id) order."""
+    for rows in found.values():
+        rows.sort(key=lambda row: (row.source, row.external_id))
+    owned = [
+        (row.source, row.customer_id)
+        for key in keys
+        if ("customers", key) not in found
+        for stream in ("orders", "carts")
+        for row in found.get((stream, key), ())
+    ]
+    held = _quarantined_customers(conn, set(owned)) if owned else set()
+    for key in keys:
+        destinations = tuple(sorted(missed[key]))
+        reason = _reason(key, ("customers", key) in found)
+        for stream in ("customers", "orders", "carts"):
+            for row in found.get((stream, key), ()):
+                why = reason
+                if why is Reason.UNKNOWN_CUSTOMER and (row.source, row.customer_id) in held:
+                    why = Reason.CUSTOMER_QUARANTINED
+                yield NotSynced(
+                    why, row.source, stream, row.external_id, key, row.customer_id, destinations
+                )
+
+
+def _reason(key: str, has_customer: bool) -> Reason:
+    if key.startswith("e:"):
+        return Reason.NO_PHONE  # only a destination that addresses by phone skips an e: key
+    if key.startswith("p:"):
+        return Reason.NO_EMAIL
+    return Reason.NO_IDENTITY if has_customer else Reason.UNKNOWN_CUSTOMER
+
+
+def _quarantined_customers(
+    conn: Connection, wanted: set[tuple[str, str | None]]
+) -> set[tuple[str, str]]:
+    """The (source, customer id) pairs among ``wanted`` whose customer is quarantined."""
+    q = schema.quarantine
+    by_source: dict[str, list[str]] = {}
+    for source, customer_id in wanted:
+        if customer_id is not None:
+            by_source.setdefault(source, []).append(customer_id)
+    found: set[tuple[str, str]] = set()
+    for source, ids in by_source.items():
+        for start in range(0, len(ids), CHUNK):
+            query = select(q.c.record_key).where(
+                q.c.source == source,
+                q.c.stream == "customers",
+                q.c.action == "quarantined",
+                q.c.record_key.in_(ids[start : start + CHUNK]),
+            )
+            found.update((source, key) for key in conn.execute(query).scalars())
+    return found
+
+
+def nobodys(conn: Connection, ctx: ProfileContext) -> Iterator[NotSynced]:
+    """Orders and open carts with neither a customer nor an e-mail (no person key), found
+    through the person-key indexes."""
+    o, k = schema.orders, schema.carts
+    for stream, table, where in (
+        ("orders", o, o.c.person_key.is_(None)),
+        ("carts", k, and_(k.c.person_key.is_(None), k.c.converted == false())),
+    ):
+        query = select(table.c.source, table.c.external_id).where(
+            where, _of_sources(table.c.source, ctx.sources)
+        )
+        for row in _streamed(conn, query):
+            yield NotSynced(Reason.GUEST_NO_EMAIL, row.source, stream, row.external_id)
+
+
+def other_currency(conn: Connection, ctx: ProfileContext) -> Iterator[NotSynced]:
+    """Orders and open carts of a person in another currency than the pipeline's."""
+    o, k = schema.orders, schema.carts
+    for stream, table, where in (
+        ("orders", o, o.c.currency != ctx.currency),
+        ("carts", k, and_(k.c.currency != ctx.currency, k.c.converted == false())),
+    ):
+        columns = (table.c.source, table.c.external_id, table.c.person_key)
+        query = select(*columns, table.c.customer_external_id).where(
+            where, table.c.person_key.is_not(None), _of_sources(table.c.source, ctx.sources)
+        )
+        for row in _streamed(conn, query):
+            yield NotSynced(
+                Reason.OTHER_CURRENCY,
+                row.source,
+                stream,
+                row.external_id,
+                row.person_key,
+                row.customer_external_id,
+            )
+
+
+def _streamed(conn: Connection, query: Any) -> Iterable[Any]:
+    """The rows of ``query``, fetched a batch at a time (a server-side cursor on
+    PostgreSQL); the option is the statement's, so the connection can go on writing."""
+    return conn.execute(query.execution_options(stream_results=True, yield_per=WRITE_BATCH))
+
+
+class Digest:
+    """A digest of a set of records, whatever order they come in (a sum of their own
+    digests), to tell whether a run names exactly what the last one did."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.count = 0
+
+    def add(self, record: NotSynced) -> None:
+        body = SEPARATOR.join(
+            (
+                record.reason.value,
+                record.source,
+                record.stream,
+                record.record_key,
+                record.person_key or "",
+                record.customer_id or "",
+                ",".join(record.destinations),
+            )
+        )
+        self.total += int.from_bytes(hashlib.blake2b(body.encode(), digest_size=16).digest())
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        return f"{self.total % 2**128:032x}"
+
+
+def stored_digest(conn: Connection, pipeline: str) -> str | None:
+    table = schema.not_synced_sets
+    query = select(table.c.digest).where(table.c.pipeline == pipeline)
+    return conn.execute(query).scalar()
+
+
+def replace(conn: Connection, pipeline: str, found: Iterable[NotSynced]) -> Digest:
+    """Replaces the pipeline's rows with ``found``, written in batches (memory stays
+    flat); returns the digest of what was written."""
+    table = schema.not_synced
+    conn.execute(delete(table).where(table.c.pipeline == pipeline))
+    digest = Digest()
+    batch: list[dict[str, Any]] = []
+    for record in found:
+        digest.add(record)
+        batch.append(
+            {
+                "pipeline": pipeline,
+                "reason": record.reason.value,
+                "source": record.source,
+                "stream": record.stream,
+                "record_key": record.record_key,
+                "person_key": record.person_key,
+                "customer_id": record.customer_id,
+                "destinations": SEPARATOR.join(record.destinations),
+            }
+        )
+        if len(batch) >= WRITE_BATCH:
+            conn.execute(table.insert(), batch)
+            batch = []
+    if batch:
+        conn.execute(table.insert(), batch)
+    return digest
+
+
+def mark(conn: Connection, pipeline: str, digest: Digest, run_id: int | None, at: int) -> None:
+    """Records that run ``run_id`` named the pipeline's records (``digest``)."""
+    table = schema.not_synced_sets
+    insert = upsert_insert(conn, table)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["pipeline"],
+            set_={
+                "digest": insert.excluded.digest,
+                "records": insert.excluded.records,
+                "run_id": insert.excluded.run_id,
+                "named_at": insert.excluded.named_at,
+            },
+        ),
+        {
+            "pipeline": pipeline,
+            "digest": digest.hexdigest(),
+            "records": digest.count,
+            "run_id": run_id,
+            "named_at": at,
+        },
+    )
+
+
+def stored(conn: Connection, pipeline: str, limit: int) -> tuple[Summary, int | None]:
+    """What the pipeline's last run left out: counts per reason, the first ``limit``
+    records of each (by source, stream and id), and that run's id."""
+    table, sets = schema.not_synced, schema.not_synced_sets
+    summary = Summary(limit)
+    run_id = conn.execute(select(sets.c.run_id).where(sets.c.pipeline == pipeline)).scalar()
+    counts = conn.execute(
+        select(table.c.reason, func.count())
+        .where(table.c.pipeline == pipeline)
+        .group_by(table.c.reason)
+    ).all()
+    for reason, count in counts:
+        rows = conn.execute(
+            select(table)
+            .where(table.c.pipeline == pipeline, table.c.reason == reason)
+            .order_by(table.c.source, table.c.stream, table.c.record_key)
+            .limit(limit)
+        )
+        summary.put(Reason(reason), int(count), [_record(row) for row in rows])
+    return summary, run_id
+
+
+def _record(row: Any) -> NotSynced:
+    return NotSynced(
+        Reason(row.reason),
+        row.source,
+        row.stream,
+        row.record_key,
+        row.person_key,
+        row.customer_id,
+        tuple(row.destinations.split(SEPARATOR)) if row.destinations else (),
+    )
+
+
+def quarantined(
+    conn: Connection, sources: Sequence[str], limit: int
+) -> tuple[int, list[NotSynced]]:
+    """How many records of ``sources`` are quarantined, and the first ``limit`` of them."""
+    q = schema.quarantine
+    where = and_(q.c.source.in_(sources), q.c.action == "quarantined")
+    count = conn.execute(
+        select(func.count()).select_from(
+            select(q.c.source, q.c.stream, q.c.record_key).where(where).distinct().subquery()
+        )
+    ).scalar()
+    rows = conn.execute(
+        select(q.c.source, q.c.stream, q.c.record_key, q.c.external_id)
+        .where(where)
+        .distinct()
+        .order_by(q.c.source, q.c.stream, q.c.record_key)
+        .limit(limit)
+    )
+    return int(count or 0), [
+        NotSynced(Reason.QUARANTINED, r.source, r.stream, r.external_id or r.record_key)
+        for r in rows
+    ]

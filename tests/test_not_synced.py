@@ -1,0 +1,363 @@
+"""Every record not synced is named, and a run's counts add up to what was read.
+
+A sample store with a fifth of its records dirty, plus one record of each kind that
+cannot be synced (no identity, a phone but no e-mail, an order of a customer never read
+or quarantined, guests without an e-mail, another currency, changes after the run
+began), read by a pipeline with three destinations: one that takes an e-mail or a phone,
+one that needs an e-mail and one that needs a phone. On SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from crmsync.not_synced import Reason
+from crmsync.profile_scope import EVERYONE
+from crmsync.records import IssueAction, RecordIssue, Stream
+from state import schema
+from state.profile_reads import execute, linked_away_query
+from state.store import Store
+from tests.builders import customer
+from tests.e2e import AS_OF, Site, config_text, make_site
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTBOX_MAPPING = ROOT / "connectors" / "outbox" / "mapping.toml"
+DESTINATIONS = ("out", "emails", "phones")
+PERSON_REASONS = {
+    Reason.NO_IDENTITY,
+    Reason.NO_EMAIL,
+    Reason.NO_PHONE,
+    Reason.UNKNOWN_CUSTOMER,
+    Reason.CUSTOMER_QUARANTINED,
+}
+LATER = "2026-11-20T10:00:00+03:00"  # after the run's --as-of: left for the next run
+WHEN = {"created_at": "2026-10-01T14:30:00+03:00", "updated_at": "2026-10-03T09:00:00+03:00"}
+
+# (reason, stream, id) of the records added to the sample below, with what they lack
+ADDED = {
+    (Reason.NO_IDENTITY, "customers", "800001"),
+    (Reason.NO_IDENTITY, "orders", "800101"),  # the order of that customer
+    (Reason.NO_EMAIL, "customers", "800002"),
+    (Reason.CUSTOMER_QUARANTINED, "orders", "800103"),
+    (Reason.UNKNOWN_CUSTOMER, "orders", "800102"),
+    (Reason.UNKNOWN_CUSTOMER, "carts", "800202"),
+    (Reason.GUEST_NO_EMAIL, "orders", "800104"),
+    (Reason.GUEST_NO_EMAIL, "carts", "800201"),
+    (Reason.OTHER_CURRENCY, "orders", "800105"),
+    (Reason.OTHER_CURRENCY, "carts", "800203"),
+}
+
+
+def _site(root: Path, state_url: str, workers: int | None = None) -> Site:
+    site = make_site(root, state_url, customers=300, dirty_rate=0.2, workers=workers)
+    text = config_text(state_url, site.data, site.outbox_root, workers=workers)
+    mapping = OUTBOX_MAPPING.read_text(encoding="utf-8")
+    for name, identity in (("emails", 'email = "email"'), ("phones", 'phone = "phone"')):
+        path = root / f"{name}.toml"
+        path.write_text(
+            mapping.replace('email = "email"\nphone = "phone"', identity), encoding="utf-8"
+        )
+        text += (
+            f'\n[destinations.{name}]\nkind = "outbox"\ndirectory = "{site.outbox_root}"\n'
+            f'mapping = "{path}"\n'
+        )
+    text = text.replace('destinations = ["out"]', f"destinations = {json.dumps(DESTINATIONS)}")
+    site.config.write_text(text, encoding="utf-8")
+    _add_bad_records(site)
+    return site
+
+
+def _add_bad_records(site: Site) -> None:
+    with open(site.data / "customers.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    known = next(r["customer_id"] for r in rows if r["customer_id"] and r["email"])
+    base = {**rows[0], "deleted": "false", "updated_at": WHEN["updated_at"]}
+    added = [
+        {**base, "customer_id": "800001", "email": "", "phone": ""},
+        {**base, "customer_id": "800002", "email": "", "phone": "0555 000 00 01"},
+        {**base, "customer_id": "800003", "email": "not an address", "phone": ""},
+        {**base, "customer_id": "800004", "email": "later@example.com", "updated_at": LATER},
+    ]
+    with open(site.data / "customers.csv", "a", encoding="utf-8", newline="") as handle:
+        csv.DictWriter(handle, fieldnames=list(rows[0])).writerows(added)
+    order = {
+        **WHEN,
+        "status": "paid",
+        "currency": "TRY",
+        "total_price": "100.00",
+        "total_discount": "0.00",
+        "total_refunded": "0.00",
+        "line_items": [
+            {"sku": "X", "title": "X", "category": "X", "quantity": 1, "price": "100.00"}
+        ],
+    }
+    orders = [
+        {**order, "id": "800101", "customer_id": "800001", "email": None},
+        {**order, "id": "800102", "customer_id": "899999", "email": None},
+        {**order, "id": "800103", "customer_id": "800003", "email": None},
+        {**order, "id": "800104", "customer_id": None, "email": None},
+        {**order, "id": "800105", "customer_id": known, "email": None, "currency": "EUR"},
+        {**order, "id": "800106", "customer_id": known, "email": None, "updated_at": LATER},
+    ]
+    cart = {**WHEN, "completed_at": None, "currency": "TRY", "total_price": "50.00"}
+    cart.update(abandoned_checkout_url="https://shop.example.com/c", line_items=[])
+    carts = [
+        {**cart, "id": "800201", "customer_id": None, "email": None},
+        {**cart, "id": "800202", "customer_id": "899998", "email": None},
+        {**cart, "id": "800203", "customer_id": known, "email": None, "currency": "EUR"},
+        {**cart, "id": "800204", "customer_id": known, "email": None, "total_price": "-5.00"},
+    ]
+    for name, added_rows in (("orders.jsonl", orders), ("carts.jsonl", carts)):
+        with open(site.data / name, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in added_rows)
+
+
+def _read(site: Site) -> dict[str, int]:
+    """How many items each export holds: CSV rows, JSON lines (bad ones included)."""
+    with open(site.data / "customers.csv", encoding="utf-8", newline="") as handle:
+        customers = sum(1 for _ in csv.reader(handle)) - 1
+    counts = {"shop.customers": customers}
+    for stream in ("orders", "carts"):
+        text = (site.data / f"{stream}.jsonl").read_text(encoding="utf-8")
+        counts[f"shop.{stream}"] = sum(1 for line in text.splitlines() if line.strip())
+    return counts
+
+
+def _status(site: Site, limit: int = 100_000) -> dict[str, Any]:
+    result = site.cli("status", "--json", "--limit", str(limit))
+    assert result.exit_code == 0, result.output
+    status: dict[str, Any] = json.loads(result.stdout)[0]
+    return status
+
+
+def _named(status: dict[str, Any]) -> list[dict[str, Any]]:
+    reasons = status["not_synced"]["reasons"]
+    return [r for reason in reasons for r in reason["records"]]
+
+
+def _assert_adds_up(report: dict[str, Any], read: dict[str, int]) -> None:
+    for stream, s in report["pulled"].items():
+        assert s["received"] == read[stream], (stream, s)  # every item read is counted
+        assert s["received"] == s["staged"] + s["unchanged"] + s["quarantined"] + s["later"]
+        assert s["corrected"] <= s["staged"] + s["unchanged"], (stream, s)
+    for name in DESTINATIONS:  # one decision per person: a change, unchanged or a skip
+        people = report["people"][name]
+        assert sum(people.values()) == report["profiles"], (name, people)
+
+
+def test_every_count_adds_up_and_every_record_not_synced_is_named(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = _site(tmp_path, state_url)
+    read = _read(site)
+    first = site.run_json()
+    _assert_adds_up(first, read)
+    pulled = first["pulled"]
+    assert all(pulled[f"shop.{s}"]["quarantined"] for s in ("customers", "orders", "carts"))
+    assert pulled["shop.customers"]["corrected"] and pulled["shop.customers"]["later"] == 1
+    assert pulled["shop.orders"]["later"] == 1
+
+    status = _status(site)
+    named = _named(status)
+    counts = {r["reason"]: r["count"] for r in status["not_synced"]["reasons"]}
+    assert set(counts) == {r.value for r in Reason}  # every kind, each counted
+    assert counts == {r["reason"]: r["count"] for r in first["not_synced"]["reasons"]}
+    assert counts["quarantined"] <= sum(s["quarantined"] for s in pulled.values())
+    assert status["not_synced"]["run_id"] == first["run_id"]
+    assert {(r["reason"], r["stream"], r["key"]) for r in named} >= {
+        (reason.value, stream, key) for reason, stream, key in ADDED
+    }
+    # a person skipped as invalid is named by every record it has, for that destination
+    for name in DESTINATIONS:
+        keys = {
+            r["person_key"]
+            for r in named
+            if r["reason"] in PERSON_REASONS and name in r["destinations"]
+        }
+        assert len(keys) == first["people"][name].get("invalid", 0), name
+    _assert_nothing_unnamed(site, state_url, named)
+
+    second = site.run_json()  # nothing new: everything unchanged, named the same
+    _assert_adds_up(second, read)
+    assert all(s["staged"] == 0 for s in second["pulled"].values())
+    assert _named(_status(site)) == named
+
+
+def _assert_nothing_unnamed(site: Site, state_url: str, named: list[dict[str, Any]]) -> None:
+    """Every staged record reached each destination (its person is in that destination's
+    ledger, or joined a person who is), or is named for it, or was never meant to go:
+    a converted cart, or the record of a person deleted at the source."""
+    store = Store(state_url)
+    try:
+        with store.engine.connect() as conn:
+            ledger = {
+                name: set(
+                    conn.execute(
+                        sa.select(schema.ledger.c.person_key).where(
+                            schema.ledger.c.destination == name
+                        )
+                    ).scalars()
+                )
+                for name in DESTINATIONS
+            }
+            away = linked_away_query(conn, _context(), EVERYONE)
+            linked = {row[0] for row in execute(conn, away)}
+            c = schema.customers
+            deleted = set(
+                conn.execute(
+                    sa.select(c.c.person_key)
+                    .group_by(c.c.person_key)
+                    .having(sa.func.min(sa.case((c.c.deleted, 1), else_=0)) == 1)
+                ).scalars()
+            )
+            staged = [
+                ("customers", row.external_id, row.person_key)
+                for row in conn.execute(sa.select(c.c.external_id, c.c.person_key))
+            ]
+            for stream, table in (("orders", schema.orders), ("carts", schema.carts)):
+                query = sa.select(table.c.external_id, table.c.person_key)
+                if stream == "carts":
+                    query = query.where(table.c.converted == sa.false())
+                staged += [(stream, r.external_id, r.person_key) for r in conn.execute(query)]
+    finally:
+        store.close()
+    everywhere = {
+        (r["stream"], r["key"])
+        for r in named
+        if r["reason"] in (Reason.GUEST_NO_EMAIL, Reason.OTHER_CURRENCY)
+    }
+    for name in DESTINATIONS:
+        for_it = {(r["stream"], r["key"]) for r in named if name in r["destinations"]}
+        missing = [
+            (stream, key, person)
+            for stream, key, person in staged
+            if person not in ledger[name]
+            and person not in linked
+            and person not in deleted
+            and (stream, key) not in for_it | everywhere
+        ]
+        assert missing == [], name
+    assert ledger["emails"] != ledger["phones"]  # the two identities did differ
+
+
+def _context() -> Any:
+    from crmsync.config import ProfileSettings
+    from crmsync.profile_scope import ProfileContext
+
+    return ProfileContext(("shop",), ("shop", *DESTINATIONS), "TRY", 0, ProfileSettings())
+
+
+def test_plan_names_what_the_run_leaves_out_and_records_nothing(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = _site(tmp_path, state_url)
+    result = site.cli("plan", "--as-of", AS_OF, "--json", "--not-synced", "3")
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.stdout)[0]["not_synced"]
+    assert _status(site)["not_synced"]["run_id"] is None  # a dry run stores no names
+    assert all(len(reason["records"]) <= 3 for reason in planned["reasons"])
+
+    site.run_json()
+    stored = _status(site, limit=3)["not_synced"]
+    assert stored["total"] == planned["total"]
+    assert [(r["reason"], r["count"]) for r in stored["reasons"]] == [
+        (r["reason"], r["count"]) for r in planned["reasons"]
+    ]
+
+    text = site.cli("plan", "--as-of", AS_OF, "--no-pull").stdout
+    assert "not synced:" in text and "shop.orders 800102 (customer 899999)" in text
+
+
+def test_status_names_the_first_records_of_each_reason_with_what_to_do(
+    tmp_path: Path, state_url: str
+) -> None:
+    from crmsync.not_synced import EXPLANATIONS
+
+    site = _site(tmp_path, state_url)
+    site.run_json()
+    status = _status(site, limit=1)
+    for reason in status["not_synced"]["reasons"]:
+        assert len(reason["records"]) == 1 and reason["count"] >= 1
+        assert reason["hint"] == EXPLANATIONS[Reason(reason["reason"])].hint
+
+    text = site.cli("status", "--limit", "1").stdout
+    section = text[text.index("  not synced (run #") :]
+    for reason in Reason:
+        assert f"    {reason.value} " in section
+        assert EXPLANATIONS[reason].hint in section
+    for reason in status["not_synced"]["reasons"]:
+        if reason["reason"] == "quarantined":
+            continue  # listed under quarantine, with the problem
+        first = reason["records"][0]
+        assert f"      {first['source']}.{first['stream']} {first['key']}" in section
+        assert (f"... {reason['count'] - 1} more" in section) == (reason["count"] > 1)
+    assert "(not sent to emails)" in section  # a phone but no e-mail: only that one missed it
+
+
+def test_a_fixed_record_is_no_longer_named_after_the_next_run(
+    tmp_path: Path, state_url: str
+) -> None:
+    site = _site(tmp_path, state_url)
+    site.run_json()
+
+    def reasons(stream: str, key: str) -> dict[str, list[str]]:
+        named = _named(_status(site))
+        return {
+            r["reason"]: r["destinations"]
+            for r in named
+            if (r["stream"], r["key"]) == (stream, key)
+        }
+
+    assert reasons("customers", "800001") == {"no_identity": sorted(DESTINATIONS)}
+    path = site.data / "customers.csv"
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if row["customer_id"] == "800001":
+            row.update(email="found@example.com", updated_at="2026-10-04T09:00:00+03:00")
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    report = site.run_json()
+    assert report["people"]["out"]["create"] == report["people"]["emails"]["create"] == 1
+    # now only the destination that needs a phone misses the customer, and its order
+    assert reasons("customers", "800001") == reasons("orders", "800101") == {"no_phone": ["phones"]}
+
+
+def test_workers_name_the_same_records_as_one_process(tmp_path: Path) -> None:
+    one = _site(tmp_path / "one", f"sqlite:///{tmp_path / 'one.db'}")
+    one.run_json()
+    two = _site(tmp_path / "two", f"sqlite:///{tmp_path / 'two.db'}", workers=2)
+    two.run_json()
+    assert _named(_status(two)) == _named(_status(one))
+
+
+def test_staging_counts_each_quarantined_row_as_read_and_each_corrected_record_once(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    fixed = customer("1", email="a@example.com")
+    issues = [
+        RecordIssue(Stream.CUSTOMERS, "1", IssueAction.CORRECTED, "first_name truncated", "a"),
+        RecordIssue(Stream.CUSTOMERS, "1", IssueAction.CORRECTED, "last_name truncated", "b"),
+        RecordIssue(Stream.CUSTOMERS, "2", IssueAction.QUARANTINED, "bad e-mail", "email"),
+        RecordIssue(Stream.CUSTOMERS, None, IssueAction.QUARANTINED, "line 3: malformed"),
+    ]
+    stats = store.stage("shop", Stream.CUSTOMERS, [fixed, fixed], issues)
+    assert (stats.received, stats.staged, stats.unchanged, stats.quarantined) == (4, 1, 1, 2)
+    assert stats.corrected == 1 and stats.adds_up()
+    store.close()
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_every_reason_says_what_it_means_and_what_to_do(reason: Reason) -> None:
+    from crmsync.not_synced import EXPLANATIONS
+
+    assert EXPLANATIONS[reason].what and EXPLANATIONS[reason].hint
