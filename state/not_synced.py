@@ -30,7 +30,7 @@ from crmsync.not_synced import NotSynced, Reason, Summary
 from crmsync.profile_scope import ProfileContext
 from state import schema
 from state.dialect import bytewise, upsert_insert
-from state.profile_reads import _cart_filter, _of_sources, _order_filter
+from state.profile_reads import cart_filter, of_sources, order_filter
 
 CHUNK = 500  # person keys per look-up
 WRITE_BATCH = 1000
@@ -101,20 +101,20 @@ def _lookups(conn: Connection, ctx: ProfileContext) -> list[tuple[str, Select[An
         (
             "customers",
             select(c.c.person_key, c.c.source, c.c.external_id, nobody).where(
-                wanted(c.c.person_key), _of_sources(c.c.source, ctx.sources)
+                wanted(c.c.person_key), of_sources(c.c.source, ctx.sources)
             ),
         ),
         (
             "orders",
             select(o.c.person_key, o.c.source, o.c.external_id)
             .add_columns(o.c.customer_external_id.label("customer_id"))
-            .where(wanted(o.c.person_key), _order_filter(o, ctx)),
+            .where(wanted(o.c.person_key), order_filter(o, ctx)),
         ),
         (
             "carts",
             select(k.c.person_key, k.c.source, k.c.external_id)
             .add_columns(k.c.customer_external_id.label("customer_id"))
-            .where(wanted(k.c.person_key), _cart_filter(k, ctx)),
+            .where(wanted(k.c.person_key), cart_filter(k, ctx)),
         ),
     ]
 
@@ -188,7 +188,7 @@ def nobodys(conn: Connection, ctx: ProfileContext) -> Iterator[NotSynced]:
         ("carts", k, and_(k.c.person_key.is_(None), k.c.converted == false())),
     ):
         query = select(table.c.source, table.c.external_id).where(
-            where, _of_sources(table.c.source, ctx.sources)
+            where, of_sources(table.c.source, ctx.sources)
         )
         for row in _streamed(conn, query):
             yield NotSynced(Reason.GUEST_NO_EMAIL, row.source, stream, row.external_id)
@@ -203,7 +203,7 @@ def other_currency(conn: Connection, ctx: ProfileContext) -> Iterator[NotSynced]
     ):
         columns = (table.c.source, table.c.external_id, table.c.person_key)
         query = select(*columns, table.c.customer_external_id).where(
-            where, table.c.person_key.is_not(None), _of_sources(table.c.source, ctx.sources)
+            where, table.c.person_key.is_not(None), of_sources(table.c.source, ctx.sources)
         )
         for row in _streamed(conn, query):
             yield NotSynced(

@@ -81,7 +81,7 @@ def _concatenated(element: _Unindexed, compiler: Any, **kw: Any) -> str:
     return "(" + str(compiler.process(element.column, **kw)) + " || '')"
 
 
-def _of_sources(column: ColumnElement[Any], sources: Sequence[str]) -> ColumnElement[bool]:
+def of_sources(column: ColumnElement[Any], sources: Sequence[str]) -> ColumnElement[bool]:
     return _Unindexed(column).in_(sources)
 
 
@@ -119,24 +119,24 @@ def _cart_columns(k: Any) -> list[Any]:
     return [k.c.value_minor, k.c.item_count, k.c.checkout_url, k.c.currency, at]
 
 
-def _order_filter(o: Any, ctx: ProfileContext) -> ColumnElement[bool]:
+def order_filter(o: Any, ctx: ProfileContext) -> ColumnElement[bool]:
     return and_(
-        _of_sources(o.c.source, ctx.sources),
+        of_sources(o.c.source, ctx.sources),
         o.c.currency == ctx.currency,
         o.c.placed_at <= ctx.as_of_ms,
     )
 
 
-def _cart_filter(k: Any, ctx: ProfileContext) -> ColumnElement[bool]:
+def cart_filter(k: Any, ctx: ProfileContext) -> ColumnElement[bool]:
     at = func.coalesce(k.c.updated_at, k.c.created_at)
-    return and_(_of_sources(k.c.source, ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
+    return and_(of_sources(k.c.source, ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
 
 
 def customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
     c = schema.customers
     query = (
         select(c.c.person_key, *_customer_columns(c))
-        .where(_of_sources(c.c.source, ctx.sources), in_range(conn, c.c.person_key, keys))
+        .where(of_sources(c.c.source, ctx.sources), in_range(conn, c.c.person_key, keys))
         .order_by(bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
     )
     return query
@@ -146,7 +146,7 @@ def orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Selec
     o = schema.orders
     query = (
         select(o.c.person_key, *_order_columns(o))
-        .where(_order_filter(o, ctx), in_range(conn, o.c.person_key, keys))
+        .where(order_filter(o, ctx), in_range(conn, o.c.person_key, keys))
         .order_by(bytewise(conn, o.c.person_key))
     )
     return query
@@ -156,7 +156,7 @@ def carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select
     k = schema.carts
     query = (
         select(k.c.person_key, *_cart_columns(k))
-        .where(_cart_filter(k, ctx), in_range(conn, k.c.person_key, keys))
+        .where(cart_filter(k, ctx), in_range(conn, k.c.person_key, keys))
         .order_by(bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
     )
     return query
@@ -190,10 +190,10 @@ def links(ctx: ProfileContext) -> Any:
         .where(
             lonely.c.email.is_(None),
             lonely.c.phone.is_not(None),
-            _of_sources(lonely.c.source, ctx.sources),
+            of_sources(lonely.c.source, ctx.sources),
             known.c.phone == lonely.c.phone,
             known.c.email.is_not(None),
-            _of_sources(known.c.source, ctx.sources),
+            of_sources(known.c.source, ctx.sources),
         )
         .group_by(lonely.c.person_key)
         .cte("links")
@@ -214,7 +214,7 @@ def linked_customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange
     return (
         select(link.c.new_key, *_customer_columns(c))
         .select_from(link.join(c, c.c.person_key == link.c.old_key))
-        .where(_of_sources(c.c.source, ctx.sources), in_range(conn, link.c.new_key, keys))
+        .where(of_sources(c.c.source, ctx.sources), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
     )
 
@@ -224,7 +224,7 @@ def linked_orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -
     return (
         select(link.c.new_key, *_order_columns(o))
         .select_from(link.join(o, o.c.person_key == link.c.old_key))
-        .where(_order_filter(o, ctx), in_range(conn, link.c.new_key, keys))
+        .where(order_filter(o, ctx), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key))
     )
 
@@ -234,7 +234,7 @@ def linked_carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) ->
     return (
         select(link.c.new_key, *_cart_columns(k))
         .select_from(link.join(k, k.c.person_key == link.c.old_key))
-        .where(_cart_filter(k, ctx), in_range(conn, link.c.new_key, keys))
+        .where(cart_filter(k, ctx), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key), k.c.source, k.c.external_id)
     )
 
@@ -287,7 +287,7 @@ def key_boundaries(conn: Connection, sources: Sequence[str], parts: int) -> list
     for part in range(1, parts):
         query = (
             select(c.c.person_key)
-            .where(_of_sources(c.c.source, sources))
+            .where(of_sources(c.c.source, sources))
             .order_by(bytewise(conn, c.c.person_key))
             .offset(total * part // parts)
             .limit(1)
@@ -315,7 +315,7 @@ def foreign_currency_orders(
     """Orders of people in ``keys`` in another currency (left out of spend metrics)."""
     o = schema.orders
     query = select(func.count()).where(
-        _of_sources(o.c.source, ctx.sources),
+        of_sources(o.c.source, ctx.sources),
         o.c.currency != ctx.currency,
         in_range(conn, o.c.person_key, keys),
     )
