@@ -60,7 +60,6 @@ class OpenFailure:
 
 
 _ACTION = {action: action.value for action in Action}  # Enum.value is a Python descriptor
-_ARCHIVED = frozenset({"archived", "deleted"})
 
 
 class Skip(StrEnum):
