@@ -20,7 +20,7 @@ from connectors.http.pagination import (
     SinglePage,
     body,
 )
-from connectors.rest.paths import compile_path
+from connectors.records.paths import compile_path
 from connectors.rest.streams import (
     CursorPagination,
     LinkHeaderPagination,

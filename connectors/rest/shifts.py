@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 
 from connectors.http.pagination import body
-from connectors.rest.paths import compile_path
+from connectors.records.paths import compile_path
 from connectors.rest.streams import (
     NoPagination,
     OffsetPagination,

@@ -32,10 +32,10 @@ from connectors.http import (
 from connectors.http.pagination import NextPage, body
 from connectors.http.retry import Sleep
 from connectors.records import Builder, MappingContext
+from connectors.records.paths import compile_path
 from connectors.rest.auth import build_auth, secrets_of
 from connectors.rest.config import RestConfig
 from connectors.rest.pagination import build_paginator
-from connectors.rest.paths import compile_path
 from connectors.rest.shifts import reread, watch_for
 from connectors.rest.streams import StreamConfig, compile_mapping
 from crmsync import normalize
