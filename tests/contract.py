@@ -91,6 +91,34 @@ class RefusingVendor(Vendor, Protocol):
 VendorFactory = Callable[[], Vendor]
 
 
+class StrictFake(Protocol):
+    """A vendor fake that records spec violations and consent problems."""
+
+    violations: list[str]
+
+    def stop(self) -> None: ...
+
+    def consent_problems(self) -> list[str]: ...
+
+
+def strict_fakes(make: Callable[[], tuple[StrictFake, Vendor]]) -> Iterator[VendorFactory]:
+    """A ``vendor_factory`` fixture body: each call starts a fake and returns its view; at
+    teardown every fake stops, and any spec violation or consent problem fails the test."""
+    fakes: list[StrictFake] = []
+
+    def factory() -> Vendor:
+        fake, view = make()
+        fakes.append(fake)
+        return view
+
+    yield factory
+    problems = []
+    for fake in fakes:
+        fake.stop()
+        problems += fake.violations + fake.consent_problems()
+    assert not problems, "\n".join(problems[:20])
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

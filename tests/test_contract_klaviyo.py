@@ -16,6 +16,7 @@ from tests.contract import (
     DestinationContract,
     RefusalContract,
     VendorFactory,
+    strict_fakes,
 )
 from tests.fakes.klaviyo import FakeKlaviyo
 
@@ -79,21 +80,14 @@ class TestKlaviyoContract(DestinationContract, RefusalContract):
 
     @pytest.fixture
     def vendor_factory(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[VendorFactory]:
-        fakes: list[FakeKlaviyo] = []
         key = "pk_contract0123456789abcdef0123456789"
         monkeypatch.setenv(KEY_VARIABLE, key)
 
-        def make() -> KlaviyoVendor:
+        def make() -> tuple[FakeKlaviyo, KlaviyoVendor]:
             fake = FakeKlaviyo(api_key=key).start()
-            fakes.append(fake)
-            return KlaviyoVendor(fake)
+            return fake, KlaviyoVendor(fake)
 
-        yield make
-        problems = []
-        for fake in fakes:
-            fake.stop()
-            problems += fake.violations + fake.consent_problems()
-        assert not problems, "\n".join(problems[:20])
+        yield from strict_fakes(make)
 
     def test_killed_after_jobs_were_submitted_then_a_source_change_ends_like_a_clean_run(
         self, vendor_factory: VendorFactory, tmp_path: Path

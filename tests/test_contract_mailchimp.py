@@ -15,6 +15,7 @@ from tests.contract import (
     DestinationContract,
     RefusalContract,
     VendorFactory,
+    strict_fakes,
 )
 from tests.fakes.mailchimp import FakeMailchimp
 
@@ -63,18 +64,11 @@ class MailchimpVendor:
 class TestMailchimpContract(DestinationContract, RefusalContract):
     @pytest.fixture
     def vendor_factory(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[VendorFactory]:
-        fakes: list[FakeMailchimp] = []
         key = "0123456789abcdef0123456789abcdef-us7"
         monkeypatch.setenv(KEY_VARIABLE, key)
 
-        def make() -> MailchimpVendor:
+        def make() -> tuple[FakeMailchimp, MailchimpVendor]:
             fake = FakeMailchimp(api_key=key).start()
-            fakes.append(fake)
-            return MailchimpVendor(fake)
+            return fake, MailchimpVendor(fake)
 
-        yield make
-        problems = []
-        for fake in fakes:
-            fake.stop()
-            problems += fake.violations + fake.consent_problems()
-        assert not problems, "\n".join(problems[:20])
+        yield from strict_fakes(make)
