@@ -104,6 +104,19 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Versioned(Protocol):
+    """A source that can tell, cheaply, whether a stream may have changed (optional).
+
+    ``version`` returns a token that changes whenever the stream's data may have changed
+    (an export file's size and modification time, say), or None when it cannot tell. When
+    the token equals the one stored after the stream's last complete read that left
+    nothing for later, the pull skips reading the stream: nothing in it is new.
+    """
+
+    def version(self, stream: Stream) -> str | None: ...
+
+
 # -- destinations: the values -------------------------------------------------------------
 
 

@@ -83,17 +83,27 @@ def run_pipeline(
                     dest.name, dest.kind
                 )
                 pusher = Pusher(
-                    dest.name, instance, store, dest_report, options, report.run_id, retry, lease
+                    dest.name,
+                    instance,
+                    store,
+                    dest_report,
+                    options,
+                    report.run_id,
+                    retry,
+                    lease,
+                    report.stages,
                 )
                 pushers.append(pusher)
                 if not options.dry_run:
                     _read_consent(store, spec, dest.name, instance, report)
                     pusher.collect()  # jobs an earlier run left: settled before the diff
                     instance.prepare(dest.mapping.field_specs())
-            _sync(store, spec, pushers, options, report, policy, as_of)
+            with report.stages.time("plan+push"):
+                _sync(store, spec, pushers, options, report, policy, as_of)
             if not options.dry_run:
                 for pusher in pushers:
-                    running = pusher.collect(options.job_wait_seconds)
+                    with report.stages.time(f"collect.{pusher.name}"):
+                        running = pusher.collect(options.job_wait_seconds)
                     if running:
                         report.warnings.append(
                             f"{pusher.name}: {running} jobs still running; the next run "
@@ -109,6 +119,7 @@ def run_pipeline(
         report.error = _describe(exc)
         raise
     finally:
+        report.stages.stop()
         if report.run_id is not None:
             store.finish_run(report.run_id, report.status, report.counts(), report.error)
         if holder is not None:
@@ -170,6 +181,7 @@ def _pull(
                 lookback=lookback,
                 full=options.full,
                 progress=_phase(options.progress, "pull"),
+                stopwatch=report.stages,
             )
         finally:
             source.close()

@@ -9,12 +9,14 @@ lookback window) and de-duplication by (id, updated_at) makes the re-read harmle
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from crmsync.contract import Source
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
+from crmsync.stopwatch import Stopwatch
 from state.staging import StageStats
 from state.store import Store
 
@@ -38,8 +40,10 @@ def pull_source(
     full: bool = False,
     batch_size: int = BATCH,
     progress: Callable[[int], None] | None = None,
+    stopwatch: Stopwatch | None = None,
 ) -> PullStats:
     stats = PullStats()
+    watch = stopwatch or Stopwatch()
     for stream in source.streams():
         stats.streams[stream.value] = _pull_stream(
             store,
@@ -51,6 +55,7 @@ def pull_source(
             full=full,
             batch_size=batch_size,
             progress=progress,
+            watch=watch,
         )
     return stats
 
@@ -66,7 +71,10 @@ def _pull_stream(
     full: bool,
     batch_size: int,
     progress: Callable[[int], None] | None,
+    watch: Stopwatch,
 ) -> StageStats:
+    started = time.perf_counter()
+    staging = 0.0
     cursor = None if full else store.cursor(source_name, stream.value)
     since = cursor - lookback if cursor is not None else None
     total = StageStats()
@@ -85,12 +93,18 @@ def _pull_stream(
         if item.updated_at is not None and (newest is None or item.updated_at > newest):
             newest = item.updated_at
         if len(records) >= batch_size:
+            mark = time.perf_counter()
             total.add(store.stage(source_name, stream, records, issues))
+            staging += time.perf_counter() - mark
             if progress:
                 progress(len(records))
             records, issues = [], []
     position = max(newest, cursor) if newest and cursor else (newest or cursor)
+    mark = time.perf_counter()
     total.add(store.stage(source_name, stream, records, issues, cursor=position))
+    staging += time.perf_counter() - mark
+    watch.add("pull.stage", staging)
+    watch.add("pull.read", time.perf_counter() - started - staging)
     if progress and records:
         progress(len(records))
     log.info(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from crmsync.contract import Change, Destination, Outcome, PushResult
 from crmsync.errors import ConfigError, ConnectorError
 from crmsync.runs import DestinationReport, RunOptions
+from crmsync.stopwatch import Stopwatch
 from state.ledger import RetryPolicy, mark_in_flight, pending_jobs, record_results
 from state.store import Store
 from state.timeutil import now_ms
@@ -48,11 +49,13 @@ class Pusher:
         run_id: int | None,
         retry: RetryPolicy,
         lease: tuple[str, str] | None = None,
+        stages: Stopwatch | None = None,
     ) -> None:
         self.name, self.destination, self.store = name, destination, store
         self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
         self.pending: dict[int, list[Change]] = {}  # slice -> its changes not yet pushed
         self.lease = lease  # (pipeline, holder) to renew per batch
+        self.stages = stages or Stopwatch()  # where the time goes: pushing and the ledger
 
     def add(self, change: Change, part: int = 0) -> None:
         if self.report.error:
@@ -72,10 +75,12 @@ class Pusher:
     def _push(self, batch: list[Change]) -> None:
         if not batch or self.options.dry_run:
             return
-        with self.store.transaction() as conn:
+        stages = self.stages
+        with stages.time("ledger"), self.store.transaction() as conn:
             mark_in_flight(conn, self.name, self.run_id, batch, now_ms())
         try:
-            results = self.destination.push(batch)
+            with stages.time(f"push.{self.name}"):
+                results = self.destination.push(batch)
         except (ConfigError, ConnectorError) as exc:  # AuthError is a ConnectorError
             # refused or down: keep the batch as failed (retried next run) and stop
             # sending to this destination for the rest of this run
@@ -88,7 +93,7 @@ class Pusher:
             self.options.progress(f"push:{self.name}", len(batch))
 
     def _record(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
-        with self.store.transaction() as conn:
+        with self.stages.time("ledger"), self.store.transaction() as conn:
             counts = record_results(
                 conn, self.name, self.run_id, batch, results, now_ms=now_ms(), retry=self.retry
             )

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from crmsync.not_synced import Summary
+from crmsync.stopwatch import Stopwatch
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RunReport:
     not_synced: Summary | None = None  # records left out, per reason (None: not planned)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    stages: Stopwatch = field(default_factory=Stopwatch)  # seconds per stage of this run
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -62,4 +64,5 @@ class RunReport:
             "destinations": {n: dict(d.counts) for n, d in self.destinations.items()},
             "not_synced": dict(self.not_synced.counts) if self.not_synced else {},
             "warnings": self.warnings,
+            "seconds": self.stages.as_dict(),
         }
