@@ -3,6 +3,10 @@
 A row that cannot even be split into columns (a malformed JSON line, a CSV row with the
 wrong number of fields) comes out as a ``BadRow`` so the source can quarantine it and go
 on; nothing here holds more than one row (or one order's adjacent rows) in memory.
+
+A row keeps what it was read from and renders its text only when an issue quotes it:
+almost every row is read without one, and decoding or joining each would cost more
+than the csv module's own split.
 """
 
 from __future__ import annotations
@@ -21,11 +25,25 @@ EXCERPT = 200
 _BOM = codecs.BOM_UTF8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class Row:
     line: int  # 1-based line where the row starts
     values: dict[str, Any]
-    text: str  # the row as written, for the operator's excerpt
+    written: bytes | str | list[str]  # a UTF-8 JSON line, decoded text, or CSV fields
+    delimiter: str = ","  # joins CSV fields
+
+    @property
+    def text(self) -> str:
+        """The row as written, for the operator's excerpt."""
+        return _render(self.written, self.delimiter)
+
+
+def _render(written: bytes | str | list[str], delimiter: str = ",") -> str:
+    if isinstance(written, bytes):
+        return written.decode("utf-8", errors="replace")
+    if isinstance(written, str):
+        return written
+    return delimiter.join(written)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,31 +103,33 @@ def csv_rows(
         line, start = start, reader.line_num + 1
         if not fields or fields == [""]:
             continue  # blank line
-        text = delimiter.join(fields)
         if len(fields) != len(header):
             reason = f"the row has {len(fields)} fields but the header has {len(header)}"
-            yield BadRow(line, reason, text)
+            yield BadRow(line, reason, delimiter.join(fields))
             continue
-        yield Row(line, dict(zip(header, fields, strict=True)), text)
+        yield Row(line, dict(zip(header, fields, strict=True)), fields, delimiter)
 
 
 def jsonl_rows(handle: IO[bytes], encoding: str) -> Iterator[Row | BadRow]:
     """One JSON object per line; blank lines are skipped, anything else unparsable is a BadRow."""
     utf8 = codecs.lookup(encoding).name == "utf-8"
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for number, raw in enumerate(handle, start=1):
         data = (raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw).strip()
         if not data:
             continue
-        text = data.decode("utf-8" if utf8 else encoding, errors="replace")
+        # UTF-8 goes to orjson as bytes and is decoded only for an excerpt
+        written: bytes | str = data if utf8 else data.decode(encoding, errors="replace")
         try:
-            value = orjson.loads(data if utf8 else text)
-        except orjson.JSONDecodeError as exc:
-            yield BadRow(number, f"malformed JSON: {exc}", text)
+            value = loads(written)
+        except decode_error as exc:
+            yield BadRow(number, f"malformed JSON: {exc}", _render(written))
             continue
-        if not isinstance(value, dict):
-            yield BadRow(number, f"expected a JSON object, got {type(value).__name__}", text)
+        if type(value) is not dict:
+            kind = type(value).__name__
+            yield BadRow(number, f"expected a JSON object, got {kind}", _render(written))
             continue
-        yield Row(number, value, text)
+        yield Row(number, value, written)
 
 
 def adjacent_groups(rows: Iterator[Row | BadRow], id_column: str) -> Iterator[list[Row] | BadRow]:

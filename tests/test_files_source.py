@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import inspect
+import os
 import tracemalloc
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from connectors.files import FilesSource
 from connectors.files_config import FilesSourceConfig
 from crmsync import registry
-from crmsync.contract import ConnectorContext, Source
+from crmsync.contract import ConnectorContext, Source, Versioned
 from crmsync.errors import ConfigError
 from crmsync.records import (
     Cart,
@@ -546,3 +547,41 @@ def test_reading_an_unconfigured_stream_is_a_config_error() -> None:
     src = source({"customers": {"path": "sample_data/customers.csv"}}, ROOT)
     with pytest.raises(ConfigError, match=r"sources\.shop\.carts"):
         src.read(Stream.CARTS, None, UNTIL)
+
+
+# --- version: the token a pull compares to skip an unchanged file ---------------------
+
+
+def test_version_changes_with_the_file_and_its_mapping_and_nothing_else(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "c.csv", ["customer_id", "email"], [["1", "a@example.com"]])
+    columns = {"external_id": "customer_id", "email": "email"}
+    config: dict[str, Any] = {
+        "customers": {"path": "c.csv", "default_columns": False, "columns": columns}
+    }
+    src = source(config, tmp_path)
+    assert isinstance(src, Versioned)
+    first = src.version(Stream.CUSTOMERS)
+    assert first is not None and str(path.resolve()) in first
+    assert src.version(Stream.CUSTOMERS) == first  # stable while nothing changes
+    assert source(config, tmp_path).version(Stream.CUSTOMERS) == first  # and across runs
+    list(src.read(Stream.CUSTOMERS, None, UNTIL))
+    assert src.version(Stream.CUSTOMERS) == first  # reading changes nothing
+
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # touched, same bytes
+    touched = src.version(Stream.CUSTOMERS)
+    assert touched not in (None, first)
+    path.write_text(path.read_text() + "2,b@example.com\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # same time, more bytes
+    grown = src.version(Stream.CUSTOMERS)
+    assert grown not in (None, first, touched)
+
+    city = {**config["customers"], "columns": {**columns, "city": "email"}}
+    remapped = source({"customers": city}, tmp_path)
+    assert remapped.version(Stream.CUSTOMERS) not in (None, grown)  # read differently
+    zoned = source({"timezone": "UTC", **config}, tmp_path)
+    assert zoned.version(Stream.CUSTOMERS) not in (None, grown)
+
+    assert src.version(Stream.ORDERS) is None  # not configured
+    path.unlink()
+    assert src.version(Stream.CUSTOMERS) is None  # cannot tell: the pull reads (and fails)

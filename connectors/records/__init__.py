@@ -75,9 +75,10 @@ numbers) calls ``build`` and catches ``RecordError`` (``RowError`` for one of th
 with its index) itself.
 
 Operators' reference: ``docs/records.md``. Modules: ``spec`` (the TOML models), ``paths``,
-``fields`` (canonical fields and their conversions), ``steps`` (one field spec compiled
-into one step), ``compile`` (every check, then the layout), ``builder`` and ``assemble``
-(running the steps, computing totals).
+``fields`` (canonical fields and their conversions, with exact fast paths), ``phones``
+(the fast path for a region's phone numbers), ``steps`` (one field spec compiled into
+one step), ``compile`` (every check, then the layout), ``generate`` (a stream's steps
+written as one function), ``builder`` and ``assemble`` (running it, computing totals).
 """
 
 from __future__ import annotations

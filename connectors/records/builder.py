@@ -2,8 +2,10 @@
 
 ``Builder.build`` runs the stream's steps, one flat sequence of ``(position, step)``,
 into a list in the record constructor's order and hands it to the stream's assembler
-(``assemble``), which computes what the mapping leaves to the rows. Nothing is looked
-up by name per row. Built by ``compile.compile_stream``.
+(``assemble``), which computes what the mapping leaves to the rows. The steps are
+written into one function per stream (and one per row of a record) by ``generate``, so
+nothing is looked up by name per row and a plain value costs one call, its conversion.
+Built by ``compile.compile_stream``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 
 from connectors.records.context import RowError
+from connectors.records.generate import record_function, row_function
 from connectors.records.paths import Getter
 from connectors.records.steps import Step
 from crmsync import normalize
@@ -22,7 +25,7 @@ from crmsync.errors import RecordError
 from crmsync.records import IssueAction, Record, RecordIssue, Stream
 
 EXCERPT = 200
-_UNSET: Any = object()
+UNSET: Any = object()  # build(updated=...) not given: the builder reads updated_at
 Layout = tuple[tuple[int, Step], ...]
 Assemble = Callable[[list[Any], tuple[Any, ...]], Record]
 
@@ -47,6 +50,9 @@ class Builder:
         self._updated = updated
         self._raw_id = raw_id
         self._rows = rows
+        self._build = record_function(
+            layout, updated, template, assemble, rows.build if rows else None, UNSET
+        )
 
     def updated_at(self, raw: Any) -> datetime | None:
         """Read first, so rows outside (since, until] are skipped before the full build."""
@@ -68,22 +74,14 @@ class Builder:
         self,
         raw: Any,
         notes: normalize.Notes,
-        updated: Any = _UNSET,
+        updated: Any = UNSET,
         rows: Sequence[Any] | None = None,
     ) -> Record:
         """The record of ``raw``; ``updated`` when already read, ``rows`` to give the
         record's rows directly (CSV rows of one order) instead of reading its rows path.
         Raises ``RecordError`` (``RowError`` for a bad row) naming the field."""
-        if not hasattr(raw, "get"):
-            raise RecordError(f"expected an object, got {type(raw).__name__}")
-        values = self._template.copy()
-        for position, step in self._layout:
-            values[position] = step(raw, notes)
-        if self._updated is not None:
-            position, step = self._updated
-            values[position] = step(raw, notes) if updated is _UNSET else updated
-        built = self._rows.build(raw, notes, rows) if self._rows is not None else ()
-        return self._assemble(values, built)
+        record: Record = self._build(raw, notes, updated, rows)
+        return record
 
     def outcome(
         self, raw: Any, since: datetime | None = None, until: datetime | None = None
@@ -130,6 +128,7 @@ class Rows:
         self.template = template
         self.kind = kind
         self.label = label
+        self._row = row_function(layout, template, kind)
 
     def name(self, index: int, field: str) -> str:
         if self.label is None:
@@ -145,18 +144,16 @@ class Rows:
         if not isinstance(found, list | tuple):
             raise RecordError("expected a list of rows", field=self.label or "")
         built = []
+        row = self._row
         for index, item in enumerate(found):
             mark = len(notes)
-            values = self.template.copy()
             try:
                 if not hasattr(item, "get"):
                     raise RecordError(f"expected an object, got {type(item).__name__}")
-                for position, step in self.layout:
-                    values[position] = step(item, notes)
+                built.append(row(item, notes))
             except RecordError as exc:
                 field = self.name(index, exc.field)
                 raise RowError(exc.reason, field=field, row=index, value=exc.value) from exc
             if len(notes) > mark and self.label is not None:
                 notes[mark:] = [(self.name(index, f), change) for f, change in notes[mark:]]
-            built.append(self.kind(*values))
         return tuple(built)

@@ -4,10 +4,11 @@ and the TOML keys its mapping lives under."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 
 from crmsync.errors import RecordError
+from crmsync.normalize import Memo
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,8 @@ class MappingContext:
     birthday_format: str | None = None  # the same for birthdays
     flat: bool = False  # a path is one literal key (CSV columns), never a dotted path
     source_names: bool = False  # issues name the source's path ("total_price"), not "total"
+    # e-mail and phone outcomes already found; a source passes one Memo to all its streams
+    memo: Memo = field(default_factory=Memo, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 from connectors.records.context import MappingContext
+from connectors.records.phones import region_phones
 from connectors.records.spec import FieldSpec
 from crmsync import normalize
 from crmsync.errors import RecordError
@@ -41,24 +41,48 @@ class Kind:
     missing: str = "missing value; this field is required"  # a required one finding nothing
 
 
+_TEXTS_LIMIT = 1 << 13  # remembered plain values per field: names, cities, products repeat
+
+
+def _plain_text(limit: int, general: Convert, *, required: bool = False) -> Convert:
+    """A text conversion with an exact fast path: a printable string holds no whitespace
+    but U+0020, so with no double space and already NFC, normalize.text would only strip
+    it. ``general`` takes the rest; ``required`` sends an empty result there too. Plain
+    values are remembered (a bounded table per field): a repeated one costs a look-up."""
+    is_nfc = unicodedata.is_normalized
+    known: dict[str, str] = {}
+
+    def convert(value: Any, notes: normalize.Notes) -> Any:
+        if type(value) is not str:
+            return general(value, notes)
+        found = known.get(value)
+        if found is not None:
+            return found
+        if (
+            value.isprintable()
+            and "  " not in value
+            and (value.isascii() or is_nfc("NFC", value))
+            and len(cleaned := value.strip()) <= limit
+        ):
+            if cleaned:
+                if len(known) >= _TEXTS_LIMIT:
+                    known.clear()
+                known[value] = cleaned
+                return cleaned
+            if not required:
+                return None
+        return general(value, notes)
+
+    return convert
+
+
 def text(
     spec: FieldSpec, ctx: MappingContext, label: str, limit: int = normalize.MAX_TEXT
 ) -> Convert:
-    def convert(value: Any, notes: normalize.Notes) -> Any:
-        # Exact fast path: a printable string holds no whitespace but U+0020, so with no
-        # double space and already NFC, normalize.text would only strip it.
-        if (
-            type(value) is str
-            and value.isprintable()
-            and "  " not in value
-            and (value.isascii() or unicodedata.is_normalized("NFC", value))
-        ):
-            cleaned = value.strip()
-            if len(cleaned) <= limit:
-                return cleaned or None
+    def general(value: Any, notes: normalize.Notes) -> Any:
         return normalize.text(value, label, notes=notes, limit=limit)
 
-    return convert
+    return _plain_text(limit, general)
 
 
 def _limited(limit: int) -> Factory:
@@ -66,40 +90,30 @@ def _limited(limit: int) -> Factory:
 
 
 def _id(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
-    return lambda value, notes: normalize.required_id(value, label)
+    return _plain_text(128, lambda value, notes: normalize.required_id(value, label), required=True)
 
 
 def _ref(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
-    return lambda value, notes: normalize.text(value, label, limit=128)
-
-
-@lru_cache(maxsize=1 << 16)
-def _email_of(value: str, label: str) -> str | None:
-    """Orders repeat their customer's address; validating it once per run saves most of it."""
-    return normalize.email(value, label)
-
-
-@lru_cache(maxsize=1 << 16)
-def _phone_of(value: str, label: str, region: str) -> str | None:
-    return normalize.phone(value, label, region=region)
+    # no notes: a reference too long is an error, never cut
+    return _plain_text(128, lambda value, notes: normalize.text(value, label, limit=128))
 
 
 def _email(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
-    def convert(value: Any, notes: normalize.Notes) -> Any:
-        if type(value) is str:
-            return _email_of(value, label)
-        return normalize.email(value, label)
-
-    return convert
+    memo = ctx.memo  # orders repeat their customer's address: validated once per source
+    return lambda value, notes: normalize.email(value, label, memo=memo)
 
 
 def _phone(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
-    region = ctx.region
+    region, memo = ctx.region, ctx.memo
+    fast = region_phones(region)
 
     def convert(value: Any, notes: normalize.Notes) -> Any:
-        if type(value) is str:
-            return _phone_of(value, label, region)
-        return normalize.phone(value, label, region=region)
+        # a plainly written national number needs no phonenumbers.parse (see phones)
+        if fast is not None and type(value) is str:
+            key = normalize.phone_key(value.strip())
+            if key is not None and (found := fast.e164(key)) is not None:
+                return found
+        return normalize.phone(value, label, region=region, memo=memo)
 
     return convert
 
@@ -133,7 +147,16 @@ def _time(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
             return normalize.timestamp(moment, label)
 
         return epoch
-    return lambda value, notes: normalize.timestamp(value, label, tz=tz, fmt=fmt)
+    if fmt:
+        return lambda value, notes: normalize.timestamp(value, label, tz=tz, fmt=fmt)
+    iso = normalize.iso_timestamp
+
+    def convert(value: Any, notes: normalize.Notes) -> Any:
+        if type(value) is str and (found := iso(value, tz)) is not None:
+            return found
+        return normalize.timestamp(value, label, tz=tz)
+
+    return convert
 
 
 def format_problem(fmt: str) -> str | None:
@@ -155,7 +178,20 @@ def _birthday(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
 
 
 def _money(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
-    return lambda value, notes: amount(value, label)
+    known = _AMOUNTS
+
+    def convert(value: Any, notes: normalize.Notes) -> Any:
+        if type(value) is str and (found := known.get(value)) is not None:
+            return found
+        return amount(value, label)
+
+    return convert
+
+
+# Plain non-negative decimal strings already read: prices repeat (a catalogue, "0.00"),
+# and a Decimal is immutable, so records may share one. Cleared when full.
+_AMOUNTS: dict[str, Decimal] = {}
+_AMOUNTS_LIMIT = 1 << 16
 
 
 def amount(value: Any, label: str, *, allow_negative: bool = False) -> Decimal:
@@ -164,7 +200,12 @@ def amount(value: Any, label: str, *, allow_negative: bool = False) -> Decimal:
         digits = value[1:] if value[:1] == "-" else value
         if digits.replace(".", "", 1).isdigit():
             found = Decimal(value)
-            if found >= 0 or allow_negative:
+            if found >= 0:
+                if len(_AMOUNTS) >= _AMOUNTS_LIMIT:
+                    _AMOUNTS.clear()
+                _AMOUNTS[value] = found
+                return found
+            if allow_negative:
                 return found
     return normalize.money(value, label, allow_negative=allow_negative)
 
@@ -191,10 +232,12 @@ def _flag_or_time(spec: FieldSpec, ctx: MappingContext, label: str) -> Convert:
     at = _time(spec, ctx, label)
 
     def convert(value: Any, notes: normalize.Notes) -> Any:
-        try:
-            return normalize.boolean(value, label)
-        except RecordError:
-            pass
+        # a time is no true/false word: skip the exception boolean() would raise for it
+        if type(value) is not str or value.strip().casefold() in normalize.BOOLEAN_WORDS:
+            try:
+                return normalize.boolean(value, label)
+            except RecordError:
+                pass
         try:
             return at(value, notes) is not None
         except RecordError as exc:
@@ -263,8 +306,6 @@ TOTAL_PARTS = ("order_discount", "shipping", "tax")
 
 
 def clear_caches() -> None:
-    """Forget cached e-mail/phone results, here and in normalize (benchmarks measure
-    validation afresh)."""
-    _email_of.cache_clear()
-    _phone_of.cache_clear()
+    """Forget remembered e-mail/phone outcomes and amounts (benchmarks measure afresh)."""
+    _AMOUNTS.clear()
     normalize.clear_caches()

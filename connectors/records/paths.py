@@ -94,6 +94,19 @@ def compile_path(path: str, *, key: str = "", flat: bool = False) -> Getter:
     return walk
 
 
+def plain_key(path: str, *, flat: bool = False) -> str | None:
+    """The key ``compile_path(path)`` reads with a bare ``row.get(key)``, or None when the
+    path walks, indexes or picks (so generated code can inline the common case)."""
+    if not path:
+        return None
+    if flat:
+        return path
+    match = _STEP.match(path)
+    if match is None or match["key"] is not None or len(_split(path)) != 1 or not match["name"]:
+        return None
+    return str(match["name"])
+
+
 def _index(value: Any, name: str) -> Any:
     if isinstance(value, list | tuple) and name.lstrip("-").isdigit():
         position = int(name)

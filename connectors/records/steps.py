@@ -2,7 +2,9 @@
 
 The work a spec asks for is decided here, once: a plain path becomes a bare getter and
 a conversion; only what a spec uses (paths tried in turn, const, default, null_if, map,
-arithmetic) is put in its reader. Everything ``run`` could only find out row by row but
+arithmetic) is put in its reader. A ``Step`` also keeps its parts (the plain key it
+reads, its conversion, what an empty value does) so that ``generate`` can write a
+stream's steps into one function. Everything ``run`` could only find out row by row but
 the configuration already decides (a constant that is no valid status, arithmetic on an
 e-mail, a format on a phone) is a ``ConfigIssue`` under the field's TOML key.
 """
@@ -10,17 +12,37 @@ e-mail, a format on a phone) is a ``ConfigIssue`` under the field's TOML key.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from connectors.records.context import MappingContext
-from connectors.records.fields import ZERO, Kind, amount, format_problem
-from connectors.records.paths import Getter, compile_path
+from connectors.records.fields import ZERO, Convert, Kind, amount, format_problem
+from connectors.records.paths import Getter, compile_path, plain_key
 from connectors.records.spec import FieldSpec
 from crmsync import normalize
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
 
-Step = Callable[[Any, normalize.Notes], Any]
+# An empty value: "need" raises, the others give the kind's empty value. A bad value:
+# "correct" clears it with a note, the others raise.
+Mode = Literal["need", "optional", "correct"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Step:
+    """A compiled field: call it as ``step(raw, notes)``; its parts are for ``generate``."""
+
+    label: str  # the field as issues name it
+    read: Getter  # raw -> the value before conversion
+    key: str | None  # ``read`` is a bare ``raw.get(key)``
+    convert: Convert
+    mode: Mode
+    empty: Any  # the value when nothing is found (or a correctable value is bad)
+    missing: str  # the reason when a needed field finds nothing
+    run: Callable[[Any, normalize.Notes], Any]
+
+    def __call__(self, raw: Any, notes: normalize.Notes) -> Any:
+        return self.run(raw, notes)
 
 
 def _text_key(value: Any) -> str:
@@ -30,13 +52,24 @@ def _text_key(value: Any) -> str:
     return str(value).strip()
 
 
+def _bare(spec: FieldSpec) -> bool:
+    """The spec reads one path and does nothing else to the value."""
+    return (
+        len(spec.paths()) == 1
+        and spec.default is None
+        and not spec.null_if
+        and not spec.map
+        and not spec.arithmetic()
+    )
+
+
 def reader(spec: FieldSpec, ctx: MappingContext, label: str, key: str) -> Getter:
     """raw -> the value before conversion (None or '' when nothing was found)."""
     getters = [compile_path(path, key=key, flat=ctx.flat) for path in spec.paths()]
     const, default = spec.const, spec.default
     null_if, mapping = frozenset(spec.null_if), dict(spec.map)
     arithmetic = _arithmetic(spec, ctx, label, key) if spec.arithmetic() else None
-    if len(getters) == 1 and default is None and not null_if and not mapping and not arithmetic:
+    if _bare(spec):
         return getters[0]
 
     def read(raw: Any) -> Any:
@@ -141,7 +174,16 @@ def compile_field(
     if issues:
         raise ConfigError(issues)
     empty, missing = kind.empty, kind.missing
-    if kind.correctable:
+    mode: Mode = "correct" if kind.correctable else "need" if required else "optional"
+    bare = plain_key(spec.paths()[0], flat=ctx.flat) if _bare(spec) else None
+    run = _run(mode, read, convert, label, empty, missing)
+    return Step(label, read, bare, convert, mode, empty, missing, run)
+
+
+def _run(
+    mode: Mode, read: Getter, convert: Convert, label: str, empty: Any, missing: str
+) -> Callable[[Any, normalize.Notes], Any]:
+    if mode == "correct":
 
         def corrected(raw: Any, notes: normalize.Notes) -> Any:
             value = read(raw)
@@ -154,7 +196,7 @@ def compile_field(
                 return empty
 
         return corrected
-    if required:
+    if mode == "need":
 
         def needed(raw: Any, notes: normalize.Notes) -> Any:
             value = read(raw)
