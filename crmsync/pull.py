@@ -4,6 +4,15 @@ The cursor moves only in the transaction that stores the stream's last batch, to
 newest ``updated_at`` taken, capped at the run's start. Earlier batches are committed
 without moving it, so a crash part-way re-reads the stream from the old cursor (minus the
 lookback window) and de-duplication by (id, updated_at) makes the re-read harmless.
+
+A ``Versioned`` source says cheaply whether a stream may have changed. Its token is
+taken before the read and kept with the cursor when the read leaves nothing for later;
+a run (not ``full``) that finds the same token again does not read the stream at all.
+A crash part-way keeps the old token, which no longer matches, so the stream is read.
+
+Batches are large (``BATCH``): staging writes each in one transaction, and its cost per
+batch (look-ups, statements, a commit) is then spread over many records, while memory
+stays bounded by one batch of records.
 """
 
 from __future__ import annotations
@@ -14,15 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from crmsync.contract import Source
+from crmsync.contract import Source, Versioned
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from crmsync.stopwatch import Stopwatch
 from state.staging import StageStats
-from state.store import Store
+from state.store import Store, StreamVersion
 
 log = logging.getLogger("crmsync.pull")
 
-BATCH = 1000
+BATCH = 20_000
 
 
 @dataclass
@@ -74,6 +83,11 @@ def _pull_stream(
     watch: Stopwatch,
 ) -> StageStats:
     started = time.perf_counter()
+    version = StreamVersion(source.version(stream)) if isinstance(source, Versioned) else None
+    if not full and _unchanged(store, source_name, stream, version):
+        log.info("pulled %s.%s: unchanged since its last read", source_name, stream.value)
+        watch.add("pull.read", time.perf_counter() - started)
+        return StageStats()
     staging = 0.0
     cursor = None if full else store.cursor(source_name, stream.value)
     since = cursor - lookback if cursor is not None else None
@@ -84,24 +98,26 @@ def _pull_stream(
     for item in source.read(stream, since, until):
         if isinstance(item, RecordIssue):
             issues.append(item)
-            continue
-        if item.updated_at is not None and item.updated_at > until:
+        elif item.updated_at is not None and item.updated_at > until:
             total.received += 1  # counted, so that what was read adds up
             total.later += 1  # changed after the run started: the next run takes it
             continue
-        records.append(item)
-        if item.updated_at is not None and (newest is None or item.updated_at > newest):
-            newest = item.updated_at
-        if len(records) >= batch_size:
+        else:
+            records.append(item)
+            if item.updated_at is not None and (newest is None or item.updated_at > newest):
+                newest = item.updated_at
+        if len(records) + len(issues) >= batch_size:  # memory: one batch of items
             mark = time.perf_counter()
             total.add(store.stage(source_name, stream, records, issues))
             staging += time.perf_counter() - mark
-            if progress:
+            if progress and records:
                 progress(len(records))
             records, issues = [], []
     position = max(newest, cursor) if newest and cursor else (newest or cursor)
     mark = time.perf_counter()
-    total.add(store.stage(source_name, stream, records, issues, cursor=position))
+    if version is not None and total.later:
+        version = StreamVersion(None)  # a later run must read what was left for it
+    total.add(store.stage(source_name, stream, records, issues, cursor=position, version=version))
     staging += time.perf_counter() - mark
     watch.add("pull.stage", staging)
     watch.add("pull.read", time.perf_counter() - started - staging)
@@ -120,3 +136,12 @@ def _pull_stream(
         total.corrected,
     )
     return total
+
+
+def _unchanged(
+    store: Store, source_name: str, stream: Stream, version: StreamVersion | None
+) -> bool:
+    """True when the stream's version is the one kept after its last complete read."""
+    if version is None or version.token is None:
+        return False
+    return version.token == store.source_version(source_name, stream.value)

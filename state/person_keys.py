@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from crmsync.records import Cart, Order
 from state import schema
+from state.bulk import bulk
 
 
 def fallback_key(source: str, customer_external_id: str | None, email: str | None) -> str | None:
@@ -30,38 +30,24 @@ def fallback_key(source: str, customer_external_id: str | None, email: str | Non
 
 def customer_keys(conn: Connection, source: str, ids: Iterable[str | None]) -> dict[str, str]:
     """The person keys of the staged customers among ``ids``."""
-    table = schema.customers
     wanted = sorted({i for i in ids if i is not None})
-    found: dict[str, str] = {}
-    for start in range(0, len(wanted), 500):
-        query = select(table.c.external_id, table.c.person_key).where(
-            table.c.source == source, table.c.external_id.in_(wanted[start : start + 500])
-        )
-        found.update({row.external_id: row.person_key for row in conn.execute(query)})
-    return found
+    columns = ("external_id", "person_key")
+    return dict(bulk(conn).select_in(schema.customers, columns, source, "external_id", wanted))
 
 
 def rekey(conn: Connection, source: str, keys: dict[str, str]) -> None:
     """Gives the orders and carts of these customers (id -> new key) their customer's key."""
     if not keys:
         return
-    params = [{"b_source": source, "b_id": cid, "b_key": key} for cid, key in keys.items()]
+    pairs = list(keys.items())
+    writer = bulk(conn)
     for table in (schema.orders, schema.carts):
-        statement = (
-            update(table)
-            .where(
-                table.c.source == bindparam("b_source"),
-                table.c.customer_external_id == bindparam("b_id"),
-                table.c.person_key.is_distinct_from(bindparam("b_key")),
-            )
-            .values(person_key=bindparam("b_key"))
-        )
-        conn.execute(statement, params)
+        # a first sync stages customers before any order or cart: nothing to re-key
+        if writer.has_rows(table, {"source": source}):
+            writer.assign(table, source, "customer_external_id", "person_key", pairs)
 
 
-def keys_for(
-    conn: Connection, source: str, records: Sequence[Order] | Sequence[Cart]
-) -> list[str | None]:
+def keys_for(conn: Connection, source: str, records: Sequence[Order | Cart]) -> list[str | None]:
     staged = customer_keys(conn, source, (r.customer_external_id for r in records))
     return [
         staged.get(r.customer_external_id or "")

@@ -15,21 +15,32 @@ changed key re-keys its orders and carts in the same transaction (``person_keys`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import Any, cast
 
-import orjson
-from sqlalchemy import Table, and_, delete, select
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
-from crmsync.normalize import minor_unit_exponent
 from crmsync.records import Cart, Customer, IssueAction, Order, RecordIssue, Stream
 from state import schema
+from state.bulk import Bulk, overlapped
 from state.dialect import upsert_insert
-from state.person_keys import customer_keys, fallback_key, keys_for, rekey
-from state.timeutil import to_ms
+from state.person_keys import customer_keys, fallback_key, rekey
+from state.stage_rows import (
+    CART_CONTENT,
+    CUSTOMER_CONTENT,
+    LINE_COLUMNS,
+    NOT_COUNTED,
+    ORDER_CONTENT,
+    TRAILER,
+    Built,
+    build_cart,
+    build_customer,
+    build_order,
+    person_key,
+    to_minor,
+)
 
 
 @dataclass
@@ -70,164 +81,24 @@ class StageStats:
         }
 
 
-NOT_COUNTED = ("cancelled", "refunded")  # order statuses left out of counts and spend
-
-
-def to_minor(amount: Decimal, currency: str) -> int:
-    exponent = minor_unit_exponent(currency)
-    return int((amount * (10**exponent)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-def person_key(source: str, customer: Customer) -> str:
-    """The identity a customer record starts with: e-mail first, then phone, then its id."""
-    if customer.email:
-        return f"e:{customer.email}"
-    if customer.phone:
-        return f"p:{customer.phone}"
-    return f"s:{source}:{customer.external_id}"
-
-
-def _customer_row(source: str, c: Customer, staged_at: int) -> dict[str, Any]:
-    email_consent = c.email_consent
-    sms_consent = c.sms_consent
-    return {
-        "source": source,
-        "external_id": c.external_id,
-        "person_key": person_key(source, c),
-        "email": c.email,
-        "phone": c.phone,
-        "first_name": c.first_name,
-        "last_name": c.last_name,
-        "city": c.city,
-        "region": c.region,
-        "country": c.country,
-        "postal_code": c.postal_code,
-        "address1": c.address1,
-        "language": c.language,
-        "birthday": c.birthday,
-        "created_at": to_ms(c.created_at),
-        "updated_at": to_ms(c.updated_at),
-        "email_consent": email_consent.state.value if email_consent else "none",
-        "email_consent_at": to_ms(email_consent.at) if email_consent else None,
-        "sms_consent": sms_consent.state.value if sms_consent else "none",
-        "sms_consent_at": to_ms(sms_consent.at) if sms_consent else None,
-        "deleted": c.deleted,
-        "staged_at": staged_at,
-    }
-
-
-def _order_row(source: str, o: Order, staged_at: int, key: str | None) -> dict[str, Any]:
-    categories = sorted({line.category for line in o.lines if line.category})
-    total = to_minor(o.total, o.currency)
-    refunded = to_minor(o.refunded_total, o.currency)
-    discount = to_minor(o.discount_total, o.currency)
-    return {
-        "source": source,
-        "external_id": o.external_id,
-        "customer_external_id": o.customer_external_id,
-        "email": o.email,
-        "placed_at": to_ms(o.placed_at),
-        "updated_at": to_ms(o.updated_at),
-        "status": o.status.value,
-        "currency": o.currency,
-        "total_minor": total,
-        "discount_minor": discount,
-        "refunded_minor": refunded,
-        "item_count": sum(line.quantity for line in o.lines),
-        "categories": "|".join(categories) if categories else None,
-        "staged_at": staged_at,
-        "person_key": key,
-        "counted": o.status.value not in NOT_COUNTED,
-        "net_minor": total - refunded,
-        "discounted": discount > 0,
-    }
-
-
-def _line_rows(source: str, o: Order) -> list[dict[str, Any]]:
-    return [
-        {
-            "source": source,
-            "order_external_id": o.external_id,
-            "line_no": number,
-            "sku": line.sku,
-            "product": line.product,
-            "category": line.category,
-            "quantity": line.quantity,
-            "unit_price_minor": to_minor(line.unit_price, o.currency),
-            "discount_minor": to_minor(line.discount, o.currency),
-        }
-        for number, line in enumerate(o.lines, start=1)
-    ]
-
-
-def _cart_row(source: str, c: Cart, staged_at: int, key: str | None) -> dict[str, Any]:
-    items = [
-        {
-            "sku": i.sku,
-            "product": i.product,
-            "category": i.category,
-            "quantity": i.quantity,
-            "unit_price": str(i.unit_price),
-        }
-        for i in c.items
-    ]
-    return {
-        "source": source,
-        "external_id": c.external_id,
-        "customer_external_id": c.customer_external_id,
-        "email": c.email,
-        "currency": c.currency,
-        "value_minor": to_minor(c.value, c.currency),
-        "item_count": sum(i.quantity for i in c.items),
-        "checkout_url": c.checkout_url,
-        "converted": c.converted,
-        "created_at": to_ms(c.created_at),
-        "updated_at": to_ms(c.updated_at),
-        "items": orjson.dumps(items).decode(),
-        "staged_at": staged_at,
-        "person_key": key,
-    }
-
-
-_NOT_CONTENT = frozenset({"staged_at", "content_hash", "person_key"})  # not the record's own
-
-
-def _with_hash(row: dict[str, Any], lines: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """``row`` with the digest of its content (and its order lines) as ``content_hash``."""
-    content = {k: v for k, v in row.items() if k not in _NOT_CONTENT}
-    body = orjson.dumps([content, list(lines)], option=orjson.OPT_SORT_KEYS)
-    row["content_hash"] = hashlib.blake2b(body, digest_size=16).hexdigest()
-    return row
-
-
 _TABLES: dict[Stream, Table] = {
     Stream.CUSTOMERS: schema.customers,
     Stream.ORDERS: schema.orders,
     Stream.CARTS: schema.carts,
 }
+_BUILDERS: dict[Stream, Callable[[str, Any], Built]] = {
+    Stream.CUSTOMERS: build_customer,
+    Stream.ORDERS: build_order,
+    Stream.CARTS: build_cart,
+}
+_COLUMNS: dict[Stream, tuple[str, ...]] = {
+    Stream.CUSTOMERS: CUSTOMER_CONTENT + TRAILER,
+    Stream.ORDERS: ORDER_CONTENT + TRAILER,
+    Stream.CARTS: CART_CONTENT + TRAILER,
+}
+_VERSION = ("external_id", "updated_at", "content_hash", "person_key")
 
-
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    keys = [c.name for c in table.primary_key.columns]
-    insert = upsert_insert(conn, table)
-    update = {c.name: insert.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=update), rows)
-
-
-def _staged_versions(
-    conn: Connection, table: Table, source: str, ids: Sequence[str]
-) -> dict[str, tuple[int | None, str | None]]:
-    """external id -> (updated_at, content_hash) of what is staged."""
-    found: dict[str, tuple[int | None, str | None]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        query = select(table.c.external_id, table.c.updated_at, table.c.content_hash).where(
-            table.c.source == source, table.c.external_id.in_(chunk)
-        )
-        found.update({r.external_id: (r.updated_at, r.content_hash) for r in conn.execute(query)})
-    return found
+Version = tuple[int | None, str | None, str | None]  # updated_at, content_hash, person_key
 
 
 def stage_records(
@@ -237,80 +108,79 @@ def stage_records(
     records: Sequence[Customer | Order | Cart],
     staged_at: int,
 ) -> StageStats:
-    """Upserts one batch of one stream; returns how many were new or newer."""
+    """Upserts one batch of one stream; returns how many were new or newer.
+
+    Every look-up comes first (the versions staged, the keys of the customers that own
+    orders or carts); then rows are built a chunk at a time while the driver writes the
+    chunk before (``Overlapped``); customers re-key their orders and carts last.
+    """
     stats = StageStats(received=len(records))
     newest: dict[str, Customer | Order | Cart] = {}
     for record in records:  # duplicates inside the batch: the newest, else the last read
         kept = newest.get(record.external_id)
         if kept is None or not _strictly_newer(kept.updated_at, record.updated_at):
             newest[record.external_id] = record
-    table = _TABLES[stream]
-    staged = _staged_versions(conn, table, source, list(newest))
-    if stream is Stream.CUSTOMERS:
-        customers: list[Customer] = list(newest.values())  # type: ignore[arg-type]
-        rows = [_with_hash(_customer_row(source, c, staged_at)) for c in customers]
-        rows = [row for row in rows if _replaces(row, staged)]
-        _count(stats, rows)
-        old_keys = customer_keys(conn, source, (row["external_id"] for row in rows))
-        _upsert(conn, table, rows)
-        rekey(
-            conn,
-            source,
-            {
-                row["external_id"]: row["person_key"]
-                for row in rows
-                if old_keys.get(row["external_id"]) != row["person_key"]
-            },
-        )
-    elif stream is Stream.ORDERS:
-        every: list[Order] = list(newest.values())  # type: ignore[arg-type]
-        candidates = [(o, _line_rows(source, o)) for o in every]
-        replacing = [
-            (o, lines, row)
-            for o, lines in candidates
-            if _replaces(row := _with_hash(_order_row(source, o, staged_at, None), lines), staged)
-        ]
-        orders = [o for o, _, _ in replacing]
-        rows = _keyed([row for _, _, row in replacing], keys_for(conn, source, orders))
-        _count(stats, rows)
-        _upsert(conn, table, rows)
-        ids = [o.external_id for o in orders]
-        for start in range(0, len(ids), 500):
-            lines = schema.order_lines
-            conn.execute(
-                delete(lines).where(
-                    lines.c.source == source,
-                    lines.c.order_external_id.in_(ids[start : start + 500]),
-                )
+    table, build, columns = _TABLES[stream], _BUILDERS[stream], _COLUMNS[stream]
+    with overlapped(conn) as writer:
+        staged: dict[str, Version] = {
+            external_id: (updated_at, digest, key)
+            for external_id, updated_at, digest, key in writer.select_in(
+                table, _VERSION, source, "external_id", list(newest)
             )
-        line_rows = [row for _, lines, _ in replacing for row in lines]
-        if line_rows:
-            conn.execute(schema.order_lines.insert(), line_rows)
-    else:
-        every_cart: list[Cart] = list(newest.values())  # type: ignore[arg-type]
-        replacing_carts = [
-            (c, row)
-            for c in every_cart
-            if _replaces(row := _with_hash(_cart_row(source, c, staged_at, None)), staged)
-        ]
-        carts = [c for c, _ in replacing_carts]
-        rows = _keyed([row for _, row in replacing_carts], keys_for(conn, source, carts))
-        _count(stats, rows)
-        _upsert(conn, table, rows)
-    _clear_quarantine(conn, source, stream, [row["external_id"] for row in rows])
+        }
+        key_of = _key_function(conn, source, stream, newest.values())
+        replaced: list[str] = []
+        moved: dict[str, str] = {}  # customers whose key is new or changed
+        pending = list(newest.values())
+        for start in range(0, len(pending), _CHUNK):
+            rows: list[tuple[Any, ...]] = []
+            lines: list[tuple[Any, ...]] = []
+            again: list[str] = []  # orders staged before, whose lines are replaced
+            for record in pending[start : start + _CHUNK]:
+                built = build(source, record)
+                version = staged.get(built.external_id)
+                if not _replaces(built, version):
+                    continue
+                key = key_of(record)
+                rows.append(built.row(staged_at, key))
+                replaced.append(built.external_id)
+                if stream is Stream.CUSTOMERS and (version is None or version[2] != key):
+                    moved[built.external_id] = cast(str, key)
+                lines += built.lines
+                if version is not None:
+                    again.append(built.external_id)
+            writer.upsert(table, columns, rows)
+            if stream is Stream.ORDERS:
+                # an order's lines are written only with it: only an order staged
+                # before has lines to replace
+                writer.delete_in(schema.order_lines, {"source": source}, "order_external_id", again)
+                writer.insert(schema.order_lines, LINE_COLUMNS, lines)
+        if moved:
+            writer.flush()  # rekey uses the connection itself
+            rekey(conn, source, moved)
+        _clear_quarantine(writer, source, stream, replaced)
+    stats.staged = len(replaced)
+    stats.unchanged = stats.received - stats.staged
     return stats
 
 
-def _count(stats: StageStats, staged_rows: Sequence[dict[str, Any]]) -> None:
-    stats.staged = len(staged_rows)
-    stats.unchanged = stats.received - stats.staged
+_CHUNK = 4000  # records built while the driver writes the chunk before
 
 
-def _keyed(rows: list[dict[str, Any]], keys: Sequence[str | None]) -> list[dict[str, Any]]:
-    """Order or cart rows with their person keys (not part of the content hash)."""
-    for row, key in zip(rows, keys, strict=True):
-        row["person_key"] = key
-    return rows
+def _key_function(
+    conn: Connection, source: str, stream: Stream, records: Iterable[Customer | Order | Cart]
+) -> Callable[[Any], str | None]:
+    """How each record of the batch finds its person key: a customer from itself, an
+    order or cart from its staged customer (looked up once for the batch), else from its
+    e-mail or customer id."""
+    if stream is Stream.CUSTOMERS:
+        return lambda customer: person_key(source, customer)
+    owned = cast(Iterable[Order | Cart], records)
+    staged = customer_keys(conn, source, (r.customer_external_id for r in owned))
+    return lambda record: (
+        staged.get(record.customer_external_id or "")
+        or fallback_key(source, record.customer_external_id, record.email)
+    )
 
 
 def _strictly_newer(candidate: Any, existing: Any) -> bool:
@@ -318,35 +188,24 @@ def _strictly_newer(candidate: Any, existing: Any) -> bool:
     return candidate is not None and existing is not None and bool(candidate > existing)
 
 
-def _replaces(row: dict[str, Any], staged: dict[str, tuple[int | None, str | None]]) -> bool:
-    """Whether ``row`` replaces the staged version: newer, or as new and different."""
-    version = staged.get(row["external_id"])
+def _replaces(built: Built, version: Version | None) -> bool:
+    """Whether ``built`` replaces the staged version: newer, or as new and different."""
     if version is None:
         return True
-    updated_at, content_hash = version
-    changed = bool(row["content_hash"] != content_hash)
-    if row["updated_at"] is None or updated_at is None:
+    updated_at, content_hash, _ = version
+    changed = built.content_hash != content_hash
+    if built.updated_at is None or updated_at is None:
         return changed  # full exports: any change, once
-    if row["updated_at"] != updated_at:
-        return bool(row["updated_at"] > updated_at)
+    if built.updated_at != updated_at:
+        return built.updated_at > updated_at
     return changed
 
 
-def _clear_quarantine(conn: Connection, source: str, stream: Stream, ids: Iterable[str]) -> None:
+def _clear_quarantine(writer: Bulk, source: str, stream: Stream, ids: Sequence[str]) -> None:
     """A record that now stages cleanly is no longer quarantined."""
-    table = schema.quarantine
-    id_list = list(ids)
-    for start in range(0, len(id_list), 500):
-        conn.execute(
-            delete(table).where(
-                and_(
-                    table.c.source == source,
-                    table.c.stream == stream.value,
-                    table.c.action == "quarantined",
-                    table.c.record_key.in_(id_list[start : start + 500]),
-                )
-            )
-        )
+    fixed = {"source": source, "stream": stream.value, "action": "quarantined"}
+    if ids and writer.has_rows(schema.quarantine, fixed):
+        writer.delete_in(schema.quarantine, fixed, "record_key", ids)
 
 
 def record_key(issue: RecordIssue) -> str:

@@ -184,7 +184,11 @@ def test_every_count_adds_up_and_every_record_not_synced_is_named(
     _assert_nothing_unnamed(site, state_url, named)
 
     second = site.run_json()  # nothing new: everything unchanged, named the same
-    _assert_adds_up(second, read)
+    # an export unchanged since a complete read that left nothing for later is not read
+    # again (its stream counts nothing); customers and orders each left one for later
+    skipped = {stream for stream, s in second["pulled"].items() if s["received"] == 0}
+    assert skipped == {"shop.carts"}
+    _assert_adds_up(second, {k: 0 if k in skipped else n for k, n in read.items()})
     assert all(s["staged"] == 0 for s in second["pulled"].values())
     again = _status(site)
     assert _named(again) == named and again["not_synced"]["run_id"] == second["run_id"]

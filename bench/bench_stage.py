@@ -1,0 +1,171 @@
+"""Staging throughput: sample records written into the state database by ``Store.stage``.
+
+The sample store (``crmsync.sample``, about 5 orders per customer) is generated afresh
+for each stream, customers first, then orders, then carts, as a pull reads them, and
+staged in batches of the pull's size (``crmsync.pull.BATCH``). Only the time inside
+``Store.stage`` counts: generating the records is not staging. Reported per engine and
+size: records/s over the whole store, per stream, and over the first and the last tenth
+of the orders (the rate must stay flat as the tables grow), and, with ``--again``, the
+rate of a second pass over the same records (all unchanged, as a re-read of a lookback
+window finds them). Figures of other engines and sizes already recorded are kept.
+
+    .venv/bin/python -m bench.bench_stage [--customers N] [--engine sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bench.results import RESULTS, Figure, record
+from crmsync.pull import BATCH
+from crmsync.records import Cart, Customer, Order, Stream
+from crmsync.sample import SampleSpec, iter_store
+from state.store import Store
+
+POSTGRES_URL = os.environ.get(
+    "CRMSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TARGETS = {"sqlite": 50_000, "postgresql": 30_000}  # records/s, issue 10
+STREAMS = {Stream.CUSTOMERS: Customer, Stream.ORDERS: Order, Stream.CARTS: Cart}
+Staged = Customer | Order | Cart
+
+
+@contextmanager
+def state_url(engine: str) -> Iterator[str]:
+    """A fresh state database: a temporary SQLite file, or a private PostgreSQL schema."""
+    if engine == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bench_stage_") as directory:
+            yield f"sqlite:///{Path(directory) / 'state.db'}"
+        return
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"bench_stage_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'create schema "{name}"'))
+    try:
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'drop schema "{name}" cascade'))
+        admin.dispose()
+
+
+def batches(spec: SampleSpec, stream: Stream, size: int) -> Iterator[list[Staged]]:
+    kind = STREAMS[stream]
+    batch: list[Staged] = []
+    for item in iter_store(spec):
+        if isinstance(item, kind):
+            batch.append(item)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+class Pass:
+    """Seconds and records per stream of one pass over the store, batch by batch."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, list[tuple[int, float]]] = {}
+
+    def add(self, stream: Stream, records: int, seconds: float) -> None:
+        self.batches.setdefault(stream.value, []).append((records, seconds))
+
+    def rate(self, stream: str | None = None, part: slice = slice(None)) -> int:
+        """Records/s of one stream (None: all), or of a slice of its batches."""
+        chosen = [b for s, batches in self.batches.items() if stream in {None, s} for b in batches]
+        if stream is not None:
+            chosen = chosen[part]
+        return round(sum(n for n, _ in chosen) / sum(t for _, t in chosen))
+
+    def tenth(self, stream: str, last: bool) -> int:
+        """The rate over the first or last tenth of a stream's batches (at least one)."""
+        count = max(1, len(self.batches[stream]) // 10)
+        return self.rate(stream, slice(-count, None) if last else slice(0, count))
+
+    @property
+    def records(self) -> int:
+        return sum(n for batches in self.batches.values() for n, _ in batches)
+
+    @property
+    def seconds(self) -> float:
+        return sum(t for batches in self.batches.values() for _, t in batches)
+
+
+def stage_store(store: Store, spec: SampleSpec, size: int) -> Pass:
+    measured = Pass()
+    for stream in STREAMS:
+        for batch in batches(spec, stream, size):
+            started = time.perf_counter()
+            stats = store.stage("bench", stream, batch)
+            measured.add(stream, stats.received, time.perf_counter() - started)
+        print(f"  {stream.value:>9}: {measured.rate(stream.value):>9,}/s", flush=True)
+    return measured
+
+
+def previous_figures() -> dict[str, Figure]:
+    """The figures of other engines and sizes already in the results file, kept."""
+    if not RESULTS.exists():
+        return {}
+    kept = json.loads(RESULTS.read_text(encoding="utf-8")).get("stage", {})
+    return {k: v for k, v in kept.items() if k not in {"measured_at", "machine"}}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.bench_stage")
+    parser.add_argument("--customers", type=int, default=10_000, help="x5 orders each")
+    parser.add_argument("--engine", choices=sorted(TARGETS), default="sqlite")
+    parser.add_argument("--batch", type=int, default=BATCH, help="records per Store.stage")
+    parser.add_argument("--again", action="store_true", help="stage the same store twice")
+    args = parser.parse_args(argv)
+    spec = SampleSpec(customers=args.customers)
+    print(f"{args.engine}: {args.customers:,} customers, batch {args.batch}")
+    with state_url(args.engine) as url:
+        try:
+            store = Store(url)
+        except Exception as exc:  # the server is down: say so in one line
+            print(f"cannot open {args.engine}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            first = stage_store(store, spec, args.batch)
+            again = stage_store(store, spec, args.batch) if args.again else None
+        finally:
+            store.close()
+    prefix = f"{args.engine}_{args.customers}"
+    figures: dict[str, Figure] = {
+        f"{prefix}_records": first.records,
+        f"{prefix}_batch": args.batch,
+        f"{prefix}_records_per_s": first.rate(),
+        # flat as the tables grow: the largest stream's last tenth against its first
+        f"{prefix}_orders_first_tenth_per_s": first.tenth(Stream.ORDERS.value, last=False),
+        f"{prefix}_orders_last_tenth_per_s": first.tenth(Stream.ORDERS.value, last=True),
+        f"{prefix}_seconds": round(first.seconds, 2),
+        f"{prefix}_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        f"{prefix}_at_or_above_target": str(first.rate() >= TARGETS[args.engine]),
+        f"{args.engine}_target_records_per_s": TARGETS[args.engine],
+    }
+    figures.update({f"{prefix}_{s}_per_s": first.rate(s) for s in first.batches})
+    if again is not None:
+        figures[f"{prefix}_unchanged_records_per_s"] = again.rate()
+    path = record("stage", {**previous_figures(), **figures})
+    for key, value in figures.items():
+        print(f"{key:>48}: {value}")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
