@@ -4,7 +4,8 @@ The key space is cut into slices at person keys sampled from the customers index
 slices per worker, handed out as workers finish, so a slow slice does not hold the run).
 Each worker opens its own database connection, streams its slice, and builds, segments,
 maps and diffs every person in it (``planner``); it sends back only the changes to push
-(nothing at all in a dry run) and, per slice, a ``Tally``. The run's own process keeps
+(nothing at all in a dry run), each person's plan to keep when the run keeps them
+(``state.planned``), and, per slice, a ``Tally``. The run's own process keeps
 everything that touches a destination or the ledger: it pushes batches and writes
 acknowledgements exactly as a single-process run does, so one HTTP rate budget per
 account and "a crash replays at most one batch" hold unchanged.
@@ -38,15 +39,17 @@ from crmsync.contract import Change
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
 from crmsync.fields import ProfileField
-from crmsync.planner import Planner, Tally, Target
+from crmsync.planner import PlannedRow, Planner, Tally, Target
 from crmsync.profile_scope import KeyRange, ProfileContext
 from state.profile_reads import customer_count, key_boundaries, ranges
 
 CHUNK = 500  # changes per message from a worker
+PLANS_CHUNK = 5000  # planned people per message
 SLICES_PER_WORKER = 4
 PEOPLE_PER_WORKER = 25_000  # fewer customers than this per worker: not worth starting one
 Deliver = Callable[[int, int, Change], None]  # (slice, destination index, change)
 Finished = Callable[[int], None]  # a slice's changes have all been delivered
+Keep = Callable[[list[PlannedRow]], None]  # people planned, to keep
 
 
 class ParallelError(CrmsyncError):
@@ -66,6 +69,7 @@ class PlanJob:
     as_of: datetime
     samples: int
     send_changes: bool  # False for a dry run: nothing will be pushed
+    send_plans: bool = False  # each person's plan, for the run to keep
 
     def planner(self) -> Planner:
         from crmsync.segments import SegmentSet
@@ -163,10 +167,12 @@ def run_workers(
     workers: int,
     deliver: Deliver,
     finished: Finished,
+    keep: Keep | None = None,
 ) -> Tally:
     """Plans ``slices`` on ``workers`` processes, delivering changes as they arrive with
-    their slice's number, and calling ``finished`` once a slice has no more; returns the
-    tallies added up in slice (so key) order."""
+    their slice's number, and calling ``finished`` once a slice has no more (and ``keep``
+    with the people planned, when the job sends them); returns the tallies added up in
+    slice (so key) order."""
     pending = deque(enumerate(slices))
     tallies: dict[int, Tally] = {}
     running: dict[Pipe, _Worker] = {}
@@ -178,7 +184,7 @@ def run_workers(
         while running:
             for pipe in wait(list(running)):
                 assert isinstance(pipe, Pipe)
-                _receive(running[pipe], running, pending, tallies, deliver, finished)
+                _receive(running[pipe], running, pending, tallies, deliver, finished, keep)
     finally:
         for worker in running.values():
             worker.stop()
@@ -202,6 +208,7 @@ def _receive(
     tallies: dict[int, Tally],
     deliver: Deliver,
     finished: Finished,
+    keep: Keep | None,
 ) -> None:
     try:
         message = worker.results.recv()
@@ -212,6 +219,9 @@ def _receive(
         _, part, chunk = message
         for index, change in chunk:
             deliver(part, index, change)
+    elif kind == "planned":
+        if keep is not None:
+            keep(message[2])
     elif kind == "done":
         tallies[message[1]] = message[2]
         finished(message[1])
@@ -272,7 +282,10 @@ def _plan_slices(job: PlanJob, tasks: Pipe, results: Pipe, parent: int) -> None:
                 index, keys = task
                 tally = planner.new_tally()
                 chunk: list[tuple[int, Change]] = []
-                for item in planner.changes(conn, tally, keys, check_parent):
+                plans = _Plans(results, index)
+                for item in planner.changes(
+                    conn, tally, keys, check_parent, planned=plans.add if job.send_plans else None
+                ):
                     if job.send_changes:
                         chunk.append(item)
                         if len(chunk) >= CHUNK:
@@ -280,6 +293,25 @@ def _plan_slices(job: PlanJob, tasks: Pipe, results: Pipe, parent: int) -> None:
                             chunk = []
                 if chunk:
                     results.send(("changes", index, chunk))
+                plans.send()
                 results.send(("done", index, tally))
     finally:
         store.close()
+
+
+class _Plans:
+    """A slice's planned people, sent to the run a chunk at a time."""
+
+    def __init__(self, results: Pipe, index: int) -> None:
+        self.results, self.index = results, index
+        self.rows: list[PlannedRow] = []
+
+    def add(self, row: PlannedRow) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= PLANS_CHUNK:
+            self.send()
+
+    def send(self) -> None:
+        if self.rows:
+            self.results.send(("planned", self.index, self.rows))
+            self.rows = []

@@ -14,31 +14,50 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
 from crmsync.contract import Action, Change
 from crmsync.diff import Acked, InFlight, OpenFailure, Policy, Skip, decide
+from crmsync.fields import catalogue
 from crmsync.merge_join import keyed, merge_groups
 from crmsync.profile_scope import EVERYONE, KeyRange, ProfileContext
 from crmsync.profiles import ProfileBuilder
+from crmsync.rule_horizon import RuleHorizon
 from state import schema
 from state.ledger import SEPARATOR, failures_query, in_flight_query, ledger_query
+from state.planned import scope_stream
 from state.profile_reads import (
     PROFILE_STREAMS,
     execute,
     foreign_currency_orders,
     in_range,
     profile_streams,
+    within,
 )
 
 TICK_EVERY = 4096  # people between calls of the caller's tick (progress, liveness)
 _NAME_CACHE = 4096  # segment sets remembered per destination (they repeat a lot)
 _NO_FIELDS: dict[str, Any] = {}
 _INVALID = Skip.INVALID  # compared by identity in the loop
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# what a person's plan reads of the profile besides the mapped fields and rules
+_DIFF_FIELDS = frozenset({"email", "phone", "email_consent", "sms_consent", "deleted"})
+
+# (person key, next_at in ms, segments "\n"-joined, lasting skips): one planned person;
+# segments None: nobody now (a row dated later may make someone), next_at None too: nobody
+# any more. Lasting skips ("<destination>=<decision>", "\n"-joined, None: none) are the
+# decisions that hold as long as the person's plan does, so a run that keeps the plan
+# can count them.
+PlannedRow = tuple[str, int | None, str | None, str | None]
+Planned = Callable[[PlannedRow], None]
+_LASTING_SKIPS = (Skip.INVALID, Skip.NEVER_SYNCED_DELETED, Skip.COMPLIANCE, Skip.REJECTED)
+LASTING = frozenset(s.value for s in (*_LASTING_SKIPS, Skip.GAVE_UP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,11 @@ class Planner:
             for t in self.targets
         )
         self._groups: list[dict[tuple[str, ...], tuple[str, ...]]] = [{} for _ in self.targets]
+        watched = set(segments.fields_used) | _DIFF_FIELDS
+        for target in self.targets:
+            watched |= target.mapping.profile_fields_used
+        self.planning_builder = ProfileBuilder(ctx, frozenset(watched))
+        self.horizon = RuleHorizon.compile(segments.rules, catalogue(ctx.settings.windows_days))
 
     def new_tally(self) -> Tally:
         return Tally(
@@ -110,10 +134,19 @@ class Planner:
         tally: Tally,
         keys: KeyRange = EVERYONE,
         tick: Callable[[], None] | None = None,
+        *,
+        scope: Table | None = None,
+        planned: Planned | None = None,
     ) -> Iterator[tuple[int, Change]]:
-        """(destination index, change) for every person in ``keys`` who has one."""
-        tally.foreign_orders += foreign_currency_orders(conn, self.ctx, keys)
-        streams = profile_streams(conn, self.ctx, keys)
+        """(destination index, change) for every person in ``keys`` who has one.
+
+        ``scope``: only the people in this temporary table of keys on ``conn`` (an
+        incremental run; every key in it is passed to ``planned``, those with nobody left
+        as such). ``planned``: receives each person's plan (``PlannedRow``) to keep.
+        """
+        if scope is None:  # an incremental run counts them apart, over everyone
+            tally.foreign_orders += foreign_currency_orders(conn, self.ctx, keys)
+        streams = profile_streams(conn, self.ctx, keys, scope)
         for target in self.targets:
             for query, table in (
                 (ledger_query(conn, target.name), schema.ledger),
@@ -121,7 +154,10 @@ class Planner:
                 (in_flight_query(conn, target.name), schema.in_flight),
             ):
                 ranged = query.where(in_range(conn, table.c.person_key, keys))
-                streams.append(keyed(execute(conn, ranged)))
+                streams.append(keyed(execute(conn, within(ranged, table.c.person_key, scope))))
+        if scope is not None:
+            ranged = scope_stream(conn).where(in_range(conn, scope.c.person_key, keys))
+            streams.append(keyed(execute(conn, ranged)))
         destinations = [
             (
                 index,
@@ -136,23 +172,42 @@ class Planner:
         ]
         combos: dict[tuple[str, ...], int] = {}  # segment sets repeat: count each set once
         build = self.builder.build_with_activity
+        build_planned = self.planning_builder.build_planned
         evaluate, as_of, policy, wanted = (
             self.segments.evaluate,
             self.as_of,
             self.policy,
             self.samples,
         )
+        rules_next = self.horizon.next_change
         try:
             for key, slots in merge_groups(streams):
-                built = build(key, slots)
-                if built is None:
-                    continue  # only a ledger, failure or consent row: nobody to sync
-                profile, activity = built
+                if planned is None:
+                    built = build(key, slots)
+                    if built is None:
+                        continue  # only a ledger, failure or consent row: nobody to sync
+                    profile, activity = built
+                    next_at = None
+                else:
+                    found = build_planned(key, slots)
+                    person = found[0] if found is not None else None
+                    if found is None or person is None:
+                        # nobody (any more, or yet: next_at says when a row starts to count)
+                        if found is not None or scope is not None:
+                            planned((key, found[2] if found else None, None, None))
+                        continue
+                    profile, activity, next_at = person, found[1], found[2]
                 tally.profiles += 1
                 if tick is not None and not tally.profiles % TICK_EVERY:
                     tick()
                 member_of = evaluate(profile, as_of)
                 combos[member_of] = combos.get(member_of, 0) + 1
+                if planned is not None:
+                    turn = rules_next(profile, as_of)
+                    if turn is not None:
+                        turn_ms = (turn - _EPOCH) // _MS
+                        next_at = turn_ms if next_at is None or turn_ms < next_at else next_at
+                lasting: list[str] = []
                 deleted = profile["deleted"]
                 for index, apply, identities, counts, samples, invalid, slot in destinations:
                     acked_row, failure_row, flying = slots[slot], slots[slot + 1], slots[slot + 2]
@@ -179,11 +234,16 @@ class Planner:
                         counts[outcome.value] += 1
                         if outcome is _INVALID:  # rare: remembered to name their records
                             invalid.append(key)
+                        if planned is not None and outcome.value in LASTING:
+                            lasting.append(f"{self.targets[index].name}={outcome.value}")
                         continue
                     count_change(counts, outcome)
                     if len(samples) < wanted:
                         samples.append(sample(outcome, acked))
                     yield index, outcome
+                if planned is not None:
+                    skips = SEPARATOR.join(lasting) if lasting else None
+                    planned((key, next_at, SEPARATOR.join(member_of), skips))
         finally:  # also when the caller stops early
             for combo, n in combos.items():
                 for name in combo:

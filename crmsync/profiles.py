@@ -66,6 +66,7 @@ _FIRST_NAMES = tuple(name for name, _ in _FIRST_VALUE)
 _FIRST_SLICE = slice(_FIRST_VALUE[0][1], _FIRST_VALUE[-1][1] + 1)
 assert [i for _, i in _FIRST_VALUE] == list(range(_FIRST_SLICE.start, _FIRST_SLICE.stop))
 _CART_AT = 5
+_NO_FIRSTS: list[int | None] = []
 _timestamp = datetime.fromtimestamp  # from_ms without a call in between: it runs ~5 per person
 
 _NO_ORDERS: dict[str, Any] = {
@@ -105,8 +106,21 @@ def _joined(main: list[Any] | None, linked: list[Any] | None) -> list[Any]:
 class ProfileBuilder:
     """Turns one person's grouped rows into a profile dict (pure; no I/O)."""
 
-    def __init__(self, ctx: ProfileContext) -> None:
+    def __init__(self, ctx: ProfileContext, watched: frozenset[str] = frozenset()) -> None:
         self.ctx = ctx
+        # the as_of-dependent fields whose next change ``build_planned`` looks for: only
+        # those a rule or a mapping reads matter (a change in another is never seen)
+        self.watch_windows = any(n.startswith(("spent_", "orders_")) for n in watched)
+        self.watch_days = "days_since_last_order" in watched
+        self.watch_rfm = bool(watched & {"rfm_recency", "rfm_score", "rfm_label"})
+        self.watch_lifecycle = "lifecycle_stage" in watched
+        self.watch_cart = "cart_abandoned" in watched
+        # what ``build_planned`` needs of the person built last (None: nothing such)
+        self.future: int | None = None  # the earliest row after as_of (orders, carts, consent)
+        self.first_ms: int | None = None  # first and last counted orders
+        self.last_ms: int | None = None
+        self.cart_at: int | None = None  # the open cart's last change
+        self.window_firsts: list[int | None] = []  # per window bucket, its earliest order
         exponent = minor_unit_exponent(ctx.currency)
         self.scale = Decimal(10) ** -exponent
         self.zero = Decimal(0) * self.scale
@@ -116,6 +130,7 @@ class ProfileBuilder:
             (f"spent_{d}d", f"orders_{d}d") for d in widest_first
         )
         self.starts_widest_first = tuple(ctx.as_of_ms - d * DAY_MS for d in widest_first)
+        self.widths_widest_first = tuple(d * DAY_MS for d in widest_first)
         self.lifecycle = (settings.lapsed_days, settings.at_risk_days, settings.new_days)
         self.abandon_ms = int(settings.abandoned_cart_hours * 3_600_000)
         rfm = settings.rfm  # thresholds are validated ascending, so scores are bisections
@@ -153,12 +168,14 @@ class ProfileBuilder:
         self, key: str, slots: list[Any]
     ) -> tuple[dict[str, Any], int | None] | None:
         """The profile and the person's latest activity (customer or order change, in ms)."""
+        self.future = self.first_ms = self.last_ms = self.cart_at = None
+        self.window_firsts = _NO_FIRSTS
         if slots[LINKED_AWAY] is not None:
             return None  # this p: key joined its e-mail's person, built under that e: key
         customers = _joined(slots[CUSTOMERS], slots[LINKED_CUSTOMERS])
         orders = _joined(slots[ORDERS], slots[LINKED_ORDERS])
         carts = _joined(slots[CARTS], slots[LINKED_CARTS])
-        if not (customers or orders or carts):
+        if not customers and not self._any_visible(orders, carts):
             return None
         if len(customers) > 1:
             customers.sort(key=_newest_first)
@@ -174,6 +191,8 @@ class ProfileBuilder:
         if carts:
             self._cart(p, carts, last_order)
         events = slots[CONSENT]
+        if events:
+            events = self._visible_events(events)
         if customers or events:
             self._consent(p, customers, events or ())
         for row in customers:
@@ -181,6 +200,72 @@ class ProfileBuilder:
             if updated is not None and (activity is None or updated > activity):
                 activity = updated
         return p, activity
+
+    def build_planned(
+        self, key: str, slots: list[Any]
+    ) -> tuple[dict[str, Any] | None, int | None, int | None] | None:
+        """The profile (None: nobody yet), the latest activity, and the earliest as_of
+        (ms) after this one at which a watched field may change with time alone, or a
+        row dated after as_of starts to count (None: never); None when there is nobody
+        now and no row dated later."""
+        built = self.build_with_activity(key, slots)
+        if built is None:
+            return None if self.future is None else (None, None, self.future)
+        profile, activity = built
+        return profile, activity, self._next_change(profile)
+
+    def _next_change(self, p: dict[str, Any]) -> int | None:
+        as_of = self.ctx.as_of_ms
+        found = [self.future]
+        last, first = self.last_ms, self.first_ms
+        if last is not None and first is not None:
+            days = (as_of - last) // DAY_MS
+            if self.watch_days:  # one more day every day
+                found.append(last + (days + 1) * DAY_MS)
+            if self.watch_rfm:  # the score drops the day after a limit is passed
+                above = bisect_left(self.recency, days)
+                if above < len(self.recency):
+                    found.append(last + (self.recency[above] + 1) * DAY_MS)
+            if self.watch_lifecycle:
+                lapsed_days, at_risk_days, new_days = self.lifecycle
+                found += [last + n * DAY_MS for n in (at_risk_days, lapsed_days) if days < n]
+                if (as_of - first) // DAY_MS < new_days:
+                    found.append(first + new_days * DAY_MS)
+        if self.watch_windows and self.window_firsts:
+            firsts = self.window_firsts
+            for j, width in enumerate(self.widths_widest_first):
+                # the earliest order in window j sits in the first bucket after j with any
+                earliest = next((f for f in firsts[j + 1 :] if f is not None), None)
+                if earliest is not None:
+                    found.append(earliest + width)
+        if self.watch_cart and self.cart_at is not None and not p["cart_abandoned"]:
+            found.append(self.cart_at + self.abandon_ms)
+        return min((at for at in found if at is not None), default=None)
+
+    def _later(self, at: int) -> None:
+        if self.future is None or at < self.future:
+            self.future = at
+
+    def _any_visible(self, orders: list[Any], carts: list[Any]) -> bool:
+        """Whether any order or cart is dated by as_of (the rest are noted for later)."""
+        as_of = self.ctx.as_of_ms
+        for rows, at in ((orders, 1), (carts, _CART_AT)):
+            for row in rows:
+                if row[at] <= as_of:
+                    return True
+                self._later(row[at])
+        return False
+
+    def _visible_events(self, events: list[Any]) -> list[Any]:
+        """Consent events by as_of; later ones are noted (they count from then on)."""
+        as_of = self.ctx.as_of_ms
+        visible = []
+        for event in events:
+            if event[3] <= as_of:
+                visible.append(event)
+            else:
+                self._later(event[3])
+        return visible
 
     def _identity(self, p: dict[str, Any], key: str, rows: list[Any]) -> None:
         if len(rows) == 1:
@@ -234,8 +319,14 @@ class ProfileBuilder:
         starts = self.starts_widest_first
         bucket_spent = [0] * (len(starts) + 1)
         bucket_count = [0] * (len(starts) + 1)
+        firsts: list[int | None] = [None] * (len(starts) + 1)
+        self.window_firsts = firsts
+        as_of = self.ctx.as_of_ms
         category_lists: list[str] = []
         for _, placed, counted, net, has_discount, names, changed in rows:
+            if placed > as_of:  # placed after as_of: counts from then on
+                self._later(placed)
+                continue
             if activity is None or changed > activity:
                 activity = changed
             if not counted:
@@ -252,6 +343,9 @@ class ProfileBuilder:
             inside = bisect_left(starts, placed)
             bucket_spent[inside] += net
             bucket_count[inside] += 1
+            first_inside = firsts[inside]
+            if first_inside is None or placed < first_inside:
+                firsts[inside] = placed
             if names:
                 category_lists.append(names)
         money = self.money
@@ -288,6 +382,7 @@ class ProfileBuilder:
 
     def _recency(self, p: dict[str, Any], count: int, spent: int, first: int, last: int) -> None:
         as_of = self.ctx.as_of_ms
+        self.first_ms, self.last_ms = first, last
         p["first_order_at"] = _timestamp(first / 1000, UTC)
         p["last_order_at"] = _timestamp(last / 1000, UTC)
         days = (as_of - last) // DAY_MS
@@ -317,7 +412,11 @@ class ProfileBuilder:
     def _cart(self, p: dict[str, Any], rows: list[Any], last_order: int | None) -> None:
         if len(rows) > 1:
             rows = sorted(rows, key=lambda row: -row[_CART_AT])
+        as_of = self.ctx.as_of_ms
         for _, value, items, url, currency, at in rows:  # newest first
+            if at > as_of:  # changed after as_of: open (or not) from then on
+                self._later(at)
+                continue
             if currency != self.ctx.currency:
                 continue
             if last_order is not None and last_order >= at:
@@ -328,6 +427,7 @@ class ProfileBuilder:
             p["cart_items"] = int(items)
             p["cart_url"] = url
             p["cart_updated_at"] = _timestamp(at / 1000, UTC)
+            self.cart_at = at
             return
 
     @staticmethod

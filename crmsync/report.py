@@ -43,7 +43,7 @@ def render_report(report: RunReport) -> str:
     for name, n in report.consent_read.items():
         if n:
             lines.append(f"  consent read back from {name}: {n} opt-out(s)")
-    lines.append(f"  profiles: {report.profiles}")
+    lines.append(f"  profiles: {profiles_sum(report)}")
     if report.segments:
         members = ", ".join(f"{k} {v}" for k, v in sorted(report.segments.items()))
         lines.append(f"  segments: {members}")
@@ -92,6 +92,18 @@ def render_report(report: RunReport) -> str:
     if report.error:
         lines.append(f"  error: {report.error}")
     return "\n".join(lines)
+
+
+def profiles_sum(report: RunReport) -> str:
+    """Every person of the pipeline, as recomputed + kept from the last planning."""
+    if not report.planning:
+        return str(report.profiles)
+    recomputed = report.profiles - report.profiles_kept
+    how = "planned incrementally" if report.planning == "incremental" else report.planning
+    return (
+        f"{report.profiles} = {recomputed} recomputed + {report.profiles_kept} kept "
+        f"from the last planning ({how})"
+    )
 
 
 def pulled_sum(s: dict[str, int]) -> str:

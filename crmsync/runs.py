@@ -45,7 +45,9 @@ class RunReport:
     as_of: datetime
     status: str = "running"
     pulled: dict[str, dict[str, int]] = field(default_factory=dict)
-    profiles: int = 0
+    profiles: int = 0  # every person of the pipeline: recomputed + kept
+    profiles_kept: int = 0  # people not recomputed: their last plan still holds
+    planning: str = ""  # "incremental", or why everyone was planned
     segments: Counter[str] = field(default_factory=Counter)
     destinations: dict[str, DestinationReport] = field(default_factory=dict)
     consent_read: dict[str, int] = field(default_factory=dict)
@@ -58,6 +60,8 @@ class RunReport:
         return {
             "pulled": self.pulled,
             "profiles": self.profiles,
+            "profiles_kept": self.profiles_kept,
+            "planning": self.planning,
             "people": {n: dict(d.decisions) for n, d in self.destinations.items()},
             "segments": dict(self.segments),
             "consent_read": self.consent_read,

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Select, and_, false, func, literal, select
+from sqlalchemy import Select, Table, and_, false, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -119,60 +119,83 @@ def _cart_columns(k: Any) -> list[Any]:
     return [k.c.value_minor, k.c.item_count, k.c.checkout_url, k.c.currency, at]
 
 
-def order_filter(o: Any, ctx: ProfileContext) -> ColumnElement[bool]:
-    return and_(
-        of_sources(o.c.source, ctx.sources),
-        o.c.currency == ctx.currency,
-        o.c.placed_at <= ctx.as_of_ms,
-    )
+def order_filter(o: Any, ctx: ProfileContext, *, timed: bool = True) -> ColumnElement[bool]:
+    """The orders a profile counts; ``timed=False`` keeps those placed after as_of too
+    (the profile streams: the builder notes when they start to count)."""
+    clauses = [of_sources(o.c.source, ctx.sources), o.c.currency == ctx.currency]
+    if timed:
+        clauses.append(o.c.placed_at <= ctx.as_of_ms)
+    return and_(*clauses)
 
 
-def cart_filter(k: Any, ctx: ProfileContext) -> ColumnElement[bool]:
-    at = func.coalesce(k.c.updated_at, k.c.created_at)
-    return and_(of_sources(k.c.source, ctx.sources), k.c.converted == false(), at <= ctx.as_of_ms)
+def cart_filter(k: Any, ctx: ProfileContext, *, timed: bool = True) -> ColumnElement[bool]:
+    """The carts a profile reads; ``timed=False`` keeps those changed after as_of too."""
+    clauses = [of_sources(k.c.source, ctx.sources), k.c.converted == false()]
+    if timed:
+        clauses.append(func.coalesce(k.c.updated_at, k.c.created_at) <= ctx.as_of_ms)
+    return and_(*clauses)
 
 
-def customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def within(query: Select[Any], key: ColumnElement[Any], scope: Table | None) -> Select[Any]:
+    """``query`` restricted to the person keys in ``scope`` (a temporary table of keys,
+    ``state.planned``), read through the key's index one scope key at a time, so a run
+    that plans a thousand people reads a thousand people's rows, not the store."""
+    if scope is None:
+        return query
+    return query.where(key.in_(select(scope.c.person_key)))
+
+
+# The profile streams read orders, carts and consent events dated after as_of too: the
+# builder leaves them out of the profile and notes when they start to count, which is a
+# time at which the person must be planned again (``ProfileBuilder.build_planned``).
+
+
+def customers_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     c = schema.customers
     query = (
         select(c.c.person_key, *_customer_columns(c))
         .where(of_sources(c.c.source, ctx.sources), in_range(conn, c.c.person_key, keys))
         .order_by(bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
     )
-    return query
+    return within(query, c.c.person_key, scope)
 
 
-def orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def orders_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     o = schema.orders
     query = (
         select(o.c.person_key, *_order_columns(o))
-        .where(order_filter(o, ctx), in_range(conn, o.c.person_key, keys))
+        .where(order_filter(o, ctx, timed=False), in_range(conn, o.c.person_key, keys))
         .order_by(bytewise(conn, o.c.person_key))
     )
-    return query
+    return within(query, o.c.person_key, scope)
 
 
-def carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def carts_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     k = schema.carts
     query = (
         select(k.c.person_key, *_cart_columns(k))
-        .where(cart_filter(k, ctx), in_range(conn, k.c.person_key, keys))
+        .where(cart_filter(k, ctx, timed=False), in_range(conn, k.c.person_key, keys))
         .order_by(bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
     )
-    return query
+    return within(query, k.c.person_key, scope)
 
 
-def consent_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def consent_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     e = schema.consent_events
-    return (
+    query = (
         select(e.c.person_key, e.c.channel, e.c.state, e.c.occurred_at)
-        .where(
-            e.c.source.in_(ctx.consent_scopes),
-            e.c.occurred_at <= ctx.as_of_ms,
-            in_range(conn, e.c.person_key, keys),
-        )
+        .where(e.c.source.in_(ctx.consent_scopes), in_range(conn, e.c.person_key, keys))
         .order_by(bytewise(conn, e.c.person_key), e.c.occurred_at)
     )
+    return within(query, e.c.person_key, scope)
 
 
 def links(ctx: ProfileContext) -> Any:
@@ -200,43 +223,55 @@ def links(ctx: ProfileContext) -> Any:
     )
 
 
-def linked_away_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def linked_away_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     link = links(ctx)
-    return (
+    query = (
         select(link.c.old_key)
         .where(in_range(conn, link.c.old_key, keys))
         .order_by(bytewise(conn, link.c.old_key))
     )
+    return within(query, link.c.old_key, scope)
 
 
-def linked_customers_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def linked_customers_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     c, link = schema.customers, links(ctx)
-    return (
+    query = (
         select(link.c.new_key, *_customer_columns(c))
         .select_from(link.join(c, c.c.person_key == link.c.old_key))
         .where(of_sources(c.c.source, ctx.sources), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
     )
+    return within(query, link.c.new_key, scope)
 
 
-def linked_orders_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def linked_orders_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     o, link = schema.orders, links(ctx)
-    return (
+    query = (
         select(link.c.new_key, *_order_columns(o))
         .select_from(link.join(o, o.c.person_key == link.c.old_key))
-        .where(order_filter(o, ctx), in_range(conn, link.c.new_key, keys))
+        .where(order_filter(o, ctx, timed=False), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key))
     )
+    return within(query, link.c.new_key, scope)
 
 
-def linked_carts_query(conn: Connection, ctx: ProfileContext, keys: KeyRange) -> Select[Any]:
+def linked_carts_query(
+    conn: Connection, ctx: ProfileContext, keys: KeyRange, scope: Table | None = None
+) -> Select[Any]:
     k, link = schema.carts, links(ctx)
-    return (
+    query = (
         select(link.c.new_key, *_cart_columns(k))
         .select_from(link.join(k, k.c.person_key == link.c.old_key))
-        .where(cart_filter(k, ctx), in_range(conn, link.c.new_key, keys))
+        .where(cart_filter(k, ctx, timed=False), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key), k.c.source, k.c.external_id)
     )
+    return within(query, link.c.new_key, scope)
 
 
 def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
@@ -262,9 +297,10 @@ def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
 
 
 def profile_streams(
-    conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
+    conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE, scope: Table | None = None
 ) -> list[Iterator[tuple[str, Any]]]:
-    """The profile's group streams in slot order, opened on ``conn`` (streamed)."""
+    """The profile's group streams in slot order, opened on ``conn`` (streamed); only the
+    people in ``scope`` when given (a temporary table on ``conn``)."""
     queries = (
         customers_query,
         orders_query,
@@ -274,8 +310,8 @@ def profile_streams(
         linked_orders_query,
         linked_carts_query,
     )
-    streams = [grouped(execute(conn, q(conn, ctx, keys))) for q in queries]
-    streams.append(keyed(execute(conn, linked_away_query(conn, ctx, keys))))
+    streams = [grouped(execute(conn, q(conn, ctx, keys, scope))) for q in queries]
+    streams.append(keyed(execute(conn, linked_away_query(conn, ctx, keys, scope))))
     return streams
 
 

@@ -68,6 +68,7 @@ customers = Table(
     Index("ix_customers_email", "email"),
     Index("ix_customers_phone", "phone"),
     Index("ix_customers_person", "person_key", "source", "external_id"),
+    Index("ix_customers_staged", "staged_at"),  # what arrived since a planning
 )
 
 # The profile stream reads customers in key order. On SQLite from a covering index alone,
@@ -126,6 +127,7 @@ orders = Table(
     Column("net_minor", BigInteger, nullable=False, server_default=text("0")),  # total - refunded
     Column("discounted", Boolean, nullable=False, server_default=false()),  # any discount
     Index("ix_orders_customer", "source", "customer_external_id"),
+    Index("ix_orders_staged", "staged_at"),  # what arrived since a planning
 )
 
 # The profile stream reads orders in key order. On SQLite from a covering index alone
@@ -180,6 +182,7 @@ carts = Table(
     Column("person_key", KEY),  # as for orders
     Index("ix_carts_customer", "source", "customer_external_id"),
     Index("ix_carts_person", "person_key", "source", "external_id"),
+    Index("ix_carts_staged", "staged_at"),  # what arrived since a planning
 )
 
 cursors = Table(
@@ -188,6 +191,18 @@ cursors = Table(
     Column("connector", SOURCE, primary_key=True),  # a source, or a destination's read-back
     Column("stream", String(32), primary_key=True),
     Column("position", BigInteger, nullable=False),  # epoch ms of the newest record taken
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Per source stream, the token a ``Versioned`` source gave for it before its last complete
+# read that left nothing for later, stored with the cursor: the same token next time means
+# the stream has not changed and is not read (migration 0008).
+source_versions = Table(
+    "source_versions",
+    metadata,
+    Column("connector", SOURCE, primary_key=True),
+    Column("stream", String(32), primary_key=True),
+    Column("version", Text, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
 )
 
@@ -218,7 +233,8 @@ in_flight = Table(
     # every owned group the person may be in at the destination, sorted, "\n"-joined
     Column("possible", Text, nullable=False, default=""),
     Column("job", String(128)),  # an asynchronous job to collect; None: nothing to wait for
-    Column("change", Text, nullable=False),  # JSON of the whole change, to settle a job with
+    # JSON of the whole change, to settle a job with; "" while the person waits for none
+    Column("change", Text, nullable=False),
     Column("sent_at", BigInteger, nullable=False),
     Column("run_id", Integer),
     Index("ix_in_flight_job", "destination", "job"),
@@ -270,6 +286,7 @@ consent_events = Table(
     Column("occurred_at", BigInteger, nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
     Index("ix_consent_person", "person_key", "occurred_at"),
+    Index("ix_consent_recorded", "recorded_at"),  # recorded since a planning
     Index(
         "uq_consent_event", "person_key", "channel", "source", "occurred_at", "state", unique=True
     ),
@@ -319,6 +336,51 @@ not_synced_sets = Table(
     Column("records", Integer, nullable=False),
     Column("run_id", Integer),
     Column("named_at", BigInteger, nullable=False),
+)
+
+# Per pipeline, each person its last planning covered: the earliest instant at which
+# their profile, segments or mapped fields can change with time alone (None: never), and
+# their segments, "\n"-joined, so that a run recomputing only some people still reports
+# every segment's size (crmsync.incremental).
+planned = Table(
+    "planned",
+    metadata,
+    Column("pipeline", String(64), primary_key=True),
+    Column("person_key", KEY, primary_key=True),
+    Column("next_at", BigInteger),
+    Column("segments", Text),  # None: nobody yet, until a row dated later (next_at) counts
+    # the lasting skips, "<destination>=<decision>" "\n"-joined (None: none), e.g. invalid
+    Column("skips", Text),
+    Index("ix_planned_next", "pipeline", "next_at"),
+)
+
+# Per pipeline, its last planning: what shaped it (a digest of the configuration that
+# decides plans), its as_of, when it began (records staged since are planned again), how
+# far it had read ``touched``, every segment's size and lasting skip's count (JSON), how
+# many people it planned and the orders in another currency than the pipeline's.
+plannings = Table(
+    "plannings",
+    metadata,
+    Column("pipeline", String(64), primary_key=True),
+    Column("fingerprint", String(32), nullable=False),
+    Column("as_of", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("touched_upto", BigInteger, nullable=False),
+    Column("totals", Text, nullable=False, default="{}"),
+    Column("profiles", BigInteger, nullable=False, default=0),  # people planned
+    Column("foreign_orders", BigInteger, nullable=False, default=0),  # not in its currency
+)
+
+# The old key of every customer, order and cart whose person key changed (and p:<old
+# phone> of a customer whose phone changed), written by triggers on those tables
+# (migration 0007), so the person a record leaves is planned again whichever code
+# re-keyed it. Ids only grow (AUTOINCREMENT on SQLite).
+touched = Table(
+    "touched",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("person_key", KEY, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 leases = Table(

@@ -59,6 +59,9 @@ def _engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # 32 MB of pages per connection (SQLite's default is 2 MB): staging's seeks in
+            # large indexes then find their upper levels in memory
+            cursor.execute("PRAGMA cache_size=-32768")
             cursor.close()
 
         return engine
@@ -78,6 +81,32 @@ def _engine(url: str) -> Engine:
             dbapi_connection.commit()
 
     return engine
+
+
+@dataclass(frozen=True, slots=True)
+class StreamVersion:
+    """What a complete read of a ``Versioned`` source's stream leaves: the token to compare
+    the next run's with, or None to forget the stored one (items were left for later, or
+    the source could not tell)."""
+
+    token: str | None
+
+
+def _keep_version(
+    conn: Connection, connector: str, stream: str, token: str | None, at: int
+) -> None:
+    table = schema.source_versions
+    if token is None:
+        conn.execute(delete(table).where(table.c.connector == connector, table.c.stream == stream))
+        return
+    insert = upsert_insert(conn, table)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["connector", "stream"],
+            set_={"version": insert.excluded.version, "updated_at": insert.excluded.updated_at},
+        ),
+        {"connector": connector, "stream": stream, "version": token, "updated_at": at},
+    )
 
 
 def default_holder() -> str:
@@ -136,8 +165,10 @@ class Store:
         issues: Sequence[RecordIssue] = (),
         *,
         cursor: datetime | None = None,
+        version: StreamVersion | None = None,
     ) -> StageStats:
-        """Stores one batch and, when given, moves the stream's cursor, in one transaction."""
+        """Stores one batch and, when given, moves the stream's cursor and keeps (or forgets)
+        its version, in one transaction."""
         at = now_ms()
         with self.transaction() as conn:
             stats = stage_records(conn, source, stream, records, at)
@@ -145,7 +176,20 @@ class Store:
             count_issues(stats, issues)
             if cursor is not None:
                 self._set_cursor(conn, source, stream.value, cursor)
+            if version is not None:
+                _keep_version(conn, source, stream.value, version.token, at)
         return stats
+
+    def source_version(self, connector: str, stream: str) -> str | None:
+        """The version a stream had at its last complete read that left nothing for later."""
+        table = schema.source_versions
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(table.c.version).where(
+                    table.c.connector == connector, table.c.stream == stream
+                )
+            ).scalar()
+        return None if value is None else str(value)
 
     def cursor(self, connector: str, stream: str) -> datetime | None:
         table = schema.cursors
@@ -162,7 +206,8 @@ class Store:
             self._set_cursor(conn, connector, stream, position)
 
     def reset_cursors(self, connectors: Sequence[str], to: datetime | None = None) -> None:
-        """For backfills: forget (or move back) the cursors of these connectors."""
+        """For backfills: forget (or move back) the cursors of these connectors, and the
+        versions of their streams, so that every stream is read again."""
         table = schema.cursors
         with self.transaction() as conn:
             if to is None:
@@ -173,6 +218,8 @@ class Store:
                     .where(table.c.connector.in_(connectors), table.c.position > to_ms(to))
                     .values(position=to_ms(to), updated_at=now_ms())
                 )
+            versions = schema.source_versions
+            conn.execute(delete(versions).where(versions.c.connector.in_(connectors)))
 
     @staticmethod
     def _set_cursor(conn: Connection, connector: str, stream: str, position: datetime) -> None:
@@ -396,6 +443,22 @@ class Store:
                     digest = not_synced.replace(conn, pipeline, found)  # read again: streamed
                 not_synced.mark(conn, pipeline, digest, run_id, now_ms())
         return summary
+
+    def renew_not_synced(
+        self, pipeline: str, sources: Sequence[str], *, run_id: int | None, keep: bool, limit: int
+    ) -> Summary:
+        """The records the last run named, for a run that found the same set without
+        naming them again (nothing staged, nobody planned again); with ``keep``, this run
+        is recorded as naming them."""
+        if keep:
+            table = schema.not_synced_sets
+            with self.transaction() as conn:
+                conn.execute(
+                    update(table)
+                    .where(table.c.pipeline == pipeline)
+                    .values(run_id=run_id, named_at=now_ms())
+                )
+        return self.not_synced(pipeline, sources, limit)[0]
 
     def not_synced(
         self, pipeline: str, sources: Sequence[str], limit: int
