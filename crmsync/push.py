@@ -7,25 +7,41 @@ move into the ledger, pending ones stay in flight with their job, refusals becom
 failures. A crash before the answers are recorded leaves the batch in flight, which the
 next run's diff treats as "may be applied"; re-sending it is the same idempotent upsert.
 
+Batches are sent by a thread of their own per destination, so planning goes on while a
+batch is on the wire. Between the planner and that thread sits a queue of at most
+``QUEUED_BATCHES`` batches: memory stays bounded, and a planner faster than the vendor
+waits for it instead of piling changes up. The answers are recorded by a second thread,
+so that batch N's ledger write overlaps batch N+1's push (each batch is still marked in
+flight before it is sent, by the sender, and recorded only after it was answered); at
+most one answered batch waits for it.
+
 Pending jobs (destinations with asynchronous imports) are collected at the start of each
 run and at its end, waiting there up to ``RunOptions.job_wait_seconds``.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
+
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from crmsync.contract import Change, Destination, Outcome, PushResult
 from crmsync.errors import ConfigError, ConnectorError
 from crmsync.runs import DestinationReport, RunOptions
 from crmsync.stopwatch import Stopwatch
-from state.ledger import RetryPolicy, mark_in_flight, pending_jobs, record_results
+from state.ledger import RetryPolicy, job_pages, mark_in_flight, pending_job_ids, record_results
 from state.store import Store
 from state.timeutil import now_ms
 
 LEASE_SECONDS = 15 * 60
+QUEUED_BATCHES = 2  # batches waiting for the sender, besides the one it is pushing
 _POLL_FIRST, _POLL_MAX = 0.5, 10.0  # seconds between looks at pending jobs while waiting
+_PROGRESS = threading.Lock()  # progress callbacks come from several senders at once
+
+Answered = tuple[Sequence[Change], Sequence[PushResult]]  # a batch sent, and its answers
 
 
 class Pusher:
@@ -37,6 +53,16 @@ class Pusher:
     skips the acknowledged people (whole batches), rebuilds exactly the batches the
     crashed run had not acknowledged: the outbox's content-addressed files then replace
     themselves instead of holding a person twice.
+
+    The batches are pushed in the order they were cut, by one sender thread, so pushing
+    overlaps with planning but never with itself, and their answers are recorded in that
+    order by one recorder thread while the next batch is pushed. ``flush()`` waits until
+    everything has been pushed and recorded, and stops both threads. An error either
+    cannot classify (a bug, a state database error) is raised in the planner's thread by
+    the next ``add`` or ``flush``; a ``ConfigError`` or ``ConnectorError`` stops sending
+    to this destination for the rest of the run, and every change not sent by then is
+    counted as ``not_sent``. A state database the threads cannot share (SQLite in
+    memory) is pushed to and recorded from the planner's thread, as before.
     """
 
     def __init__(
@@ -56,27 +82,109 @@ class Pusher:
         self.pending: dict[int, list[Change]] = {}  # slice -> its changes not yet pushed
         self.lease = lease  # (pipeline, holder) to renew per batch
         self.stages = stages or Stopwatch()  # where the time goes: pushing and the ledger
+        self._counts = threading.Lock()  # report.counts is updated from both threads
+        self._queue: queue.Queue[list[Change] | None] = queue.Queue(QUEUED_BATCHES)
+        self._sender: threading.Thread | None = None
+        self._answered: queue.Queue[Answered | None] = queue.Queue(1)
+        self._recorder: threading.Thread | None = None
+        # the sender's and the recorder's transactions take turns: SQLite has one writer,
+        # and its busy handler would sleep where a lock hands over at once
+        self._writing = threading.Lock()
+        self._failure: BaseException | None = None  # what stopped the sender, to re-raise
+        self._dropping = False  # close(): queued batches are dropped, not pushed
+        # An in-memory SQLite database exists once per connection, and its pool hands
+        # each thread its own connection: a sender thread would see an empty database.
+        self._threaded = not isinstance(store.engine.pool, SingletonThreadPool | StaticPool)
 
     def add(self, change: Change, part: int = 0) -> None:
+        self._raise_failure()
         if self.report.error:
-            self.report.counts["not_sent"] += 1
+            self._count("not_sent", 1)
             return
         pending = self.pending.setdefault(part, [])
         pending.append(change)
         if len(pending) >= self.destination.max_batch:
-            self._push(self.pending.pop(part))
+            self._submit(self.pending.pop(part))
 
     def flush(self, part: int | None = None) -> None:
-        """Pushes what is pending of slice ``part`` (of every slice, in order, when None)."""
+        """Hands over what is pending of slice ``part`` (of every slice, in order, when
+        None); with None it also waits until everything handed over has been pushed."""
         parts = sorted(self.pending) if part is None else [part]
         for each in parts:
-            self._push(self.pending.pop(each, []))
+            self._submit(self.pending.pop(each, []))
+        if part is None:
+            self._stop()
+        self._raise_failure()
 
-    def _push(self, batch: list[Change]) -> None:
+    def close(self) -> None:
+        """Stops the sender without pushing what is still queued (a run that failed while
+        planning): those batches were never marked in flight, so nothing is lost."""
+        self._dropping = True
+        self._stop()
+
+    def _submit(self, batch: list[Change]) -> None:
         if not batch or self.options.dry_run:
             return
+        if not self._threaded:
+            self._push(batch)
+            return
+        if self._sender is None:
+            self._dropping = False
+            self._recorder = threading.Thread(
+                target=self._record_loop, name=f"record-{self.name}", daemon=True
+            )
+            self._recorder.start()
+            self._sender = threading.Thread(
+                target=self._send_loop, name=f"push-{self.name}", daemon=True
+            )
+            self._sender.start()
+        self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace
+
+    def _send_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._failure is None and not self._dropping:
+                try:
+                    self._push(batch)
+                except BaseException as exc:  # handed to the planner's thread, raised there
+                    self._failure = exc
+
+    def _record_loop(self) -> None:
+        """Records each answered batch, even after a failure elsewhere: it was sent."""
+        while True:
+            answered = self._answered.get()
+            if answered is None:
+                return
+            try:
+                self._acknowledge(*answered)
+            except BaseException as exc:  # handed to the planner's thread, raised there
+                self._failure = self._failure or exc
+
+    def _stop(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            self._queue.put(None)
+            sender.join()
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:  # after the sender: it hands over its last answers first
+            self._answered.put(None)
+            recorder.join()
+
+    def _raise_failure(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            self._dropping = True  # what is still queued stays unsent: the run is failing
+            self._failure = None
+            raise failure
+
+    def _push(self, batch: list[Change]) -> None:
+        if self.report.error:  # the destination stopped while this batch waited
+            self._count("not_sent", len(batch))
+            return
         stages = self.stages
-        with stages.time("ledger"), self.store.transaction() as conn:
+        with stages.time("ledger"), self._writing, self.store.transaction() as conn:
             mark_in_flight(conn, self.name, self.run_id, batch, now_ms())
         try:
             with stages.time(f"push.{self.name}"):
@@ -88,16 +196,28 @@ class Pusher:
             results = [PushResult(c.person_key, Outcome.FAILED, message=str(exc)) for c in batch]
         if self.lease is not None:
             self.store.renew_lease(f"pipeline:{self.lease[0]}", self.lease[1], LEASE_SECONDS)
+        if self._recorder is not None:
+            self._answered.put((batch, results))  # waits while the recorder is behind
+        else:
+            self._acknowledge(batch, results)
+
+    def _acknowledge(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
         self._record(batch, results)
         if self.options.progress:
-            self.options.progress(f"push:{self.name}", len(batch))
+            with _PROGRESS:
+                self.options.progress(f"push:{self.name}", len(batch))
 
     def _record(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
-        with self.stages.time("ledger"), self.store.transaction() as conn:
+        with self.stages.time("ledger"), self._writing, self.store.transaction() as conn:
             counts = record_results(
                 conn, self.name, self.run_id, batch, results, now_ms=now_ms(), retry=self.retry
             )
-        self.report.counts.update({k: v for k, v in counts.items() if v})
+        with self._counts:
+            self.report.counts.update({k: v for k, v in counts.items() if v})
+
+    def _count(self, outcome: str, n: int) -> None:
+        with self._counts:
+            self.report.counts[outcome] += n
 
     def collect(
         self, wait_seconds: float = 0.0, sleep: Callable[[float], None] = time.sleep
@@ -105,24 +225,27 @@ class Pusher:
         """Settles the destination's finished jobs; returns how many are still running.
 
         With ``wait_seconds`` it keeps looking, less often as time goes on, until every
-        job is done or the time is up.
+        job is done or the time is up. A job's changes are read and settled a page at a
+        time, so a job as large as a whole run (a destination that gathers its
+        membership calls across the run) is settled in bounded memory.
         """
         deadline = time.monotonic() + wait_seconds
         pause = _POLL_FIRST
         while True:
-            with self.store.engine.connect() as conn:
-                jobs = pending_jobs(conn, self.name)
             running = 0
-            for job, changes in jobs.items():
-                try:
-                    results = self.destination.collect(job, changes)
-                except ConnectorError as exc:
-                    self.report.error = self.report.error or str(exc)
-                    return len(jobs)
-                if results is None:
-                    running += 1
-                else:
-                    self._record(changes, results)
+            with self.store.engine.connect() as conn:
+                jobs = pending_job_ids(conn, self.name)
+                for number, job in enumerate(jobs):
+                    for changes in job_pages(conn, self.name, job):
+                        try:
+                            results = self.destination.collect(job, changes)
+                        except ConnectorError as exc:
+                            self.report.error = self.report.error or str(exc)
+                            return len(jobs) - number
+                        if results is None:
+                            running += 1
+                            break  # the job is still running: its other pages too
+                        self._record(changes, results)
             if not running or time.monotonic() >= deadline:
                 return running
             sleep(min(pause, max(deadline - time.monotonic(), 0.0)))

@@ -10,13 +10,13 @@ whole acknowledgement or none of it, and never forgets what may have been applie
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
 from crmsync.contract import (
@@ -28,7 +28,9 @@ from crmsync.contract import (
     PushResult,
 )
 from state import schema
+from state.bulk import Row
 from state.dialect import bytewise, upsert_insert
+from state.ledger_bulk import Columns, JobRow, LedgerBulk, ledger_bulk
 from state.timeutil import to_ms
 
 SEPARATOR = "\n"  # joins membership names in one column
@@ -81,6 +83,17 @@ def failures_query(conn: Connection, destination: str) -> Select[Any]:
     )
 
 
+# the columns each table is written with, in the order of the rows built below
+IN_FLIGHT_COLUMNS: Columns = ("destination", "person_key", "action", "possible", "job")
+IN_FLIGHT_COLUMNS += ("change", "sent_at", "run_id")
+LEDGER_COLUMNS: Columns = ("destination", "person_key", "payload_hash", "payload")
+LEDGER_COLUMNS += ("memberships", "remote_id", "status", "acked_at", "run_id")
+FAILURE_COLUMNS: Columns = ("destination", "person_key", "reason_class", "message")
+FAILURE_COLUMNS += ("payload_hash", "attempts", "first_failed_at", "last_failed_at")
+FAILURE_COLUMNS += ("next_attempt_at",)
+NO_CHANGE = ""  # in flight's ``change`` until the person waits for a job
+
+
 def mark_in_flight(
     conn: Connection, destination: str, run_id: int | None, changes: Sequence[Change], now_ms: int
 ) -> None:
@@ -89,31 +102,25 @@ def mark_in_flight(
     ``possible`` is what the person may hold at the destination whatever part of the push
     lands: the new memberships and those it removes (the diff computed the removals from
     the acknowledged and the possibly applied ones, so nothing older is lost).
+
+    The change itself is written only when its person is left waiting for a job
+    (``record_results``): only ``collect`` reads it back, and only for such people, so
+    a row that is acknowledged, refused, or left behind by a crash never needs it.
     """
-    if not changes:
-        return
     rows = [
-        {
-            "destination": destination,
-            "person_key": change.person_key,
-            "action": change.action.value,
-            "possible": SEPARATOR.join(sorted({*change.memberships, *change.memberships_remove})),
-            "job": None,
-            "change": encode_change(change),
-            "sent_at": now_ms,
-            "run_id": run_id,
-        }
+        (
+            destination,
+            change.person_key,
+            change.action.value,
+            SEPARATOR.join(sorted({*change.memberships, *change.memberships_remove})),
+            None,
+            NO_CHANGE,
+            now_ms,
+            run_id,
+        )
         for change in changes
     ]
-    insert = upsert_insert(conn, schema.in_flight)
-    keys = {"destination", "person_key"}
-    conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=sorted(keys),
-            set_={c: insert.excluded[c] for c in rows[0] if c not in keys},
-        ),
-        rows,
-    )
+    ledger_bulk(conn).upsert(schema.in_flight, IN_FLIGHT_COLUMNS, rows)
 
 
 def record_results(
@@ -127,126 +134,178 @@ def record_results(
     retry: RetryPolicy,
 ) -> dict[str, int]:
     """Writes acknowledgements to the ledger, pending jobs to in flight and refusals to
-    failures; returns counts by outcome."""
+    failures; returns counts by outcome.
+
+    Acknowledged people leave in flight and failures; people waiting for a job keep it
+    (with their change, to settle it with); what failed stays in flight, since it may be
+    partly applied, but waits for no job.
+    """
     by_key = {r.person_key: r for r in results}
-    ledger_rows: list[dict[str, Any]] = []
-    acked_keys: list[str] = []
-    pending: dict[str, list[str]] = {}
+    acknowledged: list[Row] = []
+    jobs: list[JobRow] = []
     failed: list[tuple[Change, PushResult]] = []
     counts = {"ok": 0, "failed": 0, "rejected": 0, "compliance": 0, "pending": 0}
     for change in changes:
-        result = by_key.get(change.person_key) or PushResult(
-            change.person_key, Outcome.FAILED, message="the destination returned no result"
+        key = change.person_key
+        result = by_key.get(key) or PushResult(
+            key, Outcome.FAILED, message="the destination returned no result"
         )
-        counts[result.outcome.value] += 1
-        if result.outcome is Outcome.OK:
-            acked_keys.append(change.person_key)
-            archived = change.action is not Action.UPSERT
-            ledger_rows.append(
-                {
-                    "destination": destination,
-                    "person_key": change.person_key,
-                    "payload_hash": change.payload_hash,
-                    "payload": orjson.dumps(
-                        dict(change.fields), option=orjson.OPT_SORT_KEYS
-                    ).decode(),
-                    "memberships": SEPARATOR.join(change.memberships),
-                    "remote_id": result.remote_id or change.remote_id,
-                    "status": "archived" if archived else "synced",
-                    "acked_at": now_ms,
-                    "run_id": run_id,
-                }
+        outcome = result.outcome
+        counts[outcome.value] += 1
+        if outcome is Outcome.OK:
+            acknowledged.append(
+                (
+                    destination,
+                    key,
+                    change.payload_hash,
+                    _payload(change.fields),
+                    SEPARATOR.join(change.memberships),
+                    result.remote_id or change.remote_id,
+                    "synced" if change.action is Action.UPSERT else "archived",
+                    now_ms,
+                    run_id,
+                )
             )
-        elif result.outcome is Outcome.PENDING and result.job:
-            pending.setdefault(result.job, []).append(change.person_key)
+        elif outcome is Outcome.PENDING and result.job:
+            jobs.append((key, result.job, encode_change(change)))
         else:
             failed.append((change, result))
-    if ledger_rows:
-        insert = upsert_insert(conn, schema.ledger)
-        keys = {"destination", "person_key"}
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=sorted(keys),
-                set_={c: insert.excluded[c] for c in ledger_rows[0] if c not in keys},
-            ),
-            ledger_rows,
-        )
-        for table in (schema.failures, schema.in_flight):
-            for start in range(0, len(acked_keys), 500):
-                conn.execute(
-                    delete(table).where(
-                        table.c.destination == destination,
-                        table.c.person_key.in_(acked_keys[start : start + 500]),
-                    )
-                )
-    f = schema.in_flight
-    for job, keys_of_job in pending.items():
-        for start in range(0, len(keys_of_job), 500):
-            conn.execute(
-                update(f)
-                .where(
-                    f.c.destination == destination,
-                    f.c.person_key.in_(keys_of_job[start : start + 500]),
-                )
-                .values(job=job)
-            )
+            jobs.append((key, None, None))
+    writer = ledger_bulk(conn)
+    if acknowledged:
+        writer.upsert(schema.ledger, LEDGER_COLUMNS, acknowledged)
+        keys = [row[1] for row in acknowledged]
+        writer.delete(schema.failures, destination, keys)
+        writer.delete(schema.in_flight, destination, keys)
+    writer.assign_jobs(destination, jobs)
     if failed:
-        # what failed stays in flight (it may be partly applied), but waits for no job
-        failed_keys = [c.person_key for c, _ in failed]
-        for start in range(0, len(failed_keys), 500):
-            conn.execute(
-                update(f)
-                .where(
-                    f.c.destination == destination,
-                    f.c.person_key.in_(failed_keys[start : start + 500]),
-                    f.c.job.is_not(None),
-                )
-                .values(job=None)
-            )
-        _record_failures(conn, destination, failed, now_ms, retry)
+        _record_failures(writer, destination, failed, now_ms, retry)
     return counts
 
 
-def pending_jobs(conn: Connection, destination: str) -> dict[str, list[Change]]:
-    """The asynchronous jobs still to collect for ``destination``, with their changes."""
+def _payload(fields: Mapping[str, Any]) -> str:
+    """The acknowledged fields as the ledger keeps them: JSON with sorted keys."""
+    return orjson.dumps(fields, default=_plain, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _plain(value: object) -> dict[str, Any]:
+    """orjson's fallback: a mapping that is not a dict (the fields of a change) as one."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+JOB_PAGE = 10_000  # changes of one job per ``job_pages`` page: Klaviyo's largest job fits one
+
+
+def pending_job_ids(conn: Connection, destination: str) -> list[str]:
+    """The asynchronous jobs still to collect for ``destination``."""
     f = schema.in_flight
     rows = conn.execute(
-        select(f.c.job, f.c.change)
+        select(f.c.job)
         .where(f.c.destination == destination, f.c.job.is_not(None))
-        .order_by(f.c.job, bytewise(conn, f.c.person_key))
+        .group_by(f.c.job)
+        .order_by(f.c.job)
     )
-    jobs: dict[str, list[Change]] = {}
-    for job, change in rows:
-        jobs.setdefault(job, []).append(decode_change(change))
-    return jobs
+    return [job for (job,) in rows]
+
+
+def job_pages(
+    conn: Connection, destination: str, job: str, page: int = JOB_PAGE
+) -> Iterator[list[Change]]:
+    """The changes still waiting for ``job``, in pages of at most ``page`` by person key.
+
+    One query per page, each starting after the last key of the one before, so a job of
+    any size is read in bounded memory, and no cursor stays open while the caller
+    records each page's results (which takes those rows out of flight).
+    """
+    f = schema.in_flight
+    key = bytewise(conn, f.c.person_key)
+    after: str | None = None
+    while True:
+        query = select(f.c.person_key, f.c.change).where(
+            f.c.destination == destination, f.c.job == job
+        )
+        if after is not None:
+            query = query.where(key > after)
+        rows = conn.execute(query.order_by(key).limit(page)).all()
+        if not rows:
+            return
+        yield [decode_change(change) for _, change in rows]
+        if len(rows) < page:
+            return
+        after = rows[-1][0]
 
 
 def encode_change(change: Change) -> str:
-    """A change as JSON, to settle a pending job with (the fields are JSON already)."""
+    """A change as JSON, to settle a pending job with: a positional array in the order of
+    ``decode_change`` (no names to write and read again; the fields are JSON already)."""
     return orjson.dumps(
-        {
-            "person_key": change.person_key,
-            "action": change.action.value,
-            "is_new": change.is_new,
-            "email": change.email,
-            "phone": change.phone,
-            "fields": dict(change.fields),
-            "memberships_add": change.memberships_add,
-            "memberships_remove": change.memberships_remove,
-            "email_intent": change.email_intent.value,
-            "sms_intent": change.sms_intent.value,
-            "payload_hash": change.payload_hash,
-            "remote_id": change.remote_id,
-            "memberships": change.memberships,
-            "email_consent_at": change.email_consent_at,
-            "sms_consent_at": change.sms_consent_at,
-            "resent": change.resent,
-        }
+        (
+            change.person_key,
+            change.action,
+            change.is_new,
+            change.email,
+            change.phone,
+            change.fields,
+            change.memberships_add,
+            change.memberships_remove,
+            change.email_intent,
+            change.sms_intent,
+            change.payload_hash,
+            change.remote_id,
+            change.memberships,
+            change.email_consent_at,
+            change.sms_consent_at,
+            change.resent,
+        ),
+        default=_plain,
     ).decode()
 
 
 def decode_change(text: str) -> Change:
     data = orjson.loads(text)
+    if isinstance(data, dict):  # written by an earlier version: an object with names
+        return _decode_named(data)
+    (
+        person_key,
+        action,
+        is_new,
+        email,
+        phone,
+        fields,
+        add,
+        remove,
+        email_intent,
+        sms_intent,
+        payload_hash,
+        remote_id,
+        memberships,
+        email_at,
+        sms_at,
+        resent,
+    ) = data
+    return Change(
+        person_key=person_key,
+        action=Action(action),
+        is_new=is_new,
+        email=email,
+        phone=phone,
+        fields=fields,
+        memberships_add=tuple(add),
+        memberships_remove=tuple(remove),
+        email_intent=ConsentIntent(email_intent),
+        sms_intent=ConsentIntent(sms_intent),
+        payload_hash=payload_hash,
+        remote_id=remote_id,
+        memberships=tuple(memberships),
+        email_consent_at=_when(email_at),
+        sms_consent_at=_when(sms_at),
+        resent=resent,
+    )
+
+
+def _decode_named(data: dict[str, Any]) -> Change:
     return Change(
         person_key=data["person_key"],
         action=Action(data["action"]),
@@ -272,51 +331,42 @@ def _when(value: str | None) -> datetime | None:
 
 
 def _record_failures(
-    conn: Connection,
+    writer: LedgerBulk,
     destination: str,
     failed: list[tuple[Change, PushResult]],
     now_ms: int,
     retry: RetryPolicy,
 ) -> None:
-    f = schema.failures
     keys = [c.person_key for c, _ in failed]
-    previous: dict[str, Any] = {}
-    for start in range(0, len(keys), 500):
-        rows = conn.execute(
-            select(f).where(
-                f.c.destination == destination, f.c.person_key.in_(keys[start : start + 500])
-            )
+    columns = ("person_key", "payload_hash", "attempts", "first_failed_at")
+    previous = {
+        key: (payload_hash, attempts, first)
+        for key, payload_hash, attempts, first in writer.select(
+            schema.failures, columns, destination, keys
         )
-        previous.update({r.person_key: r for r in rows})
-    out = []
+    }
+    rows: list[Row] = []
     for change, result in failed:
         before = previous.get(change.person_key)
-        same_payload = before is not None and before.payload_hash == change.payload_hash
-        attempts = int(before.attempts) + 1 if before is not None and same_payload else 1
+        same_payload = before is not None and before[0] == change.payload_hash
+        attempts = int(before[1]) + 1 if before is not None and same_payload else 1
         next_attempt: int | None = None
         if result.outcome is Outcome.FAILED and attempts < retry.max_attempts:
             next_attempt = now_ms + min(retry.first_wait_ms * 2 ** (attempts - 1), MAX_RETRY_MS)
-        out.append(
-            {
-                "destination": destination,
-                "person_key": change.person_key,
-                "reason_class": result.outcome.value,
-                "message": (result.message or result.outcome.value)[:2000],
-                "payload_hash": change.payload_hash,
-                "attempts": attempts,
-                "first_failed_at": before.first_failed_at if before is not None else now_ms,
-                "last_failed_at": now_ms,
-                "next_attempt_at": next_attempt,
-            }
+        rows.append(
+            (
+                destination,
+                change.person_key,
+                result.outcome.value,
+                (result.message or result.outcome.value)[:2000],
+                change.payload_hash,
+                attempts,
+                before[2] if before is not None else now_ms,
+                now_ms,
+                next_attempt,
+            )
         )
-    insert = upsert_insert(conn, f)
-    conn.execute(
-        insert.on_conflict_do_update(
-            index_elements=["destination", "person_key"],
-            set_={c: insert.excluded[c] for c in out[0] if c not in {"destination", "person_key"}},
-        ),
-        out,
-    )
+    writer.upsert(schema.failures, FAILURE_COLUMNS, rows)
 
 
 def add_consent_events(

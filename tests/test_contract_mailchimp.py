@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +73,11 @@ class TestMailchimpContract(DestinationContract, RefusalContract):
             return fake, MailchimpVendor(fake)
 
         yield from strict_fakes(make)
+
+    def test_killed_with_tag_moves_held_then_a_source_change_ends_like_a_clean_run(
+        self, vendor_factory: VendorFactory, tmp_path: Path
+    ) -> None:
+        """Killed after a push whose people were upserted and answered PENDING on the run's
+        tag job, their held tag moves never sent: the next run's collect rebuilds the
+        moves from the changes in flight and sends them; nobody is doubled or mistagged."""
+        self.killed_then_changed(vendor_factory, tmp_path, "after_submit")

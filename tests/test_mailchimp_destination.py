@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.kit import floor_calls
 from connectors.mailchimp import MailchimpConfig, MailchimpDestination
 from crmsync.contract import (
     Action,
@@ -83,7 +84,27 @@ def push(
     )
     results = dest.push(changes)
     assert sorted(r.person_key for r in results) == sorted(c.person_key for c in changes)
-    return {r.person_key: r for r in results}
+    return {r.person_key: r for r in settle(dest, changes, results)}
+
+
+def settle(
+    dest: MailchimpDestination, changes: Sequence[Change], results: Sequence[PushResult]
+) -> list[PushResult]:
+    """The final results, as the core's collect at the end of a run makes them: people
+    PENDING on the run's tag job are settled by ``collect`` with their changes."""
+    by_key = {c.person_key: c for c in changes}
+    jobs: dict[str, list[Change]] = {}
+    final = []
+    for result in results:
+        if result.outcome is Outcome.PENDING and result.job:
+            jobs.setdefault(result.job, []).append(by_key[result.person_key])
+        else:
+            final.append(result)
+    for job, waiting in jobs.items():
+        settled = dest.collect(job, waiting)
+        assert settled is not None
+        final += settled
+    return final
 
 
 def test_it_is_a_destination_registered_as_mailchimp(dest: MailchimpDestination) -> None:
@@ -561,3 +582,111 @@ def test_concurrency_stays_within_max_connections(mailchimp_fake: FakeMailchimp)
     assert len(results) == 1000
     assert mailchimp_fake.max_in_flight == 3  # parallel, and never beyond the cap
     assert mailchimp_fake.concurrency_rejections == 0
+
+
+# -- tag moves gathered across the run -------------------------------------------------
+
+TAG_CALL = ("POST", "/lists/{list_id}/segments/{segment_id}")
+TAG_CREATE = ("POST", "/lists/{list_id}/segments")
+
+
+def run_of(count: int) -> list[Change]:
+    """People over several pushes of 1,000 (batch size 50): every 2nd in crm-a, every 3rd
+    in crm-b, every 7th in crm-c, so each push ends with part-filled calls of every tag."""
+    return [
+        person(
+            f"p{i}@shop.example",
+            add=[t for t, every in (("crm-a", 2), ("crm-b", 3), ("crm-c", 7)) if i % every == 0],
+        )
+        for i in range(count)
+    ]
+
+
+def test_tag_calls_of_a_run_spanning_several_pushes_are_the_per_run_floor(
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    dest = make(mailchimp_fake, batch_size=50)
+    changes = run_of(3_500)
+    mailchimp_fake.expect_consented(c.email for c in changes if c.email)
+    answered: list[PushResult] = []
+    try:
+        for start in range(0, len(changes), dest.max_batch):
+            answered += dest.push(changes[start : start + dest.max_batch])
+        pending = [r for r in answered if r.outcome is Outcome.PENDING]
+        # held moves are answered PENDING on the run's one tag job, the rest OK at once
+        assert pending and len({r.job for r in pending}) == 1
+        assert {r.outcome for r in answered} == {Outcome.OK, Outcome.PENDING}
+        final = settle(dest, changes, answered)
+    finally:
+        dest.close()
+    assert {r.outcome for r in final} == {Outcome.OK}
+    expected = {
+        tag: {c.email for c in changes if tag in c.memberships_add}
+        for tag in ("crm-a", "crm-b", "crm-c")
+    }
+    assert mailchimp_fake.tag_members() == expected
+    adds = {tag: len(members) for tag, members in expected.items()}
+    carried = {tag: min(n, 50) for tag, n in adds.items()}  # each create carries 50
+    per_run = floor_calls(adds, {}, 50, paired=True, carried=carried)
+    assert mailchimp_fake.calls[TAG_CALL] == per_run
+    assert mailchimp_fake.calls[TAG_CREATE] == 3
+    # the same people planned push by push would have cost a remainder per push and tag
+    per_push = sum(
+        floor_calls(
+            {t: sum(1 for c in changes[s : s + 1000] if t in c.memberships_add) for t in adds},
+            {},
+            50,
+            paired=True,
+            carried=carried if s == 0 else None,
+        )
+        for s in range(0, len(changes), 1000)
+    )
+    assert per_run < per_push
+
+
+def test_a_held_tag_call_that_fails_fails_its_people_when_the_run_is_settled(
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    mailchimp_fake.add_member("old@shop.example", "subscribed", tags=["crm-vip"])
+    dest = make(mailchimp_fake)
+    changes = [person(f"p{i}@shop.example", add=["crm-vip"]) for i in range(3)]
+    mailchimp_fake.expect_consented(["old@shop.example", *(c.email or "" for c in changes)])
+    try:
+        answered = dest.push(changes)
+        assert {r.outcome for r in answered} == {Outcome.PENDING}  # 3 of 500: held
+        mailchimp_fake.inject(400, only=TAG_CALL)  # Mailchimp refuses the held call
+        final = settle(dest, changes, answered)
+    finally:
+        dest.close()
+    assert {r.outcome for r in final} == {Outcome.FAILED}
+    assert all("crm-vip" in r.message for r in final)
+    assert mailchimp_fake.tag_members() == {"crm-vip": {"old@shop.example"}}
+
+
+def test_an_earlier_runs_tag_job_is_settled_by_sending_its_moves_again(
+    mailchimp_fake: FakeMailchimp,
+) -> None:
+    """A run that stopped before its end left people PENDING on its tag job; the next
+    run's destination rebuilds their moves from the changes in flight."""
+    mailchimp_fake.add_member("a@shop.example", "subscribed", tags=["crm-lapsed"])
+    changes = [
+        person("a@shop.example", add=["crm-vip"], remove=["crm-lapsed"]),
+        person("b@shop.example", add=["crm-vip", "crm-new"]),
+    ]
+    crashed = make(mailchimp_fake)
+    try:
+        mailchimp_fake.expect_consented(["a@shop.example", "b@shop.example"])
+        answered = crashed.push(changes)  # ... and the run is killed before its collect
+    finally:
+        crashed.close()
+    (job,) = {r.job for r in answered}
+    assert job is not None
+    assert mailchimp_fake.tags_of("b@shop.example") == set()  # the moves were only held
+    later = make(mailchimp_fake)
+    try:
+        final = later.collect(job, changes)
+    finally:
+        later.close()
+    assert final is not None and {r.outcome for r in final} == {Outcome.OK}
+    assert mailchimp_fake.tags_of("a@shop.example") == {"crm-vip"}
+    assert mailchimp_fake.tags_of("b@shop.example") == {"crm-vip", "crm-new"}

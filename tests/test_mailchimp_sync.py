@@ -32,6 +32,7 @@ from crmsync.contract import (
 from crmsync.records import ConsentState, Customer
 from crmsync.sample import SampleSpec, iter_store
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake
+from tests.test_mailchimp_destination import settle
 
 __all__ = ["mailchimp_fake"]
 
@@ -140,33 +141,33 @@ def dest(mailchimp_fake: FakeMailchimp) -> Iterator[MailchimpDestination]:
 
 
 def push_all(dest: MailchimpDestination, changes: Sequence[Change]) -> dict[str, PushResult]:
-    results: dict[str, PushResult] = {}
+    """One run: every push, then the collect of what is pending at its end."""
+    results: list[PushResult] = []
     for start in range(0, len(changes), dest.max_batch):
         batch = changes[start : start + dest.max_batch]
         got = dest.push(batch)
         assert len(got) == len(batch)
-        results.update((r.person_key, r) for r in got)
-    return results
+        results += got
+    return {r.person_key: r for r in settle(dest, changes, results)}
 
 
 def floor_for(
     dest: MailchimpDestination, changes: Sequence[Change], sent: set[str]
 ) -> tuple[int, int]:
-    """(upsert calls, tag calls) no client could go below, for the same push batches.
+    """(upsert calls, tag calls) no client could go below: upserts for the same push
+    batches, tag calls for the whole run (a tag's moves may share calls across pushes).
 
     A tag's first push creates it carrying its first 500 members: they need no tag call.
     """
-    upserts = tags = 0
-    existing: set[str] = set()
+    upserts = 0
     for start in range(0, len(changes), dest.max_batch):
         batch = [c for c in changes[start : start + dest.max_batch] if c.person_key in sent]
         upserts += math.ceil(len(batch) / 500)
-        adds = Counter(t for c in batch for t in c.memberships_add)
-        removes = Counter(t for c in batch for t in c.memberships_remove)
-        carried = {t: min(n, 500) for t, n in adds.items() if t not in existing}
-        tags += floor_calls(adds, removes, 500, paired=True, carried=carried)
-        existing.update(adds)
-    return upserts, tags
+    ran = [c for c in changes if c.person_key in sent]
+    adds = Counter(t for c in ran for t in c.memberships_add)
+    removes = Counter(t for c in ran for t in c.memberships_remove)
+    carried = {t: min(n, 500) for t, n in adds.items()}  # every tag is new here
+    return upserts, floor_calls(adds, removes, 500, paired=True, carried=carried)
 
 
 def assert_fake_holds(fake: FakeMailchimp, changes: Sequence[Change], compliance: set[str]) -> None:

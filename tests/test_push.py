@@ -16,8 +16,9 @@ from state.ledger import (
     RetryPolicy,
     decode_change,
     encode_change,
+    job_pages,
     mark_in_flight,
-    pending_jobs,
+    pending_job_ids,
     record_results,
 )
 from state.store import Store
@@ -98,9 +99,12 @@ def test_pending_results_keep_their_job_and_come_back_as_the_changes_sent(
             retry=RETRY,
         )
     with store.engine.connect() as conn:
-        jobs = pending_jobs(conn, "dest")
-        assert pending_jobs(conn, "other") == {}
-    assert jobs == {"job-A": batch[:2], "job-B": batch[2:]}
+        assert pending_job_ids(conn, "other") == []
+        jobs = {job: list(job_pages(conn, "dest", job)) for job in pending_job_ids(conn, "dest")}
+        # a job larger than a page comes back a page at a time, in key order
+        paged = list(job_pages(conn, "dest", "job-A", page=1))
+    assert jobs == {"job-A": [batch[:2]], "job-B": [batch[2:]]}
+    assert paged == [batch[:1], batch[1:2]]
     store.close()
 
 

@@ -8,6 +8,8 @@
   lost answers.
 - ``memberships``: the fewest membership calls for a batch of moves, their floor, and the
   owned-prefix guard.
+- ``gather``: membership moves held across a whole run and released a full call at a
+  time, so a run of many pushes costs the per-run floor of calls.
 
 Pure where possible; the I/O is the caller's, passed in as functions, so a vendor's
 connector keeps only what is really its own (endpoints, bodies, error texts).
@@ -16,6 +18,7 @@ connector keeps only what is really its own (endpoints, bodies, error texts).
 from __future__ import annotations
 
 from connectors.kit.chunks import chunked, send_chunks
+from connectors.kit.gather import Gathered
 from connectors.kit.groups import GroupIndex
 from connectors.kit.memberships import (
     MembershipCall,
@@ -28,6 +31,7 @@ from connectors.kit.memberships import (
 )
 
 __all__ = [
+    "Gathered",
     "GroupIndex",
     "MembershipCall",
     "Move",

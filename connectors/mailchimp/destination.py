@@ -2,11 +2,13 @@
 
 A push runs in two phases. First every person is upserted with batch subscribe calls of
 up to 500 (several in flight, within the account's connection cap); then the tag moves
-of the people Mailchimp confirmed are applied: a missing tag is created carrying its
-first members, the rest is grouped by tag into the fewest static-segment calls. A person
-is OK only when both their upsert and their tag moves were confirmed, so the core's
-ledger never records a tag that Mailchimp does not have. Chunking, concurrent sending,
-the tag index and the call planning are the destination kit's (``connectors.kit``).
+of the people Mailchimp confirmed are held for the run (``run_tags``): every tag call
+that is full goes out at once (a missing tag is created carrying its first members), and
+each tag's last remainder when the core collects the run's tag job at its end. A person
+is OK only when both their upsert and their tag moves were confirmed (PENDING on the tag
+job until then), so the core's ledger never records a tag that Mailchimp does not have.
+Chunking, concurrent sending, the tag index and the call planning are the destination
+kit's (``connectors.kit``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from connectors.mailchimp.consent import (
 )
 from connectors.mailchimp.mapping_rules import check_mapping
 from connectors.mailchimp.members import member_entry, read_answer, subscriber_hash, upsert_body
-from connectors.mailchimp.tags import MAX_TAG_NAME, apply_moves, tag_index
+from connectors.mailchimp.run_tags import TAG_JOB, RunTags
+from connectors.mailchimp.tags import MAX_TAG_NAME, tag_index
 from crmsync.contract import (
     Action,
     Change,
@@ -52,7 +55,9 @@ from crmsync.contract import (
 from crmsync.errors import ConfigError
 
 log = logging.getLogger(__name__)
-CALLS_PER_PUSH = 20  # batch calls' worth of people per push(): two rounds of 10 connections
+# batch calls' worth of people per push(): two rounds of 10 connections, so the core's two
+# ledger transactions per push are few beside the calls (tag calls are per run anyway)
+CALLS_PER_PUSH = 20
 _MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed"]
 
 
@@ -71,7 +76,6 @@ class MailchimpDestination:
     ) -> None:
         self.config = config
         self.context = context
-        # Large pushes let tag moves of many people share calls (the floor is per tag).
         self.max_batch = config.batch_size * CALLS_PER_PUSH
         key = config.api_key.get_secret_value()
         self._http = HttpClient(
@@ -87,6 +91,9 @@ class MailchimpDestination:
         self._types: dict[str, str] = {}  # merge tag -> Mailchimp type, filled by prepare()
         self._pool = ThreadPoolExecutor(
             max_workers=config.max_connections, thread_name_prefix=f"mailchimp-{context.name}"
+        )
+        self._run_tags = RunTags(
+            self._api, self._tags, config.list_id, config.batch_size, self._pool
         )
 
     def check(self) -> list[Check]:
@@ -147,7 +154,11 @@ class MailchimpDestination:
         return [results[i] for i in range(len(changes))]
 
     def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
-        return None  # batch subscribe answers at once: nothing is ever pending
+        """Settles a run's tag job: people upserted whose tag moves were held."""
+        if job.startswith(TAG_JOB):
+            return self._run_tags.settle(job, changes)
+        message = f"unknown Mailchimp job {job!r}: sent again"
+        return [PushResult(c.person_key, Outcome.FAILED, message=message) for c in changes]
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
         read_at = datetime.now(UTC)
@@ -228,16 +239,20 @@ class MailchimpDestination:
     def _apply_tags(
         self, upserts: Sequence[tuple[int, Change]], results: dict[int, PushResult]
     ) -> None:
-        """Moves tags of the people upserted OK; a failed move turns their result FAILED."""
+        """Moves tags of the people upserted OK: a failed move turns their result FAILED,
+        a move held for a fuller call PENDING on the run's tag job."""
         upserted = [(i, c) for i, c in upserts if results[i].outcome is Outcome.OK]
-        moves = [(c.email or "", c.memberships_add, c.memberships_remove) for _, c in upserted]
-        failed = apply_moves(
-            self._api, self._tags, self.config.list_id, moves, self.config.batch_size, self._pool
-        )
+        answers = self._run_tags.move([c for _, c in upserted])
         for index, change in upserted:
-            reason = failed.get((change.email or "").lower())
-            if reason is not None:
-                ok = results[index]
+            if change.person_key not in answers:
+                continue
+            reason, ok = answers[change.person_key], results[index]
+            if reason is None:
+                job = self._run_tags.job
+                results[index] = PushResult(
+                    change.person_key, Outcome.PENDING, ok.remote_id, "tags held", job
+                )
+            else:
                 results[index] = PushResult(change.person_key, Outcome.FAILED, ok.remote_id, reason)
 
     # -- deletions -----------------------------------------------------------------

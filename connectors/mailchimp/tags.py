@@ -7,10 +7,10 @@ Mailchimp's listing and creation, sends the calls and reads their answers.
 
 A new tag is created carrying its first members (``static_segment``, up to the batch
 size), so its first 500 members cost no call beyond the create that was needed anyway.
-Only people whose upsert Mailchimp has just confirmed are ever carried: they are on the
-list, and Mailchimp's create adds every given address that is on the list (ignoring only
-those that are not), so its 200 confirms them as a batch call's answer would. A tag
-deleted by a marketer behind our back (404) is forgotten and re-created once.
+Only people whose upsert Mailchimp has confirmed are ever carried: they are on the list,
+and Mailchimp's create adds every given address that is on the list (ignoring only those
+that are not), so its 200 confirms them as a batch call's answer would. A tag deleted by
+a marketer behind our back (404) is forgotten and re-created once.
 """
 
 from __future__ import annotations
@@ -19,14 +19,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from connectors.kit import (
-    GroupIndex,
-    MembershipCall,
-    Move,
-    members_to_add,
-    minus_carried,
-    plan_membership_calls,
-)
+from connectors.kit import GroupIndex, MembershipCall
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
 from crmsync.errors import TransientError
 
@@ -47,38 +40,27 @@ def tag_index(api: MailchimpApi, list_id: str, batch_size: int) -> GroupIndex:
     return GroupIndex(list_all, create, carries=batch_size)
 
 
-def apply_moves(
+def send_calls(
     api: MailchimpApi,
     index: GroupIndex,
     list_id: str,
-    moves: Sequence[Move],
-    batch_size: int,
+    calls: Sequence[MembershipCall],
     pool: Executor,
 ) -> dict[str, str]:
-    """Applies the tag moves (address, tags to add, tags to remove) of people Mailchimp has
-    just upserted; returns the lower-cased addresses whose moves failed, with the reason.
+    """Sends tag calls side by side (only people Mailchimp has upserted may be in them);
+    returns the lower-cased addresses whose moves failed, with the reason.
 
-    Missing tags are created first (concurrently), carrying their first members; the rest
-    goes in the fewest batch calls, sent concurrently. Removals from a tag that does not
-    exist need no call.
+    A call to a tag that does not exist yet creates it carrying the call's adds, so a new
+    tag's first call's worth of members costs nothing beyond the create. Removals from a
+    tag that does not exist need no call.
     """
-    moves = [move for move in moves if move[1] or move[2]]
-    if not moves:
+    if not calls:
         return {}
-    ids = index.ids(sorted({tag for _, add, remove in moves for tag in (*add, *remove)}))
-    adders = members_to_add(moves)
-    new = [tag for tag in sorted(adders) if tag not in ids]
-    carried: dict[str, tuple[str, ...]] = {}
-    made = pool.map(lambda tag: index.ensure(tag, adders[tag]), new)
-    for tag, (segment_id, members) in zip(new, made, strict=True):
-        ids[tag], carried[tag] = segment_id, members
-    calls = plan_membership_calls(minus_carried(moves, carried), batch_size, paired=True)
+    ids = index.ids(sorted({call.group for call in calls}))
     failed: dict[str, str] = {}
-    sent = pool.map(
-        lambda call: _send(api, index, list_id, call, ids[call.group]),
-        [call for call in calls if call.group in ids],
-    )
-    for found in sent:
+    for found in pool.map(
+        lambda call: _send(api, index, list_id, call, ids.get(call.group)), calls
+    ):
         failed.update(found)
     return failed
 
@@ -98,18 +80,23 @@ def call_failures(response: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _send(
-    api: MailchimpApi, index: GroupIndex, list_id: str, call: MembershipCall, segment_id: str
+    api: MailchimpApi,
+    index: GroupIndex,
+    list_id: str,
+    call: MembershipCall,
+    segment_id: str | None,
 ) -> dict[str, str]:
-    """Sends one call; a tag deleted meanwhile is re-created once and the call repeated."""
-    failed = _batch(api, list_id, call, segment_id, vanished_ok=True)
-    if failed is not None:
-        return failed
-    index.forget(call.group)
-    if not call.add:  # removals from a tag that no longer exists: nothing to do
+    """Sends one call; a missing tag is created (a tag deleted meanwhile, once)."""
+    if segment_id is not None:
+        failed = _batch(api, list_id, call, segment_id, vanished_ok=True)
+        if failed is not None:
+            return failed
+        index.forget(call.group)
+    if not call.add:  # removals from a tag that does not exist: nothing to do
         return {}
     segment_id, carried = index.ensure(call.group, call.add)
-    # A tag re-created by this call holds exactly the members it carried: removing anybody
-    # else is moot. One found re-created by someone else may hold anybody.
+    # A tag created by this call holds exactly the members it carried: removing anybody
+    # else is moot. One found created by someone else may hold anybody.
     rest = MembershipCall(
         call.group,
         tuple(email for email in call.add if email not in carried),
