@@ -1,4 +1,9 @@
-"""`python -m bench [NAME ...]`: runs the named benchmarks (default: all quick ones)."""
+"""`python -m bench [NAME ...]`: runs the named benchmarks (default: all quick ones).
+
+Not in the quick list, since it takes minutes to hours: ``bench_e2e``, the end-to-end
+first, no-change and 1 %-changed runs of ``crmsync run`` against the fake Mailchimp at
+10k to 1M customers on SQLite and PostgreSQL (``python -m bench.bench_e2e --help``).
+"""
 
 from __future__ import annotations
 

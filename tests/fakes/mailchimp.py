@@ -818,6 +818,46 @@ def _archive(
     return 204, None
 
 
+@route("PUT", "/lists/{list_id}/members/{subscriber_hash}")
+def _put_member(
+    fake: FakeMailchimp, params: dict[str, str], query: dict[str, str], body: Any
+) -> tuple[int, Any]:
+    """Adds or updates one member: the per-contact way a naive integration syncs (crmsync
+    batches instead; ``bench/bench_e2e.py`` measures the difference)."""
+    audience = fake._list(params)
+    if subscriber_hash(body.get("email_address", "")) != params["subscriber_hash"]:
+        raise ApiError(400, "Invalid Resource", "The subscriber hash does not match the address.")
+    try:
+        _, member = _apply_entry(fake, audience, body, update=True)
+    except MemberError as exc:
+        raise ApiError(400, "Invalid Resource", exc.entry["error"]) from exc
+    view = ("id", "email_address", "unique_email_id", "status", "merge_fields", "list_id")
+    return 200, {**{k: member[k] for k in view}, "last_changed": member["last_changed"]}
+
+
+@route("POST", "/lists/{list_id}/members/{subscriber_hash}/tags")
+def _member_tags(
+    fake: FakeMailchimp, params: dict[str, str], query: dict[str, str], body: Any
+) -> tuple[int, Any]:
+    """Sets one member's tags active or inactive; an active tag that does not exist yet is
+    created, an inactive one that does not exist is ignored (as Mailchimp does)."""
+    audience = fake._list(params)
+    member_id = params["subscriber_hash"]
+    if member_id not in audience.members:
+        raise ApiError(404, "Resource Not Found", "The requested resource could not be found.")
+    for tag in body.get("tags") or ():
+        active = tag.get("status") == "active"
+        try:
+            sid = fake._segment_named(audience, tag["name"], create=active)
+        except KeyError:
+            continue
+        if active:
+            audience.segment_members[sid].add(member_id)
+        else:
+            audience.segment_members[sid].discard(member_id)
+    return 204, None
+
+
 @route("POST", "/lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent")
 def _delete_permanent(
     fake: FakeMailchimp, params: dict[str, str], query: dict[str, str], body: Any

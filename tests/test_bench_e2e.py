@@ -1,0 +1,154 @@
+"""The end-to-end bench at a tiny size: the figures it writes add up.
+
+Runs ``bench.bench_e2e`` on 300 customers, SQLite, no latency, with a fake that logs every
+request, and checks the figures against what really happened: the calls counted per run
+are the requests the fake saw, the three runs ran, the 1 % edit changed the people it
+says it did, and the per-contact replay rebuilt the same audience with two calls a person.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from bench import bench_e2e, results
+from bench.bench_e2e import (
+    RUNS,
+    Audience,
+    Options,
+    bench_one,
+    call_name,
+    floor_calls,
+    per_contact,
+)
+from tests.fakes.mailchimp import FakeMailchimp, _route
+
+SIZE = 300
+
+
+class LoggingFake(FakeMailchimp):
+    """The fake, with every request it answers logged as (method, route)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.log: list[tuple[str, str]] = []
+        self._log_lock = threading.Lock()
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        route, _ = _route(method, urlsplit(target).path)
+        with self._log_lock:
+            self.log.append((method, route or target))
+        return super().handle(method, target, headers, body)
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], LoggingFake, Path]:
+    work = tmp_path_factory.mktemp("bench")
+    fake = LoggingFake(validate=False)
+    options = Options(latency=0.0, work=work, per_contact_sizes=frozenset({SIZE}), keep=True)
+    figures, _ = bench_one(SIZE, "sqlite", options, fake=fake)
+    prefix = f"sqlite.{SIZE}."
+    assert all(key.startswith(prefix) for key in figures)
+    return {k[len(prefix) :]: v for k, v in figures.items()}, fake, work
+
+
+def test_the_three_runs_ran_one_after_the_other_on_one_state(
+    measured: tuple[dict[str, Any], LoggingFake, Path],
+) -> None:
+    figures, _, _ = measured
+    assert [figures[f"{run}.run_id"] for run in RUNS] == [1, 2, 3]
+    assert {figures[f"{run}.status"] for run in RUNS} == {"succeeded"}
+    assert figures["first.people.create"] > 250
+    assert figures["first.received"] > figures["changed.received"] > 0
+    assert figures["first.peak_rss_mb"] > 0 and figures["first.cpu_s"] > 0
+
+
+def test_calls_counted_per_run_are_the_requests_the_fake_saw(
+    measured: tuple[dict[str, Any], LoggingFake, Path],
+) -> None:
+    figures, fake, _ = measured
+    counted: Counter[str] = Counter()
+    for run in RUNS:
+        calls = {k.split(".calls.", 1)[1]: v for k, v in figures.items() if f"{run}.calls." in k}
+        assert sum(calls.values()) == figures[f"{run}.calls_total"]
+        counted.update(calls)
+    assert counted == Counter(call_name(method, route) for method, route in fake.log)
+    # 300 people fit one upsert, and every tag is created carrying all its members
+    assert figures["first.calls.upsert"] == figures["first.floor_calls"] == 1
+    assert figures["first.sync_calls"] == 1 and "first.calls.tag_batch" not in figures
+
+
+def test_the_second_run_changes_nobody_and_the_third_the_one_percent_edited(
+    measured: tuple[dict[str, Any], LoggingFake, Path],
+) -> None:
+    figures, fake, work = measured
+    assert figures["no_change.changes"] == 0
+    assert figures["no_change.sync_calls"] == figures["no_change.floor_calls"] == 0
+    assert figures["changed_people"] == SIZE // 100
+    assert figures["changed.changes"] == figures["changed.people.update"] == SIZE // 100
+    assert figures["changed.sync_calls"] == figures["changed.floor_calls"] >= 1
+
+    # the edit, read back from the files: two customers renamed, one new order
+    store = next((work / "stores").iterdir())
+    data = work / "e2e" / f"sqlite-{SIZE}" / "data"
+    before = (store / "customers.csv").read_text(encoding="utf-8").splitlines()
+    after = (data / "customers.csv").read_text(encoding="utf-8").splitlines()
+    renamed = [new for old, new in zip(before, after, strict=True) if old != new]
+    orders = (data / "orders.jsonl").read_text(encoding="utf-8").splitlines()
+    added = orders[len((store / "orders.jsonl").read_text(encoding="utf-8").splitlines()) :]
+    assert (len(renamed), len(added)) == (2, 1)
+    for row in renamed:
+        email = row.split(",")[1].strip().lower()
+        member = fake.member(email)
+        assert member is not None and member["merge_fields"]["LNAME"].endswith("Yeni")
+    assert fake.member(json.loads(added[0])["email"]) is not None
+
+
+def test_the_per_contact_method_rebuilds_the_audience_with_two_calls_a_person(
+    measured: tuple[dict[str, Any], LoggingFake, Path],
+) -> None:
+    figures, _, _ = measured
+    assert figures["per_contact.same_audience"] == "yes"
+    assert figures["per_contact.people"] == figures["first.people.create"]
+    assert figures["per_contact.calls"] == 2 * figures["per_contact.people"]
+    assert figures["per_contact.calls_over_crmsync"] > 10
+
+
+def test_the_per_contact_calls_are_requests_the_mailchimp_spec_allows() -> None:
+    source = FakeMailchimp(validate=False)
+    source.add_member("ayse@example.com", "subscribed", {"FNAME": "Ayşe"}, tags=["crm-vip"])
+    source.add_member("can@example.com", "transactional", {"FNAME": "Can"})
+    figures = per_contact(source, Options(latency=0.0), validate=True)
+    assert (figures["spec_violations"], figures["same_audience"]) == (0, "yes")
+    assert figures["calls"] == 4
+
+
+def test_the_floor_counts_carried_tag_members_and_pairs_adds_with_removes() -> None:
+    people = {f"m{i}": ("subscribed", "{}") for i in range(1200)}
+    before = Audience({}, {"old": frozenset(f"m{i}" for i in range(600))})
+    after = Audience(
+        people,
+        {"new": frozenset(f"m{i}" for i in range(1200)), "old": frozenset({"m0"})},
+    )
+    # 3 upserts; "new" carries 500 of its 1,200 (2 calls for 700); "old" loses 599 (2)
+    assert floor_calls(before, after) == 3 + 2 + 2
+    assert floor_calls(after, after) == 0
+
+
+def test_results_merge_across_invocations_and_judge_the_rate_at_a_million(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results.json")
+    bench_e2e.save({"sqlite.10000.first.staging_records_per_s": 60_000})
+    bench_e2e.save({"sqlite.1000000.first.staging_records_per_s": 45_000})
+    entry = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["e2e"]
+    assert entry["sqlite.10000.first.staging_records_per_s"] == 60_000
+    assert entry["sqlite.target.rate_1m_over_10k"] == "MISSED: 0.75 >= 0.8"
