@@ -1,19 +1,32 @@
-"""Schema migrations with Alembic, run in-process on the store's own connection."""
+"""Schema migrations with Alembic, run in-process on the store's own connection.
+
+Every run opens the store, and so asks whether the schema is current. Importing Alembic
+and scanning its scripts costs about a quarter of a second, which is most of a no-change
+run's own work; so the common answer ("already at the newest revision") is read from the
+``alembic_version`` table directly, and Alembic is loaded only to actually migrate. The
+migrations are one numbered chain (``0001_...``, ``0002_...``), so the newest revision is
+the highest number among the script files (``tests/test_store.py`` holds this to
+Alembic's own answer).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def alembic_config(url: str = "") -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if url:
@@ -22,17 +35,43 @@ def alembic_config(url: str = "") -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, "state/migrations has no revisions"
     return head
 
 
+def newest_revision() -> str:
+    """The newest revision by the scripts' numbering, without loading Alembic."""
+    numbers = [p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py")]
+    assert numbers, "state/migrations has no revisions"
+    return max(numbers)
+
+
 def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision recorded in the database, or None (no table yet: a new database)."""
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+    except DBAPIError:
+        return None
+    return str(rows[0][0]) if len(rows) == 1 else None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; returns (revision before, revision after)."""
+    stored = _stored_revision(engine)
+    if stored is not None and stored == newest_revision():
+        return stored, stored
+    from alembic import command
+
     with engine.begin() as connection:
         before = current_revision(connection)
         config = alembic_config()

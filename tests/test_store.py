@@ -282,3 +282,24 @@ def test_migration_0005_keeps_acknowledged_tags_as_memberships_and_adds_in_fligh
         assert [tuple(r) for r in kept] == [("e:a@example.com", "crm-new\ncrm-vip")]
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.in_flight)).scalar() == 0
     store.close()
+
+
+def test_the_newest_revision_by_numbering_is_alembics_head() -> None:
+    from state.migrate import newest_revision
+
+    assert newest_revision() == head_revision()
+
+
+def test_a_current_database_is_not_migrated_again_and_an_old_one_is(tmp_path: Path) -> None:
+    from state.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = Store(url)
+    head = head_revision()
+    assert upgrade(store.engine) == (head, head)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
+        conn.execute(sa.text("DROP TABLE source_versions"))
+    assert upgrade(store.engine) == ("0007", head)  # 0008 ran again
+    assert "source_versions" in sa.inspect(store.engine).get_table_names()
+    store.close()
