@@ -12,7 +12,8 @@ fingerprint of the configuration that shapes plans (sources, destinations and th
 mappings, segment rules, profile settings, currency, retry cap) changes. A run whose
 scope holds most people plans everyone too: it costs the same, and can use workers.
 
-Pure values and decisions only: the queries are in ``state.planned``.
+Pure values and decisions only: the queries are in ``state.planned``, the run that
+uses them in ``plan_run``.
 """
 
 from __future__ import annotations

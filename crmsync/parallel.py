@@ -39,8 +39,9 @@ from crmsync.contract import Change
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
 from crmsync.fields import ProfileField
-from crmsync.planner import PlannedRow, Planner, Tally, Target
+from crmsync.planner import Planner, Tally, Target
 from crmsync.profile_scope import KeyRange, ProfileContext
+from state.planned import PlannedRow
 from state.profile_reads import customer_count, key_boundaries, ranges
 
 CHUNK = 500  # changes per message from a worker

@@ -30,7 +30,8 @@ from crmsync.profiles import ProfileBuilder
 from crmsync.rule_horizon import RuleHorizon
 from state import schema
 from state.ledger import SEPARATOR, failures_query, in_flight_query, ledger_query
-from state.planned import scope_stream
+from state.planned import SEPARATOR as PLAN_SEPARATOR
+from state.planned import PlannedRow, scope_stream
 from state.profile_reads import (
     PROFILE_STREAMS,
     execute,
@@ -54,7 +55,6 @@ _DIFF_FIELDS = frozenset({"email", "phone", "email_consent", "sms_consent", "del
 # any more. Lasting skips ("<destination>=<decision>", "\n"-joined, None: none) are the
 # decisions that hold as long as the person's plan does, so a run that keeps the plan
 # can count them.
-PlannedRow = tuple[str, int | None, str | None, str | None]
 Planned = Callable[[PlannedRow], None]
 _LASTING_SKIPS = (Skip.INVALID, Skip.NEVER_SYNCED_DELETED, Skip.COMPLIANCE, Skip.REJECTED)
 LASTING = frozenset(s.value for s in (*_LASTING_SKIPS, Skip.GAVE_UP))
@@ -242,8 +242,8 @@ class Planner:
                         samples.append(sample(outcome, acked))
                     yield index, outcome
                 if planned is not None:
-                    skips = SEPARATOR.join(lasting) if lasting else None
-                    planned((key, next_at, SEPARATOR.join(member_of), skips))
+                    skips = PLAN_SEPARATOR.join(lasting) if lasting else None
+                    planned((key, next_at, PLAN_SEPARATOR.join(member_of), skips))
         finally:  # also when the caller stops early
             for combo, n in combos.items():
                 for name in combo:

@@ -60,7 +60,7 @@ FRESH = Table(
 SEPARATOR = "\n"
 WRITE_BATCH = 5000
 
-# (person key, next_at, segments, lasting skips): see ``planner.PlannedRow``
+# (person key, next_at, segments, lasting skips), as the planner hands them over
 PlannedRow = tuple[str, int | None, str | None, str | None]
 Skips = dict[str, dict[str, int]]  # per destination, per lasting skip, how many people
 

@@ -236,7 +236,7 @@ def test_a_pipeline_run_with_workers_ends_like_a_run_in_one_process(
         calls.append(args[2])
         return run_workers(*args)
 
-    monkeypatch.setattr("crmsync.pipeline.run_workers", counting)
+    monkeypatch.setattr("crmsync.plan_run.run_workers", counting)
     many = make_site(tmp_path / "many", state_url, customers=400, batch_size=50, workers=2)
     report_many = many.run_json()
 
