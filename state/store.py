@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -29,6 +29,8 @@ from state.dialect import upsert_insert
 from state.migrate import upgrade
 from state.staging import StageStats, count_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
+
+ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,21 @@ class Store:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def refresh_statistics(self, tables: Sequence[str], *, changed: int) -> None:
+        """Has PostgreSQL gather fresh statistics on ``tables`` after ``changed`` rows.
+
+        Without them (a store just filled, a server with autovacuum off or not yet round)
+        the planner takes every table for a few rows and joins an incremental run's
+        scope to the orders by a nested loop over both: 40 s instead of milliseconds at
+        100k customers. ``ANALYZE`` samples a bounded number of rows, so it costs
+        a fraction of a second however big the table. SQLite's planner does not need it.
+        """
+        if self.engine.dialect.name != "postgresql" or changed < ANALYZE_AFTER:
+            return
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for name in tables:
+                conn.execute(text(f"ANALYZE {schema.metadata.tables[name].name}"))
 
     def close(self) -> None:
         self.engine.dispose()

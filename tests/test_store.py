@@ -303,3 +303,25 @@ def test_a_current_database_is_not_migrated_again_and_an_old_one_is(tmp_path: Pa
     assert upgrade(store.engine) == ("0007", head)  # 0008 ran again
     assert "source_versions" in sa.inspect(store.engine).get_table_names()
     store.close()
+
+
+def test_postgresql_statistics_are_refreshed_after_a_large_write(postgres_url: str) -> None:
+    """A store just filled has no statistics where autovacuum is off or has not come round:
+    the planner then joins a scope of keys to the orders by a nested loop over both."""
+    from state.store import ANALYZE_AFTER
+
+    store = Store(postgres_url)
+
+    def analyzed() -> bool:
+        with store.engine.connect() as conn:
+            query = sa.text(
+                "SELECT last_analyze FROM pg_stat_user_tables "
+                "WHERE relname = 'orders' AND schemaname = current_schema()"
+            )
+            return conn.execute(query).scalar() is not None
+
+    store.refresh_statistics(("orders",), changed=ANALYZE_AFTER - 1)
+    assert not analyzed()  # a small write leaves them alone
+    store.refresh_statistics(("orders", "ledger"), changed=ANALYZE_AFTER)
+    assert analyzed()
+    store.close()
