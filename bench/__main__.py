@@ -2,7 +2,8 @@
 
 Not in the quick list, since it takes minutes to hours: ``bench_e2e``, the end-to-end
 first, no-change and 1 %-changed runs of ``crmsync run`` against the fake Mailchimp at
-10k to 1M customers on SQLite and PostgreSQL (``python -m bench.bench_e2e --help``).
+10k to 1M customers on SQLite and PostgreSQL (the package ``bench/e2e``; ``python -m
+bench.e2e --help``, or ``bench_e2e``, its first name, here).
 """
 
 from __future__ import annotations

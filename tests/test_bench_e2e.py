@@ -1,9 +1,10 @@
 """The end-to-end bench at a tiny size: the figures it writes add up.
 
-Runs ``bench.bench_e2e`` on 300 customers, SQLite, no latency, with a fake that logs every
+Runs ``bench.e2e`` on 300 customers, SQLite, no latency, with a fake that logs every
 request, and checks the figures against what really happened: the calls counted per run
 are the requests the fake saw, the three runs ran, the 1 % edit changed the people it
 says it did, and the per-contact replay rebuilt the same audience with two calls a person.
+The floor is the Mailchimp bench's, and the first module name still runs the command.
 """
 
 from __future__ import annotations
@@ -12,21 +13,18 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from bench import bench_e2e, results
-from bench.bench_e2e import (
-    RUNS,
-    Audience,
-    Options,
-    bench_one,
-    call_name,
-    floor_calls,
-    per_contact,
-)
+from bench import bench_e2e, bench_mailchimp, results
+from bench.e2e.fake import Audience, call_name, floor_calls
+from bench.e2e.measure import bench_one
+from bench.e2e.options import RUNS, Options
+from bench.e2e.output import save
+from bench.e2e.per_contact import per_contact
 from tests.fakes.mailchimp import FakeMailchimp, _route
 
 SIZE = 300
@@ -143,12 +141,34 @@ def test_the_floor_counts_carried_tag_members_and_pairs_adds_with_removes() -> N
     assert floor_calls(after, after) == 0
 
 
+def test_the_mailchimp_bench_floor_is_the_same_floor_counted_push_by_push() -> None:
+    def change(add: tuple[str, ...], remove: tuple[str, ...] = ()) -> SimpleNamespace:
+        return SimpleNamespace(memberships_add=add, memberships_remove=remove)
+
+    # the audience above as changes: 1,200 people upserted, all into the new tag "new",
+    # and 599 of the existing tag "old"'s 600 members taken out of it
+    changes = [change(("new",), ("old",) if 0 < i < 600 else ()) for i in range(1200)]
+    assert bench_mailchimp.floor(changes, push_batch=10_000, existing={"old"}) == 3 + 2 + 2
+    # two pushes of 600 cost two upsert calls each, where one push of 1,200 costs three
+    assert bench_mailchimp.floor(changes, push_batch=600, existing={"old"}) == 4 + 2 + 2
+    # an archived member costs its own call on top of the same floor
+    before = Audience({"a": ("subscribed", "{}")}, {})
+    assert floor_calls(before, Audience({"a": ("archived", "{}")}, {})) == 1
+
+
 def test_results_merge_across_invocations_and_judge_the_rate_at_a_million(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(results, "RESULTS", tmp_path / "results.json")
-    bench_e2e.save({"sqlite.10000.first.staging_records_per_s": 60_000})
-    bench_e2e.save({"sqlite.1000000.first.staging_records_per_s": 45_000})
+    save({"sqlite.10000.first.staging_records_per_s": 60_000})
+    save({"sqlite.1000000.first.staging_records_per_s": 45_000})
     entry = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["e2e"]
     assert entry["sqlite.10000.first.staging_records_per_s"] == 60_000
     assert entry["sqlite.target.rate_1m_over_10k"] == "MISSED: 0.75 >= 0.8"
+
+
+def test_the_first_module_name_runs_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        bench_e2e.main(["--engines", "sqlite,oracle"])
+    assert stopped.value.code == 2
+    assert "unknown engine(s): oracle" in capsys.readouterr().err

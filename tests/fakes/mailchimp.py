@@ -823,7 +823,7 @@ def _put_member(
     fake: FakeMailchimp, params: dict[str, str], query: dict[str, str], body: Any
 ) -> tuple[int, Any]:
     """Adds or updates one member: the per-contact way a naive integration syncs (crmsync
-    batches instead; ``bench/bench_e2e.py`` measures the difference)."""
+    batches instead; ``bench/e2e/per_contact.py`` measures the difference)."""
     audience = fake._list(params)
     if subscriber_hash(body.get("email_address", "")) != params["subscriber_hash"]:
         raise ApiError(400, "Invalid Resource", "The subscriber hash does not match the address.")

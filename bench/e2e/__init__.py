@@ -1,0 +1,52 @@
+"""End to end, as a user runs it: files -> state database -> profiles -> the fake Mailchimp.
+
+    python -m bench.e2e [--sizes 10000,100000] [--engines sqlite,postgresql]
+                        [--latency 0.08] [--connections 10] [--keep]
+                        [--work var/bench] [--source DIR]
+
+(``python -m bench.bench_e2e`` is the same command under its first name.)
+
+For each size and engine, ``crmsync run --config X --as-of T --json`` runs as a subprocess
+three times against the fake Mailchimp (real HTTP on 127.0.0.1, ``latency`` seconds per
+call, at most ``connections`` requests in flight, spec validation off for speed): the
+first sync, a run with nothing changed, and a run after 1 % of the customers changed in
+the export files (half of them renamed and moved to another city, half with a new order,
+all stamped after the first run's data). Every run uses the same ``--as-of`` (an hour
+after the store's clock), so profiles never drift with the calendar and the third run
+changes exactly the people edited.
+
+Per run it writes the wall time, the run report's seconds per stage, the staging rate
+(records received / ``pull.stage`` seconds; ``pull_records_per_s`` divides by reading
+plus staging), the CPU of the run's process tree, the peak RSS of its processes (the
+maximum over the tree from /usr/bin/time; per process sampled from ``/proc``), the CPU
+this process spent meanwhile (mostly the fake), on PostgreSQL the server's CPU for the
+run's database (sampled), and the Mailchimp calls by kind against the floor.
+
+The floor is computed from what the fake's audience shows changed: ⌈members
+upserted/500⌉ plus, per tag, max(⌈adds/500⌉, ⌈removes/500⌉) membership calls, where a tag
+created in the run carries its first 500 members, plus one call per archived member;
+tag creation, merge-field set-up and reads are one-time calls reported apart (the same
+floor as ``bench.bench_mailchimp``'s, which computes it). The time floor is floor calls ×
+latency / connections. At 10,000 customers the same audience is also pushed per contact
+(one member PUT and one tags POST per person, with httpx at the same connection cap) for
+the ratio of calls and time.
+
+Sample stores (5 orders a customer, 1 % dirty rows, seed 7) are generated once per size
+and cached under ``var/bench/stores`` (a million customers takes minutes); each run works
+on a copy in ``var/bench/e2e`` (``--keep`` keeps it, with each run's JSON and log).
+``--source DIR`` runs crmsync from another tree, e.g. ``git archive <commit> | tar -x -C
+DIR``, for a before/after on the same stores. A PostgreSQL run uses a database of its
+own (``CREATE DATABASE``, dropped afterwards) on the server of
+``CRMSYNC_TEST_POSTGRES_URL`` (default 127.0.0.1:5432). Figures go to the results file
+(``bench/results.py``) under "e2e", merged with earlier sizes, keyed
+``<engine>.<size>.<run>.<figure>``; the targets sit beside them as met/missed, never
+asserted. At a million customers the fake holds the whole audience in
+this process: expect a few GB here, which is not crmsync's memory.
+
+The modules, in the order a run uses them: ``options`` (what a bench run is asked for),
+``store`` (the sample store and its 1 % change), ``config`` (the state database and the
+user's configuration), ``run`` and ``watch`` (one ``crmsync run`` and its process tree),
+``audience`` (the fake's audience, call names and the floor), ``per_contact`` (the naive
+method), ``measure`` (the three runs of one size on one engine), ``figures`` (figures and
+targets), ``output`` (the results file and the table), ``cli``.
+"""

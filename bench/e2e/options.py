@@ -1,0 +1,20 @@
+"""What one bench invocation is asked for, and the names every module shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout
+RUNS = ("first", "no_change", "changed")
+ENGINES = ("sqlite", "postgresql")
+
+
+@dataclass(frozen=True)
+class Options:
+    latency: float = 0.08  # seconds per fake Mailchimp call
+    connections: int = 10  # requests in flight, for crmsync and the per-contact method alike
+    work: Path = ROOT / "var" / "bench"
+    per_contact_sizes: frozenset[int] = frozenset({10_000})
+    keep: bool = False
+    source: Path | None = None  # run crmsync from this tree (e.g. an older commit's archive)
