@@ -233,6 +233,9 @@ class Pusher:
         pause = _POLL_FIRST
         while True:
             running = 0
+            # jobs that settled people were handed on to (Klaviyo's run-wide list job),
+            # unseen by this pass: while waiting, they are looked at in the next one
+            handed_on: set[str] = set()
             with self.store.engine.connect() as conn:
                 jobs = pending_job_ids(conn, self.name)
                 for number, job in enumerate(jobs):
@@ -246,7 +249,13 @@ class Pusher:
                             running += 1
                             break  # the job is still running: its other pages too
                         self._record(changes, results)
-            if not running or time.monotonic() >= deadline:
-                return running
-            sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
-            pause = min(pause * 2, _POLL_MAX)
+                        handed_on.update(
+                            r.job
+                            for r in results
+                            if r.outcome is Outcome.PENDING and r.job and r.job not in jobs
+                        )
+            if not (running or handed_on) or time.monotonic() >= deadline:
+                return running + len(handed_on)
+            if running:
+                sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+                pause = min(pause * 2, _POLL_MAX)

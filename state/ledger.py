@@ -11,7 +11,7 @@ whole acknowledgement or none of it, and never forgets what may have been applie
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -167,7 +167,12 @@ def record_results(
                 )
             )
         elif outcome is Outcome.PENDING and result.job:
-            jobs.append((key, result.job, encode_change(change)))
+            # the remote id the destination already gave goes with the change: its
+            # collect may need it (Klaviyo's list job moves profiles by id)
+            waiting = change
+            if result.remote_id and result.remote_id != change.remote_id:
+                waiting = replace(change, remote_id=result.remote_id)
+            jobs.append((key, result.job, encode_change(waiting)))
         else:
             failed.append((change, result))
             jobs.append((key, None, None))

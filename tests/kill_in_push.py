@@ -5,7 +5,9 @@ push, for the contract's crash scenario.
 batch holding a change that adds it, either right after the destination answered and
 before the answer is recorded (``CRMSYNC_TEST_KILL_WHEN=before_ack``: the vendor has
 applied the batch, the ledger knows nothing), or right after the answer was recorded
-when it holds pending jobs (``after_submit``: jobs submitted, never collected).
+when it holds pending jobs (``after_submit``: jobs submitted, never collected), or right
+after a collected job's answers were recorded that leave people pending on another job
+(``handed_on``: Klaviyo's list moves held for the end of the run, never sent).
 """
 
 from __future__ import annotations
@@ -13,12 +15,24 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from crmsync import push
 from crmsync.contract import Change, Outcome, PushResult
 
 _record = push.Pusher._record
+_collect = push.Pusher.collect
+_collecting = threading.Event()  # set: a job's answers are being recorded, not a push's
+
+
+def _flagging_collect(self: push.Pusher, *args: Any, **kwargs: Any) -> int:
+    _collecting.set()
+    try:
+        return _collect(self, *args, **kwargs)
+    finally:
+        _collecting.clear()
 
 
 def _killing_record(
@@ -29,12 +43,15 @@ def _killing_record(
     if hit and os.environ.get("CRMSYNC_TEST_KILL_WHEN", "before_ack") == "before_ack":
         os.kill(os.getpid(), signal.SIGKILL)
     _record(self, batch, results)
-    if hit and any(r.outcome is Outcome.PENDING for r in results):
+    pending = any(r.outcome is Outcome.PENDING for r in results)
+    handed_on = os.environ.get("CRMSYNC_TEST_KILL_WHEN") == "handed_on"
+    if hit and pending and handed_on is _collecting.is_set():
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 if __name__ == "__main__":
     push.Pusher._record = _killing_record  # type: ignore[method-assign]
+    push.Pusher.collect = _flagging_collect  # type: ignore[method-assign]
     from crmsync.cli import main
 
     sys.argv[0] = "crmsync"

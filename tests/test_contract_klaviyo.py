@@ -95,3 +95,11 @@ class TestKlaviyoContract(DestinationContract, RefusalContract):
         """Import jobs submitted and recorded as pending, never collected by the killed run:
         the next run collects them first, then pushes the change; nobody is doubled."""
         self.killed_then_changed(vendor_factory, tmp_path, "after_submit")
+
+    def test_killed_with_list_moves_held_then_a_source_change_ends_like_a_clean_run(
+        self, vendor_factory: VendorFactory, tmp_path: Path
+    ) -> None:
+        """Killed after the import jobs were collected and their people answered PENDING on
+        the run's list job, the held list moves never sent: the next run's collect rebuilds
+        the moves from the changes in flight and sends them; nobody is doubled or misfiled."""
+        self.killed_then_changed(vendor_factory, tmp_path, "handed_on")

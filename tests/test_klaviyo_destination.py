@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from connectors.http import BudgetRegistry
+from connectors.kit import floor_calls
 from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
 from crmsync.contract import (
     Action,
@@ -107,26 +109,40 @@ def allow(fake: FakeKlaviyo, changes: Sequence[Change]) -> None:
 def settle(
     fake: FakeKlaviyo, dest: KlaviyoDestination, changes: Sequence[Change]
 ) -> dict[str, PushResult]:
-    """push, then collect every job until it is done; one final result per person."""
+    """push, then collect every job until it is done, as the core does at the end of a run
+    (a job settled can leave people PENDING on the run's list job); one final result per
+    person."""
     allow(fake, changes)
     pushed = dest.push(changes)
     assert sorted(r.person_key for r in pushed) == sorted(c.person_key for c in changes)
-    final = {r.person_key: r for r in pushed if r.outcome is not Outcome.PENDING}
-    jobs: dict[str, list[Change]] = {}
+    return collect_all(dest, changes, pushed)
+
+
+def collect_all(
+    dest: KlaviyoDestination, changes: Sequence[Change], answers: Sequence[PushResult]
+) -> dict[str, PushResult]:
+    """Collects every pending job in rounds, like the core, until nobody is PENDING."""
     by_key = {c.person_key: c for c in changes}
-    for result in pushed:
-        if result.outcome is Outcome.PENDING:
-            assert result.job
-            jobs.setdefault(result.job, []).append(by_key[result.person_key])
-    for job, members in jobs.items():
-        for _ in range(10):
+    final = {r.person_key: r for r in answers}
+    for _ in range(20):
+        jobs: dict[str, list[Change]] = {}
+        for result in final.values():
+            if result.outcome is Outcome.PENDING:
+                assert result.job
+                # the ledger keeps a pending result's remote id with the change
+                change = by_key[result.person_key]
+                if result.remote_id:
+                    change = replace(change, remote_id=result.remote_id)
+                jobs.setdefault(result.job, []).append(change)
+        if not jobs:
+            return final
+        for job, members in sorted(jobs.items()):
             collected = dest.collect(job, members)
-            if collected is not None:
-                break
-        assert collected is not None, "the job never completed"
-        assert sorted(r.person_key for r in collected) == sorted(c.person_key for c in members)
-        final.update((r.person_key, r) for r in collected)
-    return final
+            if collected is None:
+                continue
+            assert sorted(r.person_key for r in collected) == sorted(c.person_key for c in members)
+            final.update((r.person_key, r) for r in collected)
+    raise AssertionError(f"jobs never completed: {sorted(jobs)}")
 
 
 def test_it_is_a_destination_registered_as_klaviyo(dest: KlaviyoDestination) -> None:
@@ -149,25 +165,35 @@ def test_a_bulk_push_is_pending_until_the_job_completes_then_ok_with_profile_ids
     assert klaviyo_fake.lists_named("crm-vip") == []  # nothing applied before the job is done
     collected = dest.collect(job, people)
     assert collected is not None
-    assert {r.outcome for r in collected} == {Outcome.OK}
-    for result in collected:
+    # twelve list adds do not fill a call: held for the end of the run, on its list job
+    assert {r.outcome for r in collected} == {Outcome.PENDING}
+    assert {r.job for r in collected} == {dest._run_lists.job}
+    assert klaviyo_fake.lists_named("crm-vip") == []  # not even made yet
+    final = collect_all(dest, people, collected)
+    assert {r.outcome for r in final.values()} == {Outcome.OK}
+    for result in final.values():
         profile = klaviyo_fake.profile(result.person_key[2:])
         assert profile is not None and result.remote_id == profile.id
         assert profile.first_name == "Ayşe" and profile.properties == {"orders_count": 3}
     assert klaviyo_fake.members("crm-vip") == {c.email for c in people}
+    assert klaviyo_fake.calls[ADD] == 1
     assert set(klaviyo_fake.subscriptions().values()) == {"SUBSCRIBED"}
 
 
 def test_a_handful_of_changes_is_imported_one_by_one_and_answered_at_once(
     klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
 ) -> None:
-    people = crowd(3, add=["crm-new"])
+    """Final at once, apart from list moves held for fuller calls: PENDING on the list job."""
+    people = [*crowd(3, add=["crm-new"]), person("plain@example.com")]
     allow(klaviyo_fake, people)
     results = dest.push(people)
-    assert {r.outcome for r in results} == {Outcome.OK}
-    assert klaviyo_fake.calls[("POST", "/api/profile-import")] == 3
+    assert [r.outcome for r in results] == [Outcome.PENDING] * 3 + [Outcome.OK]
+    assert {r.job for r in results[:3]} == {dest._run_lists.job}
+    assert klaviyo_fake.calls[("POST", "/api/profile-import")] == 4
     assert klaviyo_fake.calls[("POST", JOBS)] == 0
-    assert klaviyo_fake.members("crm-new") == {c.email for c in people}
+    final = collect_all(dest, people, results)
+    assert {r.outcome for r in final.values()} == {Outcome.OK}
+    assert klaviyo_fake.members("crm-new") == {c.email for c in people[:3]}
     assert klaviyo_fake.calls[SUBSCRIBE] == 1  # the three new people in one job
 
 
@@ -309,6 +335,77 @@ def moves_in_bulk(klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination) -> None:
     assert len(klaviyo_fake.members("crm-big")) == 100
     assert klaviyo_fake.calls[REMOVE] == 2
     assert klaviyo_fake.calls[("POST", "/api/lists")] == 0  # found by name, not made again
+
+
+def test_list_calls_of_a_run_of_several_pushes_are_the_per_run_floor(
+    klaviyo_fake: FakeKlaviyo,
+) -> None:
+    """Three pushes of 600: each job alone would pay a part-filled call per list (6 calls);
+    gathered over the run, full calls go out as they fill and one remainder per list at
+    the end (3, the floor)."""
+    klaviyo_fake.set_rate_limit("GET", f"{JOBS}/{{id}}/profiles", burst=100, steady=6000)
+    dest = make(klaviyo_fake, rate_limits={"import_jobs": {"burst": 100, "steady": 6000}})
+    people = [
+        person(f"p{i:05d}@example.com", NONE, add=["crm-a", "crm-b"] if i % 2 else ["crm-a"])
+        for i in range(1800)
+    ]
+    pushes = [people[start : start + 600] for start in range(0, 1800, 600)]
+    try:
+        answers = [r for push in pushes for r in dest.push(push)]
+        final = collect_all(dest, people, answers)
+    finally:
+        dest.close()
+    assert {r.outcome for r in final.values()} == {Outcome.OK}
+    assert len(klaviyo_fake.members("crm-a")) == 1800
+    assert len(klaviyo_fake.members("crm-b")) == 900
+    floor = floor_calls({"crm-a": 1800, "crm-b": 900}, {}, 1000, paired=False)
+    per_job = sum(floor_calls({"crm-a": 600, "crm-b": 300}, {}, 1000, paired=False) for _ in pushes)
+    assert klaviyo_fake.calls[ADD] == floor == 3 < per_job == 6
+
+
+def test_a_held_list_call_that_fails_fails_its_people_and_only_them(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    people = [*crowd(12, NONE, add=["crm-vip"]), person("plain@example.com", NONE)]
+    allow(klaviyo_fake, people)
+    pushed = dest.push(people)
+    [job] = {r.job for r in pushed}
+    assert job is not None
+    collected = None
+    while collected is None:
+        collected = dest.collect(job, people)
+    by_key = {r.person_key: r for r in collected}
+    assert by_key["e:plain@example.com"].outcome is Outcome.OK
+    assert {by_key[c.person_key].outcome for c in people[:12]} == {Outcome.PENDING}
+    klaviyo_fake.inject(409, method="POST", path="/api/lists/*/relationships/profiles")
+    final = collect_all(dest, people, collected)
+    assert final["e:plain@example.com"].outcome is Outcome.OK
+    for change in people[:12]:
+        result = final[change.person_key]
+        assert result.outcome is Outcome.FAILED and "crm-vip" in result.message
+        assert result.remote_id == klaviyo_fake.profile(change.email or "").id  # type: ignore[union-attr]
+
+
+def test_a_crashed_runs_list_job_is_rebuilt_from_its_changes(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    """People left PENDING on an earlier run's list job: their moves are sent again from
+    the changes (by the profile id kept with them, else found by e-mail)."""
+    people = crowd(3, NONE, add=["crm-back"])
+    allow(klaviyo_fake, people)
+    earlier = make(klaviyo_fake)
+    try:
+        pushed = earlier.push(people)  # single imports: moves held, never sent
+    finally:
+        earlier.close()
+    assert {r.outcome for r in pushed} == {Outcome.PENDING}
+    [job] = {r.job for r in pushed}
+    assert job is not None and job != dest._run_lists.job
+    waiting = [replace(people[0], remote_id=pushed[0].remote_id), *people[1:]]
+    results = dest.collect(job, waiting)
+    assert results is not None and {r.outcome for r in results} == {Outcome.OK}
+    assert klaviyo_fake.members("crm-back") == {c.email for c in people}
+    assert [r.remote_id for r in results] == [r.remote_id for r in pushed]
 
 
 @pytest.mark.parametrize("concurrency", [1, 8])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -369,7 +370,15 @@ def test_a_list_call_refused_for_one_stale_profile_fails_only_that_person(
     klaviyo.on("POST", "/api/profile-import", imported)
     klaviyo.on("POST", "/api/lists/L1/relationships/profiles", members)
     people = [person(f"{n}@example.com", memberships_add=("crm-vip",)) for n in "abcde"]
-    results = {r.person_key: r for r in make().push(people)}
+    dest = make()
+    pushed = dest.push(people)  # the moves are held for the end of the run
+    assert {r.outcome for r in pushed} == {Outcome.PENDING}
+    [job] = {r.job for r in pushed}
+    assert job is not None
+    waiting = [replace(c, remote_id=r.remote_id) for c, r in zip(people, pushed, strict=True)]
+    settled = dest.collect(job, waiting)
+    assert settled is not None
+    results = {r.person_key: r for r in settled}
     assert results.pop("e:c@example.com").outcome is Outcome.FAILED
     assert {r.outcome for r in results.values()} == {Outcome.OK}
     moved = [len(b["data"]) for b in klaviyo.sent("POST", "/api/lists/L1/relationships/profiles")]

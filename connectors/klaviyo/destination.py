@@ -3,10 +3,13 @@
 A push screens the changes, then either imports each profile on its own (a handful of
 changes: final answers at once) or cuts them into bulk import jobs (at most 10,000
 profiles and 5 MB each) and answers PENDING with the job's id. ``collect`` looks at the
-job; once Klaviyo has completed it, the people it imported get their list moves and
-subscription changes (``settle``) and only then OK, with Klaviyo's profile id. People
-deleted at the source leave the owned lists and have their e-mail suppressed
-(``deletions``): PENDING on the suppression job, which ``collect`` settles the same way.
+job; once Klaviyo has completed it, the people it imported get their subscription
+changes and list moves (``settle``) and only then OK, with Klaviyo's profile id. List
+moves are gathered over the whole run (``run_lists``): full calls go out at once, and a
+person with a move held for the end of the run is PENDING on the run's list job, which
+``collect`` settles once the run's import jobs are all settled. People deleted at the
+source leave the owned lists at once and have their e-mail suppressed (``deletions``):
+PENDING on the suppression job, which ``collect`` settles the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from connectors.klaviyo.checks import run_checks
 from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
 from connectors.klaviyo.config import KlaviyoConfig
 from connectors.klaviyo.consent import opt_outs, parse_time
-from connectors.klaviyo.deletions import SUPPRESSION_JOB, Deleter
+from connectors.klaviyo.deletions import SUPPRESSION_JOB, Deleter, find_profiles
 from connectors.klaviyo.imports import import_one, start_job
 from connectors.klaviyo.jobs import JOB_PROFILE_FIELDS, RUNNING, identity, read_job, sent_phone
 from connectors.klaviyo.lists import KlaviyoLists
@@ -41,6 +44,7 @@ from connectors.klaviyo.payloads import (
     profile_entry,
     size_of,
 )
+from connectors.klaviyo.run_lists import LIST_JOB, RunLists
 from connectors.klaviyo.settle import Imported, Settler
 from crmsync.contract import (
     Action,
@@ -83,7 +87,16 @@ class KlaviyoDestination:
         self._pool = ThreadPoolExecutor(
             max_workers=config.concurrency(), thread_name_prefix=f"klaviyo-{context.name}"
         )
-        self._settler = Settler(self._api, self._lists, config, self._pool)
+        self._run_lists = RunLists(
+            self._lists, config.jobs.list_batch, self._pool, self._profile_ids
+        )
+        # import jobs this run started and has not settled: the list job waits for them
+        self._open_jobs: set[str] = set()
+        # Jobs collected before this run's first push (an earlier run's, at its start) move
+        # their lists at once: people left PENDING there would be skipped by the diff that
+        # follows, and a change of theirs would wait for yet another run.
+        self._pushed = False
+        self._settler = Settler(self._api, self._lists, config, self._pool, self._run_lists)
         self._deleter = Deleter(self._api, self._settler, config, self._pool)
 
     def check(self) -> list[Check]:
@@ -102,6 +115,7 @@ class KlaviyoDestination:
     # -- push ------------------------------------------------------------------------
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
+        self._pushed = True
         results: dict[str, PushResult] = {}
         entries: dict[str, dict[str, Any]] = {}
         sizes: dict[str, int] = {}
@@ -136,6 +150,7 @@ class KlaviyoDestination:
                 name="Klaviyo",
             )
             results.update((r.person_key, r) for r in sent)
+            self._open_jobs.update(r.job for r in sent if r.job is not None)
         if deletions:
             results.update((r.person_key, r) for r in self._deleter.push(deletions))
         return [results[change.person_key] for change in changes]
@@ -198,7 +213,8 @@ class KlaviyoDestination:
             first = transients[0]
             raise TransientError(f"Klaviyo is unreachable: {first}", retry_after=first.retry_after)
         if imported:
-            results.update((r.person_key, r) for r in self._settler.settle(imported))
+            settled = self._settler.settle(imported, gather=True)
+            results.update((r.person_key, r) for r in settled)
         return results
 
     # -- collect ---------------------------------------------------------------------
@@ -206,6 +222,16 @@ class KlaviyoDestination:
     def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
         if job.startswith(SUPPRESSION_JOB):
             return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
+        if job.startswith(LIST_JOB):
+            if job == self._run_lists.job and self._open_jobs:
+                return None  # settled now, it would leave their remainders for a later run
+            return self._run_lists.settle(job, changes)
+        results = self._collect_import(job, changes)
+        if results is not None:
+            self._open_jobs.discard(job)
+        return results
+
+    def _collect_import(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
         try:
             attributes = self._api.import_job(job)
         except KlaviyoApiError as exc:
@@ -223,7 +249,7 @@ class KlaviyoDestination:
             changes, parse_time(attributes.get("created_at")), profiles, errors
         )
         if imported:
-            settled = self._settler.settle(imported, hold_job=True)
+            settled = self._settler.settle(imported, hold_job=True, gather=self._pushed)
             results.update((r.person_key, r) for r in settled)
         return [results[change.person_key] for change in changes]
 
@@ -243,6 +269,10 @@ class KlaviyoDestination:
                 for update in opt_outs(profile, since, sms=True):
                     if update.channel is Channel.SMS:
                         yield update
+
+    def _profile_ids(self, changes: Sequence[Change]) -> dict[str, str]:
+        """person key -> Klaviyo profile id, for the people Klaviyo has."""
+        return {key: found.profile_id for key, found in find_profiles(self._api, changes).items()}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

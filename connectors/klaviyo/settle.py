@@ -4,7 +4,9 @@ subscriptions, and only then answer OK.
 Used for single imports (at once), for bulk import jobs (when ``collect`` finds the job
 complete) and for deletions (their lists, and an SMS unsubscribe with ``sms``). A person
 is OK only when every list move and subscription call that concerns them was accepted, so
-the core's ledger never records a membership or a consent change Klaviyo does not have. A
+the core's ledger never records a membership or a consent change Klaviyo does not have:
+imported people's list moves are gathered over the run (``run_lists``), and whoever has a
+move still held is PENDING on the run's list job until it is sent. A
 subscription job Klaviyo refuses as a whole (400) is halved until the refused person is
 found, who is REJECTED with Klaviyo's reason (an SMS number Klaviyo cannot text, say);
 nobody else pays for it. When every call failed transiently Klaviyo is down:
@@ -29,6 +31,7 @@ from connectors.klaviyo.payloads import (
     unsubscribe_body,
     unsubscribe_entry,
 )
+from connectors.klaviyo.run_lists import HELD, RunLists
 from crmsync.contract import Action, Change, Outcome, PushResult
 from crmsync.errors import TransientError
 from crmsync.records import Channel
@@ -65,17 +68,28 @@ class ConsentJob:
 
 class Settler:
     def __init__(
-        self, api: KlaviyoApi, lists: KlaviyoLists, config: KlaviyoConfig, pool: Executor
+        self,
+        api: KlaviyoApi,
+        lists: KlaviyoLists,
+        config: KlaviyoConfig,
+        pool: Executor,
+        run: RunLists | None = None,
     ) -> None:
         self._api, self._lists, self._config, self._pool = api, lists, config, pool
+        self._run = run
 
-    def settle(self, people: Sequence[Imported], *, hold_job: bool = False) -> list[PushResult]:
+    def settle(
+        self, people: Sequence[Imported], *, hold_job: bool = False, gather: bool = False
+    ) -> list[PushResult]:
         """One result per person, in order; raises TransientError when nothing arrived.
 
         ``hold_job`` (a bulk job being collected): a consent job that failed transiently
         raises too, so the import job stays in flight and is settled again later. Failing
         those people instead would lose their subscription: re-sent, they would find their
         profile in Klaviyo and no longer count as new.
+
+        ``gather`` (with the run's ``RunLists``): list moves are held for fuller calls,
+        and a person with a move still held is PENDING on the run's list job.
         """
         moves = [
             (p.profile_id, p.change.memberships_add, p.change.memberships_remove)
@@ -85,8 +99,13 @@ class Settler:
         jobs = [self._pool.submit(self._send, job) for job in self.consent_jobs(people)]
         refused: Refusals = {}
         transients: list[TransientError | None] = []
+        held: set[str] = set()
+        run = self._run if gather else None
         if moves:  # sent from this thread, side by side with the consent jobs
-            failed, transients = self._lists.apply(self._lists.plan(moves), self._pool)
+            if run is not None:
+                failed, transients, held = run.move(moves)
+            else:
+                failed, transients = self._lists.apply(self._lists.plan(moves), self._pool)
             refused.update((i, (Outcome.FAILED, why)) for i, why in failed.items())
         for future in jobs:
             reasons, transient = future.result()
@@ -102,7 +121,14 @@ class Settler:
             first = transients[0]
             assert first is not None
             raise TransientError(f"Klaviyo is unreachable: {first}", retry_after=first.retry_after)
-        return [_result(p, refused.get(p.profile_id)) for p in people]
+        if run is None or not held:
+            return [_result(p, refused.get(p.profile_id)) for p in people]
+        return [
+            PushResult(p.change.person_key, Outcome.PENDING, p.profile_id, HELD, run.job)
+            if p.profile_id in held and p.profile_id not in refused
+            else _result(p, refused.get(p.profile_id))
+            for p in people
+        ]
 
     def consent_jobs(self, people: Sequence[Imported]) -> list[ConsentJob]:
         """The subscribe and unsubscribe jobs these people need, at most a job's worth each."""
