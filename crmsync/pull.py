@@ -87,7 +87,7 @@ def _pull_stream(
     if not full and _unchanged(store, source_name, stream, version):
         log.info("pulled %s.%s: unchanged since its last read", source_name, stream.value)
         watch.add("pull.read", time.perf_counter() - started)
-        return StageStats()
+        return StageStats(not_read=True)
     staging = 0.0
     cursor = None if full else store.cursor(source_name, stream.value)
     since = cursor - lookback if cursor is not None else None

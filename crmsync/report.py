@@ -108,6 +108,8 @@ def profiles_sum(report: RunReport) -> str:
 
 def pulled_sum(s: dict[str, int]) -> str:
     """One stream's items, as a sum that adds up: received = staged + unchanged + ..."""
+    if s.get("not_read"):
+        return "not read: unchanged since its last complete read"
     text = (
         f"{s['received']} received = {s['staged']} new or changed"
         f" + {s.get('unchanged', 0)} unchanged + {s['quarantined']} quarantined"

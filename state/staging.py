@@ -58,6 +58,7 @@ class StageStats:
     quarantined: int = 0  # not staged: kept in ``quarantine`` with the reason
     later: int = 0  # changed after the run started: left for the next run
     corrected: int = 0  # records with a value corrected (among staged and unchanged)
+    not_read: bool = False  # the source said the stream is unchanged since its last read
 
     def add(self, other: StageStats) -> None:
         self.received += other.received
@@ -78,6 +79,7 @@ class StageStats:
             "quarantined": self.quarantined,
             "later": self.later,
             "corrected": self.corrected,
+            **({"not_read": 1} if self.not_read else {}),
         }
 
 

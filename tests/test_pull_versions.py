@@ -13,6 +13,7 @@ import state.store
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext, Versioned
 from crmsync.pull import PullStats, pull_source
 from crmsync.records import Record, RecordIssue, Stream
+from state.staging import StageStats
 from state.store import Store
 from tests.builders import NOW, customer, days_ago, order
 
@@ -92,7 +93,8 @@ def test_an_unchanged_stream_is_not_read_and_a_changed_one_is(store: Store) -> N
 
     stats = pull(store, source)
     assert source.reads == []
-    assert all(s.as_dict() == dict.fromkeys(s.as_dict(), 0) for s in stats.streams.values())
+    assert all(s.not_read and s.received == 0 for s in stats.streams.values())
+    assert all(s.as_dict()["not_read"] == 1 for s in stats.streams.values())  # reported
 
     source.versions[Stream.ORDERS] = "o2"
     source.items[Stream.ORDERS].append(order("o9", "1", "50", 1))
@@ -201,3 +203,13 @@ def test_the_version_is_kept_in_the_transaction_that_moves_the_cursor(
     pull(store, source, batch=100)
     assert store.cursor("shop", "customers") == days_ago(10)  # the builders' updated_at
     assert store.source_version("shop", "customers") == "c1"
+
+
+def test_the_summary_says_a_stream_was_not_read_rather_than_that_it_was_empty() -> None:
+    from crmsync.report import pulled_sum
+
+    skipped = StageStats(not_read=True).as_dict()
+    assert pulled_sum(skipped) == "not read: unchanged since its last complete read"
+    read_empty = StageStats().as_dict()
+    assert "not_read" not in read_empty
+    assert pulled_sum(read_empty).startswith("0 received = 0 new or changed")
