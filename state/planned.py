@@ -168,7 +168,7 @@ def fill_scope(
     ]
     found = union(*arrived).subquery()
     conn.execute(insert(SCOPE).from_select(["person_key"], select(found.c.key)))
-    came = bool(conn.execute(select(func.count()).select_from(SCOPE)).scalar())
+    came = conn.execute(select(SCOPE.c.person_key).limit(1)).first() is not None
     rest = union(*others).subquery()
     new = select(rest.c.key).where(rest.c.key.not_in(select(SCOPE.c.person_key)))
     conn.execute(insert(SCOPE).from_select(["person_key"], new))
