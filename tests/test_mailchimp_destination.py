@@ -518,6 +518,20 @@ def test_read_consent_paginates(mailchimp_fake: FakeMailchimp, dest: MailchimpDe
     )  # 3 unsubscribed + 1 cleaned
 
 
+def test_read_consent_fetches_the_pages_after_the_first_concurrently(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    """A large read-back (the unsubscribes a first sync pushed) costs rounds of calls."""
+    for i in range(5500):
+        mailchimp_fake.add_member(f"u{i}@shop.example", "unsubscribed")
+    mailchimp_fake.latency = 0.05  # so that calls overlap if they can
+    mailchimp_fake.max_in_flight = 0
+    read = [u.email for u in dest.read_consent(None)]
+    assert len(read) == len(set(read)) == 5500  # every member once, none twice
+    assert mailchimp_fake.calls[("GET", "/lists/{list_id}/members")] == 6 + 1
+    assert mailchimp_fake.max_in_flight > 1  # the five pages after the first overlapped
+
+
 def test_transient_faults_are_retried_without_loss(
     mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
 ) -> None:

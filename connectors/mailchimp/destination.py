@@ -171,6 +171,7 @@ class MailchimpDestination:
                 status=status,
                 since_last_changed=since_text,
                 fields=_MEMBER_FIELDS,
+                pool=self._pool,
             ):
                 yield consent_update(member, reason, read_at)
 
