@@ -22,50 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.databases import state_url
 from bench.results import RESULTS, Figure, record
 from crmsync.contract import Action, Change, ConsentIntent, Outcome, PushResult
 from state.ledger import RetryPolicy, mark_in_flight, record_results
 from state.store import Store
 
-POSTGRES_URL = os.environ.get(
-    "CRMSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 CHANGES = 10_000
 BATCHES = {"outbox": 500, "mailchimp": 10_000}
 RETRY = RetryPolicy(max_attempts=5, first_wait_ms=900_000)
 ANSWERS = [Outcome.OK, Outcome.FAILED, Outcome.REJECTED, Outcome.COMPLIANCE, Outcome.PENDING]
-
-
-@contextmanager
-def state_url(engine: str) -> Iterator[str]:
-    """A fresh state database: a temporary SQLite file, or a private PostgreSQL schema."""
-    if engine == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench_ledger_") as directory:
-            yield f"sqlite:///{Path(directory) / 'state.db'}"
-        return
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"bench_ledger_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'create schema "{name}"'))
-    try:
-        sep = "&" if "?" in POSTGRES_URL else "?"
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'drop schema "{name}" cascade'))
-        admin.dispose()
 
 
 def a_change(n: int) -> Change:
@@ -158,7 +130,7 @@ def measure(engine: str, repeat: int) -> dict[str, Figure]:
         for case in ("first", "again", "mixed"):
             best: tuple[float, float] | None = None
             for _ in range(repeat):
-                with state_url(engine) as url:
+                with state_url(engine, "bench_ledger") as url:
                     store = Store(url)
                     try:
                         answers = [answer(c, n, case == "mixed") for n, c in enumerate(changes)]

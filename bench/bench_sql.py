@@ -20,7 +20,6 @@ Customers (no lines) and orders (with lines) are measured separately.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
@@ -32,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.databases import POSTGRES_URL
 from bench.results import record
 from connectors.records.fields import clear_caches
 from connectors.sql import SqlSource
@@ -40,9 +40,6 @@ from crmsync.records import Stream
 from crmsync.sample import SampleSpec, iter_store
 
 TARGET = 0.8
-POSTGRES_URL = os.environ.get(
-    "CRMSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 FOREVER = datetime(2100, 1, 1, tzinfo=UTC)
 Row = dict[str, Any]
 

@@ -16,50 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import sqlalchemy as sa
-
+from bench.databases import state_url
 from bench.results import RESULTS, Figure, record
 from crmsync.pull import BATCH
 from crmsync.records import Cart, Customer, Order, Stream
 from crmsync.sample import SampleSpec, iter_store
 from state.store import Store
 
-POSTGRES_URL = os.environ.get(
-    "CRMSYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 TARGETS = {"sqlite": 50_000, "postgresql": 30_000}  # records/s, issue 10
 STREAMS = {Stream.CUSTOMERS: Customer, Stream.ORDERS: Order, Stream.CARTS: Cart}
 Staged = Customer | Order | Cart
-
-
-@contextmanager
-def state_url(engine: str) -> Iterator[str]:
-    """A fresh state database: a temporary SQLite file, or a private PostgreSQL schema."""
-    if engine == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bench_stage_") as directory:
-            yield f"sqlite:///{Path(directory) / 'state.db'}"
-        return
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"bench_stage_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'create schema "{name}"'))
-    try:
-        sep = "&" if "?" in POSTGRES_URL else "?"
-        yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'drop schema "{name}" cascade'))
-        admin.dispose()
 
 
 def batches(spec: SampleSpec, stream: Stream, size: int) -> Iterator[list[Staged]]:
@@ -133,7 +104,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     spec = SampleSpec(customers=args.customers)
     print(f"{args.engine}: {args.customers:,} customers, batch {args.batch}")
-    with state_url(args.engine) as url:
+    with state_url(args.engine, "bench_stage") as url:
         try:
             store = Store(url)
         except Exception as exc:  # the server is down: say so in one line

@@ -25,8 +25,15 @@ AS_OF = "2026-11-01T09:00:00+00:00"
 
 
 def config_text(
-    state_url: str, data: Path, outbox: Path, batch_size: int = 500, workers: int | None = None
+    state_url: str,
+    data: Path,
+    outbox: Path,
+    batch_size: int = 500,
+    workers: int | None = None,
+    pipeline_tail: str = "",
 ) -> str:
+    """One files source ``shop`` reading ``data``, one outbox ``out``, pipeline ``main``;
+    ``pipeline_tail``: TOML after the pipeline's own keys (its profile, segments)."""
     pipeline_workers = f"workers = {workers}\n" if workers is not None else ""
     return f"""
 [state]
@@ -49,7 +56,7 @@ batch_size = {batch_size}
 [pipelines.main]
 sources = ["shop"]
 destinations = ["out"]
-{pipeline_workers}"""
+{pipeline_workers}{pipeline_tail}"""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from state import schema
 from state.store import Store
 from tests.builders import NOW, cart, customer, order
 from tests.conftest import POSTGRES_URL
+from tests.e2e import config_text as site_config
 
 SEGMENTS = """
 [segments.big_30d]
@@ -45,26 +46,10 @@ def config_text(state_url: str, root: Path) -> str:
     data.mkdir(exist_ok=True)
     for name in ("customers.csv", "orders.jsonl", "carts.jsonl"):
         (data / name).touch()
-    return f"""
-[state]
-url = "{state_url}"
-[sources.shop]
-kind = "files"
-[sources.shop.customers]
-path = "{data / "customers.csv"}"
-[sources.shop.orders]
-path = "{data / "orders.jsonl"}"
-[sources.shop.carts]
-path = "{data / "carts.jsonl"}"
-[destinations.out]
-kind = "outbox"
-directory = "{root / "outbox"}"
-[pipelines.main]
-sources = ["shop"]
-destinations = ["out"]
-[pipelines.main.profile]
+    tail = f"""[pipelines.main.profile]
 windows_days = [7, 30, 90, 365]
 {SEGMENTS}"""
+    return site_config(state_url, data, root / "outbox", pipeline_tail=tail)
 
 
 @dataclass
