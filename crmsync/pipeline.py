@@ -30,10 +30,6 @@ from state.timeutil import now_ms, to_ms
 __all__ = ["DestinationReport", "PipelineBusy", "RunOptions", "RunReport", "run_pipeline"]
 
 CONSENT_LOOKBACK = timedelta(minutes=10)
-# the tables whose statistics a run's planning relies on: what a pull writes, and what a
-# push and its planning write (read by the next run)
-STAGING_TABLES = ("customers", "orders", "order_lines", "carts", "touched")
-PLAN_TABLES = ("ledger", "in_flight", "failures", "planned")
 T = TypeVar("T")
 
 
@@ -67,7 +63,7 @@ def run_pipeline(
             if options.pull:
                 _pull(config, spec, store, options, report, as_of)
                 staged = sum(stats.get("staged", 0) for stats in report.pulled.values())
-                store.refresh_statistics(STAGING_TABLES, changed=staged)
+                store.refresh_statistics("staging", changed=staged)
             lease = (spec.name, holder) if holder is not None else None
             retry = RetryPolicy(
                 spec.settings.max_attempts, int(spec.settings.retry_minutes * 60_000)
@@ -85,7 +81,7 @@ def run_pipeline(
             if not options.dry_run:
                 _collect(pushers, options, report)
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
-                store.refresh_statistics(PLAN_TABLES, changed=max(answered, report.profiles))
+                store.refresh_statistics("plans", changed=max(answered, report.profiles))
         report.status = _status(report)
     except BaseException as exc:
         report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -31,6 +31,12 @@ from state.staging import StageStats, count_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
 
 ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL)
+# the tables whose statistics planning relies on, by what writes them: a pull, and a
+# run's pushes and planning (read by the next run)
+STATISTICS = {
+    "staging": ("customers", "orders", "order_lines", "carts", "touched"),
+    "plans": ("ledger", "in_flight", "failures", "planned"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +152,9 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def refresh_statistics(self, tables: Sequence[str], *, changed: int) -> None:
-        """Has PostgreSQL gather fresh statistics on ``tables`` after ``changed`` rows.
+    def refresh_statistics(self, written: str, *, changed: int) -> None:
+        """Has PostgreSQL gather fresh statistics on the tables of ``written`` (``staging``
+        or ``plans``, see ``STATISTICS``) after ``changed`` rows.
 
         Without them (a store just filled, a server with autovacuum off or not yet round)
         the planner takes every table for a few rows and joins an incremental run's
@@ -158,7 +165,7 @@ class Store:
         if self.engine.dialect.name != "postgresql" or changed < ANALYZE_AFTER:
             return
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for name in tables:
+            for name in STATISTICS[written]:
                 conn.execute(text(f"ANALYZE {schema.metadata.tables[name].name}"))
 
     def close(self) -> None:
