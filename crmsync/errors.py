@@ -16,10 +16,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class CrmsyncError(Exception):
     """Base of every error crmsync raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # as it is, not through __init__, whose arguments differ from ``args`` in some
+        # subclasses: an error raised in a child process is raised again in the run's
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[CrmsyncError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,34 +10,30 @@ everything that touches a destination or the ledger: it pushes batches and write
 acknowledgements exactly as a single-process run does, so one HTTP rate budget per
 account and "a crash replays at most one batch" hold unchanged.
 
-Workers are fresh interpreters (``python -c``, like multiprocessing's spawn but without
-re-importing the caller's ``__main__``, and allowed where multiprocessing refuses, e.g.
-inside a daemonic Celery worker), so they inherit no state: they get a picklable
-``PlanJob`` and compile the segment rules and the mappings themselves, from the rule text
-and the validated mapping specs the run loaded (never from the files again). Pipes carry
-a bounded number of messages, so a worker waits while the parent pushes: memory stays
-flat.
+Workers are child processes (``crmsync.child``): fresh interpreters that inherit no
+state, so they get a picklable ``PlanJob`` and compile the segment rules and the mappings
+themselves, from the rule text and the validated mapping specs the run loaded (never
+from the files again). Pipes carry a bounded number of messages, so a worker waits while
+the parent pushes: memory stays flat.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import subprocess
-import sys
-import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection, make_url
 
+from crmsync import child
+from crmsync.child import Child, ChildError, Pipes
 from crmsync.contract import Change
 from crmsync.diff import Policy
-from crmsync.errors import CrmsyncError
 from crmsync.fields import ProfileField
 from crmsync.planner import Planner, Tally, Target
 from crmsync.profile_scope import KeyRange, ProfileContext
@@ -53,8 +49,7 @@ Finished = Callable[[int], None]  # a slice's changes have all been delivered
 Keep = Callable[[list[PlannedRow]], None]  # people planned, to keep
 
 
-class ParallelError(CrmsyncError):
-    """A worker process could not plan its slice (it died, or its setup failed)."""
+ParallelError = ChildError  # a worker process could not plan its slice
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,58 +103,14 @@ def shared_database(url: str) -> bool:
     return database not in ("", ":memory:") and "mode=memory" not in url
 
 
-@dataclass
-class _Worker:
-    """One worker process and the two one-way pipes to and from it."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    tasks: Pipe  # job, then slices, then None
-    results: Pipe  # changes, tallies, errors
-
-    def stop(self) -> None:
-        for pipe in (self.tasks, self.results):
-            pipe.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-_BOOT = "import sys; from crmsync.parallel import worker_main; worker_main(*sys.argv[1:])"
-
-
-def _start(number: int, job: PlanJob) -> _Worker:
-    """A fresh interpreter (nothing inherited, allowed inside daemonic processes such as
-    a Celery worker) that finds the same modules as this one."""
-    task_read, task_write = os.pipe()
-    result_read, result_write = os.pipe()
-    env = dict(os.environ)
-    paths = [*sys.path, *env.get("PYTHONPATH", "").split(os.pathsep)]
-    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    process = subprocess.Popen(
-        [sys.executable, "-c", _BOOT, str(task_read), str(result_write), str(os.getpid())],
-        pass_fds=(task_read, result_write),
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    os.close(task_read)
-    os.close(result_write)
-    worker = _Worker(
-        f"crmsync-plan-{number}",
-        process,
-        Pipe(task_write, readable=False),
-        Pipe(result_read, writable=False),
-    )
-    worker.tasks.send(job)
+def _start(number: int, job: PlanJob) -> Child:
+    worker = child.start(f"profile worker crmsync-plan-{number}", "crmsync.parallel:worker_main")
+    worker.send(job)
     return worker
 
 
 def can_start_workers() -> bool:
-    return bool(sys.executable)
+    return child.can_start()
 
 
 def run_workers(
@@ -176,12 +127,12 @@ def run_workers(
     slice (so key) order."""
     pending = deque(enumerate(slices))
     tallies: dict[int, Tally] = {}
-    running: dict[Pipe, _Worker] = {}
+    running: dict[Pipe, Child] = {}
     try:
         for number in range(min(workers, len(slices))):
             worker = _start(number, job)
             running[worker.results] = worker
-            _send(worker, pending.popleft())
+            worker.send(pending.popleft())
         while running:
             for pipe in wait(list(running)):
                 assert isinstance(pipe, Pipe)
@@ -195,26 +146,16 @@ def run_workers(
     return total
 
 
-def _send(worker: _Worker, task: tuple[int, KeyRange] | None) -> None:
-    try:
-        worker.tasks.send(task)
-    except OSError:
-        raise _died(worker) from None
-
-
 def _receive(
-    worker: _Worker,
-    running: dict[Pipe, _Worker],
+    worker: Child,
+    running: dict[Pipe, Child],
     pending: deque[tuple[int, KeyRange]],
     tallies: dict[int, Tally],
     deliver: Deliver,
     finished: Finished,
     keep: Keep | None,
 ) -> None:
-    try:
-        message = worker.results.recv()
-    except (EOFError, OSError):  # closed, or reset by a worker killed mid-message
-        raise _died(worker) from None
+    message = cast(tuple[Any, ...], worker.receive())
     kind = message[0]
     if kind == "changes":
         _, part, chunk = message
@@ -227,54 +168,24 @@ def _receive(
         tallies[message[1]] = message[2]
         finished(message[1])
         task = pending.popleft() if pending else None
-        _send(worker, task)
+        worker.send(task)
         if task is None:  # told to stop; stop() reaps it (terminating it if it lingers)
             del running[worker.results]
             worker.stop()
-    else:  # "error"
-        _, error, where = message
-        if isinstance(error, BaseException):
-            error.add_note(f"in profile worker:\n{where}")
-            raise error
-        raise ParallelError(f"profile worker failed: {error}\n{where}")
-
-
-def _died(worker: _Worker) -> ParallelError:
-    try:
-        code = worker.process.wait(5)
-    except subprocess.TimeoutExpired:
-        code = None
-    return ParallelError(f"profile worker {worker.name} died (exit code {code})")
+    else:
+        child.raise_reported(message, "profile worker")
 
 
 def worker_main(task_fd: str, result_fd: str, parent: str) -> None:
     """A worker's whole life: plan slices until told to stop or the parent is gone."""
-    tasks = Pipe(int(task_fd), writable=False)
-    results = Pipe(int(result_fd), readable=False)
-    try:
-        _plan_slices(tasks.recv(), tasks, results, int(parent))
-    except (EOFError, BrokenPipeError, SystemExit):
-        return  # the parent is gone or stopped us: nobody to report to
-    except BaseException as exc:
-        where = traceback.format_exc()
-        try:
-            pickle.dumps(exc)
-            error: object = exc
-        except Exception:
-            error = f"{exc.__class__.__name__}: {exc}"
-        try:
-            results.send(("error", error, where))
-        except OSError:
-            return
+    child.serve(task_fd, result_fd, parent, _plan_slices)
 
 
-def _plan_slices(job: PlanJob, tasks: Pipe, results: Pipe, parent: int) -> None:
+def _plan_slices(pipes: Pipes) -> None:
     from state.store import Store
 
-    def check_parent() -> None:
-        if os.getppid() != parent:
-            raise SystemExit(0)
-
+    tasks, results = pipes.tasks, pipes.results
+    job = cast(PlanJob, tasks.recv())
     planner = job.planner()
     store = Store(job.state_url, migrate=False)
     try:
@@ -285,7 +196,11 @@ def _plan_slices(job: PlanJob, tasks: Pipe, results: Pipe, parent: int) -> None:
                 chunk: list[tuple[int, Change]] = []
                 plans = _Plans(results, index)
                 for item in planner.changes(
-                    conn, tally, keys, check_parent, planned=plans.add if job.send_plans else None
+                    conn,
+                    tally,
+                    keys,
+                    pipes.check_parent,
+                    planned=plans.add if job.send_plans else None,
                 ):
                     if job.send_changes:
                         chunk.append(item)
