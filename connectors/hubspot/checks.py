@@ -1,0 +1,90 @@
+"""``crmsync check`` for HubSpot: the token, the read scopes, the group, the segments
+property, and the day's remaining calls.
+
+One cheap call per read scope a sync needs: the property list (``crm.schemas.contacts.read``;
+a 401 means the token itself is wrong) and a batch read of one address that cannot exist
+(``crm.objects.contacts.read``, used to find contacts to archive). Write scopes
+(``crm.objects.contacts.write``, ``crm.schemas.contacts.write``) cannot be tried without
+writing, so the check says so; a missing one stops the first run with a 403 naming it.
+The mapped properties are checked by every run before it writes (``prepare``): the check
+sees the destination's configuration, not the mapping.
+"""
+
+from __future__ import annotations
+
+from connectors.hubspot.client import GROUPS, HubSpotAccessError, HubSpotApi, HubSpotApiError
+from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.properties import SEGMENTS_FIELD_TYPE, Existing
+from crmsync.contract import Check
+from crmsync.errors import ConnectorError
+
+WRITE_SCOPES = "crm.objects.contacts.write, crm.schemas.contacts.write"
+PROBE = "crmsync-check@example.invalid"  # an address no contact has
+DAILY_REMAINING = "X-HubSpot-RateLimit-Daily-Remaining"
+
+
+def run_checks(api: HubSpotApi, config: HubSpotConfig) -> list[Check]:
+    try:
+        response = api.send("GET", GROUPS)
+        if not response.is_success:
+            raise HubSpotApiError.from_response(response)
+        existing = [Existing.of(item) for item in api.properties()]
+    except HubSpotAccessError as exc:
+        if exc.status == 401:
+            return [Check("access token", False, str(exc))]
+        return [Check("access token", True, "accepted"), _missing("crm.schemas.contacts.read", exc)]
+    except ConnectorError as exc:
+        return [Check(f"reach {config.base_url}", False, str(exc))]
+    checks = [
+        Check("access token", True, "accepted"),
+        Check("scope crm.schemas.contacts.read", True),
+    ]
+    checks.append(_contacts_read(api))
+    checks.append(
+        Check(
+            "write scopes",
+            True,
+            f"{WRITE_SCOPES} cannot be tried without writing; a missing one stops the first "
+            "run with a 403 naming it",
+        )
+    )
+    groups = {str(g.get("name")) for g in response.json().get("results") or ()}
+    group = config.property_group
+    made = "exists" if group in groups else "is created by the first run"
+    checks.append(Check(f"property group {group}", True, made))
+    checks.append(_segments(existing, config.segments_property))
+    remaining = response.headers.get(DAILY_REMAINING)
+    if remaining is not None and remaining.isdigit():
+        left = int(remaining)
+        detail = f"{left:,} of the {config.rate_limits.daily:,} calls a day are left today"
+        checks.append(Check("daily limit", True, detail))
+    return checks
+
+
+def _contacts_read(api: HubSpotApi) -> Check:
+    try:
+        api.ids_by_email([PROBE])
+    except HubSpotAccessError as exc:
+        return _missing("crm.objects.contacts.read", exc)
+    except ConnectorError as exc:
+        return Check("scope crm.objects.contacts.read", False, str(exc))
+    return Check("scope crm.objects.contacts.read", True)
+
+
+def _segments(existing: list[Existing], name: str) -> Check:
+    found = next((p for p in existing if p.name == name), None)
+    if found is None:
+        return Check(f"property {name}", True, "is created by the first run")
+    if found.type != "enumeration" or found.field_type != SEGMENTS_FIELD_TYPE:
+        return Check(
+            f"property {name}",
+            False,
+            f"is {found.type}/{found.field_type}; the segments need enumeration/checkbox: "
+            "name another property in segments_property",
+        )
+    return Check(f"property {name}", True, f"{len(found.options)} options")
+
+
+def _missing(scope: str, exc: HubSpotAccessError) -> Check:
+    detail = f"{exc.message or 'permission denied'}: grant it to the private app in HubSpot"
+    return Check(f"scope {scope}", False, detail)

@@ -1,0 +1,914 @@
+"""A fake HubSpot CRM API speaking real HTTP on 127.0.0.1, strict about what the docs say.
+
+Written from HubSpot's public reference pages on developers.hubspot.com (no
+machine-readable spec is copied): docs/api-reference/latest/crm/objects/contacts/batch/
+upsert-contacts (and the contacts guide), docs/api/crm/properties (the properties guide
+and create-property), docs/api-reference/error-handling, and the API usage details
+(docs/guides/apps/api-usage/usage-details):
+
+- CRM contacts, batch upsert (``POST /crm/v3/objects/contacts/batch/upsert``): inputs of
+  ``id``, ``idProperty``, ``properties`` and ``objectWriteTraceId``, at most 100 a call,
+  answered 200 with ``results`` (``id``, ``properties``, ``createdAt``, ``updatedAt``,
+  ``archived``, ``new``, ``objectWriteTraceId``), or 207 with ``errors`` beside them;
+  batch read (``idProperty: email``; missing records are errors of a 207) and batch
+  archive (204);
+- CRM properties (``/crm/v3/properties/contacts``, ``/{name}``, ``/groups``): the type
+  and fieldType table (bool: booleancheckbox; enumeration: booleancheckbox, checkbox,
+  radio, select; date and datetime: date; string: file, text, textarea; number: number),
+  dates in UTC as ISO 8601 or midnight-UTC milliseconds, enumeration values separated by
+  ``;``, strings of at most 65,536 characters, options replaced whole by an update;
+- error handling: the error body (``status``, ``message``, ``correlationId``,
+  ``category``, and for CRM objects ``errors`` with ``message``, ``code`` and
+  ``context``), 207 multi-status with per-input errors, 401 and 403;
+- API usage details: a rolling 10-second window and a daily limit per account, the
+  ``X-HubSpot-RateLimit-*`` headers, 429 with ``policyName`` (``TEN_SECONDLY_ROLLING``
+  or ``DAILY``) and ``Retry-After``; "property values can be cleared by passing an empty
+  string"; read-only and non-existent properties are errors.
+
+A request the docs do not allow (a wrong path or method, a body of another shape, more
+than 100 inputs, a property value that is not a string, one contact twice in a batch, an
+update that drops an existing option) is answered 400 in HubSpot's error shape and
+recorded in ``violations``, which fail the test (``strict_fakes`` in tests/contract.py).
+What HubSpot itself refuses (an unknown property, a value the property's type does not
+take, an invalid e-mail) is answered the same way but is no violation: tests provoke it.
+Faults (5xx, 429, dropped connections) are injectable; call counters are public.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+import pytest
+
+MAX_INPUTS = 100
+STRING_MAX = 65_536
+WINDOW = 10.0  # seconds of the rolling rate window
+DAY = 86_400.0
+DROP: Literal["drop"] = "drop"
+CONTACTS = "/crm/v3/objects/contacts"
+PROPERTIES = "/crm/v3/properties/contacts"
+GROUPS = "/crm/v3/properties/contacts/groups"
+FIELD_TYPES = {
+    "bool": frozenset({"booleancheckbox"}),
+    "enumeration": frozenset({"booleancheckbox", "checkbox", "radio", "select"}),
+    "date": frozenset({"date"}),
+    "datetime": frozenset({"date"}),
+    "string": frozenset({"file", "text", "textarea", "phonenumber"}),
+    "number": frozenset({"number"}),
+}
+CREATE_KEYS = frozenset(
+    {
+        "name",
+        "label",
+        "type",
+        "fieldType",
+        "groupName",
+        "description",
+        "options",
+        "displayOrder",
+        "hasUniqueValue",
+        "hidden",
+        "formField",
+    }
+)
+UPDATE_KEYS = CREATE_KEYS - {"name", "hasUniqueValue"}
+OPTION_KEYS = frozenset({"label", "value", "displayOrder", "hidden", "description"})
+INPUT_KEYS = frozenset({"id", "idProperty", "properties", "objectWriteTraceId"})
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?")
+_MILLIS = re.compile(r"-?\d+")
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Property:
+    name: str
+    label: str
+    type: str
+    field_type: str
+    group: str
+    options: list[dict[str, Any]] = field(default_factory=list)
+    hubspot_defined: bool = False
+    read_only: bool = False
+    unique: bool = False
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "type": self.type,
+            "fieldType": self.field_type,
+            "groupName": self.group,
+            "description": "",
+            "options": [dict(option) for option in self.options],
+            "displayOrder": -1,
+            "calculated": False,
+            "externalOptions": False,
+            "hasUniqueValue": self.unique,
+            "hidden": False,
+            "hubspotDefined": self.hubspot_defined,
+            "formField": False,
+            "archived": False,
+            "modificationMetadata": {
+                "archivable": not self.hubspot_defined,
+                "readOnlyDefinition": self.hubspot_defined,
+                "readOnlyValue": self.read_only,
+                "readOnlyOptions": self.hubspot_defined and self.type != "enumeration",
+            },
+        }
+
+    def values(self) -> list[str]:
+        return [str(option["value"]) for option in self.options]
+
+
+# (name, type, fieldType, read-only): the contact properties of a new account crmsync meets
+HUBSPOT_DEFINED = (
+    ("email", "string", "text", False),
+    ("firstname", "string", "text", False),
+    ("lastname", "string", "text", False),
+    ("phone", "string", "phonenumber", False),
+    ("mobilephone", "string", "phonenumber", False),
+    ("address", "string", "text", False),
+    ("city", "string", "text", False),
+    ("state", "string", "text", False),
+    ("zip", "string", "text", False),
+    ("country", "string", "text", False),
+    ("company", "string", "text", False),
+    ("jobtitle", "string", "text", False),
+    ("hs_object_id", "number", "number", True),
+    ("createdate", "datetime", "date", True),
+    ("lastmodifieddate", "datetime", "date", True),
+    ("hs_email_optout", "bool", "booleancheckbox", True),
+)
+
+
+@dataclass
+class Contact:
+    id: str
+    properties: dict[str, str]
+    created: datetime
+    updated: datetime
+    archived: bool = False
+
+    @property
+    def email(self) -> str:
+        return self.properties.get("email", "")
+
+
+@dataclass
+class Fault:
+    status: int | Literal["drop"]
+    times: int = 1
+    method: str | None = None
+    path: str | None = None  # an fnmatch pattern over the path
+    after: bool = False  # apply the request, then fail (the answer is "lost")
+    retry_after: str | None = "0"
+
+    def wants(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method.upper() != method:
+            return False
+        return self.path is None or fnmatch.fnmatchcase(path, self.path)
+
+
+class ApiError(Exception):
+    """An answer in HubSpot's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        category: str,
+        message: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.category, self.message = status, category, message
+        self.errors, self.extra, self.headers = errors, extra or {}, headers or {}
+
+    def answer(self) -> Answer:
+        body: dict[str, Any] = {
+            "status": "error",
+            "message": self.message,
+            "correlationId": str(uuid.uuid4()),
+            "category": self.category,
+            **self.extra,
+        }
+        if self.errors is not None:
+            body["errors"] = self.errors
+        headers = {"Content-Type": "application/json;charset=utf-8", **self.headers}
+        return self.status, headers, json.dumps(body).encode()
+
+
+def invalid(message: str, errors: list[dict[str, Any]] | None = None) -> ApiError:
+    return ApiError(400, "VALIDATION_ERROR", message, errors=errors)
+
+
+class FakeHubSpot:
+    """The fake's state, knobs and counters; ``start()`` serves it on a random port."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        per_ten_seconds: int = 100,
+        daily: int = 250_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token = token or f"pat-eu1-{uuid.uuid4()}"
+        self.per_ten_seconds, self.daily = per_ten_seconds, daily
+        self.clock = clock
+        self.groups: dict[str, dict[str, Any]] = {
+            "contactinformation": {
+                "name": "contactinformation",
+                "label": "Contact information",
+                "displayOrder": 0,
+                "archived": False,
+            }
+        }
+        self.properties: dict[str, Property] = {
+            name: Property(
+                name,
+                name,
+                kind,
+                field_type,
+                "contactinformation",
+                hubspot_defined=True,
+                read_only=read_only,
+                unique=name == "email",
+                options=(
+                    [
+                        {"label": "Yes", "value": "true", "displayOrder": 0, "hidden": False},
+                        {"label": "No", "value": "false", "displayOrder": 1, "hidden": False},
+                    ]
+                    if kind == "bool"
+                    else []
+                ),
+            )
+            for name, kind, field_type, read_only in HUBSPOT_DEFINED
+        }
+        self.contacts_by_id: dict[str, Contact] = {}
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self.write_calls = 0
+        self.rate_limited = 0
+        self.violations: list[str] = []
+        self.refusals: list[str] = []  # what HubSpot refused (no violation: tests provoke it)
+        self.faults: list[Fault] = []
+        # addresses HubSpot's own validation judges invalid, though they look fine elsewhere
+        self.invalid_emails: set[str] = set()
+        self._next_id = 1001
+        self._window: deque[float] = deque()
+        self._day_start = clock()
+        self._day_count = 0
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> FakeHubSpot:
+        handler = type("Handler", (_Handler,), {"fake": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() the fake first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- knobs ---------------------------------------------------------------------
+
+    def inject(
+        self,
+        status: int | Literal["drop"],
+        *,
+        times: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+        after: bool = False,
+        retry_after: str | None = "0",
+    ) -> None:
+        """The next ``times`` requests matching ``method`` and ``path`` (fnmatch) get
+        ``status``, or "drop": the socket is closed without an answer. ``after``: the
+        request is applied first, and the answer lost."""
+        with self._lock:
+            self.faults.append(Fault(status, times, method, path, after, retry_after))
+
+    def add_property(
+        self,
+        name: str,
+        kind: str,
+        field_type: str,
+        *,
+        group: str = "contactinformation",
+        options: Iterable[str] = (),
+        read_only: bool = False,
+    ) -> Property:
+        """A property made in HubSpot by somebody else (the merchant, another app)."""
+        made = Property(
+            name,
+            name,
+            kind,
+            field_type,
+            group,
+            options=[_option(v, i) for i, v in enumerate(options)],
+            read_only=read_only,
+        )
+        with self._lock:
+            self.properties[name] = made
+        return made
+
+    def add_contact(self, email: str, **properties: str) -> Contact:
+        with self._lock:
+            return self._upsert_one(email.lower(), properties)[0]
+
+    def opt_out(self, email: str) -> None:
+        """The contact unsubscribes from all e-mail in HubSpot."""
+        with self._lock:
+            found = self.contact(email)
+            assert found is not None, f"no contact {email}"
+            found.properties["hs_email_optout"] = "true"
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.write_calls = 0
+            self.rate_limited = 0
+
+    # -- views ---------------------------------------------------------------------
+
+    def contact(self, email: str) -> Contact | None:
+        key = email.strip().lower()
+        for found in self.contacts_by_id.values():
+            if not found.archived and found.email == key:
+                return found
+        return None
+
+    def contacts(self) -> dict[str, Contact]:
+        """Contacts not archived, by e-mail."""
+        return {c.email: c for c in self.contacts_by_id.values() if not c.archived}
+
+    def values(self, email: str, name: str) -> list[str]:
+        """The values of a (multiple-checkbox) property on one contact."""
+        found = self.contact(email)
+        value = found.properties.get(name, "") if found is not None else ""
+        return [v for v in value.split(";") if v]
+
+    def writes(self) -> int:
+        return self.write_calls
+
+    def consent_problems(self) -> list[str]:
+        """crmsync writes no consent in HubSpot: nothing can go wrong there yet."""
+        return []
+
+    # -- request handling ------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> Answer | None:
+        """One request's answer, or None to drop the connection without one."""
+        path = target.split("?", 1)[0]
+        handler, params = _find(method, path)
+        with self._lock:
+            self.calls[(method, path if handler is None else handler.__name__)] += 1
+            if method != "GET" and not path.endswith("/batch/read"):
+                self.write_calls += 1
+        if handler is None:
+            self._violation(f"{method} {path}: no such HubSpot operation")
+            return ApiError(404, "OBJECT_NOT_FOUND", f"No route for {method} {path}").answer()
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or token.strip() != self.token:
+            return ApiError(
+                401,
+                "INVALID_AUTHENTICATION",
+                "Authentication credentials not found. This API supports OAuth 2.0 authentication",
+            ).answer()
+        try:
+            limit_headers = self._admit()
+            payload = self._body(method, path, headers, body)
+        except ApiError as exc:
+            return exc.answer()
+        fault = self._next_fault(method, path)
+        if fault is not None and not fault.after:
+            return _fault_answer(fault)
+        try:
+            with self._lock:
+                status, result = handler(self, params, payload)
+        except ApiError as exc:
+            if exc.status == 400 and exc.category == "VALIDATION_ERROR":
+                with self._lock:
+                    self.refusals.append(f"{method} {path}: {exc.message}")
+            status, head, data = exc.answer()
+            head.update(limit_headers)
+            return status, head, data
+        if fault is not None:
+            return _fault_answer(fault)
+        head = {**limit_headers}
+        if result is None:
+            return status, head, b""
+        head["Content-Type"] = "application/json;charset=utf-8"
+        return status, head, json.dumps(result).encode()
+
+    def _body(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        if method == "GET":
+            if body:
+                self._violation(f"GET {path} with a body")
+            return None
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            self._violation(f"{method} {path}: a body of type {media or 'none'}")
+            raise ApiError(415, "VALIDATION_ERROR", f"Unsupported media type {media!r}")
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            self._violation(f"{method} {path}: the body is not JSON")
+            raise invalid("Invalid input JSON: the body is not JSON") from exc
+
+    def _admit(self) -> dict[str, str]:
+        """Counts the request in the rolling 10-second window and the day; 429 when full."""
+        with self._lock:
+            moment = self.clock()
+            while self._window and self._window[0] <= moment - WINDOW:
+                self._window.popleft()
+            if moment - self._day_start >= DAY:
+                self._day_start, self._day_count = moment, 0
+            if self._day_count >= self.daily:
+                self.rate_limited += 1
+                wait = self._day_start + DAY - moment
+                raise _throttled("DAILY", "You have reached your daily limit.", wait)
+            if len(self._window) >= self.per_ten_seconds:
+                self.rate_limited += 1
+                wait = self._window[0] + WINDOW - moment
+                raise _throttled(
+                    "TEN_SECONDLY_ROLLING",
+                    "You have reached your ten_secondly_rolling limit.",
+                    wait,
+                )
+            self._window.append(moment)
+            self._day_count += 1
+            return {
+                "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(WINDOW * 1000)),
+                "X-HubSpot-RateLimit-Max": str(self.per_ten_seconds),
+                "X-HubSpot-RateLimit-Remaining": str(self.per_ten_seconds - len(self._window)),
+                "X-HubSpot-RateLimit-Daily": str(self.daily),
+                "X-HubSpot-RateLimit-Daily-Remaining": str(self.daily - self._day_count),
+            }
+
+    def _next_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for position, fault in enumerate(self.faults):
+                if fault.wants(method, path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.pop(position)
+                    return fault
+            return None
+
+    def _violation(self, text: str) -> None:
+        with self._lock:
+            self.violations.append(text)
+
+    # -- model -----------------------------------------------------------------------
+
+    def _upsert_one(self, email: str, properties: dict[str, str]) -> tuple[Contact, bool]:
+        moment = datetime.now(UTC)
+        found = self.contact(email)
+        created = found is None
+        if found is None:
+            ident = str(self._next_id)
+            self._next_id += 1
+            found = Contact(ident, {"email": email}, moment, moment)
+            self.contacts_by_id[ident] = found
+        for name, value in properties.items():
+            if value == "":
+                found.properties.pop(name, None)  # an empty string clears the value
+            else:
+                found.properties[name] = value
+        found.updated = moment
+        return found, created
+
+    def render_contact(
+        self, contact: Contact, names: Iterable[str] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        stored = {
+            **contact.properties,
+            "hs_object_id": contact.id,
+            "createdate": _stamp(contact.created),
+            "lastmodifieddate": _stamp(contact.updated),
+        }
+        shown = stored if names is None else {n: stored.get(n) for n in {*names, "hs_object_id"}}
+        return {
+            "id": contact.id,
+            "properties": shown,
+            "createdAt": _stamp(contact.created),
+            "updatedAt": _stamp(contact.updated),
+            "archived": contact.archived,
+            **extra,
+        }
+
+    def check_value(self, name: str, value: str) -> dict[str, Any] | None:
+        """The error HubSpot gives for ``value`` of property ``name``, or None."""
+        found = self.properties.get(name)
+        if found is None:
+            return _value_error(name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist')
+        if found.read_only:
+            return _value_error(name, "READ_ONLY_VALUE", f'"{name}" is a read only property')
+        if value == "":
+            return None
+        problem = _type_problem(found, value)
+        if problem is None:
+            return None
+        return _value_error(name, problem[0], f'{value!r} is {problem[1]} for "{name}"')
+
+
+def _type_problem(found: Property, value: str) -> tuple[str, str] | None:
+    kind = found.type
+    if kind == "string" and len(value) > STRING_MAX:
+        return "INVALID_STRING", f"longer than {STRING_MAX} characters"
+    if kind == "number" and not _NUMBER.fullmatch(value):
+        return "INVALID_NUMBER", "not a plain decimal number"
+    if kind == "bool" and value not in ("true", "false"):
+        return "INVALID_BOOLEAN", "not true or false"
+    if kind == "date" and not _is_date(value):
+        return "INVALID_DATE", "not a YYYY-MM-DD date nor midnight UTC in milliseconds"
+    if kind == "datetime" and not _is_time(value):
+        return "INVALID_DATETIME", "not an ISO 8601 UTC time nor milliseconds"
+    if kind == "enumeration":
+        chosen = value.split(";") if found.field_type == "checkbox" else [value]
+        missing = [v for v in chosen if v not in found.values()]
+        if missing:
+            return "INVALID_OPTION", f"not one of the allowed options ({missing[0]!r})"
+    return None
+
+
+def _is_date(value: str) -> bool:
+    if _MILLIS.fullmatch(value):
+        return int(value) % 86_400_000 == 0
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return len(value) == 10
+
+
+def _is_time(value: str) -> bool:
+    if _MILLIS.fullmatch(value):
+        return True
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return moment.tzinfo is not None and moment.utcoffset() == UTC.utcoffset(None)
+
+
+def _value_error(name: str, code: str, message: str) -> dict[str, Any]:
+    return {"message": message, "code": code, "context": {"propertyName": [name]}}
+
+
+def _option(value: str, order: int) -> dict[str, Any]:
+    return {"label": value, "value": value, "displayOrder": order, "hidden": False}
+
+
+def _throttled(policy: str, message: str, wait: float) -> ApiError:
+    return ApiError(
+        429,
+        "RATE_LIMITS",
+        message,
+        extra={"errorType": "RATE_LIMIT", "policyName": policy, "requestId": str(uuid.uuid4())},
+        headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+    )
+
+
+def _fault_answer(fault: Fault) -> Answer | None:
+    if fault.status == DROP:
+        return None
+    status = int(fault.status)
+    if status == 429:
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+        return ApiError(
+            429,
+            "RATE_LIMITS",
+            "injected by the test",
+            extra={"errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"},
+            headers=headers,
+        ).answer()
+    return ApiError(status, "INTERNAL_ERROR", "injected by the test").answer()
+
+
+# -- routes -------------------------------------------------------------------------------
+
+Handler = Callable[[FakeHubSpot, dict[str, str], Any], tuple[int, Any]]
+_ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
+
+
+def route(method: str, pattern: str) -> Callable[[Handler], Handler]:
+    regex = re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
+
+    def register(func: Handler) -> Handler:
+        _ROUTES.append((method, regex, func))
+        return func
+
+    return register
+
+
+def _find(method: str, path: str) -> tuple[Handler | None, dict[str, str]]:
+    for wanted, regex, handler in _ROUTES:
+        found = regex.match(path)
+        if found is not None and wanted == method:
+            return handler, found.groupdict()
+    return None, {}
+
+
+def _shape(fake: FakeHubSpot, what: str, ok: bool, message: str) -> None:
+    """A request of a shape the docs do not allow: a violation, answered 400."""
+    if not ok:
+        fake._violation(f"{what}: {message}")
+        raise invalid(f"Invalid input JSON: {message}")
+
+
+def _inputs(fake: FakeHubSpot, what: str, body: Any, keys: frozenset[str]) -> list[Any]:
+    _shape(fake, what, isinstance(body, dict), "the body is not an object")
+    unknown = set(body) - keys
+    _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
+    inputs = body.get("inputs")
+    _shape(fake, what, isinstance(inputs, list) and bool(inputs), "no inputs")
+    _shape(fake, what, len(inputs) <= MAX_INPUTS, f"{len(inputs)} inputs (at most {MAX_INPUTS})")
+    return list(inputs)
+
+
+@route("POST", f"{CONTACTS}/batch/upsert")
+def upsert_contacts(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST batch/upsert"
+    inputs = _inputs(fake, what, body, frozenset({"inputs"}))
+    seen: set[str] = set()
+    value_errors: list[dict[str, Any]] = []
+    for entry in inputs:
+        _shape(fake, what, isinstance(entry, dict), "an input is not an object")
+        unknown = set(entry) - INPUT_KEYS
+        _shape(fake, what, not unknown, f"unknown input fields {sorted(unknown)}")
+        _shape(fake, what, entry.get("idProperty") == "email", "idProperty is not 'email'")
+        _shape(fake, what, isinstance(entry.get("id"), str), "an input's id is not a string")
+        properties = entry.get("properties", {})
+        _shape(fake, what, isinstance(properties, dict), "properties is not an object")
+        for name, value in properties.items():
+            _shape(fake, what, isinstance(value, str), f"{name}={value!r} is not a string")
+            problem = fake.check_value(name, value)
+            if problem is not None:
+                value_errors.append(problem)
+        key = entry["id"].strip().lower()
+        _shape(fake, what, key not in seen, f"Duplicate IDs found in batch input: {key}")
+        seen.add(key)
+    if value_errors:
+        raise invalid(
+            "Property values were not valid: " + "; ".join(e["message"] for e in value_errors),
+            errors=value_errors,
+        )
+    started = _stamp(datetime.now(UTC))
+    results: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for entry in inputs:
+        email = entry["id"].strip().lower()
+        trace = entry.get("objectWriteTraceId")
+        extra = {"objectWriteTraceId": trace} if trace is not None else {}
+        if not _EMAIL.match(email) or email in fake.invalid_emails:
+            context = {"objectWriteTraceId": [trace]} if trace is not None else {"id": [email]}
+            errors.append(
+                {
+                    "status": "error",
+                    "category": "VALIDATION_ERROR",
+                    "message": f"Email address {entry['id']} is invalid",
+                    "context": context,
+                }
+            )
+            continue
+        contact, created = fake._upsert_one(email, dict(entry.get("properties", {})))
+        names = [*entry.get("properties", {}), "email"]
+        results.append(fake.render_contact(contact, names, new=created, **extra))
+    answer: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": started,
+        "completedAt": _stamp(datetime.now(UTC)),
+    }
+    if errors:
+        answer["errors"], answer["numErrors"] = errors, len(errors)
+        return 207, answer
+    return 200, answer
+
+
+@route("POST", f"{CONTACTS}/batch/read")
+def read_contacts(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST batch/read"
+    keys = frozenset({"inputs", "idProperty", "properties", "propertiesWithHistory"})
+    inputs = _inputs(fake, what, body, keys)
+    id_property = body.get("idProperty")
+    _shape(fake, what, id_property in (None, "email"), f"idProperty {id_property!r}")
+    names = body.get("properties") or []
+    _shape(fake, what, all(isinstance(n, str) for n in names), "properties are not names")
+    results, missing = [], []
+    for entry in inputs:
+        _shape(fake, what, isinstance(entry, dict) and set(entry) == {"id"}, "inputs are {id}")
+        ident = str(entry["id"])
+        if id_property == "email":
+            found = fake.contact(ident)
+        else:
+            found = fake.contacts_by_id.get(ident)
+            found = None if found is None or found.archived else found
+        if found is None:
+            missing.append(ident)
+        else:
+            results.append(fake.render_contact(found, names))
+    answer: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": _stamp(datetime.now(UTC)),
+        "completedAt": _stamp(datetime.now(UTC)),
+    }
+    if missing:
+        answer["numErrors"] = 1
+        answer["errors"] = [
+            {
+                "status": "error",
+                "category": "OBJECT_NOT_FOUND",
+                "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+                "context": {"ids": missing},
+            }
+        ]
+        return 207, answer
+    return 200, answer
+
+
+@route("POST", f"{CONTACTS}/batch/archive")
+def archive_contacts(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST batch/archive"
+    for entry in _inputs(fake, what, body, frozenset({"inputs"})):
+        ok = isinstance(entry, dict) and set(entry) == {"id"} and isinstance(entry["id"], str)
+        _shape(fake, what, ok, "inputs are {id: string}")
+        found = fake.contacts_by_id.get(entry["id"])
+        if found is not None:
+            found.archived = True
+    return 204, None
+
+
+@route("GET", GROUPS)
+def list_groups(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    return 200, {"results": [dict(group) for group in fake.groups.values()]}
+
+
+@route("POST", GROUPS)
+def create_group(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST groups"
+    ok = isinstance(body, dict) and set(body) <= {"name", "label", "displayOrder"}
+    _shape(fake, what, ok, "a group is {name, label, displayOrder}")
+    _shape(fake, what, {"name", "label"} <= set(body), "name and label are required")
+    _shape(fake, what, bool(_NAME.fullmatch(str(body["name"]))), f"group name {body['name']!r}")
+    if body["name"] in fake.groups:
+        raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"group {body['name']} already exists")
+    group = {"displayOrder": -1, **body, "archived": False}
+    fake.groups[body["name"]] = group
+    return 201, dict(group)
+
+
+@route("GET", PROPERTIES)
+def list_properties(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    return 200, {"results": [found.render() for found in fake.properties.values()]}
+
+
+@route("POST", PROPERTIES)
+def create_property(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST properties"
+    _shape(fake, what, isinstance(body, dict), "the body is not an object")
+    unknown = set(body) - CREATE_KEYS
+    _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
+    required = {"name", "label", "type", "fieldType", "groupName"}
+    _shape(fake, what, required <= set(body), f"missing {sorted(required - set(body))}")
+    name, kind, field_type = str(body["name"]), body["type"], body["fieldType"]
+    _shape(fake, what, bool(_NAME.fullmatch(name)), f"property name {name!r}")
+    _shape(fake, what, kind in FIELD_TYPES, f"type {kind!r}")
+    _shape(fake, what, field_type in FIELD_TYPES[kind], f"fieldType {field_type!r} for {kind}")
+    if body["groupName"] not in fake.groups:
+        raise invalid(f"Property group {body['groupName']} does not exist")
+    if name in fake.properties:
+        raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"Property named '{name}' already exists.")
+    options = _options(fake, what, body.get("options"), kind)
+    made = Property(name, str(body["label"]), kind, field_type, body["groupName"], options)
+    fake.properties[name] = made
+    return 201, made.render()
+
+
+def _options(fake: FakeHubSpot, what: str, options: Any, kind: str) -> list[dict[str, Any]]:
+    if kind not in ("enumeration", "bool"):
+        _shape(fake, what, not options, f"a {kind} property has no options")
+        return []
+    _shape(fake, what, isinstance(options, list), f"a {kind} property needs its options")
+    for item in options:
+        ok = isinstance(item, dict) and {"label", "value"} <= set(item) <= OPTION_KEYS
+        _shape(fake, what, ok, f"an option is {{label, value, ...}}: {item!r}")
+        _shape(fake, what, ";" not in str(item["value"]), "an option value holds ';'")
+    values = [str(item["value"]) for item in options]
+    _shape(fake, what, len(set(values)) == len(values), "two options with one value")
+    if kind == "bool":
+        _shape(fake, what, sorted(values) == ["false", "true"], "bool options are true and false")
+    return [dict(item) for item in options]
+
+
+@route("GET", f"{PROPERTIES}/{{name}}")
+def get_property(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    found = fake.properties.get(params["name"])
+    if found is None:
+        raise ApiError(404, "OBJECT_NOT_FOUND", f"Unable to find property {params['name']}")
+    return 200, found.render()
+
+
+@route("PATCH", f"{PROPERTIES}/{{name}}")
+def update_property(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = f"PATCH properties/{params['name']}"
+    found = fake.properties.get(params["name"])
+    if found is None:
+        raise ApiError(404, "OBJECT_NOT_FOUND", f"Unable to find property {params['name']}")
+    _shape(fake, what, isinstance(body, dict), "the body is not an object")
+    unknown = set(body) - UPDATE_KEYS
+    _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
+    for key, now in (("type", found.type), ("fieldType", found.field_type)):
+        _shape(fake, what, body.get(key, now) == now, f"crmsync never changes a property's {key}")
+    if found.hubspot_defined and found.type != "enumeration":
+        raise invalid(f"{found.name} is a HubSpot defined property; its definition is read only")
+    if "options" in body:
+        options = _options(fake, what, body["options"], found.type)
+        kept = {str(o["value"]) for o in options}
+        dropped = [v for v in found.values() if v not in kept]
+        _shape(fake, what, not dropped, f"the update drops option {dropped[:1]}")
+        found.options = options
+    if "label" in body:
+        found.label = str(body["label"])
+    return 200, found.render()
+
+
+# -- HTTP -------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    timeout = 30
+    fake: FakeHubSpot
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            answer = self.fake.handle(self.command, self.path, headers, body)
+        except Exception as exc:  # a bug in the fake must fail the test, not be retried away
+            self.fake._violation(f"the fake failed on {self.command} {self.path}: {exc!r}")
+            answer = 500, {"Content-Type": "application/json"}, b"{}"
+        if answer is None:  # a dropped connection: no status line at all
+            self.close_connection = True
+            return
+        status, head, data = answer
+        self.send_response(status)
+        for name, value in head.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hubspot_fake() -> Iterator[FakeHubSpot]:
+    """A running fake; on teardown, violations fail the test."""
+    fake = FakeHubSpot().start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+    assert not fake.violations, "\n".join(fake.violations[:20])
