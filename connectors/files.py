@@ -112,6 +112,16 @@ class FilesSource:
         digest = hashlib.sha256(reading.encode()).hexdigest()[:16]
         return f"{path}|{found.st_size}|{found.st_mtime_ns}|{digest}"
 
+    def size(self, stream: Stream) -> int | None:
+        """The file's size in bytes (a compressed file's compressed size)."""
+        spec = self.config.files().get(stream)
+        if spec is None:
+            return None
+        try:
+            return self.path(spec).stat().st_size
+        except OSError:
+            return None
+
     def check(self) -> list[Check]:
         return [
             check_file(stream, spec, self.path(spec), f"{self.key}.{stream}")

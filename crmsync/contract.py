@@ -117,6 +117,15 @@ class Versioned(Protocol):
     def version(self, stream: Stream) -> str | None: ...
 
 
+@runtime_checkable
+class Sized(Protocol):
+    """A source that knows, cheaply, how much a full read of a stream goes through
+    (optional): bytes of an export file, say; None when it cannot tell. The pull reads a
+    large source in a process of its own, beside its staging (``crmsync.read_ahead``)."""
+
+    def size(self, stream: Stream) -> int | None: ...
+
+
 # -- destinations: the values -------------------------------------------------------------
 
 

@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.contract import ConnectorContext, Destination, Source
+from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
 from crmsync.plan_run import plan_and_push
 from crmsync.pull import pull_source
 from crmsync.push import LEASE_SECONDS, Pusher
+from crmsync.read_ahead import SourceRecipe
 from crmsync.runs import DestinationReport, RunOptions, RunReport
 from state.ledger import RetryPolicy, add_consent_events, opted_out
 from state.store import Store
@@ -73,15 +74,18 @@ def run_pipeline(
                 pusher = _open(config, dest, store, options, report, retry, lease, stack)
                 pushers.append(pusher)
                 if not options.dry_run:
-                    _read_consent(store, spec, dest.name, pusher.destination, report)
+                    with report.stages.time(f"consent.{dest.name}"):
+                        _read_consent(store, spec, dest.name, pusher.destination, report)
                     pusher.collect()  # jobs an earlier run left: settled before the diff
                     pusher.destination.prepare(dest.mapping.field_specs())
             with report.stages.time("plan+push"):
                 plan_and_push(store, spec, pushers, options, report, policy, as_of)
             if not options.dry_run:
                 _collect(pushers, options, report)
+                # rows written: the answers, and the plans of the people planned again
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
-                store.refresh_statistics("plans", changed=max(answered, report.profiles))
+                planned = report.profiles - report.profiles_kept
+                store.refresh_statistics("plans", changed=max(answered, planned))
         report.status = _status(report)
     except BaseException as exc:
         report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -192,7 +196,10 @@ def _pull(
     until = min(datetime.now(UTC), as_of) if options.as_of else datetime.now(UTC)
     lookback = timedelta(minutes=spec.settings.lookback_minutes)
     for source_spec in spec.sources:
-        source: Source = source_spec.cls(source_spec.config, context_for(config, source_spec.name))
+        recipe = SourceRecipe(
+            source_spec.cls, source_spec.config, context_for(config, source_spec.name)
+        )
+        source = recipe.build()
         try:
             stats = pull_source(
                 store,
@@ -203,6 +210,7 @@ def _pull(
                 full=options.full,
                 progress=_phase(options.progress, "pull"),
                 stopwatch=report.stages,
+                recipe=recipe if spec.settings.workers != 1 else None,
             )
         finally:
             source.close()

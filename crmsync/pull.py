@@ -12,19 +12,23 @@ A crash part-way keeps the old token, which no longer matches, so the stream is 
 
 Batches are large (``BATCH``): staging writes each in one transaction, and its cost per
 batch (look-ups, statements, a commit) is then spread over many records, while memory
-stays bounded by one batch of records.
+stays bounded by a few batches of records. Reading and building the staging rows runs
+in a child process beside the staging when the read is large (``crmsync.read_ahead``).
+Each stream is staged inside ``Store.loading``: a load into an empty table (a first
+sync) builds the table's secondary indexes once at its end rather than row by row.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from crmsync.contract import Source, Versioned
-from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
+from crmsync.read_ahead import Batch, Read, SourceRecipe, reader, worth_reading_ahead
+from crmsync.records import Stream
 from crmsync.stopwatch import Stopwatch
 from state.staging import StageStats
 from state.store import Store, StreamVersion
@@ -39,6 +43,15 @@ class PullStats:
     streams: dict[str, StageStats] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A stream to read: from where, and what the source said its version was."""
+
+    read: Read
+    cursor: datetime | None
+    version: StreamVersion | None
+
+
 def pull_source(
     store: Store,
     source_name: str,
@@ -50,79 +63,96 @@ def pull_source(
     batch_size: int = BATCH,
     progress: Callable[[int], None] | None = None,
     stopwatch: Stopwatch | None = None,
+    recipe: SourceRecipe | None = None,
 ) -> PullStats:
+    """Reads and stages every stream of ``source``. With a ``recipe`` (how to build the
+    source in another process), a large read runs in a child beside the staging."""
     stats = PullStats()
     watch = stopwatch or Stopwatch()
+    started = time.perf_counter()
+    planned: list[_Planned] = []
     for stream in source.streams():
-        stats.streams[stream.value] = _pull_stream(
-            store,
-            source_name,
-            source,
-            stream,
-            until=until,
-            lookback=lookback,
-            full=full,
-            batch_size=batch_size,
-            progress=progress,
-            watch=watch,
-        )
+        version = StreamVersion(source.version(stream)) if isinstance(source, Versioned) else None
+        if not full and _unchanged(store, source_name, stream, version):
+            log.info("pulled %s.%s: unchanged since its last read", source_name, stream.value)
+            stats.streams[stream.value] = StageStats(not_read=True)
+            continue
+        cursor = None if full else store.cursor(source_name, stream.value)
+        since = cursor - lookback if cursor is not None else None
+        planned.append(_Planned(Read(stream, since), cursor, version))
+    reads = [p.read for p in planned]
+    if recipe is not None and not worth_reading_ahead(source, reads, full):
+        recipe = None
+    with reader(source, source_name, reads, until, batch_size, recipe) as batches:
+        for p in planned:
+            with store.loading(p.read.stream):
+                total = _stage_stream(
+                    store, source_name, p, batches.batches(p.read), progress, watch
+                )
+                loaded = time.perf_counter()
+            # a first load's indexes, built at its end, are staging work too
+            watch.add("pull.stage", time.perf_counter() - loaded)
+            stats.streams[p.read.stream.value] = total
+            _log(source_name, p.read.stream, total)
+        watch.add("pull.read", batches.seconds)
+    watch.add("pull", time.perf_counter() - started)
     return stats
 
 
-def _pull_stream(
+def _stage_stream(
     store: Store,
     source_name: str,
-    source: Source,
-    stream: Stream,
-    *,
-    until: datetime,
-    lookback: timedelta,
-    full: bool,
-    batch_size: int,
+    planned: _Planned,
+    batches: Iterator[Batch],
     progress: Callable[[int], None] | None,
     watch: Stopwatch,
 ) -> StageStats:
-    started = time.perf_counter()
-    version = StreamVersion(source.version(stream)) if isinstance(source, Versioned) else None
-    if not full and _unchanged(store, source_name, stream, version):
-        log.info("pulled %s.%s: unchanged since its last read", source_name, stream.value)
-        watch.add("pull.read", time.perf_counter() - started)
-        return StageStats(not_read=True)
-    staging = 0.0
-    cursor = None if full else store.cursor(source_name, stream.value)
-    since = cursor - lookback if cursor is not None else None
+    """Stages a stream's batches; the last one moves the cursor and keeps the version."""
+    stream = planned.read.stream
     total = StageStats()
-    records: list[Customer | Order | Cart] = []
-    issues: list[RecordIssue] = []
     newest: datetime | None = None
-    for item in source.read(stream, since, until):
-        if isinstance(item, RecordIssue):
-            issues.append(item)
-        elif item.updated_at is not None and item.updated_at > until:
-            total.received += 1  # counted, so that what was read adds up
-            total.later += 1  # changed after the run started: the next run takes it
-            continue
-        else:
-            records.append(item)
-            if item.updated_at is not None and (newest is None or item.updated_at > newest):
-                newest = item.updated_at
-        if len(records) + len(issues) >= batch_size:  # memory: one batch of items
-            mark = time.perf_counter()
-            total.add(store.stage(source_name, stream, records, issues))
-            staging += time.perf_counter() - mark
-            if progress and records:
-                progress(len(records))
-            records, issues = [], []
-    position = max(newest, cursor) if newest and cursor else (newest or cursor)
-    mark = time.perf_counter()
-    if version is not None and total.later:
+    batch = next(batches)  # there is always one, the last possibly empty
+    for following in batches:  # every batch but the last: the cursor stays
+        newest = _newer(newest, batch.newest)
+        _stage(store, source_name, stream, batch, total, watch, progress)
+        batch = following
+    position = _newer(_newer(newest, batch.newest), planned.cursor)
+    version = planned.version
+    if version is not None and (total.later or batch.later):
         version = StreamVersion(None)  # a later run must read what was left for it
-    total.add(store.stage(source_name, stream, records, issues, cursor=position, version=version))
-    staging += time.perf_counter() - mark
-    watch.add("pull.stage", staging)
-    watch.add("pull.read", time.perf_counter() - started - staging)
-    if progress and records:
-        progress(len(records))
+    _stage(store, source_name, stream, batch, total, watch, progress, position, version)
+    return total
+
+
+def _stage(
+    store: Store,
+    source_name: str,
+    stream: Stream,
+    batch: Batch,
+    total: StageStats,
+    watch: Stopwatch,
+    progress: Callable[[int], None] | None,
+    cursor: datetime | None = None,
+    version: StreamVersion | None = None,
+) -> None:
+    with watch.time("pull.stage"):
+        stats = store.stage_built(
+            source_name, stream, batch.records, batch.issues, cursor=cursor, version=version
+        )
+    total.add(stats)
+    # changed after the run started: counted, so that what was read adds up; the next
+    # run takes them
+    total.received += batch.later
+    total.later += batch.later
+    if progress and batch.records:
+        progress(len(batch.records))
+
+
+def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max(a, b) if a is not None and b is not None else (a or b)
+
+
+def _log(source_name: str, stream: Stream, total: StageStats) -> None:
     log.info(
         "pulled %s.%s: %d received = %d staged + %d unchanged + %d quarantined + %d later"
         " (%d corrected)",
@@ -135,7 +165,6 @@ def _pull_stream(
         total.later,
         total.corrected,
     )
-    return total
 
 
 def _unchanged(

@@ -14,13 +14,14 @@ and SQLite stores it so.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NamedTuple
 
 import orjson
 
 from crmsync.normalize import minor_unit_exponent
-from crmsync.records import Cart, Customer, Order
+from crmsync.records import Cart, Customer, Order, Stream
 from state.timeutil import to_ms
 
 NOT_COUNTED = ("cancelled", "refunded")  # order statuses left out of counts and spend
@@ -98,6 +99,13 @@ for _names in (CUSTOMER_CONTENT, ORDER_CONTENT, LINE_COLUMNS, CART_CONTENT):
 
 Line = tuple[Any, ...]
 
+_CUSTOMER_EMAIL = CUSTOMER_CONTENT.index("email")
+_CUSTOMER_PHONE = CUSTOMER_CONTENT.index("phone")
+_OWNER: dict[tuple[str, ...], tuple[int, int]] = {
+    names: (names.index("customer_external_id"), names.index("email"))
+    for names in (ORDER_CONTENT, CART_CONTENT)
+}
+
 
 class Built(NamedTuple):
     """One record's content, ready to compare with what is staged and to write (a named
@@ -138,13 +146,22 @@ def to_minor(amount: Decimal, currency: str) -> int:
     return minor
 
 
-def person_key(source: str, customer: Customer) -> str:
-    """The identity a customer record starts with: e-mail first, then phone, then its id."""
-    if customer.email:
-        return f"e:{customer.email}"
-    if customer.phone:
-        return f"p:{customer.phone}"
+def person_key(source: str, customer: Built) -> str:
+    """The identity a built customer starts with: e-mail first, then phone, then its id."""
+    email = customer.content[_CUSTOMER_EMAIL]
+    if email:
+        return f"e:{email}"
+    phone = customer.content[_CUSTOMER_PHONE]
+    if phone:
+        return f"p:{phone}"
     return f"s:{source}:{customer.external_id}"
+
+
+def owner(stream_content: tuple[str, ...], built: Built) -> tuple[str | None, str | None]:
+    """(customer id, e-mail) of a built order or cart, whose content is in
+    ``stream_content`` order: what finds its person."""
+    at = _OWNER[stream_content]
+    return built.content[at[0]], built.content[at[1]]
 
 
 def _digest(content: dict[str, Any], lines: list[dict[str, Any]]) -> str:
@@ -256,3 +273,16 @@ def build_cart(source: str, c: Cart) -> Built:
     }
     digest = _digest(content, [])
     return Built(c.external_id, updated_at, tuple(content.values()), digest)
+
+
+BUILDERS: dict[Stream, Callable[[str, Any], Built]] = {
+    Stream.CUSTOMERS: build_customer,
+    Stream.ORDERS: build_order,
+    Stream.CARTS: build_cart,
+}
+
+
+def build(source: str, stream: Stream, records: Iterable[Customer | Order | Cart]) -> list[Built]:
+    """The staging rows of one stream's records, in their order."""
+    make = BUILDERS[stream]
+    return [make(source, record) for record in records]

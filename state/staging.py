@@ -22,7 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
-from crmsync.records import Cart, Customer, IssueAction, Order, RecordIssue, Stream
+from crmsync.records import IssueAction, RecordIssue, Stream
 from state import schema
 from state.bulk import Bulk, overlapped
 from state.dialect import upsert_insert
@@ -35,9 +35,7 @@ from state.stage_rows import (
     ORDER_CONTENT,
     TRAILER,
     Built,
-    build_cart,
-    build_customer,
-    build_order,
+    owner,
     person_key,
     to_minor,
 )
@@ -88,11 +86,6 @@ _TABLES: dict[Stream, Table] = {
     Stream.ORDERS: schema.orders,
     Stream.CARTS: schema.carts,
 }
-_BUILDERS: dict[Stream, Callable[[str, Any], Built]] = {
-    Stream.CUSTOMERS: build_customer,
-    Stream.ORDERS: build_order,
-    Stream.CARTS: build_cart,
-}
 _COLUMNS: dict[Stream, tuple[str, ...]] = {
     Stream.CUSTOMERS: CUSTOMER_CONTENT + TRAILER,
     Stream.ORDERS: ORDER_CONTENT + TRAILER,
@@ -107,22 +100,22 @@ def stage_records(
     conn: Connection,
     source: str,
     stream: Stream,
-    records: Sequence[Customer | Order | Cart],
+    records: Sequence[Built],
     staged_at: int,
 ) -> StageStats:
-    """Upserts one batch of one stream; returns how many were new or newer.
+    """Upserts one batch of one stream's built records; returns how many were new or newer.
 
     Every look-up comes first (the versions staged, the keys of the customers that own
-    orders or carts); then rows are built a chunk at a time while the driver writes the
+    orders or carts); then rows are made a chunk at a time while the driver writes the
     chunk before (``Overlapped``); customers re-key their orders and carts last.
     """
     stats = StageStats(received=len(records))
-    newest: dict[str, Customer | Order | Cart] = {}
+    newest: dict[str, Built] = {}
     for record in records:  # duplicates inside the batch: the newest, else the last read
         kept = newest.get(record.external_id)
         if kept is None or not _strictly_newer(kept.updated_at, record.updated_at):
             newest[record.external_id] = record
-    table, build, columns = _TABLES[stream], _BUILDERS[stream], _COLUMNS[stream]
+    table, columns = _TABLES[stream], _COLUMNS[stream]
     with overlapped(conn) as writer:
         staged: dict[str, Version] = {
             external_id: (updated_at, digest, key)
@@ -138,12 +131,11 @@ def stage_records(
             rows: list[tuple[Any, ...]] = []
             lines: list[tuple[Any, ...]] = []
             again: list[str] = []  # orders staged before, whose lines are replaced
-            for record in pending[start : start + _CHUNK]:
-                built = build(source, record)
+            for built in pending[start : start + _CHUNK]:
                 version = staged.get(built.external_id)
                 if not _replaces(built, version):
                     continue
-                key = key_of(record)
+                key = key_of(built)
                 rows.append(built.row(staged_at, key))
                 replaced.append(built.external_id)
                 if stream is Stream.CUSTOMERS and (version is None or version[2] != key):
@@ -170,19 +162,22 @@ _CHUNK = 4000  # records built while the driver writes the chunk before
 
 
 def _key_function(
-    conn: Connection, source: str, stream: Stream, records: Iterable[Customer | Order | Cart]
-) -> Callable[[Any], str | None]:
+    conn: Connection, source: str, stream: Stream, records: Iterable[Built]
+) -> Callable[[Built], str | None]:
     """How each record of the batch finds its person key: a customer from itself, an
     order or cart from its staged customer (looked up once for the batch), else from its
     e-mail or customer id."""
     if stream is Stream.CUSTOMERS:
         return lambda customer: person_key(source, customer)
-    owned = cast(Iterable[Order | Cart], records)
-    staged = customer_keys(conn, source, (r.customer_external_id for r in owned))
-    return lambda record: (
-        staged.get(record.customer_external_id or "")
-        or fallback_key(source, record.customer_external_id, record.email)
-    )
+    content = ORDER_CONTENT if stream is Stream.ORDERS else CART_CONTENT
+    owners = {built.external_id: owner(content, built) for built in records}
+    staged = customer_keys(conn, source, (customer for customer, _ in owners.values()))
+
+    def key_of(built: Built) -> str | None:
+        customer, email = owners[built.external_id]
+        return staged.get(customer or "") or fallback_key(source, customer, email)
+
+    return key_of
 
 
 def _strictly_newer(candidate: Any, existing: Any) -> bool:

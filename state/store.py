@@ -26,7 +26,9 @@ from crmsync.profile_scope import ProfileContext
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state import not_synced, schema
 from state.dialect import upsert_insert
+from state.first_load import deferred_indexes, restore_indexes
 from state.migrate import upgrade
+from state.stage_rows import Built, build
 from state.staging import StageStats, count_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
 
@@ -142,6 +144,7 @@ class Store:
             self.engine = _engine(url)
             if migrate:
                 upgrade(self.engine)
+                restore_indexes(self.engine)  # a first load killed part-way dropped them
         except SQLAlchemyError as exc:
             raise StateError(
                 f"cannot open the state database {make_url(url).render_as_string()}: "
@@ -191,8 +194,22 @@ class Store:
         cursor: datetime | None = None,
         version: StreamVersion | None = None,
     ) -> StageStats:
-        """Stores one batch and, when given, moves the stream's cursor and keeps (or forgets)
-        its version, in one transaction."""
+        """Stores one batch of records as ``stage_built`` does, building their rows here."""
+        built = build(source, stream, records)
+        return self.stage_built(source, stream, built, issues, cursor=cursor, version=version)
+
+    def stage_built(
+        self,
+        source: str,
+        stream: Stream,
+        records: Sequence[Built],
+        issues: Sequence[RecordIssue] = (),
+        *,
+        cursor: datetime | None = None,
+        version: StreamVersion | None = None,
+    ) -> StageStats:
+        """Stores one batch of built records (``state.stage_rows``) and, when given, moves
+        the stream's cursor and keeps (or forgets) its version, in one transaction."""
         at = now_ms()
         with self.transaction() as conn:
             stats = stage_records(conn, source, stream, records, at)
@@ -203,6 +220,14 @@ class Store:
             if version is not None:
                 _keep_version(conn, source, stream.value, version.token, at)
         return stats
+
+    @contextmanager
+    def loading(self, stream: Stream) -> Iterator[None]:
+        """Wraps every batch of one stream's load (``stage`` calls, each its own
+        transaction): into an empty table on SQLite, its secondary indexes are built once
+        at the end instead of kept up row by row (``state.first_load``)."""
+        with deferred_indexes(self.engine, schema.metadata.tables[stream.value]):
+            yield
 
     def source_version(self, connector: str, stream: str) -> str | None:
         """The version a stream had at its last complete read that left nothing for later."""

@@ -16,8 +16,8 @@ after the store's clock), so profiles never drift with the calendar and the thir
 changes exactly the people edited.
 
 Per run it writes the wall time, the run report's seconds per stage, the staging rate
-(records received / ``pull.stage`` seconds; ``pull_records_per_s`` divides by reading
-plus staging), the CPU of the run's process tree, the peak RSS of its processes (the
+(records received / ``pull.stage`` seconds; ``pull_records_per_s`` divides by the pull's
+wall time, ``pull``, in which reading overlaps staging when it runs in a child), the CPU of the run's process tree, the peak RSS of its processes (the
 maximum over the tree from /usr/bin/time; per process sampled from ``/proc``), the CPU
 this process spent meanwhile (mostly the fake), on PostgreSQL the server's CPU for the
 run's database (sampled), and the Mailchimp calls by kind against the floor.

@@ -12,7 +12,8 @@ from bench.e2e.options import ENGINES, ROOT, RUNS
 from bench.results import Figure
 
 COLUMNS = (
-    ("wall", "wall_s"), ("read", "stage_s.pull.read"), ("stage", "stage_s.pull.stage"),
+    ("wall", "wall_s"), ("pull", "stage_s.pull"), ("read", "stage_s.pull.read"),
+    ("stage", "stage_s.pull.stage"),
     ("plan+push", "stage_s.plan+push"), ("push", "stage_s.push.mc"), ("ledger", "stage_s.ledger"),
     ("rec/s", "staging_records_per_s"), ("cpu", "cpu_s"), ("rss MB", "peak_rss_mb"),
     ("changes", "changes"), ("calls", "calls_total"), ("sync", "sync_calls"),

@@ -1,0 +1,231 @@
+"""Reading ahead: a large read runs in a child process beside the staging, and stages
+exactly what a read in the run's process stages; its errors and its death are the run's.
+
+The child never opens the state database, so the comparisons run on SQLite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import sqlalchemy as sa
+
+import crmsync.read_ahead as read_ahead
+from crmsync.child import ChildError
+from crmsync.contract import Check, ConnectorConfig, ConnectorContext
+from crmsync.errors import ConnectorError
+from crmsync.pipeline import context_for
+from crmsync.pull import PullStats, pull_source
+from crmsync.read_ahead import Read, SourceRecipe, worth_reading_ahead
+from crmsync.records import Record, RecordIssue, Stream
+from crmsync.resolve import load_config
+from crmsync.stopwatch import Stopwatch
+from state import schema
+from state.store import Store
+from tests.builders import customer
+from tests.e2e import STORE_NOW, Site, edit_order, make_site
+
+UNTIL = STORE_NOW - timedelta(days=3)  # some records changed later: left for the next run
+NOT_CONTENT = {"staged_at", "first_seen", "last_seen"}  # when, not what
+
+
+@pytest.fixture
+def children(monkeypatch: pytest.MonkeyPatch) -> list[read_ahead.child.Child]:
+    """Every reader process started; any read is large enough to go ahead."""
+    started: list[read_ahead.child.Child] = []
+    start = read_ahead.child.start
+
+    def recording(name: str, main: str) -> read_ahead.child.Child:
+        started.append(start(name, main))
+        return started[-1]
+
+    monkeypatch.setattr(read_ahead.child, "start", recording)
+    monkeypatch.setattr(read_ahead, "AHEAD_BYTES", 1)
+    return started
+
+
+def recipe_of(site: Site) -> SourceRecipe:
+    config = load_config(site.config)
+    spec = config.sources["shop"]
+    return SourceRecipe(spec.cls, spec.config, context_for(config, spec.name))
+
+
+def pull(
+    store: Store,
+    recipe: SourceRecipe,
+    *,
+    ahead: bool,
+    until: datetime = UNTIL,
+    progress: Any = None,
+) -> PullStats:
+    source = recipe.build()
+    try:
+        return pull_source(
+            store, "shop", source, until=until, lookback=timedelta(minutes=10), batch_size=97,
+            progress=progress, stopwatch=Stopwatch(), recipe=recipe if ahead else None,
+        )  # fmt: skip
+    finally:
+        source.close()
+
+
+def staged(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the staging tables, the cursors and the versions, without times."""
+    tables = (
+        schema.customers,
+        schema.orders,
+        schema.order_lines,
+        schema.carts,
+        schema.quarantine,
+        schema.cursors,
+        schema.source_versions,
+    )
+    found = {}
+    with store.engine.connect() as conn:
+        for table in tables:
+            # a cursor's or version's updated_at is when it was kept; a record's is content
+            kept = {"updated_at"} if table in (schema.cursors, schema.source_versions) else set()
+            columns = [c for c in table.columns if c.name not in NOT_CONTENT | kept]
+            rows = conn.execute(sa.select(*columns).order_by(*columns)).all()
+            found[table.name] = [tuple(row) for row in rows]
+    return found
+
+
+def counts(stats: PullStats) -> dict[str, dict[str, int]]:
+    return {stream: s.as_dict() for stream, s in stats.streams.items()}
+
+
+def open_store(path: Path) -> Store:
+    return Store(f"sqlite:///{path}")
+
+
+def test_a_read_ahead_stages_what_a_read_in_process_stages(
+    tmp_path: Path, children: list[Any]
+) -> None:
+    site = make_site(tmp_path / "site", "sqlite://", customers=500, dirty_rate=0.1)
+    recipe = recipe_of(site)
+    here, there = open_store(tmp_path / "here.db"), open_store(tmp_path / "there.db")
+    try:
+        in_process = pull(here, recipe, ahead=False)
+        assert children == []
+        ahead = pull(there, recipe, ahead=True)
+        assert len(children) == 1
+        assert counts(ahead) == counts(in_process)
+        assert all(s["later"] > 0 for s in counts(ahead).values())  # the window is exercised
+        assert sum(s["quarantined"] for s in counts(ahead).values()) > 0
+        assert staged(there) == staged(here)
+        assert staged(there)["cursors"]  # the last batch moved each cursor
+    finally:
+        here.close()
+        there.close()
+
+
+def test_an_incremental_read_stays_in_the_runs_process(
+    tmp_path: Path, children: list[Any]
+) -> None:
+    site = make_site(tmp_path / "site", "sqlite://", customers=100)
+    recipe = recipe_of(site)
+    store = open_store(tmp_path / "state.db")
+    try:
+        pull(store, recipe, ahead=True)
+        assert len(children) == 1
+        edit_order(site.data / "orders.jsonl", "10000001", status="refunded")
+        pull(store, recipe, ahead=True, until=STORE_NOW)  # every stream from its cursor
+        assert len(children) == 1
+    finally:
+        store.close()
+
+
+def test_only_a_large_read_from_scratch_goes_ahead(tmp_path: Path) -> None:
+    site = make_site(tmp_path / "site", "sqlite://", customers=100)
+    source = recipe_of(site).build()
+    fresh = [Read(Stream.CUSTOMERS, None), Read(Stream.ORDERS, None)]
+    assert not worth_reading_ahead(source, fresh, full=False)  # far below 16 MB
+    size = sum((site.data / name).stat().st_size for name in ("customers.csv", "orders.jsonl"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(read_ahead, "AHEAD_BYTES", size)
+        assert worth_reading_ahead(source, fresh, full=False)
+        since = [Read(Stream.CUSTOMERS, UNTIL), Read(Stream.ORDERS, UNTIL)]
+        assert not worth_reading_ahead(source, since, full=False)
+        assert worth_reading_ahead(source, since, full=True)
+        assert not worth_reading_ahead(Failing(), fresh, full=True)  # its size is unknown
+
+
+class Failing:
+    """A source whose customers stream fails part-way (built again in the child)."""
+
+    kind: ClassVar[str] = "failing"
+    config_model: ClassVar[type[ConnectorConfig]] = ConnectorConfig
+
+    def __init__(self, config: Any = None, context: ConnectorContext | None = None) -> None:
+        pass
+
+    def streams(self) -> Sequence[Stream]:
+        return [Stream.CUSTOMERS]
+
+    def check(self) -> list[Check]:
+        return []
+
+    def read(
+        self, stream: Stream, since: datetime | None, until: datetime
+    ) -> Iterator[Record | RecordIssue]:
+        for number in range(300):
+            yield customer(str(number), f"k{number}@example.com")
+        raise ConnectorError("the export went away part-way")
+
+    def close(self) -> None:
+        pass
+
+
+class SizedFailing(Failing):
+    def size(self, stream: Stream) -> int:
+        return 2**40
+
+
+def test_an_error_in_the_reader_is_raised_in_the_run_as_it_was(
+    tmp_path: Path, children: list[Any]
+) -> None:
+    store = open_store(tmp_path / "state.db")
+    try:
+        recipe = SourceRecipe(SizedFailing, None, ConnectorContext("broken", tmp_path))
+        with pytest.raises(ConnectorError, match="went away part-way") as raised:
+            pull(store, recipe, ahead=True)
+        assert any("reader process" in note for note in raised.value.__notes__)
+        assert len(children) == 1 and children[0].process.poll() is not None  # reaped
+        assert staged(store)["cursors"] == []  # nothing read is taken as done
+        assert len(staged(store)["customers"]) > 0  # the batches before it are staged
+    finally:
+        store.close()
+
+
+def test_a_reader_killed_part_way_loses_nothing_once_run_again(
+    tmp_path: Path, children: list[Any]
+) -> None:
+    """The reader dies after the first batches were staged; the export changes before the
+    next run, which must stage what one clean read of the final export stages."""
+    site = make_site(tmp_path / "site", "sqlite://", customers=300)
+    recipe = recipe_of(site)
+    store = open_store(tmp_path / "state.db")
+    clean = open_store(tmp_path / "clean.db")
+
+    def kill_the_reader(staged_now: int) -> None:
+        os.kill(children[-1].process.pid, signal.SIGKILL)
+
+    try:
+        with pytest.raises(ChildError, match="died"):
+            pull(store, recipe, ahead=True, progress=kill_the_reader)
+        # the reader may have sent all the customers before it died, not all the orders
+        assert "orders" not in {stream for _, stream, _ in staged(store)["cursors"]}
+        edit_order(site.data / "orders.jsonl", "10000001", status="refunded")
+        edit_order(site.data / "orders.jsonl", "10000400", status="cancelled")
+        pull(store, recipe, ahead=True)
+        pull(clean, recipe, ahead=False)
+        assert staged(store) == staged(clean)
+    finally:
+        store.close()
+        clean.close()
