@@ -127,6 +127,19 @@ def test_duplicate_and_stray_answers_still_give_one_result_each(pool: ThreadPool
     ]
 
 
+def test_a_person_twice_in_a_chunk_answered_in_order_gets_the_worse_answer_twice(
+    pool: ThreadPoolExecutor,
+) -> None:
+    """An answer one per change and in order needs no mending, unless a person is in the
+    chunk twice: then both places get the answer that is not OK."""
+
+    def in_order(chunk: Sequence[Change]) -> list[PushResult]:
+        return [PushResult("p0", Outcome.OK), PushResult("p0", Outcome.FAILED, message="no")]
+
+    results = send_chunks([[change(0), change(0)]], in_order, pool)
+    assert [(r.person_key, r.outcome) for r in results] == [("p0", Outcome.FAILED)] * 2
+
+
 def test_a_transient_error_fails_only_its_chunk(pool: ThreadPoolExecutor) -> None:
     def flaky(chunk: Sequence[Change]) -> list[PushResult]:
         if chunk[0].person_key == "p2":

@@ -265,6 +265,40 @@ def test_values_are_sent_in_the_merge_fields_types(
     assert results["e:ayse@shop.example"].remote_id == subscriber_hash("ayse@shop.example")
 
 
+def test_a_number_that_is_not_finite_clears_the_field_and_fails_nobody(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    """NaN has no JSON form: it once failed the whole call, and so the 500 people in it."""
+    from decimal import Decimal
+
+    dest.prepare(FIELDS)
+    changes = [
+        person("nan@shop.example", fields={"SPENT": Decimal("NaN"), "ORDERS": 2}),
+        person("inf@shop.example", fields={"SPENT": float("inf"), "ORDERS": 3}),
+        person("ok@shop.example", fields={"SPENT": 5, "ORDERS": 4}),
+    ]
+    results = push(mailchimp_fake, dest, changes)
+    assert {r.outcome for r in results.values()} == {Outcome.OK}
+    for email, orders in (("nan@shop.example", 2), ("inf@shop.example", 3)):
+        member = mailchimp_fake.member(email)
+        assert member is not None and member["merge_fields"] == {"SPENT": "", "ORDERS": orders}
+
+
+def test_one_address_written_two_ways_is_sent_once(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination
+) -> None:
+    """Mailchimp keys a member by the lower-cased address: the second spelling is refused
+    before the call, not left for Mailchimp to refuse (or to apply twice)."""
+    first, second = person("Ayse@Shop.example"), person(" ayse@shop.EXAMPLE")
+    results = push(mailchimp_fake, dest, [first, second])
+    assert results[first.person_key].outcome is Outcome.OK
+    assert results[second.person_key].outcome is Outcome.REJECTED
+    assert results[second.person_key].message == (
+        f"same e-mail address as {first.person_key} in this batch"
+    )
+    assert mailchimp_fake.calls[("POST", "/lists/{list_id}")] == 1
+
+
 # What each recorded consent does to a new member and to an existing one of each status.
 CONSENT_TABLE = [
     (SUB, None, "subscribed"),
@@ -292,7 +326,7 @@ CONSENT_TABLE = [
 def test_consent_decides_new_members_and_never_raises_existing_ones(
     mailchimp_fake: FakeMailchimp,
     dest: MailchimpDestination,
-    consent: ConsentState,
+    consent: ConsentIntent,
     existing: str | None,
     expected: str,
 ) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from enum import IntEnum
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
+from connectors.mailchimp.client import json_body
 from connectors.mailchimp.consent import (
     StatusPlan,
     consent_update,
@@ -122,6 +126,18 @@ def test_upsert_body_updates_existing_members() -> None:
     }
 
 
+class _Level(IntEnum):
+    HIGH = 3
+
+
+class _Name(str):
+    pass
+
+
+class _Moment(datetime):
+    pass
+
+
 @pytest.mark.parametrize(
     ("value", "mc_type", "expected"),
     [
@@ -140,12 +156,56 @@ def test_upsert_body_updates_existing_members() -> None:
         (frozenset({"z", "a"}), "text", "a, z"),
         ({"addr1": "Cad. 1", "zip": None}, "address", {"addr1": "Cad. 1", "zip": ""}),
         ("+905321234567", "phone", "+905321234567"),
+        (datetime(1990, 11, 30, 23, 30, tzinfo=timezone(timedelta(hours=-3))), "birthday", "11/30"),
+        (date(2000, 1, 5), "birthday", "01/05"),
+        (date(2000, 1, 5), None, "2000-01-05"),
+        (2.0, "number", 2),
+        (2.5, None, 2.5),
+        (2**60, "number", 2**60),
+        (7, "text", "7"),
+        # not finite: no JSON form and no value either, so cleared like None
+        (float("nan"), "number", ""),
+        (float("-inf"), None, ""),
+        (Decimal("NaN"), "number", ""),
+        (float("nan"), "text", "nan"),
+        # subclasses take the general way, to the same place as their base
+        (_Level.HIGH, "number", 3),
+        (_Name("Ali"), "text", "Ali"),
+        (_Moment(2026, 1, 2, 9, 0, tzinfo=UTC), "date", "2026-01-02"),
     ],
 )
 def test_encode_sends_what_mailchimp_takes_for_each_type(
     value: Any, mc_type: str | None, expected: Any
 ) -> None:
     assert encode(value, mc_type) == expected
+
+
+# -- bodies as JSON ----------------------------------------------------------------------
+
+
+def test_a_body_is_the_json_httpx_would_have_sent() -> None:
+    body = {
+        "members": [
+            {
+                "email_address": "ayşe@shop.example",
+                "status_if_new": "subscribed",
+                "merge_fields": {"FNAME": 'Ayşe \u2028 "Ö"', "SPENT": 12.5, "N": 3, "Z": ""},
+            }
+        ],
+        "update_existing": True,
+        "none": None,
+        "tuple": ("a", 1),
+    }
+    expected = httpx.Request("POST", "https://x.example", json=body).content
+    assert json_body(body) == expected
+    assert orjson.loads(json_body(body)) == orjson.loads(expected)
+
+
+def test_a_body_orjson_refuses_goes_the_standard_librarys_way() -> None:
+    assert json_body({1: "a", "big": 2**70}) == b'{"1":"a","big":1180591620717411303424}'
+    for refused in (datetime(2026, 1, 1, tzinfo=UTC), StatusPlan("subscribed")):
+        with pytest.raises(TypeError):  # as httpx's json= refused it
+            json_body({"value": refused})
 
 
 def _error(

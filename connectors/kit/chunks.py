@@ -140,6 +140,10 @@ def one_per_change(chunk: Sequence[Change], answer: Sequence[PushResult]) -> lis
     """Exactly one result per change of ``chunk``, in its order, from whatever ``answer``
     holds: results for people not in the chunk are dropped, missing ones are FAILED."""
     wanted = {change.person_key for change in chunk}
+    if len(wanted) == len(chunk) == len(answer) and all(
+        result.person_key == change.person_key for result, change in zip(answer, chunk, strict=True)
+    ):
+        return list(answer)  # the usual answer, one per change in order: nothing to mend
     by_key: dict[str, PushResult] = {}
     for result in answer:
         if result.person_key not in wanted:

@@ -110,7 +110,8 @@ def owned_problem(change: Change, prefix: str, max_name: int, *, noun: str = "gr
     owned prefix is refused here too, so a marketer's hand-made group can never be
     emptied. ``noun`` is what the vendor calls a group ("tag", "list") in the message.
     """
-    for name in (*change.memberships_add, *change.memberships_remove):
+    adds, removes = change.memberships_add, change.memberships_remove
+    for name in (*adds, *removes):
         if not name.startswith(prefix):
             return (
                 f"refusing to change {noun} {name!r}: crmsync only adds or removes {noun}s "
@@ -118,9 +119,9 @@ def owned_problem(change: Change, prefix: str, max_name: int, *, noun: str = "gr
             )
         if len(name) > max_name or not name.strip():
             return f"{noun} {name[:40]!r}... is empty or longer than {max_name} characters"
-    both = set(change.memberships_add) & set(change.memberships_remove)
-    if both:
-        return f"{noun} {sorted(both)[0]!r} is both added and removed"
+    if removes and not set(adds).isdisjoint(removes):
+        both = sorted(set(adds) & set(removes))
+        return f"{noun} {both[0]!r} is both added and removed"
     return None
 
 

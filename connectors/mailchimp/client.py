@@ -8,6 +8,12 @@ pool, retries honouring Retry-After, the account's concurrency cap, redaction, t
 classification table). ``MailchimpApi`` then translates the SDK's error back into ours at
 this boundary: our own errors that the SDK wrapped are unwrapped, an HTTP refusal becomes
 ``MailchimpApiError`` with Mailchimp's title and detail.
+
+Bodies go out and answers come back as JSON through orjson (``json_body``,
+``_SdkResponse.json``): a batch call carries 500 members each way (Mailchimp's answer
+echoes every member whole), and the standard library's json was a fifth of such a call's
+CPU. This SDK version hands the body it was given to ``request`` untouched (it sanitises
+only path, query and header parameters), so nothing else on its path costs per member.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 from mailchimp_marketing import ApiClient, ListsApi, PingApi
 from mailchimp_marketing.api_client import ApiClientError
 
@@ -28,6 +35,9 @@ from crmsync.errors import ConnectorError, CrmsyncError
 T = TypeVar("T")
 PAGE = 1000  # the largest ``count`` Mailchimp's collection endpoints accept
 PAGES_AT_ONCE = 20  # pages of a concurrent read fetched (and held) at a time
+# Types orjson would write where the standard library refuses them: handed back to it
+# (``json_body``), so that a body the SDK could not send before is not sent now either.
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class MailchimpApiError(ConnectorError):
@@ -70,7 +80,7 @@ class _SdkResponse:
         return self._response.text
 
     def json(self) -> Any:
-        return self._response.json()
+        return orjson.loads(self._response.content)
 
 
 class SeamApiClient(ApiClient):  # type: ignore[misc]  # the SDK ships no type hints
@@ -93,16 +103,35 @@ class SeamApiClient(ApiClient):  # type: ignore[misc]  # the SDK ships no type h
         body: Any = None,
     ) -> _SdkResponse:
         # The SDK's own headers (its Content-Type on GETs, its User-Agent) and its auth are
-        # dropped: the seam's client carries auth, and httpx sets Content-Type for JSON.
+        # dropped: the seam's client carries auth, and a body is sent as JSON here.
         del headers
+        sent: dict[str, str] = {"Accept": "application/json"}
+        content = None
+        if body is not None:
+            content = json_body(body)
+            sent["Content-Type"] = "application/json"
         response = self._http.request(
             method,
             url,
             params=dict(query_params) if query_params else None,
-            json=body,
-            headers={"Accept": "application/json"},
+            content=content,
+            headers=sent,
         )
         return _SdkResponse(response)
+
+
+def json_body(body: Any) -> bytes:
+    """``body`` as compact UTF-8 JSON, as httpx's ``json=`` writes it, ten times faster.
+
+    A body orjson refuses goes the standard library's way, which writes what it can and
+    raises for the rest, as before: datetimes and dataclasses (which orjson would write
+    and the SDK's path refused), integers past 64 bits and keys that are not strings.
+    """
+    try:
+        return orjson.dumps(body, option=_PASSTHROUGH)
+    except TypeError:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
 
 
 def call(operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:

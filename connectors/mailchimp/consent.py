@@ -49,12 +49,18 @@ def status_plan(intent: ConsentIntent, not_subscribed: NotSubscribed) -> StatusP
       not added at all, as configured; existing members keep their status.
     """
     if intent is ConsentIntent.SUBSCRIBE_IF_NEW:
-        return StatusPlan("subscribed")
+        return _SUBSCRIBE_IF_NEW
     if intent is ConsentIntent.UNSUBSCRIBE:
-        return StatusPlan("unsubscribed", "unsubscribed")
+        return _UNSUBSCRIBE
     if not_subscribed == "skip":
         return None
-    return StatusPlan("transactional")
+    return _TRANSACTIONAL_IF_NEW
+
+
+# the three plans there are, made once: this is asked twice for each person of a push
+_SUBSCRIBE_IF_NEW = StatusPlan("subscribed")
+_UNSUBSCRIBE = StatusPlan("unsubscribed", "unsubscribed")
+_TRANSACTIONAL_IF_NEW = StatusPlan("transactional")
 
 
 def mailchimp_time(moment: datetime) -> str:

@@ -196,14 +196,15 @@ class MailchimpDestination:
                 Outcome.REJECTED,
                 message="not sent: no recorded e-mail opt-in and not_subscribed = 'skip'",
             )
-        member_id = subscriber_hash(change.email)
-        if member_id in seen:
+        # the address as Mailchimp keys it (its member id is this text's MD5)
+        member = change.email.strip().lower()
+        if member in seen:
             return PushResult(
                 key,
                 Outcome.REJECTED,
-                message=f"same e-mail address as {seen[member_id]} in this batch",
+                message=f"same e-mail address as {seen[member]} in this batch",
             )
-        seen[member_id] = key
+        seen[member] = key
         return None
 
     def _encode(self, tag: str, value: Any) -> Any:

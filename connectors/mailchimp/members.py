@@ -87,20 +87,20 @@ def read_answer(answer: Mapping[str, Any], sent: Sequence[str]) -> dict[str, Mem
     Members appear in ``new_members``/``updated_members`` (OK, with their id) or in
     ``errors``; an address the answer does not mention is a FAILED, never assumed done.
     """
-    results: dict[str, MemberResult] = {}
+    found: dict[str, MemberResult] = {}
     for key in ("new_members", "updated_members"):
         for member in answer.get(key) or ():
             email = str(member.get("email_address", "")).lower()
-            remote = str(member.get("id") or subscriber_hash(email))
-            results[email] = MemberResult(Outcome.OK, remote_id=remote)
+            found[email] = MemberResult(Outcome.OK, str(member.get("id") or subscriber_hash(email)))
     for error in answer.get("errors") or ():
-        email = str(error.get("email_address", "")).lower()
-        results[email] = classify_member_error(error)
+        found[str(error.get("email_address", "")).lower()] = classify_member_error(error)
     out: dict[str, MemberResult] = {}
     for email in sent:
         key = email.lower()
-        out[key] = results.get(
-            key,
-            MemberResult(Outcome.FAILED, message="Mailchimp's answer did not mention this member"),
-        )
+        out[key] = found.get(key, _UNMENTIONED)
     return out
+
+
+_UNMENTIONED = MemberResult(
+    Outcome.FAILED, message="Mailchimp's answer did not mention this member"
+)

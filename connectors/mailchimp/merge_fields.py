@@ -7,7 +7,8 @@ returns the fields to create (and dropdowns whose choices must grow), or raises
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -149,26 +150,25 @@ def existing_field(item: Mapping[str, Any]) -> ExistingField:
 def encode(value: Any, mc_type: str | None) -> Any:
     """A mapped value as Mailchimp takes it for a field of ``mc_type`` (None: unknown).
 
-    None becomes "" so a value the profile lost is cleared in Mailchimp as well.
+    None becomes "" so a value the profile lost is cleared in Mailchimp as well, and so
+    does a number that is not finite (NaN has no JSON form, and is no value either).
+
+    Every field of every person of a push comes through here, so the value's exact type
+    picks its conversion in one look-up; subclasses and containers take the general way.
     """
-    if value is None:
-        return ""
-    if mc_type == "birthday" and isinstance(value, date):
-        return value.strftime("%m/%d")
-    if mc_type == "address" and isinstance(value, Mapping):
+    convert = _BY_TYPE.get(type(value))
+    if convert is not None:
+        return convert(value, mc_type)
+    if isinstance(value, Mapping) and mc_type == "address":
         return {str(k): "" if v is None else str(v) for k, v in value.items()}
     if isinstance(value, bool):  # before numbers: bool is an int
-        return "true" if value else "false"
-    if isinstance(value, datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        day = moment.astimezone(UTC).date()
-        return day.isoformat() if mc_type in (None, "date") else moment.isoformat()
+        return _bool(value, mc_type)
+    if isinstance(value, datetime):  # before dates: a datetime is a date
+        return _datetime(value, mc_type)
     if isinstance(value, date):
-        return value.isoformat()
+        return _date(value, mc_type)
     if isinstance(value, int | float | Decimal):
-        if mc_type in (None, "number"):
-            return _number(value)
-        return str(value)
+        return _number(value, mc_type)
     if isinstance(value, set | frozenset):
         return ", ".join(sorted(str(item) for item in value))
     if isinstance(value, list | tuple):
@@ -176,8 +176,55 @@ def encode(value: Any, mc_type: str | None) -> Any:
     return str(value)
 
 
-def _number(value: int | float | Decimal) -> int | float:
+def _text(value: str, mc_type: str | None) -> str:
+    return value
+
+
+def _none(value: None, mc_type: str | None) -> str:
+    return ""
+
+
+def _bool(value: bool, mc_type: str | None) -> str:
+    return "true" if value else "false"
+
+
+def _date(value: date, mc_type: str | None) -> str:
+    if mc_type == "birthday":
+        return _month_day(value)
+    return value.isoformat()
+
+
+def _datetime(value: datetime, mc_type: str | None) -> str:
+    if mc_type == "birthday":  # the day as the value states it, as for a date
+        return _month_day(value)
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    day = moment.astimezone(UTC).date()
+    return day.isoformat() if mc_type in (None, "date") else moment.isoformat()
+
+
+def _month_day(value: date) -> str:
+    """Mailchimp's birthday, MM/DD (formatted by hand: strftime takes three times longer)."""
+    return f"{value.month:02d}/{value.day:02d}"
+
+
+def _number(value: int | float | Decimal, mc_type: str | None) -> int | float | str:
+    if mc_type not in (None, "number"):
+        return str(value)
     if isinstance(value, int):
         return value
     number = float(value)
+    if not math.isfinite(number):
+        return ""
     return int(number) if number.is_integer() and abs(number) < 2**53 else number
+
+
+_BY_TYPE: dict[type, Callable[[Any, str | None], Any]] = {
+    str: _text,
+    type(None): _none,
+    bool: _bool,
+    int: _number,
+    float: _number,
+    Decimal: _number,
+    date: _date,
+    datetime: _datetime,
+}

@@ -13,8 +13,8 @@ existing member's status is only changed by ``status``, and never raised out of
 ``unsubscribed``/``cleaned``); per-member errors (invalid address, invalid merge values,
 compliance state, forgotten addresses); merge fields with types; static segments (tags)
 with batch add/remove; archive and permanent deletion; 500 members per call; at most 10
-requests in flight per key (429 beyond). Faults (5xx, 429), storms and latency are
-injectable; call counters are public.
+requests in flight per key (429 beyond). Faults (5xx, 429), storms and latency (the time
+each call takes, the fake's own work included) are injectable; call counters are public.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 import pytest
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
@@ -389,39 +390,56 @@ class FakeMailchimp:
         try:
             if self.gate is not None:
                 self.gate.wait(10)
-            if self.latency:
-                time.sleep(self.latency)
-            request = _SpecRequest(
-                method.lower(),
-                split.path,
-                query,
-                headers,
-                body or None,
-                headers.get("content-type", "application/json"),
-            )
-            if self.validate:
-                problem = spec_problem(request)
-                if problem is not None:
-                    self._violation(f"{method} {split.path}: {problem}")
-                    return _problem(400, "Invalid Resource", f"spec violation: {problem[:300]}")
-            fault = self._next_fault(method, route)
-            if fault is not None and not fault.after:
-                return _fault_answer(fault)
-            answer = self._dispatch(route, params, method, dict(query), body)
-            if fault is not None:
-                return _fault_answer(fault)
-            # 204s are not checked: the converted spec gives them an empty "content" map,
-            # which openapi-core reads as "a body is required".
-            if self.validate and answer[0] != 204 and self._check_response(method, route):
-                status, head, data = answer
-                problem = spec_problem(
-                    request, _SpecResponse(status, data or None, head["Content-Type"], head)
-                )
-                if problem is not None:
-                    self._violation(f"response to {method} {split.path}: {problem}")
+            started = time.perf_counter()
+            answer = self._answer(method, split.path, query, headers, body, route, params)
+            # ``latency`` is the time a call takes, the fake's own work included (as a
+            # vendor's answer time is): that work, done one call at a time under this
+            # process's GIL, must not lengthen the calls the benches compare with it
+            time.sleep(max(0.0, self.latency - (time.perf_counter() - started)))
             return answer
         finally:
             self._leave()
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes,
+        route: str | None,
+        params: dict[str, str],
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The answer to an admitted request: validated, faulted or dispatched."""
+        request = _SpecRequest(
+            method.lower(),
+            path,
+            query,
+            headers,
+            body or None,
+            headers.get("content-type", "application/json"),
+        )
+        if self.validate:
+            problem = spec_problem(request)
+            if problem is not None:
+                self._violation(f"{method} {path}: {problem}")
+                return _problem(400, "Invalid Resource", f"spec violation: {problem[:300]}")
+        fault = self._next_fault(method, route)
+        if fault is not None and not fault.after:
+            return _fault_answer(fault)
+        answer = self._dispatch(route, params, method, dict(query), body)
+        if fault is not None:
+            return _fault_answer(fault)
+        # 204s are not checked: the converted spec gives them an empty "content" map,
+        # which openapi-core reads as "a body is required".
+        if self.validate and answer[0] != 204 and self._check_response(method, route):
+            status, head, data = answer
+            problem = spec_problem(
+                request, _SpecResponse(status, data or None, head["Content-Type"], head)
+            )
+            if problem is not None:
+                self._violation(f"response to {method} {path}: {problem}")
+        return answer
 
     def _dispatch(
         self,
@@ -436,7 +454,7 @@ class FakeMailchimp:
             self._violation(f"{method} {route}: not implemented by the fake")
             return _problem(404, "Resource Not Found", "not implemented by the fake")
         try:
-            payload = json.loads(body) if body else None
+            payload = orjson.loads(body) if body else None
             with self._lock:
                 status, result = handler(self, params, query, payload)
         except ApiError as exc:
@@ -446,7 +464,7 @@ class FakeMailchimp:
         return (
             status,
             {"Content-Type": "application/json; charset=utf-8"},
-            json.dumps(result).encode(),
+            orjson.dumps(result),
         )
 
     def _authorised(self, header: str) -> bool:
@@ -570,8 +588,11 @@ class FakeMailchimp:
         audience.segment_members[sid] = set()
         return sid
 
-    def _merge_problem(self, audience: FakeList, values: dict[str, Any]) -> tuple[str, str] | None:
-        fields = {f["tag"]: f for f in audience.merge_fields}
+    def _merge_problem(
+        self, fields: dict[str, dict[str, Any]], values: dict[str, Any]
+    ) -> tuple[str, str] | None:
+        """Why these merge values are refused (tag, reason); ``fields`` by tag, made once
+        per call by ``_field_index``."""
         for tag, value in values.items():
             found = fields.get(tag)
             if found is None:
@@ -704,10 +725,20 @@ def _compliance(email: str) -> MemberError:
     )
 
 
+def _field_index(audience: FakeList) -> dict[str, dict[str, Any]]:
+    """The audience's merge fields by tag, for ``_merge_problem``."""
+    return {f["tag"]: f for f in audience.merge_fields}
+
+
 def _apply_entry(
-    fake: FakeMailchimp, audience: FakeList, entry: dict[str, Any], update: bool
+    fake: FakeMailchimp,
+    audience: FakeList,
+    entry: dict[str, Any],
+    update: bool,
+    fields: dict[str, dict[str, Any]],
 ) -> tuple[bool, dict[str, Any]]:
-    """Applies one batch entry; (created?, member) or MemberError."""
+    """Applies one batch entry; (created?, member) or MemberError. ``fields``: the
+    audience's merge fields by tag (``_field_index``)."""
     email = entry.get("email_address", "")
     member_id = subscriber_hash(email)
     values = entry.get("merge_fields") or {}
@@ -719,7 +750,7 @@ def _apply_entry(
         )
     if email.lower() in fake.compliance_emails:
         raise _compliance(email)
-    bad = fake._merge_problem(audience, values)
+    bad = fake._merge_problem(fields, values)
     if bad is not None:
         raise MemberError("Your merge fields were invalid.", fld=bad[0], message=bad[1])
     existing = audience.members.get(member_id)
@@ -764,13 +795,16 @@ def _batch_subscribe(
     updated: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
+    fields = _field_index(audience)
+    update = bool(body.get("update_existing"))
     for entry in members:
         email = entry.get("email_address", "")
         try:
-            if subscriber_hash(email) in seen:
+            member_id = subscriber_hash(email)
+            if member_id in seen:
                 raise MemberError(f"{email} appears more than once in this batch.")
-            seen.add(subscriber_hash(email))
-            new, member = _apply_entry(fake, audience, entry, bool(body.get("update_existing")))
+            seen.add(member_id)
+            new, member = _apply_entry(fake, audience, entry, update, fields)
         except MemberError as exc:
             errors.append({"email_address": email, **exc.entry})
             continue
@@ -828,7 +862,7 @@ def _put_member(
     if subscriber_hash(body.get("email_address", "")) != params["subscriber_hash"]:
         raise ApiError(400, "Invalid Resource", "The subscriber hash does not match the address.")
     try:
-        _, member = _apply_entry(fake, audience, body, update=True)
+        _, member = _apply_entry(fake, audience, body, True, _field_index(audience))
     except MemberError as exc:
         raise ApiError(400, "Invalid Resource", exc.entry["error"]) from exc
     view = ("id", "email_address", "unique_email_id", "status", "merge_fields", "list_id")
