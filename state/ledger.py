@@ -407,9 +407,17 @@ def opted_out(
     conn: Connection, emails: Sequence[str], scopes: Sequence[str], channel: str = "email"
 ) -> set[str]:
     """Which of these e-mails are already recorded as opted out of ``channel`` (latest
-    state) in scope."""
+    state) in scope.
+
+    Both look-ups seek by the e-mail (the customers' e-mail index, the events' person key
+    ``e:<email>``), and staged customers' sources are checked here rather than in SQL:
+    with ``source IN (...)`` in the query SQLite walks the whole source in the primary key
+    instead, 0.15 s per thousand e-mails at 100,000 customers, which a consent read-back
+    paid for every thousand opt-outs it read (most of them already known).
+    """
     if not emails:
         return set()
+    in_scope = set(scopes)
     c, e = schema.customers, schema.consent_events
     state_column = c.c.email_consent if channel == "email" else c.c.sms_consent
     at_column = c.c.email_consent_at if channel == "email" else c.c.sms_consent_at
@@ -421,15 +429,18 @@ def opted_out(
             latest[email] = entry
 
     staged = conn.execute(
-        select(c.c.email, state_column, at_column, c.c.updated_at).where(
-            c.c.email.in_(emails), c.c.source.in_(scopes), state_column != "none"
+        select(c.c.source, c.c.email, state_column, at_column, c.c.updated_at).where(
+            c.c.email.in_(emails), state_column != "none"
         )
     )
-    for email, state, at, updated in staged:
-        note(email, at or updated, state)
+    for source, email, state, at, updated in staged:
+        if source in in_scope:
+            note(email, at or updated, state)
     events = conn.execute(
         select(e.c.email, e.c.state, e.c.occurred_at).where(
-            e.c.email.in_(emails), e.c.source.in_(scopes), e.c.channel == channel
+            e.c.person_key.in_([f"e:{email}" for email in emails]),
+            e.c.source.in_(scopes),
+            e.c.channel == channel,
         )
     )
     for email, state, at in events:

@@ -1,0 +1,78 @@
+"""A run that finds nothing changed costs next to nothing: it imports no module that only
+other commands, other connectors, another database or values it did not read need (start-up
+is most of such a run), and it has the database do no upkeep for rows it did not write."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from state.store import Store
+from tests.e2e import AS_OF, make_site
+
+# each costs a run tens of milliseconds to import, for nothing when it reads nothing
+NOT_NEEDED = (
+    "alembic",  # migrations: the database is at the newest revision
+    "apscheduler",  # schedules: `serve`, and validating a configured schedule
+    "email_validator",  # e-mail addresses that are not plain: none read
+    "rich",  # progress on a terminal
+    "httpx",  # HTTP connectors: none configured
+    "mailchimp_marketing",
+    "sqlalchemy.dialects.postgresql",  # a SQLite state
+)
+
+RUN_AND_LIST_MODULES = """
+import json, sys
+from crmsync.cli import main
+main(sys.argv[1:], standalone_mode=False)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_run_that_reads_nothing_imports_only_what_it_uses(tmp_path: Path) -> None:
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=30)
+    assert site.run_json()["status"] == "succeeded"  # the first run: migrates, reads
+    args = ["run", "--config", str(site.config), "--as-of", AS_OF, "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_MODULES, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    report_text, modules_text = done.stdout.rsplit("\n[", 1)
+    report = json.loads(report_text)[0]
+    assert report["status"] == "succeeded", report
+    assert all(stream["not_read"] for stream in report["pulled"].values()), report["pulled"]
+    assert set(report["people"]["out"]) == {"unchanged"}, report["people"]
+    modules = set(json.loads("[" + modules_text))
+    assert "crmsync.pipeline" in modules  # the list is of the run's own process
+    loaded = [name for name in NOT_NEEDED if name in modules]
+    assert loaded == [], loaded
+
+
+def test_statistics_count_the_rows_a_run_wrote_not_the_people_it_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL re-analyses the plan tables after a run wrote enough of them; a run that
+    kept everyone's plan wrote none, however many people the pipeline has."""
+    refreshed: list[tuple[str, int]] = []
+    real = Store.refresh_statistics
+
+    def noted(self: Store, written: str, *, changed: int) -> Any:
+        refreshed.append((written, changed))
+        return real(self, written, changed=changed)
+
+    monkeypatch.setattr(Store, "refresh_statistics", noted)
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=30)
+    first = site.run_json()
+    assert ("plans", first["profiles"]) in refreshed  # everyone planned and sent
+    refreshed.clear()
+    again = site.run_json()
+    assert again["profiles_kept"] == again["profiles"] > 0
+    assert refreshed == [("staging", 0), ("plans", 0)]
