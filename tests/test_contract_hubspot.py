@@ -35,6 +35,7 @@ class HubSpotVendor:
             "access_token": f"${{{TOKEN_VARIABLE}}}",
             "base_url": self.fake.base_url,
             "batch_size": 20,  # several pushes for the crash scenario
+            "lists": True,
             "http": {
                 "retry": {"backoff_initial": 0.01, "backoff_max": 0.05},
                 "rate": {"max_concurrency": 2},
@@ -50,6 +51,14 @@ class HubSpotVendor:
                 frozenset(v for v in self.fake.values(email, SEGMENTS) if v.startswith(PREFIX)),
             )
             for email in self.fake.contacts()
+        }
+
+    def lists(self) -> dict[str, frozenset[str]]:
+        """Contacts not archived, with the owned lists they are in."""
+        in_lists = self.fake.memberships()
+        return {
+            email: frozenset(n for n in in_lists.get(contact.id, ()) if n.startswith(PREFIX))
+            for email, contact in self.fake.contacts().items()
         }
 
     def writes(self) -> int:
@@ -99,3 +108,17 @@ class TestHubSpotContract(DestinationContract, RefusalContract):
         self.holds(vendor, site)
         found = vendor.fake.contact(person)
         assert found is not None and found.properties.get("hs_email_optout") == "true"
+
+    def test_at_the_end_of_each_run_the_lists_hold_what_the_options_hold(
+        self, vendor: Vendor, site: ContractSite
+    ) -> None:
+        """Options are written with the upserts, list moves gathered over the run: once a
+        run has ended both say the same, through a change that moves people too."""
+        assert isinstance(vendor, HubSpotVendor)
+        site.run()
+        options = {email: c.memberships for email, c in vendor.contacts().items()}
+        assert any(options.values()) and vendor.lists() == options
+        site.add_order(sorted(site.ledger())[0], total="90000.00")
+        site.run()
+        options = {email: c.memberships for email, c in vendor.contacts().items()}
+        assert vendor.lists() == options

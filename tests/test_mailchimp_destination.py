@@ -619,7 +619,9 @@ def test_calls_go_through_the_seam_not_the_sdks_own_requests(
 
 
 def test_concurrency_stays_within_max_connections(mailchimp_fake: FakeMailchimp) -> None:
-    mailchimp_fake.latency = 0.02
+    # a call takes this long, the fake's own checking included: long enough beside that
+    # checking for three calls to overlap even on a loaded machine
+    mailchimp_fake.latency = 0.1
     destination = make(mailchimp_fake, max_connections=3, batch_size=50)
     try:
         results = push(

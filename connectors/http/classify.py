@@ -41,7 +41,17 @@ Classifier = Callable[[httpx.Response | None, BaseException | None], Classificat
 
 _RETRY_AFTER_STATUSES = frozenset({408, 425, 429})
 _RESET_HEADERS = ("x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset")
-_REMAINING_HEADERS = ("x-ratelimit-remaining", "ratelimit-remaining", "x-rate-limit-remaining")
+_REMAINING_HEADERS = (
+    "x-ratelimit-remaining",
+    "ratelimit-remaining",
+    "x-rate-limit-remaining",
+    "x-hubspot-ratelimit-remaining",  # HubSpot's rolling 10-second window
+)
+# A rolling window's length and size (HubSpot): no reset time, since no moment frees the
+# window at once; a slot frees, on average, every interval / max.
+_INTERVAL_HEADER = "x-hubspot-ratelimit-interval-milliseconds"
+_WINDOW_MAX_HEADER = "x-hubspot-ratelimit-max"
+_DAILY_REMAINING_HEADER = "x-hubspot-ratelimit-daily-remaining"
 _EPOCH_THRESHOLD = 1_000_000_000  # a reset value this large is a Unix time, not a delay
 
 _DNS_HINTS = (
@@ -243,6 +253,32 @@ def rate_limit_remaining(response: httpx.Response) -> float | None:
         except ValueError:
             continue
     return None
+
+
+def rate_limit_spacing(response: httpx.Response) -> float | None:
+    """Seconds between two requests at the most a rolling window allows (its interval over
+    its size), when the vendor states both: how long a full window makes the client wait
+    for the next free slot if it keeps to the limit."""
+    interval = _number(response.headers.get(_INTERVAL_HEADER))
+    most = _number(response.headers.get(_WINDOW_MAX_HEADER))
+    if interval is None or not most or most <= 0:
+        return None
+    return max(0.0, interval / 1000.0 / most)
+
+
+def daily_remaining(response: httpx.Response) -> int | None:
+    """Requests the account has left today, when the vendor says (HubSpot's private apps)."""
+    value = _number(response.headers.get(_DAILY_REMAINING_HEADER))
+    return None if value is None else max(0, int(value))
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value.strip())
+    except ValueError:
+        return None
 
 
 def _server_now(response: httpx.Response) -> datetime:

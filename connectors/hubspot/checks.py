@@ -1,5 +1,5 @@
 """``crmsync check`` for HubSpot: the token, the read scopes, the group, the segments
-property, and the day's remaining calls.
+property, the lists, the subscription types, and the day's remaining calls.
 
 One cheap call per read scope a sync needs: the property list (``crm.schemas.contacts.read``;
 a 401 means the token itself is wrong) and a batch read of one address that cannot exist
@@ -7,7 +7,11 @@ a 401 means the token itself is wrong) and a batch read of one address that cann
 (``crm.objects.contacts.write``, ``crm.schemas.contacts.write``) cannot be tried without
 writing, so the check says so; a missing one stops the first run with a 403 naming it.
 The mapped properties are checked by every run before it writes (``prepare``): the check
-sees the destination's configuration, not the mapping.
+sees the destination's configuration, not the mapping. With ``lists``, the list search
+(``crm.lists.read``) names the owned lists and any list of an owned name that is not
+MANUAL (crmsync cannot set its members); with ``opt_out_subscriptions``, the
+subscription types are read (``communication_preferences.read``) and each named one
+must exist.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from crmsync.contract import Check
 from crmsync.errors import ConnectorError
 
 WRITE_SCOPES = "crm.objects.contacts.write, crm.schemas.contacts.write"
+LIST_WRITE = "crm.lists.write"
+PREFERENCES_WRITE = "communication_preferences.write"
 PROBE = "crmsync-check@example.invalid"  # an address no contact has
 DAILY_REMAINING = "X-HubSpot-RateLimit-Daily-Remaining"
 
@@ -40,11 +46,20 @@ def run_checks(api: HubSpotApi, config: HubSpotConfig) -> list[Check]:
         Check("scope crm.schemas.contacts.read", True),
     ]
     checks.append(_contacts_read(api))
+    if config.lists:
+        checks.append(_lists(api, config.segment_prefix))
+    if config.opt_out_subscriptions:
+        checks.append(_subscriptions(api, config.opt_out_subscriptions))
+    writes = ", ".join(
+        [WRITE_SCOPES]
+        + ([LIST_WRITE] if config.lists else [])
+        + ([PREFERENCES_WRITE] if config.opt_out_subscriptions else [])
+    )
     checks.append(
         Check(
             "write scopes",
             True,
-            f"{WRITE_SCOPES} cannot be tried without writing; a missing one stops the first "
+            f"{writes} cannot be tried without writing; a missing one stops the first "
             "run with a 403 naming it",
         )
     )
@@ -69,6 +84,54 @@ def _contacts_read(api: HubSpotApi) -> Check:
     except ConnectorError as exc:
         return Check("scope crm.objects.contacts.read", False, str(exc))
     return Check("scope crm.objects.contacts.read", True)
+
+
+def _lists(api: HubSpotApi, prefix: str) -> Check:
+    try:
+        found = api.manual_lists(prefix)
+        others = [
+            item
+            for item in api.all_lists(prefix)
+            if str(item.get("name", "")).startswith(prefix)
+            and item.get("processingType") != "MANUAL"
+        ]
+    except HubSpotAccessError as exc:
+        return _missing("crm.lists.read", exc)
+    except ConnectorError as exc:
+        return Check("scope crm.lists.read", False, str(exc))
+    if others:
+        names = ", ".join(sorted(str(item.get("name")) for item in others)[:5])
+        return Check(
+            "lists",
+            False,
+            f"{names}: named like crmsync's lists but not MANUAL, so crmsync cannot set "
+            "their members: rename them in HubSpot, or change segment_prefix",
+        )
+    owned = sum(1 for item in found if str(item.get("name", "")).startswith(prefix))
+    return Check(
+        "lists",
+        True,
+        f"{owned} MANUAL list(s) named {prefix}*; more are created as segments appear",
+    )
+
+
+def _subscriptions(api: HubSpotApi, wanted: tuple[str, ...]) -> Check:
+    try:
+        known = {str(item.get("id")): str(item.get("name")) for item in api.subscription_types()}
+    except HubSpotAccessError as exc:
+        return _missing("communication_preferences.read", exc)
+    except ConnectorError as exc:
+        return Check("subscription types", False, str(exc))
+    missing = [ident for ident in wanted if ident not in known]
+    if missing:
+        return Check(
+            "subscription types",
+            False,
+            f"no subscription type {missing[0]} in HubSpot: fix opt_out_subscriptions "
+            f"(known: {', '.join(f'{k} {v}' for k, v in sorted(known.items())[:10])})",
+        )
+    named = ", ".join(known[ident] for ident in wanted)
+    return Check("subscription types", True, f"platform opt-outs unsubscribe from {named}")
 
 
 def _segments(existing: list[Existing], name: str) -> Check:

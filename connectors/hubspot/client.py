@@ -7,6 +7,12 @@ A 401 or 403 becomes ``HubSpotAccessError`` with HubSpot's own message (a 403 na
 missing scope); any other refusal becomes ``HubSpotApiError`` with HubSpot's error body
 (``status``, ``message``, ``correlationId``, ``category`` and, for CRM objects, the
 ``errors`` with a ``code`` each).
+
+The day's calls: the account's budget keeps ``daily_reserve`` of them back (the seam's
+``keep_daily``, fed by ``X-HubSpot-RateLimit-Daily-Remaining``), and a 429 of HubSpot's
+``DAILY`` policy is not retried (each try would be refused until midnight). Either
+becomes ``DailyLimitReached``, which says when HubSpot's day ends: the destination stops
+the run there, and what it did not send goes in a run after that.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -27,20 +35,54 @@ from connectors.http import (
     HttpClient,
     classify_with,
 )
+from connectors.http.budget import QuotaSpent
 from connectors.http.retry import Sleep
-from connectors.hubspot.config import HubSpotConfig
-from crmsync.errors import AuthError, ConnectorError
+from connectors.hubspot.config import WINDOW_MARGIN, WINDOW_SECONDS, HubSpotConfig, RateLimits
+from crmsync.errors import AuthError, ConnectorError, TransientError
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
 GROUPS = "/crm/v3/properties/contacts/groups"
+LISTS = "/crm/v3/lists"
+PREFERENCES = "/communication-preferences/v3"
+CONTACT_TYPE = "0-1"  # HubSpot's object type id of contacts
+DAILY_POLICY = "DAILY"  # the policyName of a 429 that lasts until midnight
+LIST_PAGE = 100  # lists per search page
 
-_REFUSALS = classify_with(
+_BY_STATUS = classify_with(
     {
         401: Classification(Decision.RECORD_FAILURE, "HTTP 401: the access token was refused"),
         403: Classification(Decision.RECORD_FAILURE, "HTTP 403: the token lacks a scope"),
     }
 )
+_DAILY = Classification(Decision.RECORD_FAILURE, "HTTP 429: HubSpot's daily limit is reached")
+
+
+def _classify(response: httpx.Response | None, error: BaseException | None) -> Classification:
+    """The seam's table, but 401/403 and a 429 of the DAILY policy are read here: no retry
+    can succeed before midnight, and each would spend a call."""
+    if (
+        response is not None
+        and response.status_code == 429
+        and error_body(response).get("policyName") == DAILY_POLICY
+    ):
+        return _DAILY
+    return _BY_STATUS(response, error)
+
+
+class DailyLimitReached(TransientError):
+    """HubSpot's daily limit is reached (or only the reserve is left): nothing more is
+    sent before HubSpot's day ends, which the message names."""
+
+    def __init__(self, limits: RateLimits, why: str, now: datetime | None = None) -> None:
+        moment = now or datetime.now(UTC)
+        ends = limits.day_ends(moment)
+        super().__init__(
+            f"{why}; the run stops here, and what it did not send goes in a run after "
+            f"{ends:%Y-%m-%d %H:%M} {limits.time_zone} "
+            f"({ends.astimezone(UTC):%Y-%m-%d %H:%M} UTC), when HubSpot's day starts again",
+            retry_after=(ends - moment).total_seconds(),
+        )
 
 
 class HubSpotApiError(ConnectorError):
@@ -122,17 +164,43 @@ class HubSpotApi:
     ) -> None:
         token = config.access_token.get_secret_value().strip()
         account = "hubspot:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        self.limits = config.rate_limits
         self._client = HttpClient(
             config.http_settings(),
             account=account,
             auth=BearerAuth(token),
             headers={"Accept": "application/json", "User-Agent": "crmsync"},
             secrets=[token],
-            classifier=_REFUSALS,
+            classifier=_classify,
             transport=transport,
             sleep=sleep,
             budgets=budgets,
         )
+        now = datetime.now(UTC)
+        day_left = (self.limits.day_ends(now) - now).total_seconds()
+        budget = self._client.budget
+        budget.keep_window(self.limits.per_ten_seconds, WINDOW_SECONDS + WINDOW_MARGIN)
+        budget.keep_daily(self.limits.daily_reserve, day_left)
+        self._refused_today = False  # a DAILY 429 was answered (this object lives for a run)
+
+    def daily_left(self) -> int | None:
+        """The calls HubSpot last said are left today, less those sent since (None: no
+        answer has said yet)."""
+        return self._client.budget.daily_left()
+
+    def day_over(self) -> DailyLimitReached | None:
+        """Why nothing more may be sent today (a fresh error to raise), or None: only the
+        reserve is left of the day's calls, or HubSpot answered a 429 of its DAILY policy."""
+        left = self.daily_left()
+        if self._refused_today:
+            return DailyLimitReached(self.limits, "HubSpot's daily API limit is reached (429)")
+        if left is not None and left <= self.limits.daily_reserve:
+            return DailyLimitReached(
+                self.limits,
+                f"HubSpot's daily API limit is nearly spent ({left:,} calls left today, "
+                f"{self.limits.daily_reserve:,} kept back by daily_reserve)",
+            )
+        return None
 
     def close(self) -> None:
         self._client.close()
@@ -143,7 +211,14 @@ class HubSpotApi:
         """The response (2xx or a refusal of this request); raises on 401/403."""
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
-        response = self._client.request(method, path, content=content, headers=headers)
+        try:
+            response = self._client.request(method, path, content=content, headers=headers)
+        except QuotaSpent as exc:
+            over = self.day_over()
+            raise over or DailyLimitReached(self.limits, str(exc)) from exc
+        if response.status_code == 429:  # the DAILY policy: the others were retried
+            self._refused_today = True
+            raise DailyLimitReached(self.limits, "HubSpot's daily API limit is reached (429)")
         if response.status_code in (401, 403):
             message = str(error_body(response).get("message", ""))
             raise HubSpotAccessError(response.status_code, message, f"{method} {path}")
@@ -209,6 +284,76 @@ class HubSpotApi:
     def archive(self, ids: Sequence[str]) -> None:
         """POST .../batch/archive: the contacts go to HubSpot's recycle bin (204)."""
         self.document("POST", f"{CONTACTS}/batch/archive", {"inputs": [{"id": i} for i in ids]})
+
+    def gdpr_delete(self, contact_id: str) -> None:
+        """POST .../gdpr-delete by record id (one contact a call; 204): the contact and its
+        history are deleted for good. By id only: by e-mail, an address HubSpot has no
+        contact for would be blocked from ever being used again."""
+        self.document("POST", f"{CONTACTS}/gdpr-delete", {"objectId": contact_id})
+
+    def search_contacts(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST .../search: one page of contacts matching the filters."""
+        return self.document("POST", f"{CONTACTS}/search", body)
+
+    # -- lists ---------------------------------------------------------------------
+
+    def manual_lists(self, query: str) -> list[dict[str, Any]]:
+        """Every MANUAL list whose name holds ``query`` (POST .../lists/search)."""
+        return self._lists(query, ["MANUAL"])
+
+    def all_lists(self, query: str) -> list[dict[str, Any]]:
+        """Every list whose name holds ``query``, of any processing type."""
+        return self._lists(query, [])
+
+    def _lists(self, query: str, kinds: list[str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            body: dict[str, Any] = {"query": query, "offset": offset, "count": LIST_PAGE}
+            if kinds:
+                body["processingTypes"] = kinds
+            page = self.document("POST", f"{LISTS}/search", body)
+            found += [item for item in page.get("lists") or () if isinstance(item, dict)]
+            following = page.get("offset")
+            if not page.get("hasMore") or not isinstance(following, int) or following <= offset:
+                return found
+            offset = following
+
+    def create_list(self, name: str) -> str:
+        """A MANUAL contact list; its id (HubSpot's ILS id)."""
+        body = {"name": name, "objectTypeId": CONTACT_TYPE, "processingType": "MANUAL"}
+        made = self.document("POST", LISTS, body).get("list") or {}
+        if not made.get("listId"):
+            raise HubSpotApiError(200, "UNREADABLE", f"no listId for the new list {name!r}")
+        return str(made["listId"])
+
+    def move_members(self, list_id: str, add: Sequence[str], remove: Sequence[str]) -> set[str]:
+        """PUT .../memberships/add-and-remove: record ids in and out of a MANUAL list; the
+        ids HubSpot has no record for (not moved)."""
+        body = {"recordIdsToAdd": list(add), "recordIdsToRemove": list(remove)}
+        path = f"{LISTS}/{quote(list_id, safe='')}/memberships/add-and-remove"
+        answer = self.document("PUT", path, body)
+        return {str(i) for i in answer.get("recordIdsMissing") or ()}
+
+    # -- communication preferences -----------------------------------------------------
+
+    def subscription_types(self) -> list[dict[str, Any]]:
+        """The account's subscription types (GET .../definitions)."""
+        found = self.document("GET", f"{PREFERENCES}/definitions")
+        listed = found.get("subscriptionDefinitions")
+        return [item for item in listed or () if isinstance(item, dict)]
+
+    def subscription_statuses(self, email: str) -> list[dict[str, Any]]:
+        """One address's status per subscription type (GET .../status/email/{address})."""
+        found = self.document("GET", f"{PREFERENCES}/status/email/{quote(email, safe='@')}")
+        listed = found.get("subscriptionStatuses")
+        return [item for item in listed or () if isinstance(item, dict)]
+
+    def unsubscribe(self, email: str, subscription_id: str) -> httpx.Response:
+        """POST .../unsubscribe from one subscription type; the caller reads a refusal
+        (HubSpot refuses to unsubscribe an address that is not subscribed)."""
+        body = {"emailAddress": email, "subscriptionId": subscription_id}
+        return self.send("POST", f"{PREFERENCES}/unsubscribe", body)
 
 
 def _results(document: Mapping[str, Any]) -> list[dict[str, Any]]:

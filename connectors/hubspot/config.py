@@ -2,27 +2,34 @@
 
 HubSpot limits a private app per account by a rolling 10-second window and by a day
 (100 per 10 s and 250,000 a day on Free and Starter; 190 and 625,000 on Professional
-and Enterprise), counted over every call, so one budget covers the whole account: a
-token bucket that never lets a 10-second span exceed the window. The defaults are the
-lowest tier's, which are safe on every tier.
+and Enterprise), counted over every call, so one budget covers the whole account. The
+seam's budget keeps the window exactly (``keep_window``: a try starts once the one
+``per_ten_seconds`` tries before it is 10 s old, plus a little margin for the network's
+jitter), so a long run goes at the window's full rate, and keeps the day's calls
+(``keep_daily``): a run stops before it would spend the ``daily_reserve``, and says when
+HubSpot's day ends (midnight in the account's time zone). The defaults are the lowest
+tier's, which are safe on every tier.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 from typing import ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from connectors.http import HttpOptions, HttpSettings, RateSettings
+from connectors.http import HttpOptions, HttpSettings
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError
 
 BASE_URL = "https://api.hubapi.com"
 TIMEOUT = 60.0  # seconds, unless [http] says otherwise: a batch of 100 contacts takes a while
 MAX_BATCH = 100  # inputs per batch upsert, read or archive call
+MAX_LIST_BATCH = 100_000  # record ids per list membership call
 WINDOW_SECONDS = 10  # HubSpot's rate window
-BURST = 10  # requests the bucket lets out back to back
+WINDOW_MARGIN = 0.25  # seconds added to the window, for the network's jitter
 # HubSpot's internal names: a lower-case letter, then lower-case letters, digits and "_"
 INTERNAL_NAME = re.compile(r"[a-z][a-z0-9_]{0,99}")
 
@@ -34,7 +41,7 @@ class RateLimits(BaseModel):
 
     per_ten_seconds: int = Field(
         100,
-        ge=2 * BURST,
+        ge=10,
         description=(
             "Requests per rolling 10 seconds (100 Free/Starter, 190 Professional/Enterprise)."
         ),
@@ -44,15 +51,37 @@ class RateLimits(BaseModel):
         ge=1,
         description="Requests per day (250,000 Free/Starter, 625,000 Professional/Enterprise).",
     )
+    daily_reserve: int = Field(
+        1_000,
+        ge=0,
+        description=(
+            "Calls a day crmsync leaves to the account's other apps and to people: a run "
+            "stops before HubSpot's count of the day's calls left falls below this."
+        ),
+    )
+    time_zone: str = Field(
+        "UTC",
+        description=(
+            "The HubSpot account's time zone (Settings > Account defaults), e.g. "
+            "'Europe/Istanbul': its daily limit starts again at midnight there."
+        ),
+    )
 
-    def rate(self, max_concurrency: int) -> RateSettings:
-        """A bucket of ``BURST`` tokens refilled so that no 10-second span holds more than
-        ``per_ten_seconds`` requests: BURST + 10 s x rate = per_ten_seconds."""
-        return RateSettings(
-            requests_per_second=(self.per_ten_seconds - BURST) / WINDOW_SECONDS,
-            burst=BURST,
-            max_concurrency=max_concurrency,
-        )
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone name") from exc
+        return value
+
+    def day_ends(self, now: datetime) -> datetime:
+        """When HubSpot's day that holds ``now`` ends: the next midnight in the account's
+        time zone (aware, in that zone)."""
+        local = now.astimezone(ZoneInfo(self.time_zone))
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time())
+        return midnight.replace(tzinfo=local.tzinfo)
 
 
 class HubSpotConfig(ConnectorConfig):
@@ -85,6 +114,36 @@ class HubSpotConfig(ConnectorConfig):
     )
     batch_size: int = Field(
         MAX_BATCH, ge=1, le=MAX_BATCH, description="Contacts per batch call (HubSpot allows 100)."
+    )
+    lists: bool = Field(
+        False,
+        description=(
+            "Also keep one MANUAL contact list per segment, named like its option "
+            "('crm-vip'): created when the segment appears, members moved in and out by "
+            "record id. Lists whose names do not start with segment_prefix are never touched."
+        ),
+    )
+    list_batch: int = Field(
+        10_000,
+        ge=1,
+        le=MAX_LIST_BATCH,
+        description="Record ids per list membership call (HubSpot takes up to 100,000).",
+    )
+    opt_out_subscriptions: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Ids of the e-mail subscription types (Settings > Marketing > Email > "
+            "Subscriptions) that a platform opt-out unsubscribes the contact from; empty: "
+            "platform opt-outs are not written to HubSpot. crmsync never subscribes anyone."
+        ),
+    )
+    deletion: Literal["archive", "gdpr_delete"] = Field(
+        "archive",
+        description=(
+            "What a person deleted or redacted at the source becomes: 'archive' (HubSpot's "
+            "recycle bin, restorable for 90 days) or 'gdpr_delete' (deleted for good with "
+            "their history, HubSpot's GDPR delete)."
+        ),
     )
     rate_limits: RateLimits = Field(
         default_factory=RateLimits, description="The account's limits; the client stays within."
@@ -127,10 +186,6 @@ class HubSpotConfig(ConnectorConfig):
         return value
 
     def http_settings(self) -> HttpSettings:
-        """The seam's settings, with the account's rate budget."""
-        settings = self.http.settings(self.base_url.rstrip("/"), default_timeout=TIMEOUT)
-        rate = self.rate_limits.rate(self.http.rate.max_concurrency)
-        ceiling = self.http.rate.requests_per_second
-        if ceiling is not None and ceiling < (rate.requests_per_second or ceiling):
-            rate = rate.model_copy(update={"requests_per_second": ceiling})
-        return settings.model_copy(update={"rate": rate})
+        """The seam's settings: the rolling window is kept by the budget (``keep_window``);
+        a ``rate.requests_per_second`` of ``[http]`` lowers the pace further."""
+        return self.http.settings(self.base_url.rstrip("/"), default_timeout=TIMEOUT)

@@ -1,22 +1,52 @@
-"""People deleted at the source: their HubSpot contacts archived (the recycle bin).
+"""People deleted at the source: their HubSpot contacts archived (the recycle bin), or
+deleted for good with HubSpot's GDPR delete where ``deletion = "gdpr_delete"``.
 
 The ledger usually has the contact's id (``Change.remote_id``); a person whose push was
 never acknowledged has none, so their contact is looked up by e-mail first
 (``batch/read`` with ``idProperty: email``, 100 a call). A person HubSpot has no contact
 for is done: there is nothing to archive, and nothing is created just to be archived.
 Archiving an id twice is harmless, so a batch sent again after a crash does no harm.
+The GDPR delete takes one contact a call, always by id: by e-mail, HubSpot would block
+an address it has no contact for from ever being used again; a contact already gone
+(404) is done.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from connectors.hubspot.client import HubSpotApi
+from connectors.hubspot.client import HubSpotApi, HubSpotApiError
 from crmsync.contract import Change, Outcome, PushResult
 
+NOT_FOUND = 404
 
-def archive(api: HubSpotApi, chunk: Sequence[Change]) -> list[PushResult]:
-    """Archives the contacts of ``chunk`` (at most one call's worth): OK for everyone."""
+
+def archive(api: HubSpotApi, chunk: Sequence[Change], *, gdpr: bool = False) -> list[PushResult]:
+    """Archives (or GDPR-deletes) the contacts of ``chunk`` (at most one call's worth)."""
+    ids = _ids(api, chunk)
+    if ids and gdpr:
+        for ident in ids.values():
+            try:
+                api.gdpr_delete(ident)
+            except HubSpotApiError as exc:
+                if exc.status != NOT_FOUND:
+                    raise
+    elif ids:
+        api.archive(list(ids.values()))
+    done = "deleted for good (GDPR delete)" if gdpr else "archived"
+    return [
+        PushResult(
+            c.person_key,
+            Outcome.OK,
+            remote_id=ids.get(c.person_key),
+            message=done if c.person_key in ids else "no contact in HubSpot",
+        )
+        for c in chunk
+    ]
+
+
+def _ids(api: HubSpotApi, chunk: Sequence[Change]) -> dict[str, str]:
+    """Person key -> contact id, for the people HubSpot has a contact for."""
     ids = {change.person_key: change.remote_id for change in chunk if change.remote_id}
     unknown = {
         change.email.strip().lower(): change.person_key
@@ -27,6 +57,4 @@ def archive(api: HubSpotApi, chunk: Sequence[Change]) -> list[PushResult]:
         for email, ident in api.ids_by_email(list(unknown)).items():
             if email in unknown:
                 ids[unknown[email]] = ident
-    if ids:
-        api.archive([ident for ident in ids.values() if ident])
-    return [PushResult(c.person_key, Outcome.OK, remote_id=ids.get(c.person_key)) for c in chunk]
+    return {key: ident for key, ident in ids.items() if ident}

@@ -1,12 +1,18 @@
 """The ``hubspot`` destination: contacts upserted by e-mail in batches, segments as the
-options of one multiple-checkbox property, people deleted at the source archived.
+options of one multiple-checkbox property (and, with ``lists``, as MANUAL lists), people
+deleted at the source archived or GDPR-deleted, consent read back and opt-outs written.
 
 ``prepare`` makes the account fit the mapping before anything is written: crmsync's
 property group, the properties it needs (created with HubSpot's type for each mapping
 type), the segments property; a conflicting property fails the run there, naming it. A
 push screens the changes, adds the segment options its people need, and sends batch
-upserts of at most 100 contacts side by side; every answer is final at once (HubSpot
-has no asynchronous jobs here), so nothing is ever PENDING.
+upserts of at most 100 contacts side by side; a platform opt-out then unsubscribes the
+contact (``consent``). With ``lists``, the list moves of the people upserted are held
+for the run (``run_lists``): full calls go out at once, each list's last remainder when
+the core collects the run's list job at its end, and a person with a move held is
+PENDING on that job until then. When HubSpot's day's calls are spent (down to
+``daily_reserve``), push raises ``DailyLimitReached`` saying when the day ends: the core
+stops sending to HubSpot for the run, and the rest waits for a later run.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ import httpx
 from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
 from connectors.hubspot.checks import run_checks
-from connectors.hubspot.client import HubSpotApi, HubSpotApiError
+from connectors.hubspot.client import DailyLimitReached, HubSpotApi, HubSpotApiError
 from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.consent import opt_outs, record_opt_out
 from connectors.hubspot.deletions import archive
+from connectors.hubspot.lists import list_index
 from connectors.hubspot.mapping_rules import OPTION_MAX, SEPARATOR, check_mapping
 from connectors.hubspot.payloads import contact_input
 from connectors.hubspot.properties import Existing, plan
+from connectors.hubspot.run_lists import LIST_JOB, RunLists
 from connectors.hubspot.segments import SegmentOptions
 from connectors.hubspot.upserts import upsert
 from connectors.kit.chunks import chunked, send_chunks
@@ -41,13 +50,14 @@ from crmsync.contract import (
     Check,
     ConnectorConfig,
     ConnectorContext,
+    ConsentIntent,
     ConsentUpdate,
     FieldSpec,
     MappingRules,
     Outcome,
     PushResult,
 )
-from crmsync.errors import ConfigError, RecordError
+from crmsync.errors import ConfigError, RecordError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +90,8 @@ class HubSpotDestination:
             max_workers=config.http.rate.max_concurrency,
             thread_name_prefix=f"hubspot-{context.name}",
         )
+        self._lists = list_index(self._api, config.segment_prefix)
+        self._run_lists = RunLists(self._api, self._lists, config.list_batch, self._pool)
 
     def check(self) -> list[Check]:
         return run_checks(self._api, self.config)
@@ -120,6 +132,18 @@ class HubSpotDestination:
     # -- push ------------------------------------------------------------------------
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
+        over = self._api.day_over()
+        if over is not None:  # nothing is sent once the day's calls are spent
+            raise over
+        try:
+            return self._push(changes)
+        except TransientError as exc:
+            over = self._api.day_over()
+            if over is not None and not isinstance(exc, DailyLimitReached):
+                raise over from exc  # "unreachable" only for want of calls
+            raise
+
+    def _push(self, changes: Sequence[Change]) -> list[PushResult]:
         results: dict[str, PushResult] = {}
         inputs: dict[str, dict[str, Any]] = {}
         upserts: list[Change] = []
@@ -150,10 +174,13 @@ class HubSpotDestination:
                 name="HubSpot",
             )
             results.update((r.person_key, r) for r in sent)
+            if self.config.lists:
+                self._move_lists(upserts, results)
         if deletions:
+            gdpr = self.config.deletion == "gdpr_delete"
             gone = send_chunks(
                 chunked(deletions, size),
-                lambda chunk: archive(self._api, chunk),
+                lambda chunk: archive(self._api, chunk, gdpr=gdpr),
                 self._pool,
                 name="HubSpot",
             )
@@ -164,7 +191,46 @@ class HubSpotDestination:
         self, chunk: Sequence[Change], inputs: dict[str, dict[str, Any]]
     ) -> list[PushResult]:
         self._options.ensure(name for change in chunk for name in change.memberships)
-        return upsert(self._api, chunk, inputs)
+        results = upsert(self._api, chunk, inputs)
+        subscriptions = self.config.opt_out_subscriptions
+        if not subscriptions:
+            return results
+        by_key = {change.person_key: change for change in chunk}
+        return [self._opt_out(by_key.get(result.person_key), result) for result in results]
+
+    def _opt_out(self, change: Change | None, result: PushResult) -> PushResult:
+        """Records a platform opt-out of a person upserted OK; FAILED when HubSpot refused."""
+        if (
+            change is None
+            or not change.email
+            or result.outcome is not Outcome.OK
+            or change.email_intent is not ConsentIntent.UNSUBSCRIBE
+        ):
+            return result
+        problem = record_opt_out(self._api, change.email, self.config.opt_out_subscriptions)
+        if problem is None:
+            return result
+        return PushResult(result.person_key, Outcome.FAILED, result.remote_id, problem)
+
+    def _move_lists(self, upserts: Sequence[Change], results: dict[str, PushResult]) -> None:
+        """Moves the lists of the people upserted OK: a failed move turns their result
+        FAILED, a move held for a fuller call PENDING on the run's list job."""
+        upserted = [
+            (change, results[change.person_key].remote_id or "")
+            for change in upserts
+            if results[change.person_key].outcome is Outcome.OK
+        ]
+        answers = self._run_lists.move([(change, record) for change, record in upserted if record])
+        for change, record in upserted:
+            if change.person_key not in answers:
+                continue
+            reason, key = answers[change.person_key], change.person_key
+            if reason is None:
+                results[key] = PushResult(
+                    key, Outcome.PENDING, record, "lists held", self._run_lists.job
+                )
+            else:
+                results[key] = PushResult(key, Outcome.FAILED, record, reason)
 
     def _screen(self, change: Change, seen: dict[str, str]) -> PushResult | None:
         """Why this change is not sent (a result), or None when it goes out."""
@@ -186,12 +252,15 @@ class HubSpotDestination:
     # -- the rest of the contract ------------------------------------------------------
 
     def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
-        """HubSpot answers every call at once: there are no jobs to collect."""
-        return None
+        """Settles a run's list job: people upserted whose list moves were held."""
+        if job.startswith(LIST_JOB):
+            return self._run_lists.settle(job, changes)
+        message = f"unknown HubSpot job {job!r}: sent again"
+        return [PushResult(c.person_key, Outcome.FAILED, message=message) for c in changes]
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
-        """Consent is not read back from HubSpot yet (its communication preferences)."""
-        return iter(())
+        """Contacts unsubscribed from all e-mail in HubSpot, changed since ``since``."""
+        return opt_outs(self._api, since)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

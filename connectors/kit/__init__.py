@@ -9,7 +9,8 @@
 - ``memberships``: the fewest membership calls for a batch of moves, their floor, and the
   owned-prefix guard.
 - ``gather``: membership moves held across a whole run and released a full call at a
-  time, so a run of many pushes costs the per-run floor of calls.
+  time, so a run of many pushes costs the per-run floor of calls; ``run_moves``: a run's
+  held moves with the pending answers and settling that keep the ledger honest.
 
 Pure where possible; the I/O is the caller's, passed in as functions, so a vendor's
 connector keeps only what is really its own (endpoints, bodies, error texts).

@@ -22,8 +22,8 @@ class Gathered:
     """Held moves by group: adds and removes, each an ordered set of member ids.
 
     ``paired``: one call carries a group's adds and removes together (Mailchimp's
-    static-segment batch), so a call is full when either side fills it; otherwise adds
-    and removes go in calls of their own (Klaviyo, HubSpot).
+    static-segment batch, HubSpot's add-and-remove), so a call is full when either side
+    fills it; otherwise adds and removes go in calls of their own (Klaviyo).
     """
 
     def __init__(self, batch_size: int, *, paired: bool) -> None:

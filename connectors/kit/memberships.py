@@ -1,12 +1,12 @@
 """Membership calls: which calls a batch of moves needs, as few as possible, and the guard.
 
 Vendors move people in and out of a group in batches, per group: Mailchimp's static
-segment call takes up to 500 ``members_to_add`` *and* 500 ``members_to_remove`` at once
-(paired), Klaviyo's and HubSpot's relationship calls take either adds or removes (not
-paired). Grouping every person's moves by group therefore needs, per group,
-max(⌈adds/n⌉, ⌈removes/n⌉) calls when paired and ⌈adds/n⌉ + ⌈removes/n⌉ when not,
-which is the floor. Where a group's create call carries its first members, those adds
-need no call at all. Pure functions; the I/O is the connector's.
+segment call takes up to 500 ``members_to_add`` *and* 500 ``members_to_remove`` at once,
+and so does HubSpot's lists ``add-and-remove`` (paired); Klaviyo's relationship calls take
+either adds or removes (not paired). Grouping every person's moves by group therefore
+needs, per group, max(⌈adds/n⌉, ⌈removes/n⌉) calls when paired and ⌈adds/n⌉ +
+⌈removes/n⌉ when not, which is the floor. Where a group's create call carries its first
+members, those adds need no call at all. Pure functions; the I/O is the connector's.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def plan_membership_calls(
     members in the order of the moves (each once per group and direction).
 
     ``paired``: one call may carry adds and removes of one group together (Mailchimp's
-    static-segment batch); otherwise a call carries only adds or only removes (Klaviyo,
-    HubSpot relationship calls).
+    static-segment batch, HubSpot's add-and-remove); otherwise a call carries only adds or
+    only removes (Klaviyo's relationship calls).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")

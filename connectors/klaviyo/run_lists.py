@@ -23,12 +23,11 @@ removing one, twice is harmless.
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 
-from connectors.kit import Gathered, MembershipCall, Move
+from connectors.kit import Move
+from connectors.kit.run_moves import Held, RunMoves
 from connectors.klaviyo.lists import KlaviyoLists
 from crmsync.contract import Change, Outcome, PushResult
 from crmsync.errors import TransientError
@@ -40,38 +39,23 @@ Finder = Callable[[Sequence[Change]], Mapping[str, str]]
 
 
 class RunLists:
-    """One run's held list moves, and the failures of people answered PENDING."""
+    """One run's held list moves (the kit's ``RunMoves``, by profile id)."""
 
     def __init__(self, lists: KlaviyoLists, batch_size: int, pool: Executor, find: Finder) -> None:
-        self._lists, self._pool, self._find = lists, pool, find
-        self.job = LIST_JOB + uuid.uuid4().hex  # one per destination, so one per run
-        self._held = Gathered(batch_size, paired=False)
-        self._failed: dict[str, str] = {}  # profile id -> why a move failed (PENDING people)
-        self._closed = False  # this run's job was settled: moves go out at once from now
-        self._lock = threading.Lock()  # a push and a collect of one run could overlap
+        self._find = find
+        self._moves = RunMoves(
+            lambda calls: lists.apply(calls, pool),
+            batch_size,
+            paired=False,
+            prefix=LIST_JOB,
+            noun="list",
+        )
+        self.job = self._moves.job
 
-    def move(
-        self, moves: Sequence[Move]
-    ) -> tuple[dict[str, str], list[TransientError | None], set[str]]:
+    def move(self, moves: Sequence[Move]) -> Held:
         """Holds these (profile id, lists to join, lists to leave) moves and sends every
-        call now full (everything, once the run's job is settled).
-
-        Returns (profile id -> why a move of theirs failed, each call's transient error,
-        the profile ids of these moves still held: their people are PENDING).
-        """
-        with self._lock:
-            self._held.add(moves)
-            calls = self._held.rest() if self._closed else self._held.full()
-            failed, transients = self._send(calls)
-            waiting = self._held.waiting()
-            here = {member for member, _, _ in moves}
-            held = here & waiting
-            # the failures of people answered PENDING, now or by an earlier settle
-            self._failed.update(
-                (member, why) for member, why in failed.items() if member not in here
-            )
-            self._failed.update((member, failed[member]) for member in held if member in failed)
-        return failed, transients, held
+        call now full (everything, once the run's job is settled)."""
+        return self._moves.hold(moves)
 
     def settle(self, job: str, changes: Sequence[Change]) -> list[PushResult]:
         """Final results of a list job's people (any page of them): this run's job once
@@ -84,20 +68,12 @@ class RunLists:
         missing = [c for c in changes if c.person_key not in ids]
         if missing:  # a change waiting without its profile id: found by e-mail or phone
             ids.update(self._find(missing))
-        with self._lock:
-            if job == self.job:
-                # only the first page finds anything still held
-                self._closed = True
-                failed, transients = self._send(self._held.rest())
-                self._failed.update(failed)
-                failed = self._failed
-            else:
-                moves = [
-                    (ids[c.person_key], c.memberships_add, c.memberships_remove)
-                    for c in changes
-                    if c.person_key in ids and (c.memberships_add or c.memberships_remove)
-                ]
-                failed, transients = self._send(self._lists.plan(moves))
+        moves = [
+            (ids[c.person_key], c.memberships_add, c.memberships_remove)
+            for c in changes
+            if c.person_key in ids
+        ]
+        failed, transients = self._moves.finish(job, moves)
         if transients and all(t is not None for t in transients):
             first = transients[0]
             assert first is not None
@@ -113,18 +89,3 @@ class RunLists:
             else:
                 results.append(PushResult(key, Outcome.OK, profile))
         return results
-
-    def _send(
-        self, calls: Sequence[MembershipCall]
-    ) -> tuple[dict[str, str], list[TransientError | None]]:
-        if not calls:
-            return {}, []
-        try:
-            return self._lists.apply(calls, self._pool)
-        except BaseException as exc:
-            # whatever stopped the calls (a bug, an interrupt): nobody in them is
-            # confirmed, and those answered PENDING must not be acknowledged later
-            for call in calls:
-                reason = f"list {call.group!r} not moved: {exc}"
-                self._failed.update((member, reason) for member in call.members())
-            raise

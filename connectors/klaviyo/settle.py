@@ -103,7 +103,8 @@ class Settler:
         run = self._run if gather else None
         if moves:  # sent from this thread, side by side with the consent jobs
             if run is not None:
-                failed, transients, held = run.move(moves)
+                kept = run.move(moves)
+                failed, transients, held = kept.failed, kept.transients, kept.waiting
             else:
                 failed, transients = self._lists.apply(self._lists.plan(moves), self._pool)
             refused.update((i, (Outcome.FAILED, why)) for i, why in failed.items())

@@ -16,12 +16,11 @@ sent again: adding a member to a tag, or removing one, twice is harmless.
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
-from connectors.kit import Gathered, GroupIndex, MembershipCall, plan_membership_calls
+from connectors.kit import GroupIndex
+from connectors.kit.run_moves import RunMoves
 from connectors.mailchimp.client import MailchimpApi
 from connectors.mailchimp.members import subscriber_hash
 from connectors.mailchimp.tags import send_calls
@@ -31,7 +30,7 @@ TAG_JOB = "tags:"  # the prefix of a run's tag job, followed by the run's own to
 
 
 class RunTags:
-    """One run's held tag moves, and the failures of people answered PENDING."""
+    """One run's held tag moves (the kit's ``RunMoves``, by lower-cased address)."""
 
     def __init__(
         self,
@@ -41,62 +40,33 @@ class RunTags:
         batch_size: int,
         pool: Executor,
     ) -> None:
-        self._api, self._index, self._list_id, self._pool = api, index, list_id, pool
-        self._batch_size = batch_size
-        self.job = TAG_JOB + uuid.uuid4().hex  # one per destination, so one per run
-        self._held = Gathered(batch_size, paired=True)
-        # lower-cased address -> why a move failed, for people answered PENDING
-        self._failed: dict[str, str] = {}
-        self._lock = threading.Lock()  # push and collect of one run could overlap
+        self._moves = RunMoves(
+            lambda calls: (send_calls(api, index, list_id, calls, pool), []),
+            batch_size,
+            paired=True,
+            prefix=TAG_JOB,
+            noun="tag",
+        )
+        self.job = self._moves.job
 
     def move(self, upserted: Sequence[Change]) -> dict[str, str | None]:
         """Holds the moves of people Mailchimp has just upserted and sends every call now
         full. Returns, by person key, those not OK: None while a move is held (PENDING),
         else why a move failed."""
-        with self._lock:
-            self._held.add(
-                (c.email or "", c.memberships_add, c.memberships_remove)
-                for c in upserted
-                if c.memberships_add or c.memberships_remove
-            )
-            failed = self._send(self._held.full())
-            waiting = self._held.waiting()
-            answers: dict[str, str | None] = {}
-            here: set[str] = set()
-            for change in upserted:
-                email = change.email or ""
-                here.add(email.lower())
-                reason = failed.get(email.lower())
-                if email in waiting:
-                    answers[change.person_key] = None
-                    if reason is not None:
-                        self._failed[email.lower()] = reason
-                elif reason is not None:
-                    answers[change.person_key] = reason
-            # people of earlier pushes, waiting for their answer until the run ends
-            self._failed.update((e, r) for e, r in failed.items() if e not in here)
-        return answers
+        moves = [(_member(c), c.memberships_add, c.memberships_remove) for c in upserted]
+        held = self._moves.hold(moves)
+        return held.answers([(c.person_key, _member(c)) for c in upserted])
 
     def settle(self, job: str, changes: Sequence[Change]) -> list[PushResult]:
         """Final results of a tag job's people (any page of them): this run's job once
         everything held is sent; an earlier run's once their moves are sent again."""
-        with self._lock:
-            if job == self.job:
-                # only the first page finds anything still held
-                self._failed.update(self._send(self._held.rest()))
-                failed = self._failed
-            else:
-                moves = [
-                    (c.email, c.memberships_add, c.memberships_remove)
-                    for c in changes
-                    if c.email and (c.memberships_add or c.memberships_remove)
-                ]
-                calls = plan_membership_calls(moves, self._batch_size, paired=True)
-                failed = self._send(calls)
+        known = [c for c in changes if c.email]
+        moves = [(_member(c), c.memberships_add, c.memberships_remove) for c in known]
+        failed, _ = self._moves.finish(job, moves)
         results = []
         for change in changes:
             email = change.email or ""
-            reason = failed.get(email.lower())
+            reason = failed.get(_member(change))
             remote = subscriber_hash(email) if email else None
             if reason is None:
                 results.append(PushResult(change.person_key, Outcome.OK, remote))
@@ -104,13 +74,7 @@ class RunTags:
                 results.append(PushResult(change.person_key, Outcome.FAILED, remote, reason))
         return results
 
-    def _send(self, calls: Sequence[MembershipCall]) -> dict[str, str]:
-        try:
-            return send_calls(self._api, self._index, self._list_id, calls, self._pool)
-        except BaseException as exc:
-            # whatever stopped the calls (a refused key, a bug): nobody in them is
-            # confirmed, and those answered PENDING must not be acknowledged later
-            for call in calls:
-                reason = f"tag {call.group!r} not applied: {exc}"
-                self._failed.update((email.lower(), reason) for email in call.members())
-            raise
+
+def _member(change: Change) -> str:
+    """A member of a tag call: the address, lower-cased as Mailchimp's answers give it."""
+    return (change.email or "").lower()

@@ -23,7 +23,24 @@ and create-property), docs/api-reference/error-handling, and the API usage detai
 - API usage details: a rolling 10-second window and a daily limit per account, the
   ``X-HubSpot-RateLimit-*`` headers, 429 with ``policyName`` (``TEN_SECONDLY_ROLLING``
   or ``DAILY``) and ``Retry-After``; "property values can be cleared by passing an empty
-  string"; read-only and non-existent properties are errors.
+  string"; read-only and non-existent properties are errors;
+- lists v3 (docs/api-reference/crm-lists-v3, the lists guide): ``POST /crm/v3/lists``
+  (``name``, ``objectTypeId``, ``processingType``; the answer's ``list`` with its
+  ``listId``), ``POST /crm/v3/lists/search`` (``query``, ``processingTypes``, ``offset``,
+  ``count``; ``lists``, ``hasMore``, ``offset``), ``GET /crm/v3/lists/{listId}``, and
+  ``PUT /crm/v3/lists/{listId}/memberships/add-and-remove`` (``recordIdsToAdd`` and
+  ``recordIdsToRemove``, both required; only for MANUAL or SNAPSHOT lists; records that
+  do not exist come back in ``recordIdsMissing``; at most 100,000 ids a call);
+- CRM search (``POST /crm/v3/objects/contacts/search``): ``filterGroups`` of
+  ``filters`` (``propertyName``, ``operator``, ``value``), ``sorts``, ``properties``,
+  ``limit`` (at most 200) and ``after``; 10,000 results at most per query (paging past
+  them is a 400);
+- communication preferences v3 (``/communication-preferences/v3``): ``definitions``,
+  ``status/email/{emailAddress}``, ``unsubscribe`` (``emailAddress``,
+  ``subscriptionId``; refused for an address already unsubscribed) and ``subscribe``,
+  which crmsync must never call (a consent problem);
+- GDPR delete (``POST /crm/v3/objects/contacts/gdpr-delete``, ``objectId`` and optional
+  ``idProperty``; an unknown e-mail is blocklisted), 204.
 
 A request the docs do not allow (a wrong path or method, a body of another shape, more
 than 100 inputs, a property value that is not a string, one contact twice in a batch, an
@@ -37,6 +54,7 @@ Faults (5xx, 429, dropped connections) are injectable; call counters are public.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import re
 import threading
@@ -48,6 +66,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import pytest
 
@@ -59,6 +78,28 @@ DROP: Literal["drop"] = "drop"
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
 GROUPS = "/crm/v3/properties/contacts/groups"
+LISTS = "/crm/v3/lists"
+PREFERENCES = "/communication-preferences/v3"
+MAX_LIST_IDS = 100_000  # record ids per membership call
+MAX_LIST_PAGE = 500  # lists per search page
+MAX_SEARCH_PAGE = 200
+SEARCH_CAP = 10_000
+LIST_CREATE_KEYS = frozenset(
+    {
+        "name",
+        "objectTypeId",
+        "processingType",
+        "filterBranch",
+        "listFolderId",
+        "membershipSettings",
+        "customProperties",
+    }
+)
+LIST_SEARCH_KEYS = frozenset(
+    {"query", "processingTypes", "offset", "count", "listIds", "additionalProperties", "sort"}
+)
+SEARCH_KEYS = frozenset({"filterGroups", "sorts", "properties", "limit", "after", "query"})
+OPERATORS = frozenset({"EQ", "NEQ", "LT", "LTE", "GT", "GTE", "HAS_PROPERTY"})
 FIELD_TYPES = {
     "bool": frozenset({"booleancheckbox"}),
     "enumeration": frozenset({"booleancheckbox", "checkbox", "radio", "select"}),
@@ -173,6 +214,29 @@ class Contact:
 
 
 @dataclass
+class FakeList:
+    id: str
+    name: str
+    processing_type: str
+    object_type_id: str = "0-1"
+    members: set[str] = field(default_factory=set)
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "listId": self.id,
+            "listVersion": 1,
+            "name": self.name,
+            "objectTypeId": self.object_type_id,
+            "processingType": self.processing_type,
+            "processingStatus": "COMPLETE",
+            "createdAt": _stamp(self.created),
+            "updatedAt": _stamp(self.created),
+            "size": len(self.members),
+        }
+
+
+@dataclass
 class Fault:
     status: int | Literal["drop"]
     times: int = 1
@@ -232,8 +296,10 @@ class FakeHubSpot:
         per_ten_seconds: int = 100,
         daily: int = 250_000,
         clock: Callable[[], float] = time.monotonic,
+        latency: float = 0.0,
     ) -> None:
         self.token = token or f"pat-eu1-{uuid.uuid4()}"
+        self.latency = latency  # seconds each answer takes, beside the work (benchmarks)
         self.per_ten_seconds, self.daily = per_ten_seconds, daily
         self.clock = clock
         self.groups: dict[str, dict[str, Any]] = {
@@ -274,6 +340,14 @@ class FakeHubSpot:
         self.faults: list[Fault] = []
         # addresses HubSpot's own validation judges invalid, though they look fine elsewhere
         self.invalid_emails: set[str] = set()
+        self.lists: dict[str, FakeList] = {}
+        self.subscription_types = {"3001": "Marketing Information", "3002": "One to One"}
+        self.subscribed: dict[str, set[str]] = {}  # address -> subscription type ids
+        self.unsubscribed: dict[str, set[str]] = {}
+        self.subscribes: list[str] = []  # every subscribe call: crmsync must make none
+        self.gdpr_deleted: list[str] = []  # e-mails (or ids) deleted for good
+        self.blocklisted: set[str] = set()
+        self._next_list = 1
         self._next_id = 1001
         self._window: deque[float] = deque()
         self._day_start = clock()
@@ -352,6 +426,30 @@ class FakeHubSpot:
             found = self.contact(email)
             assert found is not None, f"no contact {email}"
             found.properties["hs_email_optout"] = "true"
+            found.updated = datetime.now(UTC)
+
+    def add_list(
+        self, name: str, processing_type: str = "MANUAL", members: Iterable[str] = ()
+    ) -> FakeList:
+        """A list made in HubSpot by somebody else (the merchant)."""
+        with self._lock:
+            made = FakeList(str(self._next_list), name, processing_type, members=set(members))
+            self._next_list += 1
+            self.lists[made.id] = made
+            return made
+
+    def list_named(self, name: str) -> FakeList | None:
+        return next((found for found in self.lists.values() if found.name == name), None)
+
+    def memberships(self) -> dict[str, set[str]]:
+        """Contact id -> the names of the lists it is in (contacts not archived)."""
+        found: dict[str, set[str]] = {}
+        for each in self.lists.values():
+            for member in each.members:
+                contact = self.contacts_by_id.get(member)
+                if contact is not None and not contact.archived:
+                    found.setdefault(member, set()).add(each.name)
+        return found
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -382,8 +480,8 @@ class FakeHubSpot:
         return self.write_calls
 
     def consent_problems(self) -> list[str]:
-        """crmsync writes no consent in HubSpot: nothing can go wrong there yet."""
-        return []
+        """crmsync must never subscribe anybody in HubSpot."""
+        return [f"crmsync subscribed {email}" for email in self.subscribes]
 
     # -- request handling ------------------------------------------------------------
 
@@ -395,7 +493,7 @@ class FakeHubSpot:
         handler, params = _find(method, path)
         with self._lock:
             self.calls[(method, path if handler is None else handler.__name__)] += 1
-            if method != "GET" and not path.endswith("/batch/read"):
+            if method != "GET" and not path.endswith(("/batch/read", "/search")):
                 self.write_calls += 1
         if handler is None:
             self._violation(f"{method} {path}: no such HubSpot operation")
@@ -868,6 +966,288 @@ def update_property(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tup
     return 200, found.render()
 
 
+@route("POST", f"{CONTACTS}/gdpr-delete")
+def gdpr_delete(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST gdpr-delete"
+    ok = isinstance(body, dict) and "objectId" in body and set(body) <= {"objectId", "idProperty"}
+    _shape(fake, what, ok, "the body is {objectId, idProperty?}")
+    _shape(fake, what, isinstance(body["objectId"], str), "objectId is not a string")
+    if body.get("idProperty") == "email":
+        found = fake.contact(body["objectId"])
+        if found is None:
+            fake.blocklisted.add(body["objectId"].strip().lower())
+            return 204, None
+    else:
+        _shape(fake, what, body.get("idProperty") is None, f"idProperty {body.get('idProperty')!r}")
+        found = fake.contacts_by_id.get(body["objectId"])
+        if found is None:
+            raise ApiError(404, "OBJECT_NOT_FOUND", f"Contact {body['objectId']} not found")
+    fake.gdpr_deleted.append(found.email)
+    del fake.contacts_by_id[found.id]
+    for each in fake.lists.values():
+        each.members.discard(found.id)
+    return 204, None
+
+
+@route("POST", f"{CONTACTS}/search")
+def search_contacts(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST contacts/search"
+    _shape(fake, what, isinstance(body, dict), "the body is not an object")
+    unknown = set(body) - SEARCH_KEYS
+    _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
+    limit = body.get("limit", 10)
+    ok = isinstance(limit, int) and 0 < limit <= MAX_SEARCH_PAGE
+    _shape(fake, what, ok, f"limit {limit!r} (at most {MAX_SEARCH_PAGE})")
+    after = body.get("after", "0")
+    _shape(fake, what, isinstance(after, str) and after.isdigit(), f"after {after!r}")
+    start = int(after)
+    if start + limit > SEARCH_CAP:
+        raise invalid(f"Search results are limited to {SEARCH_CAP} per query")
+    groups = body.get("filterGroups") or []
+    _shape(fake, what, isinstance(groups, list) and len(groups) <= 5, "at most 5 filterGroups")
+    tests = [_filters(fake, what, group) for group in groups]
+    found = [
+        c
+        for c in fake.contacts_by_id.values()
+        if not c.archived and (not tests or any(all(t(c) for t in g) for g in tests))
+    ]
+    for sort in reversed(body.get("sorts") or []):
+        ok = isinstance(sort, dict) and set(sort) <= {"propertyName", "direction"}
+        _shape(fake, what, ok, f"a sort is {{propertyName, direction}}: {sort!r}")
+        found.sort(
+            key=functools.partial(_sortable, fake, name=str(sort["propertyName"])),
+            reverse=sort.get("direction") == "DESCENDING",
+        )
+    names = body.get("properties") or ["email", "firstname", "lastname"]
+    page = found[start : start + limit]
+    answer: dict[str, Any] = {
+        "total": len(found),
+        "results": [fake.render_contact(c, names) for c in page],
+    }
+    if start + limit < len(found):
+        answer["paging"] = {"next": {"after": str(start + limit)}}
+    return 200, answer
+
+
+Test = Callable[[Contact], bool]
+
+
+def _filters(fake: FakeHubSpot, what: str, group: Any) -> list[Test]:
+    ok = (
+        isinstance(group, dict) and set(group) == {"filters"} and isinstance(group["filters"], list)
+    )
+    _shape(fake, what, ok, "a filter group is {filters: [...]}")
+    _shape(fake, what, len(group["filters"]) <= 6, "at most 6 filters a group")
+    tests: list[Test] = []
+    for each in group["filters"]:
+        ok = isinstance(each, dict) and {"propertyName", "operator"} <= set(each)
+        _shape(fake, what, ok, f"a filter is {{propertyName, operator, value}}: {each!r}")
+        operator = each["operator"]
+        _shape(fake, what, operator in OPERATORS, f"operator {operator!r}")
+        value = each.get("value")
+        _shape(fake, what, operator == "HAS_PROPERTY" or isinstance(value, str), "value")
+        tests.append(_test(fake, str(each["propertyName"]), operator, value))
+    return tests
+
+
+def _test(fake: FakeHubSpot, name: str, operator: str, value: Any) -> Test:
+    def test(contact: Contact) -> bool:
+        have = _sortable(fake, contact, name=name)
+        if operator == "HAS_PROPERTY":
+            return have not in ("", None)
+        wanted: Any = value
+        if isinstance(have, int):
+            wanted = int(value) if _MILLIS.fullmatch(value) else _millis_of(value)
+        compare = {
+            "EQ": have == wanted,
+            "NEQ": have != wanted,
+            "LT": have < wanted,
+            "LTE": have <= wanted,
+            "GT": have > wanted,
+            "GTE": have >= wanted,
+        }
+        return bool(compare[operator])
+
+    return test
+
+
+def _sortable(fake: FakeHubSpot, contact: Contact, *, name: str) -> Any:
+    if name == "lastmodifieddate":
+        return round(contact.updated.timestamp() * 1000)
+    if name == "createdate":
+        return round(contact.created.timestamp() * 1000)
+    if name == "hs_object_id":
+        return int(contact.id)
+    return contact.properties.get(name, "")
+
+
+def _millis_of(value: str) -> int:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return round(moment.timestamp() * 1000)
+
+
+# -- lists --------------------------------------------------------------------------------
+
+
+@route("POST", LISTS)
+def create_list(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST lists"
+    _shape(fake, what, isinstance(body, dict), "the body is not an object")
+    unknown = set(body) - LIST_CREATE_KEYS
+    _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
+    required = {"name", "objectTypeId", "processingType"}
+    _shape(fake, what, required <= set(body), f"missing {sorted(required - set(body))}")
+    _shape(fake, what, body["processingType"] == "MANUAL", "crmsync makes MANUAL lists only")
+    _shape(fake, what, "filterBranch" not in body, "a MANUAL list has no filters")
+    name = body["name"]
+    _shape(fake, what, isinstance(name, str) and bool(name.strip()), "a list needs a name")
+    if any(each.name.lower() == name.lower() for each in fake.lists.values()):
+        raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"A list named {name} already exists")
+    made = FakeList(str(fake._next_list), name, "MANUAL", str(body["objectTypeId"]))
+    fake._next_list += 1
+    fake.lists[made.id] = made
+    return 200, {"list": made.render()}
+
+
+@route("POST", f"{LISTS}/search")
+def search_lists(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST lists/search"
+    _shape(fake, what, isinstance(body, dict), "the body is not an object")
+    unknown = set(body) - LIST_SEARCH_KEYS
+    _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
+    count, offset = body.get("count", 20), body.get("offset", 0)
+    ok = isinstance(count, int) and 0 < count <= MAX_LIST_PAGE
+    _shape(fake, what, ok, f"count {count!r} (at most {MAX_LIST_PAGE})")
+    _shape(fake, what, isinstance(offset, int) and offset >= 0, f"offset {offset!r}")
+    query = str(body.get("query") or "").lower()
+    kinds = body.get("processingTypes") or []
+    found = [
+        each
+        for each in sorted(fake.lists.values(), key=lambda x: int(x.id))
+        if query in each.name.lower() and (not kinds or each.processing_type in kinds)
+    ]
+    page = found[offset : offset + count]
+    return 200, {
+        "lists": [each.render() for each in page],
+        "hasMore": offset + count < len(found),
+        "offset": offset + len(page),
+        "total": len(found),
+    }
+
+
+@route("GET", f"{LISTS}/{{list_id}}")
+def get_list(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    found = fake.lists.get(params["list_id"])
+    if found is None:
+        raise ApiError(404, "OBJECT_NOT_FOUND", f"List {params['list_id']} does not exist")
+    return 200, {"list": found.render()}
+
+
+@route("PUT", f"{LISTS}/{{list_id}}/memberships/add-and-remove")
+def move_members(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "PUT memberships/add-and-remove"
+    ok = isinstance(body, dict) and set(body) == {"recordIdsToAdd", "recordIdsToRemove"}
+    _shape(fake, what, ok, "the body is {recordIdsToAdd, recordIdsToRemove}, both required")
+    add, remove = body["recordIdsToAdd"], body["recordIdsToRemove"]
+    for ids in (add, remove):
+        ok = isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+        _shape(fake, what, ok, "record ids are strings")
+    _shape(fake, what, bool(add or remove), "nothing to add or remove")
+    _shape(fake, what, len(add) + len(remove) <= MAX_LIST_IDS, f"more than {MAX_LIST_IDS} ids")
+    _shape(fake, what, not set(add) & set(remove), "an id both added and removed")
+    found = fake.lists.get(params["list_id"])
+    if found is None:
+        raise ApiError(404, "OBJECT_NOT_FOUND", f"List {params['list_id']} does not exist")
+    if found.processing_type not in ("MANUAL", "SNAPSHOT"):
+        raise invalid(f"List {found.id} is {found.processing_type}: members cannot be set")
+    missing, added, removed = [], [], []
+    for ident in add:
+        contact = fake.contacts_by_id.get(ident)
+        if contact is None or contact.archived:
+            missing.append(ident)
+        elif ident not in found.members:
+            found.members.add(ident)
+            added.append(ident)
+    for ident in remove:
+        if ident in found.members:
+            found.members.discard(ident)
+            removed.append(ident)
+        elif ident not in fake.contacts_by_id:
+            missing.append(ident)
+    return 200, {"recordIdsMissing": missing, "recordIdsRemoved": removed, "recordsIdsAdded": added}
+
+
+# -- communication preferences ---------------------------------------------------------------
+
+
+@route("GET", f"{PREFERENCES}/definitions")
+def definitions(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    return 200, {
+        "subscriptionDefinitions": [
+            {
+                "id": ident,
+                "name": name,
+                "description": name,
+                "isActive": True,
+                "isDefault": True,
+                "isInternal": False,
+                "purpose": "Marketing",
+                "communicationMethod": "Email",
+                "createdAt": _stamp(datetime(2024, 1, 1, tzinfo=UTC)),
+                "updatedAt": _stamp(datetime(2024, 1, 1, tzinfo=UTC)),
+            }
+            for ident, name in fake.subscription_types.items()
+        ]
+    }
+
+
+@route("GET", f"{PREFERENCES}/status/email/{{email}}")
+def statuses(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    email = unquote(params["email"]).strip().lower()
+    on = fake.subscribed.get(email, set()) - fake.unsubscribed.get(email, set())
+    return 200, {
+        "recipient": email,
+        "subscriptionStatuses": [
+            {
+                "id": ident,
+                "name": name,
+                "description": name,
+                "status": "SUBSCRIBED" if ident in on else "NOT_SUBSCRIBED",
+                "sourceOfStatus": "SUBSCRIPTION_STATUS",
+            }
+            for ident, name in fake.subscription_types.items()
+        ],
+    }
+
+
+@route("POST", f"{PREFERENCES}/unsubscribe")
+def unsubscribe(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    what = "POST unsubscribe"
+    keys = {"emailAddress", "subscriptionId", "legalBasis", "legalBasisExplanation"}
+    ok = isinstance(body, dict) and {"emailAddress", "subscriptionId"} <= set(body) <= keys
+    _shape(fake, what, ok, "the body is {emailAddress, subscriptionId, legalBasis?, ...}")
+    email = str(body["emailAddress"]).strip().lower()
+    ident = str(body["subscriptionId"])
+    if ident not in fake.subscription_types:
+        raise invalid(f"Subscription type {ident} does not exist")
+    if ident in fake.unsubscribed.get(email, set()):
+        raise invalid(f"{email} is already unsubscribed from subscription {ident}")
+    fake.unsubscribed.setdefault(email, set()).add(ident)
+    return 200, {
+        "id": ident,
+        "name": fake.subscription_types[ident],
+        "description": "",
+        "status": "NOT_SUBSCRIBED",
+        "sourceOfStatus": "SUBSCRIPTION_STATUS",
+    }
+
+
+@route("POST", f"{PREFERENCES}/subscribe")
+def subscribe(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
+    fake.subscribes.append(str((body or {}).get("emailAddress")))
+    return 200, {"status": "SUBSCRIBED"}
+
+
 # -- HTTP -------------------------------------------------------------------------------
 
 
@@ -881,6 +1261,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.fake.latency:
+            time.sleep(self.fake.latency)
         try:
             answer = self.fake.handle(self.command, self.path, headers, body)
         except Exception as exc:  # a bug in the fake must fail the test, not be retried away
