@@ -64,11 +64,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import unquote
 
 import pytest
+
+from tests.fakes.serving import Answer, Served
 
 MAX_INPUTS = 100
 STRING_MAX = 65_536
@@ -130,8 +131,6 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
 _MILLIS = re.compile(r"-?\d+")
-
-Answer = tuple[int, dict[str, str], bytes]
 
 
 def _stamp(moment: datetime) -> str:
@@ -353,26 +352,20 @@ class FakeHubSpot:
         self._day_start = clock()
         self._day_count = 0
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
+        self._served = Served(self, (500, {"Content-Type": "application/json"}, b"{}"))
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> FakeHubSpot:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
+        self._served.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._served.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._served.origin}"
 
     # -- knobs ---------------------------------------------------------------------
 
@@ -489,6 +482,8 @@ class FakeHubSpot:
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> Answer | None:
         """One request's answer, or None to drop the connection without one."""
+        if self.latency:
+            time.sleep(self.latency)
         path = target.split("?", 1)[0]
         handler, params = _find(method, path)
         with self._lock:
@@ -1249,40 +1244,6 @@ def subscribe(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int
 
 
 # -- HTTP -------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 30
-    fake: FakeHubSpot
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        if self.fake.latency:
-            time.sleep(self.fake.latency)
-        try:
-            answer = self.fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a bug in the fake must fail the test, not be retried away
-            self.fake._violation(f"the fake failed on {self.command} {self.path}: {exc!r}")
-            answer = 500, {"Content-Type": "application/json"}, b"{}"
-        if answer is None:  # a dropped connection: no status line at all
-            self.close_connection = True
-            return
-        status, head, data = answer
-        self.send_response(status)
-        for name, value in head.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

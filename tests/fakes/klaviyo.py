@@ -57,7 +57,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -67,6 +66,8 @@ from jsonschema.exceptions import ValidationError, best_match
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+from tests.fakes.serving import Answer, Served
 
 # The workplace's shared folder sits beside the checkout; CRMSYNC_SHARED names another.
 SHARED = Path(os.environ.get("CRMSYNC_SHARED") or Path(__file__).resolve().parents[3] / "shared")
@@ -123,8 +124,6 @@ _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
 _RATE = re.compile(r"^(\d+)/([smd])$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 DROP: Literal["drop"] = "drop"  # a fault that closes the connection without an answer
-
-Answer = tuple[int, dict[str, str], bytes]
 
 
 def now() -> datetime:
@@ -801,7 +800,7 @@ class FakeKlaviyo:
         self._ulid_ms = 0
         self._ulid_seq = 0
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
+        self._served = Served(self, (500, {"Content-Type": MEDIA_TYPE}, b'{"errors": []}'))
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -815,22 +814,16 @@ class FakeKlaviyo:
             raise RuntimeError(f"the fake serves routes the spec does not have: {missing}")
         if self.validate:
             specs()
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
+        self._served.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._served.stop()
 
     @property
     def base_url(self) -> str:
         """The server URL (the spec's ``https://a.klaviyo.com``); paths start with /api."""
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._served.origin}"
 
     def headers(self, revision: str = REVISION) -> dict[str, str]:
         """What a well-behaved client sends with every request."""
@@ -1108,7 +1101,7 @@ class FakeKlaviyo:
         fault = self._next_fault(method, path, operation.template)
         if fault is not None and not fault.after:
             return _fault_answer(fault)
-        base = self.base_url if self._server is not None else SPEC_HOST
+        base = self.base_url if self._served.running else SPEC_HOST
         call = Call(method, path, params, dict(query_pairs), payload, base, operation)
         answer = self._dispatch(call)
         if fault is not None:
@@ -2289,38 +2282,6 @@ def _list_profile_ids(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
 
 
 # -- HTTP -------------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Klaviyo's front end does
-    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms stalls
-    timeout = 30
-    fake: FakeKlaviyo
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            answer = self.fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a bug in the fake must fail the test, not be retried away
-            self.fake._violation(f"the fake failed on {self.command} {self.path}: {exc!r}")
-            answer = 500, {"Content-Type": MEDIA_TYPE}, b'{"errors": []}'
-        if answer is None:  # a dropped connection: no status line at all
-            self.close_connection = True
-            return
-        status, head, data = answer
-        self.send_response(status)
-        for name, value in head.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

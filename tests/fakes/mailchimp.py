@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -43,6 +42,8 @@ import pytest
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+from tests.fakes.serving import Served
 
 # The workplace's shared folder sits beside the checkout; CRMSYNC_SHARED names another.
 SHARED = Path(os.environ.get("CRMSYNC_SHARED") or Path(__file__).resolve().parents[3] / "shared")
@@ -203,7 +204,7 @@ class FakeMailchimp:
         self._in_flight = 0
         self._lock = threading.RLock()
         self._next_id = 1000
-        self._server: ThreadingHTTPServer | None = None
+        self._served = Served(self, (500, {"Content-Type": "application/problem+json"}, b"{}"))
         self.add_list(list_id, "crmsync test audience")
 
     # -- lifecycle -----------------------------------------------------------------
@@ -211,21 +212,15 @@ class FakeMailchimp:
     def start(self) -> FakeMailchimp:
         if self.validate:
             spec()  # a missing spec fails here, once and plainly, not as each request's 400
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
+        self._served.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._served.stop()
 
     @property
     def base_url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}{BASE_PATH}"
+        return f"{self._served.origin}{BASE_PATH}"
 
     def destination_config(self, **overrides: Any) -> dict[str, Any]:
         """Raw config for ``MailchimpConfig`` pointing at this fake, with fast retries."""
@@ -1021,33 +1016,6 @@ def _segment_batch(
 
 
 # -- HTTP -----------------------------------------------------------------------------------
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as Mailchimp's front end does
-    timeout = 30
-    fake: FakeMailchimp
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            status, head, data = self.fake.handle(self.command, self.path, headers, body)
-        except Exception as exc:  # a bug in the fake must fail the test, not be retried away
-            self.fake._violation(f"the fake failed on {self.command} {self.path}: {exc!r}")
-            status, head, data = 500, {"Content-Type": "application/problem+json"}, b"{}"
-        self.send_response(status)
-        for name, value in head.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
