@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 
-import crmsync.read_ahead as read_ahead
+from crmsync import read_ahead
 from crmsync.child import ChildError
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import ConnectorError
@@ -125,9 +125,7 @@ def test_a_read_ahead_stages_what_a_read_in_process_stages(
         there.close()
 
 
-def test_an_incremental_read_stays_in_the_runs_process(
-    tmp_path: Path, children: list[Any]
-) -> None:
+def test_an_incremental_read_stays_in_the_runs_process(tmp_path: Path, children: list[Any]) -> None:
     site = make_site(tmp_path / "site", "sqlite://", customers=100)
     recipe = recipe_of(site)
     store = open_store(tmp_path / "state.db")

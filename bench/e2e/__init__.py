@@ -17,8 +17,9 @@ changes exactly the people edited.
 
 Per run it writes the wall time, the run report's seconds per stage, the staging rate
 (records received / ``pull.stage`` seconds; ``pull_records_per_s`` divides by the pull's
-wall time, ``pull``, in which reading overlaps staging when it runs in a child), the CPU of the run's process tree, the peak RSS of its processes (the
-maximum over the tree from /usr/bin/time; per process sampled from ``/proc``), the CPU
+wall time, ``pull``, in which reading overlaps staging when it runs in a child), the CPU
+of the run's process tree, the peak RSS of its processes (the maximum over the tree
+from /usr/bin/time; per process sampled from ``/proc``), the CPU
 this process spent meanwhile (mostly the fake), on PostgreSQL the server's CPU for the
 run's database (sampled), and the Mailchimp calls by kind against the floor.
 
