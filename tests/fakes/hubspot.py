@@ -53,7 +53,6 @@ Faults (5xx, 429, dropped connections) are injectable; call counters are public.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 import re
@@ -64,18 +63,17 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 
-from tests.fakes.serving import Answer, Served
+from tests.fakes.serving import DROP, Answer, Fault, Faults, Served
 
 MAX_INPUTS = 100
 STRING_MAX = 65_536
 WINDOW = 10.0  # seconds of the rolling rate window
 DAY = 86_400.0
-DROP: Literal["drop"] = "drop"
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
 GROUPS = "/crm/v3/properties/contacts/groups"
@@ -235,21 +233,6 @@ class FakeList:
         }
 
 
-@dataclass
-class Fault:
-    status: int | Literal["drop"]
-    times: int = 1
-    method: str | None = None
-    path: str | None = None  # an fnmatch pattern over the path
-    after: bool = False  # apply the request, then fail (the answer is "lost")
-    retry_after: str | None = "0"
-
-    def wants(self, method: str, path: str) -> bool:
-        if self.method is not None and self.method.upper() != method:
-            return False
-        return self.path is None or fnmatch.fnmatchcase(path, self.path)
-
-
 class ApiError(Exception):
     """An answer in HubSpot's error shape."""
 
@@ -336,7 +319,8 @@ class FakeHubSpot:
         self.rate_limited = 0
         self.violations: list[str] = []
         self.refusals: list[str] = []  # what HubSpot refused (no violation: tests provoke it)
-        self.faults: list[Fault] = []
+        self.faults = Faults()
+        self.inject = self.faults.inject
         # addresses HubSpot's own validation judges invalid, though they look fine elsewhere
         self.invalid_emails: set[str] = set()
         self.lists: dict[str, FakeList] = {}
@@ -368,22 +352,6 @@ class FakeHubSpot:
         return f"{self._served.origin}"
 
     # -- knobs ---------------------------------------------------------------------
-
-    def inject(
-        self,
-        status: int | Literal["drop"],
-        *,
-        times: int = 1,
-        method: str | None = None,
-        path: str | None = None,
-        after: bool = False,
-        retry_after: str | None = "0",
-    ) -> None:
-        """The next ``times`` requests matching ``method`` and ``path`` (fnmatch) get
-        ``status``, or "drop": the socket is closed without an answer. ``after``: the
-        request is applied first, and the answer lost."""
-        with self._lock:
-            self.faults.append(Fault(status, times, method, path, after, retry_after))
 
     def add_property(
         self,
@@ -505,7 +473,7 @@ class FakeHubSpot:
             payload = self._body(method, path, headers, body)
         except ApiError as exc:
             return exc.answer()
-        fault = self._next_fault(method, path)
+        fault = self.faults.take(method, path)
         if fault is not None and not fault.after:
             return _fault_answer(fault)
         try:
@@ -570,16 +538,6 @@ class FakeHubSpot:
                 "X-HubSpot-RateLimit-Daily": str(self.daily),
                 "X-HubSpot-RateLimit-Daily-Remaining": str(self.daily - self._day_count),
             }
-
-    def _next_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for position, fault in enumerate(self.faults):
-                if fault.wants(method, path):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.pop(position)
-                    return fault
-            return None
 
     def _violation(self, text: str) -> None:
         with self._lock:

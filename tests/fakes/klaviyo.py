@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import fnmatch
 import json
 import math
 import os
@@ -67,7 +66,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from tests.fakes.serving import Answer, Served
+from tests.fakes.serving import DROP, Answer, Fault, Faults, Served
 
 # The workplace's shared folder sits beside the checkout; CRMSYNC_SHARED names another.
 SHARED = Path(os.environ.get("CRMSYNC_SHARED") or Path(__file__).resolve().parents[3] / "shared")
@@ -123,7 +122,6 @@ _PHONE = re.compile(r"^\+[1-9]\d{6,14}$")  # E.164
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
 _RATE = re.compile(r"^(\d+)/([smd])$")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-DROP: Literal["drop"] = "drop"  # a fault that closes the connection without an answer
 
 
 def now() -> datetime:
@@ -564,23 +562,6 @@ def _comparable(value: Any) -> Any:
 
 
 @dataclass
-class Fault:
-    status: int | Literal["drop"]
-    times: int = 1
-    method: str | None = None
-    path: str | None = None  # an fnmatch pattern over the path or its template
-    after: bool = False  # apply the request, then fail (the answer is "lost")
-    retry_after: str | None = "0"
-
-    def wants(self, method: str, path: str, template: str) -> bool:
-        if self.method is not None and self.method.upper() != method:
-            return False
-        if self.path is None:
-            return True
-        return fnmatch.fnmatchcase(path, self.path) or fnmatch.fnmatchcase(template, self.path)
-
-
-@dataclass
 class Consent:
     """One channel's marketing consent (email carries suppressions too)."""
 
@@ -792,7 +773,8 @@ class FakeKlaviyo:
         self.write_calls = 0
         self.rate_limited = 0
         self.violations: list[str] = []
-        self.faults: list[Fault] = []
+        self.faults = Faults()
+        self.inject = self.faults.inject
         self.storm_rate = 0.0
         self.storm_statuses: tuple[int | Literal["drop"], ...] = (500, 503, 429, DROP)
         self._storm_rng = random.Random(7)
@@ -835,22 +817,6 @@ class FakeKlaviyo:
         }
 
     # -- knobs ---------------------------------------------------------------------
-
-    def inject(
-        self,
-        status: int | Literal["drop"],
-        *,
-        times: int = 1,
-        method: str | None = None,
-        path: str | None = None,
-        after: bool = False,
-        retry_after: str | None = "0",
-    ) -> None:
-        """The next ``times`` requests matching ``method`` and ``path`` (an fnmatch pattern
-        over the path or its template) get ``status``, or "drop": the socket is closed
-        without an answer. ``after``: the request is applied first, and the answer lost."""
-        with self._lock:
-            self.faults.append(Fault(status, times, method, path, after, retry_after))
 
     def storm(
         self,
@@ -1233,12 +1199,9 @@ class FakeKlaviyo:
 
     def _next_fault(self, method: str, path: str, template: str) -> Fault | None:
         with self._lock:
-            for position, fault in enumerate(self.faults):
-                if fault.wants(method, path, template):
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self.faults.pop(position)
-                    return fault
+            fault = self.faults.take(method, path, template)
+            if fault is not None:
+                return fault
             if self.storm_rate and self._storm_rng.random() < self.storm_rate:
                 status = self._storm_rng.choice(self.storm_statuses)
                 after = status != 429 and self._storm_rng.random() < 0.5

@@ -9,11 +9,65 @@ bug in the test's vendor: it is recorded as a violation, so the test fails, and 
 
 from __future__ import annotations
 
+import fnmatch
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 Answer = tuple[int, dict[str, str], bytes]
+DROP: Literal["drop"] = "drop"  # a fault that closes the connection without an answer
+
+
+@dataclass
+class Fault:
+    status: int | Literal["drop"]
+    times: int = 1
+    method: str | None = None
+    path: str | None = None  # an fnmatch pattern over the path (or its route template)
+    after: bool = False  # apply the request, then fail (the answer is "lost")
+    retry_after: str | None = "0"
+
+    def wants(self, method: str, *paths: str) -> bool:
+        if self.method is not None and self.method.upper() != method:
+            return False
+        return self.path is None or any(fnmatch.fnmatchcase(p, self.path) for p in paths)
+
+
+class Faults:
+    """The faults a test injected, each answering its next ``times`` matching requests;
+    the fake turns one into its vendor's own error answer."""
+
+    def __init__(self) -> None:
+        self.pending: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def inject(
+        self,
+        status: int | Literal["drop"],
+        *,
+        times: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+        after: bool = False,
+        retry_after: str | None = "0",
+    ) -> None:
+        """The next ``times`` requests matching ``method`` and ``path`` (an fnmatch pattern
+        over the path or its template) get ``status``, or "drop": the socket is closed
+        without an answer. ``after``: the request is applied first, and the answer lost."""
+        with self._lock:
+            self.pending.append(Fault(status, times, method, path, after, retry_after))
+
+    def take(self, method: str, *paths: str) -> Fault | None:
+        """The first fault that wants this request, counted down."""
+        with self._lock:
+            for position, fault in enumerate(self.pending):
+                if fault.wants(method, *paths):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.pending.pop(position)
+                    return fault
+            return None
 
 
 class Vendor(Protocol):
