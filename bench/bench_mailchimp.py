@@ -31,10 +31,10 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
-from multiprocessing.managers import BaseManager
 from pathlib import Path
 from typing import Any
 
+from bench.fake_process import served_in_child
 from bench.results import record
 
 UPSERT = ("POST", "/lists/{list_id}")
@@ -218,13 +218,6 @@ class FakeHost:
         self.fake.stop()
 
 
-class FakeProcess(BaseManager):
-    """Serves ``FakeHost`` objects from a child process."""
-
-
-FakeProcess.register("FakeHost", FakeHost)
-
-
 def measure(dest: Any, fake: Any, changes: list[Any], latency: float) -> dict[str, float]:
     from crmsync.contract import Outcome
 
@@ -270,11 +263,6 @@ def main(argv: list[str]) -> int:
 
     people = generate(args.profiles)
     moved = membership_changes(people)
-    process = FakeProcess()
-    process.start()
-    fake: Any = process.FakeHost(args.latency, args.connections)  # type: ignore[attr-defined]
-    config = MailchimpConfig.model_validate(fake.destination_config(args.connections))
-    dest = MailchimpDestination(config, ConnectorContext("bench", Path(".")))
     fields = [
         FieldSpec("FNAME", "text"),
         FieldSpec("LNAME", "text"),
@@ -283,18 +271,22 @@ def main(argv: list[str]) -> int:
         FieldSpec("SINCE", "date"),
         FieldSpec("ORDERS", "integer"),
     ]
-    fake.expect_consented([c.email for c in people if c.email_intent == "subscribe_if_new"])
-    try:
-        fake.reset_counters()
-        dest.prepare(fields)
-        setup_calls = sum(fake.counters()["calls"].values())
-        first = measure(dest, fake, people, args.latency)
-        change = measure(dest, fake, moved, args.latency)
-        problems = fake.consent_problems()
-    finally:
-        dest.close()
-        fake.stop()
-        process.shutdown()
+    with served_in_child(FakeHost, args.latency, args.connections) as fake:
+        config = MailchimpConfig.model_validate(fake.destination_config(args.connections))
+        dest = MailchimpDestination(config, ConnectorContext("bench", Path(".")))
+        fake.expect_consented([c.email for c in people if c.email_intent == "subscribe_if_new"])
+        try:
+            fake.reset_counters()
+            dest.prepare(fields)
+            setup_calls = sum(fake.counters()["calls"].values())
+            first = measure(dest, fake, people, args.latency)
+            dest.close()  # the core opens a destination per run: the change is a new run
+            dest = MailchimpDestination(config, ConnectorContext("bench", Path(".")))
+            dest.prepare(fields)
+            change = measure(dest, fake, moved, args.latency)
+            problems = fake.consent_problems()
+        finally:
+            dest.close()
     figures: dict[str, float | int | str] = {
         "latency_s": args.latency,
         "connections": args.connections,

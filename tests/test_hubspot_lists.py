@@ -96,6 +96,36 @@ def test_moves_are_gathered_across_pushes_into_full_calls(
     assert len(members(hubspot_fake, "crm-new")) == 190
 
 
+def test_a_membership_change_in_many_pushes_costs_the_per_run_floor(
+    hubspot_fake: FakeHubSpot, dest: HubSpotDestination
+) -> None:
+    first = [person(f"p{i}@example.com", segments=["crm-a"]) for i in range(120)]
+    settle(dest, first, dest.push(first))
+    # The next run has a destination of its own, as the core opens one per run: its
+    # adds and removes are held across its pushes, whatever the last run's job did.
+    later = make(hubspot_fake, lists=True, list_batch=50)
+    later.prepare(specs())
+    hubspot_fake.reset_counters()
+    moved = [
+        replace(
+            c, memberships_add=("crm-b",), memberships_remove=("crm-a",), memberships=("crm-b",)
+        )
+        for c in first[:60]
+    ]
+    results: list[PushResult] = []
+    for start in range(0, 60, 15):  # four pushes of 15
+        results += later.push(moved[start : start + 15])
+    assert hubspot_fake.calls[MOVE] == 2  # a full call of 50 per list, while the run goes on
+    final = settle(later, moved, results)
+    later.close()
+    assert {r.outcome for r in final.values()} == {Outcome.OK}
+    # the floor: per list max(ceil(adds / 50), ceil(removes / 50)), not a call per push
+    assert hubspot_fake.calls[MOVE] == 2 + 2
+    assert hubspot_fake.calls[CREATE] == 1
+    assert members(hubspot_fake, "crm-b") == {f"p{i}@example.com" for i in range(60)}
+    assert members(hubspot_fake, "crm-a") == {f"p{i}@example.com" for i in range(60, 120)}
+
+
 def test_a_leaver_is_removed_and_the_merchants_lists_stay_untouched(
     hubspot_fake: FakeHubSpot, dest: HubSpotDestination
 ) -> None:

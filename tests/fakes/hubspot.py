@@ -314,6 +314,10 @@ class FakeHubSpot:
             for name, kind, field_type, read_only in HUBSPOT_DEFINED
         }
         self.contacts_by_id: dict[str, Contact] = {}
+        # e-mail -> id of the contact last given it: ``contact`` finds one by e-mail without
+        # a scan of every contact (a scan per upserted input is quadratic in a large
+        # account); a hit is checked, so an archived or renamed contact is no match
+        self._ids_by_email: dict[str, str] = {}
         self.calls: Counter[tuple[str, str]] = Counter()
         self.write_calls = 0
         self.rate_limited = 0
@@ -421,11 +425,12 @@ class FakeHubSpot:
     # -- views ---------------------------------------------------------------------
 
     def contact(self, email: str) -> Contact | None:
+        """The contact (not archived) with this e-mail, if there is one."""
         key = email.strip().lower()
-        for found in self.contacts_by_id.values():
-            if not found.archived and found.email == key:
-                return found
-        return None
+        found = self.contacts_by_id.get(self._ids_by_email.get(key, ""))
+        if found is None or found.archived or found.email != key:
+            return None
+        return found
 
     def contacts(self) -> dict[str, Contact]:
         """Contacts not archived, by e-mail."""
@@ -559,6 +564,7 @@ class FakeHubSpot:
                 found.properties.pop(name, None)  # an empty string clears the value
             else:
                 found.properties[name] = value
+        self._ids_by_email[found.email] = found.id  # new, or given another e-mail
         found.updated = moment
         return found, created
 
