@@ -1,17 +1,25 @@
-"""Reading a source into staging rows, in the run's process or ahead of it in a child.
+"""Reading a source into staging rows, in the run's process or ahead of it in children.
 
 Reading a stream (parsing, normalising, validating) and building its staging rows
 (``state.stage_rows``: content, hash, lines) is CPU work in Python, and so is much of
 staging them. On one interpreter the two take turns under the GIL; a first sync of a
-large export spent as long reading as staging. So a large read runs in a child process
-(``crmsync.child``) that reads every stream the pull asks for, in order, and sends built
-batches while the run's process stages the batches before: a first sync's pull then takes
-about as long as the larger of the two, not their sum.
+large export spent as long reading as staging. So a large read runs in child processes
+(``crmsync.child``) beside the run's process, which stages what they have built: a first
+sync's pull then takes about as long as its largest part, not the sum of them.
 
-The child builds the same source from its recipe (the connector class, its validated
+The streams are shared out among a few readers (``lanes``: one per CPU, each with about
+as many bytes to read), which all start at once and each read their streams in order.
+The run stages the streams in the order it planned (customers before the orders and
+carts they own, so that those find their person at once), so a reader whose streams come
+later must not wait for the run to take its first batch: each reader spools what it
+builds to files of its own (``Spool``, in segments deleted once the run has staged them)
+and sends the run only where each batch lies. The run reads a batch back when it stages
+it. Memory stays at a few batches in every process; what the readers are ahead of the
+run waits on disk (in the page cache, mostly).
+
+Each child builds the same source from its recipe (the connector class, its validated
 configuration and context: all picklable), and reads only: it never opens the state
-database. The pipe holds a bounded number of bytes, so a child that gets ahead waits, and
-memory stays at a few batches. What the child raises is raised in the run's process.
+database. What a child raises is raised in the run's process.
 
 A read goes ahead only where that pays (``worth_reading_ahead``): a source that knows
 its size (``Sized``) and is large, read from scratch (a first sync, a full or backfill
@@ -22,17 +30,22 @@ saves; sources that cannot tell their size (REST, SQL) mostly wait on their serv
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 
 from crmsync import child
 from crmsync.child import Pipes
 from crmsync.contract import ConnectorContext, Sized, Source
 from crmsync.records import RecordIssue, Stream
+from crmsync.spool import Note, SpoolReader, SpoolWriter, is_note
 from state.stage_rows import BUILDERS, Built
 
 AHEAD_BYTES = 16 * 2**20  # a read smaller than this stays in the run's process
@@ -124,25 +137,56 @@ class InProcess(Reader):
             yield batch
 
 
-class Ahead(Reader):
-    """The reads done by a child process, which starts on all of them at once."""
+@dataclass
+class Lane:
+    """One reader process, the reads it was given (those still to take first), and the
+    spool its batches come through."""
 
-    def __init__(self, reader: child.Child, reads: Sequence[Read]) -> None:
-        self.reader = reader
-        self.planned = list(reads)
+    process: child.Child
+    reads: list[Read]
+    spool: SpoolReader
+
+
+class Ahead(Reader):
+    """The reads done by child processes, which all start on their reads at once."""
+
+    def __init__(self, lanes: Sequence[Lane]) -> None:
+        self.lanes = list(lanes)
+        self._lane_of = {read: lane for lane in lanes for read in lane.reads}
 
     def batches(self, read: Read) -> Iterator[Batch]:
-        assert self.planned and self.planned[0] == read, "reads are taken in planned order"
-        self.planned.pop(0)
+        lane = self._lane_of[read]
+        assert lane.reads and lane.reads[0] == read, "a reader's reads are taken in order"
+        lane.reads.pop(0)
         while True:
-            message = cast(tuple[Any, ...], self.reader.receive())
+            message = cast(tuple[Any, ...], lane.process.receive())
+            if is_note(message):
+                message = cast(tuple[Any, ...], lane.spool.take(cast(Note, message)))
             if message[0] == "batch":
                 yield message[1]
             elif message[0] == "end":
                 self.seconds += message[1]
                 return
             else:
-                child.raise_reported(message, "the source's reader process")
+                child.raise_reported(message, "a reader process of the source")
+
+
+def lanes(reads: Sequence[Read], sizes: Sequence[int], count: int) -> list[list[Read]]:
+    """The reads shared among at most ``count`` readers with about as many bytes each
+    (the largest first, each to the reader with the fewest so far), each reader's reads
+    in their planned order."""
+    loads = [0] * max(count, 1)
+    shares: list[list[int]] = [[] for _ in loads]
+    for index in sorted(range(len(reads)), key=lambda i: -sizes[i]):
+        least = loads.index(min(loads))
+        loads[least] += sizes[index]
+        shares[least].append(index)
+    return [[reads[i] for i in sorted(share)] for share in shares if share]
+
+
+def reader_count() -> int:
+    """Readers to share a read among: one per CPU."""
+    return os.cpu_count() or 1
 
 
 @contextmanager
@@ -154,19 +198,29 @@ def reader(
     size: int,
     recipe: SourceRecipe | None,
 ) -> Iterator[Reader]:
-    """A reader for ``reads``: a child process when a recipe is given, else this one."""
+    """A reader for ``reads``: child processes when a recipe is given, else this one."""
     if recipe is None:
         yield InProcess(source, name, until, size)
         return
-    process = child.start(f"the reader of source {name!r}", "crmsync.read_ahead:reader_main")
+    sizes = [(source.size(r.stream) or 0) if isinstance(source, Sized) else 0 for r in reads]
+    directory = Path(tempfile.mkdtemp(prefix="crmsync-read-"))
+    started: list[Lane] = []
     try:
-        process.send((recipe, name, until, size))
-        for read in reads:
-            process.send(read)
-        process.send(None)
-        yield Ahead(process, reads)
+        for number, share in enumerate(lanes(reads, sizes, reader_count()), start=1):
+            process = child.start(
+                f"reader {number} of source {name!r}", "crmsync.read_ahead:reader_main"
+            )
+            started.append(Lane(process, list(share), SpoolReader(directory)))
+            process.send((recipe, name, until, size, str(directory), f"reader{number}"))
+            for read in share:
+                process.send(read)
+            process.send(None)
+        yield Ahead(started)
     finally:
-        process.stop()
+        for lane in started:
+            lane.process.stop()
+            lane.spool.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def reader_main(task_fd: str, result_fd: str, parent: str) -> None:
@@ -175,8 +229,10 @@ def reader_main(task_fd: str, result_fd: str, parent: str) -> None:
 
 
 def _read_all(pipes: Pipes) -> None:
-    recipe, name, until, size = cast(tuple[SourceRecipe, str, datetime, int], pipes.tasks.recv())
+    task = cast(tuple[SourceRecipe, str, datetime, int, str, str], pipes.tasks.recv())
+    recipe, name, until, size, directory, writer_name = task
     source = recipe.build()
+    spool = SpoolWriter(Path(directory), writer_name)
     try:
         while (read := pipes.tasks.recv()) is not None:
             assert isinstance(read, Read)
@@ -185,8 +241,9 @@ def _read_all(pipes: Pipes) -> None:
             for batch in batches(source, name, read, until, size):
                 spent += time.perf_counter() - started
                 pipes.check_parent()
-                pipes.results.send(("batch", batch))
+                pipes.results.send(spool.put(("batch", batch)))
                 started = time.perf_counter()
             pipes.results.send(("end", spent))
     finally:
+        spool.close()
         source.close()

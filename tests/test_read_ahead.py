@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 
-from crmsync import read_ahead
+from crmsync import read_ahead, spool
 from crmsync.child import ChildError
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import ConnectorError
@@ -33,10 +34,11 @@ from tests.e2e import STORE_NOW, Site, edit_order, make_site
 
 UNTIL = STORE_NOW - timedelta(days=3)  # some records changed later: left for the next run
 NOT_CONTENT = {"staged_at", "first_seen", "last_seen"}  # when, not what
+READERS = 2  # reader processes a read ahead is shared among, in these tests
 
 
 @pytest.fixture
-def children(monkeypatch: pytest.MonkeyPatch) -> list[read_ahead.child.Child]:
+def children(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[read_ahead.child.Child]:
     """Every reader process started; any read is large enough to go ahead."""
     started: list[read_ahead.child.Child] = []
     start = read_ahead.child.start
@@ -47,6 +49,8 @@ def children(monkeypatch: pytest.MonkeyPatch) -> list[read_ahead.child.Child]:
 
     monkeypatch.setattr(read_ahead.child, "start", recording)
     monkeypatch.setattr(read_ahead, "AHEAD_BYTES", 1)
+    monkeypatch.setattr(read_ahead, "reader_count", lambda: READERS)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the spools go
     return started
 
 
@@ -114,7 +118,7 @@ def test_a_read_ahead_stages_what_a_read_in_process_stages(
         in_process = pull(here, recipe, ahead=False)
         assert children == []
         ahead = pull(there, recipe, ahead=True)
-        assert len(children) == 1
+        assert len(children) == READERS  # the three streams shared between two readers
         assert counts(ahead) == counts(in_process)
         assert all(s["later"] > 0 for s in counts(ahead).values())  # the window is exercised
         assert sum(s["quarantined"] for s in counts(ahead).values()) > 0
@@ -131,10 +135,10 @@ def test_an_incremental_read_stays_in_the_runs_process(tmp_path: Path, children:
     store = open_store(tmp_path / "state.db")
     try:
         pull(store, recipe, ahead=True)
-        assert len(children) == 1
+        assert len(children) == READERS
         edit_order(site.data / "orders.jsonl", "10000001", status="refunded")
         pull(store, recipe, ahead=True, until=STORE_NOW)  # every stream from its cursor
-        assert len(children) == 1
+        assert len(children) == READERS
     finally:
         store.close()
 
@@ -204,21 +208,24 @@ def test_an_error_in_the_reader_is_raised_in_the_run_as_it_was(
 def test_a_reader_killed_part_way_loses_nothing_once_run_again(
     tmp_path: Path, children: list[Any]
 ) -> None:
-    """The reader dies after the first batches were staged; the export changes before the
+    """The readers die after the first batch was staged; the export changes before the
     next run, which must stage what one clean read of the final export stages."""
-    site = make_site(tmp_path / "site", "sqlite://", customers=300)
+    site = make_site(tmp_path / "site", "sqlite://", customers=2000)  # batches of 97
     recipe = recipe_of(site)
     store = open_store(tmp_path / "state.db")
     clean = open_store(tmp_path / "clean.db")
 
-    def kill_the_reader(staged_now: int) -> None:
-        os.kill(children[-1].process.pid, signal.SIGKILL)
+    def kill_the_readers(staged_now: int) -> None:
+        for reader in children:
+            if reader.process.poll() is None:
+                os.kill(reader.process.pid, signal.SIGKILL)
 
     try:
         with pytest.raises(ChildError, match="died"):
-            pull(store, recipe, ahead=True, progress=kill_the_reader)
-        # the reader may have sent all the customers before it died, not all the orders
+            pull(store, recipe, ahead=True, progress=kill_the_readers)
+        # what the readers spooled before they died may be staged, not all the orders
         assert "orders" not in {stream for _, stream, _ in staged(store)["cursors"]}
+        assert len(staged(store)["customers"]) > 0
         edit_order(site.data / "orders.jsonl", "10000001", status="refunded")
         edit_order(site.data / "orders.jsonl", "10000400", status="cancelled")
         pull(store, recipe, ahead=True)
@@ -227,3 +234,29 @@ def test_a_reader_killed_part_way_loses_nothing_once_run_again(
     finally:
         store.close()
         clean.close()
+    assert not list(tmp_path.glob("crmsync-read-*"))  # the spools are removed
+
+
+def test_reads_are_shared_by_size_and_each_reader_keeps_their_order() -> None:
+    customers, orders, carts = (Read(s, None) for s in Stream)
+    shared = read_ahead.lanes([customers, orders, carts], [21, 240, 34], 2)
+    assert shared == [[orders], [customers, carts]]
+    assert read_ahead.lanes([customers, orders, carts], [1, 1, 1], 1) == [
+        [customers, orders, carts]
+    ]
+    assert read_ahead.lanes([customers], [5], 4) == [[customers]]  # no idle readers
+
+
+def test_a_spool_deletes_each_segment_once_read_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "SEGMENT_BYTES", 1)
+    writer, reader = spool.SpoolWriter(tmp_path, "w"), spool.SpoolReader(tmp_path)
+    notes = [writer.put(("batch", "x" * 60, n)) for n in range(5)]  # each fills a segment
+    writer.close()
+    assert len({note[1] for note in notes}) == 5
+    assert reader.take(notes[0]) == ("batch", "x" * 60, 0)
+    assert reader.take(notes[1]) == ("batch", "x" * 60, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w-2", "w-3", "w-4", "w-5"]
+    reader.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w-3", "w-4", "w-5"]
