@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import click
 
 from crmsync.config import Config, PipelineSpec
+from crmsync.contract import FieldSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
 from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
 from crmsync.report import render_report, render_status, status_data
@@ -126,11 +127,16 @@ def check(config_path: str, offline: bool) -> None:
         if offline:
             return
         bad = 0
+        mapped = _mapped_fields(config)
         specs = [*config.sources.values(), *config.destinations.values()]
         for spec in specs:
             connector = spec.cls(spec.config, context_for(config, spec.name))
             try:
-                for result in connector.check():
+                if spec.name in config.destinations:
+                    results = connector.check(mapped.get(spec.name, []))
+                else:
+                    results = connector.check()
+                for result in results:
                     bad += not result.ok
                     mark = "ok " if result.ok else "FAIL"
                     detail = f": {result.detail}" if result.detail else ""
@@ -139,6 +145,17 @@ def check(config_path: str, offline: bool) -> None:
                 connector.close()
         if bad:
             _fail(EXIT_CONFIG, f"{bad} check(s) failed")
+
+
+def _mapped_fields(config: Config) -> dict[str, list[FieldSpec]]:
+    """Per destination, the fields of every mapping that sends to it in any pipeline, so
+    that ``check`` finds a field the destination holds with another type before a run."""
+    found: dict[str, dict[FieldSpec, None]] = {}
+    for pipeline in config.pipelines.values():
+        for destination in pipeline.destinations:
+            fields = found.setdefault(destination.name, {})
+            fields.update(dict.fromkeys(destination.mapping.field_specs()))
+    return {name: list(fields) for name, fields in found.items()}
 
 
 def _run(config_path: str, pipeline: str | None, options: RunOptions, as_json: bool) -> None:

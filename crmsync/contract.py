@@ -2,7 +2,7 @@
 small surfaces connectors implement.
 
 A *source* has a kind, a config model, ``check()`` and ``read(stream, since, until)``.
-A *destination* has a kind, a config model, ``check()``, ``prepare(fields)``,
+A *destination* has a kind, a config model, ``check(fields)``, ``prepare(fields)``,
 ``push(changes) -> one result per change``, ``collect(job, changes)`` for results it
 gave as pending, and ``read_consent(since)``. Everything else (cursors, staging, the
 diff, consent intents, the ledger and what is in flight, retries of failed records)
@@ -19,6 +19,11 @@ Vocabulary:
   never decide consent themselves.
 - A *pending* result means the destination accepted the change into an asynchronous job;
   the core keeps it as in flight and asks ``collect`` for the final result later.
+- A *not sent* result means the destination can take nothing more in this run (a daily
+  allowance is spent) and nothing of this change was sent: the core keeps the person for
+  a later run without charging a retry attempt, and sends nothing more to the
+  destination in this run. When nothing of a whole batch was sent, ``push`` may raise
+  ``crmsync.errors.SendLater`` instead.
 """
 
 from __future__ import annotations
@@ -130,13 +135,23 @@ class Sized(Protocol):
 
 
 class Outcome(StrEnum):
-    """How a destination answered for one record; the core acts on this alone."""
+    """How a destination answered for one record; the core acts on this alone.
+
+    ``NOT_SENT`` is for ``push`` only, and only for a change of which nothing was sent
+    (a change partly sent, say upserted but not yet moved between lists, is ``FAILED``
+    or ``PENDING``: it may be applied in part). The core then releases the person's
+    in-flight mark (unless an earlier, unacknowledged push of theirs may be applied),
+    charges no attempt, stops sending to the destination for the rest of the run, and
+    the next run plans the person again. It counts as ``not_sent`` in the run report,
+    beside the changes the run never handed over once the destination had stopped.
+    """
 
     OK = "ok"
     FAILED = "failed"  # transient or unknown: retried on later runs, under a cap
     REJECTED = "rejected"  # the destination refuses this payload: retried only when it changes
     COMPLIANCE = "compliance"  # unsubscribed/forgotten/cleaned there: never retried
     PENDING = "pending"  # accepted into an asynchronous job: ``collect`` gives the result
+    NOT_SENT = "not_sent"  # the destination can take no more now: kept for a later run
 
 
 class Action(StrEnum):
@@ -243,7 +258,12 @@ class Destination(Protocol):
 
     def __init__(self, config: Any, context: ConnectorContext) -> None: ...
 
-    def check(self) -> list[Check]: ...
+    def check(self, fields: Sequence[FieldSpec]) -> list[Check]:
+        """``crmsync check``: credentials, scopes, what the configuration names, and
+        whether the destination can take ``fields`` (every mapping that sends to it, in
+        any pipeline) without creating anything: a field that exists there with another
+        type is a failed check, so it shows before any run."""
+        ...
 
     def prepare(self, fields: Sequence[FieldSpec]) -> None:
         """Make sure the destination can take these fields (create or verify them)."""
@@ -253,7 +273,9 @@ class Destination(Protocol):
         """Send one batch; return exactly one result per change, in any order.
 
         A result may be PENDING with a job id; the core then keeps the change in flight
-        and later calls ``collect`` with that job and its changes.
+        and later calls ``collect`` with that job and its changes. Once the destination
+        can take no more in this run, the changes it did not send are NOT_SENT (or, when
+        it sent nothing of the batch, it raises ``SendLater``).
         """
         ...
 

@@ -5,6 +5,7 @@
     ├── StateError             the state database is unusable (schema, connection)
     ├── ConnectorError         an external system failed as a whole
     │   ├── TransientError     worth retrying: timeouts, 429, 5xx (carries retry_after)
+    │   │   └── SendLater      the destination takes no more this run; nothing of the batch sent
     │   └── AuthError          credentials or account settings are wrong (a ConfigError in spirit)
     └── RecordError            one record is bad; it is quarantined and the run goes on
 
@@ -72,6 +73,18 @@ class TransientError(ConnectorError):
     def __init__(self, message: str, *, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SendLater(TransientError):
+    """The destination can take nothing more in this run (a daily allowance is spent, say),
+    and nothing of the batch at hand was sent.
+
+    Raised by ``Destination.push`` only when that holds for the whole batch: the core then
+    answers every change of it ``Outcome.NOT_SENT`` (kept for a later run, no retry
+    attempt charged) and sends nothing more to this destination in this run. A batch that
+    was partly sent answers ``NOT_SENT`` per change instead. ``retry_after``: seconds
+    until the destination can take more, when known.
+    """
 
 
 class AuthError(ConnectorError):

@@ -143,10 +143,13 @@ def _collect(pushers: list[Pusher], options: RunOptions, report: RunReport) -> N
 
 def _status(report: RunReport) -> str:
     """``failed`` when a destination failed, ``partial`` when records failed or were
-    rejected, else ``succeeded``."""
+    rejected or a destination could take no more (the rest waits for a later run), else
+    ``succeeded``."""
     destinations = report.destinations.values()
-    if any(d.error for d in destinations):
+    if any(d.error and not d.full for d in destinations):
         return "failed"
+    if any(d.full for d in destinations):
+        return "partial"
     if any(d.counts[o] for d in destinations for o in ("failed", "rejected")):
         return "partial"
     return "succeeded"

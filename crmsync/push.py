@@ -4,8 +4,10 @@ goes to the ledger.
 Per batch, in this order: the changes are recorded as in flight (one transaction), the
 destination is called, and its answers are recorded (one transaction): acknowledgements
 move into the ledger, pending ones stay in flight with their job, refusals become
-failures. A crash before the answers are recorded leaves the batch in flight, which the
-next run's diff treats as "may be applied"; re-sending it is the same idempotent upsert.
+failures, and changes the destination did not send (NOT_SENT: it can take no more now)
+are released for the next run with no attempt charged. A crash before the answers are
+recorded leaves the batch in flight, which the next run's diff treats as "may be
+applied"; re-sending it is the same idempotent upsert.
 
 Batches are sent by a thread of their own per destination, so planning goes on while a
 batch is on the wire. Between the planner and that thread sits a queue of at most
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from crmsync.contract import Change, Destination, Outcome, PushResult
-from crmsync.errors import ConfigError, ConnectorError
+from crmsync.errors import ConfigError, ConnectorError, SendLater
 from crmsync.runs import DestinationReport, RunOptions
 from crmsync.stopwatch import Stopwatch
 from state.ledger import RetryPolicy, job_pages, mark_in_flight, pending_job_ids, record_results
@@ -61,8 +63,11 @@ class Pusher:
     cannot classify (a bug, a state database error) is raised in the planner's thread by
     the next ``add`` or ``flush``; a ``ConfigError`` or ``ConnectorError`` stops sending
     to this destination for the rest of the run, and every change not sent by then is
-    counted as ``not_sent``. A state database the threads cannot share (SQLite in
-    memory) is pushed to and recorded from the planner's thread, as before.
+    counted as ``not_sent``. So does a destination that can take no more now: it raises
+    ``SendLater`` (nothing of the batch was sent) or answers NOT_SENT for the changes it
+    did not send; those are ``not_sent`` too, and cost nobody a retry attempt. A state
+    database the threads cannot share (SQLite in memory) is pushed to and recorded from
+    the planner's thread, as before.
     """
 
     def __init__(
@@ -189,17 +194,35 @@ class Pusher:
         try:
             with stages.time(f"push.{self.name}"):
                 results = self.destination.push(batch)
+        except SendLater as exc:
+            # nothing of the batch was sent, and nothing more can be: kept for a later
+            # run, no attempt charged, and nothing more sent to it in this run
+            self.report.error = str(exc)
+            self.report.full = True
+            results = [PushResult(c.person_key, Outcome.NOT_SENT, message=str(exc)) for c in batch]
         except (ConfigError, ConnectorError) as exc:  # AuthError is a ConnectorError
             # refused or down: keep the batch as failed (retried next run) and stop
             # sending to this destination for the rest of this run
             self.report.error = str(exc)
             results = [PushResult(c.person_key, Outcome.FAILED, message=str(exc)) for c in batch]
+        else:
+            self._stop_when_full(results)
         if self.lease is not None:
             self.store.renew_lease(f"pipeline:{self.lease[0]}", self.lease[1], LEASE_SECONDS)
         if self._recorder is not None:
             self._answered.put((batch, results))  # waits while the recorder is behind
         else:
             self._acknowledge(batch, results)
+
+    def _stop_when_full(self, results: Sequence[PushResult]) -> None:
+        """A batch sent in part (some changes NOT_SENT) stops sending to the destination
+        for the rest of the run, as ``SendLater`` does, with the destination's reason."""
+        for result in results:
+            if result.outcome is Outcome.NOT_SENT:
+                reason = result.message or f"{self.name} can take no more in this run"
+                self.report.error = self.report.error or reason
+                self.report.full = True
+                return
 
     def _acknowledge(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
         self._record(batch, results)

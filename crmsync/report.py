@@ -225,12 +225,15 @@ def render_status(data: dict[str, Any]) -> str:
             n: sum(c.get(k, 0) for k in ("create", "update", "archive"))
             for n, c in r["destinations"].items()
         }
+        # kept for a later run: the destination could take no more (or had failed)
+        held = {n: c["not_sent"] for n, c in r["destinations"].items() if c.get("not_sent")}
         lines.append(
             f"    #{r['id']} {r['kind']:<9} {r['status']:<11} "
             f"started {r['started_at']:%Y-%m-%d %H:%M:%S} "
             f"profiles {r['profiles'] if r['profiles'] is not None else '-'} "
             "pushed "
             + (", ".join(f"{n}={c}" for n, c in pushed.items()) or "-")
+            + (" not sent " + ", ".join(f"{n}={c}" for n, c in held.items()) if held else "")
             + (f" not synced {sum(r['not_synced'].values())}" if r["not_synced"] else "")
             + (f" error: {r['error']}" if r["error"] else "")
         )

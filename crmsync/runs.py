@@ -34,6 +34,9 @@ class DestinationReport:
     decisions: Counter[str] = field(default_factory=Counter)  # one per profile: adds up
     samples: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # the destination could take no more (``SendLater``, NOT_SENT): nothing failed, and
+    # what it did not take waits for a later run; ``error`` says why and until when
+    full: bool = False
 
 
 @dataclass

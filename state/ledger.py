@@ -4,8 +4,9 @@ acknowledged, refused or said.
 Per batch: ``mark_in_flight`` records the changes in the transaction before they are
 sent; ``record_results`` runs after the destination answered, in one transaction that
 moves acknowledged changes into the ledger (and out of flight), keeps pending ones in
-flight with their job, and records refusals. A crash at any point leaves either the
-whole acknowledgement or none of it, and never forgets what may have been applied.
+flight with their job, records refusals, and releases the changes the destination did
+not send. A crash at any point leaves either the whole acknowledgement or none of it,
+and never forgets what may have been applied.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.engine import Connection
 
 from crmsync.contract import (
@@ -138,12 +139,17 @@ def record_results(
 
     Acknowledged people leave in flight and failures; people waiting for a job keep it
     (with their change, to settle it with); what failed stays in flight, since it may be
-    partly applied, but waits for no job.
+    partly applied, but waits for no job. A change NOT_SENT leaves no trace: it is
+    released from flight, and its failure (attempts, next attempt) stays as it was, so
+    the person is planned again with nothing charged. Only a person who may hold an
+    earlier push (``Change.resent``, or one waiting for a job, whose change was sent
+    before it) stays in flight, waiting for no job, as after a crash.
     """
     by_key = {r.person_key: r for r in results}
     acknowledged: list[Row] = []
     jobs: list[JobRow] = []
     failed: list[tuple[Change, PushResult]] = []
+    released: list[str] = []
     counts = {"ok": 0, "failed": 0, "rejected": 0, "compliance": 0, "pending": 0}
     for change in changes:
         key = change.person_key
@@ -151,7 +157,7 @@ def record_results(
             key, Outcome.FAILED, message="the destination returned no result"
         )
         outcome = result.outcome
-        counts[outcome.value] += 1
+        counts[outcome.value] = counts.get(outcome.value, 0) + 1
         if outcome is Outcome.OK:
             acknowledged.append(
                 (
@@ -173,15 +179,27 @@ def record_results(
             if result.remote_id and result.remote_id != change.remote_id:
                 waiting = replace(change, remote_id=result.remote_id)
             jobs.append((key, result.job, encode_change(waiting)))
+        elif outcome is Outcome.NOT_SENT:
+            if change.resent:
+                jobs.append((key, None, None))
+            else:
+                released.append(key)
         else:
             failed.append((change, result))
             jobs.append((key, None, None))
     writer = ledger_bulk(conn)
+    if released:  # a job's people were sent before they waited: they stay in flight
+        rows = writer.select(schema.in_flight, ("person_key", "job"), destination, released)
+        sent = {key for key, job in rows if job is not None}
+        jobs.extend((key, None, None) for key in released if key in sent)
+        released = [key for key in released if key not in sent]
     if acknowledged:
         writer.upsert(schema.ledger, LEDGER_COLUMNS, acknowledged)
         keys = [row[1] for row in acknowledged]
         writer.delete(schema.failures, destination, keys)
         writer.delete(schema.in_flight, destination, keys)
+    if released:
+        writer.delete(schema.in_flight, destination, released)
     writer.assign_jobs(destination, jobs)
     if failed:
         _record_failures(writer, destination, failed, now_ms, retry)
@@ -414,6 +432,11 @@ def opted_out(
     with ``source IN (...)`` in the query SQLite walks the whole source in the primary key
     instead, 0.15 s per thousand e-mails at 100,000 customers, which a consent read-back
     paid for every thousand opt-outs it read (most of them already known).
+
+    One statement per table for the whole list, its rows taken in one fetch rather than
+    one at a time (a read-back after a first sync asks this about every unsubscribe that
+    sync pushed). The list goes out as one ``IN (...)`` of bound parameters, so callers
+    keep ``emails`` a few short of 999, the most every SQLite allows.
     """
     if not emails:
         return set()
@@ -421,30 +444,32 @@ def opted_out(
     c, e = schema.customers, schema.consent_events
     state_column = c.c.email_consent if channel == "email" else c.c.sms_consent
     at_column = c.c.email_consent_at if channel == "email" else c.c.sms_consent_at
+    # the lists are expanding parameters bound at execution: written into the statement,
+    # SQLAlchemy would coerce them one element at a time
+    staged = conn.execute(
+        select(c.c.source, c.c.email, state_column, at_column, c.c.updated_at).where(
+            c.c.email.in_(bindparam("emails", expanding=True)), state_column != "none"
+        ),
+        {"emails": list(emails)},
+    ).all()
+    events = conn.execute(
+        select(e.c.email, e.c.occurred_at, e.c.state).where(
+            e.c.person_key.in_(bindparam("keys", expanding=True)),
+            e.c.source.in_(scopes),
+            e.c.channel == channel,
+        ),
+        {"keys": [f"e:{email}" for email in emails]},
+    ).all()
+    found = [
+        (email, at or updated, state)
+        for source, email, state, at, updated in staged
+        if source in in_scope
+    ]
     latest: dict[str, tuple[int, bool]] = {}
-
-    def note(email: str, at: int | None, state: str) -> None:
+    for email, at, state in [*found, *events]:
         entry = (at or 0, state != "subscribed")  # at equal times an opt-out wins
         if email not in latest or entry > latest[email]:
             latest[email] = entry
-
-    staged = conn.execute(
-        select(c.c.source, c.c.email, state_column, at_column, c.c.updated_at).where(
-            c.c.email.in_(emails), state_column != "none"
-        )
-    )
-    for source, email, state, at, updated in staged:
-        if source in in_scope:
-            note(email, at or updated, state)
-    events = conn.execute(
-        select(e.c.email, e.c.state, e.c.occurred_at).where(
-            e.c.person_key.in_([f"e:{email}" for email in emails]),
-            e.c.source.in_(scopes),
-            e.c.channel == channel,
-        )
-    )
-    for email, state, at in events:
-        note(email, at, state)
     return {email for email, (_, out) in latest.items() if out}
 
 

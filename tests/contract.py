@@ -344,6 +344,22 @@ class DestinationContract:
         unconsented = {e for e, c in contacts.items() if c.subscribed} - allowed
         assert not unconsented, f"subscribed without a recorded opt-in: {sorted(unconsented)[:5]}"
 
+    def test_check_passes_on_a_new_account_with_the_mapping_and_creates_nothing(
+        self, vendor: Vendor, site: ContractSite
+    ) -> None:
+        done = subprocess.run(
+            site.command("check"),
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "dest (" in done.stdout  # the destination was checked, not only the config
+        vendor.settle()
+        assert vendor.writes() == 0
+
     def test_a_first_sync_ends_as_the_ledger_says(self, vendor: Vendor, site: ContractSite) -> None:
         report = site.run()
         counts = report["destinations"]["dest"]

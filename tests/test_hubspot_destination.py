@@ -381,6 +381,28 @@ def test_check_reports_the_token_scopes_group_segments_and_the_days_calls(
     destination.close()
 
 
+def test_check_names_each_property_the_mapping_cannot_use_and_creates_nothing(
+    hubspot_fake: FakeHubSpot,
+) -> None:
+    destination = make(hubspot_fake)
+    fine = {c.what: c for c in destination.check(specs())}
+    assert all(c.ok for c in fine.values()), fine
+    assert "crmsync_orders_count" in fine["mapped properties"].detail  # made by the first run
+    hubspot_fake.add_property("crmsync_orders_count", "string", "text")
+    hubspot_fake.add_property("crmsync_total_spent", "number", "number", read_only=True)
+    hubspot_fake.add_property("crmsync_top_category", "string", "text")  # the same type: fine
+    checks = {c.what: c for c in destination.check(specs())}
+    failed = {what: c.detail for what, c in checks.items() if not c.ok}
+    assert failed.keys() == {"property crmsync_orders_count", "property crmsync_total_spent"}
+    assert "'string'" in failed["property crmsync_orders_count"]  # HubSpot's type ...
+    assert "'number'" in failed["property crmsync_orders_count"]  # ... and the mapping's
+    assert "nobody write" in failed["property crmsync_total_spent"]
+    assert "mapped properties" not in checks
+    assert hubspot_fake.writes() == 0  # a check creates nothing
+    assert "crmsync" not in hubspot_fake.groups
+    destination.close()
+
+
 def test_check_names_a_refused_token(hubspot_fake: FakeHubSpot) -> None:
     destination = make(hubspot_fake, access_token="pat-eu1-another")
     [check] = destination.check()

@@ -193,3 +193,27 @@ def test_without_lists_no_list_is_made(hubspot_fake: FakeHubSpot) -> None:
     destination.close()
     assert results[0].outcome is Outcome.OK
     assert hubspot_fake.lists == {}
+
+
+def test_moves_held_when_the_day_runs_out_are_not_sent_and_charge_nothing(
+    hubspot_fake: FakeHubSpot,
+) -> None:
+    """The upserts went out; at the run's end the owned lists are looked up, and then
+    only the reserve is left: the list is not made nor moved, and its people are
+    NOT_SENT (the ledger keeps them in flight, no attempt charged), with their ids."""
+    dest = make(hubspot_fake, lists=True, list_batch=50, rate_limits={"daily_reserve": 5})
+    try:
+        dest.prepare(specs())
+        people = [person(f"p{i}@example.com", segments=["crm-new"]) for i in range(30)]
+        results = dest.push(people)
+        assert {r.outcome for r in results} == {Outcome.PENDING}  # moves held for the run
+        hubspot_fake.daily = hubspot_fake._day_count + 6  # other apps spent the rest
+        final = settle(dest, people, results)
+        assert {r.outcome for r in final.values()} == {Outcome.NOT_SENT}
+        assert all(r.remote_id for r in final.values())  # upserted: their ids are kept
+        assert "daily" in (final["e:p1@example.com"].message or "")
+        assert hubspot_fake.list_named("crm-new") is None
+        assert hubspot_fake.daily - hubspot_fake._day_count == 5  # the reserve is left
+        assert hubspot_fake.rate_limited == 0
+    finally:
+        dest.close()

@@ -13,10 +13,11 @@ it kept exactly (``keep_window``): a try starts once the one ``size`` tries befo
 never overfills the window gives up its burst for good.
 
 A vendor with a daily allowance (HubSpot) can have it kept (``keep_daily``): the calls
-left today, as the vendor's headers last said less the tries started since, never fall
-below the reserve; a try that would take them there raises ``QuotaSpent`` before it is
-sent, so retries cannot spend the day's calls either. Without ``keep_daily`` nothing
-changes for an account.
+left today never fall below the reserve; a try that would take them there raises
+``QuotaSpent`` before it is sent, so retries cannot spend the day's calls either. How the
+calls left are counted under concurrency is ``DailyAllowance``'s: every try counts from
+the moment it is booked until its answer is read. Without ``keep_daily`` nothing changes
+for an account.
 
 Clock and sleep are injectable so behaviour is tested without real time passing.
 """
@@ -28,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 
@@ -81,6 +83,106 @@ class QuotaSpent(TransientError):
     starts before the vendor's day ends (``retry_after`` seconds from now)."""
 
 
+REFUSED = 429  # an answer the vendor gives a try it refused before counting it
+
+
+@dataclass(slots=True)
+class Booking:
+    """One try's claim on a kept daily allowance, from its booking (before it waits for
+    the window, a concurrency slot or the wire) until its answer is read or it fails."""
+
+    number: int  # the order in which tries were booked
+    answered_before: int  # charged tries whose answers were read before this was booked
+    charged: bool  # counted against the allowance (False: none was kept when booked)
+    open: bool = True  # not answered yet
+
+
+class DailyAllowance:
+    """The calls a vendor's day has left, counted so that concurrent tries never spend
+    the reserve. Bookkeeping only: the budget holds its lock around every call.
+
+    An answer's ``left`` counts every call the vendor received before answering, but
+    not those it received after, so the calls left *now* are at least ``left`` less
+    every try that may have reached it later: those booked before that answer's try and
+    not answered when it was booked, and every try booked since. Hence each try counts
+    from its booking (it may be waiting for the window or a slot, then on the wire)
+    until its answer is read. Answers are read in any order, so only the answer of the
+    latest-booked try read so far sets the count: an older answer read late would give
+    back calls its younger siblings already spent. A try refused with 429 was never
+    counted by the vendor (its retry is booked afresh), so it gives its call back.
+
+    Two counters keep this without a list of tries: ``charged`` (tries booked and not
+    refused) and ``answered`` (charged tries whose answers were read or that failed). The
+    calls left are then ``base - charged``, where the freshest answer set ``base = left +
+    answered_before + 1`` (``+ 1``: that answer's own try, which ``left`` counts).
+    """
+
+    def __init__(self) -> None:
+        self.reserve = 0
+        self.ends: float | None = None  # clock time the vendor's day ends; None: not kept
+        self._booked = 0
+        self._charged = 0
+        self._answered = 0
+        self._base: int | None = None  # calls left = base - charged; None: unknown
+        self._base_from = 0  # the booking number of the answer that set ``base``
+
+    def keep(self, reserve: int, ends: float) -> None:
+        self.reserve, self.ends = max(0, reserve), ends
+
+    def new_day(self, now: float) -> None:
+        """Once the vendor's day has ended the calls left are unknown (and no longer
+        kept) until ``keep`` is called again; answers to tries of the old day are ignored."""
+        if self.ends is not None and now >= self.ends:
+            self.ends, self._base, self._base_from = None, None, self._booked + 1
+
+    def left(self) -> int | None:
+        """The calls left today as far as is known (None: unknown, or not kept)."""
+        return None if self._base is None else max(0, self._base - self._charged)
+
+    def book(self, account: str, now: float) -> Booking:
+        """Books one try; ``QuotaSpent`` when it would take the calls left to the reserve."""
+        self.new_day(now)
+        kept = self.ends is not None
+        left = self.left()
+        if kept and left is not None and left <= self.reserve:
+            wait = max(0.0, (self.ends or now) - now)
+            raise QuotaSpent(
+                f"{account}: the day's API calls are spent ({left:,} left, "
+                f"{self.reserve:,} kept in reserve); the day ends in {wait:,.0f} s",
+                retry_after=wait,
+            )
+        self._booked += 1
+        booking = Booking(self._booked, self._answered, charged=kept)
+        self._charged += kept
+        return booking
+
+    def settle(self, booking: Booking, *, refused: bool = False) -> None:
+        """The try's answer was read (or it failed without one); ``refused``: the vendor
+        refused it before counting it (429), so its call is given back."""
+        if not booking.open:
+            return
+        booking.open = False
+        if not booking.charged:
+            return
+        if refused:
+            self._charged -= 1
+        else:
+            self._answered += 1
+
+    def observe(self, left: int, booking: Booking | None, *, refused: bool = False) -> None:
+        """An answer said ``left`` calls are left today (its try settled already).
+        ``booking`` None: an answer to a try not booked here, as fresh as the latest."""
+        if self.ends is None:
+            return
+        if booking is None:
+            number, before, counted = max(self._booked, self._base_from), self._answered, 0
+        else:
+            number, before = booking.number, booking.answered_before
+            counted = 1 if booking.charged and not refused else 0
+        if number >= self._base_from:
+            self._base, self._base_from = left + before + counted, number
+
+
 class AccountBudget:
     """Everything one vendor account allows: tokens, simultaneous requests and pauses."""
 
@@ -104,10 +206,8 @@ class AccountBudget:
         self._slots = threading.BoundedSemaphore(rate.max_concurrency)
         self._paused_until = 0.0
         self._lock = threading.Lock()
-        self._daily_left: int | None = None  # calls left today; None: unknown or not kept
-        self._daily_reserve = 0
-        self._day_ends: float | None = None  # clock time the vendor's day ends; None: not kept
-        self._in_flight = 0
+        self._daily = DailyAllowance()
+        self._tries = threading.local()  # ``booking``: the try this thread has under way
         self._window: deque[float] | None = None  # start times of the latest tries
         self._window_seconds = 0.0
 
@@ -123,21 +223,25 @@ class AccountBudget:
         ``reserve``, until its day ends ``day_ends_in`` seconds from now (then the calls
         left are unknown again until a response says)."""
         with self._lock:
-            self._daily_reserve = max(0, reserve)
-            self._day_ends = self._clock() + max(0.0, day_ends_in)
+            self._daily.keep(reserve, self._clock() + max(0.0, day_ends_in))
 
     def daily_left(self) -> int | None:
         """The calls left today as far as the budget knows (None: unknown)."""
         with self._lock:
-            self._new_day()
-            return self._daily_left
+            self._daily.new_day(self._clock())
+            return self._daily.left()
 
     def acquire(self) -> float:
-        """Waits for a pause to end and for a token; returns the seconds waited. Raises
-        ``QuotaSpent`` when a kept daily allowance is spent."""
+        """Books a try, then waits for a pause to end and for a token; returns the seconds
+        waited. Raises ``QuotaSpent`` when a kept daily allowance is spent.
+
+        The try stays booked on this thread until ``observe`` reads its answer or it
+        fails in ``slot``; a thread that books again has finished its last try (answered
+        or not), which then counts as one the vendor may have received."""
         waited = 0.0
         with self._lock:
-            self._take_daily()
+            self._settle(refused=False)
+            self._tries.booking = self._daily.book(self.account, self._clock())
             pause = max(self._paused_until - self._clock(), self._window_wait())
         if pause > 0:
             self._sleep(pause)
@@ -159,36 +263,26 @@ class AccountBudget:
         window.append(start)
         return start - now
 
-    def _take_daily(self) -> None:
-        """Counts one try against a kept daily allowance (the lock is held)."""
-        self._new_day()
-        if self._day_ends is None or self._daily_left is None:
-            return
-        if self._daily_left <= self._daily_reserve:
-            wait = max(0.0, self._day_ends - self._clock())
-            raise QuotaSpent(
-                f"{self.account}: the day's API calls are spent ({self._daily_left:,} left, "
-                f"{self._daily_reserve:,} kept in reserve); the day ends in {wait:,.0f} s",
-                retry_after=wait,
-            )
-        self._daily_left -= 1
-
-    def _new_day(self) -> None:
-        """Forgets the calls left once the vendor's day has ended (the lock is held)."""
-        if self._day_ends is not None and self._clock() >= self._day_ends:
-            self._daily_left, self._day_ends = None, None
+    def _settle(self, *, refused: bool) -> Booking | None:
+        """Settles this thread's open try, if it has one (the lock is held)."""
+        booking: Booking | None = getattr(self._tries, "booking", None)
+        if booking is not None:
+            self._daily.settle(booking, refused=refused)
+            self._tries.booking = None
+        return booking
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Holds one of the account's concurrency slots for the duration of a request."""
+        """Holds one of the account's concurrency slots for the duration of a request. A
+        request that fails in it (no answer to observe) settles this thread's try: the
+        vendor may have counted it."""
         with self._slots:
-            with self._lock:
-                self._in_flight += 1
             try:
                 yield
-            finally:
+            except BaseException:
                 with self._lock:
-                    self._in_flight -= 1
+                    self._settle(refused=False)
+                raise
 
     def pause(self, seconds: float) -> None:
         """No request for this account starts within ``seconds`` from now (capped)."""
@@ -197,15 +291,17 @@ class AccountBudget:
             self._paused_until = max(self._paused_until, until)
 
     def observe(self, response: httpx.Response) -> None:
-        """Pauses the account when the vendor reports an exhausted window with a reset time
-        (or, for a rolling window, the spacing of its slots); keeps the calls left today
-        when a daily allowance is kept."""
+        """Reads the answer to this thread's try: settles it (a 429 gives its daily call
+        back), keeps the calls left today when a daily allowance is kept, and pauses the
+        account when the vendor reports an exhausted window with a reset time (or, for a
+        rolling window, the spacing of its slots)."""
         left = daily_remaining(response)
-        if left is not None:
-            with self._lock:
-                if self._day_ends is not None:
-                    # the tries still in flight are not in the vendor's count yet
-                    self._daily_left = max(0, left - self._in_flight)
+        refused = response.status_code == REFUSED
+        with self._lock:
+            self._daily.new_day(self._clock())
+            booking = self._settle(refused=refused)
+            if left is not None:
+                self._daily.observe(left, booking, refused=refused)
         remaining = rate_limit_remaining(response)
         if remaining is None or remaining > 0:
             return

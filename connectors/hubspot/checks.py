@@ -6,8 +6,10 @@ a 401 means the token itself is wrong) and a batch read of one address that cann
 (``crm.objects.contacts.read``, used to find contacts to archive). Write scopes
 (``crm.objects.contacts.write``, ``crm.schemas.contacts.write``) cannot be tried without
 writing, so the check says so; a missing one stops the first run with a 403 naming it.
-The mapped properties are checked by every run before it writes (``prepare``): the check
-sees the destination's configuration, not the mapping. With ``lists``, the list search
+The properties the mappings sending here need are compared with the account's by the
+plan ``prepare`` carries out, creating nothing: each property of the same name and
+another type (or whose values HubSpot lets nobody write, or a dropdown outside crmsync's
+group without a needed option) is a failed check naming it. With ``lists``, the list search
 (``crm.lists.read``) names the owned lists and any list of an owned name that is not
 MANUAL (crmsync cannot set its members); with ``opt_out_subscriptions``, the
 subscription types are read (``communication_preferences.read``) and each named one
@@ -16,11 +18,13 @@ must exist.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from connectors.hubspot.client import GROUPS, HubSpotAccessError, HubSpotApi, HubSpotApiError
 from connectors.hubspot.config import HubSpotConfig
-from connectors.hubspot.properties import SEGMENTS_FIELD_TYPE, Existing
-from crmsync.contract import Check
-from crmsync.errors import ConnectorError
+from connectors.hubspot.properties import SEGMENTS_FIELD_TYPE, Existing, plan
+from crmsync.contract import Check, FieldSpec
+from crmsync.errors import ConfigError, ConnectorError
 
 WRITE_SCOPES = "crm.objects.contacts.write, crm.schemas.contacts.write"
 LIST_WRITE = "crm.lists.write"
@@ -29,7 +33,9 @@ PROBE = "crmsync-check@example.invalid"  # an address no contact has
 DAILY_REMAINING = "X-HubSpot-RateLimit-Daily-Remaining"
 
 
-def run_checks(api: HubSpotApi, config: HubSpotConfig) -> list[Check]:
+def run_checks(
+    api: HubSpotApi, config: HubSpotConfig, fields: Sequence[FieldSpec] = ()
+) -> list[Check]:
     try:
         response = api.send("GET", GROUPS)
         if not response.is_success:
@@ -68,6 +74,8 @@ def run_checks(api: HubSpotApi, config: HubSpotConfig) -> list[Check]:
     made = "exists" if group in groups else "is created by the first run"
     checks.append(Check(f"property group {group}", True, made))
     checks.append(_segments(existing, config.segments_property))
+    if fields:
+        checks.extend(_mapped(existing, fields, config))
     remaining = response.headers.get(DAILY_REMAINING)
     if remaining is not None and remaining.isdigit():
         left = int(remaining)
@@ -146,6 +154,33 @@ def _segments(existing: list[Existing], name: str) -> Check:
             "name another property in segments_property",
         )
     return Check(f"property {name}", True, f"{len(found.options)} options")
+
+
+def _mapped(
+    existing: list[Existing], fields: Sequence[FieldSpec], config: HubSpotConfig
+) -> list[Check]:
+    """The mapped properties as ``prepare`` would plan them (the segments property is
+    ``_segments``'s): a failed check per conflict, else what the first run creates."""
+    name = config.segments_property
+    others = [found for found in existing if found.name != name]
+    try:
+        planned = plan(fields, name, others, config.property_group)
+    except ConfigError as exc:
+        return [
+            Check(
+                f"property {issue.key.removeprefix('mapping.')}",
+                False,
+                f"{issue.message} ({issue.hint})" if issue.hint else issue.message,
+            )
+            for issue in exc.issues
+        ]
+    made = [body["name"] for body in planned.create if body["name"] != name]
+    detail = f"{len(fields) - len(made)} of the {len(fields)} exist"
+    if made:
+        detail += f"; {', '.join(made)} are created by the first run"
+    if planned.grow:
+        detail += f"; options are added to {', '.join(n for n, _ in planned.grow)}"
+    return [Check("mapped properties", True, detail)]
 
 
 def _missing(scope: str, exc: HubSpotAccessError) -> Check:

@@ -11,8 +11,10 @@ missing scope); any other refusal becomes ``HubSpotApiError`` with HubSpot's err
 The day's calls: the account's budget keeps ``daily_reserve`` of them back (the seam's
 ``keep_daily``, fed by ``X-HubSpot-RateLimit-Daily-Remaining``), and a 429 of HubSpot's
 ``DAILY`` policy is not retried (each try would be refused until midnight). Either
-becomes ``DailyLimitReached``, which says when HubSpot's day ends: the destination stops
-the run there, and what it did not send goes in a run after that.
+becomes ``DailyLimitReached``, the core's ``SendLater`` saying when HubSpot's day ends:
+the request was not sent (or HubSpot refused it uncounted), the destination answers its
+people NOT_SENT, the core sends nothing more to HubSpot in the run, and they go in a run
+after that with no retry attempt charged.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from connectors.http import (
 from connectors.http.budget import QuotaSpent
 from connectors.http.retry import Sleep
 from connectors.hubspot.config import WINDOW_MARGIN, WINDOW_SECONDS, HubSpotConfig, RateLimits
-from crmsync.errors import AuthError, ConnectorError, TransientError
+from crmsync.errors import AuthError, ConnectorError, SendLater
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
@@ -70,9 +72,10 @@ def _classify(response: httpx.Response | None, error: BaseException | None) -> C
     return _BY_STATUS(response, error)
 
 
-class DailyLimitReached(TransientError):
+class DailyLimitReached(SendLater):
     """HubSpot's daily limit is reached (or only the reserve is left): nothing more is
-    sent before HubSpot's day ends, which the message names."""
+    sent before HubSpot's day ends, which the message names. Raised by a request that
+    was not sent, or that HubSpot refused without counting it (a DAILY 429)."""
 
     def __init__(self, limits: RateLimits, why: str, now: datetime | None = None) -> None:
         moment = now or datetime.now(UTC)

@@ -8,7 +8,8 @@ for is done: there is nothing to archive, and nothing is created just to be arch
 Archiving an id twice is harmless, so a batch sent again after a crash does no harm.
 The GDPR delete takes one contact a call, always by id: by e-mail, HubSpot would block
 an address it has no contact for from ever being used again; a contact already gone
-(404) is done.
+(404) is done. When the day's calls run out part-way (``DailyLimitReached``), the people
+not yet archived or deleted are NOT_SENT; the look-up by e-mail changes nothing.
 """
 
 from __future__ import annotations
@@ -16,26 +17,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from connectors.hubspot.client import HubSpotApi, HubSpotApiError
+from connectors.hubspot.upserts import not_sent
 from crmsync.contract import Change, Outcome, PushResult
+from crmsync.errors import SendLater
 
 NOT_FOUND = 404
 
 
 def archive(api: HubSpotApi, chunk: Sequence[Change], *, gdpr: bool = False) -> list[PushResult]:
     """Archives (or GDPR-deletes) the contacts of ``chunk`` (at most one call's worth)."""
-    ids = _ids(api, chunk)
+    try:
+        ids = _ids(api, chunk)
+        if ids and not gdpr:
+            api.archive(list(ids.values()))
+    except SendLater as exc:
+        return not_sent(chunk, exc)
+    unsent: set[str] = set()
+    spent: SendLater | None = None
     if ids and gdpr:
-        for ident in ids.values():
+        listed = list(ids.items())
+        for number, (_, ident) in enumerate(listed):
             try:
                 api.gdpr_delete(ident)
             except HubSpotApiError as exc:
                 if exc.status != NOT_FOUND:
                     raise
-    elif ids:
-        api.archive(list(ids.values()))
+            except SendLater as exc:
+                spent, unsent = exc, {key for key, _ in listed[number:]}
+                break
     done = "deleted for good (GDPR delete)" if gdpr else "archived"
     return [
-        PushResult(
+        PushResult(c.person_key, Outcome.NOT_SENT, message=str(spent))
+        if c.person_key in unsent
+        else PushResult(
             c.person_key,
             Outcome.OK,
             remote_id=ids.get(c.person_key),

@@ -11,8 +11,10 @@ contact (``consent``). With ``lists``, the list moves of the people upserted are
 for the run (``run_lists``): full calls go out at once, each list's last remainder when
 the core collects the run's list job at its end, and a person with a move held is
 PENDING on that job until then. When HubSpot's day's calls are spent (down to
-``daily_reserve``), push raises ``DailyLimitReached`` saying when the day ends: the core
-stops sending to HubSpot for the run, and the rest waits for a later run.
+``daily_reserve``), the people none of whose calls went out are NOT_SENT, with
+``DailyLimitReached``'s message saying when the day ends (push raises it when nothing
+of the batch was sent): the core stops sending to HubSpot for the run, and they wait
+for a later run with no retry attempt charged.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import httpx
 from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
 from connectors.hubspot.checks import run_checks
-from connectors.hubspot.client import DailyLimitReached, HubSpotApi, HubSpotApiError
+from connectors.hubspot.client import HubSpotApi, HubSpotApiError
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.consent import opt_outs, record_opt_out
 from connectors.hubspot.deletions import archive
@@ -41,7 +43,7 @@ from connectors.hubspot.payloads import contact_input
 from connectors.hubspot.properties import Existing, plan
 from connectors.hubspot.run_lists import LIST_JOB, RunLists
 from connectors.hubspot.segments import SegmentOptions
-from connectors.hubspot.upserts import upsert
+from connectors.hubspot.upserts import not_sent, upsert
 from connectors.kit.chunks import chunked, send_chunks
 from connectors.kit.memberships import owned_problem
 from crmsync.contract import (
@@ -57,7 +59,7 @@ from crmsync.contract import (
     Outcome,
     PushResult,
 )
-from crmsync.errors import ConfigError, RecordError, TransientError
+from crmsync.errors import ConfigError, RecordError, SendLater, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,9 @@ class HubSpotDestination:
         self._lists = list_index(self._api, config.segment_prefix)
         self._run_lists = RunLists(self._api, self._lists, config.list_batch, self._pool)
 
-    def check(self) -> list[Check]:
-        return run_checks(self._api, self.config)
+    def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
+        """The token, scopes, group, lists and the mapped properties (creating nothing)."""
+        return run_checks(self._api, self.config, fields)
 
     def prepare(self, fields: Sequence[FieldSpec]) -> None:
         """Creates crmsync's group and the properties the mapping needs; ConfigError naming
@@ -137,11 +140,10 @@ class HubSpotDestination:
             raise over
         try:
             return self._push(changes)
-        except TransientError as exc:
-            over = self._api.day_over()
-            if over is not None and not isinstance(exc, DailyLimitReached):
-                raise over from exc  # "unreachable" only for want of calls
-            raise
+        except SendLater as exc:
+            # the calls ran out where no person's result says so, after part of the
+            # batch went out: not "nothing sent", so the core keeps the batch in flight
+            raise TransientError(str(exc), retry_after=exc.retry_after) from exc
 
     def _push(self, changes: Sequence[Change]) -> list[PushResult]:
         results: dict[str, PushResult] = {}
@@ -190,8 +192,11 @@ class HubSpotDestination:
     def _upsert(
         self, chunk: Sequence[Change], inputs: dict[str, dict[str, Any]]
     ) -> list[PushResult]:
-        self._options.ensure(name for change in chunk for name in change.memberships)
-        results = upsert(self._api, chunk, inputs)
+        try:
+            self._options.ensure(name for change in chunk for name in change.memberships)
+            results = upsert(self._api, chunk, inputs)
+        except SendLater as exc:  # the day's calls ran out before this chunk went
+            return not_sent(chunk, exc)
         subscriptions = self.config.opt_out_subscriptions
         if not subscriptions:
             return results
@@ -220,7 +225,10 @@ class HubSpotDestination:
             for change in upserts
             if results[change.person_key].outcome is Outcome.OK
         ]
-        answers = self._run_lists.move([(change, record) for change, record in upserted if record])
+        try:
+            answers = self._run_lists.move([(c, record) for c, record in upserted if record])
+        except SendLater as exc:  # upserted, but the day's calls ran out before the lists
+            answers = {change.person_key: f"lists not moved: {exc}" for change, _ in upserted}
         for change, record in upserted:
             if change.person_key not in answers:
                 continue

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from typing import Protocol
 
 from connectors.hubspot.client import CONTACT_TYPE, HubSpotApi, HubSpotApiError
 from connectors.kit import GroupIndex, MembershipCall
-from crmsync.errors import ConnectorError
+from crmsync.errors import ConnectorError, SendLater
 
 NOT_FOUND = 404
+
+
+class Unsent(Protocol):
+    """Where the members of calls not sent are noted (HubSpot's day is spent)."""
+
+    def update(self, members: Sequence[str], /) -> None: ...
 
 
 def list_index(api: HubSpotApi, prefix: str) -> GroupIndex:
@@ -43,21 +50,35 @@ def list_index(api: HubSpotApi, prefix: str) -> GroupIndex:
 
 
 def send_calls(
-    api: HubSpotApi, index: GroupIndex, calls: Sequence[MembershipCall], pool: Executor
+    api: HubSpotApi,
+    index: GroupIndex,
+    calls: Sequence[MembershipCall],
+    pool: Executor,
+    unsent: Unsent | None = None,
 ) -> dict[str, str]:
-    """Sends the calls side by side; returns the record ids whose moves failed, with why.
-    Removals from a list that does not exist need no call."""
+    """Sends the calls side by side; returns the record ids whose moves failed, with why,
+    and notes in ``unsent`` the members of calls that did not go out because HubSpot's
+    day is spent (failed too, for whoever cannot tell). Removals from a list that does
+    not exist need no call."""
     if not calls:
         return {}
     ids = index.ids(sorted({call.group for call in calls}))
     failed: dict[str, str] = {}
-    for found in pool.map(lambda call: _send(api, index, call, ids.get(call.group)), calls):
+
+    def send(call: MembershipCall) -> dict[str, str]:
+        return _send(api, index, call, ids.get(call.group), unsent)
+
+    for found in pool.map(send, calls):
         failed.update(found)
     return failed
 
 
 def _send(
-    api: HubSpotApi, index: GroupIndex, call: MembershipCall, list_id: str | None
+    api: HubSpotApi,
+    index: GroupIndex,
+    call: MembershipCall,
+    list_id: str | None,
+    unsent: Unsent | None,
 ) -> dict[str, str]:
     try:
         if list_id is not None:
@@ -72,6 +93,8 @@ def _send(
         made, _ = index.ensure(call.group)
         return _move(api, call, made)
     except ConnectorError as exc:
+        if isinstance(exc, SendLater) and unsent is not None:
+            unsent.update(call.members())
         reason = f"list {call.group!r} not moved: {exc}"
         return {member: reason for member in call.members()}
 

@@ -10,10 +10,11 @@ The ledger stays honest through the contract's pending results: a person whose m
 are all confirmed when their push ends is OK; one with a move still held is PENDING on
 this run's list job (with their record id, which the ledger keeps with the change), and
 ``settle`` answers them once everything held has been sent (OK, or FAILED with the
-reason one of their moves failed). A run that stops before its end leaves them in flight
-on that job; the next run's collect hands ``settle`` their changes, and their moves are
-rebuilt from the changes and sent again: adding a record to a list, or removing one,
-twice is harmless.
+reason one of their moves failed, or NOT_SENT when a move of theirs could not go out
+because HubSpot's day is spent: they stay in flight, with no attempt charged). A run
+that stops before its end leaves them in flight on that job; the next run's collect
+hands ``settle`` their changes, and their moves are rebuilt from the changes and sent
+again: adding a record to a list, or removing one, twice is harmless.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class RunLists:
     """One run's held list moves (the kit's ``RunMoves``, by record id)."""
 
     def __init__(self, api: HubSpotApi, index: GroupIndex, batch_size: int, pool: Executor) -> None:
+        self._unsent: set[str] = set()  # members of calls not sent: HubSpot's day is spent
         self._moves = RunMoves(
-            lambda calls: (send_calls(api, index, calls, pool), []),
+            lambda calls: (send_calls(api, index, calls, pool, self._unsent), []),
             batch_size,
             paired=True,
             prefix=LIST_JOB,
@@ -64,6 +66,10 @@ class RunLists:
             record = change.remote_id
             if record is None:
                 results.append(PushResult(change.person_key, Outcome.FAILED, message=NO_RECORD))
+            elif record in self._unsent:  # kept in flight for the next run, nothing charged
+                results.append(
+                    PushResult(change.person_key, Outcome.NOT_SENT, record, failed.get(record, ""))
+                )
             elif record in failed:
                 results.append(
                     PushResult(change.person_key, Outcome.FAILED, record, failed[record])

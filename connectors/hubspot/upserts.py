@@ -9,6 +9,10 @@ one input's value (a 400 whose errors are not about a property missing from the
 account) is halved until the refused inputs are found, so one bad value costs only its
 own person. A property missing from the account (deleted in HubSpot since ``prepare``)
 fails the batch: the next run's ``prepare`` creates it again.
+
+When the day's calls run out (``DailyLimitReached``), a call not sent raises it, but
+once halving has sent part of a batch, the people of the halves not sent are NOT_SENT
+and the rest keep the answers HubSpot gave.
 """
 
 from __future__ import annotations
@@ -18,14 +22,21 @@ from typing import Any
 
 from connectors.hubspot.client import HubSpotApi, HubSpotApiError
 from crmsync.contract import Change, Outcome, PushResult
+from crmsync.errors import SendLater
 
 MISSING_PROPERTY = "PROPERTY_DOESNT_EXIST"
 REFUSED = "VALIDATION_ERROR"  # the category of a value HubSpot will not take
 Inputs = Mapping[str, Mapping[str, Any]]  # person key -> batch input (without its trace id)
 
 
+def not_sent(changes: Sequence[Change], why: SendLater) -> list[PushResult]:
+    """NOT_SENT for people none of whose calls went out: HubSpot can take no more today."""
+    return [PushResult(c.person_key, Outcome.NOT_SENT, message=str(why)) for c in changes]
+
+
 def upsert(api: HubSpotApi, chunk: Sequence[Change], inputs: Inputs) -> list[PushResult]:
-    """Results for the people of ``chunk`` (at most one call's worth)."""
+    """Results for the people of ``chunk`` (at most one call's worth); ``SendLater`` when
+    nothing of it was sent."""
     entries = [
         {**inputs[change.person_key], "objectWriteTraceId": str(i)}
         for i, change in enumerate(chunk)
@@ -43,7 +54,12 @@ def upsert(api: HubSpotApi, chunk: Sequence[Change], inputs: Inputs) -> list[Pus
         reason = f"HubSpot refused the contact: {error.message}"
         return [PushResult(chunk[0].person_key, Outcome.REJECTED, message=reason)]
     half = len(chunk) // 2
-    return [*upsert(api, chunk[:half], inputs), *upsert(api, chunk[half:], inputs)]
+    first = upsert(api, chunk[:half], inputs)  # SendLater here: nothing of chunk was sent
+    try:
+        second = upsert(api, chunk[half:], inputs)
+    except SendLater as exc:
+        second = not_sent(chunk[half:], exc)
+    return [*first, *second]
 
 
 def read_answer(chunk: Sequence[Change], document: Any) -> list[PushResult]:

@@ -62,6 +62,7 @@ from crmsync.errors import ConfigError, TransientError
 from crmsync.records import Channel
 
 log = logging.getLogger(__name__)
+SEGMENTS_CLASH_HINT = "rename one of them; both would write the same profile property"
 
 
 class KlaviyoDestination:
@@ -99,18 +100,26 @@ class KlaviyoDestination:
         self._settler = Settler(self._api, self._lists, config, self._pool, self._run_lists)
         self._deleter = Deleter(self._api, self._settler, config, self._pool)
 
-    def check(self) -> list[Check]:
-        return run_checks(self._api, self.config)
+    def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
+        """The key and the account; Klaviyo takes any property, so of the mapped fields
+        only a clash with ``segments_property`` can fail (``prepare`` refuses it too)."""
+        checks = run_checks(self._api, self.config)
+        clash = self._clash(fields)
+        if clash is not None:
+            checks.append(Check("segments_property", False, f"{clash} ({SEGMENTS_CLASH_HINT})"))
+        return checks
 
     def prepare(self, fields: Sequence[FieldSpec]) -> None:
         """Klaviyo creates properties as they arrive; only a clash is refused here."""
+        clash = self._clash(fields)
+        if clash is not None:
+            raise ConfigError(clash, key="segments_property", hint=SEGMENTS_CLASH_HINT)
+
+    def _clash(self, fields: Sequence[FieldSpec]) -> str | None:
         name = self.config.segments_property
         if name is not None and any(field.name == name for field in fields):
-            raise ConfigError(
-                f"segments_property {name!r} is also a field of the mapping",
-                key="segments_property",
-                hint="rename one of them; both would write the same profile property",
-            )
+            return f"segments_property {name!r} is also a field of the mapping"
+        return None
 
     # -- push ------------------------------------------------------------------------
 

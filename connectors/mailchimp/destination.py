@@ -52,7 +52,7 @@ from crmsync.contract import (
     Outcome,
     PushResult,
 )
-from crmsync.errors import ConfigError
+from crmsync.errors import ConfigError, ConnectorError
 
 log = logging.getLogger(__name__)
 # batch calls' worth of people per push(): two rounds of 10 connections, so the core's two
@@ -96,8 +96,35 @@ class MailchimpDestination:
             self._api, self._tags, config.list_id, config.batch_size, self._pool
         )
 
-    def check(self) -> list[Check]:
-        return run_checks(self._api, self.config)
+    def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
+        """The key, the data centre and the audience; then, one read of its merge fields,
+        whether the mapped ones fit (``merge_fields.plan``, creating nothing)."""
+        checks = run_checks(self._api, self.config)
+        if fields and all(check.ok for check in checks):
+            checks.extend(self._merge_fields_check(fields))
+        return checks
+
+    def _merge_fields_check(self, fields: Sequence[FieldSpec]) -> list[Check]:
+        try:
+            listed = list(self._api.merge_fields(self.config.list_id))
+            existing = [merge_fields.existing_field(item) for item in listed]
+            plan = merge_fields.plan(fields, existing, self.config.merge_field_limit)
+        except ConfigError as exc:
+            return [
+                Check(
+                    f"merge field {issue.key.removeprefix('mapping.')}",
+                    False,
+                    f"{issue.message} ({issue.hint})" if issue.hint else issue.message,
+                )
+                for issue in exc.issues
+            ]
+        except ConnectorError as exc:
+            return [Check("merge fields", False, str(exc))]
+        made = [str(body["tag"]) for body in plan.create]
+        detail = f"{len(fields) - len(made)} of the {len(fields)} mapped exist"
+        if made:
+            detail += f"; {', '.join(made)} are created by the first run"
+        return [Check("merge fields", True, detail)]
 
     def prepare(self, fields: Sequence[FieldSpec]) -> None:
         list_id = self.config.list_id

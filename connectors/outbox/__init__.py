@@ -73,7 +73,8 @@ class OutboxDestination:
         self._files: list[str] = []
         self._counts: Counter[str] = Counter()
 
-    def check(self) -> list[Check]:
+    def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
+        """The directory is writable (a file takes any field)."""
         parent = self.directory
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent

@@ -1,0 +1,149 @@
+"""HubSpot's day runs out in the middle of a run, through the CLI and the fake: the run
+stops before the reserve, what it did not send is NOT_SENT (no retry attempt charged,
+nobody left in flight), and the run after HubSpot's day starts again sends the rest."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import connectors.http.client as seam
+from connectors.http import BudgetRegistry
+from connectors.hubspot.payloads import encode
+from state import schema
+from state.store import Store
+from tests.e2e import AS_OF, Site, make_site
+from tests.fakes.hubspot import DAY, FakeHubSpot
+from tests.test_hubspot_pipeline import SEGMENTS, ledger
+
+RESERVE = 5
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeHubSpot, Clock]]:
+    clock = Clock()  # the fake's day and window: HubSpot's day ends when the test says
+    found = FakeHubSpot(clock=clock, per_ten_seconds=1_000_000).start()
+    try:
+        yield found, clock
+    finally:
+        found.stop()
+    assert not found.violations, "\n".join(found.violations[:20])
+
+
+def point_at(site: Site, fake: FakeHubSpot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMSYNC_TEST_HUBSPOT_TOKEN", fake.token)
+    text = (
+        site.config.read_text(encoding="utf-8")
+        .replace(
+            '[destinations.out]\nkind = "outbox"',
+            '[destinations.hs]\nkind = "hubspot"\naccess_token = "${CRMSYNC_TEST_HUBSPOT_TOKEN}"\n'
+            f'base_url = "{fake.base_url}"\nbatch_size = 10\n'
+            f"[destinations.hs.rate_limits]\nper_ten_seconds = 2000\ndaily_reserve = {RESERVE}\n"
+            "[destinations.hs.http.rate]\nmax_concurrency = 4\n"
+            "[destinations.hs.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
+            '\n[destinations.out]\nkind = "outbox"',
+        )
+        .replace('destinations = ["out"]', 'destinations = ["hs"]')
+    )
+    site.config.write_text(text, encoding="utf-8")
+
+
+def new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Budgets live as long as the process: a run the next day starts a fresh one."""
+    monkeypatch.setattr(seam, "BUDGETS", BudgetRegistry())
+
+
+def run(site: Site) -> tuple[int, dict[str, Any]]:
+    result = site.cli("run", "--as-of", AS_OF, "--json")
+    report: dict[str, Any] = json.loads(result.stdout)[0]
+    return result.exit_code, report
+
+
+def rename_everyone(site: Site) -> None:
+    path = site.data / "customers.csv"
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["first_name"] = row["first_name"] + "x"
+        row["updated_at"] = "2026-10-31T12:00:00+03:00"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def holds_the_ledger(
+    site: Site, fake: FakeHubSpot
+) -> dict[str, tuple[str, dict[str, Any], set[str]]]:
+    """Every contact as the ledger says: its properties and segment options (no lists)."""
+    acked = ledger(site)
+    contacts = {c.id: c for c in fake.contacts_by_id.values() if not c.archived}
+    assert sorted(remote for remote, _, _ in acked.values()) == sorted(contacts)  # nobody twice
+    for key, (remote, fields, groups) in acked.items():
+        contact = contacts[remote]
+        assert key == f"e:{contact.email}"
+        options = {v for v in fake.values(contact.email, SEGMENTS) if v.startswith("crm-")}
+        assert options == groups, key
+        for name, value in fields.items():
+            kind = fake.properties[name].type
+            assert contact.properties.get(name, "") == encode(value, kind), (key, name)
+    return acked
+
+
+def failures(site: Site) -> int:
+    store = Store(f"sqlite:///{site.root / 'state.db'}")
+    with store.engine.connect() as conn:
+        found = conn.execute(sa.select(sa.func.count()).select_from(schema.failures)).scalar()
+        flying = conn.execute(sa.select(sa.func.count()).select_from(schema.in_flight)).scalar()
+    store.close()
+    return int(found or 0) + int(flying or 0)
+
+
+def test_a_run_the_day_cuts_short_goes_on_the_next_day_with_no_attempt_spent(
+    tmp_path: Path, fake: tuple[FakeHubSpot, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hubspot, clock = fake
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=300)
+    point_at(site, hubspot, monkeypatch)
+    new_process(monkeypatch)
+    code, first = run(site)
+    assert code == 0, first
+    synced = holds_the_ledger(site, hubspot)
+
+    rename_everyone(site)
+    hubspot.daily = hubspot._day_count + 25  # other apps spent the rest of the day
+    code, cut = run(site)
+    out = cut["destinations"]["hs"]
+    changes = out.get("update", 0) + out.get("create", 0)
+    assert code == 5 and cut["status"] == "partial", cut  # stopped cleanly: EXIT_PARTIAL
+    assert "daily_reserve" in cut["errors"]["hs"]  # and when HubSpot's day ends
+    assert out["ok"] > 0 and out["not_sent"] > 0 and not out.get("failed"), out
+    assert out["ok"] + out["not_sent"] == changes
+    assert hubspot._day_count <= hubspot.daily - RESERVE  # the reserve is never spent
+    assert hubspot.rate_limited == 0  # HubSpot never had to say 429
+    assert failures(site) == 0  # no attempt charged, nobody left in flight
+
+    clock.now += DAY  # HubSpot's day starts again
+    new_process(monkeypatch)
+    code, rest = run(site)
+    assert code == 0 and rest["status"] == "succeeded", rest
+    assert rest["destinations"]["hs"]["ok"] == out["not_sent"]
+    assert failures(site) == 0
+    after = holds_the_ledger(site, hubspot)
+    assert after.keys() == synced.keys()
+    renamed = [key for key in after if after[key][1] != synced[key][1]]
+    assert len(renamed) == changes  # everyone changed landed, in one run or the other
