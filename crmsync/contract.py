@@ -29,10 +29,11 @@ Vocabulary:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from importlib.resources.abc import Traversable
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -201,6 +202,15 @@ class Change:
     # an earlier push of this person was never acknowledged: it may have been applied in
     # part (a destination that creates and subscribes in separate calls finishes the job)
     resent: bool = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled as its values and made again by __init__: the default for a frozen
+        # dataclass with slots looks its fields up for every object, which made the
+        # profile workers' changes twice as slow to send and half again as slow to take
+        return (Change, _change_values(self))
+
+
+_change_values = attrgetter(*(f.name for f in fields(Change)))
 
 
 @dataclass(frozen=True, slots=True)
