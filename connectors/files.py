@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
+from connectors import files_window
 from connectors.files_check import check_file, mapped_columns
 from connectors.files_config import FilesSourceConfig, StreamFile
 from connectors.files_rows import (
@@ -153,8 +154,10 @@ class FilesSource:
         window = _Window(spec, self.tz, since, until) if spec.updated_at else None
         # the window's time is the record's updated_at when both read it alike: parse it once
         shared = window is not None and window.reads_as(spec)
+        # rows surely outside the window are dropped on their raw time, before any row work
+        fast = files_window.prefilter(spec, since, until) if window is not None else None
         build = builder.build
-        for unit in self._units(stream, spec, csv_lines):
+        for unit in self._units(stream, spec, csv_lines, fast):
             if isinstance(unit, BadRow):
                 reason = f"line {unit.line}: {unit.reason}"
                 yield RecordIssue(stream, None, QUARANTINED, reason, "", excerpt(unit.text))
@@ -182,7 +185,16 @@ class FilesSource:
                 )
             yield record
 
-    def _units(self, stream: Stream, spec: StreamFile, csv_lines: bool) -> Iterator[Unit | BadRow]:
+    def _units(
+        self,
+        stream: Stream,
+        spec: StreamFile,
+        csv_lines: bool,
+        fast: files_window.WindowPrefilter | None = None,
+    ) -> Iterator[Unit | BadRow]:
+        """The file's rows (a CSV order's adjacent rows as one unit); ``fast`` drops rows
+        outside the read's window before rows are made of them (not CSV rows read in
+        groups, where only a group's first row is the record's)."""
         path = self.path(spec)
         if not path.is_file():
             raise ConfigError(
@@ -193,18 +205,20 @@ class FilesSource:
         try:
             if spec.file_format() == "jsonl":
                 with open_binary(path) as binary:
-                    yield from jsonl_rows(binary, spec.encoding)
+                    drop = fast.row_outside if fast is not None else None
+                    yield from jsonl_rows(binary, spec.encoding, drop)
                 return
             with open_text(path, spec.encoding) as handle:
 
                 def require(header: list[str]) -> None:
                     self._require_columns(stream, header, spec)
 
-                rows = csv_rows(handle, spec.delimiter, require)
                 if csv_lines:
+                    rows = csv_rows(handle, spec.delimiter, require)
                     yield from adjacent_groups(rows, spec.id_column())
                 else:
-                    yield from rows
+                    cells = (fast.column, fast.outside) if fast is not None else None
+                    yield from csv_rows(handle, spec.delimiter, require, cells)
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"{path} is not valid {spec.encoding}: {exc.reason} at byte {exc.start}",

@@ -79,17 +79,29 @@ def csv_header(handle: IO[str], delimiter: str) -> list[str]:
     return [name.strip() for name in first] if first else []
 
 
+CellTest = tuple[str, Callable[[str], bool]]  # a column, and whether its cell drops the row
+
+
 def csv_rows(
-    handle: IO[str], delimiter: str, check_header: Callable[[list[str]], None] | None = None
+    handle: IO[str],
+    delimiter: str,
+    check_header: Callable[[list[str]], None] | None = None,
+    drop: CellTest | None = None,
 ) -> Iterator[Row | BadRow]:
     """Rows as dicts keyed by the header; a row with a different field count is a BadRow.
 
-    ``check_header`` sees the header before any row is read (and may raise).
+    ``check_header`` sees the header before any row is read (and may raise). ``drop``
+    (column, test): a well-sized row whose cell in that column passes the test is left
+    out before its dict is made (the cell the dict would hold: a repeated column's last).
     """
     reader = csv.reader(handle, delimiter=delimiter)
     header = [name.strip() for name in next(reader, [])]
     if check_header is not None:
         check_header(header)
+    column = -1
+    if drop is not None and drop[0] in header:
+        column = len(header) - 1 - header[::-1].index(drop[0])
+    dropped = drop[1] if drop is not None and column >= 0 else None
     start = reader.line_num + 1
     while True:
         try:
@@ -107,11 +119,18 @@ def csv_rows(
             reason = f"the row has {len(fields)} fields but the header has {len(header)}"
             yield BadRow(line, reason, delimiter.join(fields))
             continue
+        if dropped is not None and dropped(fields[column]):
+            continue
         yield Row(line, dict(zip(header, fields, strict=True)), fields, delimiter)
 
 
-def jsonl_rows(handle: IO[bytes], encoding: str) -> Iterator[Row | BadRow]:
-    """One JSON object per line; blank lines are skipped, anything else unparsable is a BadRow."""
+def jsonl_rows(
+    handle: IO[bytes], encoding: str, drop: Callable[[dict[str, Any]], bool] | None = None
+) -> Iterator[Row | BadRow]:
+    """One JSON object per line; blank lines are skipped, anything else unparsable is a BadRow.
+
+    ``drop`` sees each parsed object and leaves out those it passes, before a row is made.
+    """
     utf8 = codecs.lookup(encoding).name == "utf-8"
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for number, raw in enumerate(handle, start=1):
@@ -128,6 +147,8 @@ def jsonl_rows(handle: IO[bytes], encoding: str) -> Iterator[Row | BadRow]:
         if type(value) is not dict:
             kind = type(value).__name__
             yield BadRow(number, f"expected a JSON object, got {kind}", _render(written))
+            continue
+        if drop is not None and drop(value):
             continue
         yield Row(number, value, written)
 
