@@ -3,15 +3,15 @@
 The sample store (``crmsync.sample``, about 5 orders per customer) is generated afresh
 for each stream, customers first, then orders, then carts, as a pull reads them, and
 staged in batches of the pull's size (``crmsync.pull.BATCH``), each stream's batches
-inside ``Store.loading`` as a pull stages them (on SQLite a first load then builds the
-table's secondary indexes once at its end; ``--keep-indexes`` keeps them up row by row
-instead, for comparison). Only the time inside ``Store.stage`` and ``Store.loading``
-counts: generating the records is not staging. Reported per engine and size: records/s
-over the whole store and per stream (index building included, also given on its own),
-over the first and the last tenth of the orders' batches (the rate must stay flat as the
-tables grow), and, with ``--again``, the rate of a second pass over the same records
-(all unchanged, as a re-read of a lookback window finds them). Figures of other engines
-and sizes already recorded are kept.
+inside ``Store.loading`` as a pull stages them (a first load then builds the table's
+secondary indexes once at its end; ``--keep-indexes`` keeps them up row by row instead,
+for comparison, its figures recorded under ``<engine>_<customers>_kept_``). Only the
+time inside ``Store.stage`` and ``Store.loading`` counts: generating the records is not
+staging. Reported per engine and size: records/s over the whole store and per stream
+(index building included, also given on its own), over the first and the last tenth of
+the orders' batches (the rate must stay flat as the tables grow), and, with ``--again``,
+the rate of a second pass over the same records (all unchanged, as a re-read of a
+lookback window finds them). Figures of other engines and sizes already recorded are kept.
 
     .venv/bin/python -m bench.bench_stage [--customers N] [--engine sqlite|postgresql]
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -130,6 +131,7 @@ def main(argv: list[str]) -> int:
     spec = SampleSpec(customers=args.customers)
     indexes = "kept" if args.keep_indexes else "deferred"
     print(f"{args.engine}: {args.customers:,} customers, batch {args.batch}, indexes {indexes}")
+    load = os.getloadavg()[0]  # the machine is shared: how busy it was when the run began
     with state_url(args.engine, "bench_stage") as url:
         try:
             store = Store(url)
@@ -141,7 +143,8 @@ def main(argv: list[str]) -> int:
             again = stage_store(store, spec, args.batch, args.keep_indexes) if args.again else None
         finally:
             store.close()
-    prefix = f"{args.engine}_{args.customers}"
+    # a comparison run keeps its own figures beside those of the code as a pull runs it
+    prefix = f"{args.engine}_{args.customers}" + ("_kept" if args.keep_indexes else "")
     figures: dict[str, Figure] = {
         f"{prefix}_records": first.records,
         f"{prefix}_batch": args.batch,
@@ -153,6 +156,7 @@ def main(argv: list[str]) -> int:
         f"{prefix}_indexes": indexes,  # deferred: built at the end of a first load
         f"{prefix}_index_seconds": round(sum(first.indexing.values()), 2),
         f"{prefix}_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        f"{prefix}_load_average_at_start": round(load, 2),
         f"{prefix}_at_or_above_target": str(first.rate() >= TARGETS[args.engine]),
         f"{args.engine}_target_records_per_s": TARGETS[args.engine],
     }

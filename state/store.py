@@ -224,8 +224,8 @@ class Store:
     @contextmanager
     def loading(self, stream: Stream) -> Iterator[None]:
         """Wraps every batch of one stream's load (``stage`` calls, each its own
-        transaction): into an empty table on SQLite, its secondary indexes are built once
-        at the end instead of kept up row by row (``state.first_load``)."""
+        transaction): into an empty table, its secondary indexes are built once at the
+        end instead of kept up row by row (``state.first_load``)."""
         with deferred_indexes(self.engine, schema.metadata.tables[stream.value]):
             yield
 
