@@ -31,6 +31,10 @@ from state.timeutil import now_ms, to_ms
 __all__ = ["DestinationReport", "PipelineBusy", "RunOptions", "RunReport", "run_pipeline"]
 
 CONSENT_LOOKBACK = timedelta(minutes=10)
+# opt-outs read back that are looked up (``opted_out``) and recorded at a time: each is a
+# parameter of one IN (...) list, well within the 32,766 of the SQLite crmsync needs
+# (3.35 or newer, for RETURNING) and PostgreSQL's 65,535; larger chunks cost the same
+CONSENT_CHUNK = 1000
 T = TypeVar("T")
 
 
@@ -240,7 +244,7 @@ def _read_consent(
     since = store.cursor(name, "consent")
     scopes = [s.name for s in spec.sources] + [d.name for d in spec.destinations]
     added = 0
-    for chunk in _chunks(destination.read_consent(since), 1000):
+    for chunk in _chunks(destination.read_consent(since), CONSENT_CHUNK):
         with store.transaction() as conn:
             fresh = []
             for channel in {u.channel for u in chunk}:

@@ -433,10 +433,9 @@ def opted_out(
     instead, 0.15 s per thousand e-mails at 100,000 customers, which a consent read-back
     paid for every thousand opt-outs it read (most of them already known).
 
-    One statement per table for the whole list, its rows taken in one fetch rather than
-    one at a time (a read-back after a first sync asks this about every unsubscribe that
-    sync pushed). The list goes out as one ``IN (...)`` of bound parameters, so callers
-    keep ``emails`` a few short of 999, the most every SQLite allows.
+    One statement per table for the whole list (one ``IN (...)`` of bound parameters: a
+    caller's chunk of e-mails), its rows taken in one fetch rather than one at a time: a
+    read-back after a first sync asks this about every unsubscribe that sync pushed.
     """
     if not emails:
         return set()
