@@ -39,6 +39,10 @@ def bench_one(
     fake = fake or new_fake(options)
     fake.start()
     env = {**os.environ, KEY_ENV: fake.api_key}
+    # as installed, with bytecode kept between runs: where PYTHONDONTWRITEBYTECODE is set
+    # (as on the machines this runs on), every run would compile crmsync's sources again
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(options.work / "pycache")
     if options.source is not None:  # ahead of the editable install, in workers too
         env["PYTHONPATH"] = str(options.source)
     database = f"bench_e2e_{size}_{os.getpid()}" if engine == "postgresql" else None

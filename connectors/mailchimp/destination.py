@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # batch calls' worth of people per push(): two rounds of 10 connections, so the core's two
 # ledger transactions per push are few beside the calls (tag calls are per run anyway)
 CALLS_PER_PUSH = 20
-_MEMBER_FIELDS = ["members.email_address", "members.status", "members.last_changed"]
+_MEMBER_FIELDS = ["members.email_address", "members.last_changed"]  # the status is the filter's
 
 
 class MailchimpDestination:

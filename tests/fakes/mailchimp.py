@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -204,6 +205,9 @@ class FakeMailchimp:
         self._in_flight = 0
         self._lock = threading.RLock()
         self._next_id = 1000
+        # a paged read's members, found and sorted for its first page and kept for its
+        # later pages (offset > 0), which a large read-back asks for at once
+        self._listed: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self._served = Served(self, (500, {"Content-Type": "application/problem+json"}, b"{}"))
         self.add_list(list_id, "crmsync test audience")
 
@@ -820,17 +824,19 @@ def _members(
     fake: FakeMailchimp, params: dict[str, str], query: dict[str, str], body: Any
 ) -> tuple[int, Any]:
     audience = fake._list(params)
-    found = [
-        m
-        for m in audience.members.values()
-        if ("status" not in query or m["status"] == query["status"])
-        and (
-            "since_last_changed" not in query
-            or datetime.fromisoformat(m["last_changed"])
-            > datetime.fromisoformat(query["since_last_changed"])
-        )
-    ]
-    found.sort(key=lambda m: (m["last_changed"], m["id"]))
+    key = (audience.id, query.get("status"), query.get("since_last_changed"), len(audience.members))
+    found = fake._listed.get(key) if int(query.get("offset", 0)) > 0 else None
+    if found is None:
+        since = query.get("since_last_changed")
+        after = datetime.fromisoformat(since) if since is not None else None
+        found = [
+            m
+            for m in audience.members.values()
+            if ("status" not in query or m["status"] == query["status"])
+            and (after is None or datetime.fromisoformat(m["last_changed"]) > after)
+        ]
+        found.sort(key=itemgetter("last_changed", "id"))
+        fake._listed = {key: found}  # one read's at a time
     page = [_only(m, query, "members") for m in _page(found, query)]
     return 200, {"members": page, "total_items": len(found), "list_id": audience.id}
 
