@@ -138,13 +138,16 @@ class Sized(Protocol):
 class Outcome(StrEnum):
     """How a destination answered for one record; the core acts on this alone.
 
-    ``NOT_SENT`` is for ``push`` only, and only for a change of which nothing was sent
-    (a change partly sent, say upserted but not yet moved between lists, is ``FAILED``
-    or ``PENDING``: it may be applied in part). The core then releases the person's
+    ``NOT_SENT`` from ``push`` is only for a change of which nothing was sent (a change
+    partly sent, say upserted but not yet moved between lists, is ``FAILED`` or
+    ``PENDING``: it may be applied in part). The core then releases the person's
     in-flight mark (unless an earlier, unacknowledged push of theirs may be applied),
     charges no attempt, stops sending to the destination for the rest of the run, and
-    the next run plans the person again. It counts as ``not_sent`` in the run report,
-    beside the changes the run never handed over once the destination had stopped.
+    the next run plans the person again. From ``collect``, it is for a job's people
+    whose rest could not be sent: they stay in flight (their change may be applied in
+    part) and are planned again by the next run, with no attempt charged. It counts as
+    ``not_sent`` in the run report, beside the changes the run never handed over once
+    the destination had stopped.
     """
 
     OK = "ok"

@@ -215,13 +215,14 @@ class Pusher:
             self._acknowledge(batch, results)
 
     def _stop_when_full(self, results: Sequence[PushResult]) -> None:
-        """A batch sent in part (some changes NOT_SENT) stops sending to the destination
-        for the rest of the run, as ``SendLater`` does, with the destination's reason."""
+        """Results with changes NOT_SENT (a batch sent in part, a job's rest not sent)
+        stop sending to the destination for the rest of the run, as ``SendLater`` does,
+        with the destination's reason."""
         for result in results:
             if result.outcome is Outcome.NOT_SENT:
-                reason = result.message or f"{self.name} can take no more in this run"
-                self.report.error = self.report.error or reason
-                self.report.full = True
+                if self.report.error is None:  # a failure before it stays the run's error
+                    self.report.error = result.message or f"{self.name} can take no more"
+                    self.report.full = True
                 return
 
     def _acknowledge(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
@@ -272,6 +273,7 @@ class Pusher:
                             running += 1
                             break  # the job is still running: its other pages too
                         self._record(changes, results)
+                        self._stop_when_full(results)
                         handed_on.update(
                             r.job
                             for r in results

@@ -140,6 +140,40 @@ def test_the_pusher_stops_sending_once_the_destination_is_full(
     store.close()
 
 
+class Held:
+    """Holds everyone on one job; at its collect, the rest cannot be sent."""
+
+    max_batch = 3
+
+    def push(self, changes: Sequence[Change]) -> list[PushResult]:
+        return [PushResult(c.person_key, Outcome.PENDING, "r", "", "job-1") for c in changes]
+
+    def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult]:
+        return [PushResult(c.person_key, Outcome.NOT_SENT, "r", FULL) for c in changes]
+
+
+@pytest.mark.parametrize("failed_before", [False, True])
+def test_a_job_whose_rest_is_not_sent_stops_the_destination_cleanly(
+    state_url: str, failed_before: bool
+) -> None:
+    store = Store(state_url)
+    report = DestinationReport(DEST, "held")
+    pusher = Pusher(DEST, Held(), store, report, RunOptions(), None, RETRY)  # type: ignore[arg-type]
+    for n in range(4):
+        pusher.add(change(n))
+    pusher.flush()
+    if failed_before:  # a real failure since: it stays the run's error
+        report.error = "HTTP 500 from the vendor"
+    assert pusher.collect() == 0
+    assert report.counts["not_sent"] == 4
+    assert report.full is not failed_before
+    assert report.error == ("HTTP 500 from the vendor" if failed_before else FULL)
+    assert table(store, schema.failures, "person_key") == set()  # nothing charged
+    # sent before they waited: they stay in flight, for the next run to plan again
+    assert len(table(store, schema.in_flight, "person_key")) == 4
+    store.close()
+
+
 # -- through the pipeline ----------------------------------------------------------------
 
 
