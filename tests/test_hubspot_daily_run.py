@@ -4,8 +4,6 @@ nobody left in flight), and the run after HubSpot's day starts again sends the r
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from connectors.http import BudgetRegistry
 from connectors.hubspot.payloads import encode
 from state import schema
 from state.store import Store
-from tests.e2e import AS_OF, Site, make_site
+from tests.e2e import Site, make_site, rename_everyone
 from tests.fakes.hubspot import DAY, FakeHubSpot
 from tests.test_hubspot_pipeline import SEGMENTS, ledger
 
@@ -67,25 +65,6 @@ def new_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(seam, "BUDGETS", BudgetRegistry())
 
 
-def run(site: Site) -> tuple[int, dict[str, Any]]:
-    result = site.cli("run", "--as-of", AS_OF, "--json")
-    report: dict[str, Any] = json.loads(result.stdout)[0]
-    return result.exit_code, report
-
-
-def rename_everyone(site: Site) -> None:
-    path = site.data / "customers.csv"
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["first_name"] = row["first_name"] + "x"
-        row["updated_at"] = "2026-10-31T12:00:00+03:00"
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def holds_the_ledger(
     site: Site, fake: FakeHubSpot
 ) -> dict[str, tuple[str, dict[str, Any], set[str]]]:
@@ -120,13 +99,13 @@ def test_a_run_the_day_cuts_short_goes_on_the_next_day_with_no_attempt_spent(
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=300)
     point_at(site, hubspot, monkeypatch)
     new_process(monkeypatch)
-    code, first = run(site)
+    code, first = site.run_report()
     assert code == 0, first
     synced = holds_the_ledger(site, hubspot)
 
     rename_everyone(site)
     hubspot.daily = hubspot._day_count + 25  # other apps spent the rest of the day
-    code, cut = run(site)
+    code, cut = site.run_report()
     out = cut["destinations"]["hs"]
     changes = out.get("update", 0) + out.get("create", 0)
     assert code == 5 and cut["status"] == "partial", cut  # stopped cleanly: EXIT_PARTIAL
@@ -139,7 +118,7 @@ def test_a_run_the_day_cuts_short_goes_on_the_next_day_with_no_attempt_spent(
 
     clock.now += DAY  # HubSpot's day starts again
     new_process(monkeypatch)
-    code, rest = run(site)
+    code, rest = site.run_report()
     assert code == 0 and rest["status"] == "succeeded", rest
     assert rest["destinations"]["hs"]["ok"] == out["not_sent"]
     assert failures(site) == 0

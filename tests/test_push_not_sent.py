@@ -5,7 +5,6 @@ nothing more, and the next run sends the rest."""
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from crmsync.runs import DestinationReport, RunOptions
 from state import schema
 from state.ledger import RetryPolicy, mark_in_flight, record_results
 from state.store import Store
-from tests.e2e import AS_OF, Site, config_text, make_site
+from tests.e2e import Site, config_text, make_site, rename_everyone
 from tests.test_push import change
 
 RETRY = RetryPolicy(max_attempts=3, first_wait_ms=1000)
@@ -218,26 +217,6 @@ def last_customer(site: Site) -> str:
         return "e:" + max(normalize.email(row["email"]) or "" for row in csv.DictReader(handle))
 
 
-def run(site: Site) -> tuple[int, dict[str, Any]]:
-    result = site.cli("run", "--as-of", AS_OF, "--json")
-    report: dict[str, Any] = json.loads(result.stdout)[0]
-    return result.exit_code, report
-
-
-def rename_everyone(site: Site) -> int:
-    path = site.data / "customers.csv"
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["first_name"] = row["first_name"] + "x"
-        row["updated_at"] = "2026-10-31T12:00:00+03:00"
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return len(rows)
-
-
 def test_what_a_full_destination_did_not_take_goes_in_the_next_run_at_no_attempt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -252,7 +231,7 @@ def test_what_a_full_destination_did_not_take_goes_in_the_next_run_at_no_attempt
     person = last_customer(site)
     with monkeypatch.context() as patch:
         fail_one(patch, person)
-        code, first = run(site)
+        code, first = site.run_report()
     assert code == 5 and first["destinations"]["out"]["failed"] == 1
     assert table(store, schema.failures, "person_key", "attempts") == {(person, 1)}
     before = dict(table(store, schema.ledger, "person_key", "payload_hash"))
@@ -260,7 +239,7 @@ def test_what_a_full_destination_did_not_take_goes_in_the_next_run_at_no_attempt
     rename_everyone(site)  # every customer changes; the destination takes 50 of them
     with monkeypatch.context() as patch:
         handed = capped_outbox(patch, room=50)
-        code, capped = run(site)
+        code, capped = site.run_report()
     out = capped["destinations"]["out"]
     changes = out.get("create", 0) + out.get("update", 0)
     assert capped["status"] == "partial" and code == 5  # stopped at the destination's limit
@@ -272,7 +251,7 @@ def test_what_a_full_destination_did_not_take_goes_in_the_next_run_at_no_attempt
     assert table(store, schema.failures, "person_key", "attempts") == {(person, 1)}
     assert table(store, schema.in_flight, "person_key") == {(person,)}
 
-    code, last = run(site)  # the next run: the destination has room again
+    code, last = site.run_report()  # the next run: the destination has room again
     assert code == 0 and last["status"] == "succeeded"
     assert last["destinations"]["out"]["ok"] == changes - 50
     assert table(store, schema.failures, "person_key") == set()

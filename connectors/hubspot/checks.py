@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from connectors.hubspot.client import GROUPS, HubSpotAccessError, HubSpotApi, HubSpotApiError
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.properties import SEGMENTS_FIELD_TYPE, Existing, plan
+from connectors.kit.checks import field_conflicts
 from crmsync.contract import Check, FieldSpec
 from crmsync.errors import ConfigError, ConnectorError
 
@@ -166,14 +167,7 @@ def _mapped(
     try:
         planned = plan(fields, name, others, config.property_group)
     except ConfigError as exc:
-        return [
-            Check(
-                f"property {issue.key.removeprefix('mapping.')}",
-                False,
-                f"{issue.message} ({issue.hint})" if issue.hint else issue.message,
-            )
-            for issue in exc.issues
-        ]
+        return field_conflicts("property", exc)
     made = [body["name"] for body in planned.create if body["name"] != name]
     detail = f"{len(fields) - len(made)} of the {len(fields)} exist"
     if made:

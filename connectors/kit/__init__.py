@@ -11,6 +11,7 @@
 - ``gather``: membership moves held across a whole run and released a full call at a
   time, so a run of many pushes costs the per-run floor of calls; ``run_moves``: a run's
   held moves with the pending answers and settling that keep the ledger honest.
+- ``checks``: a mapping's fields that conflict with the destination's, as failed checks.
 
 Pure where possible; the I/O is the caller's, passed in as functions, so a vendor's
 connector keeps only what is really its own (endpoints, bodies, error texts).

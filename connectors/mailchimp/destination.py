@@ -26,6 +26,7 @@ import httpx
 
 from connectors.http import HttpClient
 from connectors.kit import chunked, owned_problem, send_chunks
+from connectors.kit.checks import field_conflicts
 from connectors.mailchimp import merge_fields
 from connectors.mailchimp.checks import run_checks
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
@@ -110,14 +111,7 @@ class MailchimpDestination:
             existing = [merge_fields.existing_field(item) for item in listed]
             plan = merge_fields.plan(fields, existing, self.config.merge_field_limit)
         except ConfigError as exc:
-            return [
-                Check(
-                    f"merge field {issue.key.removeprefix('mapping.')}",
-                    False,
-                    f"{issue.message} ({issue.hint})" if issue.hint else issue.message,
-                )
-                for issue in exc.issues
-            ]
+            return field_conflicts("merge field", exc)
         except ConnectorError as exc:
             return [Check("merge fields", False, str(exc))]
         made = [str(body["tag"]) for body in plan.create]
