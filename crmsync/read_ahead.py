@@ -232,7 +232,7 @@ def _read_all(pipes: Pipes) -> None:
     task = cast(tuple[SourceRecipe, str, datetime, int, str, str], pipes.tasks.recv())
     recipe, name, until, size, directory, writer_name = task
     source = recipe.build()
-    spool = SpoolWriter(Path(directory), writer_name)
+    spool = SpoolWriter(Path(directory), writer_name, pipes.check_parent)
     try:
         while (read := pipes.tasks.recv()) is not None:
             assert isinstance(read, Read)

@@ -7,8 +7,10 @@ The child never opens the state database, so the comparisons run on SQLite.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -260,3 +262,30 @@ def test_a_spool_deletes_each_segment_once_read_past_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w-2", "w-3", "w-4", "w-5"]
     reader.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w-3", "w-4", "w-5"]
+
+
+def test_a_spool_writer_waits_for_the_reader_once_it_is_far_enough_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "SEGMENT_BYTES", 1)  # a segment a message
+    monkeypatch.setattr(spool, "SEGMENTS_AHEAD", 2)
+    monkeypatch.setattr(spool, "WAIT", 0.01)
+    notes: queue.Queue[spool.Note] = queue.Queue()
+    waited = threading.Event()
+    writer = spool.SpoolWriter(tmp_path, "w", waited.set)
+
+    def write() -> None:
+        for n in range(5):
+            notes.put(writer.put(("batch", n)))
+        writer.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert waited.wait(5)  # two segments written and unread: it waits for the reader
+    assert notes.qsize() == 2 and len(list(tmp_path.iterdir())) == 2
+    reader = spool.SpoolReader(tmp_path)
+    taken = [reader.take(notes.get(timeout=5)) for _ in range(5)]
+    thread.join(5)
+    reader.close()
+    assert taken == [("batch", n) for n in range(5)]
+    assert list(tmp_path.iterdir()) == []
