@@ -107,7 +107,7 @@ class PipelineSettings(Section):
         description="processes that build, segment, map and diff profiles; default: 2 for "
         "a store of 50,000 customers or more on a machine with 2 cores or more, else 1 "
         "(starting one takes about a second); 1 also reads a large export in the run's "
-        "own process instead of one beside its staging",
+        "own process instead of in reader processes beside its staging",
     )
     profile: ProfileSettings = Field(default_factory=ProfileSettings, description="metrics")
 

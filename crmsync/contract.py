@@ -127,7 +127,8 @@ class Versioned(Protocol):
 class Sized(Protocol):
     """A source that knows, cheaply, how much a full read of a stream goes through
     (optional): bytes of an export file, say; None when it cannot tell. The pull reads a
-    large source in a process of its own, beside its staging (``crmsync.read_ahead``)."""
+    large source in reader processes beside its staging, its streams shared out among
+    them by size (``crmsync.read_ahead``)."""
 
     def size(self, stream: Stream) -> int | None: ...
 
