@@ -5,6 +5,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from connectors.hubspot import HubSpotConfig
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
@@ -23,3 +26,12 @@ def test_the_commented_example_is_valid_when_uncommented() -> None:
     config = HubSpotConfig.model_validate(parsed)
     assert config.lists and config.deletion == "archive"
     assert config.rate_limits.time_zone == "Europe/Istanbul"
+
+
+def test_an_unknown_time_zone_is_refused_under_its_key() -> None:
+    raw = {"access_token": "pat-eu1-example", "rate_limits": {"time_zone": "Mars/Olympus"}}
+    with pytest.raises(ValidationError) as raised:
+        HubSpotConfig.model_validate(raw)
+    [error] = raised.value.errors()
+    assert error["loc"] == ("rate_limits", "time_zone")
+    assert "Mars/Olympus" in error["msg"] and "IANA" in error["msg"]

@@ -16,13 +16,14 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from connectors.http import HttpOptions, HttpSettings
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError
+from crmsync.normalize import ZoneName
 
 BASE_URL = "https://api.hubapi.com"
 TIMEOUT = 60.0  # seconds, unless [http] says otherwise: a batch of 100 contacts takes a while
@@ -59,22 +60,13 @@ class RateLimits(BaseModel):
             "stops before HubSpot's count of the day's calls left falls below this."
         ),
     )
-    time_zone: str = Field(
+    time_zone: ZoneName = Field(
         "UTC",
         description=(
             "The HubSpot account's time zone (Settings > Account defaults), e.g. "
             "'Europe/Istanbul': its daily limit starts again at midnight there."
         ),
     )
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{value!r} is not an IANA time zone name") from exc
-        return value
 
     def day_ends(self, now: datetime) -> datetime:
         """When HubSpot's day that holds ``now`` ends: the next midnight in the account's
