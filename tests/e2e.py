@@ -99,6 +99,16 @@ class Site:
         assert code in (0, 5), report
         return report
 
+    def send_to(self, name: str, table: str) -> None:
+        """Points the pipeline at destination ``name`` instead of the outbox (which stays
+        declared), configured by ``table``: the TOML under ``[destinations.<name>]``, and
+        its sub-tables named from there (``[destinations.<name>.http.retry]``...)."""
+        text = self.config.read_text(encoding="utf-8")
+        outbox = '[destinations.out]\nkind = "outbox"'
+        text = text.replace(outbox, f"[destinations.{name}]\n{table.strip()}\n\n{outbox}")
+        text = text.replace('destinations = ["out"]', f'destinations = ["{name}"]')
+        self.config.write_text(text, encoding="utf-8")
+
     def run_report(self, *extra: str) -> tuple[int, dict[str, Any]]:
         """A run's exit code and its report, whatever its status."""
         result = self.cli("run", "--as-of", AS_OF, "--json", *extra)

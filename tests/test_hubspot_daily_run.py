@@ -42,20 +42,14 @@ def fake() -> Iterator[tuple[FakeHubSpot, Clock]]:
 
 def point_at(site: Site, fake: FakeHubSpot, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_HUBSPOT_TOKEN", fake.token)
-    text = (
-        site.config.read_text(encoding="utf-8")
-        .replace(
-            '[destinations.out]\nkind = "outbox"',
-            '[destinations.hs]\nkind = "hubspot"\naccess_token = "${CRMSYNC_TEST_HUBSPOT_TOKEN}"\n'
-            f'base_url = "{fake.base_url}"\nbatch_size = 10\n'
-            f"[destinations.hs.rate_limits]\nper_ten_seconds = 2000\ndaily_reserve = {RESERVE}\n"
-            "[destinations.hs.http.rate]\nmax_concurrency = 4\n"
-            "[destinations.hs.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
-            '\n[destinations.out]\nkind = "outbox"',
-        )
-        .replace('destinations = ["out"]', 'destinations = ["hs"]')
+    site.send_to(
+        "hs",
+        'kind = "hubspot"\naccess_token = "${CRMSYNC_TEST_HUBSPOT_TOKEN}"\n'
+        f'base_url = "{fake.base_url}"\nbatch_size = 10\n'
+        f"[destinations.hs.rate_limits]\nper_ten_seconds = 2000\ndaily_reserve = {RESERVE}\n"
+        "[destinations.hs.http.rate]\nmax_concurrency = 4\n"
+        "[destinations.hs.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n",
     )
-    site.config.write_text(text, encoding="utf-8")
 
 
 def new_process(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,26 +33,13 @@ FAST = 2_000  # requests per 10 s in the fake and the config: the limits have th
 def point_at(site: Site, fake: FakeHubSpot, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_HUBSPOT_TOKEN", fake.token)
     fake.per_ten_seconds = FAST
-    text = (
-        site.config.read_text(encoding="utf-8")
-        .replace(
-            '[destinations.out]\nkind = "outbox"',
-            '[destinations.hs]\nkind = "hubspot"\naccess_token = "${CRMSYNC_TEST_HUBSPOT_TOKEN}"\n'
-            f'base_url = "{fake.base_url}"\nlists = true\n'
-            f"[destinations.hs.rate_limits]\nper_ten_seconds = {FAST}\n"
-            "[destinations.hs.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
-            '\n[destinations.out]\nkind = "outbox"',
-        )
-        .replace('destinations = ["out"]', 'destinations = ["hs"]')
+    site.send_to(
+        "hs",
+        'kind = "hubspot"\naccess_token = "${CRMSYNC_TEST_HUBSPOT_TOKEN}"\n'
+        f'base_url = "{fake.base_url}"\nlists = true\n'
+        f"[destinations.hs.rate_limits]\nper_ten_seconds = {FAST}\n"
+        "[destinations.hs.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n",
     )
-    site.config.write_text(text, encoding="utf-8")
-
-
-def run(site: Site) -> dict[str, Any]:
-    result = site.cli("run", "--as-of", "2026-11-01T09:00:00+00:00", "--json")
-    assert result.exit_code in (0, 5), result.output
-    report: dict[str, Any] = json.loads(result.stdout)[0]
-    return report
 
 
 def ledger(site: Site) -> dict[str, tuple[str, dict[str, Any], set[str]]]:
@@ -115,7 +102,7 @@ def changed_order_moves_one_person(site: Site, fake: FakeHubSpot, acked: dict[st
     edit_order(site.data / "orders.jsonl", order["id"], total_price="250000.00")
     fake.reset_counters()
     lists_before = {x.id: set(x.members) for x in fake.lists.values()}
-    third = run(site)["destinations"]["hs"]
+    third = site.run_json()["destinations"]["hs"]
     assert third.get("update") == 1 and third.get("create", 0) == 0, third
     assert fake.calls[UPSERT] == 1
     after = holds_the_ledger(site, fake)
@@ -133,13 +120,13 @@ def test_a_store_lands_as_the_ledger_says_then_a_second_run_writes_nothing(
 ) -> None:
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=2_000)
     point_at(site, hubspot_fake, monkeypatch)
-    counts = run(site)["destinations"]["hs"]
+    counts = site.run_json()["destinations"]["hs"]
     assert counts.get("failed", 0) == 0 and counts["ok"] > 1_500, counts
     acked = holds_the_ledger(site, hubspot_fake)
     assert hubspot_fake.lists and hubspot_fake.memberships()
 
     hubspot_fake.reset_counters()
-    run(site)
+    site.run_json()
     assert hubspot_fake.writes() == 0
 
     changed_order_moves_one_person(site, hubspot_fake, acked)
@@ -151,10 +138,10 @@ def test_twenty_thousand_customers_land_as_the_ledger_says(
 ) -> None:
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=20_000)
     point_at(site, hubspot_fake, monkeypatch)
-    counts = run(site)["destinations"]["hs"]
+    counts = site.run_json()["destinations"]["hs"]
     assert counts.get("failed", 0) == 0 and counts["ok"] > 15_000, counts
     acked = holds_the_ledger(site, hubspot_fake)
     hubspot_fake.reset_counters()
-    run(site)
+    site.run_json()
     assert hubspot_fake.writes() == 0
     changed_order_moves_one_person(site, hubspot_fake, acked)

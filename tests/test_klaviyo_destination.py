@@ -483,13 +483,11 @@ def test_a_run_after_a_deletion_at_the_source_suppresses_that_person_alone_then_
     at the end of the run and acknowledged; the next run writes nothing."""
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=40)
     monkeypatch.setenv("CRMSYNC_TEST_KLAVIYO_KEY", klaviyo_fake.api_key)
-    table = (
-        '[destinations.kl]\nkind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
-        f'base_url = "{klaviyo_fake.base_url}"\n\n[destinations.out]\nkind = "outbox"'
+    site.send_to(
+        "kl",
+        'kind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
+        f'base_url = "{klaviyo_fake.base_url}"\n',
     )
-    text = site.config.read_text(encoding="utf-8")
-    text = text.replace('[destinations.out]\nkind = "outbox"', table)
-    site.config.write_text(text.replace('destinations = ["out"]', 'destinations = ["kl"]'))
     klaviyo_fake.expect_consented(consented(site.data))
     klaviyo_fake.job_polls_until_complete = 1  # no waits: PENDING is tested above
     site.run_json()

@@ -39,25 +39,12 @@ def site(tmp_path: Path, klaviyo_fake: FakeKlaviyo, monkeypatch: pytest.MonkeyPa
 
 def _point_at(site: Site, klaviyo_fake: FakeKlaviyo, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_KLAVIYO_KEY", klaviyo_fake.api_key)
-    text = (
-        site.config.read_text(encoding="utf-8")
-        .replace(
-            '[destinations.out]\nkind = "outbox"',
-            '[destinations.kl]\nkind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
-            f'base_url = "{klaviyo_fake.base_url}"\n'
-            "[destinations.kl.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
-            '\n[destinations.out]\nkind = "outbox"',
-        )
-        .replace('destinations = ["out"]', 'destinations = ["kl"]')
+    site.send_to(
+        "kl",
+        'kind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
+        f'base_url = "{klaviyo_fake.base_url}"\n'
+        "[destinations.kl.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n",
     )
-    site.config.write_text(text, encoding="utf-8")
-
-
-def run(site: Site) -> dict[str, Any]:
-    result = site.cli("run", "--as-of", "2026-11-01T09:00:00+00:00", "--json")
-    assert result.exit_code in (0, 5), result.output
-    report: dict[str, Any] = json.loads(result.stdout)[0]
-    return report
 
 
 def ledger(site: Site) -> dict[str, tuple[str, set[str]]]:
@@ -75,7 +62,7 @@ def ledger(site: Site) -> dict[str, tuple[str, set[str]]]:
 def test_a_first_run_lands_everyone_then_a_second_run_writes_nothing(
     site: Site, klaviyo_fake: FakeKlaviyo
 ) -> None:
-    first = run(site)
+    first = site.run_json()
     counts = first["destinations"]["kl"]
     assert counts.get("failed", 0) == 0 and counts.get("pending", 0) > 100, counts
     acked = ledger(site)
@@ -89,21 +76,21 @@ def test_a_first_run_lands_everyone_then_a_second_run_writes_nothing(
     assert subscribed and subscribed <= consented(site.data)
 
     klaviyo_fake.reset_counters()
-    run(site)
+    site.run_json()
     assert klaviyo_fake.writes() == 0
 
 
 def test_an_unsubscribe_in_klaviyo_is_read_back_and_wins(
     site: Site, klaviyo_fake: FakeKlaviyo
 ) -> None:
-    run(site)
+    site.run_json()
     subscribed = sorted(e for e, s in klaviyo_fake.subscriptions().items() if s == "SUBSCRIBED")
     person = subscribed[0]
     klaviyo_fake.unsubscribe(person, at=datetime.now(UTC))
-    second = run(site)
+    second = site.run_json()
     assert second["consent_read"]["kl"] == 1
     klaviyo_fake.reset_counters()
-    run(site)
+    site.run_json()
     assert klaviyo_fake.subscriptions()[person] == "UNSUBSCRIBED"
     assert klaviyo_fake.writes() == 0
 
@@ -145,7 +132,7 @@ def test_twenty_thousand_customers_killed_between_submit_and_collect_end_as_the_
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert ledger(site) == {} and len(klaviyo_fake.jobs) >= 1  # submitted, never collected
 
-    first = run(site)
+    first = site.run_json()
     counts = first["destinations"]["kl"]
     assert counts.get("failed", 0) == 0 and counts["ok"] > 19_000, counts
 
@@ -179,7 +166,7 @@ def test_twenty_thousand_customers_killed_between_submit_and_collect_end_as_the_
     assert subscribed == consented(site.data) & synced
 
     klaviyo_fake.reset_counters()
-    run(site)
+    site.run_json()
     assert klaviyo_fake.writes() == 0
 
     person = next(key for key in sorted(acked) if key.startswith("e:"))
@@ -189,5 +176,5 @@ def test_twenty_thousand_customers_killed_between_submit_and_collect_end_as_the_
         if line and json.loads(line).get("email") == person[2:]
     )
     edit_order(site.data / "orders.jsonl", order["id"], total_price="25000.00")
-    third = run(site)["destinations"]["kl"]
+    third = site.run_json()["destinations"]["kl"]
     assert third.get("update") == 1 and third.get("create", 0) == 0, third

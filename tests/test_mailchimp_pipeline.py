@@ -213,18 +213,12 @@ def test_twenty_thousand_customers_end_exactly_as_the_ledger_says(
 
 def _point_at(site: Site, fake: FakeMailchimp, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_MAILCHIMP_KEY", fake.api_key)
-    text = (
-        site.config.read_text(encoding="utf-8")
-        .replace(
-            '[destinations.out]\nkind = "outbox"',
-            f'[destinations.mc]\nkind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
-            f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
-            "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n"
-            '\n[destinations.out]\nkind = "outbox"',
-        )
-        .replace('destinations = ["out"]', 'destinations = ["mc"]')
+    site.send_to(
+        "mc",
+        f'kind = "mailchimp"\napi_key = "${{CRMSYNC_TEST_MAILCHIMP_KEY}}"\n'
+        f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
+        "[destinations.mc.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n",
     )
-    site.config.write_text(text, encoding="utf-8")
 
 
 def test_a_customer_deleted_in_the_platform_is_archived_once(
