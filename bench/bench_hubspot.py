@@ -40,7 +40,7 @@ from typing import Any
 
 from bench.bench_mailchimp import generate, membership_changes
 from bench.fake_process import served_in_child
-from bench.results import record
+from bench.results import call_figures, record
 
 UPSERT = ("POST", "upsert_contacts")
 MOVE = ("PUT", "move_members")
@@ -199,16 +199,8 @@ def measure(dest: Any, fake: Any, changes: Sequence[Any]) -> dict[str, float | s
         "seconds": round(seconds, 3),
         "cpu_s": round(cpu, 3),
         "fake_cpu_s": round(counters["cpu_s"], 3),
-        "floor_calls": lowest,
-        "write_calls": writes,
-        "read_calls": total - writes,
-        "write_calls_per_10k": round(writes * 10_000 / len(changes), 1),
-        "all_calls_per_10k": round(total * 10_000 / len(changes), 1),
-        "ratio_to_floor": round(writes / lowest, 4),
         "rate_limited_429": counters["rate_limited"],
-        "rate_limit_floor_s": round(inevitable, 2),
-        # calls that fit one window take no inevitable time: report n/a
-        "ratio_to_rate_limit_floor": round(seconds / inevitable, 3) if inevitable else "n/a",
+        **call_figures(len(changes), writes, total, lowest, seconds, inevitable),
     }
 
 

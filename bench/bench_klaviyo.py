@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_mailchimp import generate, membership_changes
-from bench.results import record
+from bench.results import call_figures, record
 
 IMPORT_JOB = ("POST", "/api/profile-bulk-import-jobs")
 SUBSCRIBE_JOB = ("POST", "/api/profile-subscription-bulk-create-jobs")
@@ -138,15 +138,7 @@ def measure(dest: Any, fake: Any, changes: Sequence[Any]) -> dict[str, float | s
         "profiles": len(changes),
         "ok": outcomes[Outcome.OK],
         "seconds": round(seconds, 3),
-        "floor_calls": lowest,
-        "write_calls": writes,
-        "read_calls": total - writes,
-        "write_calls_per_10k": round(writes * 10_000 / len(changes), 1),
-        "all_calls_per_10k": round(total * 10_000 / len(changes), 1),
-        "ratio_to_floor": round(writes / lowest, 4),
-        "rate_limit_floor_s": round(inevitable, 2),
-        # where the limits' bursts cover every call, nothing is inevitable: report n/a
-        "ratio_to_rate_limit_floor": round(seconds / inevitable, 3) if inevitable else "n/a",
+        **call_figures(len(changes), writes, total, lowest, seconds, inevitable),
     }
 
 
@@ -194,3 +186,9 @@ def main(argv: list[str]) -> int:
         print(f"{key:>42}: {value}")
     print(f"written to {path}")
     return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -28,3 +28,21 @@ def record(name: str, figures: dict[str, Figure]) -> Path:
     temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     temporary.replace(RESULTS)
     return RESULTS
+
+
+def call_figures(
+    profiles: int, writes: int, total: int, floor: int, seconds: float, inevitable: float
+) -> dict[str, Figure]:
+    """The figures every vendor's bench gives of one measured push: calls against the
+    floor no client could go below, and time against what the vendor's limits make
+    inevitable (n/a where the limits' bursts cover every call)."""
+    return {
+        "floor_calls": floor,
+        "write_calls": writes,
+        "read_calls": total - writes,
+        "write_calls_per_10k": round(writes * 10_000 / profiles, 1),
+        "all_calls_per_10k": round(total * 10_000 / profiles, 1),
+        "ratio_to_floor": round(writes / floor, 4),
+        "rate_limit_floor_s": round(inevitable, 2),
+        "ratio_to_rate_limit_floor": round(seconds / inevitable, 3) if inevitable else "n/a",
+    }
