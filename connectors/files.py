@@ -18,6 +18,8 @@ import hashlib
 import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +55,8 @@ class FilesSource:
     """Reads each configured stream's export file afresh on every ``read``; holds no state."""
 
     kind: ClassVar[str] = "files"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "files.toml"
+    reads_network: ClassVar[bool] = False  # `check --offline` samples local files too
     config_model: ClassVar[type[FilesSourceConfig]] = FilesSourceConfig
 
     def __init__(self, config: FilesSourceConfig | Mapping[str, Any], context: ConnectorContext):

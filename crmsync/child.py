@@ -15,12 +15,16 @@ Used by the profile workers (``crmsync.parallel``) and the pull's reader
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 
@@ -79,21 +83,47 @@ def start(name: str, main: str) -> Child:
     """Starts ``main`` (``"module:function"``, taking the child's ``Pipes``) in a fresh
     interpreter that finds the same modules as this one."""
     module, function = main.split(":")
-    boot = f"import sys; from {module} import {function}; {function}(*sys.argv[1:])"
+    # Ctrl-C reaches every process of the terminal's group: the run's own process reports
+    # it and stops its children, so a child ignores SIGINT (it stops when told to, when its
+    # pipes close or when its parent is gone), instead of printing a traceback of its own
+    # and it logs as this process does: at its level, personal data masked
+    level = logging.getLogger().getEffectiveLevel()
+    boot = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        f"from crmsync.log_setup import child_logging; child_logging({level}); "
+        f"from {module} import {function}; {function}(*sys.argv[1:])"
+    )
     task_read, task_write = os.pipe()
     result_read, result_write = os.pipe()
     env = dict(os.environ)
     paths = [*sys.path, *env.get("PYTHONPATH", "").split(os.pathsep)]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    process = subprocess.Popen(
-        [sys.executable, "-c", boot, str(task_read), str(result_write), str(os.getpid())],
-        pass_fds=(task_read, result_write),
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    with _sigint_ignored():  # inherited through exec: no window while Python starts
+        process = subprocess.Popen(
+            [sys.executable, "-c", boot, str(task_read), str(result_write), str(os.getpid())],
+            pass_fds=(task_read, result_write),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
     os.close(task_read)
     os.close(result_write)
     return Child(name, process, Pipe(task_write, readable=False), Pipe(result_read, writable=False))
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while a child is spawned: the child inherits the disposition through
+    exec, so it ignores Ctrl-C even while its interpreter starts (a Ctrl-C in these few
+    milliseconds is lost, not half-handled). Only the main thread may change handlers:
+    elsewhere the child's first statement does it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @dataclass

@@ -12,22 +12,26 @@ Exit codes: 0 success; 1 the run failed (a source or destination failed as a who
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from crmsync import log_setup
 from crmsync.config import Config, PipelineSpec
 from crmsync.contract import FieldSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
+from crmsync.phase_log import PhaseLog
 from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
+from crmsync.progress import Progress, Tee
 from crmsync.report import render_report, render_status, status_data
 from crmsync.resolve import load_config
+from crmsync.runs import interrupt_exit_code, interrupt_reason
+from crmsync.stopping import stop_on_signals
 from state.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE, EXIT_BUSY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
@@ -52,8 +56,11 @@ def _errors() -> Iterator[None]:
         _fail(EXIT_BUSY, str(exc))
     except CrmsyncError as exc:  # a connector's, or e.g. a profile worker that died
         _fail(EXIT_FAILED, f"run failed: {exc}")
-    except KeyboardInterrupt:
-        _fail(130, "interrupted")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM within ``stop_on_signals``
+        _fail(interrupt_exit_code(exc), interrupt_reason(exc))
+    except OSError as exc:  # a file or directory the command was pointed at
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(EXIT_FAILED, f"failed: cannot use{where}: {exc.strerror or exc}")
 
 
 def _load(path: str) -> Config:
@@ -72,20 +79,15 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _progress(enabled: bool) -> Callable[[str, int], None] | None:
+def _progress(enabled: bool) -> Progress:
+    """The run's progress: phase lines for ``-v`` always; live bars too when asked for
+    and stderr is a terminal (rich is imported only then)."""
+    phases = PhaseLog()
     if not enabled or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
+        return phases
+    from crmsync.progress_rich import RichProgress
 
-    console = Console(stderr=True)
-    totals: dict[str, int] = {}
-
-    def update(phase: str, n: int) -> None:
-        totals[phase] = totals.get(phase, 0) + n
-        line = "  ".join(f"{k}: {v:,}" for k, v in totals.items())
-        console.print(f"\r{line}", end="", highlight=False, soft_wrap=True)
-
-    return update
+    return Tee(phases, RichProgress())
 
 
 config_option = click.option(
@@ -100,13 +102,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON t
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crmsync", message="crmsync %(version)s")
 @click.option("-v", "--verbose", count=True, help="-v info, -vv debug logs on stderr")
 def main(verbose: int) -> None:
     """crmsync: customers, orders and carts into marketing tools."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_setup.configure(verbose)
 
 
 @main.command()
@@ -125,8 +125,11 @@ def check(config_path: str, offline: bool) -> None:
         Store(config.state_url).close()
         click.echo("state database: ok")
         if offline:
+            if _sample_sources(config, offline=True):
+                _fail(EXIT_CONFIG, "a source cannot be read as configured")
             return
         bad = 0
+        failed: set[str] = set()
         mapped = _mapped_fields(config)
         specs = [*config.sources.values(), *config.destinations.values()]
         for spec in specs:
@@ -138,13 +141,53 @@ def check(config_path: str, offline: bool) -> None:
                     results = connector.check()
                 for result in results:
                     bad += not result.ok
+                    if not result.ok:
+                        failed.add(spec.name)
                     mark = "ok " if result.ok else "FAIL"
                     detail = f": {result.detail}" if result.detail else ""
                     click.echo(f"  [{mark}] {spec.name} ({spec.kind}) {result.what}{detail}")
             finally:
                 connector.close()
+        bad += _sample_sources(config, offline=False, skip=failed)
         if bad:
             _fail(EXIT_CONFIG, f"{bad} check(s) failed")
+
+
+def _sample_sources(config: Config, *, offline: bool, skip: set[str] | None = None) -> int:
+    """Reads the first records of every stream through its mapping, as a run would: a
+    stream that cannot be read is a failure (counted), one whose records would mostly be
+    quarantined a warning. With --offline, only sources that read local files
+    (``reads_network = False``) are sampled; sources in ``skip`` failed a check already."""
+    from crmsync.sample_read import sample_stream
+
+    until = datetime.now(UTC)
+    failures = 0
+    for spec in config.sources.values():
+        if (offline and getattr(spec.cls, "reads_network", True)) or spec.name in (skip or ()):
+            continue
+        connector = spec.cls(spec.config, context_for(config, spec.name))
+        try:
+            for stream in connector.streams():
+                where = f"sample of {spec.name} ({spec.kind})"
+                try:
+                    sample = sample_stream(connector, stream, until)
+                except ConfigError as exc:
+                    failures += 1
+                    click.echo(f"  [FAIL] {where} {stream}: {exc}")
+                    continue
+                except (CrmsyncError, OSError) as exc:
+                    click.echo(f"  [WARN] {where} {stream} not read: {exc}")
+                    continue
+                mark = "WARN" if sample.mostly_quarantined else "ok "
+                click.echo(f"  [{mark}] {where} {sample.describe()}")
+                if sample.mostly_quarantined:
+                    click.echo(
+                        f"         a run would quarantine most {stream}: check the mapping of "
+                        f"sources.{spec.name}.{stream} and [defaults] (region, timezone)"
+                    )
+        finally:
+            connector.close()
+    return failures
 
 
 def _mapped_fields(config: Config) -> dict[str, list[FieldSpec]]:
@@ -159,7 +202,7 @@ def _mapped_fields(config: Config) -> dict[str, list[FieldSpec]]:
 
 
 def _run(config_path: str, pipeline: str | None, options: RunOptions, as_json: bool) -> None:
-    with _errors():
+    with _errors(), stop_on_signals():
         config = _load(config_path)
         store = Store(config.state_url)
         reports: list[RunReport] = []
@@ -168,8 +211,7 @@ def _run(config_path: str, pipeline: str | None, options: RunOptions, as_json: b
                 reports.append(run_pipeline(config, spec, store, options))
         finally:
             store.close()
-            if options.progress:
-                click.echo("", err=True)
+            options.progress.close()
         if as_json:
             click.echo(json.dumps([r_json(r) for r in reports], indent=2, default=str))
         else:
@@ -214,6 +256,11 @@ pipeline_option = click.option("--pipeline", help="only this pipeline (default: 
     show_default=True,
     help="records named per reason they would not be synced",
 )
+@click.option(
+    "--person",
+    metavar="EMAIL",
+    help="only this person: profile, segments and the payload per destination (staged data)",
+)
 @json_option
 def plan(
     config_path: str,
@@ -222,6 +269,7 @@ def plan(
     no_pull: bool,
     samples: int,
     not_synced: int,
+    person: str | None,
     as_json: bool,
 ) -> None:
     """Dry run: what a run would create, update and move between groups; sends and records nothing.
@@ -229,7 +277,14 @@ def plan(
     Sources are read into staging (the local copy of the store) unless --no-pull; nothing
     is sent to a destination and the ledger is not touched. Records that would not be
     synced are counted per reason and the first of each named, with what to do.
+
+    With --person EMAIL: that one person as the next run would see them, from the data
+    staged by the last run or plan (no source is read): profile, segments, and per
+    destination the decision and the exact payload (fields, memberships, consent).
     """
+    if person is not None:
+        _plan_person(config_path, pipeline, person, _parse_time(as_of, "--as-of"), as_json)
+        return
     options = RunOptions(
         kind="manual",
         dry_run=True,
@@ -239,6 +294,48 @@ def plan(
         as_of=_parse_time(as_of, "--as-of"),
     )
     _run(config_path, pipeline, options, as_json)
+
+
+def _plan_person(
+    config_path: str, pipeline: str | None, email: str, as_of: datetime | None, as_json: bool
+) -> None:
+    from crmsync.errors import RecordError
+    from crmsync.person_plan import person_key, plan_person, render_person
+
+    try:
+        key = person_key(email)
+    except (RecordError, ValueError) as exc:
+        raise click.BadParameter(
+            f"{email!r} is not an e-mail address: {exc}", param_hint="--person"
+        ) from None
+    now = datetime.now(UTC)
+    with _errors():
+        config = _load(config_path)
+        store = Store(config.state_url, read_only=True)
+        try:
+            with store.engine.connect() as conn:
+                found = [
+                    plan_person(conn, spec, key, as_of or now, now)
+                    for spec in config.pipeline(pipeline)
+                ]
+        finally:
+            store.close()
+        people = [p for p in found if p is not None]
+        if not people:
+            _fail(
+                EXIT_CONFIG,
+                f"no person with the e-mail {key[2:]} in the staged data of "
+                + ", ".join(s.name for s in config.pipeline(pipeline))
+                + " (`crmsync plan` or `crmsync run` reads the sources into it)",
+            )
+        if as_json:  # times as ISO 8601, as destinations get them
+            click.echo(json.dumps(people, indent=2, default=_iso))
+        else:
+            click.echo("\n\n".join(render_person(p) for p in people))
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 @main.command()
@@ -298,7 +395,7 @@ def status(config_path: str, pipeline: str | None, limit: int, as_json: bool) ->
     read-back."""
     with _errors():
         config = _load(config_path)
-        store = Store(config.state_url)
+        store = Store(config.state_url, read_only=True)  # never creates nor migrates it
         try:
             data = [status_data(store, spec, limit) for spec in config.pipeline(pipeline)]
         finally:
@@ -326,7 +423,8 @@ def serve(config_path: str) -> None:
             finally:
                 store.close()
 
-        scheduler.serve(config, run_one)
+        with stop_on_signals():  # SIGTERM stops it as Ctrl-C does; a run under way ends first
+            scheduler.serve(config, run_one)
 
 
 @main.command()
@@ -377,13 +475,30 @@ def fields(windows: str) -> None:
     """List the profile fields that segment rules and mapping files may use."""
     from crmsync.fields import catalogue
 
-    for f in catalogue(int(w) for w in windows.split(",")).values():
+    days: list[int] = []
+    for part in windows.split(","):
+        text = part.strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise click.BadParameter(
+                f"{text!r} is not a whole number of days; give e.g. 30,90,365",
+                param_hint="--windows",
+            )
+        days.append(int(text))
+    for f in catalogue(days).values():
         click.echo(f"{f.name:<24} {f.type:<9} {f.description}")
 
 
 @main.command()
-@click.option("--customers", default=2000, show_default=True, help="how many customers")
-@click.option("--orders-per-customer", default=2.0, show_default=True, help="average orders")
+@click.option(
+    "--customers", default=2000, show_default=True, type=click.IntRange(min=0), help="how many"
+)
+@click.option(
+    "--orders-per-customer",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="average orders",
+)
 @click.option("--seed", default=7, show_default=True, help="random seed")
 @click.option(
     "--now",
@@ -392,7 +507,13 @@ def fields(windows: str) -> None:
     show_default=True,
     help="the store's 'now' (times are relative to it)",
 )
-@click.option("--dirty-rate", default=0.01, show_default=True, help="share of dirty records")
+@click.option(
+    "--dirty-rate",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="share of dirty records",
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 def sample(
     customers: int,
@@ -417,8 +538,111 @@ def sample(
         orders_per_customer=orders_per_customer,
         dirty_rate=dirty_rate,
     )
-    for stream, path in write_files(spec, Path(out_dir)).items():
+    with _errors():
+        written = write_files(spec, Path(out_dir))
+    for stream, path in written.items():
         click.echo(f"{stream}: {path}")
+
+
+@main.command()
+@config_option
+@pipeline_option
+@as_of_option
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="write the report, with charts, as one self-contained HTML file",
+)
+@click.option(
+    "--limit",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="people named at risk and lapsed (each)",
+)
+@json_option
+def report(
+    config_path: str,
+    pipeline: str | None,
+    as_of: str | None,
+    html_path: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Segment report: people, revenue, order value, what they buy and who joined or left
+    per segment; the RFM grid; the most valuable people at risk and lapsed. Reads only
+    the state database, and changes nothing."""
+    from crmsync.insights import segment_report
+    from crmsync.insights.html import render_html
+    from crmsync.insights.terminal import render_terminal
+    from state.report_reads import ReportReader
+
+    with _errors():
+        config = _load(config_path)
+        when = _parse_time(as_of, "--as-of")
+        notes = {name: s.description for name, s in config.settings.segments.items()}
+        store = Store(config.state_url, read_only=True)
+        try:
+            with ReportReader(store.engine) as reader:
+                reports = [
+                    segment_report(spec, reader, when, descriptions=notes, people=limit)
+                    for spec in config.pipeline(pipeline)
+                ]
+        finally:
+            store.close()
+    if html_path:
+        try:
+            Path(html_path).write_text(render_html(reports), encoding="utf-8")
+        except OSError as exc:
+            raise click.FileError(html_path, hint=exc.strerror or str(exc)) from None
+        click.echo(f"report written to {html_path}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    elif not html_path:
+        from rich.console import Console
+
+        console = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+        for one in reports:
+            render_terminal(one, console)
+
+
+@main.command()
+@click.option("--source", default="files", show_default=True, help="the source kind")
+@click.option("--destination", default="outbox", show_default=True, help="the destination kind")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="where to write crmsync.toml and mappings/",
+)
+def init(source: str, destination: str, directory: str) -> None:
+    """Write a commented starting crmsync.toml and the destination's mapping file.
+
+    Source kinds: files, rest, sql; destination kinds: outbox, mailchimp, klaviyo,
+    hubspot (and any a plugin registers). Existing files are never overwritten.
+    """
+    from crmsync.init_templates import starter
+
+    with _errors():
+        files = starter(source, destination)
+        target = Path(directory)
+        existing = files.existing(target)
+        if existing:
+            _fail(
+                EXIT_CONFIG,
+                "not overwriting "
+                + ", ".join(str(p) for p in existing)
+                + ": move them away or give another --dir",
+            )
+        for path in files.write(target):
+            click.echo(f"wrote {path}")
+        config = target / "crmsync.toml"
+        if source == "files":
+            click.echo(f"to try it on a generated store: `crmsync sample --out {target / 'data'}`")
+        click.echo(f"next: edit {config}, then `crmsync check --config {config}`")
 
 
 __all__ = ["main"]

@@ -11,21 +11,92 @@ and every destination's mapping file. Problems from all of these are collected i
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from crmsync import registry
-from crmsync.errors import ConfigError, ConfigIssue, CrmsyncError
+from crmsync import provenance, registry
+from crmsync.config_issues import did_you_mean, issues_from, strict_issues
+from crmsync.errors import ConfigError, ConfigIssue, CrmsyncError, RecordError
 from crmsync.fields import DEFAULT_WINDOWS, ProfileField, catalogue
 from crmsync.normalize import ZoneName
+from crmsync.normalize import currency as _currency
+
+
+def region_code(value: str) -> str:
+    """``value`` when it is a region phone numbers know (ISO 3166-1 alpha-2, any case):
+    a configuration check, so ``region = "Turkey"`` fails ``check`` instead of
+    quarantining every phone number written without a country code."""
+    from phonenumbers import SUPPORTED_REGIONS
+
+    code = value.strip().upper()
+    if code in SUPPORTED_REGIONS:
+        return code
+    guess = _region_named(value)
+    hint = f"; did you mean {guess!r}?" if guess else ", e.g. 'TR'"
+    raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 region code{hint}")
+
+
+def _region_named(name: str) -> str | None:
+    from babel import Locale
+    from phonenumbers import SUPPORTED_REGIONS
+
+    names = {v.casefold(): k for k, v in Locale("en").territories.items() if k in SUPPORTED_REGIONS}
+    names.update({"turkey": "TR", "turkiye": "TR", "usa": "US", "uk": "GB"})
+    close = difflib.get_close_matches(name.strip().casefold(), list(names), n=1, cutoff=0.75)
+    return names[close[0]] if close else None
+
+
+def currency_code(value: str) -> str:
+    """``value`` when it is an ISO 4217 code (any case), upper-cased."""
+    try:
+        return _currency(value)
+    except RecordError:
+        raise ValueError(f"unknown currency {value!r}; use an ISO 4217 code such as TRY") from None
+
+
+RegionCode = Annotated[str, AfterValidator(region_code)]
+CurrencyCode = Annotated[str, AfterValidator(currency_code)]
+SUPPORTED_DATABASES = "sqlite:///path/to/file.db or postgresql://user@host:5432/db"
+
+
+def state_url(url: str) -> str:
+    """``url`` when crmsync can open that kind of database; the error says what to write."""
+    found = re.match(r"^([A-Za-z][A-Za-z0-9]*)(?:\+([A-Za-z0-9_]+))?://", url)
+    if not found:
+        raise ValueError(f"{url!r} is not a database URL; use {SUPPORTED_DATABASES}")
+    backend, driver = found.group(1).lower(), (found.group(2) or "").lower()
+    if backend == "postgres":
+        raise ValueError("'postgres://' is not a database URL scheme; write 'postgresql://'")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        return url
+    if backend == "postgresql" and driver in ("", "psycopg", "psycopg2"):
+        return url
+    raise ValueError(
+        f"crmsync keeps its state in SQLite or PostgreSQL, not {found.group(0)!r}; "
+        f"use {SUPPORTED_DATABASES}"
+    )
 
 
 class Section(BaseModel):
@@ -39,11 +110,18 @@ class StateSettings(Section):
         "to the config file. PostgreSQL: postgresql://user@host:5432/db",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        return state_url(value)
+
 
 class DefaultsSettings(Section):
-    region: str = Field("TR", description="region for phone numbers without a country code")
+    region: RegionCode = Field(
+        "TR", description="region (ISO 3166-1 alpha-2) for phone numbers without a country code"
+    )
     timezone: ZoneName = Field("Europe/Istanbul", description="zone of naive times in source data")
-    currency: str = Field("TRY", description="ISO 4217 currency of profile amounts")
+    currency: CurrencyCode = Field("TRY", description="ISO 4217 currency of profile amounts")
 
 
 class RfmSettings(Section):
@@ -94,7 +172,7 @@ class PipelineSettings(Section):
         None, description="segments to compute; default: all defined and built-in ones"
     )
     schedule: str | None = Field(None, description="cron expression (5 fields) for `serve`")
-    currency: str | None = Field(None, description="overrides defaults.currency")
+    currency: CurrencyCode | None = Field(None, description="overrides defaults.currency")
     lookback_minutes: float = Field(
         10.0, ge=0, description="re-read this much before each cursor, for late writes"
     )
@@ -134,7 +212,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return env_settings, init_settings
+        # ``read_settings`` merges the environment itself, to validate each override
+        # with the file's values and to name the variable behind an error
+        return (init_settings,)
 
 
 _ENTRY_TYPES: dict[str, Any] = {
@@ -193,16 +273,28 @@ class Config:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(value: Any, key: str, issues: list[ConfigIssue]) -> Any:
+@dataclass
+class Origins:
+    """Where values came from, filled by ``read_settings``: the ``${VAR}`` each key reads
+    (dotted key -> variable) and the keys a ``CRMSYNC_*`` override set."""
+
+    variables: dict[str, str] = field(default_factory=dict)
+    from_env: set[str] = field(default_factory=set)
+
+
+def _interpolate(value: Any, key: str, issues: list[ConfigIssue], refs: dict[str, str]) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{key}.{k}" if key else k, issues) for k, v in value.items()}
+        return {
+            k: _interpolate(v, f"{key}.{k}" if key else k, issues, refs) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_interpolate(v, f"{key}[{i}]", issues) for i, v in enumerate(value)]
+        return [_interpolate(v, f"{key}[{i}]", issues, refs) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
+        refs.setdefault(key, name)
         found = os.environ.get(name)
         if found is None:
             if default is not None:
@@ -216,27 +308,9 @@ def _interpolate(value: Any, key: str, issues: list[ConfigIssue]) -> Any:
     return _ENV.sub(replace, value)
 
 
-def _issues_from(exc: ValidationError, prefix: str = "") -> list[ConfigIssue]:
-    out: list[ConfigIssue] = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        key = f"{prefix}.{key}" if prefix and key else (prefix or key or "<config>")
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            out.append(ConfigIssue(key, "unknown key", "check the spelling against the docs"))
-        elif kind == "missing":
-            out.append(ConfigIssue(key, "required key is missing", "add it"))
-        else:
-            out.append(ConfigIssue(key, error["msg"], f"got {_short(error.get('input'))}"))
-    return out
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _valid_parts(raw: dict[str, Any], issues: list[ConfigIssue]) -> dict[str, Any]:
+def _valid_parts(
+    raw: dict[str, Any], issues: list[ConfigIssue], from_env: set[str]
+) -> dict[str, Any]:
     """The sections (and named entries) that validate; the rest become issues.
 
     Validating part by part means one typo does not hide the problems elsewhere: the
@@ -244,27 +318,34 @@ def _valid_parts(raw: dict[str, Any], issues: list[ConfigIssue]) -> dict[str, An
     """
     clean: dict[str, Any] = {}
     for key, value in raw.items():
-        field = Settings.model_fields.get(key)
-        if field is None:
-            issues.append(ConfigIssue(key, "unknown key", "check the spelling against the docs"))
+        declared = Settings.model_fields.get(key)
+        if declared is None:
+            hint = did_you_mean(key, list(Settings.model_fields))
+            issues.append(ConfigIssue(key, "unknown key", hint))
             continue
         entry_type = _ENTRY_TYPES.get(key)
         if entry_type is not None and isinstance(value, dict):
             kept = {}
             for name, entry in value.items():
-                try:
-                    TypeAdapter(entry_type).validate_python(entry)
+                if _valid(entry_type, entry, f"{key}.{name}", issues, from_env):
                     kept[name] = entry
-                except ValidationError as exc:
-                    issues.extend(_issues_from(exc, f"{key}.{name}"))
             clean[key] = kept
-            continue
-        try:
-            TypeAdapter(field.annotation or Any).validate_python(value)
+        elif _valid(declared.annotation or Any, value, key, issues, from_env):
             clean[key] = value
-        except ValidationError as exc:
-            issues.extend(_issues_from(exc, key))
     return clean
+
+
+def _valid(
+    type_: Any, value: object, key: str, issues: list[ConfigIssue], from_env: set[str]
+) -> bool:
+    try:
+        TypeAdapter(type_).validate_python(value)
+    except ValidationError as exc:
+        issues.extend(issues_from(exc, key, raw=value, model=type_))
+        return False
+    found = strict_issues(type_, value, key, from_env)
+    issues.extend(found)
+    return not found
 
 
 def _resolve_state_url(url: str, base: Path) -> str:
@@ -274,20 +355,69 @@ def _resolve_state_url(url: str, base: Path) -> str:
     return url
 
 
-def read_settings(path: Path, issues: list[ConfigIssue]) -> Settings:
-    """Reads the TOML and validates the core sections; what is wrong goes to ``issues``
-    (a file that cannot be read at all raises ConfigError)."""
+def read_settings(
+    path: Path, issues: list[ConfigIssue], origins: Origins | None = None
+) -> Settings:
+    """Reads the TOML, merges the ``CRMSYNC_*`` overrides over it and validates the core
+    sections; what is wrong goes to ``issues`` (a file that cannot be read at all raises
+    ConfigError)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} not found", hint="pass --config FILE") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path} is a directory", hint="pass --config FILE") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", hint="save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="pass --config FILE") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the syntax") from exc
-    raw = _interpolate(raw, "", issues)
+    origins = Origins() if origins is None else origins
+    raw = _interpolate(raw, "", issues, origins.variables)
+    issues.extend(provenance.unknown_variables(_overridable()))
+    _merge(raw, EnvSettingsSource(Settings)(), "", origins.from_env)
     try:
-        return Settings(**_valid_parts(raw, issues))
-    except ValidationError as exc:  # from the environment overrides
-        raise ConfigError(issues + _issues_from(exc)) from exc
+        return Settings(**_valid_parts(raw, issues, origins.from_env))
+    except ValidationError as exc:  # not expected: every part was validated above
+        raise ConfigError(issues + issues_from(exc)) from exc
+
+
+def _merge(into: dict[str, Any], over: Mapping[str, Any], key: str, seen: set[str]) -> None:
+    """Deep-merges the environment's ``over`` into the file's values, noting each key
+    it set."""
+    for name, value in over.items():
+        path = f"{key}.{name}" if key else name
+        current = into.get(name)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            _merge(current, value, path, seen)
+        else:
+            into[name] = value
+            seen.add(path)
+            if isinstance(value, Mapping):
+                seen.update(_leaves(value, path))
+
+
+def _leaves(value: Mapping[str, Any], key: str) -> list[str]:
+    out: list[str] = []
+    for name, inner in value.items():
+        path = f"{key}.{name}"
+        out.extend(_leaves(inner, path) if isinstance(inner, Mapping) else [path])
+    return out
+
+
+def _overridable() -> list[str]:
+    """Dotted patterns of the keys an environment variable may set (``*``: any name)."""
+    out: list[str] = []
+    for name, declared in Settings.model_fields.items():
+        annotation = declared.annotation
+        if name in _ENTRY_TYPES:
+            out.append(f"{name}.*")
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(f"{name}.{inner}" for inner in annotation.model_fields)
+        else:
+            out.append(name)
+    return out
 
 
 def make_config(
@@ -308,8 +438,19 @@ def make_config(
 
 
 def validate_connector(
-    group: str, section: str, name: str, raw: Mapping[str, Any], issues: list[ConfigIssue]
+    group: str,
+    section: str,
+    name: str,
+    raw: Mapping[str, Any],
+    issues: list[ConfigIssue],
+    origins: Origins | None = None,
 ) -> ConnectorSpec | None:
+    """The connector's validated config, or None with its problems added to ``issues``.
+
+    The model is validated with a context holding, per key of its own table, the
+    environment variable a ``${VAR}`` reference read (``{"variables": {"api_key":
+    "MC_KEY"}}``), so a connector's hints can name the variable the operator really set.
+    """
     key = f"{section}.{name}"
     kind = raw.get("kind")
     if not isinstance(kind, str):
@@ -323,17 +464,36 @@ def validate_connector(
         return None
     try:
         cls = registry.load(group, kind, key=f"{key}.kind")
-        config = cls.config_model.model_validate(dict(raw))
     except ConfigError as exc:
         issues.extend(exc.issues)
         return None
+    except CrmsyncError as exc:
+        issues.append(ConfigIssue(f"{key}.kind", str(exc)))
+        return None
+    origins = origins or Origins()
+    local = {k[len(key) + 1 :]: v for k, v in origins.variables.items() if k.startswith(key + ".")}
+    model = cls.config_model
+    try:
+        config = model.model_validate(dict(raw), context={"variables": local})
+    except ConfigError as exc:  # raised by a validator: keys relative to the connector
+        issues.extend(_qualified(issue, key) for issue in exc.issues)
+        return None
     except ValidationError as exc:
-        issues.extend(_issues_from(exc, key))
+        issues.extend(issues_from(exc, key, raw=dict(raw), model=model))
         return None
     except CrmsyncError as exc:
         issues.append(ConfigIssue(key, str(exc)))
         return None
-    return ConnectorSpec(name=name, kind=kind, cls=cls, config=config)
+    found = strict_issues(model, dict(raw), key, origins.from_env)
+    issues.extend(found)
+    return None if found else ConnectorSpec(name=name, kind=kind, cls=cls, config=config)
+
+
+def _qualified(issue: ConfigIssue, prefix: str) -> ConfigIssue:
+    if issue.key.startswith(prefix + ".") or issue.key == prefix:
+        return issue
+    key = prefix if issue.key in ("", "<config>") else f"{prefix}.{issue.key}"
+    return ConfigIssue(key, issue.message, issue.hint, issue.where)
 
 
 __all__ = [

@@ -38,14 +38,18 @@ def _restore(cls: type[CrmsyncError], args: tuple[Any, ...], state: dict[str, An
 
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
-    """One problem in the configuration: the TOML key path, what is wrong, what to do."""
+    """One problem in the configuration: the TOML key path, what is wrong, what to do, and
+    where the value came from when that is known (``file.toml:12``, or ``from
+    CRMSYNC_STATE__URL`` for an environment override)."""
 
     key: str
     message: str
     hint: str = ""
+    where: str = ""
 
     def __str__(self) -> str:
-        text = f"{self.key}: {self.message}"
+        key = f"{self.key} ({self.where})" if self.where else self.key
+        text = f"{key}: {self.message}"
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 

@@ -10,7 +10,7 @@ batch per destination, and a replayed batch is the same idempotent upsert.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -19,11 +19,12 @@ from crmsync.config import Config, DestinationSpec, PipelineSpec
 from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
+from crmsync.phase_log import log_run_times
 from crmsync.plan_run import plan_and_push
 from crmsync.pull import pull_source
 from crmsync.push import LEASE_SECONDS, Pusher
 from crmsync.read_ahead import SourceRecipe
-from crmsync.runs import DestinationReport, RunOptions, RunReport
+from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
 from state.ledger import RetryPolicy, add_consent_events, opted_out
 from state.store import Store
 from state.timeutil import now_ms, to_ms
@@ -92,11 +93,17 @@ def run_pipeline(
                 store.refresh_statistics("plans", changed=max(answered, planned))
         report.status = _status(report)
     except BaseException as exc:
-        report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        report.error = _describe(exc)
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
+            report.status, report.error = "interrupted", interrupt_reason(exc)
+        else:
+            report.status, report.error = "failed", _describe(exc)
+        # a read cut short may have gone back to the pool still holding its snapshot,
+        # which SQLite refuses to write from: the run's end is recorded on a fresh one
+        store.forget_idle_connections()
         raise
     finally:
         report.stages.stop()
+        log_run_times(spec.name, report.status, report.stages)
         if report.run_id is not None:
             store.finish_run(report.run_id, report.status, report.counts(), report.error)
         if holder is not None:
@@ -215,7 +222,7 @@ def _pull(
                 until=until,
                 lookback=lookback,
                 full=options.full,
-                progress=_phase(options.progress, "pull"),
+                progress=options.progress,
                 stopwatch=report.stages,
                 recipe=recipe if spec.settings.workers != 1 else None,
             )
@@ -223,12 +230,6 @@ def _pull(
             source.close()
         for stream, s in stats.streams.items():
             report.pulled[f"{source_spec.name}.{stream}"] = s.as_dict()
-
-
-def _phase(progress: Callable[[str, int], None] | None, phase: str) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    return lambda n: progress(phase, n)
 
 
 def _read_consent(

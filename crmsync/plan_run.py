@@ -11,8 +11,10 @@ and the plans it made are kept (``state.planned``) once every change was pushed.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.engine import Connection
 
@@ -28,8 +30,9 @@ from crmsync.parallel import (
     slices_for,
     worker_count,
 )
-from crmsync.planner import LASTING, Planned, Planner, Tally, Target, decisions
+from crmsync.planner import LASTING, TICK_EVERY, Planned, Planner, Tally, Target, decisions
 from crmsync.profile_scope import KeyRange, ProfileContext
+from crmsync.progress import PROFILES
 from crmsync.push import Pusher
 from crmsync.runs import RunOptions, RunReport
 from state.planned import (
@@ -102,12 +105,18 @@ def plan_and_push(
                     reason = "most people to plan again"
                 else:
                     keep = writer.add_one if writer is not None else None
-                    kept = _plan_scope(conn, spec, planner, tally, pushers, last, counted, keep)
+                    options.progress.start(PROFILES, counted.people)
+                    tick = partial(options.progress.advance, PROFILES, TICK_EVERY)
+                    kept = _plan_scope(
+                        conn, spec, planner, tally, pushers, last, counted, keep, tick
+                    )
         if reason is not None:
             report.planning = f"everyone: {reason}"
+            options.progress.start(PROFILES, last.profiles if last is not None else None)
             _plan_everyone(store, spec, planner, tally, pushers, options, writer)
         else:
             report.planning = "incremental"
+        options.progress.finish(PROFILES, tally.profiles)
         for pusher in pushers:
             pusher.flush()
         _kept_in_tally(tally, kept)
@@ -152,11 +161,12 @@ def _plan_scope(
     last: Planning,
     counted: ScopeCounts,
     keep: Planned | None,
+    tick: Callable[[], None],
 ) -> _Kept:
     """Plans the people in the scope on ``conn``, in this process; returns what the rest
     keep from the last planning."""
     redone, skipped, people = scoped_totals(conn, spec.name)
-    for index, change in planner.changes(conn, tally, scope=SCOPE, planned=keep):
+    for index, change in planner.changes(conn, tally, tick=tick, scope=SCOPE, planned=keep):
         pushers[index].add(change)
     segments = Counter(last.segments)
     segments.subtract(redone)
@@ -211,8 +221,9 @@ def _plan_everyone(
     parallel = _parallel_plan(store, spec, planner, options)
     if parallel is None:
         keep = writer.add_one if writer is not None else None
+        tick = partial(options.progress.advance, PROFILES, TICK_EVERY)
         with store.engine.connect() as conn:
-            for index, change in planner.changes(conn, tally, planned=keep):
+            for index, change in planner.changes(conn, tally, tick=tick, planned=keep):
                 pushers[index].add(change)
         return
     job, slices, workers = parallel

@@ -25,8 +25,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from crmsync.contract import Source, Versioned
+from crmsync.progress import NoProgress, Progress, pull_stage
 from crmsync.read_ahead import Batch, Read, SourceRecipe, reader, worth_reading_ahead
 from crmsync.records import Stream
 from crmsync.stopwatch import Stopwatch
@@ -61,7 +63,7 @@ def pull_source(
     lookback: timedelta,
     full: bool = False,
     batch_size: int = BATCH,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     stopwatch: Stopwatch | None = None,
     recipe: SourceRecipe | None = None,
 ) -> PullStats:
@@ -69,6 +71,7 @@ def pull_source(
     source in another process), a large read runs in a child beside the staging."""
     stats = PullStats()
     watch = stopwatch or Stopwatch()
+    shown = progress or NoProgress()
     started = time.perf_counter()
     planned: list[_Planned] = []
     for stream in source.streams():
@@ -85,14 +88,18 @@ def pull_source(
         recipe = None
     with reader(source, source_name, reads, until, batch_size, recipe) as batches:
         for p in planned:
+            stage = pull_stage(source_name, p.read.stream.value)
+            shown.start(stage, unit="records")
+            advance = partial(shown.advance, stage)
             with store.loading(p.read.stream):
                 total = _stage_stream(
-                    store, source_name, p, batches.batches(p.read), progress, watch
+                    store, source_name, p, batches.batches(p.read), advance, watch
                 )
                 loaded = time.perf_counter()
             # a first load's indexes, built at its end, are staging work too
             watch.add("pull.stage", time.perf_counter() - loaded)
             stats.streams[p.read.stream.value] = total
+            shown.finish(stage, total.received)
             _log(source_name, p.read.stream, total)
         watch.add("pull.read", batches.seconds)
     watch.add("pull", time.perf_counter() - started)

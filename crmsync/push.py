@@ -32,6 +32,7 @@ from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from crmsync.contract import Change, Destination, Outcome, PushResult
 from crmsync.errors import ConfigError, ConnectorError, SendLater
+from crmsync.progress import push_stage
 from crmsync.runs import DestinationReport, RunOptions
 from crmsync.stopwatch import Stopwatch
 from state.ledger import RetryPolicy, job_pages, mark_in_flight, pending_job_ids, record_results
@@ -41,7 +42,6 @@ from state.timeutil import now_ms
 LEASE_SECONDS = 15 * 60
 QUEUED_BATCHES = 2  # batches waiting for the sender, besides the one it is pushing
 _POLL_FIRST, _POLL_MAX = 0.5, 10.0  # seconds between looks at pending jobs while waiting
-_PROGRESS = threading.Lock()  # progress callbacks come from several senders at once
 
 Answered = tuple[Sequence[Change], Sequence[PushResult]]  # a batch sent, and its answers
 
@@ -119,6 +119,7 @@ class Pusher:
             self._submit(self.pending.pop(each, []))
         if part is None:
             self._stop()
+            self.options.progress.finish(push_stage(self.name))
         self._raise_failure()
 
     def close(self) -> None:
@@ -130,6 +131,7 @@ class Pusher:
     def _submit(self, batch: list[Change]) -> None:
         if not batch or self.options.dry_run:
             return
+        self.options.progress.grow(push_stage(self.name), len(batch))
         if not self._threaded:
             self._push(batch)
             return
@@ -227,9 +229,7 @@ class Pusher:
 
     def _acknowledge(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
         self._record(batch, results)
-        if self.options.progress:
-            with _PROGRESS:
-                self.options.progress(f"push:{self.name}", len(batch))
+        self.options.progress.advance(push_stage(self.name), len(batch))
 
     def _record(self, batch: Sequence[Change], results: Sequence[PushResult]) -> None:
         with self.stages.time("ledger"), self._writing, self.store.transaction() as conn:

@@ -11,10 +11,13 @@ from collections import Counter
 from datetime import datetime
 from typing import IO, Any
 
+from sqlalchemy.engine import Connection
+
 from crmsync.config import PipelineSpec
 from crmsync.runs import RunReport
 from state.ledger import consent_events
-from state.store import Store
+from state.run_counts import acknowledged_by_run
+from state.store import RunRow, Store
 from state.timeutil import from_ms, to_ms
 
 # a destination's decisions, one per profile, in this order (others after, by name)
@@ -176,6 +179,7 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
     runs = store.runs(spec.name, limit)
     with store.engine.connect() as conn:
         consent = [dict(r._mapping) for r in consent_events(conn, destinations, limit)]
+        acknowledged = {r.id: _acknowledged(conn, r, destinations) for r in runs}
     not_synced, named_by = store.not_synced(spec.name, sources, limit)
     return {
         "pipeline": spec.name,
@@ -188,6 +192,10 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
                 "finished_at": r.finished_at,
                 "as_of": r.as_of,
                 "error": r.error,
+                # per destination, the people it acknowledged in this run (interrupted
+                # ones too), and whether the run recorded it or the ledger tells it
+                "acknowledged": acknowledged[r.id][0],
+                "acknowledged_from": acknowledged[r.id][1],
                 "destinations": r.counts.get("destinations", {}),
                 "profiles": r.counts.get("profiles"),
                 "not_synced": r.counts.get("not_synced"),
@@ -217,14 +225,25 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
     }
 
 
+def _acknowledged(
+    conn: Connection, run: RunRow, destinations: list[str]
+) -> tuple[dict[str, int], str]:
+    """What ``run`` got acknowledged per destination: its own count, written when it
+    ended (interrupted too), or, for a run still going or killed outright, its rows in
+    the ledger."""
+    recorded = run.counts.get("destinations")
+    if recorded is not None:
+        return {name: int(c.get("ok", 0)) for name, c in recorded.items()}, "run"
+    if run.status in ("running", "interrupted"):
+        return acknowledged_by_run(conn, run.id, destinations), "ledger"
+    return {}, "run"
+
+
 def render_status(data: dict[str, Any]) -> str:
     lines = [f"pipeline {data['pipeline']}"]
     lines.append("  runs:" if data["runs"] else "  runs: none yet")
     for r in data["runs"]:
-        pushed = {
-            n: sum(c.get(k, 0) for k in ("create", "update", "archive"))
-            for n, c in r["destinations"].items()
-        }
+        pushed = r["acknowledged"]  # what the destinations confirmed, not what was planned
         # kept for a later run: the destination could take no more (or had failed)
         held = {n: c["not_sent"] for n, c in r["destinations"].items() if c.get("not_sent")}
         lines.append(
@@ -233,6 +252,7 @@ def render_status(data: dict[str, Any]) -> str:
             f"profiles {r['profiles'] if r['profiles'] is not None else '-'} "
             "pushed "
             + (", ".join(f"{n}={c}" for n, c in pushed.items()) or "-")
+            + (" (from the ledger)" if r["acknowledged_from"] == "ledger" else "")
             + (" not sent " + ", ".join(f"{n}={c}" for n, c in held.items()) if held else "")
             + (f" not synced {sum(r['not_synced'].values())}" if r["not_synced"] else "")
             + (f" error: {r['error']}" if r["error"] else "")

@@ -15,6 +15,7 @@ from crmsync.config import (
     Config,
     ConnectorSpec,
     DestinationSpec,
+    Origins,
     PipelineSpec,
     Settings,
     make_config,
@@ -23,25 +24,28 @@ from crmsync.config import (
 )
 from crmsync.contract import ConnectorConfig
 from crmsync.cron import cron_trigger
-from crmsync.errors import ConfigError, ConfigIssue, RecordError
+from crmsync.errors import ConfigError, ConfigIssue
 from crmsync.fields import catalogue
-from crmsync.normalize import currency as normalize_currency
+from crmsync.provenance import annotate
 
 
 def load_config(path: str | Path) -> Config:
     """Reads and validates the whole configuration; raises ConfigError listing every issue."""
     path = Path(path)
     issues: list[ConfigIssue] = []
-    config = resolve(read_settings(path, issues), path, issues)
+    origins = Origins()
+    config = resolve(read_settings(path, issues, origins), path, issues, origins)
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(annotate(issues, path))
     return config
 
 
-def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config:
+def resolve(
+    settings: Settings, path: Path, issues: list[ConfigIssue], origins: Origins | None = None
+) -> Config:
     sources: dict[str, ConnectorSpec] = {}
     for name, raw in settings.sources.items():
-        spec = validate_connector(registry.SOURCES, "sources", name, raw, issues)
+        spec = validate_connector(registry.SOURCES, "sources", name, raw, issues, origins)
         if spec:
             sources[name] = spec
 
@@ -54,7 +58,9 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
             issues.append(ConfigIssue(f"destinations.{name}.mapping", "must be a file path"))
             mapping = None
         raw_destinations[name] = (body, mapping)
-        spec = validate_connector(registry.DESTINATIONS, "destinations", name, body, issues)
+        spec = validate_connector(
+            registry.DESTINATIONS, "destinations", name, body, issues, origins
+        )
         if spec:
             dest_specs[name] = spec
 
@@ -92,17 +98,8 @@ def resolve(settings: Settings, path: Path, issues: list[ConfigIssue]) -> Config
                 )
             else:
                 used_by[ref] = pname
+        # both validated where they are written (defaults.currency, pipelines.*.currency)
         currency = pipeline.currency or settings.defaults.currency
-        try:
-            currency = normalize_currency(currency)
-        except RecordError:
-            issues.append(
-                ConfigIssue(
-                    f"{key}.currency",
-                    f"unknown currency {currency!r}",
-                    "use an ISO 4217 code such as TRY",
-                )
-            )
         if pipeline.schedule:
             try:
                 cron_trigger(pipeline.schedule, f"{key}.schedule", settings.defaults.timezone)
@@ -180,7 +177,7 @@ def _compile_segments(
     except SegmentErrors as exc:
         for name, error in exc.errors:
             where = f"segments.{name}.rule" if name in settings.segments else f"segments.{name}"
-            issues.append(ConfigIssue(where, str(error), "fields are listed by `crmsync fields`"))
+            issues.append(ConfigIssue(where, str(error)))
         return None
 
 

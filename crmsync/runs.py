@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from crmsync.not_synced import Summary
+from crmsync.phase_log import PhaseLog
+from crmsync.progress import Progress
 from crmsync.stopwatch import Stopwatch
+
+SIGINT_REASON = "interrupted by SIGINT (Ctrl-C)"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (``crmsync.stopping``): a ``KeyboardInterrupt``, so
+    that everything that already unwinds cleanly on Ctrl-C does so for SIGTERM too, with
+    the reason the run records and the exit code the command ends with."""
+
+    def __init__(self, reason: str, exit_code: int) -> None:
+        super().__init__(reason)
+        self.reason, self.exit_code = reason, exit_code
+
+
+def interrupt_reason(exc: KeyboardInterrupt) -> str:
+    """What stopped the run, for its record and the one line the command prints (a bare
+    ``KeyboardInterrupt`` is Python's own answer to Ctrl-C)."""
+    return exc.reason if isinstance(exc, Interrupted) else SIGINT_REASON
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report it: 130 for SIGINT, 143 for SIGTERM."""
+    return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 @dataclass
@@ -22,7 +46,7 @@ class RunOptions:
     since: datetime | None = None  # backfill --since
     samples: int = 5
     not_synced: int = 10  # records named per reason not synced in the report (all are stored)
-    progress: Callable[[str, int], None] | None = None  # (phase, n) after each batch
+    progress: Progress = field(default_factory=PhaseLog)  # per stage, a batch at a time
     job_wait_seconds: float = 300.0  # at the end of a run, how long to wait for pending jobs
 
 

@@ -18,7 +18,7 @@ from crmsync.fields import ProfileField
 from mappings.model import ADDRESS_PARTS, MAX_ROUND, NO_DEFAULT, TYPES, Issues, join_key
 from mappings.text import CASES
 
-CATALOGUE_HINT = "profile fields are listed by crmsync.fields.catalogue()"
+CATALOGUE_HINT = "profile fields are listed by `crmsync fields`"
 # strftime directives whose output does not depend on the process locale or platform
 _STABLE_DIRECTIVES = frozenset("YmdHMSyjzfIFTGVuwZ%")
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+
+from crmsync.errors import StateError
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -63,6 +65,35 @@ def _stored_revision(engine: Engine) -> str | None:
     except DBAPIError:
         return None
     return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def require_current(engine: Engine, url: str) -> None:
+    """For a reader that must not migrate (``status``): the database's schema is this
+    code's, or a ``StateError`` says what it is and what to run. The tables of an older
+    schema lack columns the queries read, so it is refused, not read in part."""
+    with engine.connect() as connection:
+        stored = None
+        if inspect(connection).has_table("alembic_version"):
+            rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+            stored = str(rows[0][0]) if len(rows) == 1 else None
+    newest = newest_revision()
+    where = make_url(url).render_as_string()  # the password hidden
+    if stored is None:
+        raise StateError(
+            f"the state database {where} holds no crmsync schema yet; "
+            "run `crmsync run` or `crmsync migrate` first (or check state.url)"
+        )
+    if stored < newest:
+        raise StateError(
+            f"the state database {where} is at schema revision {stored}, older than this "
+            f"crmsync's {newest}; run `crmsync migrate` to bring it up to date (the next "
+            "`crmsync run` also does)"
+        )
+    if stored > newest:
+        raise StateError(
+            f"the state database {where} is at schema revision {stored}, newer than this "
+            f"crmsync's {newest}: a newer crmsync wrote it; upgrade crmsync to read it"
+        )
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from crmsync.errors import StateError
 from crmsync.not_synced import Reason, Summary
@@ -27,7 +28,8 @@ from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state import not_synced, schema
 from state.dialect import upsert_insert
 from state.first_load import deferred_indexes, restore_indexes
-from state.migrate import upgrade
+from state.migrate import require_current, upgrade
+from state.readonly import readonly_engine
 from state.stage_rows import Built, build
 from state.staging import StageStats, count_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
@@ -137,19 +139,37 @@ def _dead_local_holder(holder: str) -> bool:
     return False
 
 
+def _open_failure(url: str, exc: Exception) -> str:
+    """Why the database at ``url`` (the config's ``state.url``) cannot be opened, and what
+    to write instead; the URL is shown without its password."""
+    try:
+        shown = make_url(url).render_as_string()
+    except SQLAlchemyError:
+        shown = "(not a database URL)"
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    text = f"cannot open the state database {shown} (state.url): {type(exc).__name__}: {detail}"
+    if url.startswith("postgres:"):
+        return f"{text} (hint: write postgresql:// instead of postgres://)"
+    if isinstance(exc, ImportError) or "Can't load plugin" in detail:
+        return f"{text} (hint: use sqlite:///path/to/file.db or postgresql://user@host:5432/db)"
+    return text
+
+
 class Store:
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, read_only: bool = False) -> None:
+        """``read_only`` (``status``, ``plan --person``): never creates, migrates or
+        writes the database, and refuses one whose schema is not this code's
+        (``state.readonly``)."""
         self.url = url
         try:
-            self.engine = _engine(url)
-            if migrate:
+            self.engine = readonly_engine(url, _engine) if read_only else _engine(url)
+            if read_only:
+                require_current(self.engine, url)
+            elif migrate:
                 upgrade(self.engine)
                 restore_indexes(self.engine)  # a first load killed part-way dropped them
-        except SQLAlchemyError as exc:
-            raise StateError(
-                f"cannot open the state database {make_url(url).render_as_string()}: "
-                f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-            ) from exc
+        except (SQLAlchemyError, ImportError) as exc:  # ImportError: a driver not installed
+            raise StateError(_open_failure(url, exc)) from exc
 
     @property
     def dialect(self) -> str:
@@ -173,6 +193,12 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def forget_idle_connections(self) -> None:
+        """Closes the pooled connections nobody holds (a database in memory lives only in
+        its one connection, so it keeps it)."""
+        if not isinstance(self.engine.pool, SingletonThreadPool | StaticPool):
+            self.engine.dispose()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

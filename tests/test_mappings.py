@@ -157,14 +157,14 @@ case = "camel"
         "colour: unknown key"
         " (hint: allowed: description, fields, identity, kind, locale, memberships)",
         "identity.email: unknown profile field 'emial' (did you mean 'email'?)"
-        " (hint: profile fields are listed by crmsync.fields.catalogue())",
+        " (hint: profile fields are listed by `crmsync fields`)",
         "fields.ORDERS.from: unknown profile field 'order_count' (did you mean 'orders_count'?)"
-        " (hint: profile fields are listed by crmsync.fields.catalogue())",
+        " (hint: profile fields are listed by `crmsync fields`)",
         "fields.SPENT.type: unknown type 'numbr' (did you mean 'number'?) (hint: use one of:"
         " text, number, integer, date, datetime, birthday, boolean, phone, address,"
         " dropdown, list)",
         "fields.SPENT.from: unknown profile field 'total_spnt' (did you mean 'total_spent'?)"
-        " (hint: profile fields are listed by crmsync.fields.catalogue())",
+        " (hint: profile fields are listed by `crmsync fields`)",
         "fields.CITY.form: unknown key (did you mean 'format' or 'from'?)"
         " (hint: allowed: case, default, format, from, join, label, locale, map, max_length,"
         " overflow, round, timezone, type, unmapped)",

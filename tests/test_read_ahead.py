@@ -24,6 +24,7 @@ from crmsync.child import ChildError
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import ConnectorError
 from crmsync.pipeline import context_for
+from crmsync.progress import NoProgress
 from crmsync.pull import PullStats, pull_source
 from crmsync.read_ahead import Read, SourceRecipe, worth_reading_ahead
 from crmsync.records import Record, RecordIssue, Stream
@@ -217,14 +218,15 @@ def test_a_reader_killed_part_way_loses_nothing_once_run_again(
     store = open_store(tmp_path / "state.db")
     clean = open_store(tmp_path / "clean.db")
 
-    def kill_the_readers(staged_now: int) -> None:
-        for reader in children:
-            if reader.process.poll() is None:
-                os.kill(reader.process.pid, signal.SIGKILL)
+    class KillTheReaders(NoProgress):  # after the first batch staged
+        def advance(self, stage: str, n: int) -> None:
+            for reader in children:
+                if reader.process.poll() is None:
+                    os.kill(reader.process.pid, signal.SIGKILL)
 
     try:
         with pytest.raises(ChildError, match="died"):
-            pull(store, recipe, ahead=True, progress=kill_the_readers)
+            pull(store, recipe, ahead=True, progress=KillTheReaders())
         # what the readers spooled before they died may be staged, not all the orders
         assert "orders" not in {stream for _, stream, _ in staged(store)["cursors"]}
         assert len(staged(store)["customers"]) > 0

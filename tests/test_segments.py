@@ -374,7 +374,7 @@ def test_unknown_names_suggest_close_matches_and_point_at_the_catalogue() -> Non
     assert error.position == 0
     assert error.suggestions == ("orders_count",)
     assert "did you mean 'orders_count'?" in str(error)
-    assert "crmsync.fields.catalogue()" in str(error)
+    assert "`crmsync fields`" in str(error)
     assert error.known_fields == tuple(FIELDS)
     assert "spent_365d" in error.known_fields
 
@@ -397,7 +397,7 @@ def test_unknown_name_without_close_match_has_no_suggestion() -> None:
     error = error_of("zzzqqq > 1")
     assert error.suggestions == ()
     assert "did you mean" not in str(error)
-    assert "catalogue" in str(error)
+    assert "`crmsync fields`" in str(error)
 
 
 def test_fields_are_checked_against_the_given_catalogue() -> None:

@@ -24,6 +24,7 @@ from connectors.http.classify import Classification, Classifier, Decision, class
 from connectors.http.retry import Retryable, RetryPolicy, Sleep
 from connectors.http.settings import HttpSettings
 from crmsync.errors import AuthError, ConfigError, CrmsyncError, TransientError
+from crmsync.personal import mask_text
 
 log = logging.getLogger("crmsync.http")
 
@@ -118,7 +119,7 @@ class HttpClient:
                 verdict = self._redacted(classifier(None, exc))
                 log.debug(
                     "%s failed after %.3fs: %s",
-                    described,
+                    mask_text(described),
                     time.perf_counter() - started,
                     verdict.reason,
                 )
@@ -161,15 +162,14 @@ class HttpClient:
     def _log_exchange(
         self, request: httpx.Request, response: httpx.Response, described: str, elapsed: float
     ) -> None:
-        redactor = self._redactor
         log.debug(
             "%s -> %d in %.3fs; request headers %s; request body %s; response body %s",
-            described,
+            mask_text(described),
             response.status_code,
             elapsed,
-            redactor.headers(request.headers),
-            redactor.body(request.content) if request.content else "-",
-            redactor.body(response.content) if response.content else "-",
+            self._redactor.headers(request.headers),
+            redact.summary(request.content) if request.content else "-",
+            redact.summary(response.content) if response.content else "-",
         )
 
 

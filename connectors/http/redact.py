@@ -1,5 +1,8 @@
 """Secrets out of logs: every URL, header and body the seam logs goes through a Redactor.
 
+Bodies are not logged at all, only summarised (``summary``: size and shape), since they
+carry customers' personal data; ``Redactor.body`` stays for callers that must quote one.
+
 Two nets: the literal secrets a connector hands over (and their URL-encoded forms), and
 values under names that are secret by nature (Authorization headers, ``api_key`` query
 parameters), so a secret nobody registered — an OAuth2 access token — is caught as well.
@@ -9,6 +12,7 @@ union of all registered secrets too.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -17,7 +21,10 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
+from crmsync.personal import mask_text
+
 MASK = "***"
+_SUMMARY_KEYS = 8  # top-level keys named in a body's summary
 MIN_SECRET = 6  # shorter "secrets" would mask ordinary words and cannot be kept secret anyway
 _SECRET_NAME = re.compile(
     r"(secret|passw|api[-_]?key|apikey|access[-_]?token|refresh[-_]?token|id[-_]?token|"
@@ -91,6 +98,30 @@ class Redactor:
         if len(text) > limit:
             text = f"{text[:limit]}... ({len(text)} characters)"
         return text
+
+
+def summary(value: bytes | str) -> str:
+    """A body's size and shape for debug logs, never its content (a body carries
+    customers' e-mails, names and phones): ``2,345 bytes, JSON object: members (500
+    items), update_existing``. Key names are masked as text (an API may key by e-mail)."""
+    raw = value.encode("utf-8", "replace") if isinstance(value, str) else value
+    size = f"{len(raw):,} bytes"
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return size
+    if isinstance(parsed, list):
+        return f"{size}, JSON list of {len(parsed):,} items"
+    if not isinstance(parsed, dict):
+        return f"{size}, JSON {type(parsed).__name__}"
+    keys = [
+        f"{mask_text(str(key))} ({len(item):,} items)"
+        if isinstance(item, list | dict)
+        else mask_text(str(key))
+        for key, item in list(parsed.items())[:_SUMMARY_KEYS]
+    ]
+    more = f", {len(parsed) - _SUMMARY_KEYS} more keys" if len(parsed) > _SUMMARY_KEYS else ""
+    return f"{size}, JSON object: {', '.join(keys)}{more}"
 
 
 def _mask_pair(match: re.Match[str]) -> str:

@@ -21,6 +21,7 @@ import tenacity
 
 from connectors.http.classify import Classification
 from connectors.http.settings import RetrySettings
+from crmsync.personal import mask_text
 
 T = TypeVar("T")
 Sleep = Callable[[float], None]
@@ -103,7 +104,7 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     if isinstance(error, Retryable):
         log.warning(
             "retrying %s in %.2fs (try %d failed: %s)",
-            error.description or "request",
+            mask_text(error.description or "request"),
             state.upcoming_sleep,
             state.attempt_number,
             error.classification.reason,

@@ -60,6 +60,7 @@ from crmsync.contract import (
     PushResult,
 )
 from crmsync.errors import ConfigError, RecordError, SendLater, TransientError
+from crmsync.personal import mask_key
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ NO_EMAIL = "HubSpot contacts are upserted by e-mail, and this person has none"
 
 class HubSpotDestination:
     kind: ClassVar[str] = "hubspot"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "hubspot.toml"
     config_model: ClassVar[type[ConnectorConfig]] = HubSpotConfig
     default_mapping: ClassVar[Traversable | None] = files("connectors.hubspot") / "mapping.toml"
     mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
@@ -249,7 +251,7 @@ class HubSpotDestination:
         if problem is None and any(SEPARATOR in name for name in change.memberships):
             problem = "a segment name holds ';', which separates HubSpot's values"
         if problem is not None:
-            log.warning("person %s: %s", key, problem)
+            log.warning("person %s: %s", mask_key(key), problem)
             return PushResult(key, Outcome.REJECTED, message=problem)
         email = change.email.strip().lower()
         if email in seen:  # HubSpot refuses a batch that names one contact twice

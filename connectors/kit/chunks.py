@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from crmsync.contract import Change, Outcome, PushResult
 from crmsync.errors import AuthError, ConnectorError, RecordError, TransientError
+from crmsync.personal import mask_key, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def _send_one(send: Send, chunk: Sequence[Change]) -> _Answer:
     except TransientError as exc:
         return _Answer(_all_failed(chunk, str(exc)), exc)
     except (ConnectorError, RecordError) as exc:
-        log.warning("a chunk of %d failed: %s", len(chunk), exc)
+        log.warning("a chunk of %d failed: %s", len(chunk), mask_text(str(exc)))
         return _Answer(_all_failed(chunk, str(exc)))
     return _Answer(one_per_change(chunk, answer))
 
@@ -147,7 +148,9 @@ def one_per_change(chunk: Sequence[Change], answer: Sequence[PushResult]) -> lis
     by_key: dict[str, PushResult] = {}
     for result in answer:
         if result.person_key not in wanted:
-            log.warning("ignoring a result for %s, who was not in the chunk", result.person_key)
+            log.warning(
+                "ignoring a result for %s, who was not in the chunk", mask_key(result.person_key)
+            )
             continue
         known = by_key.get(result.person_key)
         if known is None or (known.outcome is Outcome.OK and result.outcome is not Outcome.OK):

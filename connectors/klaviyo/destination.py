@@ -59,6 +59,7 @@ from crmsync.contract import (
     PushResult,
 )
 from crmsync.errors import ConfigError, TransientError
+from crmsync.personal import mask_key
 from crmsync.records import Channel
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ SEGMENTS_CLASH_HINT = "rename one of them; both would write the same profile pro
 
 class KlaviyoDestination:
     kind: ClassVar[str] = "klaviyo"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "klaviyo.toml"
     config_model: ClassVar[type[ConnectorConfig]] = KlaviyoConfig
     default_mapping: ClassVar[Traversable | None] = files("connectors.klaviyo") / "mapping.toml"
     mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
@@ -172,7 +174,7 @@ class KlaviyoDestination:
             return PushResult(key, Outcome.REJECTED, message="Klaviyo needs an e-mail or phone")
         problem = owned_problem(change, self.config.list_prefix, LIST_NAME_MAX)
         if problem is not None:
-            log.warning("person %s: %s", key, problem)
+            log.warning("person %s: %s", mask_key(key), problem)
             return PushResult(key, Outcome.REJECTED, message=problem)
         limit = self.config.jobs.bytes_per_profile
         if size > limit:

@@ -22,8 +22,8 @@ def run_checks(api: MailchimpApi, config: MailchimpConfig) -> list[Check]:
             Check(
                 "API key",
                 False,
-                "Mailchimp refused the API key (401): check MAILCHIMP_API_KEY, and that the "
-                "key was not revoked",
+                f"Mailchimp refused the API key (401): check {config.api_key_origin()}, and "
+                "that the key was not revoked",
             )
         )
         return checks

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, model_validator
 
 from connectors.http import HttpOptions, HttpSettings
 from crmsync.contract import ConnectorConfig
@@ -80,6 +80,23 @@ class MailchimpConfig(ConnectorConfig):
             "capped by max_connections."
         ),
     )
+
+    # the environment variable ``api_key`` was read from (``${MC_KEY}``), told by the core
+    # through the validation context, so a refused key's hint names what to fix
+    _api_key_variable: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_variable(self, info: ValidationInfo) -> MailchimpConfig:
+        context = info.context if isinstance(info.context, dict) else {}
+        variables = context.get("variables") or {}
+        self._api_key_variable = variables.get("api_key")
+        return self
+
+    def api_key_origin(self) -> str:
+        """Where the key comes from, in words for a hint."""
+        if self._api_key_variable:
+            return f"the environment variable {self._api_key_variable}"
+        return "api_key in the configuration"
 
     @model_validator(mode="after")
     def _data_centre_known(self) -> MailchimpConfig:

@@ -54,6 +54,7 @@ from crmsync.contract import (
     PushResult,
 )
 from crmsync.errors import ConfigError, ConnectorError
+from crmsync.personal import mask_key
 
 log = logging.getLogger(__name__)
 # batch calls' worth of people per push(): two rounds of 10 connections, so the core's two
@@ -64,6 +65,7 @@ _MEMBER_FIELDS = ["members.email_address", "members.last_changed"]  # the status
 
 class MailchimpDestination:
     kind: ClassVar[str] = "mailchimp"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "mailchimp.toml"
     config_model: ClassVar[type[ConnectorConfig]] = MailchimpConfig
     default_mapping: ClassVar[Traversable | None] = files("connectors.mailchimp") / "mapping.toml"
     mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
@@ -209,7 +211,7 @@ class MailchimpDestination:
             return PushResult(key, Outcome.REJECTED, message="Mailchimp needs an e-mail address")
         problem = owned_problem(change, self.config.tag_prefix, MAX_TAG_NAME, noun="tag")
         if problem is not None:
-            log.warning("person %s: %s", key, problem)
+            log.warning("person %s: %s", mask_key(key), problem)
             return PushResult(key, Outcome.REJECTED, message=problem)
         if status_plan(change.email_intent, self.config.not_subscribed) is None:
             return PushResult(

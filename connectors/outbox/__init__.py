@@ -62,6 +62,7 @@ def change_record(change: Change) -> dict[str, Any]:
 
 class OutboxDestination:
     kind: ClassVar[str] = "outbox"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "outbox.toml"
     config_model: ClassVar[type[ConnectorConfig]] = OutboxConfig
     default_mapping: ClassVar[Traversable | None] = files(__name__) / "mapping.toml"
     mapping_rules: ClassVar[MappingRules | None] = None  # a file takes any field

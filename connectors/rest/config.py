@@ -18,6 +18,7 @@ from connectors.http import HttpOptions
 from connectors.records import MappingContext
 from connectors.rest.presets import apply_preset
 from connectors.rest.streams import StreamConfig, StrictModel, compile_mapping
+from crmsync.config import RegionCode
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError, ConfigIssue
 from crmsync.normalize import ZoneName
@@ -89,7 +90,7 @@ class RestConfig(ConnectorConfig):
     timezone: ZoneName | None = Field(
         default=None, description="Zone of naive times in the API (default: the core's)."
     )
-    phone_region: str | None = Field(
+    phone_region: RegionCode | None = Field(
         default=None, description="Region for phone numbers without a country code."
     )
     streams: dict[Literal["customers", "orders", "carts"], StreamConfig] = Field(

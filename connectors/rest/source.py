@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any, ClassVar
 
 import httpx
@@ -54,6 +56,7 @@ EXCERPT = 200
 
 class RestSource:
     kind: ClassVar[str] = "rest"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "rest.toml"
     config_model: ClassVar[type[ConnectorConfig]] = RestConfig
 
     def __init__(

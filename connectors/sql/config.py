@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.records import FieldSpec, MappingContext, MappingKeys, RowsSpec, mapping_issues
+from crmsync.config import RegionCode
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigIssue
 from crmsync.normalize import ZoneName
@@ -225,7 +226,7 @@ class SqlConfig(ConnectorConfig):
         default=None,
         description="Zone of naive timestamps in the database (default: defaults.timezone).",
     )
-    phone_region: str | None = Field(
+    phone_region: RegionCode | None = Field(
         default=None, description="Region for phone numbers without a country code."
     )
     page_size: int = Field(

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any, ClassVar
 
 import orjson
@@ -50,6 +52,7 @@ class Plan:
 
 class SqlSource:
     kind: ClassVar[str] = "sql"
+    starter: ClassVar[Traversable | None] = files("connectors.starters") / "sql.toml"
     config_model: ClassVar[type[SqlConfig]] = SqlConfig
 
     def __init__(

@@ -134,10 +134,20 @@ class Compiler:
             except ValueError as exc:
                 raise RuleError(f"{node.name}(): {exc} (use {function.usage})", where) from exc
         apply, inner = function.apply, arg.fn
+        if arg.const and arg.value is not None:
+            try:
+                return constant(apply(arg.value), function.returns)
+            except (ValueError, OverflowError) as exc:
+                raise RuleError(f"{node.name}(): {exc}", where) from exc
 
         def call(p: Profile, now: datetime) -> object:
             value = inner(p, now)
-            return None if value is None else apply(value)
+            if value is None:
+                return None
+            try:
+                return apply(value)
+            except (ValueError, OverflowError):  # out of range: no such value, as null
+                return None
 
         return derived(function.returns, call, arg)
 
@@ -187,10 +197,13 @@ class Compiler:
 
 
 def _chain(node: Node, op: str) -> list[tuple[Node, int]]:
-    """The operands of a left-leaning ``a op b op c`` chain, each with an operator position."""
-    if isinstance(node, Binary) and node.op == op:
-        left = _chain(node.left, op)
-        if len(left) == 1:
-            left = [(left[0][0], node.position)]
-        return [*left, (node.right, node.position)]
-    return [(node, -1)]
+    """The operands of a left-leaning ``a op b op c`` chain, each with an operator position
+    (walked in a loop: a chain of a thousand ``or`` is no deeper than one)."""
+    rights: list[tuple[Node, int]] = []
+    while isinstance(node, Binary) and node.op == op:
+        rights.append((node.right, node.position))
+        position = node.position
+        node = node.left
+    if not rights:
+        return [(node, -1)]
+    return [(node, position), *reversed(rights)]

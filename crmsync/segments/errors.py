@@ -11,9 +11,7 @@ from collections.abc import Sequence
 
 from crmsync.errors import ConfigError, ConfigIssue, CrmsyncError
 
-CATALOGUE_POINTER = (
-    "every profile field name is listed by the field catalogue (crmsync.fields.catalogue())"
-)
+CATALOGUE_POINTER = "every profile field name is listed by `crmsync fields`"
 
 
 class RuleError(CrmsyncError):
@@ -53,12 +51,26 @@ class RuleError(CrmsyncError):
             return text
         line, column, source_line = _locate(self.rule, self.position)
         where = f"line {line}, column {column}" if "\n" in self.rule else f"column {column}"
+        shown, offset = _window(source_line, column - 1)
         # keep tabs in the caret line so the caret lines up under tab-indented rules
-        pad = "".join("\t" if ch == "\t" else " " for ch in source_line[: column - 1])
+        pad = "".join("\t" if ch == "\t" else " " for ch in shown[:offset])
+        source_line = shown
         lines = [f"{text} at {where}:", f"    {source_line}", f"    {pad}^"]
         if self.suggestions or "unknown name" in self.message:
             lines.append(f"    ({CATALOGUE_POINTER})")
         return "\n".join(lines)
+
+
+_BEFORE, _AFTER = 60, 40  # characters shown around the caret of a long line
+
+
+def _window(line: str, index: int) -> tuple[str, int]:
+    """The part of a long line around ``index``, and the caret's offset in it."""
+    start = max(0, index - _BEFORE)
+    end = min(len(line), index + _AFTER)
+    head = "..." if start > 0 else ""
+    tail = "..." if end < len(line) else ""
+    return head + line[start:end] + tail, len(head) + index - start
 
 
 def _locate(rule: str, position: int) -> tuple[int, int, str]:

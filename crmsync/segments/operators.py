@@ -118,8 +118,20 @@ def arithmetic(node: Binary, left: Compiled, right: Compiled) -> Compiled:
         if x is None:
             return None
         y = b(p, now)
-        return None if y is None else op(x, y)
+        if y is None:
+            return None
+        try:
+            return op(x, y)
+        except OverflowError:  # beyond year 1 or 9999: no such time, as null
+            return None
 
+    if left.const and right.const:
+        try:
+            op(left.value, right.value)
+        except OverflowError as exc:
+            raise RuleError(
+                f"{words(left)} {node.op} {words(right)} is out of range ({exc})", node.position
+            ) from exc
     return derived(result, arithmetic, left, right)
 
 

@@ -17,6 +17,10 @@ from crmsync.segments.errors import RuleError
 from crmsync.segments.lexer import Kind, Token, tokenize
 
 COMPARISONS = frozenset({"==", "!=", "<", "<=", ">", ">="})
+# levels of parentheses, lists, calls, 'not' and unary '-' inside each other, and of
+# '+'/'-' in one chain: deeper rules are refused with a caret instead of exhausting
+# Python's stack (no real rule comes near)
+MAX_DEPTH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,16 @@ class _Parser:
     def __init__(self, tokens: list[Token]) -> None:
         self._tokens = tokens
         self._i = 0
+        self._depth = 0
+
+    def _enter(self, token: Token) -> None:
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise RuleError(
+                f"the rule nests more than {MAX_DEPTH} levels deep (parentheses, lists, "
+                "calls, 'not' or '-'); split it into simpler segments",
+                token.position,
+            )
 
     def peek(self) -> Token:
         return self._tokens[self._i]
@@ -120,7 +134,10 @@ class _Parser:
     def _not(self) -> Node:
         if self._at("not"):
             op = self._advance()
-            return Unary("not", self._not(), op.position)
+            self._enter(op)
+            node = Unary("not", self._not(), op.position)
+            self._depth -= 1
+            return node
         return self._comparison()
 
     def _comparison(self) -> Node:
@@ -159,15 +176,22 @@ class _Parser:
 
     def _additive(self) -> Node:
         node = self._unary()
+        terms = 0
         while self._at("+", "-"):
             op = self._advance()
+            terms += 1
+            if terms > MAX_DEPTH:
+                raise RuleError(f"more than {MAX_DEPTH} '+' or '-' in a row", op.position)
             node = Binary(op.text, node, self._unary(), op.position)
         return node
 
     def _unary(self) -> Node:
         if self._at("-"):
             op = self._advance()
-            return Unary("-", self._unary(), op.position)
+            self._enter(op)
+            node = Unary("-", self._unary(), op.position)
+            self._depth -= 1
+            return node
         return self._primary()
 
     def _primary(self) -> Node:
@@ -185,15 +209,22 @@ class _Parser:
         if token.kind is Kind.NAME:
             self._advance()
             if self._at("("):
-                return Call(token.text, self._arguments(), token.position)
+                self._enter(token)
+                call = Call(token.text, self._arguments(), token.position)
+                self._depth -= 1
+                return call
             return Name(token.text, token.position)
         if self._at("("):
-            self._advance()
+            self._enter(self._advance())
             node = self.expression()
             self._expect(")", "to close the '('")
+            self._depth -= 1
             return node
         if self._at("["):
-            return self._list()
+            self._enter(token)
+            items = self._list()
+            self._depth -= 1
+            return items
         raise RuleError(f"expected a value, found {token.describe()}", token.position)
 
     def _arguments(self) -> tuple[Node, ...]:

@@ -25,6 +25,9 @@ def _compile(text: str, fields: Mapping[str, ProfileField]) -> tuple[Fn, frozens
         fn = compiler.condition(parse(text))
     except RuleError as exc:
         raise exc.with_context(text, tuple(fields)) from None
+    except RecursionError:  # the parser's depth limit makes this a last line of defence
+        error = RuleError("the rule nests too deeply; split it into simpler segments", 0)
+        raise error.with_context(text, tuple(fields)) from None
     return fn, frozenset(compiler.used)
 
 

@@ -102,12 +102,24 @@ class Function:
     usage: str = ""
 
 
+# no date lies further apart than this (years 1 to 9999): a longer duration could only
+# make every date it touches out of range
+MAX_DAYS = 3_650_000
+
+
 def _days(n: int | Decimal) -> timedelta:
-    return timedelta(days=n if isinstance(n, int) else float(n))
+    return _duration(n, 1, "days")
 
 
 def _hours(n: int | Decimal) -> timedelta:
-    return timedelta(hours=n if isinstance(n, int) else float(n))
+    return _duration(n, 24, "hours")
+
+
+def _duration(n: int | Decimal, per_day: int, unit: str) -> timedelta:
+    value = n if isinstance(n, int) else float(n)
+    if abs(value) > MAX_DAYS * per_day:
+        raise ValueError(f"{n} {unit} is out of range (at most {MAX_DAYS * per_day:,} {unit})")
+    return timedelta(days=value) if unit == "days" else timedelta(hours=value)
 
 
 def _parse_date(text: str) -> date:

@@ -1,0 +1,22 @@
+"""Segment reports: what each segment is worth, buys and loses, from the state database.
+
+``collect`` adds people up into a ``SegmentReport`` (figures only); ``terminal`` and
+``html`` render it; the CLI wires ``state.report_reads`` in as the ``ReportSource``, so
+this package reads through that protocol and imports no state module itself.
+"""
+
+from __future__ import annotations
+
+from crmsync.insights.collect import Collector, person_label, report_context, segment_report
+from crmsync.insights.model import Baseline, PersonRows, ReportSource, SegmentReport
+
+__all__ = [
+    "Baseline",
+    "Collector",
+    "PersonRows",
+    "ReportSource",
+    "SegmentReport",
+    "person_label",
+    "report_context",
+    "segment_report",
+]

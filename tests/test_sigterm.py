@@ -1,0 +1,135 @@
+"""A run stopped by SIGTERM (or Ctrl-C) is recorded as interrupted, with the reason and
+what the destination acknowledged, and the command ends with one line and 143 (130)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.e2e import AS_OF, Site, make_site
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ledger(url: str, run_id: int | None = None) -> int:
+    """Ledger rows (of one run), 0 before the table exists."""
+    engine = sa.create_engine(url)
+    where = "" if run_id is None else f" WHERE run_id = {int(run_id)}"
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM ledger{where}")).scalar() or 0)
+    except sa.exc.DBAPIError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _start(site: Site, *command: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from crmsync.cli import main; main()",
+            *command,
+            "--config",
+            str(site.config),
+            "--as-of",
+            AS_OF,
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def _signal_mid_push(
+    site: Site, url: str, run_id: int, number: int, *command: str
+) -> tuple[int, str]:
+    """Starts the command, sends ``number`` once the ledger holds acknowledgements of its
+    run ``run_id`` (it is pushing), and returns its exit code and stderr."""
+    process = _start(site, *command)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and _ledger(url, run_id) < 40:
+        assert time.monotonic() < deadline, "the run acknowledged nothing"
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before the signal: make the site bigger"
+    os.kill(process.pid, number)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+def _last_run(site: Site) -> dict[str, object]:
+    result = site.cli("status", "--json")
+    assert result.exit_code == 0, result.output
+    run: dict[str, object] = json.loads(result.stdout)[0]["runs"][0]
+    return run
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "reason", "command"),
+    [
+        (signal.SIGTERM, 143, "stopped by SIGTERM", ("run",)),
+        (signal.SIGINT, 130, "interrupted by SIGINT (Ctrl-C)", ("run",)),
+        (signal.SIGTERM, 143, "stopped by SIGTERM", ("backfill", "--pipeline", "main", "--full")),
+    ],
+    ids=["sigterm-run", "sigint-run", "sigterm-backfill"],
+)
+def test_a_signalled_run_is_interrupted_with_its_reason_and_acknowledged_counts(
+    tmp_path: Path,
+    number: signal.Signals,
+    code: int,
+    reason: str,
+    command: tuple[str, ...],
+) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=2500, batch_size=10)
+    run_id = 1
+    if command[0] == "backfill":
+        site.run_json()  # everyone synced once; the backfill pushes them all again
+        run_id = 2
+    returncode, stderr = _signal_mid_push(site, url, run_id, number, *command)
+
+    assert returncode == code, stderr
+    assert stderr.strip() == reason  # one line, no traceback
+    run = _last_run(site)
+    assert run["status"] == "interrupted"
+    assert run["error"] == reason
+    assert run["acknowledged_from"] == "run"
+    acknowledged = run["acknowledged"]
+    assert isinstance(acknowledged, dict) and isinstance(run["id"], int)
+    assert acknowledged["out"] > 0
+    assert acknowledged["out"] == _ledger(url, run["id"])  # what the ledger holds of it
+    text = site.cli("status").stdout
+    assert "interrupted" in text and f"pushed out={acknowledged['out']} " in text
+    assert f"error: {reason}" in text
+
+
+def test_a_run_killed_outright_shows_what_the_ledger_holds_of_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=2500, batch_size=10)
+    process = _start(site, "run")
+    deadline = time.monotonic() + 120
+    while process.poll() is None and _ledger(url) < 40:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+
+    run = _last_run(site)
+    assert run["status"] == "running"  # nobody recorded its end
+    assert run["acknowledged_from"] == "ledger"
+    assert run["acknowledged"] == {"out": _ledger(url)}
+    assert _ledger(url) >= 40
+    assert "(from the ledger)" in site.cli("status").stdout
