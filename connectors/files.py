@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -32,6 +32,7 @@ from connectors.files_rows import (
     BadRow,
     Row,
     adjacent_groups,
+    byte_position,
     csv_rows,
     excerpt,
     jsonl_rows,
@@ -82,6 +83,7 @@ class FilesSource:
             for stream, spec in self.config.files().items()
         }
         self._open: weakref.WeakSet[Generator[Record | RecordIssue]] = weakref.WeakSet()
+        self._positions: dict[Stream, Callable[[], int]] = {}  # per stream being read
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
         if isinstance(config, FilesSourceConfig):
@@ -125,6 +127,16 @@ class FilesSource:
         try:
             return self.path(spec).stat().st_size
         except OSError:
+            return None
+
+    def position(self, stream: Stream) -> int | None:
+        """Bytes of the stream's file read so far by its read in progress, for progress."""
+        tell = self._positions.get(stream)
+        if tell is None:
+            return None
+        try:
+            return tell()
+        except (OSError, ValueError):  # the file is closed: the read is over
             return None
 
     def check(self) -> list[Check]:
@@ -209,10 +221,12 @@ class FilesSource:
         try:
             if spec.file_format() == "jsonl":
                 with open_binary(path) as binary:
+                    self._positions[stream] = byte_position(binary)
                     drop = fast.row_outside if fast is not None else None
                     yield from jsonl_rows(binary, spec.encoding, drop)
                 return
             with open_text(path, spec.encoding) as handle:
+                self._positions[stream] = byte_position(handle)
 
                 def require(header: list[str]) -> None:
                     self._require_columns(stream, header, spec)

@@ -68,6 +68,15 @@ def open_text(path: Path, encoding: str) -> IO[str]:
     return path.open(encoding=reading_encoding(encoding), newline="")
 
 
+def byte_position(handle: IO[Any]) -> Callable[[], int]:
+    """How many bytes of the file under ``handle`` were read so far (of a compressed
+    file, compressed bytes: what its size counts), for progress; buffered, so a little
+    ahead of the rows taken."""
+    raw: Any = getattr(handle, "buffer", handle)  # a text handle's bytes underneath
+    raw = getattr(raw, "fileobj", raw)  # a gzip file's compressed file
+    return cast(Callable[[], int], raw.tell)
+
+
 def open_binary(path: Path) -> IO[bytes]:
     if path.suffix.lower() == ".gz":
         return cast(IO[bytes], gzip.open(path, "rb"))

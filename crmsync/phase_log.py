@@ -42,6 +42,9 @@ class PhaseLog:
         with self._lock:
             self._stage(stage)  # a stage known only from its first batch starts there
 
+    def estimate(self, stage: str, total: int) -> None:
+        return None  # a log line tells what was done, not what was expected
+
     def advance(self, stage: str, n: int) -> None:
         with self._lock:
             self._stage(stage).done += n

@@ -25,6 +25,10 @@ class Progress(Protocol):
     def grow(self, stage: str, n: int) -> None:
         """``n`` more to do than said so far (a total known piece by piece)."""
 
+    def estimate(self, stage: str, total: int) -> None:
+        """The stage's total as now estimated (a read's records, from how far into its
+        input it got); it may change with each estimate."""
+
     def advance(self, stage: str, n: int) -> None:
         """``n`` more done."""
 
@@ -42,6 +46,9 @@ class NoProgress:
         return None
 
     def grow(self, stage: str, n: int) -> None:
+        return None
+
+    def estimate(self, stage: str, total: int) -> None:
         return None
 
     def advance(self, stage: str, n: int) -> None:
@@ -67,6 +74,10 @@ class Tee:
     def grow(self, stage: str, n: int) -> None:
         for part in self.parts:
             part.grow(stage, n)
+
+    def estimate(self, stage: str, total: int) -> None:
+        for part in self.parts:
+            part.estimate(stage, total)
 
     def advance(self, stage: str, n: int) -> None:
         for part in self.parts:

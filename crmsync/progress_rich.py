@@ -110,6 +110,14 @@ class RichProgress:
             self._totals[stage] = total
             self._bars.update(self._tasks[stage], total=total)
 
+    def estimate(self, stage: str, total: int) -> None:
+        with self._lock:
+            if stage not in self._tasks:
+                self._begin(stage, None, "")
+            total = max(total, self._done[stage])
+            self._totals[stage] = total
+            self._bars.update(self._tasks[stage], total=total)
+
     def advance(self, stage: str, n: int) -> None:
         with self._lock:
             if stage not in self._tasks:

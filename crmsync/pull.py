@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 
-from crmsync.contract import Source, Versioned
+from crmsync.contract import Sized, Source, Versioned
 from crmsync.progress import NoProgress, Progress, pull_stage
 from crmsync.read_ahead import Batch, Read, SourceRecipe, reader, worth_reading_ahead
 from crmsync.records import Stream
@@ -90,11 +89,10 @@ def pull_source(
         for p in planned:
             stage = pull_stage(source_name, p.read.stream.value)
             shown.start(stage, unit="records")
-            advance = partial(shown.advance, stage)
+            size = source.size(p.read.stream) if isinstance(source, Sized) else None
+            shows = _Shown(shown, stage, size)
             with store.loading(p.read.stream):
-                total = _stage_stream(
-                    store, source_name, p, batches.batches(p.read), advance, watch
-                )
+                total = _stage_stream(store, source_name, p, batches.batches(p.read), shows, watch)
                 loaded = time.perf_counter()
             # a first load's indexes, built at its end, are staging work too
             watch.add("pull.stage", time.perf_counter() - loaded)
@@ -111,7 +109,7 @@ def _stage_stream(
     source_name: str,
     planned: _Planned,
     batches: Iterator[Batch],
-    progress: Callable[[int], None] | None,
+    progress: _Shown,
     watch: Stopwatch,
 ) -> StageStats:
     """Stages a stream's batches; the last one moves the cursor and keeps the version."""
@@ -138,7 +136,7 @@ def _stage(
     batch: Batch,
     total: StageStats,
     watch: Stopwatch,
-    progress: Callable[[int], None] | None,
+    progress: _Shown,
     cursor: datetime | None = None,
     version: StreamVersion | None = None,
 ) -> None:
@@ -151,8 +149,23 @@ def _stage(
     # run takes them
     total.received += batch.later
     total.later += batch.later
-    if progress and batch.records:
-        progress(len(batch.records))
+    progress.batch(len(batch.records), batch.position)
+
+
+class _Shown:
+    """A stream's bar: its count a batch at a time, and its total estimated from how far
+    into its input the read got (a source that knows its size: ``Sized``)."""
+
+    def __init__(self, progress: Progress, stage: str, size: int | None) -> None:
+        self.progress, self.stage, self.size = progress, stage, size
+        self.done = 0
+
+    def batch(self, records: int, position: int | None) -> None:
+        if records:
+            self.done += records
+            self.progress.advance(self.stage, records)
+        if self.size and position and self.done:
+            self.progress.estimate(self.stage, round(self.done * self.size / position))
 
 
 def _newer(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -79,12 +79,14 @@ class Batch:
     issues: list[RecordIssue] = field(default_factory=list)
     later: int = 0  # records changed after the run began: left for the next run
     newest: datetime | None = None  # the newest ``updated_at`` among ``records``
+    position: int | None = None  # how far the read got, of the source's size (``Sized``)
 
 
 def batches(source: Source, name: str, read: Read, until: datetime, size: int) -> Iterator[Batch]:
     """The stream's records as built batches of about ``size`` items, the last one
     possibly empty (so that there always is one)."""
     build = BUILDERS[read.stream]
+    sized = source if isinstance(source, Sized) else None
     batch = Batch()
     for item in source.read(read.stream, read.since, until):
         if isinstance(item, RecordIssue):
@@ -99,6 +101,8 @@ def batches(source: Source, name: str, read: Read, until: datetime, size: int) -
             ):
                 batch.newest = item.updated_at
         if len(batch.records) + len(batch.issues) >= size:
+            if sized is not None:
+                batch.position = sized.position(read.stream)
             yield batch
             batch = Batch()
     yield batch
@@ -256,9 +260,9 @@ def _read_all(pipes: Pipes) -> None:
 
 def _packed(batch: Batch) -> tuple[Any, ...]:
     records = [tuple(built) for built in batch.records]
-    return ("batch", records, batch.issues, batch.later, batch.newest)
+    return ("batch", records, batch.issues, batch.later, batch.newest, batch.position)
 
 
 def _unpacked(message: tuple[Any, ...]) -> Batch:
-    _, records, issues, later, newest = message
-    return Batch(list(map(Built._make, records)), issues, later, newest)
+    _, records, issues, later, newest, position = message
+    return Batch(list(map(Built._make, records)), issues, later, newest, position)

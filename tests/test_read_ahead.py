@@ -191,6 +191,9 @@ class SizedFailing(Failing):
     def size(self, stream: Stream) -> int:
         return 2**40
 
+    def position(self, stream: Stream) -> int | None:
+        return None
+
 
 def test_an_error_in_the_reader_is_raised_in_the_run_as_it_was(
     tmp_path: Path, children: list[Any]
