@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -200,3 +202,32 @@ def consented(data: Path) -> set[str]:
             ):
                 latest[email] = (at, state)
     return {email for email, (_, state) in latest.items() if state == "subscribed"}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_cli(
+    site: Site, *command: str, output: int | None = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """A crmsync command on ``site`` in a process of its own (to signal or kill it), as
+    of the tests' time, without progress; its output piped (or ``output``)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "from crmsync.cli import main; main()", *command,
+         "--config", str(site.config), "--as-of", AS_OF, "--no-progress"],
+        stdout=output, stderr=output, text=True, cwd=ROOT,
+    )  # fmt: skip
+
+
+def ledger_count(url: str, where: str = "", **values: Any) -> int:
+    """Ledger rows committed so far (``where``: a condition on them, with ``values``),
+    0 before the table exists: read while a run in another process is still going."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = sa.text(f"SELECT count(*) FROM ledger {f'WHERE {where}' if where else ''}")
+            return int(conn.execute(query, values).scalar() or 0)
+    except sa.exc.DBAPIError:
+        return 0
+    finally:
+        engine.dispose()

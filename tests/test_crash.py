@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,21 +15,9 @@ import sqlalchemy as sa
 from state import schema
 from state.store import Store
 from state.timeutil import to_ms
-from tests.e2e import AS_OF, Site, ledger_rows, make_site
+from tests.e2e import AS_OF, Site, ledger_count, ledger_rows, make_site, start_cli
 
 pytestmark = pytest.mark.slow
-
-
-def _acknowledged(url: str) -> int:
-    """Ledger rows committed so far by a run still going (0 before the table exists)."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar() or 0)
-    except sa.exc.DBAPIError:
-        return 0
-    finally:
-        engine.dispose()
 
 
 def kill_after_batches(site: Site, *command: str, state_url: str | None = None) -> None:
@@ -38,25 +25,10 @@ def kill_after_batches(site: Site, *command: str, state_url: str | None = None) 
     (and, given ``state_url``, once the ledger acknowledges some: answers are recorded
     by a thread of their own, a batch or two behind the pushes)."""
     before = site.batch_files()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from crmsync.cli import main; main()",
-            *command,
-            "--config",
-            str(site.config),
-            "--as-of",
-            AS_OF,
-            "--no-progress",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=Path(__file__).parent.parent,
-    )
+    process = start_cli(site, *command, output=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while process.poll() is None and (
-        len(site.batch_files() - before) < 3 or (state_url and not _acknowledged(state_url))
+        len(site.batch_files() - before) < 3 or (state_url and not ledger_count(state_url))
     ):
         assert time.monotonic() < deadline, f"crmsync {command[0]} wrote no batches"
         time.sleep(0.005)

@@ -6,52 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from tests.e2e import AS_OF, Site, make_site
+from tests.e2e import Site, ledger_count, make_site, start_cli
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _ledger(url: str, run_id: int | None = None) -> int:
-    """Ledger rows (of one run), 0 before the table exists."""
-    engine = sa.create_engine(url)
-    where = "" if run_id is None else f" WHERE run_id = {int(run_id)}"
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text(f"SELECT count(*) FROM ledger{where}")).scalar() or 0)
-    except sa.exc.DBAPIError:
-        return 0
-    finally:
-        engine.dispose()
-
-
-def _start(site: Site, *command: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from crmsync.cli import main; main()",
-            *command,
-            "--config",
-            str(site.config),
-            "--as-of",
-            AS_OF,
-            "--no-progress",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
 
 
 def _signal_mid_push(
@@ -59,9 +21,9 @@ def _signal_mid_push(
 ) -> tuple[int, str]:
     """Starts the command, sends ``number`` once the ledger holds acknowledgements of its
     run ``run_id`` (it is pushing), and returns its exit code and stderr."""
-    process = _start(site, *command)
+    process = start_cli(site, *command)
     deadline = time.monotonic() + 120
-    while process.poll() is None and _ledger(url, run_id) < 40:
+    while process.poll() is None and ledger_count(url, "run_id = :run", run=run_id) < 40:
         assert time.monotonic() < deadline, "the run acknowledged nothing"
         time.sleep(0.005)
     assert process.poll() is None, "the run ended before the signal: make the site bigger"
@@ -110,7 +72,9 @@ def test_a_signalled_run_is_interrupted_with_its_reason_and_acknowledged_counts(
     acknowledged = run["acknowledged"]
     assert isinstance(acknowledged, dict) and isinstance(run["id"], int)
     assert acknowledged["out"] > 0
-    assert acknowledged["out"] == _ledger(url, run["id"])  # what the ledger holds of it
+    assert acknowledged["out"] == ledger_count(
+        url, "run_id = :run", run=run["id"]
+    )  # what the ledger holds of it
     text = site.cli("status").stdout
     assert "interrupted" in text and f"pushed out={acknowledged['out']} " in text
     assert f"error: {reason}" in text
@@ -119,9 +83,9 @@ def test_a_signalled_run_is_interrupted_with_its_reason_and_acknowledged_counts(
 def test_a_run_killed_outright_shows_what_the_ledger_holds_of_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     site = make_site(tmp_path, url, customers=2500, batch_size=10)
-    process = _start(site, "run")
+    process = start_cli(site, "run")
     deadline = time.monotonic() + 120
-    while process.poll() is None and _ledger(url) < 40:
+    while process.poll() is None and ledger_count(url) < 40:
         assert time.monotonic() < deadline
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
@@ -130,6 +94,6 @@ def test_a_run_killed_outright_shows_what_the_ledger_holds_of_it(tmp_path: Path)
     run = _last_run(site)
     assert run["status"] == "running"  # nobody recorded its end
     assert run["acknowledged_from"] == "ledger"
-    assert run["acknowledged"] == {"out": _ledger(url)}
-    assert _ledger(url) >= 40
+    assert run["acknowledged"] == {"out": ledger_count(url)}
+    assert ledger_count(url) >= 40
     assert "(from the ledger)" in site.cli("status").stdout
