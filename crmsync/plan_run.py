@@ -37,6 +37,7 @@ from crmsync.push import Pusher
 from crmsync.runs import RunOptions, RunReport
 from state.planned import (
     SCOPE,
+    PlannedRow,
     PlannedWriter,
     Planning,
     ScopeCounts,
@@ -47,7 +48,7 @@ from state.planned import (
     scoped_totals,
     touched_mark,
 )
-from state.profile_reads import foreign_currency_orders
+from state.profile_reads import customer_count, foreign_currency_orders
 from state.store import Store
 from state.timeutil import now_ms, to_ms
 
@@ -112,7 +113,7 @@ def plan_and_push(
                     )
         if reason is not None:
             report.planning = f"everyone: {reason}"
-            options.progress.start(PROFILES, last.profiles if last is not None else None)
+            options.progress.start(PROFILES, _people_expected(store, ctx, last))
             _plan_everyone(store, spec, planner, tally, pushers, options, writer)
         else:
             report.planning = "incremental"
@@ -235,8 +236,23 @@ def _plan_everyone(
         for pusher in pushers:
             pusher.flush(part)
 
-    plans = writer.add if writer is not None else None
+    def planned(rows: list[PlannedRow]) -> None:
+        assert writer is not None
+        writer.add(rows)
+        options.progress.advance(PROFILES, len(rows))  # the workers' people, as they come
+
+    plans = planned if writer is not None else None
     tally.add(run_workers(job, slices, workers, deliver, finished, plans), options.samples)
+
+
+def _people_expected(store: Store, ctx: ProfileContext, last: Planning | None) -> int:
+    """About how many people a planning of everyone goes through, for its progress: the
+    last planning's count, or on a first run the customers staged (people known only by
+    their orders come on top: the bar's total then grows)."""
+    if last is not None:
+        return last.profiles
+    with store.engine.connect() as conn:
+        return customer_count(conn, ctx.sources)
 
 
 def _parallel_plan(

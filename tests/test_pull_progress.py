@@ -27,9 +27,11 @@ class Recording:
         self.done: dict[str, int] = defaultdict(int)
         self.estimates: dict[str, list[int]] = defaultdict(list)
         self.finished: dict[str, int | None] = {}
+        self.totals: dict[str, list[int | None]] = defaultdict(list)  # each start's
 
     def start(self, stage: str, total: int | None = None, unit: str = "") -> None:
         self.done[stage] = 0
+        self.totals[stage].append(total)
 
     def grow(self, stage: str, n: int) -> None:
         return None
@@ -109,3 +111,30 @@ def test_each_streams_bar_gets_a_total_estimated_from_how_far_its_read_got(
         assert abs(estimates[-1] - records) <= max(97, records // 10), (stage, estimates)
         received = stats.streams[stream].received
         assert shown.finished[stage] == received
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
+def test_the_profiles_bar_moves_while_people_are_planned_toward_an_expected_total(
+    tmp_path: Path, workers: int
+) -> None:
+    from crmsync.pipeline import run_pipeline
+    from crmsync.resolve import load_config
+    from crmsync.runs import RunOptions
+    from tests.e2e import STORE_NOW
+
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", 9000, workers=workers)
+    config = load_config(site.config)
+    spec = next(iter(config.pipelines.values()))
+    shown = Recording()
+    store = Store(config.state_url)
+    try:
+        report = run_pipeline(config, spec, store, RunOptions(as_of=STORE_NOW, progress=shown))
+    finally:
+        store.close()
+    # a first run expects the customers staged (people known only by orders come on top)
+    customers = report.pulled["shop.customers"]["staged"]
+    assert shown.totals["profiles"] == [customers] and report.profiles >= customers
+    # advanced as people were planned, a chunk at a time, up to everyone
+    assert shown.done["profiles"] == pytest.approx(report.profiles, abs=4096)
+    assert shown.done["profiles"] > 0
+    assert shown.finished["profiles"] == report.profiles
