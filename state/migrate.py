@@ -96,6 +96,9 @@ def require_current(engine: Engine, url: str) -> None:
         )
 
 
+_MIGRATE_LOCK = 0x63726D73_6D696772  # "crmsmigr": the advisory lock a migration holds
+
+
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; returns (revision before, revision after)."""
     stored = _stored_revision(engine)
@@ -104,6 +107,10 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     from alembic import command
 
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # two processes starting on an empty database (two `serve` hosts) would both
+            # create the tables: the second waits here, then finds the schema current
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK})
         before = current_revision(connection)
         config = alembic_config()
         config.attributes["connection"] = connection

@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from crmsync.records import IssueAction, OrderStatus, RecordIssue, Stream
@@ -325,3 +326,34 @@ def test_postgresql_statistics_are_refreshed_after_a_large_write(postgres_url: s
     store.refresh_statistics("staging", changed=ANALYZE_AFTER)
     assert analyzed()
     store.close()
+
+
+@pytest.mark.postgres
+def test_two_processes_starting_on_an_empty_postgresql_database_both_find_it_migrated(
+    postgres_url: str,
+) -> None:
+    """Two hosts' first start at once: one creates the schema, the other waits for it
+    (before, the second failed creating tables the first had just made)."""
+    import threading
+
+    from state.migrate import upgrade
+
+    engines = [sa.create_engine(postgres_url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def start(engine: sa.Engine) -> None:
+        barrier.wait()
+        try:
+            results.append(upgrade(engine)[1])
+        except Exception as exc:  # collected: the assertion names it
+            results.append(exc)
+
+    threads = [threading.Thread(target=start, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for engine in engines:
+        engine.dispose()
+    assert results == [head_revision(), head_revision()]
