@@ -1,71 +1,62 @@
-"""Schedules from the configuration, run in the background with APScheduler.
+"""``crmsync serve``: every pipeline on its schedule, as a service, until stopped.
 
-Each pipeline with a ``schedule`` (a 5-field cron expression) becomes one job. A job never
-overlaps itself (``max_instances=1``; the pipeline's lease also guards against other
-processes), missed runs are coalesced into one, and a failing run is logged and retried at
-the next tick instead of stopping the scheduler.
+The machinery lives in ``service`` (a layer above the core, the connectors and the state
+store): ``service.daemon`` (stores, jobs, reload, stop), ``service.runner`` (one run under
+the pipeline's lease), ``service.signals`` (SIGTERM, SIGINT, SIGHUP). This module puts
+them together with the observers (metrics, alerts) and the health endpoints.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 
-from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
-
-from crmsync.config import Config, PipelineSpec
-from crmsync.cron import cron_trigger
-from crmsync.errors import ConfigError, CrmsyncError
+from service.daemon import Service
+from service.events import Observers
+from service.signals import _flush, serve_until_stopped, signals_queued
 
 log = logging.getLogger("crmsync.scheduler")
 
-RunOne = Callable[[PipelineSpec], object]
+Started = Callable[[Service], Callable[[], None]]
 
 
-def add_jobs(scheduler: BaseScheduler, config: Config, run_one: RunOne) -> list[str]:
-    """One job per scheduled pipeline; returns the pipeline names scheduled."""
-    names = []
-    timezone = config.settings.defaults.timezone
-    for spec in config.pipelines.values():
-        if not spec.settings.schedule:
-            continue
-        trigger = cron_trigger(spec.settings.schedule, f"pipelines.{spec.name}.schedule", timezone)
-        scheduler.add_job(
-            _guarded(run_one, spec),
-            trigger=trigger,
-            id=f"pipeline:{spec.name}",
-            name=spec.name,
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=300,
-            replace_existing=True,
-        )
-        names.append(spec.name)
-    return names
+def serve(
+    path: str | Path, observers: Observers | None = None, started: Started | None = None
+) -> int:
+    """Serves the stores of ``path`` until SIGTERM or SIGINT; returns the exit code.
 
+    ``started`` is called once the schedules run (to start what watches the service,
+    e.g. the health endpoints); what it returns is called when the service has stopped.
+    Raises ConfigError when no store loads."""
+    if observers is None and started is None:  # metrics, alerts, health: service.observe
+        from service.observe import Observe
 
-def _guarded(run_one: RunOne, spec: PipelineSpec) -> Callable[[], None]:
-    def job() -> None:
+        observe = Observe()
+        observers, started = observe.observers, observe.started
+    observers = observers if observers is not None else Observers()
+    with signals_queued() as inbox:  # from the start: a SIGHUP while loading is not lost
+        service = Service(path, observers)
+        service.start()
         try:
-            run_one(spec)
-        except CrmsyncError as exc:
-            log.error("scheduled run of %s failed: %s", spec.name, exc)
-        except Exception:
-            log.exception("scheduled run of %s crashed", spec.name)
+            stopped = started(service) if started is not None else None
+        except BaseException:  # e.g. the health port is taken: no run may go on alone
+            service.stop("the service could not start", 1)
+            service.wait(_grace(service))
+            raise
+        code = 1
+        try:
+            code = serve_until_stopped(service, inbox, lambda: _grace(service))
+        finally:
+            if stopped is not None:
+                stopped()
+    if code != 0:  # a run did not end in time: its thread would hold the process
+        _flush()
+        os._exit(code)
+    return code
 
-    return job
 
-
-def serve(config: Config, run_one: RunOne) -> None:
-    """Runs the schedules in the foreground until interrupted."""
-    scheduler = BlockingScheduler(timezone=config.settings.defaults.timezone)
-    names = add_jobs(scheduler, config, run_one)
-    if not names:
-        raise ConfigError(
-            "no pipeline has a schedule",
-            key="pipelines.*.schedule",
-            hint="add schedule = '*/15 * * * *' to a pipeline",
-        )
-    log.warning("serving schedules for: %s", ", ".join(names))
-    scheduler.start()
+def _grace(service: Service) -> float:
+    configs = list(service.stores.values())
+    return configs[0].settings.serve.stop_grace_seconds if configs else 60.0

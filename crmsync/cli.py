@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
@@ -32,6 +33,7 @@ from crmsync.report import render_report, render_status, status_data
 from crmsync.resolve import load_config
 from crmsync.runs import interrupt_exit_code, interrupt_reason
 from crmsync.stopping import stop_on_signals
+from crmsync.targets import Selection, select
 from state.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE, EXIT_BUSY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
@@ -63,8 +65,20 @@ def _errors() -> Iterator[None]:
         _fail(EXIT_FAILED, f"failed: cannot use{where}: {exc.strerror or exc}")
 
 
-def _load(path: str) -> Config:
-    return load_config(path)
+def _load(path: str, store: str | None = None) -> Config:
+    """The configuration file's, or that of the directory's store ``store``."""
+    return load_config(path, store)
+
+
+def _broken(selection: Selection) -> int:
+    """Reports the stores of a directory that did not load (stderr); returns how many."""
+    for name, exc in selection.broken.items():
+        lines = "\n".join(f"  - {issue}" for issue in exc.issues)
+        click.echo(
+            f"store {name}: configuration error ({len(exc.issues)} issue(s)), not used:\n{lines}",
+            err=True,
+        )
+    return len(selection.broken)
 
 
 def _parse_time(value: str | None, option: str) -> datetime | None:
@@ -95,10 +109,28 @@ config_option = click.option(
     "config_path",
     default=DEFAULT_CONFIG,
     show_default=True,
-    type=click.Path(dir_okay=False),
-    help="the TOML configuration file",
+    type=click.Path(),
+    help="the TOML configuration file, or a directory with one file per store",
+)
+store_option = click.option(
+    "--store",
+    "store_name",
+    help="with a directory for --config: only this store (default: every store)",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON to stdout")
+wait_option = click.option(
+    "--wait/--no-wait",
+    default=False,
+    show_default=True,
+    help="when another process (serve) runs the pipeline: wait for it instead of exiting 4",
+)
+wait_timeout_option = click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="with --wait: seconds to wait at most, then exit 4",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,46 +143,62 @@ def main(verbose: int) -> None:
 
 @main.command()
 @config_option
+@store_option
 @click.option(
     "--offline", is_flag=True, help="validate only; do not contact sources or destinations"
 )
-def check(config_path: str, offline: bool) -> None:
-    """Validate the configuration (every error at once) and test every connector."""
+def check(config_path: str, store_name: str | None, offline: bool) -> None:
+    """Validate the configuration (every error at once) and test every connector.
+
+    With a directory of stores: every store (or --store NAME), each with its own errors."""
     with _errors():
-        config = _load(config_path)
-        click.echo(
-            f"configuration {config_path}: ok ({len(config.pipelines)} pipeline(s), "
-            f"{len(config.sources)} source(s), {len(config.destinations)} destination(s))"
-        )
-        Store(config.state_url).close()
-        click.echo("state database: ok")
-        if offline:
-            if _sample_sources(config, offline=True):
-                _fail(EXIT_CONFIG, "a source cannot be read as configured")
-            return
-        bad = 0
-        failed: set[str] = set()
-        mapped = _mapped_fields(config)
-        specs = [*config.sources.values(), *config.destinations.values()]
-        for spec in specs:
-            connector = spec.cls(spec.config, context_for(config, spec.name))
-            try:
-                if spec.name in config.destinations:
-                    results = connector.check(mapped.get(spec.name, []))
-                else:
-                    results = connector.check()
-                for result in results:
-                    bad += not result.ok
-                    if not result.ok:
-                        failed.add(spec.name)
-                    mark = "ok " if result.ok else "FAIL"
-                    detail = f": {result.detail}" if result.detail else ""
-                    click.echo(f"  [{mark}] {spec.name} ({spec.kind}) {result.what}{detail}")
-            finally:
-                connector.close()
-        bad += _sample_sources(config, offline=False, skip=failed)
+        chosen = select(config_path, store_name)
+        broken = _broken(chosen)
+        for config in chosen.configs:
+            where = f"store {config.store} ({config.path})" if config.store else config_path
+            click.echo(
+                f"configuration {where}: ok ({len(config.pipelines)} pipeline(s), "
+                f"{len(config.sources)} source(s), {len(config.destinations)} destination(s))"
+            )
+        for url in dict.fromkeys(config.state_url for config in chosen.configs):
+            Store(url).close()
+            click.echo("state database: ok")
+        bad = sum(_check_connectors(config, offline) for config in chosen.configs)
+        if broken:
+            _fail(EXIT_CONFIG, f"{broken} store(s) with configuration errors (above)")
+        if bad and offline:
+            _fail(EXIT_CONFIG, "a source cannot be read as configured")
         if bad:
             _fail(EXIT_CONFIG, f"{bad} check(s) failed")
+
+
+def _check_connectors(config: Config, offline: bool) -> int:
+    """Samples the sources (only local ones when ``offline``) and, online, checks every
+    connector; returns the failures."""
+    if offline:
+        return _sample_sources(config, offline=True)
+    bad = 0
+    failed: set[str] = set()
+    mapped = _mapped_fields(config)
+    specs = [*config.sources.values(), *config.destinations.values()]
+    for spec in specs:
+        connector = spec.cls(spec.config, context_for(config, spec.name))
+        try:
+            if spec.name in config.destinations:
+                results = connector.check(mapped.get(spec.name, []))
+            else:
+                results = connector.check()
+            for result in results:
+                bad += not result.ok
+                if not result.ok:
+                    failed.add(spec.name)
+                mark = "ok " if result.ok else "FAIL"
+                detail = f": {result.detail}" if result.detail else ""
+                click.echo(f"  [{mark}] {spec.name} ({spec.kind}) {result.what}{detail}")
+        finally:
+            connector.close()
+    bad += _sample_sources(config, offline=False, skip=failed)
+    return bad
 
 
 def _sample_sources(config: Config, *, offline: bool, skip: set[str] | None = None) -> int:
@@ -201,26 +249,76 @@ def _mapped_fields(config: Config) -> dict[str, list[FieldSpec]]:
     return {name: list(fields) for name, fields in found.items()}
 
 
-def _run(config_path: str, pipeline: str | None, options: RunOptions, as_json: bool) -> None:
+def _run(
+    config_path: str,
+    pipeline: str | None,
+    options: RunOptions,
+    as_json: bool,
+    store_name: str | None = None,
+    wait: float | None = None,
+) -> None:
     with _errors(), stop_on_signals():
-        config = _load(config_path)
-        store = Store(config.state_url)
+        chosen = select(config_path, store_name, pipeline)
         reports: list[RunReport] = []
         try:
-            for spec in config.pipeline(pipeline):
-                reports.append(run_pipeline(config, spec, store, options))
+            for target in chosen.targets:  # one per store of a directory
+                store = Store(target.config.state_url)
+                try:
+                    for spec in target.pipelines:
+                        reports.append(_run_leased(target.config, spec, store, options, wait))
+                finally:
+                    store.close()
         finally:
-            store.close()
             options.progress.close()
         if as_json:
             click.echo(json.dumps([r_json(r) for r in reports], indent=2, default=str))
         else:
             for report in reports:
                 click.echo(render_report(report))
+        broken = _broken(chosen)
         if any(r.status == "failed" for r in reports):
             sys.exit(EXIT_FAILED)
+        if broken:
+            _fail(EXIT_CONFIG, f"{broken} store(s) not run: their configuration has errors")
         if any(r.status == "partial" for r in reports):
             sys.exit(EXIT_PARTIAL)
+
+
+WAIT_POLL = 2.0  # seconds between tries for a pipeline's lease (--wait)
+
+
+def _run_leased(
+    config: Config, spec: PipelineSpec, store: Store, options: RunOptions, wait: float | None
+) -> RunReport:
+    """Runs ``spec`` once its lease is free. While another process (``serve``, another
+    command) runs it: fails naming the holder, or with ``wait`` (seconds) waits for it,
+    saying so once, and fails naming the holder if it still runs after ``wait``."""
+    deadline = None if wait is None else time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            return run_pipeline(config, spec, store, options)
+        except PipelineBusy:
+            held = store.lease_holder(f"pipeline:{spec.name}")
+            who = f"{held[0]}, its lease runs to {held[1]:%H:%M:%S} UTC" if held else "ending"
+            if deadline is None:
+                raise PipelineBusy(
+                    f"pipeline {spec.name!r} is already running in another process ({who}); "
+                    "--wait waits for it to end"
+                ) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PipelineBusy(
+                    f"pipeline {spec.name!r} is still running in another process ({who}) "
+                    f"after waiting {wait:.0f}s (--wait-timeout)"
+                ) from None
+            if not told:
+                click.echo(
+                    f"waiting for pipeline {spec.name!r}: running in another process ({who})",
+                    err=True,
+                )
+                told = True
+            time.sleep(min(WAIT_POLL, left))
 
 
 def r_json(report: RunReport) -> dict[str, Any]:
@@ -240,11 +338,14 @@ def r_json(report: RunReport) -> dict[str, Any]:
 
 
 as_of_option = click.option("--as-of", help="compute profiles as of this ISO time (reproducible)")
-pipeline_option = click.option("--pipeline", help="only this pipeline (default: all)")
+pipeline_option = click.option(
+    "--pipeline", help="only this pipeline (default: all); in a directory also STORE.PIPELINE"
+)
 
 
 @main.command()
 @config_option
+@store_option
 @pipeline_option
 @as_of_option
 @click.option("--no-pull", is_flag=True, help="use staged data as it is; read no source")
@@ -264,6 +365,7 @@ pipeline_option = click.option("--pipeline", help="only this pipeline (default: 
 @json_option
 def plan(
     config_path: str,
+    store_name: str | None,
     pipeline: str | None,
     as_of: str | None,
     no_pull: bool,
@@ -283,7 +385,8 @@ def plan(
     destination the decision and the exact payload (fields, memberships, consent).
     """
     if person is not None:
-        _plan_person(config_path, pipeline, person, _parse_time(as_of, "--as-of"), as_json)
+        when = _parse_time(as_of, "--as-of")
+        _plan_person(config_path, store_name, pipeline, person, when, as_json)
         return
     options = RunOptions(
         kind="manual",
@@ -293,11 +396,16 @@ def plan(
         not_synced=not_synced,
         as_of=_parse_time(as_of, "--as-of"),
     )
-    _run(config_path, pipeline, options, as_json)
+    _run(config_path, pipeline, options, as_json, store_name)
 
 
 def _plan_person(
-    config_path: str, pipeline: str | None, email: str, as_of: datetime | None, as_json: bool
+    config_path: str,
+    store_name: str | None,
+    pipeline: str | None,
+    email: str,
+    as_of: datetime | None,
+    as_json: bool,
 ) -> None:
     from crmsync.errors import RecordError
     from crmsync.person_plan import person_key, plan_person, render_person
@@ -310,22 +418,24 @@ def _plan_person(
         ) from None
     now = datetime.now(UTC)
     with _errors():
-        config = _load(config_path)
-        store = Store(config.state_url, read_only=True)
-        try:
-            with store.engine.connect() as conn:
-                found = [
-                    plan_person(conn, spec, key, as_of or now, now)
-                    for spec in config.pipeline(pipeline)
-                ]
-        finally:
-            store.close()
+        chosen = select(config_path, store_name, pipeline)
+        _broken(chosen)
+        found = []
+        for target in chosen.targets:
+            store = Store(target.config.state_url, read_only=True)
+            try:
+                with store.engine.connect() as conn:
+                    found += [
+                        plan_person(conn, spec, key, as_of or now, now) for spec in target.pipelines
+                    ]
+            finally:
+                store.close()
         people = [p for p in found if p is not None]
         if not people:
             _fail(
                 EXIT_CONFIG,
                 f"no person with the e-mail {key[2:]} in the staged data of "
-                + ", ".join(s.name for s in config.pipeline(pipeline))
+                + ", ".join(s.name for _, s in chosen.pairs)
                 + " (`crmsync plan` or `crmsync run` reads the sources into it)",
             )
         if as_json:  # times as ISO 8601, as destinations get them
@@ -340,38 +450,57 @@ def _iso(value: object) -> str:
 
 @main.command()
 @config_option
+@store_option
 @pipeline_option
 @as_of_option
 @click.option("--progress/--no-progress", default=True, help="progress on a terminal")
 @json_option
+@wait_option
+@wait_timeout_option
 def run(
-    config_path: str, pipeline: str | None, as_of: str | None, progress: bool, as_json: bool
+    config_path: str,
+    store_name: str | None,
+    pipeline: str | None,
+    as_of: str | None,
+    progress: bool,
+    as_json: bool,
+    wait: bool,
+    wait_timeout: float,
 ) -> None:
     """Run pipelines once: pull, merge, segment and push what changed."""
     options = RunOptions(
         kind="manual", as_of=_parse_time(as_of, "--as-of"), progress=_progress(progress)
     )
-    _run(config_path, pipeline, options, as_json)
+    _run(config_path, pipeline, options, as_json, store_name, wait_timeout if wait else None)
 
 
 @main.command()
 @config_option
+@store_option
 @click.option("--pipeline", required=True, help="the pipeline to backfill")
 @click.option("--since", help="re-pull and re-push what changed since this date")
 @click.option("--full", is_flag=True, help="re-pull everything and re-push everyone")
 @as_of_option
 @click.option("--progress/--no-progress", default=True, help="progress on a terminal")
 @json_option
+@wait_option
+@wait_timeout_option
 def backfill(
     config_path: str,
+    store_name: str | None,
     pipeline: str,
     since: str | None,
     full: bool,
     as_of: str | None,
     progress: bool,
     as_json: bool,
+    wait: bool,
+    wait_timeout: float,
 ) -> None:
-    """Re-pull and re-push; an interrupted backfill resumes where it stopped."""
+    """Re-pull and re-push; an interrupted backfill resumes where it stopped.
+
+    While ``serve`` (or another command) runs the pipeline, it fails naming the holder
+    (exit 4), or with --wait waits for that run to end (never running beside it)."""
     if bool(since) == full:
         raise click.UsageError("give exactly one of --since DATE or --full")
     options = RunOptions(
@@ -381,50 +510,59 @@ def backfill(
         as_of=_parse_time(as_of, "--as-of"),
         progress=_progress(progress),
     )
-    _run(config_path, pipeline, options, as_json)
+    _run(config_path, pipeline, options, as_json, store_name, wait_timeout if wait else None)
 
 
 @main.command()
 @config_option
+@store_option
 @pipeline_option
 @click.option("--limit", default=10, show_default=True, help="rows per section, records per reason")
 @json_option
-def status(config_path: str, pipeline: str | None, limit: int, as_json: bool) -> None:
+def status(
+    config_path: str, store_name: str | None, pipeline: str | None, limit: int, as_json: bool
+) -> None:
     """Last runs, cursors, failures, quarantined records, the records the last run did not
     sync (counted per reason, the first of each named, with what to do) and consent
     read-back."""
     with _errors():
-        config = _load(config_path)
-        store = Store(config.state_url, read_only=True)  # never creates nor migrates it
-        try:
-            data = [status_data(store, spec, limit) for spec in config.pipeline(pipeline)]
-        finally:
-            store.close()
+        chosen = select(config_path, store_name, pipeline)
+        data = []
+        for target in chosen.targets:
+            store = Store(target.config.state_url, read_only=True)  # never creates nor migrates
+            try:
+                data += [status_data(store, spec, limit) for spec in target.pipelines]
+            finally:
+                store.close()
         if as_json:
             click.echo(json.dumps(data, indent=2, default=str))
         else:
             click.echo("\n\n".join(render_status(d) for d in data))
+        if _broken(chosen):
+            sys.exit(EXIT_CONFIG)
 
 
 @main.command()
 @config_option
-def serve(config_path: str) -> None:
-    """Run the pipelines on their schedules, in the foreground, until interrupted."""
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+    help="auto: text on a terminal, JSON lines otherwise",
+)
+@click.pass_context
+def serve(ctx: click.Context, config_path: str, log_format: str) -> None:
+    """Run the pipelines on their schedules as a service, until SIGTERM or Ctrl-C (runs
+    under way stop after the batch in flight); SIGHUP reloads the configuration."""
     import scheduler
+    from service import logs
 
+    verbose = int(ctx.find_root().params.get("verbose") or 0)
+    logs.configure(None if log_format == "auto" else log_format == "json", verbose)
     with _errors():
-        config = _load(config_path)
-
-        def run_one(spec: PipelineSpec) -> None:
-            store = Store(config.state_url)
-            try:
-                report = run_pipeline(config, spec, store, RunOptions(kind="scheduled"))
-                click.echo(render_report(report))
-            finally:
-                store.close()
-
-        with stop_on_signals():  # SIGTERM stops it as Ctrl-C does; a run under way ends first
-            scheduler.serve(config, run_one)
+        code = scheduler.serve(config_path)
+    sys.exit(code)
 
 
 @main.command()
@@ -434,27 +572,38 @@ def migrate(config_path: str) -> None:
     from state.migrate import upgrade
 
     with _errors():
-        config = _load(config_path)
-        store = Store(config.state_url, migrate=False)
-        try:
-            before, after = upgrade(store.engine)
-        finally:
-            store.close()
-        click.echo(f"state database at revision {after} (was {before or 'empty'})")
+        chosen = select(config_path)  # the stores of a directory share one
+        _broken(chosen)
+        for url in dict.fromkeys(config.state_url for config in chosen.configs):
+            store = Store(url, migrate=False)
+            try:
+                before, after = upgrade(store.engine)
+            finally:
+                store.close()
+            click.echo(f"state database at revision {after} (was {before or 'empty'})")
 
 
 @main.command()
 @config_option
+@store_option
 @click.option("--pipeline", required=True, help="whose consent events to export")
 @click.option("--since", help="only events after this ISO time")
 @click.option("--output", type=click.Path(dir_okay=False), help="file (default stdout)")
-def consent(config_path: str, pipeline: str, since: str | None, output: str | None) -> None:
+def consent(
+    config_path: str, store_name: str | None, pipeline: str, since: str | None, output: str | None
+) -> None:
     """Export opt-outs seen in destinations (CSV), for the platform to apply."""
     from crmsync.report import export_consent
 
     with _errors():
-        config = _load(config_path)
-        spec = config.pipeline(pipeline)[0]
+        pairs = select(config_path, store_name, pipeline).pairs
+        if len(pairs) != 1:
+            raise ConfigError(
+                f"{len(pairs)} stores have a pipeline {pipeline!r}",
+                key="--pipeline",
+                hint="name one store with --store, or the pipeline as STORE.PIPELINE",
+            )
+        config, spec = pairs[0]
         store = Store(config.state_url)
         try:
             with ExitStack() as stack:
@@ -546,6 +695,7 @@ def sample(
 
 @main.command()
 @config_option
+@store_option
 @pipeline_option
 @as_of_option
 @click.option(
@@ -564,6 +714,7 @@ def sample(
 @json_option
 def report(
     config_path: str,
+    store_name: str | None,
     pipeline: str | None,
     as_of: str | None,
     html_path: str | None,
@@ -579,18 +730,22 @@ def report(
     from state.report_reads import ReportReader
 
     with _errors():
-        config = _load(config_path)
+        chosen = select(config_path, store_name, pipeline)
+        _broken(chosen)
         when = _parse_time(as_of, "--as-of")
-        notes = {name: s.description for name, s in config.settings.segments.items()}
-        store = Store(config.state_url, read_only=True)
-        try:
-            with ReportReader(store.engine) as reader:
-                reports = [
-                    segment_report(spec, reader, when, descriptions=notes, people=limit)
-                    for spec in config.pipeline(pipeline)
-                ]
-        finally:
-            store.close()
+        reports = []
+        for target in chosen.targets:
+            segments = target.config.settings.segments
+            notes = {name: s.description for name, s in segments.items()}
+            store = Store(target.config.state_url, read_only=True)
+            try:
+                with ReportReader(store.engine) as reader:
+                    reports += [
+                        segment_report(spec, reader, when, descriptions=notes, people=limit)
+                        for spec in target.pipelines
+                    ]
+            finally:
+                store.close()
     if html_path:
         try:
             Path(html_path).write_text(render_html(reports), encoding="utf-8")

@@ -18,16 +18,18 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -38,6 +40,7 @@ from pydantic_settings import (
 
 from crmsync import provenance, registry
 from crmsync.config_issues import did_you_mean, issues_from, strict_issues
+from crmsync.cron import IntervalText
 from crmsync.errors import ConfigError, ConfigIssue, CrmsyncError, RecordError
 from crmsync.fields import DEFAULT_WINDOWS, ProfileField, catalogue
 from crmsync.normalize import ZoneName
@@ -172,6 +175,15 @@ class PipelineSettings(Section):
         None, description="segments to compute; default: all defined and built-in ones"
     )
     schedule: str | None = Field(None, description="cron expression (5 fields) for `serve`")
+    every: IntervalText | None = Field(
+        None, description="for `serve`, instead of schedule: an interval such as 15m, 2h or 1d"
+    )
+    timezone: ZoneName | None = Field(
+        None, description="zone of the schedule (and its DST); default: defaults.timezone"
+    )
+    jitter_seconds: int | None = Field(
+        None, ge=0, description="random delay of up to this before each run; default: serve's"
+    )
     currency: CurrencyCode | None = Field(None, description="overrides defaults.currency")
     lookback_minutes: float = Field(
         10.0, ge=0, description="re-read this much before each cursor, for late writes"
@@ -189,6 +201,78 @@ class PipelineSettings(Section):
     )
     profile: ProfileSettings = Field(default_factory=ProfileSettings, description="metrics")
 
+    @model_validator(mode="after")
+    def _one_schedule(self) -> PipelineSettings:
+        if self.schedule and self.every:
+            raise ValueError("give schedule (cron) or every (interval), not both")
+        return self
+
+
+class ServeSettings(Section):
+    """How ``crmsync serve`` runs the schedules (``service``)."""
+
+    max_parallel: int = Field(
+        4, ge=1, le=64, description="runs of different pipelines at once (one of each at most)"
+    )
+    misfire_grace_seconds: int = Field(
+        300,
+        ge=1,
+        description="a run late by more than this (e.g. the service was down) is "
+        "skipped, and the next one runs on time; missed runs are always coalesced into one",
+    )
+    jitter_seconds: int = Field(
+        0, ge=0, description="random delay of up to this before each run (spreads many stores)"
+    )
+    stop_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="on SIGTERM/SIGINT: how long runs may take to end after the "
+        "batch in flight before the service exits anyway",
+    )
+
+
+class ObserveSettings(Section):
+    """What ``crmsync serve`` shows of itself: health, metrics and logs (``service``)."""
+
+    host: str = Field("127.0.0.1", description="address of /healthz, /readyz and /metrics")
+    port: int = Field(
+        9464, ge=0, le=65535, description="port of /healthz, /readyz and /metrics; 0: none"
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="serve's log lines: auto is JSON unless stderr is a terminal"
+    )
+
+
+class SmtpSettings(Section):
+    host: str = Field(description="the SMTP server")
+    port: int = Field(25, ge=1, le=65535, description="its port (587: starttls, 465: ssl)")
+    security: Literal["none", "starttls", "ssl"] = Field("none", description="TLS, if any")
+    username: str | None = Field(None, description="login, when the server asks for one")
+    password: SecretStr | None = Field(None, description="from the environment: ${VAR}")
+    sender: str = Field(description="the From address")
+    to: list[str] = Field(min_length=1, description="who gets the alerts")
+
+
+class AlertSettings(Section):
+    """When ``crmsync serve`` alerts, and where to: one message when a condition starts,
+    one when it clears (``service.alerts``)."""
+
+    webhook_url: SecretStr | None = Field(
+        None, description="JSON POST of each alert (Slack's incoming webhooks read its text)"
+    )
+    smtp: SmtpSettings | None = Field(None, description="e-mail each alert")
+    failed_share: float = Field(
+        0.05, gt=0, le=1, description="alert when more of a run's changes than this failed "
+        "or were rejected by a destination",
+    )  # fmt: skip
+    failed_min_people: int = Field(
+        10, ge=1, description="... once a run sent at least this many changes to it"
+    )
+    not_succeeded_hours: float | None = Field(
+        None, gt=0, description="alert when a pipeline has not succeeded for this long"
+    )
+    timeout_seconds: float = Field(10.0, gt=0, description="for each webhook POST or e-mail")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -202,6 +286,9 @@ class Settings(BaseSettings):
     default_segments: bool = Field(True, description="include the built-in segments")
     segments: dict[str, SegmentSettings] = Field(default_factory=dict, description="rules")
     pipelines: dict[str, PipelineSettings] = Field(default_factory=dict, description="jobs")
+    serve: ServeSettings = Field(default_factory=ServeSettings, description="crmsync serve")
+    observe: ObserveSettings = Field(default_factory=ObserveSettings, description="health")
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="alerts")
 
     @classmethod
     def settings_customise_sources(
@@ -257,6 +344,7 @@ class Config:
     sources: Mapping[str, ConnectorSpec]
     destinations: Mapping[str, DestinationSpec]
     pipelines: Mapping[str, PipelineSpec]
+    store: str = ""  # the store's name in a directory of stores (``crmsync.config_dir``)
 
     def pipeline(self, name: str | None) -> list[PipelineSpec]:
         if name is None:
@@ -356,11 +444,27 @@ def _resolve_state_url(url: str, base: Path) -> str:
 
 
 def read_settings(
-    path: Path, issues: list[ConfigIssue], origins: Origins | None = None
+    path: Path,
+    issues: list[ConfigIssue],
+    origins: Origins | None = None,
+    raw: dict[str, Any] | None = None,
 ) -> Settings:
     """Reads the TOML, merges the ``CRMSYNC_*`` overrides over it and validates the core
     sections; what is wrong goes to ``issues`` (a file that cannot be read at all raises
-    ConfigError)."""
+    ConfigError). ``raw``: the table already read (a store's file merged over its base)."""
+    raw = read_toml(path) if raw is None else raw
+    origins = Origins() if origins is None else origins
+    raw = _interpolate(raw, "", issues, origins.variables)
+    issues.extend(provenance.unknown_variables(_overridable()))
+    _merge(raw, EnvSettingsSource(Settings)(), "", origins.from_env)
+    try:
+        return Settings(**_valid_parts(raw, issues, origins.from_env))
+    except ValidationError as exc:  # not expected: every part was validated above
+        raise ConfigError(issues + issues_from(exc)) from exc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The file's table; ConfigError when it cannot be read or is not TOML."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -373,14 +477,7 @@ def read_settings(
         raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="pass --config FILE") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the syntax") from exc
-    origins = Origins() if origins is None else origins
-    raw = _interpolate(raw, "", issues, origins.variables)
-    issues.extend(provenance.unknown_variables(_overridable()))
-    _merge(raw, EnvSettingsSource(Settings)(), "", origins.from_env)
-    try:
-        return Settings(**_valid_parts(raw, issues, origins.from_env))
-    except ValidationError as exc:  # not expected: every part was validated above
-        raise ConfigError(issues + issues_from(exc)) from exc
+    return raw
 
 
 def _merge(into: dict[str, Any], over: Mapping[str, Any], key: str, seen: set[str]) -> None:

@@ -19,25 +19,35 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 QUIET_BELOW_DEBUG = ("alembic.runtime.plugins", "httpx", "httpcore")
 
 
-class PersonalData(logging.Filter):
-    """Masks e-mail addresses and phone numbers in a record's message, its arguments and
-    its exception text, before any handler formats it."""
+class Masking(logging.Filter):
+    """Rewrites a record's message (its arguments merged in), exception text and stack
+    through ``mask`` before any handler formats it."""
+
+    def mask(self, text: str) -> str:
+        raise NotImplementedError
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # a malformed call: show its parts, masked
             message = f"{record.msg} {record.args}"
-        masked = mask_text(message)
+        masked = self.mask(message)
         if masked != message or record.args:
             record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = mask_text(record.exc_text)
+            record.exc_text = self.mask(record.exc_text)
         if record.stack_info:
-            record.stack_info = mask_text(record.stack_info)
+            record.stack_info = self.mask(record.stack_info)
         return True
+
+
+class PersonalData(Masking):
+    """Masks e-mail addresses and phone numbers."""
+
+    def mask(self, text: str) -> str:
+        return mask_text(text)
 
 
 def child_logging(level: int) -> None:

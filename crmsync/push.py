@@ -23,6 +23,7 @@ run and at its end, waiting there up to ``RunOptions.job_wait_seconds``.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -137,12 +138,19 @@ class Pusher:
             return
         if self._sender is None:
             self._dropping = False
+            # each thread in a copy of the run's context: its log lines keep the run's fields
             self._recorder = threading.Thread(
-                target=self._record_loop, name=f"record-{self.name}", daemon=True
+                target=contextvars.copy_context().run,
+                args=(self._record_loop,),
+                name=f"record-{self.name}",
+                daemon=True,
             )
             self._recorder.start()
             self._sender = threading.Thread(
-                target=self._send_loop, name=f"push-{self.name}", daemon=True
+                target=contextvars.copy_context().run,
+                args=(self._send_loop,),
+                name=f"push-{self.name}",
+                daemon=True,
             )
             self._sender.start()
         self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace

@@ -7,10 +7,11 @@ so each check adds its issues to one list instead of stopping at the first.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from crmsync import registry
+from crmsync import config_dir, registry
 from crmsync.config import (
     Config,
     ConnectorSpec,
@@ -20,24 +21,81 @@ from crmsync.config import (
     Settings,
     make_config,
     read_settings,
+    read_toml,
     validate_connector,
 )
 from crmsync.contract import ConnectorConfig
 from crmsync.cron import cron_trigger
 from crmsync.errors import ConfigError, ConfigIssue
 from crmsync.fields import catalogue
-from crmsync.provenance import annotate
+from crmsync.provenance import annotate, line_of, toml_lines
 
 
-def load_config(path: str | Path) -> Config:
-    """Reads and validates the whole configuration; raises ConfigError listing every issue."""
+def load_config(path: str | Path, store: str | None = None) -> Config:
+    """Reads and validates the whole configuration; raises ConfigError listing every issue.
+
+    ``path`` is one file, or a directory of store files (``crmsync.config_dir``) of which
+    ``store`` names the one to load.
+    """
     path = Path(path)
+    if path.is_dir():
+        return load_store(path, store or "")
+    if store:
+        raise ConfigError(
+            f"{path} is one configuration file, not a directory of stores",
+            key="--store",
+            hint="leave out --store, or pass --config DIR with a file per store",
+        )
     issues: list[ConfigIssue] = []
     origins = Origins()
     config = resolve(read_settings(path, issues, origins), path, issues, origins)
     if issues:
         raise ConfigError(annotate(issues, path))
     return config
+
+
+def load_store(directory: Path, name: str) -> Config:
+    """One store of a directory: its file merged over the base, validated on its own, its
+    names qualified with its own. ConfigError lists its issues, each with its file."""
+    files = config_dir.store_files(directory)
+    path = files.get(name)
+    if path is None:
+        raise ConfigError(
+            f"no store {name!r} in {directory}" if name else f"{directory} is a directory",
+            key="--store",
+            hint=f"name one of its stores with --store: {', '.join(files) or 'none'}",
+        )
+    bad_name = config_dir.store_name_issue(name)
+    if bad_name is not None:
+        raise ConfigError([replace(bad_name, where=path.name)])
+    base = config_dir.base_file(directory)
+    own = read_toml(path)
+    issues = config_dir.shared_section_issues(own)
+    shared = set(config_dir.SHARED_SECTIONS)
+    raw = config_dir.merged(
+        read_toml(base) if base else {}, {k: v for k, v in own.items() if k not in shared}
+    )
+    issues += config_dir.long_name_issues(name, raw)
+    origins = Origins()
+    config = resolve(read_settings(path, issues, origins, raw=raw), path, issues, origins)
+    if issues:
+        raise ConfigError(_annotate_store(issues, path, base))
+    return config_dir.qualify(config, name)
+
+
+def _annotate_store(issues: list[ConfigIssue], path: Path, base: Path | None) -> list[ConfigIssue]:
+    """Each issue with the line of the store's file or, for a value from the base, of the
+    base; at least with the store's file name."""
+    lines = toml_lines(base.read_text(encoding="utf-8")) if base else {}
+    out = []
+    for issue in annotate(issues, path):
+        where = issue.where
+        if base is not None and (not where or where.endswith(", in this table")):
+            found = line_of(issue.key, lines)
+            if found is not None and found[1]:
+                where = f"{base.name}:{found[0]}"
+        out.append(replace(issue, where=where or path.name))
+    return out
 
 
 def resolve(

@@ -462,6 +462,15 @@ class Store:
             ).rowcount
         return bool(renewed)
 
+    def lease_holder(self, name: str) -> tuple[str, datetime] | None:
+        """Who holds the named lease and until when; None when nobody does (or it expired)."""
+        table = schema.leases
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.name == name)).first()
+        if row is None or row.expires_at < now_ms():
+            return None
+        return str(row.holder), from_ms(row.expires_at)  # type: ignore[return-value]
+
     def release_lease(self, name: str, holder: str) -> None:
         table = schema.leases
         with self.transaction() as conn:

@@ -10,6 +10,7 @@ line or an exception message carries a secret.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from connectors.http import redact
+from connectors.http import redact, telemetry
 from connectors.http.budget import BUDGETS, AccountBudget, BudgetRegistry
 from connectors.http.classify import Classification, Classifier, Decision, classify
 from connectors.http.retry import Retryable, RetryPolicy, Sleep
@@ -51,6 +52,8 @@ class HttpClient:
         self.settings = settings
         self.account = account
         self.base_url = settings.base_url
+        self._vendor = telemetry.vendor_of(account)
+        self._context = telemetry.captured()  # each try runs in it: see connectors.http.telemetry
         self._classifier = classifier
         self._redactor = redact.GLOBAL
         redact.register([*secrets, *_secret_header_values(headers or {})])
@@ -84,9 +87,12 @@ class HttpClient:
             method, url, params=params, json=json, content=content, headers=headers
         )
         described = f"{method.upper()} {self._redactor.url(request.url)}"
+        tries = itertools.count(1)  # the try's number, for telemetry's retries
         try:
             return self._policy.call(
-                lambda: self._try_once(request, described, classifier or self._classifier)
+                lambda: self._context.copy().run(
+                    self._try_once, request, described, classifier or self._classifier, next(tries)
+                )
             )
         except Retryable as exc:
             verdict = exc.classification
@@ -108,7 +114,7 @@ class HttpClient:
         self.close()
 
     def _try_once(
-        self, request: httpx.Request, described: str, classifier: Classifier
+        self, request: httpx.Request, described: str, classifier: Classifier, attempt: int = 1
     ) -> httpx.Response:
         self.budget.acquire()
         started = time.perf_counter()
@@ -116,6 +122,7 @@ class HttpClient:
             try:
                 response = self._client.send(request)
             except (httpx.HTTPError, TransientError) as exc:
+                self._tell(request, None, attempt, time.perf_counter() - started)
                 verdict = self._redacted(classifier(None, exc))
                 log.debug(
                     "%s failed after %.3fs: %s",
@@ -126,6 +133,7 @@ class HttpClient:
                 self._act(verdict, None, described, exc)
                 raise AssertionError("unreachable") from exc  # _act always raises here
         elapsed = time.perf_counter() - started
+        self._tell(request, response.status_code, attempt, elapsed)
         self.budget.observe(response)
         verdict = self._redacted(classifier(response, None))
         if log.isEnabledFor(logging.DEBUG):
@@ -152,6 +160,9 @@ class HttpClient:
         if response is not None and response.status_code in _AUTH_STATUSES:
             raise AuthError(message) from error
         raise ConfigError(message, key="base_url", hint="check base_url and the credentials")
+
+    def _tell(self, request: httpx.Request, status: int | None, attempt: int, secs: float) -> None:
+        telemetry.emit(telemetry.Exchange(self._vendor, request.method, status, attempt, secs))
 
     def _redacted(self, verdict: Classification) -> Classification:
         reason = self._redactor.url(verdict.reason)

@@ -117,6 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client went away mid-body (killed): nothing to answer
+            self.close_connection = True
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         answer: Answer | None
         try:
