@@ -30,6 +30,8 @@ RUN pip install --require-hashes -r requirements.lock
 # then crmsync itself, without resolving anything again
 COPY pyproject.toml README.md scheduler.py ./
 COPY crmsync ./crmsync
+COPY engine ./engine
+COPY cli ./cli
 COPY connectors ./connectors
 COPY mappings ./mappings
 COPY state ./state

@@ -1,7 +1,7 @@
 """The ledger's cost per push: ``mark_in_flight`` + ``record_results`` per 10,000 changes.
 
 Every pushed batch is written twice, in two transactions, by the sender thread that
-also drives the vendor calls (``crmsync.push``): before the push (in flight) and after
+also drives the vendor calls (``engine.push``): before the push (in flight) and after
 it (ledger, in flight, failures). This measures those two writes alone, on a fresh
 state database, for changes shaped like the sample store's (the outbox mapping's 36
 fields, two memberships), in batches of the outbox's size (500) and of a Mailchimp

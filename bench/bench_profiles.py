@@ -264,9 +264,9 @@ def measure(state_url: str, currency: str, as_of: datetime) -> dict[str, Any]:
         make_config,
     )
     from crmsync.fields import catalogue
-    from crmsync.pipeline import RunOptions, run_pipeline
     from crmsync.registry import default_mapping
     from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
+    from engine.pipeline import RunOptions, run_pipeline
     from mappings import load_mapping
     from state.store import Store
 

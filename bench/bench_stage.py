@@ -2,7 +2,7 @@
 
 The sample store (``crmsync.sample``, about 5 orders per customer) is generated afresh
 for each stream, customers first, then orders, then carts, as a pull reads them, and
-staged in batches of the pull's size (``crmsync.pull.BATCH``), each stream's batches
+staged in batches of the pull's size (``engine.pull.BATCH``), each stream's batches
 inside ``Store.loading`` as a pull stages them (a first load then builds the table's
 secondary indexes once at its end; ``--keep-indexes`` keeps them up row by row instead,
 for comparison, its figures recorded under ``<engine>_<customers>_kept_``). Only the
@@ -29,9 +29,9 @@ from contextlib import ExitStack
 
 from bench.databases import state_url
 from bench.results import RESULTS, Figure, record
-from crmsync.pull import BATCH
 from crmsync.records import Cart, Customer, Order, Stream
 from crmsync.sample import SampleSpec, iter_store
+from engine.pull import BATCH
 from state.store import Store
 
 TARGETS = {"sqlite": 50_000, "postgresql": 30_000}  # records/s, issue 10

@@ -9,8 +9,8 @@ exception, traceback)`` message and raised again in the parent (``raise_reported
 Pipes carry a bounded number of bytes, so a child that gets ahead waits for its parent:
 memory stays flat.
 
-Used by the profile workers (``crmsync.parallel``) and the pull's reader
-(``crmsync.read_ahead``).
+Used by the profile workers (``engine.parallel``) and the pull's reader
+(``engine.read_ahead``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 This module holds the model and the first half of loading: substituting ``${ENV_VAR}``
 references (secrets stay in the environment) and validating the core sections with
 pydantic-settings (so ``CRMSYNC_*`` environment variables can override keys, e.g.
-``CRMSYNC_STATE__URL``). ``crmsync.resolve.load_config`` does the whole load: it then
+``CRMSYNC_STATE__URL``). ``engine.resolve.load_config`` does the whole load: it then
 validates each connector's own config model and compiles every pipeline's segment rules
 and every destination's mapping file. Problems from all of these are collected into one
 ``ConfigError`` whose issues each name the TOML key and what to do.

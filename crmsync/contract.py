@@ -128,7 +128,7 @@ class Sized(Protocol):
     """A source that knows, cheaply, how much a full read of a stream goes through
     (optional): bytes of an export file, say; None when it cannot tell. The pull reads a
     large source in reader processes beside its staging, its streams shared out among
-    them by size (``crmsync.read_ahead``), and shows how far a read got: ``position`` is
+    them by size (``engine.read_ahead``), and shows how far a read got: ``position`` is
     how much of ``size`` the stream's read in progress has gone through so far (None:
     it cannot tell, or no read is in progress)."""
 

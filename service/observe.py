@@ -9,8 +9,8 @@ health and metrics endpoints (``[observe]``), the minute-by-minute check of the 
 (``[alerts]``) and returns what stops them. Settings come from the configuration of the
 first store by name (in a directory of stores, from the base file: only it may set
 ``[observe]`` and ``[alerts]``), read again at each reload, except the endpoints' host and
-port and the log format, which keep the values they started with. A port already taken is logged as an
-error and the schedules run on without the endpoints.
+port and the log format, which keep the values they started with. A port already taken is
+logged as an error and the schedules run on without the endpoints.
 
 Each store's secrets are registered with the log filter as the store loads
 (``service.logs.secrets_of``).

@@ -21,9 +21,9 @@ from typing import Any
 from crmsync.config import Config, PipelineSpec
 from crmsync.errors import CrmsyncError
 from crmsync.phase_log import PhaseLog
-from crmsync.pipeline import PipelineBusy, run_pipeline
-from crmsync.push import LEASE_SECONDS
 from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
+from engine.pipeline import PipelineBusy, run_pipeline
+from engine.push import LEASE_SECONDS
 from service.events import Observer, RunFinished, RunSkipped, RunStarted
 from service.stop import StopAtBatch, StopFlag
 from state.store import RunRow, Store

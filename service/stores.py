@@ -20,7 +20,7 @@ from pathlib import Path
 from crmsync import config_dir
 from crmsync.config import Config, read_toml
 from crmsync.errors import ConfigError, ConfigIssue
-from crmsync.resolve import load_config, load_store
+from engine.resolve import load_config, load_store
 
 
 @dataclass(frozen=True)

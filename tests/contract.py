@@ -178,7 +178,7 @@ workers = 1
         return [
             sys.executable,
             "-c",
-            "from crmsync.cli import main; main()",
+            "from cli import main; main()",
             *args,
             "--config",
             str(self.config),

@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
+from cli import main
 from connectors.outbox import read_outbox
 from crmsync import normalize
-from crmsync.cli import main
 from crmsync.errors import RecordError
 from crmsync.sample import SampleSpec, write_files
 from state import schema
@@ -213,7 +213,7 @@ def start_cli(
     """A crmsync command on ``site`` in a process of its own (to signal or kill it), as
     of the tests' time, without progress; its output piped (or ``output``)."""
     return subprocess.Popen(
-        [sys.executable, "-c", "from crmsync.cli import main; main()", *command,
+        [sys.executable, "-c", "from cli import main; main()", *command,
          "--config", str(site.config), "--as-of", AS_OF, "--no-progress"],
         stdout=output, stderr=output, text=True, cwd=ROOT,
     )  # fmt: skip

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from crmsync import push
 from crmsync.contract import Change, Outcome, PushResult
+from engine import push
 
 _record = push.Pusher._record
 _collect = push.Pusher.collect
@@ -52,7 +52,7 @@ def _killing_record(
 if __name__ == "__main__":
     push.Pusher._record = _killing_record  # type: ignore[method-assign]
     push.Pusher.collect = _flagging_collect  # type: ignore[method-assign]
-    from crmsync.cli import main
+    from cli import main
 
     sys.argv[0] = "crmsync"
     main()

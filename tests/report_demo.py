@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from crmsync.cli import main
+from cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2026-11-01T09:00:00+00:00"  # the sample store's "now"

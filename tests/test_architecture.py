@@ -1,5 +1,7 @@
-"""The dependency rule, checked on the code itself: the core, the state store and the
-mapping package never import a connector module and never name a vendor in code.
+"""The dependency rule, checked on the code itself: the core, the engine, the state store
+and the mapping package never import a connector module and never name a vendor in code,
+and the core (``crmsync``, the vocabulary and the contracts) imports nothing that stands
+above it: not the state store, the mapping files, the engine, the CLI or the service.
 
 Connectors are found through entry points (``crmsync.registry``) and each vendor's rules
 live with its connector; a vendor's name may appear in a docstring or a comment that
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-INNER = ("crmsync", "state", "mappings")
+INNER = ("crmsync", "engine", "state", "mappings")
+ABOVE_CORE = ("state", "mappings", "connectors", "engine", "cli", "service", "scheduler")
 VENDOR = re.compile(
     r"mailchimp|klaviyo|hubspot|salesforce|omnisend|shopify|woocommerce", re.IGNORECASE
 )
@@ -76,6 +79,16 @@ def test_inner_modules_import_no_connector(path: Path) -> None:
         if name == "connectors" or name.startswith("connectors.")
     ]
     assert bad == [], f"{path.relative_to(ROOT)} imports a connector module"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "crmsync").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_the_core_imports_nothing_above_it(path: Path) -> None:
+    bad = [
+        f"line {line}: {name}" for line, name in _imports(path) if name.split(".")[0] in ABOVE_CORE
+    ]
+    assert bad == [], f"{path.relative_to(ROOT)} imports a layer above the core"
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from connectors.mailchimp import MailchimpConfig, MailchimpDestination
-from crmsync.cli import main
 from crmsync.contract import ConnectorContext
 from crmsync.errors import ConfigError, ConfigIssue, StateError
 from crmsync.fields import catalogue
 from crmsync.provenance import line_of, toml_lines
-from crmsync.resolve import load_config
 from crmsync.segments import RuleError, compile_rule
 from crmsync.segments.parser import MAX_DEPTH
+from engine.resolve import load_config
 from state.store import Store
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake
 

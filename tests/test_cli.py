@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from connectors.outbox import read_outbox
-from crmsync.cli import main
 from tests.e2e import AS_OF, make_site
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crmsync.cli import main
+from cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "0123456789abcdef0123456789abcdef"
@@ -394,7 +394,7 @@ def test_a_broken_input_gives_one_message_naming_its_cause(case: Case, tmp_path:
 CHILDREN = """
 import sys, time
 from crmsync import child
-workers = [child.start(f"worker {i}", "crmsync.parallel:worker_main") for i in range(2)]
+workers = [child.start(f"worker {i}", "engine.parallel:worker_main") for i in range(2)]
 try:  # the signal may land as soon as "started" is out
     print("started", flush=True)
     time.sleep(60)
@@ -432,7 +432,7 @@ def test_ctrl_c_during_a_run_with_workers_exits_130_with_one_message(tmp_path: P
     text = BASE.replace("max_attempts = 5", "max_attempts = 5\nworkers = 2")
     config.write_text(text.format(tmp=tmp_path, root=ROOT), encoding="utf-8")
     starter = (
-        "import sys; from crmsync.cli import main; print('go', flush=True); "
+        "import sys; from cli import main; print('go', flush=True); "
         f"main(['run', '--config', {str(config)!r}])"
     )
     process = subprocess.Popen(

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crmsync.cli import main
+from cli import main
 from crmsync.errors import ConfigError
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,8 @@ from crmsync.config import ProfileSettings
 from crmsync.consent import intent_for
 from crmsync.contract import ConsentIntent, ConsentUpdate
 from crmsync.diff import Policy, Skip, decide
-from crmsync.profiles import ProfileContext, iter_profiles
 from crmsync.records import Channel, Consent, ConsentState, Stream
+from engine.profiles import ProfileContext, iter_profiles
 from state.ledger import add_consent_events
 from state.store import Store
 from state.timeutil import to_ms

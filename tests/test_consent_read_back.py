@@ -16,9 +16,9 @@ import pytest
 
 from connectors.mailchimp.consent import consent_update, parse_mailchimp_time
 from crmsync.contract import ConsentUpdate
-from crmsync.pipeline import CONSENT_CHUNK, _read_consent
 from crmsync.records import Channel, Consent, ConsentState, Stream
 from crmsync.runs import RunReport
+from engine.pipeline import CONSENT_CHUNK, _read_consent
 from state.ledger import opted_out
 from state.store import Store
 from tests.builders import customer, days_ago

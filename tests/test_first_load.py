@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from crmsync.config import ProfileSettings
-from crmsync.profiles import ProfileContext, iter_profiles
 from crmsync.records import Cart, Customer, Order, Stream
 from crmsync.sample import SampleSpec, iter_store
+from engine.profiles import ProfileContext, iter_profiles
 from state import first_load, schema
 from state.first_load import restore_indexes
 from state.profile_reads import customer_count, key_boundaries

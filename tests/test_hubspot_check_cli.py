@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crmsync.cli import EXIT_CONFIG
+from cli import EXIT_CONFIG
 from tests.e2e import make_site
 from tests.fakes.hubspot import FakeHubSpot, hubspot_fake
 from tests.test_hubspot_pipeline import point_at

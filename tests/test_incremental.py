@@ -19,10 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from crmsync.config import Config
-from crmsync.pipeline import run_pipeline
 from crmsync.records import OrderStatus, Stream
-from crmsync.resolve import load_config
 from crmsync.runs import RunOptions, RunReport
+from engine.pipeline import run_pipeline
+from engine.resolve import load_config
 from state import schema
 from state.store import Store
 from tests.builders import NOW, cart, customer, order

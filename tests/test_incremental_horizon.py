@@ -10,9 +10,9 @@ import pytest
 from crmsync.config import ProfileSettings
 from crmsync.fields import catalogue
 from crmsync.profile_scope import ProfileContext
-from crmsync.profiles import DAY_MS, ProfileBuilder
 from crmsync.rule_horizon import RuleHorizon
 from crmsync.segments import SegmentSet
+from engine.profiles import DAY_MS, ProfileBuilder
 from state.profile_reads import PROFILE_STREAMS
 from state.timeutil import to_ms
 

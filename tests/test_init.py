@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from crmsync.cli import main
+from cli import main
 
 SOURCES = ["files", "rest", "sql"]
 DESTINATIONS = ["outbox", "mailchimp", "klaviyo", "hubspot"]

@@ -21,7 +21,7 @@ PHASE = re.compile(
 
 
 def run_verbose(config: Path) -> tuple[dict[str, Any], str]:
-    command = [sys.executable, "-m", "crmsync", "-v", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "cli", "-v", "run", "--config", str(config)]
     done = subprocess.run(
         [*command, "--as-of", AS_OF, "--json"],
         check=False,

@@ -53,7 +53,7 @@ def distinctive(site: Site) -> tuple[list[str], list[str]]:
 
 
 def run_vv(site: Site, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "crmsync", "-vv", "run", "--config", str(site.config)]
+    command = [sys.executable, "-m", "cli", "-vv", "run", "--config", str(site.config)]
     return subprocess.run(
         [*command, "--as-of", AS_OF, "--json"],
         check=False,

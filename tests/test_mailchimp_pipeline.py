@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from crmsync import normalize
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 from state import schema
 from state.store import Store
 from tests.e2e import Site, consented, edit_order, make_site

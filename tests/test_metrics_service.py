@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from connectors.http import BudgetRegistry, HttpClient, HttpSettings, RetrySettings
 from crmsync.config import Config
-from crmsync.resolve import load_config
 from crmsync.runs import DestinationReport, RunReport
+from engine.resolve import load_config
 from service import logs
 from service.events import (
     NextRun,

@@ -28,7 +28,7 @@ NOT_NEEDED = (
 
 RUN_AND_LIST_MODULES = """
 import json, sys
-from crmsync.cli import main
+from cli import main
 main(sys.argv[1:], standalone_mode=False)
 print(json.dumps(sorted(sys.modules)))
 """
@@ -51,7 +51,7 @@ def test_a_run_that_reads_nothing_imports_only_what_it_uses(tmp_path: Path) -> N
     assert all(stream["not_read"] for stream in report["pulled"].values()), report["pulled"]
     assert set(report["people"]["out"]) == {"unchanged"}, report["people"]
     modules = set(json.loads("[" + modules_text))
-    assert "crmsync.pipeline" in modules  # the list is of the run's own process
+    assert "engine.pipeline" in modules  # the list is of the run's own process
     loaded = [name for name in NOT_NEEDED if name in modules]
     assert loaded == [], loaded
 

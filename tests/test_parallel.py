@@ -12,18 +12,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from crmsync import parallel
 from crmsync.config import ProfileSettings
 from crmsync.contract import Change, Outcome, PushResult
 from crmsync.diff import Policy
 from crmsync.fields import catalogue
-from crmsync.parallel import ParallelError, PlanJob, run_workers, slices_for
-from crmsync.planner import Planner, Tally, Target
 from crmsync.profile_scope import ProfileContext
 from crmsync.records import Cart, Customer, Stream
 from crmsync.registry import default_mapping
 from crmsync.sample import SampleSpec, iter_store
 from crmsync.segments import DEFAULT_SEGMENTS, SegmentSet
+from engine import parallel
+from engine.parallel import ParallelError, PlanJob, run_workers, slices_for
+from engine.planner import Planner, Tally, Target
 from mappings import load_mapping
 from state.ledger import RetryPolicy, record_results
 from state.store import Store
@@ -236,7 +236,7 @@ def test_a_pipeline_run_with_workers_ends_like_a_run_in_one_process(
         calls.append(args[2])
         return run_workers(*args)
 
-    monkeypatch.setattr("crmsync.plan_run.run_workers", counting)
+    monkeypatch.setattr("engine.plan_run.run_workers", counting)
     many = make_site(tmp_path / "many", state_url, customers=400, batch_size=50, workers=2)
     report_many = many.run_json()
 

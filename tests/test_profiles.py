@@ -10,8 +10,8 @@ import pytest
 
 from crmsync.config import ProfileSettings
 from crmsync.contract import ConsentUpdate
-from crmsync.profiles import ProfileContext, iter_profiles
 from crmsync.records import Channel, Consent, ConsentState, OrderStatus, Stream
+from engine.profiles import ProfileContext, iter_profiles
 from state.ledger import add_consent_events
 from state.store import Store
 from state.timeutil import to_ms

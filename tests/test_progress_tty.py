@@ -35,7 +35,7 @@ def run_on_terminal(site: Site, *options: str) -> tuple[dict[str, Any], str]:
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, COLUMNS, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "COLUMNS", "LINES")}
-    command = [sys.executable, "-m", "crmsync", "-v", "run", "--config", str(site.config)]
+    command = [sys.executable, "-m", "cli", "-v", "run", "--config", str(site.config)]
     process = subprocess.Popen(
         [*command, "--as-of", AS_OF, "--json", *options],
         stdin=subprocess.DEVNULL,
@@ -112,7 +112,7 @@ def test_a_run_on_a_terminal_draws_a_bar_per_stage_redrawn_in_place(tmp_path: Pa
 def test_no_display_where_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=200)
     done = subprocess.run(
-        [sys.executable, "-m", "crmsync", "run", "--config", str(site.config), "--as-of", AS_OF],
+        [sys.executable, "-m", "cli", "run", "--config", str(site.config), "--as-of", AS_OF],
         check=False,
         capture_output=True,
         text=True,

@@ -117,9 +117,9 @@ def test_each_streams_bar_gets_a_total_estimated_from_how_far_its_read_got(
 def test_the_profiles_bar_moves_while_people_are_planned_toward_an_expected_total(
     tmp_path: Path, workers: int
 ) -> None:
-    from crmsync.pipeline import run_pipeline
-    from crmsync.resolve import load_config
     from crmsync.runs import RunOptions
+    from engine.pipeline import run_pipeline
+    from engine.resolve import load_config
     from tests.e2e import STORE_NOW
 
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", 9000, workers=workers)

@@ -11,8 +11,8 @@ import pytest
 
 import state.store
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext, Versioned
-from crmsync.pull import PullStats, pull_source
 from crmsync.records import Record, RecordIssue, Stream
+from engine.pull import PullStats, pull_source
 from state.staging import StageStats
 from state.store import Store
 from tests.builders import NOW, customer, days_ago, order
@@ -206,7 +206,7 @@ def test_the_version_is_kept_in_the_transaction_that_moves_the_cursor(
 
 
 def test_the_summary_says_a_stream_was_not_read_rather_than_that_it_was_empty() -> None:
-    from crmsync.report import pulled_sum
+    from engine.report import pulled_sum
 
     skipped = StageStats(not_read=True).as_dict()
     assert pulled_sum(skipped) == "not read: unchanged since its last complete read"

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from crmsync.contract import Action, Change, ConsentIntent, Outcome, PushResult
-from crmsync.push import Pusher
 from crmsync.runs import DestinationReport, RunOptions
+from engine.push import Pusher
 from state import schema
 from state.ledger import (
     RetryPolicy,

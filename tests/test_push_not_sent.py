@@ -17,8 +17,8 @@ from connectors.outbox import OutboxDestination
 from crmsync import normalize
 from crmsync.contract import Change, Outcome, PushResult
 from crmsync.errors import SendLater
-from crmsync.push import Pusher
 from crmsync.runs import DestinationReport, RunOptions
+from engine.push import Pusher
 from state import schema
 from state.ledger import RetryPolicy, mark_in_flight, record_results
 from state.store import Store

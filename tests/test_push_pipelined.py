@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from crmsync import push as push_module
 from crmsync.contract import Change, Outcome, PushResult
 from crmsync.errors import TransientError
-from crmsync.push import QUEUED_BATCHES, Pusher
 from crmsync.runs import DestinationReport, RunOptions
+from engine import push as push_module
+from engine.push import QUEUED_BATCHES, Pusher
 from state import schema
 from state.store import Store
 from tests.test_push import RETRY, change, in_flight

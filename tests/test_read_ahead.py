@@ -19,17 +19,18 @@ from typing import Any, ClassVar
 import pytest
 import sqlalchemy as sa
 
-from crmsync import read_ahead, spool
+from crmsync import spool
 from crmsync.child import ChildError
 from crmsync.contract import Check, ConnectorConfig, ConnectorContext
 from crmsync.errors import ConnectorError
-from crmsync.pipeline import context_for
 from crmsync.progress import NoProgress
-from crmsync.pull import PullStats, pull_source
-from crmsync.read_ahead import Read, SourceRecipe, worth_reading_ahead
 from crmsync.records import Record, RecordIssue, Stream
-from crmsync.resolve import load_config
 from crmsync.stopwatch import Stopwatch
+from engine import read_ahead
+from engine.pipeline import context_for
+from engine.pull import PullStats, pull_source
+from engine.read_ahead import Read, SourceRecipe, worth_reading_ahead
+from engine.resolve import load_config
 from state import schema
 from state.store import Store
 from tests.builders import customer

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli import main
 from connectors.files_config import CartsFile, CustomersFile, OrdersFile
 from connectors.records import (
     FIELDS,
@@ -20,7 +21,6 @@ from connectors.records import (
     compile_stream,
     mapping_issues,
 )
-from crmsync.cli import main
 from crmsync.config import validate_connector
 from crmsync.errors import ConfigIssue
 from crmsync.records import RecordIssue, Stream

@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from connectors.files import FilesSource
 from connectors.rest import RestSource
 from crmsync.contract import ConnectorContext
-from crmsync.pull import pull_source
 from crmsync.records import (
     Consent,
     ConsentState,
@@ -32,6 +31,7 @@ from crmsync.records import (
     RecordIssue,
     Stream,
 )
+from engine.pull import pull_source
 from state import schema
 from state.store import Store
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 from tests.report_demo import (
     AS_OF,
     AS_OF_MS,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from crmsync.insights import segment_report
-from crmsync.insights.terminal import render_terminal
-from crmsync.resolve import load_config
+from engine.reports import segment_report
+from engine.reports.terminal import render_terminal
+from engine.resolve import load_config
 from state.report_reads import ReportReader
 from state.store import Store
 from tests.report_demo import AS_OF, Demo, demo_state

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from connectors.rest import RestSource
 from crmsync.contract import ConnectorContext
-from crmsync.pull import pull_source
 from crmsync.records import Customer, Order
+from engine.pull import pull_source
 from state import schema
 from state.store import Store
 from tests.fakes.platform import Churn, FakeWooCommerce, Faults, serve_woocommerce

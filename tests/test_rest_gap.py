@@ -28,8 +28,8 @@ from connectors.rest import RestConfig, RestSource
 from connectors.rest.woocommerce import WOOCOMMERCE
 from crmsync.contract import ConnectorContext
 from crmsync.errors import ConnectorError
-from crmsync.pull import PullStats, pull_source
 from crmsync.records import Cart
+from engine.pull import PullStats, pull_source
 from state import schema
 from state.store import Store
 from tests.fakes.platform import API, CARTS_PATH, Churn, FakeWooCommerce, serve_woocommerce

@@ -103,7 +103,7 @@ def test_serve_is_healthy_measured_and_alerts_once_per_condition(
 
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "crmsync", "serve", "--config", str(site.config)],
+            [sys.executable, "-m", "cli", "serve", "--config", str(site.config)],
             cwd=ROOT,
             env={**os.environ, "CRMSYNC_TEST_MAILCHIMP_KEY": mailchimp_fake.api_key},
             stdout=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from crmsync.config import Config
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 from service.events import NextRun, RunFinished, StoreLoaded
 from service.observe import Observe
 from state.store import Store

@@ -34,7 +34,7 @@ class Served:
             [
                 sys.executable,
                 "-c",
-                "from crmsync.cli import main; main()",
+                "from cli import main; main()",
                 "serve",
                 "--config",
                 str(site.config),

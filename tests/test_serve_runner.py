@@ -14,8 +14,8 @@ import pytest
 
 from crmsync.config import Config, PipelineSpec
 from crmsync.progress import NoProgress
-from crmsync.resolve import load_config
 from crmsync.runs import Interrupted, RunOptions, RunReport
+from engine.resolve import load_config
 from service import logs
 from service.events import Event, RunFinished, RunSkipped, RunStarted
 from service.runner import Runner
@@ -55,7 +55,7 @@ def test_a_pipeline_another_process_runs_is_skipped_naming_the_holder(tmp_path: 
 def test_a_run_is_reported_with_its_counts_and_logs_under_its_run_id(tmp_path: Path) -> None:
     config = _config(tmp_path)
     contexts: list[dict[str, object]] = []
-    from crmsync.pipeline import run_pipeline
+    from engine.pipeline import run_pipeline
 
     def run(config: Config, spec: PipelineSpec, store: Store, options: RunOptions) -> RunReport:
         report = run_pipeline(config, spec, store, options)

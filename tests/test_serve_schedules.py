@@ -22,7 +22,7 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from crmsync.config import Config, PipelineSpec
 from crmsync.errors import ConfigError
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 from service.daemon import JOBS_TABLE, Service
 from service.events import Event, NextRun, RunSkipped, StoreBroken
 from service.schedules import plans

@@ -191,7 +191,7 @@ webhook_url = "http://127.0.0.1:{hook.port}/alerts"
 def start(site: StoresDir, log: Path) -> subprocess.Popen[str]:
     handle = open(log, "w", encoding="utf-8")  # noqa: SIM115 (the process writes it)
     return subprocess.Popen(
-        [sys.executable, "-c", "from crmsync.cli import main; main()", "serve",
+        [sys.executable, "-c", "from cli import main; main()", "serve",
          "--config", str(site.directory)],
         stdout=handle, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 from service import logs
 from tests.e2e import make_site
 

@@ -28,11 +28,11 @@ from connectors.rest import RestSource
 from connectors.sql import SqlSource
 from crmsync.config import ProfileSettings
 from crmsync.contract import ConnectorContext, Source
-from crmsync.profiles import ProfileContext, iter_profiles
-from crmsync.pull import pull_source
 from crmsync.records import Record, Stream
 from crmsync.sample.export import ExportWriter
 from crmsync.sample.item import Item
+from engine.profiles import ProfileContext, iter_profiles
+from engine.pull import pull_source
 from state.store import Store
 from state.timeutil import to_ms
 from tests.fakes.platform import CARTS_PATH, FakeWooCommerce, serve_woocommerce

@@ -25,9 +25,9 @@ import sqlalchemy as sa
 from connectors.sql import SqlSource
 from connectors.sql.keyset import KeysetPages, Row, source_rows, time_type
 from crmsync.contract import ConnectorContext
-from crmsync.pull import pull_source
 from crmsync.records import Stream
 from crmsync.sample import SampleSpec, iter_store
+from engine.pull import pull_source
 from state import schema
 from state.store import Store
 from tests.sql_shop import (

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from cli import main
 from connectors.outbox import read_outbox
-from crmsync.cli import main
 from crmsync.sample import SampleSpec, iter_store
 from tests.sql_shop import create_shop, shop_config, write_store
 

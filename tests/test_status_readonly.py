@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from crmsync.cli import main
+from cli import main
 from crmsync.errors import StateError
 from state.migrate import newest_revision
 from state.store import Store

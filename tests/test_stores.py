@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crmsync.errors import ConfigError
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 from service.stores import diff, load_stores
 from tests.stores_dir import StoresDir, make_stores_dir
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from crmsync.cli import main
+from cli import main
 from tests.e2e import AS_OF
 from tests.stores_dir import StoresDir, make_stores_dir, names_in
 

@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 from click.testing import CliRunner
 
-from crmsync.cli import main
+from cli import main
 
 
 def test_version_is_the_package_metadata_version() -> None:

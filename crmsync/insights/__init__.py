@@ -1,22 +1,10 @@
-"""Segment reports: what each segment is worth, buys and loses, from the state database.
-
-``collect`` adds people up into a ``SegmentReport`` (figures only); ``terminal`` and
-``html`` render it; the CLI wires ``state.report_reads`` in as the ``ReportSource``, so
-this package reads through that protocol and imports no state module itself.
+"""Segment reports' vocabulary: the figures a report holds (``model``) and how money and
+shares are written (``fmt``). ``engine.reports`` adds people up into a ``SegmentReport``
+and renders it; the CLI wires ``state.report_reads`` in as the ``ReportSource``.
 """
 
 from __future__ import annotations
 
-from crmsync.insights.collect import Collector, person_label, report_context, segment_report
 from crmsync.insights.model import Baseline, PersonRows, ReportSource, SegmentReport
 
-__all__ = [
-    "Baseline",
-    "Collector",
-    "PersonRows",
-    "ReportSource",
-    "SegmentReport",
-    "person_label",
-    "report_context",
-    "segment_report",
-]
+__all__ = ["Baseline", "PersonRows", "ReportSource", "SegmentReport"]

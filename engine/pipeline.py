@@ -20,11 +20,11 @@ from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
 from crmsync.errors import CrmsyncError
 from crmsync.phase_log import log_run_times
-from crmsync.plan_run import plan_and_push
-from crmsync.pull import pull_source
-from crmsync.push import LEASE_SECONDS, Pusher
-from crmsync.read_ahead import SourceRecipe
 from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
+from engine.plan_run import plan_and_push
+from engine.pull import pull_source
+from engine.push import LEASE_SECONDS, Pusher
+from engine.read_ahead import SourceRecipe
 from state.ledger import RetryPolicy, add_consent_events, opted_out
 from state.store import Store
 from state.timeutil import now_ms, to_ms

@@ -20,9 +20,9 @@ from crmsync import normalize
 from crmsync.config import PipelineSpec
 from crmsync.contract import Action, Change
 from crmsync.diff import Policy
-from crmsync.planner import Planner, Target, decisions
 from crmsync.profile_scope import KeyRange, ProfileContext
-from crmsync.profiles import iter_profiles
+from engine.planner import Planner, Target, decisions
+from engine.profiles import iter_profiles
 
 
 def person_key(email: str) -> str:

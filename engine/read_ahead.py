@@ -212,7 +212,7 @@ def reader(
     try:
         for number, share in enumerate(lanes(reads, sizes, reader_count()), start=1):
             process = child.start(
-                f"reader {number} of source {name!r}", "crmsync.read_ahead:reader_main"
+                f"reader {number} of source {name!r}", "engine.read_ahead:reader_main"
             )
             started.append(Lane(process, list(share), SpoolReader(directory)))
             process.send((recipe, name, until, size, str(directory), f"reader{number}"))

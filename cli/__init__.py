@@ -1,4 +1,5 @@
-"""The command line: check, plan, run, backfill, status, migrate and helpers.
+"""The command line (the ``crmsync`` script): check, plan, run, backfill, status, migrate
+and helpers.
 
 Results go to stdout (``--json`` for machines), logs and progress to stderr; progress is
 shown only on a terminal.
@@ -27,13 +28,13 @@ from crmsync.config import Config, PipelineSpec
 from crmsync.contract import FieldSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
 from crmsync.phase_log import PhaseLog
-from crmsync.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
 from crmsync.progress import Progress, Tee
-from crmsync.report import render_report, render_status, status_data
-from crmsync.resolve import load_config
 from crmsync.runs import interrupt_exit_code, interrupt_reason
 from crmsync.stopping import stop_on_signals
-from crmsync.targets import Selection, select
+from engine.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
+from engine.report import render_report, render_status, status_data
+from engine.resolve import load_config
+from engine.targets import Selection, select
 from state.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE, EXIT_BUSY, EXIT_PARTIAL = 0, 1, 2, 3, 4, 5
@@ -408,7 +409,7 @@ def _plan_person(
     as_json: bool,
 ) -> None:
     from crmsync.errors import RecordError
-    from crmsync.person_plan import person_key, plan_person, render_person
+    from engine.person_plan import person_key, plan_person, render_person
 
     try:
         key = person_key(email)
@@ -593,7 +594,7 @@ def consent(
     config_path: str, store_name: str | None, pipeline: str, since: str | None, output: str | None
 ) -> None:
     """Export opt-outs seen in destinations (CSV), for the platform to apply."""
-    from crmsync.report import export_consent
+    from engine.report import export_consent
 
     with _errors():
         pairs = select(config_path, store_name, pipeline).pairs
@@ -724,9 +725,9 @@ def report(
     """Segment report: people, revenue, order value, what they buy and who joined or left
     per segment; the RFM grid; the most valuable people at risk and lapsed. Reads only
     the state database, and changes nothing."""
-    from crmsync.insights import segment_report
-    from crmsync.insights.html import render_html
-    from crmsync.insights.terminal import render_terminal
+    from engine.reports import segment_report
+    from engine.reports.html import render_html
+    from engine.reports.terminal import render_terminal
     from state.report_reads import ReportReader
 
     with _errors():

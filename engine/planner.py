@@ -26,8 +26,8 @@ from crmsync.diff import Acked, InFlight, OpenFailure, Policy, Skip, decide
 from crmsync.fields import catalogue
 from crmsync.merge_join import keyed, merge_groups
 from crmsync.profile_scope import EVERYONE, KeyRange, ProfileContext
-from crmsync.profiles import ProfileBuilder
 from crmsync.rule_horizon import RuleHorizon
+from engine.profiles import ProfileBuilder
 from state import schema
 from state.ledger import SEPARATOR, failures_query, in_flight_query, ledger_query
 from state.planned import SEPARATOR as PLAN_SEPARATOR

@@ -13,7 +13,7 @@ A crash part-way keeps the old token, which no longer matches, so the stream is 
 Batches are large (``BATCH``): staging writes each in one transaction, and its cost per
 batch (look-ups, statements, a commit) is then spread over many records, while memory
 stays bounded by a few batches of records. Reading and building the staging rows runs
-in a child process beside the staging when the read is large (``crmsync.read_ahead``).
+in a child process beside the staging when the read is large (``engine.read_ahead``).
 Each stream is staged inside ``Store.loading``: a load into an empty table (a first
 sync) builds the table's secondary indexes once at its end rather than row by row.
 """
@@ -28,13 +28,13 @@ from datetime import datetime, timedelta
 
 from crmsync.contract import Sized, Source, Versioned
 from crmsync.progress import NoProgress, Progress, pull_stage
-from crmsync.read_ahead import Batch, Read, SourceRecipe, reader, worth_reading_ahead
 from crmsync.records import Stream
 from crmsync.stopwatch import Stopwatch
+from engine.read_ahead import Batch, Read, SourceRecipe, reader, worth_reading_ahead
 from state.staging import StageStats
 from state.store import Store, StreamVersion
 
-log = logging.getLogger("crmsync.pull")
+log = logging.getLogger("engine.pull")
 
 BATCH = 20_000
 

@@ -35,8 +35,8 @@ from crmsync.child import Child, ChildError, Pipes
 from crmsync.contract import Change
 from crmsync.diff import Policy
 from crmsync.fields import ProfileField
-from crmsync.planner import Planner, Tally, Target
 from crmsync.profile_scope import KeyRange, ProfileContext
+from engine.planner import Planner, Tally, Target
 from state.planned import PlannedRow
 from state.profile_reads import customer_count, key_boundaries, ranges
 
@@ -104,7 +104,7 @@ def shared_database(url: str) -> bool:
 
 
 def _start(number: int, job: PlanJob) -> Child:
-    worker = child.start(f"profile worker crmsync-plan-{number}", "crmsync.parallel:worker_main")
+    worker = child.start(f"profile worker crmsync-plan-{number}", "engine.parallel:worker_main")
     worker.send(job)
     return worker
 

@@ -22,7 +22,10 @@ from crmsync.config import PipelineSpec
 from crmsync.contract import Change
 from crmsync.diff import Policy
 from crmsync.incremental import fingerprint, floor_ms, full_reason, too_many
-from crmsync.parallel import (
+from crmsync.profile_scope import KeyRange, ProfileContext
+from crmsync.progress import PROFILES
+from crmsync.runs import RunOptions, RunReport
+from engine.parallel import (
     PlanJob,
     can_start_workers,
     run_workers,
@@ -30,11 +33,8 @@ from crmsync.parallel import (
     slices_for,
     worker_count,
 )
-from crmsync.planner import LASTING, TICK_EVERY, Planned, Planner, Tally, Target, decisions
-from crmsync.profile_scope import KeyRange, ProfileContext
-from crmsync.progress import PROFILES
-from crmsync.push import Pusher
-from crmsync.runs import RunOptions, RunReport
+from engine.planner import LASTING, TICK_EVERY, Planned, Planner, Tally, Target, decisions
+from engine.push import Pusher
 from state.planned import (
     SCOPE,
     PlannedRow,

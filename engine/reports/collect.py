@@ -33,7 +33,7 @@ from crmsync.insights.model import (
     SlippingPerson,
 )
 from crmsync.profile_scope import ProfileContext
-from crmsync.profiles import ProfileBuilder
+from engine.profiles import ProfileBuilder
 
 TOP = 5  # products and categories per segment
 EVERYONE = "everyone"

@@ -15,7 +15,7 @@ from pathlib import Path
 from crmsync import config_dir
 from crmsync.config import Config, PipelineSpec
 from crmsync.errors import ConfigError
-from crmsync.resolve import load_config
+from engine.resolve import load_config
 
 
 @dataclass(frozen=True)
