@@ -41,7 +41,7 @@ from crmsync.errors import RecordError
 from crmsync.sample import SampleSpec, write_files
 from state import schema
 from state.store import Store
-from tests.e2e import AS_OF, STORE_NOW, consented
+from tests.e2e import AS_OF, STORE_NOW, consented, files_source
 
 ROOT = Path(__file__).resolve().parents[1]
 CUSTOMERS = 160
@@ -153,15 +153,7 @@ class ContractSite:
 [state]
 url = "{state_url}"
 
-[sources.shop]
-kind = "files"
-[sources.shop.customers]
-path = "{data / "customers.csv"}"
-[sources.shop.orders]
-path = "{data / "orders.jsonl"}"
-[sources.shop.carts]
-path = "{data / "carts.jsonl"}"
-
+{files_source(data)}
 [destinations.dest]
 {chr(10).join(lines)}
 

@@ -26,6 +26,19 @@ STORE_NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 AS_OF = "2026-11-01T09:00:00+00:00"
 
 
+def files_source(data: Path) -> str:
+    """The TOML of the files source ``shop`` reading a generated store's exports in ``data``."""
+    return f"""[sources.shop]
+kind = "files"
+[sources.shop.customers]
+path = "{data / "customers.csv"}"
+[sources.shop.orders]
+path = "{data / "orders.jsonl"}"
+[sources.shop.carts]
+path = "{data / "carts.jsonl"}"
+"""
+
+
 def config_text(
     state_url: str,
     data: Path,
@@ -41,15 +54,7 @@ def config_text(
 [state]
 url = "{state_url}"
 
-[sources.shop]
-kind = "files"
-[sources.shop.customers]
-path = "{data / "customers.csv"}"
-[sources.shop.orders]
-path = "{data / "orders.jsonl"}"
-[sources.shop.carts]
-path = "{data / "carts.jsonl"}"
-
+{files_source(data)}
 [destinations.out]
 kind = "outbox"
 directory = "{outbox}"

@@ -13,7 +13,7 @@ from connectors.outbox import read_outbox
 from crmsync import normalize
 from crmsync.errors import RecordError
 from crmsync.sample import SampleSpec, write_files
-from tests.e2e import STORE_NOW
+from tests.e2e import STORE_NOW, files_source
 
 
 def base_text(state_url: str, outbox: Path, extra: str = "") -> str:
@@ -42,15 +42,7 @@ schedule = "*/5 * * * *"
 def store_text(data: Path, extra: str = "") -> str:
     """A store's own file: its export files as the source ``shop`` of the pipeline ``main``."""
     return f"""
-[sources.shop]
-kind = "files"
-[sources.shop.customers]
-path = "{data / "customers.csv"}"
-[sources.shop.orders]
-path = "{data / "orders.jsonl"}"
-[sources.shop.carts]
-path = "{data / "carts.jsonl"}"
-
+{files_source(data)}
 [pipelines.main]
 sources = ["shop"]
 {extra}"""

@@ -15,18 +15,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import consented, make_site
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake
-from tests.test_alerts_service import Receiver
+from tests.test_alerts_service import Receiver, receiver
 
-__all__ = ["mailchimp_fake"]
+__all__ = ["mailchimp_fake", "receiver"]
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -71,15 +70,6 @@ def eventually(what: str, probe: Callable[[], T | None], timeout: float = 120.0)
             return found
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    found = Receiver().start()
-    try:
-        yield found
-    finally:
-        found.stop()
 
 
 def test_serve_is_healthy_measured_and_alerts_once_per_condition(
