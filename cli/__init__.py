@@ -481,6 +481,11 @@ def run(
 @click.option("--pipeline", required=True, help="the pipeline to backfill")
 @click.option("--since", help="re-pull and re-push what changed since this date")
 @click.option("--full", is_flag=True, help="re-pull everything and re-push everyone")
+@click.option(
+    "--events",
+    is_flag=True,
+    help="also send the events of orders placed since --since not sent yet, as historical",
+)
 @as_of_option
 @click.option("--progress/--no-progress", default=True, help="progress on a terminal")
 @json_option
@@ -492,6 +497,7 @@ def backfill(
     pipeline: str,
     since: str | None,
     full: bool,
+    events: bool,
     as_of: str | None,
     progress: bool,
     as_json: bool,
@@ -504,9 +510,12 @@ def backfill(
     (exit 4), or with --wait waits for that run to end (never running beside it)."""
     if bool(since) == full:
         raise click.UsageError("give exactly one of --since DATE or --full")
+    if events and not since:
+        raise click.UsageError("--events needs --since DATE")
     options = RunOptions(
         kind="backfill",
         full=full,
+        events=events,
         since=_parse_time(since, "--since"),
         as_of=_parse_time(as_of, "--as-of"),
         progress=_progress(progress),

@@ -42,6 +42,7 @@ from crmsync import provenance, registry
 from crmsync.config_issues import did_you_mean, issues_from, strict_issues
 from crmsync.cron import IntervalText
 from crmsync.errors import ConfigError, ConfigIssue, CrmsyncError, RecordError
+from crmsync.events import EventKind
 from crmsync.fields import DEFAULT_WINDOWS, ProfileField, catalogue
 from crmsync.normalize import ZoneName
 from crmsync.normalize import currency as _currency
@@ -200,6 +201,24 @@ class PipelineSettings(Section):
         "own process instead of in reader processes beside its staging",
     )
     profile: ProfileSettings = Field(default_factory=ProfileSettings, description="metrics")
+    events: bool = Field(
+        False,
+        description="send e-commerce events (orders, abandoned checkouts) to the destinations "
+        "that take them; off until set, so adding events to a pipeline is a decision",
+    )
+    event_kinds: list[EventKind] | None = Field(
+        None,
+        description="the event kinds to send (placed_order, ordered_product, fulfilled_order, "
+        "cancelled_order, refunded_order, started_checkout, checkout_closed); default: every "
+        "kind each destination takes",
+    )
+    events_live_hours: float = Field(
+        24.0,
+        gt=0,
+        description="an event that happened longer ago than this when it is first sent goes "
+        "as historical, so no automation fires on it (a first run's past orders, a cart "
+        "abandoned days ago, an import of old orders)",
+    )
 
     @model_validator(mode="after")
     def _one_schedule(self) -> PipelineSettings:

@@ -48,6 +48,8 @@ class RunOptions:
     not_synced: int = 10  # records named per reason not synced in the report (all are stored)
     progress: Progress = field(default_factory=PhaseLog)  # per stage, a batch at a time
     job_wait_seconds: float = 300.0  # at the end of a run, how long to wait for pending jobs
+    # backfill --events: also re-derive the events of records since ``since``, historical
+    events: bool = False
 
 
 @dataclass
@@ -61,6 +63,23 @@ class DestinationReport:
     # the destination could take no more (``SendLater``, NOT_SENT): nothing failed, and
     # what it did not take waits for a later run; ``error`` says why and until when
     full: bool = False
+
+
+@dataclass
+class EventReport:
+    """One destination's events in a run: what was handed to it and what it answered
+    (``ok``, ``failed``, ``rejected``, ``compliance``, ``not_sent``), what it had already
+    (``already_sent``) or must wait for (``waiting``: a retry not yet due, or refused),
+    and the acknowledged ones per kind."""
+
+    name: str
+    counts: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)  # acknowledged, per event kind
+    error: str | None = None
+    full: bool = False  # could take no more: the rest waits for a later run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dict(self.counts), "kinds": dict(self.kinds)}
 
 
 @dataclass
@@ -79,6 +98,7 @@ class RunReport:
     destinations: dict[str, DestinationReport] = field(default_factory=dict)
     consent_read: dict[str, int] = field(default_factory=dict)
     not_synced: Summary | None = None  # records left out, per reason (None: not planned)
+    events: dict[str, EventReport] = field(default_factory=dict)  # per destination taking them
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     stages: Stopwatch = field(default_factory=Stopwatch)  # seconds per stage of this run
@@ -94,6 +114,7 @@ class RunReport:
             "consent_read": self.consent_read,
             "destinations": {n: dict(d.counts) for n, d in self.destinations.items()},
             "not_synced": dict(self.not_synced.counts) if self.not_synced else {},
+            "events": {n: e.as_dict() for n, e in self.events.items()},
             "warnings": self.warnings,
             "seconds": self.stages.as_dict(),
         }

@@ -18,12 +18,13 @@ from typing import TypeVar
 from crmsync.config import Config, DestinationSpec, PipelineSpec
 from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
-from crmsync.errors import CrmsyncError
+from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
 from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
 from engine.plan_run import plan_and_push
 from engine.pull import pull_source
 from engine.push import LEASE_SECONDS, Pusher
+from engine.push_events import push_events
 from engine.read_ahead import SourceRecipe
 from state.ledger import RetryPolicy, add_consent_events, opted_out
 from state.store import Store
@@ -56,6 +57,11 @@ def context_for(config: Config, name: str) -> ConnectorContext:
 def run_pipeline(
     config: Config, spec: PipelineSpec, store: Store, options: RunOptions
 ) -> RunReport:
+    if options.events and not spec.settings.events:
+        raise ConfigError(
+            f"pipeline {spec.name!r} sends no events: set events = true in "
+            f"[pipelines.{spec.name}] before backfilling them"
+        )
     as_of = (options.as_of or datetime.now(UTC)).astimezone(UTC)
     report = RunReport(spec.name, None, options.kind, options.dry_run, as_of)
     holder = None
@@ -87,6 +93,9 @@ def run_pipeline(
                 plan_and_push(store, spec, pushers, options, report, policy, as_of)
             if not options.dry_run:
                 _collect(pushers, options, report)
+                if spec.settings.events:
+                    with report.stages.time("events"):
+                        _push_events(store, spec, pushers, options, report, retry)
                 # rows written: the answers, and the plans of the people planned again
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
                 planned = report.profiles - report.profiles_kept
@@ -152,16 +161,40 @@ def _collect(pushers: list[Pusher], options: RunOptions, report: RunReport) -> N
             )
 
 
+def _push_events(
+    store: Store,
+    spec: PipelineSpec,
+    pushers: list[Pusher],
+    options: RunOptions,
+    report: RunReport,
+    retry: RetryPolicy,
+) -> None:
+    """The run's events, after its people: a destination whose people push stopped on
+    an error gets none this run (and the derivation's cursor waits for it)."""
+    blocked = {
+        p.name: f"no events sent: {p.report.error}"
+        for p in pushers
+        if p.report.error and not p.report.full
+    }
+    destinations = {p.name: p.destination for p in pushers}
+    push_events(store, spec, destinations, options, report, retry, blocked)
+
+
 def _status(report: RunReport) -> str:
     """``failed`` when a destination failed, ``partial`` when records failed or were
     rejected or a destination could take no more (the rest waits for a later run), else
     ``succeeded``."""
     destinations = report.destinations.values()
+    events = report.events.values()
     if any(d.error and not d.full for d in destinations):
         return "failed"
-    if any(d.full for d in destinations):
+    if any(e.error and not e.full for e in events):
+        return "failed"
+    if any(d.full for d in destinations) or any(e.full for e in events):
         return "partial"
     if any(d.counts[o] for d in destinations for o in ("failed", "rejected")):
+        return "partial"
+    if any(e.counts[o] for e in events for o in ("failed", "rejected")):
         return "partial"
     return "succeeded"
 

@@ -82,6 +82,10 @@ def render_report(report: RunReport) -> str:
                 f"     {sample['action']} {sample['person_key']}: "
                 f"{_clip(diff) or 'no field changes'}" + (f" [{moved}]" if moved else "")
             )
+    for e in report.events.values():
+        lines.append(f"  -> {e.name} events: {event_sum(e.counts, e.kinds)}")
+        if e.error:
+            lines.append(f"     error: {e.error}")
     if report.not_synced is not None:
         more = (
             "`crmsync plan --not-synced N` names more"
@@ -95,6 +99,21 @@ def render_report(report: RunReport) -> str:
     if report.error:
         lines.append(f"  error: {report.error}")
     return "\n".join(lines)
+
+
+_EVENT_COUNTS = ("ok", "failed", "rejected", "compliance", "not_sent", "already_sent", "waiting")
+
+
+def event_sum(counts: Counter[str], kinds: Counter[str]) -> str:
+    """``ok 12 (placed_order 5, ...), already_sent 30``; ``nothing to send`` when empty."""
+    parts = []
+    for name in _EVENT_COUNTS:
+        if counts.get(name):
+            text = f"{name} {counts[name]}"
+            if name == "ok" and kinds:
+                text += " (" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ")"
+            parts.append(text)
+    return ", ".join(parts) or "nothing to send"
 
 
 def profiles_sum(report: RunReport) -> str:

@@ -390,3 +390,69 @@ leases = Table(
     Column("holder", String(128), nullable=False),
     Column("expires_at", BigInteger, nullable=False),
 )
+
+# Events (issue 14, migration 0009). Per destination and event key (``crmsync.events``):
+# what it acknowledged, what was sent and not yet answered, and what it refused or failed
+# (retried under the pipeline's cap, as people are). Each row names its record (source,
+# kind, record id) so a retry or a crash's leftovers re-derive just those records, and a
+# cart whose checkout was acknowledged can be closed when it converts or disappears.
+EVENT_KEY = String(320)
+
+event_ledger = Table(
+    "event_ledger",
+    metadata,
+    Column("destination", SOURCE, primary_key=True),
+    Column("event_key", EVENT_KEY, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("source", SOURCE, nullable=False),
+    Column("record_id", ID, nullable=False),
+    Column("person_key", KEY),
+    Column("payload_hash", String(32), nullable=False),
+    Column("remote_id", String(128)),
+    Column("historical", Boolean, nullable=False, default=False),
+    Column("acked_at", BigInteger, nullable=False),
+    Column("run_id", Integer),
+    Index("ix_event_ledger_record", "destination", "kind", "source", "record_id"),
+)
+
+event_in_flight = Table(
+    "event_in_flight",
+    metadata,
+    Column("destination", SOURCE, primary_key=True),
+    Column("event_key", EVENT_KEY, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("source", SOURCE, nullable=False),
+    Column("record_id", ID, nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    Column("run_id", Integer),
+)
+
+event_failures = Table(
+    "event_failures",
+    metadata,
+    Column("destination", SOURCE, primary_key=True),
+    Column("event_key", EVENT_KEY, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("source", SOURCE, nullable=False),
+    Column("record_id", ID, nullable=False),
+    Column("reason_class", String(16), nullable=False),  # failed | rejected | compliance
+    Column("message", Text, nullable=False),
+    Column("payload_hash", String(32), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("first_failed_at", BigInteger, nullable=False),
+    Column("last_failed_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger),  # None: not retried (refused, or the cap reached)
+    Index("ix_event_failures_due", "destination", "next_attempt_at"),
+)
+
+# Per pipeline, how far its events were derived: records staged up to ``staged_upto``
+# and carts abandoned by ``as_of``. Moved only after every destination took the run's
+# events, so a crash or a destination that could take no more derives them again.
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("pipeline", String(64), primary_key=True),
+    Column("staged_upto", BigInteger, nullable=False),
+    Column("as_of", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)

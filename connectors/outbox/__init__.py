@@ -5,6 +5,10 @@ operator reviews a sync before pointing it at a real tool. Each batch file is na
 digest of its content and appears atomically (written aside, then renamed), so a batch
 that is re-sent after a crash replaces itself instead of appearing twice: the outbox ends
 exactly as one clean run would leave it.
+
+It takes every kind of e-commerce event too (``EventDestination``): a batch of events is
+a JSONL file of its own under ``events/``, content-addressed as well, one line per event
+with the name it is sent under.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -34,6 +38,7 @@ from crmsync.contract import (
     Outcome,
     PushResult,
 )
+from crmsync.events import Event, EventKind, EventResult
 
 
 class OutboxConfig(ConnectorConfig):
@@ -42,6 +47,49 @@ class OutboxConfig(ConnectorConfig):
         "var/outbox", description="where batch files go; relative to the config file"
     )
     batch_size: int = Field(500, ge=1, le=10_000, description="records per batch file")
+    event_batch_size: int = Field(
+        500, ge=1, le=10_000, description="events per events batch file (under events/)"
+    )
+    event_names: dict[EventKind, str] = Field(
+        default_factory=dict,
+        description="names events are written under, per kind (default: the kind itself)",
+    )
+
+
+def event_record(event: Event, name: str) -> dict[str, Any]:
+    """An event as the outbox writes it: every field, times in ISO 8601 UTC, money as
+    decimal strings."""
+    return {
+        "key": event.key,
+        "kind": event.kind.value,
+        "name": name,
+        "person_key": event.person_key,
+        "occurred_at": event.occurred_at.isoformat(),
+        "source": event.source,
+        "record_id": event.record_id,
+        "currency": event.currency,
+        "value": None if event.value is None else str(event.value),
+        "lines": [
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": str(line.unit_price),
+                "sku": line.sku,
+                "discount": str(line.discount),
+                "categories": list(line.categories),
+                "image_url": line.image_url,
+                "url": line.url,
+            }
+            for line in event.lines
+        ],
+        "email": event.email,
+        "phone": event.phone,
+        "customer_id": event.customer_id,
+        "checkout_url": event.checkout_url,
+        "historical": event.historical,
+        "properties": dict(event.properties),
+    }
 
 
 def change_record(change: Change) -> dict[str, Any]:
@@ -71,6 +119,7 @@ class OutboxDestination:
         self.config = config
         self.directory = context.resolve(config.directory) / context.name
         self.max_batch = config.batch_size
+        self.max_event_batch = config.event_batch_size
         self._files: list[str] = []
         self._counts: Counter[str] = Counter()
 
@@ -90,19 +139,39 @@ class OutboxDestination:
         body = b"".join(
             orjson.dumps(change_record(c), option=orjson.OPT_SORT_KEYS) + b"\n" for c in changes
         )
-        name = hashlib.sha256(body).hexdigest()[:24] + ".jsonl"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        target = self.directory / name
-        temporary = self.directory / f".{name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
+        name = self._write(self.directory, body)
         self._files.append(name)
         for change in changes:
             self._counts[f"{change.action.value}_{'new' if change.is_new else 'existing'}"] += 1
         return [PushResult(c.person_key, Outcome.OK, remote_id=c.person_key) for c in changes]
+
+    def event_names(self) -> Mapping[EventKind, str]:
+        """Every kind, under its own name unless ``event_names`` renames it."""
+        return {kind: self.config.event_names.get(kind, kind.value) for kind in EventKind}
+
+    def push_events(self, events: Sequence[Event]) -> list[EventResult]:
+        names = self.event_names()
+        body = b"".join(
+            orjson.dumps(event_record(e, names[e.kind]), option=orjson.OPT_SORT_KEYS) + b"\n"
+            for e in events
+        )
+        name = self._write(self.directory / "events", body)
+        self._files.append(f"events/{name}")
+        for event in events:
+            self._counts[f"event_{event.kind.value}"] += 1
+        return [EventResult(e.key, Outcome.OK, remote_id=e.key) for e in events]
+
+    def _write(self, directory: Path, body: bytes) -> str:
+        """Writes ``body`` as a file named by its digest, atomically; returns the name."""
+        name = hashlib.sha256(body).hexdigest()[:24] + ".jsonl"
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / f".{name}.tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, directory / name)
+        return name
 
     def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
         return None  # every push is final
@@ -120,6 +189,12 @@ class OutboxDestination:
         path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         self._files = []
         self._counts.clear()
+
+
+def read_events(directory: Path) -> list[dict[str, Any]]:
+    """Every event in an outbox directory's events/ files, in file-name order (a batch
+    re-sent after a crash may repeat an event: compare by ``key``)."""
+    return read_outbox(directory / "events")
 
 
 def read_outbox(directory: Path) -> list[dict[str, Any]]:

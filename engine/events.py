@@ -1,0 +1,371 @@
+"""Deriving e-commerce events from staged orders and carts (``crmsync.events``).
+
+The events of a record follow from its current state alone (pure functions below): an
+order has a *placed order* and an *ordered product* per line, a *fulfilled* or
+*cancelled order* once it reached that status, and a *refunded order* per refunded
+amount (the amount is in the key, so a further refund is a new event); an open cart
+past the abandonment time has a *started checkout*. So deriving a record twice gives
+the same events with the same keys, and the event ledger (``state.events``) decides
+what each destination still needs: re-derivation is always safe, never a duplicate.
+
+Which records are derived in a run (``derive``): those staged since the pipeline's last
+complete derivation, the open carts that crossed the abandonment time since its as-of,
+and the records of events due for a retry or left in flight by a crash. A backfill adds
+the records placed (carts: changed) since its date, flagged historical. Records are read
+a page at a time in (source, id) order, so memory stays bounded.
+
+*Checkout closed* is per destination (only where the started checkout was acknowledged):
+``closing_event`` builds it from the ledger's open checkouts (``push_events``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from crmsync.events import Event, EventKind, EventLine
+from crmsync.normalize import minor_unit_exponent
+from state import schema
+from state.events import (
+    ClosableCheckout,
+    StagedCart,
+    StagedLine,
+    StagedOrder,
+    abandoned_between,
+    carts_where,
+    orders_where,
+    records_in,
+    records_to_retry,
+    staged_between,
+    staged_upto,
+)
+from state.store import Store
+from state.timeutil import from_ms, to_ms
+
+CART_KINDS = frozenset({EventKind.STARTED_CHECKOUT.value, EventKind.CHECKOUT_CLOSED.value})
+
+
+def money(minor: int, currency: str) -> Decimal:
+    """An amount in minor units (kuruş) as a Decimal of the currency's major unit."""
+    return Decimal(minor).scaleb(-minor_unit_exponent(currency))
+
+
+def _when(ms: int) -> datetime:
+    at = from_ms(ms)
+    assert at is not None
+    return at
+
+
+def _line(line: StagedLine, currency: str) -> EventLine:
+    name = line.product or line.sku or f"line {line.line_no}"
+    return EventLine(
+        product_id=line.sku or line.product or f"line-{line.line_no}",
+        name=name,
+        quantity=line.quantity,
+        unit_price=money(line.unit_price_minor, currency),
+        sku=line.sku,
+        discount=money(line.discount_minor, currency),
+        categories=(line.category,) if line.category else (),
+    )
+
+
+def order_events(order: StagedOrder, historical: bool = False) -> list[Event]:
+    """The events an order's current state implies (none for an order of nobody)."""
+    if order.person_key is None:
+        return []
+    src, oid, currency = order.source, order.external_id, order.currency
+    lines = tuple(_line(line, currency) for line in order.lines)
+    common: dict[str, Any] = {
+        "person_key": order.person_key,
+        "source": src,
+        "record_id": oid,
+        "currency": currency,
+        "email": order.email,
+        "phone": order.phone,
+        "customer_id": order.customer_external_id,
+        "historical": historical,
+    }
+    placed = _when(order.placed_at)
+    changed = _when(order.updated_at or order.placed_at)
+    properties = {
+        "order_id": oid,
+        "status": order.status,
+        "discount": str(money(order.discount_minor, currency)),
+        "item_count": sum(line.quantity for line in order.lines),
+    }
+    events = [
+        Event(
+            key=f"{EventKind.PLACED_ORDER.value}:{src}:{oid}",
+            kind=EventKind.PLACED_ORDER,
+            occurred_at=placed,
+            value=money(order.total_minor, currency),
+            lines=lines,
+            properties=properties,
+            **common,
+        )
+    ]
+    for staged, line in zip(order.lines, lines, strict=True):
+        line_value = line.unit_price * line.quantity - line.discount
+        events.append(
+            Event(
+                key=f"{EventKind.ORDERED_PRODUCT.value}:{src}:{oid}:{staged.line_no}",
+                kind=EventKind.ORDERED_PRODUCT,
+                occurred_at=placed,
+                value=line_value,
+                lines=(line,),
+                properties={"order_id": oid},
+                **common,
+            )
+        )
+    status_kind = {
+        "fulfilled": EventKind.FULFILLED_ORDER,
+        "cancelled": EventKind.CANCELLED_ORDER,
+    }.get(order.status)
+    if status_kind is not None:
+        events.append(
+            Event(
+                key=f"{status_kind.value}:{src}:{oid}",
+                kind=status_kind,
+                occurred_at=changed,
+                value=money(order.total_minor, currency),
+                lines=lines,
+                properties=properties,
+                **common,
+            )
+        )
+    refunded = order.refunded_minor
+    if not refunded and order.status == "refunded":
+        refunded = order.total_minor  # refunded with no amount given: all of it
+    if refunded > 0:
+        events.append(
+            Event(
+                key=f"{EventKind.REFUNDED_ORDER.value}:{src}:{oid}:{refunded}",
+                kind=EventKind.REFUNDED_ORDER,
+                occurred_at=changed,
+                value=money(refunded, currency),
+                lines=lines,
+                properties={**properties, "order_total": str(money(order.total_minor, currency))},
+                **common,
+            )
+        )
+    return events
+
+
+def cart_changed_at(cart: StagedCart) -> int | None:
+    return cart.updated_at if cart.updated_at is not None else cart.created_at
+
+
+def is_abandoned(cart: StagedCart, as_of_ms: int, abandon_ms: int) -> bool:
+    """Open (not converted) and unchanged for at least the abandonment time."""
+    changed = cart_changed_at(cart)
+    return not cart.converted and changed is not None and changed + abandon_ms <= as_of_ms
+
+
+def cart_events(
+    cart: StagedCart, as_of_ms: int, abandon_ms: int, historical: bool = False
+) -> list[Event]:
+    """A *started checkout* for an open cart past the abandonment time; nothing for a
+    cart converted before it, one still within it, or one of nobody."""
+    changed = cart_changed_at(cart)
+    if cart.person_key is None or changed is None or not is_abandoned(cart, as_of_ms, abandon_ms):
+        return []
+    currency = cart.currency
+    lines = tuple(_cart_line(n, item, currency) for n, item in enumerate(_items(cart), 1))
+    return [
+        Event(
+            key=f"{EventKind.STARTED_CHECKOUT.value}:{cart.source}:{cart.external_id}",
+            kind=EventKind.STARTED_CHECKOUT,
+            person_key=cart.person_key,
+            occurred_at=_when(changed),
+            source=cart.source,
+            record_id=cart.external_id,
+            currency=currency,
+            value=money(cart.value_minor, currency),
+            lines=lines,
+            email=cart.email,
+            phone=cart.phone,
+            customer_id=cart.customer_external_id,
+            checkout_url=cart.checkout_url,
+            historical=historical,
+            properties={"cart_id": cart.external_id},
+        )
+    ]
+
+
+def _items(cart: StagedCart) -> list[dict[str, Any]]:
+    if not cart.items:
+        return []
+    items = orjson.loads(cart.items)
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _cart_line(number: int, item: dict[str, Any], currency: str) -> EventLine:
+    sku, product = item.get("sku"), item.get("product")
+    category = item.get("category")
+    return EventLine(
+        product_id=sku or product or f"line-{number}",
+        name=product or sku or f"line {number}",
+        quantity=int(item.get("quantity") or 0),
+        unit_price=Decimal(str(item.get("unit_price") or 0)),
+        sku=sku,
+        categories=(category,) if category else (),
+    )
+
+
+def closing_event(checkout: ClosableCheckout, currency: str, as_of_ms: int) -> Event:
+    """*Checkout closed* for a cart whose started checkout was acknowledged and that is
+    now converted (at its last change) or no longer staged (as of the run)."""
+    when = checkout.updated_at if checkout.currency is not None else None
+    return Event(
+        key=f"{EventKind.CHECKOUT_CLOSED.value}:{checkout.source}:{checkout.cart_id}",
+        kind=EventKind.CHECKOUT_CLOSED,
+        person_key=checkout.person_key or "",
+        occurred_at=_when(when if when is not None else as_of_ms),
+        source=checkout.source,
+        record_id=checkout.cart_id,
+        currency=checkout.currency or currency,
+        email=checkout.email,
+        properties={"cart_id": checkout.cart_id, "converted": checkout.currency is not None},
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one derivation covers: records staged in (staged_after, staged_upto], carts
+    abandoned by as_of since last_as_of, and (backfill) records since ``since``."""
+
+    staged_after: int | None
+    staged_upto: int
+    last_as_of: int | None
+    as_of: int
+    abandon_ms: int
+    since: int | None = None
+    live_ms: int | None = None  # older events than this, at as_of, go as historical
+
+
+def plan_window(
+    store: Store,
+    sources: Sequence[str],
+    cursor: tuple[int, int] | None,
+    as_of: datetime,
+    abandon_hours: float,
+    since: datetime | None = None,
+    live_hours: float | None = None,
+) -> Window:
+    with store.engine.connect() as conn:
+        upto = staged_upto(conn, sources)
+    as_of_ms = to_ms(as_of)
+    assert as_of_ms is not None
+    return Window(
+        staged_after=cursor[0] if cursor else None,
+        staged_upto=upto,
+        last_as_of=cursor[1] if cursor else None,
+        as_of=as_of_ms,
+        abandon_ms=int(abandon_hours * 3_600_000),
+        since=to_ms(since),
+        live_ms=None if live_hours is None else int(live_hours * 3_600_000),
+    )
+
+
+def derive(
+    store: Store, sources: Sequence[str], destinations: Sequence[str], window: Window, now_ms: int
+) -> Iterator[Event]:
+    """Every event of the window's records, a record at a time in (source, id) order:
+    orders, then carts, then the records of events to retry, then (backfill) the
+    records since its date, historical. An event older than the window's live time is
+    historical too: a first run's past orders and a cart abandoned days ago must not
+    start an automation as if they had just happened."""
+    if window.live_ms is None:
+        yield from _derive(store, sources, destinations, window, now_ms)
+        return
+    cutoff = window.as_of - window.live_ms
+    for event in _derive(store, sources, destinations, window, now_ms):
+        old = not event.historical and (to_ms(event.occurred_at) or 0) < cutoff
+        yield replace(event, historical=True) if old else event
+
+
+def _derive(
+    store: Store, sources: Sequence[str], destinations: Sequence[str], window: Window, now_ms: int
+) -> Iterator[Event]:
+    o, k = schema.orders, schema.carts
+    after, upto = window.staged_after, window.staged_upto
+
+    def fresh_order(order: StagedOrder) -> bool:
+        return (after is None or order.staged_at > after) and order.staged_at <= upto
+
+    def fresh_cart(cart: StagedCart) -> bool:
+        if (after is None or cart.staged_at > after) and cart.staged_at <= upto:
+            return True
+        return _crossed(cart, window)
+
+    with store.engine.connect() as conn:
+        retry = records_to_retry(conn, destinations, now_ms)
+    for orders in _read_orders(store, sources, staged_between(o, after, upto)):
+        for order in orders:
+            yield from order_events(order)
+    low = None if window.last_as_of is None else window.last_as_of - window.abandon_ms
+    high = window.as_of - window.abandon_ms
+    carts = staged_between(k, after, upto) | abandoned_between(low, high)
+    for page in _read_carts(store, sources, carts):
+        for cart in page:
+            yield from cart_events(cart, window.as_of, window.abandon_ms)
+    order_ids = [(s, r) for kind, s, r in retry if kind not in CART_KINDS and s in sources]
+    cart_ids = [(s, r) for kind, s, r in retry if kind in CART_KINDS and s in sources]
+    if order_ids:
+        for orders in _read_orders(store, sources, records_in(o, sorted(set(order_ids)))):
+            for order in orders:
+                if not fresh_order(order):
+                    yield from order_events(order)
+    if cart_ids:
+        for page in _read_carts(store, sources, records_in(k, sorted(set(cart_ids)))):
+            for cart in page:
+                if not fresh_cart(cart):
+                    yield from cart_events(cart, window.as_of, window.abandon_ms)
+    if window.since is not None:
+        for orders in _read_orders(store, sources, o.c.placed_at >= window.since):
+            for order in orders:
+                yield from order_events(order, historical=True)
+        changed = (k.c.updated_at >= window.since) | (
+            k.c.updated_at.is_(None) & (k.c.created_at >= window.since)
+        )
+        for page in _read_carts(store, sources, changed):
+            for cart in page:
+                yield from cart_events(cart, window.as_of, window.abandon_ms, historical=True)
+
+
+def _crossed(cart: StagedCart, window: Window) -> bool:
+    """The cart crossed the abandonment time in (last_as_of, as_of]."""
+    changed = cart_changed_at(cart)
+    if cart.converted or changed is None:
+        return False
+    at = changed + window.abandon_ms
+    return at <= window.as_of and (window.last_as_of is None or at > window.last_as_of)
+
+
+def _read_orders(
+    store: Store, sources: Sequence[str], condition: Any
+) -> Iterator[list[StagedOrder]]:
+    """Pages of orders; no read transaction stays open while the caller pushes and
+    records a page's events."""
+    yield from _paged(store, lambda conn: orders_where(conn, sources, condition))
+
+
+def _read_carts(store: Store, sources: Sequence[str], condition: Any) -> Iterator[list[StagedCart]]:
+    yield from _paged(store, lambda conn: carts_where(conn, sources, condition))
+
+
+def _paged(store: Store, pages: Any) -> Iterator[Any]:
+    with store.engine.connect() as conn:
+        iterator = pages(conn)
+        while True:
+            try:
+                page = next(iterator)
+            except StopIteration:
+                return
+            conn.commit()  # end the read transaction before the caller writes
+            yield page

@@ -1,0 +1,231 @@
+"""Pushing events: each destination that takes events gets the run's derived events
+it takes, a batch at a time, after the run's people push (so a person exists at the
+destination before their events do).
+
+Per batch, as for people (``engine.push``): the events are marked in flight (one
+transaction), the destination is called, and its answers are recorded (one
+transaction). Before a batch is cut, events the destination acknowledged are dropped,
+and so are those waiting for a retry not yet due or refused. Batches are cut at fixed
+positions of the filtered stream, so a re-run after a crash rebuilds the batch that was
+in flight. The derivation's cursor moves only when every destination took everything
+(none stopped, none was full): otherwise the next run derives the same records again,
+and the ledger keeps it from sending anything twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from crmsync.config import PipelineSpec
+from crmsync.contract import Outcome
+from crmsync.errors import ConfigError, ConnectorError, SendLater
+from crmsync.events import Event, EventDestination, EventKind, EventResult
+from crmsync.runs import EventReport, RunOptions, RunReport
+from engine.events import closing_event, derive, plan_window
+from state.events import (
+    acknowledged,
+    closable_checkouts,
+    event_cursor,
+    failure_states,
+    mark_in_flight,
+    record_results,
+    set_event_cursor,
+)
+from state.ledger import RetryPolicy
+from state.store import Store
+from state.timeutil import now_ms
+
+FILTER_CHUNK = 500  # derived events looked up in the ledger at a time
+
+
+def event_hash(event: Event) -> str:
+    """A digest of everything an event carries (a changed payload resets its attempts)."""
+    body = orjson.dumps(event, default=_plain, option=orjson.OPT_SORT_KEYS)
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)  # Decimal
+
+
+@dataclass
+class EventSender:
+    """One destination's events in a run: filtered by the ledger, batched, sent,
+    recorded."""
+
+    name: str
+    destination: EventDestination
+    kinds: frozenset[EventKind]
+    store: Store
+    report: EventReport
+    run_id: int | None
+    retry: RetryPolicy
+    _raw: list[Event] = field(default_factory=list)
+    _ready: list[Event] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        return self.report.error is not None
+
+    def add(self, event: Event) -> None:
+        if event.kind not in self.kinds:
+            return
+        if self.stopped:
+            self.report.counts["not_sent"] += 1
+            return
+        self._raw.append(event)
+        if len(self._raw) >= FILTER_CHUNK:
+            self._filter()
+        batch = max(1, self.destination.max_event_batch)
+        while len(self._ready) >= batch and not self.stopped:
+            self._send(self._ready[:batch])
+            del self._ready[:batch]
+
+    def flush(self) -> None:
+        self._filter()
+        batch = max(1, self.destination.max_event_batch)
+        while self._ready:
+            if self.stopped:
+                self.report.counts["not_sent"] += len(self._ready)
+                self._ready.clear()
+                break
+            self._send(self._ready[:batch])
+            del self._ready[:batch]
+
+    def _filter(self) -> None:
+        if not self._raw:
+            return
+        keys = [e.key for e in self._raw]
+        now = now_ms()
+        with self.store.engine.connect() as conn:
+            done = acknowledged(conn, self.name, keys)
+            failures = failure_states(conn, self.name, keys)
+        for event in self._raw:
+            if event.key in done:
+                self.report.counts["already_sent"] += 1
+                continue
+            failure = failures.get(event.key)
+            if failure is not None and (
+                failure.next_attempt_at is None or failure.next_attempt_at > now
+            ):
+                self.report.counts["waiting"] += 1
+                continue
+            self._ready.append(event)
+        self._raw.clear()
+
+    def _send(self, batch: Sequence[Event]) -> None:
+        hashes = [event_hash(e) for e in batch]
+        with self.store.transaction() as conn:
+            mark_in_flight(conn, self.name, self.run_id, batch, now_ms())
+        try:
+            results = self.destination.push_events(batch)
+        except SendLater as exc:
+            results = [EventResult(e.key, Outcome.NOT_SENT, message=str(exc)) for e in batch]
+        except (ConfigError, ConnectorError) as exc:
+            self.report.error = str(exc)
+            results = [EventResult(e.key, Outcome.NOT_SENT, message=str(exc)) for e in batch]
+        with self.store.transaction() as conn:
+            counts = record_results(
+                conn,
+                self.name,
+                self.run_id,
+                batch,
+                hashes,
+                results,
+                now_ms=now_ms(),
+                retry=self.retry,
+            )
+        self.report.counts.update(counts)
+        answered = {r.key: r.outcome for r in results}
+        for event in batch:
+            if answered.get(event.key) is Outcome.OK:
+                self.report.kinds[event.kind.value] += 1
+        if counts.get(Outcome.NOT_SENT.value) and self.report.error is None:
+            message = next((r.message for r in results if r.outcome is Outcome.NOT_SENT), "")
+            self.report.error = message or f"{self.name} can take no more events now"
+            self.report.full = True
+
+
+def event_destinations(
+    spec: PipelineSpec, destinations: Mapping[str, object], report: RunReport
+) -> dict[str, tuple[EventDestination, frozenset[EventKind]]]:
+    """The pipeline's destinations that take events, with the kinds each is sent: those
+    it names (``event_names``) and the pipeline's ``event_kinds`` allow."""
+    wanted = set(spec.settings.event_kinds or EventKind)
+    out: dict[str, tuple[EventDestination, frozenset[EventKind]]] = {}
+    for name, destination in destinations.items():
+        if not isinstance(destination, EventDestination):
+            report.warnings.append(f"{name} takes no events: none sent to it")
+            continue
+        kinds = frozenset(k for k in destination.event_names() if k in wanted)
+        if kinds:
+            out[name] = (destination, kinds)
+    return out
+
+
+def push_events(
+    store: Store,
+    spec: PipelineSpec,
+    destinations: Mapping[str, object],
+    options: RunOptions,
+    report: RunReport,
+    retry: RetryPolicy,
+    blocked: Mapping[str, str] | None = None,
+) -> None:
+    """Derives the run's events and sends each destination the ones it still needs;
+    moves the derivation's cursor when every destination took them all. ``blocked``:
+    destinations to send nothing this run, with why."""
+    taking = event_destinations(spec, destinations, report)
+    if not taking:
+        return
+    sources = [s.name for s in spec.sources]
+    with store.engine.connect() as conn:
+        cursor = event_cursor(conn, spec.name)
+    since = options.since if options.events and options.kind == "backfill" else None
+    window = plan_window(
+        store,
+        sources,
+        cursor,
+        report.as_of,
+        spec.settings.profile.abandoned_cart_hours,
+        since,
+        spec.settings.events_live_hours,
+    )
+    senders = []
+    for name, (destination, kinds) in taking.items():
+        event_report = report.events[name] = EventReport(name)
+        event_report.error = (blocked or {}).get(name)
+        senders.append(
+            EventSender(name, destination, kinds, store, event_report, report.run_id, retry)
+        )
+    _feed(senders, derive(store, sources, list(taking), window, now_ms()))
+    for sender in senders:
+        if EventKind.CHECKOUT_CLOSED in sender.kinds and not sender.stopped:
+            _feed([sender], _closings(store, sender.name, spec.currency, window.as_of))
+    if all(not s.stopped for s in senders):
+        with store.transaction() as conn:
+            set_event_cursor(conn, spec.name, window.staged_upto, window.as_of, now_ms())
+    else:
+        report.warnings.append("events: not every destination took them; the next run resumes")
+
+
+def _feed(senders: Sequence[EventSender], events: Iterable[Event]) -> None:
+    for event in events:
+        for sender in senders:
+            sender.add(event)
+    for sender in senders:
+        sender.flush()
+
+
+def _closings(store: Store, destination: str, currency: str, as_of_ms: int) -> Iterable[Event]:
+    with store.engine.connect() as conn:
+        pages = list(closable_checkouts(conn, destination))
+    for page in pages:
+        for checkout in page:
+            yield closing_event(checkout, currency, as_of_ms)
