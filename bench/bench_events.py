@@ -7,9 +7,13 @@ outbox's "calls"). The floor is one call per ``event_batch_size`` events: no cli
 send them in fewer. A second run over the same data measures the cost of deriving and
 filtering when nothing is new.
 
-Against the outbox only: the Klaviyo and Mailchimp event pushes (E2, E3) were not in the
-tree when this was written; their benches (bench_klaviyo, bench_mailchimp) measure their
-vendors' calls.
+``--destination klaviyo`` or ``mailchimp`` pushes the same store's events to that vendor's
+fake (served in this process, spec validation off: it would cost more than the calls it
+checks) and counts its event calls against the vendor's floor: Klaviyo takes up to 1,000
+events per bulk call, so its floor is one call per 1,000 events; Mailchimp's e-commerce API
+takes one object per call, so its floor is one call per event it takes (an order, a status
+change, a cart, a cart's removal; the products and variants an order needs come on top,
+once each, and the store's own set-up calls are not counted).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -100,13 +105,85 @@ def measure(customers: int, batch: int) -> dict[str, float | int | str]:
     }
 
 
+KLAVIYO_BULK = ("POST", "/api/event-bulk-create-jobs")
+KLAVIYO_PER_CALL = 1000
+STORE_SETUP = {"/ecommerce/stores", "/ecommerce/stores/{store_id}"}  # once per store
+
+
+def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
+    """The same store's first run with events on, pushed to ``vendor``'s fake."""
+    import os
+
+    from tests.events_site import events_site
+
+    with tempfile.TemporaryDirectory(prefix="bench-events-") as tmp:
+        root = Path(tmp)
+        site = events_site(root, f"sqlite:///{root / 'state.db'}", customers)
+        text = (site.data / "orders.jsonl").read_text(encoding="utf-8")
+        orders = sum(1 for line in text.splitlines() if line)
+        fake: Any
+        if vendor == "klaviyo":
+            from tests.fakes.klaviyo import FakeKlaviyo
+
+            fake = FakeKlaviyo(validate=False, rate_limits=False).start()
+            table = (
+                f'kind = "klaviyo"\napi_key = "${{BENCH_EVENTS_KEY}}"\n'
+                f'base_url = "{fake.base_url}"\n'
+            )
+        else:
+            from tests.fakes.mailchimp import FakeMailchimp
+
+            fake = FakeMailchimp(validate=False).start()
+            table = (
+                f'kind = "mailchimp"\napi_key = "${{BENCH_EVENTS_KEY}}"\n'
+                f'list_id = "{fake.list_id}"\nbase_url = "{fake.base_url}"\n'
+            )
+        os.environ["BENCH_EVENTS_KEY"] = fake.api_key
+        try:
+            site.send_to("vendor", table)
+            fake.reset_counters()
+            report = site.run_json()
+            calls = dict(fake.calls)
+        finally:
+            fake.stop()
+    events = report["events"]["vendor"].get("ok", 0)
+    seconds = report["seconds"].get("events", 0.0)
+    if vendor == "klaviyo":
+        sent = calls.get(KLAVIYO_BULK, 0)
+        floor = math.ceil(events / KLAVIYO_PER_CALL)
+    else:
+        sent = sum(
+            n for (_, route), n in calls.items()
+            if route.startswith("/ecommerce/") and route not in STORE_SETUP
+        )  # fmt: skip
+        floor = events
+    return {
+        "destination": vendor,
+        "customers": customers,
+        "orders": orders,
+        "events": events,
+        "events_per_s": round(events / seconds, 1) if seconds else "n/a",
+        "events_stage_s": round(seconds, 3),
+        "calls": sent,
+        "floor_calls": floor,
+        "calls_per_10k_orders": round(sent * 10_000 / orders, 1) if orders else 0,
+        "ratio_to_floor": round(sent / floor, 4) if floor else "n/a",
+    }
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench.bench_events")
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--batch", type=int, default=500, help="events per batch")
+    parser.add_argument("--batch", type=int, default=500, help="events per batch (outbox)")
+    parser.add_argument(
+        "--destination", choices=("outbox", "klaviyo", "mailchimp"), default="outbox"
+    )
     args = parser.parse_args(argv)
-    figures = measure(args.customers, args.batch)
-    path = record("events", figures)
+    if args.destination == "outbox":
+        figures = measure(args.customers, args.batch)
+    else:
+        figures = measure_vendor(args.destination, args.customers)
+    path = record(f"events_{args.destination}", figures)
     print(json.dumps(figures, indent=2))
     print(f"written to {path}")
     return 0

@@ -37,6 +37,7 @@ MEDIA = "application/vnd.api+json"
 PAGE = 100  # the largest page[size] of profile collections
 LIST_PAGE = 10  # GET /api/lists pages hold at most 10
 SUPPRESSION_JOBS = "/api/profile-suppression-bulk-create-jobs"
+EVENT_JOBS = "/api/event-bulk-create-jobs"
 
 _READ_REFUSALS = classify_with(
     {
@@ -288,6 +289,13 @@ class KlaviyoApi:
         params = {"sort": "-created"}
         found = self.document("subscriptions", "GET", SUPPRESSION_JOBS, params=params)
         return [item for item in found.get("data") or [] if isinstance(item, dict)]
+
+    # -- events ----------------------------------------------------------------------
+
+    def create_events(self, body: Mapping[str, Any]) -> httpx.Response:
+        """POST /api/event-bulk-create-jobs: 202 accepted, or a refusal the caller reads
+        (Klaviyo refuses the whole request, pointing at the entries it found wrong)."""
+        return self.send("events", "POST", EVENT_JOBS, body=body)
 
     # -- lists -----------------------------------------------------------------------
 

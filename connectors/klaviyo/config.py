@@ -10,13 +10,14 @@ profile imports down. The defaults are the limits the API reference (revision
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from connectors.http import HttpOptions, HttpSettings, RateSettings
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError
+from crmsync.events import EventKind
 
 REVISION = "2026-07-15"
 BASE_URL = "https://a.klaviyo.com"
@@ -28,10 +29,15 @@ MAX_SUBSCRIBE = 1_000  # profiles per subscription bulk create job
 MAX_UNSUBSCRIBE = 100  # profiles per subscription bulk delete job
 MAX_SUPPRESS = 100  # e-mail addresses per suppression bulk create job
 MAX_LIST_IDS = 1_000  # profile ids per list relationship call
+MAX_EVENTS = 1_000  # events per bulk create events call
+MAX_EVENT_BYTES = 5 * 1024 * 1024  # one bulk create events request
+MAX_METRIC_NAME = 127  # Klaviyo: a metric name is less than 128 characters
 LIST_CREATES_PER_DAY = 150
 
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
-Group = Literal["profiles", "import_jobs", "subscriptions", "lists", "list_create", "list_members"]
+Group = Literal[
+    "profiles", "import_jobs", "subscriptions", "lists", "list_create", "list_members", "events"
+]
 GROUPS: tuple[Group, ...] = (
     "profiles",
     "import_jobs",
@@ -39,6 +45,7 @@ GROUPS: tuple[Group, ...] = (
     "lists",
     "list_create",
     "list_members",
+    "events",
 )
 
 
@@ -89,6 +96,10 @@ class RateLimits(_Strict):
         EndpointLimit(burst=10, steady=150),
         description="Adding and removing list members (10/s, 150/m).",
     )
+    events: EndpointLimit = Field(
+        EndpointLimit(burst=10, steady=150),
+        description="POST /api/event-bulk-create-jobs (10/s, 150/m).",
+    )
     list_creates_per_day: int = Field(
         LIST_CREATES_PER_DAY,
         ge=1,
@@ -138,6 +149,37 @@ class JobLimits(_Strict):
     list_batch: int = Field(
         MAX_LIST_IDS, ge=1, le=MAX_LIST_IDS, description="Profile ids per list member call."
     )
+    events_per_call: int = Field(
+        MAX_EVENTS, ge=1, le=MAX_EVENTS, description="Events per bulk create events call."
+    )
+    bytes_per_event_call: int = Field(
+        MAX_EVENT_BYTES,
+        ge=4096,
+        le=MAX_EVENT_BYTES,
+        description="Request size of one bulk create events call, in bytes (Klaviyo allows 5 MB).",
+    )
+
+
+def _metric(default: str, what: str) -> Any:
+    return Field(default, max_length=MAX_METRIC_NAME, description=f"Metric for {what}.")
+
+
+class EventNames(_Strict):
+    """The metric each kind of event is sent under; "" sends that kind nowhere. The
+    defaults are Klaviyo's standard e-commerce metrics, which its flow templates and
+    benchmarks expect."""
+
+    placed_order: str = _metric("Placed Order", "an order counted for the first time")
+    ordered_product: str = _metric("Ordered Product", "each line of a placed order")
+    fulfilled_order: str = _metric("Fulfilled Order", "an order fulfilled or delivered")
+    cancelled_order: str = _metric("Cancelled Order", "a cancelled order")
+    refunded_order: str = _metric("Refunded Order", "a refund, whole or part")
+    started_checkout: str = _metric("Started Checkout", "a cart open past the abandonment time")
+
+    def mapping(self) -> dict[EventKind, str]:
+        """Kind -> metric name, for the kinds that are sent."""
+        names = {EventKind(kind): str(name).strip() for kind, name in self.model_dump().items()}
+        return {kind: name for kind, name in names.items() if name}
 
 
 class KlaviyoConfig(ConnectorConfig):
@@ -169,6 +211,13 @@ class KlaviyoConfig(ConnectorConfig):
         ),
     )
     jobs: JobLimits = Field(default_factory=JobLimits, description="Job and call sizes.")
+    events: EventNames = Field(
+        default_factory=EventNames,
+        description=(
+            "The metric name per kind of e-commerce event (Klaviyo's standard names by "
+            'default); a kind set to "" is not sent.'
+        ),
+    )
     rate_limits: RateLimits = Field(
         default_factory=RateLimits, description="Client-side budgets per endpoint group."
     )

@@ -1,4 +1,5 @@
-"""The ``klaviyo`` destination: profiles in bulk import jobs, segments as lists, consent.
+"""The ``klaviyo`` destination: profiles in bulk import jobs, segments as lists, consent,
+and the store's e-commerce events (``events``).
 
 A push screens the changes, then either imports each profile on its own (a handful of
 changes: final answers at once) or cuts them into bulk import jobs (at most 10,000
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -34,6 +35,7 @@ from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
 from connectors.klaviyo.config import KlaviyoConfig
 from connectors.klaviyo.consent import opt_outs, parse_time
 from connectors.klaviyo.deletions import SUPPRESSION_JOB, Deleter, find_profiles
+from connectors.klaviyo.events import EventSender
 from connectors.klaviyo.imports import import_one, start_job
 from connectors.klaviyo.jobs import JOB_PROFILE_FIELDS, RUNNING, identity, read_job, sent_phone
 from connectors.klaviyo.lists import KlaviyoLists
@@ -59,6 +61,7 @@ from crmsync.contract import (
     PushResult,
 )
 from crmsync.errors import ConfigError, TransientError
+from crmsync.events import Event, EventKind, EventResult
 from crmsync.personal import mask_key
 from crmsync.records import Channel
 
@@ -101,6 +104,13 @@ class KlaviyoDestination:
         self._pushed = False
         self._settler = Settler(self._api, self._lists, config, self._pool, self._run_lists)
         self._deleter = Deleter(self._api, self._settler, config, self._pool)
+        self.max_event_batch = config.jobs.events_per_call
+        self._events = EventSender(
+            self._api,
+            config.events.mapping(),
+            config.jobs.events_per_call,
+            config.jobs.bytes_per_event_call,
+        )
 
     def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
         """The key and the account; Klaviyo takes any property, so of the mapped fields
@@ -263,6 +273,16 @@ class KlaviyoDestination:
             settled = self._settler.settle(imported, hold_job=True, gather=self._pushed)
             results.update((r.person_key, r) for r in settled)
         return [results[change.person_key] for change in changes]
+
+    # -- events (EventDestination) ---------------------------------------------------
+
+    def event_names(self) -> Mapping[EventKind, str]:
+        """Klaviyo's standard e-commerce metric names, as ``[events]`` overrides them."""
+        return self.config.events.mapping()
+
+    def push_events(self, events: Sequence[Event]) -> list[EventResult]:
+        """One batch in the fewest bulk create calls; one result per event."""
+        return self._events.push(events)
 
     # -- consent read-back -----------------------------------------------------------
 

@@ -73,6 +73,21 @@ class MailchimpConfig(ConnectorConfig):
         ge=1,
         description="Merge fields the audience may hold (30 on most plans, 80 on Premium).",
     )
+    store_prefix: str = Field(
+        "crmsync-",
+        min_length=1,
+        max_length=20,
+        pattern=r"^[a-z0-9_-]+$",
+        description=(
+            "E-commerce events: each source's store id is this prefix and the source's "
+            "name (e.g. 'crmsync-shop_eu')."
+        ),
+    )
+    store_name: str | None = Field(
+        None,
+        min_length=1,
+        description="E-commerce events: the stores' name in Mailchimp; by default the source's.",
+    )
     http: HttpOptions = Field(
         default_factory=HttpOptions,
         description=(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -37,6 +37,9 @@ from connectors.mailchimp.consent import (
     mailchimp_time,
     status_plan,
 )
+from connectors.mailchimp.ecommerce import EVENT_NAMES, EcommerceEvents
+from connectors.mailchimp.ecommerce_api import EcommerceApi
+from connectors.mailchimp.ecommerce_stores import StoreSettings
 from connectors.mailchimp.mapping_rules import check_mapping
 from connectors.mailchimp.members import member_entry, read_answer, subscriber_hash, upsert_body
 from connectors.mailchimp.run_tags import TAG_JOB, RunTags
@@ -54,6 +57,7 @@ from crmsync.contract import (
     PushResult,
 )
 from crmsync.errors import ConfigError, ConnectorError
+from crmsync.events import Event, EventKind, EventResult
 from crmsync.personal import mask_key
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,10 @@ class MailchimpDestination:
         self._run_tags = RunTags(
             self._api, self._tags, config.list_id, config.batch_size, self._pool
         )
+        # events: at most batch_size per push, their calls on the same pool (10 at once)
+        self.max_event_batch = config.batch_size
+        settings = StoreSettings(config.list_id, config.store_prefix, config.store_name)
+        self._events = EcommerceEvents(EcommerceApi(self._http), settings, self._pool)
 
     def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
         """The key, the data centre and the audience; then, one read of its merge fields,
@@ -197,6 +205,14 @@ class MailchimpDestination:
                 pool=self._pool,
             ):
                 yield consent_update(member, reason, read_at)
+
+    def event_names(self) -> Mapping[EventKind, str]:
+        """The kinds Mailchimp takes (as e-commerce objects, ``ecommerce``); an ordered
+        product is not among them: its order's lines carry it."""
+        return EVENT_NAMES
+
+    def push_events(self, events: Sequence[Event]) -> list[EventResult]:
+        return self._events.push(events)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

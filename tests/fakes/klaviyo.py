@@ -33,9 +33,16 @@ and to the suppression filters the consent read-back uses; unsuppress jobs are n
 (crmsync never lifts a suppression: a call is a violation); lists with a daily creation cap
 (150/d) and profile relationships (1,000 ids a call, unknown ids refuse the call); filters,
 sorting, sparse fieldsets and cursor pagination.
-The fake has no tags, flows, segments, push tokens or events: includes of them come back
-empty and their routes answer 404 with a violation. Faults (5xx, 429, dropped connections),
-storms and latency are injectable; call counters are public.
+Events are taken by the bulk create endpoint (1,000 events and 5 MB a call, 100 KB a
+string, times from 1990 to a year ahead): the call is validated as a whole and refused
+with one error per wrong entry or event (nothing of it recorded), or each event is
+recorded once per profile, metric and unique id (a repeat within one call refuses the
+call; a unique id recorded earlier is dropped silently), creating the profile by e-mail
+or phone without touching its consent; ``backfill`` events are kept as not triggering
+flows.
+The fake has no tags, flows, segments or push tokens, and reads no events back: includes
+of them come back empty and their routes answer 404 with a violation. Faults (5xx, 429,
+dropped connections), storms and latency are injectable; call counters are public.
 """
 
 from __future__ import annotations
@@ -76,7 +83,14 @@ SPEC_HOST = "https://a.klaviyo.com"  # the spec's server; its paths carry /api
 REVISION = "2026-07-15"
 MEDIA_TYPE = "application/vnd.api+json"
 DEFAULT_SCOPES = frozenset(
-    {"profiles:read", "profiles:write", "lists:read", "lists:write", "subscriptions:write"}
+    {
+        "profiles:read",
+        "profiles:write",
+        "lists:read",
+        "lists:write",
+        "subscriptions:write",
+        "events:write",
+    }
 )
 MAX_IMPORT_PROFILES = 10_000  # bulk import: profiles per job
 MAX_IMPORT_BYTES = 5 * 1024 * 1024  # bulk import: body size
@@ -85,6 +99,11 @@ MAX_SUBSCRIBE = 1_000  # subscribe job: profiles per call
 MAX_UNSUBSCRIBE = 100  # unsubscribe job: profiles per call
 MAX_SUPPRESS = 100  # suppression job: e-mail addresses per call
 MAX_LIST_IDS = 1_000  # list relationship add/remove: ids per call
+MAX_EVENTS = 1_000  # bulk create events: events per call
+MAX_EVENT_BYTES = 5 * 1024 * 1024  # bulk create events: body size
+MAX_EVENT_STRING = 100 * 1024  # bulk create events: one string
+MAX_METRIC_NAME = 127  # "less than 128 characters"
+EARLIEST_EVENT = datetime(1990, 1, 1, tzinfo=UTC)  # "after the year 1990"
 JOB_LIFETIME = timedelta(days=7)
 LIFTED_BY_SUBSCRIBE = frozenset({"UNSUBSCRIBE", "SPAM_COMPLAINT", "USER_SUPPRESSED"})
 SUPPRESSION_REASONS = (  # the spec's enum; UNSUBSCRIBE comes with unsubscribe()
@@ -615,6 +634,21 @@ class FakeList:
 
 
 @dataclass
+class FakeEvent:
+    """One recorded event (Klaviyo keeps one per profile, metric and unique id)."""
+
+    id: str
+    metric: str
+    profile_id: str
+    time: datetime
+    unique_id: str
+    properties: dict[str, Any]
+    value: float | None = None
+    value_currency: str | None = None
+    backfill: bool = False  # recorded without triggering flows
+
+
+@dataclass
 class ImportJob:
     id: str
     created_at: datetime
@@ -666,13 +700,20 @@ class ApiError(Exception):
         parameter: str | None = None,
         meta: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        others: list[ApiError] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status, self.code, self.title, self.detail = status, code, title, detail
         self.pointer, self.parameter = pointer, parameter
         self.meta, self.headers = meta or {}, headers or {}
+        self.others = others or []  # more errors of the same answer (a bulk call's entries)
 
     def document(self) -> dict[str, Any]:
+        errors = [self._error()]
+        errors.extend(other._error() for other in self.others)
+        return {"errors": errors}
+
+    def _error(self) -> dict[str, Any]:
         source: dict[str, str] = {}
         if self.parameter is not None:
             source["parameter"] = self.parameter
@@ -688,7 +729,7 @@ class ApiError(Exception):
             "links": {},
             "meta": self.meta,
         }
-        return {"errors": [error]}
+        return error
 
 
 def invalid(detail: str, pointer: str | None = "/data/", parameter: str | None = None) -> ApiError:
@@ -765,6 +806,9 @@ class FakeKlaviyo:
         self.jobs: dict[str, ImportJob] = {}
         self.suppression_jobs: dict[str, SuppressionJob] = {}
         self.pending_subscriptions: list[Callable[[], None]] = []
+        self.events: dict[str, list[FakeEvent]] = {}  # metric name -> events, in order
+        self._event_keys: set[tuple[str, str, str]] = set()  # (profile id, metric, unique id)
+        self.duplicate_events = 0  # events dropped because their unique id was recorded
         self.confirmations_sent: dict[str, str] = {}  # email -> list id awaiting double opt-in
         self.consented_emails: set[str] | None = None
         self.consented_phones: set[str] = set()
@@ -976,6 +1020,18 @@ class FakeKlaviyo:
     def writes(self) -> int:
         return self.write_calls
 
+    def events_named(self, metric: str) -> list[FakeEvent]:
+        return list(self.events.get(metric, []))
+
+    def event_count(self) -> int:
+        return sum(len(found) for found in self.events.values())
+
+    def events_of(self, email: str) -> list[FakeEvent]:
+        """One profile's events, every metric, oldest first."""
+        profile = self._require(email)
+        found = [e for events in self.events.values() for e in events]
+        return sorted((e for e in found if e.profile_id == profile.id), key=lambda e: e.time)
+
     def consent_problems(self) -> list[str]:
         """Re-subscriptions of people who opted out, and subscriptions nobody consented to."""
         problems = list(self.resubscriptions)
@@ -1180,6 +1236,7 @@ class FakeKlaviyo:
     def _check_size(self, operation: Operation, body: bytes) -> None:
         limit, text = {
             "bulk_import_profiles": (MAX_IMPORT_BYTES, "5MB"),
+            "bulk_create_events": (MAX_EVENT_BYTES, "5MB"),
             "create_or_update_profile": (MAX_PROFILE_BYTES, "100KB"),
             "create_profile": (MAX_PROFILE_BYTES, "100KB"),
             "update_profile": (MAX_PROFILE_BYTES, "100KB"),
@@ -1322,6 +1379,32 @@ class FakeKlaviyo:
         primary.updated = moment
         self._reindex(primary, before)
         return primary, created
+
+    def record_event(self, profile: Profile, attrs: dict[str, Any]) -> FakeEvent | None:
+        """Records one event of a profile; None when its unique id is already recorded."""
+        metric = attrs["metric"]["data"]["attributes"]["name"]
+        moment = _instant(attrs["time"]) if attrs.get("time") else now()
+        moment = moment.astimezone(UTC).replace(microsecond=0)  # truncated to the second
+        unique = attrs.get("unique_id") or moment.isoformat()  # Klaviyo's default: the time
+        key = (profile.id, metric, unique)
+        if key in self._event_keys:
+            self.duplicate_events += 1
+            return None
+        self._event_keys.add(key)
+        value = attrs.get("value")
+        found = FakeEvent(
+            id=self._ulid(),
+            metric=metric,
+            profile_id=profile.id,
+            time=moment,
+            unique_id=unique,
+            properties=copy.deepcopy(attrs.get("properties") or {}),
+            value=None if value is None else float(value),
+            value_currency=attrs.get("value_currency"),
+            backfill=bool(attrs.get("backfill")),
+        )
+        self.events.setdefault(metric, []).append(found)
+        return found
 
     def _complete(self, job: ImportJob) -> None:
         """Processes a bulk import job: each profile is upserted or becomes an import error."""
@@ -2242,6 +2325,121 @@ def _list_profiles(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
 def _list_profile_ids(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
     pairs = _members_of(fake, call)
     return 200, fake.page(call, pairs, lambda pair: {"type": "profile", "id": pair[0].id})
+
+
+# -- events -----------------------------------------------------------------------------------
+
+_BULK_EVENTS = "/data/attributes/events-bulk-create/data"
+
+
+def _too_long(value: Any) -> bool:
+    """Whether a string in the value exceeds Klaviyo's 100 KB per string."""
+    if isinstance(value, str):
+        return len(value.encode()) > MAX_EVENT_STRING
+    if isinstance(value, dict):
+        return any(_too_long(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_long(v) for v in value)
+    return False
+
+
+def _entry_problems(fake: FakeKlaviyo, entry: dict[str, Any], pointer: str) -> list[ApiError]:
+    """What Klaviyo would refuse in one entry of a bulk create events call."""
+    problems: list[ApiError] = []
+    attrs = entry["attributes"]
+    profile = attrs["profile"]["data"]
+    profile_attrs = profile.get("attributes") or {}
+    at_profile = f"{pointer}/attributes/profile/data"
+    try:
+        _check_identifiers(profile_attrs, at_profile)
+    except ApiError as exc:
+        problems.append(exc)
+    else:
+        if profile.get("id") and profile["id"] not in fake.profiles:
+            problems.append(invalid(f"Unknown profile id {profile['id']}.", f"{at_profile}/id"))
+        matched = {
+            p.id for name in IDENTIFIERS if (p := fake._lookup(name, profile_attrs.get(name)))
+        }
+        if len(matched) > 1:
+            problems.append(
+                invalid("The identifiers name more than one profile.", f"{at_profile}/attributes")
+            )
+        if not profile.get("id") and not any(profile_attrs.get(name) for name in IDENTIFIERS):
+            problems.append(
+                invalid(
+                    "One of the identifiers email, phone_number or external_id is required.",
+                    f"{at_profile}/attributes",
+                )
+            )
+    latest = now() + timedelta(days=365)
+    for index, event in enumerate(attrs["events"]["data"]):
+        at = f"{pointer}/attributes/events/data/{index}/attributes"
+        event_attrs = event["attributes"]
+        name = event_attrs["metric"]["data"]["attributes"]["name"]
+        if not name or len(name) > MAX_METRIC_NAME:
+            problems.append(
+                invalid("A metric name must be 1 to 127 characters.", f"{at}/metric/data")
+            )
+        moment = event_attrs.get("time")
+        if moment is not None and not EARLIEST_EVENT < _instant(moment) <= latest:
+            problems.append(
+                invalid(
+                    "The time must be after the year 1990 and at most 1 year in the future.",
+                    f"{at}/time",
+                )
+            )
+        if _too_long(event_attrs.get("properties")):
+            problems.append(invalid("A string cannot be larger than 100KB.", f"{at}/properties"))
+    return problems
+
+
+def _identity(profile: dict[str, Any]) -> tuple[Any, ...]:
+    attrs = profile.get("attributes") or {}
+    email = attrs.get("email")
+    return (profile.get("id"), _key(email) if email else None, attrs.get("phone_number"))
+
+
+@route("POST", "/api/event-bulk-create-jobs")
+def _bulk_create_events(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
+    """Validates the whole call first (Klaviyo processes none of it when any entry is
+    wrong, and points at each wrong one), then records each event once per profile,
+    metric and unique id (a unique id already recorded is dropped silently)."""
+    entries = _body_data(call)["attributes"]["events-bulk-create"]["data"]
+    total = sum(len(entry["attributes"]["events"]["data"]) for entry in entries)
+    if total > MAX_EVENTS:
+        raise invalid(f"At most {MAX_EVENTS} events can be sent per call; got {total}.", "/data")
+    problems: list[ApiError] = []
+    repeated: set[tuple[Any, ...]] = set()
+    for index, entry in enumerate(entries):
+        pointer = f"{_BULK_EVENTS}/{index}"
+        problems.extend(_entry_problems(fake, entry, pointer))
+        who = _identity(entry["attributes"]["profile"]["data"])
+        for position, event in enumerate(entry["attributes"]["events"]["data"]):
+            event_attrs = event["attributes"]
+            unique = event_attrs.get("unique_id")
+            if unique is None:
+                continue
+            key = (*who, event_attrs["metric"]["data"]["attributes"]["name"], unique)
+            if key in repeated:
+                problems.append(
+                    invalid(
+                        f"The unique_id {unique!r} is repeated for the same profile and metric.",
+                        f"{pointer}/attributes/events/data/{position}/attributes/unique_id",
+                    )
+                )
+            repeated.add(key)
+    if problems:
+        first, *others = problems
+        first.others = others
+        raise first
+    for index, entry in enumerate(entries):
+        attrs = entry["attributes"]
+        profile, _ = fake.upsert(
+            attrs["profile"]["data"], f"{_BULK_EVENTS}/{index}/attributes/profile/data"
+        )
+        for event in attrs["events"]["data"]:
+            fake.record_event(profile, event["attributes"])
+    return 202, None
 
 
 # -- HTTP -------------------------------------------------------------------------------------

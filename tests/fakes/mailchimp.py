@@ -7,14 +7,15 @@ the ``mailchimp_fake`` fixture fails the test when that list is not empty, and c
 consent invariant over the final state: nobody who was ever unsubscribed or cleaned, and
 nobody the test did not declare as consenting, ends up ``subscribed``.
 
-Behaviour modelled on Mailchimp: basic auth with any user name and the key; members keyed
-by subscriber hash; batch subscribe with ``update_existing`` and ``status_if_new`` (an
-existing member's status is only changed by ``status``, and never raised out of
-``unsubscribed``/``cleaned``); per-member errors (invalid address, invalid merge values,
-compliance state, forgotten addresses); merge fields with types; static segments (tags)
-with batch add/remove; archive and permanent deletion; 500 members per call; at most 10
-requests in flight per key (429 beyond). Faults (5xx, 429), storms and latency (the time
-each call takes, the fake's own work included) are injectable; call counters are public.
+Behaviour modelled on Mailchimp (its e-commerce API in ``mailchimp_ecommerce``): basic
+auth with any user name and the key; members keyed by subscriber hash; batch subscribe
+with ``update_existing`` and ``status_if_new`` (an existing member's status is only
+changed by ``status``, and never raised out of ``unsubscribed``/``cleaned``); per-member
+errors (invalid address, invalid merge values, compliance state, forgotten addresses);
+merge fields with types; static segments (tags) with batch add/remove; archive and
+permanent deletion; 500 members per call; at most 10 requests in flight per key (429
+beyond). Faults (5xx, 429), storms and latency (the time each call takes, the fake's own
+work included) are injectable; call counters are public.
 """
 
 from __future__ import annotations
@@ -208,6 +209,12 @@ class FakeMailchimp:
         # a paged read's members, found and sorted for its first page and kept for its
         # later pages (offset > 0), which a large read-back asks for at once
         self._listed: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        # e-commerce (``tests.fakes.mailchimp_ecommerce``): stores by id, and what would
+        # start an automation (store, what, record id) while a store was (not) syncing
+        self.stores: dict[str, Any] = {}
+        self.triggers: list[tuple[str, str, str]] = []
+        self.paused: list[tuple[str, str, str]] = []
+        self.syncing_changes: list[tuple[str, bool]] = []
         self._served = Served(self, (500, {"Content-Type": "application/problem+json"}, b"{}"))
         self.add_list(list_id, "crmsync test audience")
 
@@ -1034,3 +1041,7 @@ def mailchimp_fake() -> Iterator[FakeMailchimp]:
         fake.stop()
     problems = fake.violations + fake.consent_problems()
     assert not problems, "\n".join(problems[:20])
+
+
+# the e-commerce routes register themselves on this module's table
+from tests.fakes import mailchimp_ecommerce  # noqa: E402, F401
