@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from crmsync.config import PipelineSpec
 from crmsync.runs import RunReport
+from state.events import event_counts
 from state.ledger import consent_events
 from state.run_counts import acknowledged_by_run
 from state.store import RunRow, Store
@@ -199,6 +200,7 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
     with store.engine.connect() as conn:
         consent = [dict(r._mapping) for r in consent_events(conn, destinations, limit)]
         acknowledged = {r.id: _acknowledged(conn, r, destinations) for r in runs}
+        events = event_counts(conn, destinations)
     not_synced, named_by = store.not_synced(spec.name, sources, limit)
     return {
         "pipeline": spec.name,
@@ -223,6 +225,7 @@ def status_data(store: Store, spec: PipelineSpec, limit: int) -> dict[str, Any]:
         ],
         "cursors": [c for c in store.cursors() if c["connector"] in sources + destinations],
         "ledger": store.ledger_counts(destinations),
+        "events": events,  # per destination, the events it acknowledged, per kind
         "failures": {
             "counts": store.failure_counts(destinations),
             "recent": store.failures(destinations, limit),
@@ -282,6 +285,9 @@ def render_status(data: dict[str, Any]) -> str:
     for destination, counts in data["ledger"].items():
         shown = ", ".join(f"{status} {n}" for status, n in sorted(counts.items()))
         lines.append(f"  ledger {destination}: {shown}")
+    for destination, kinds in data.get("events", {}).items():
+        shown = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        lines.append(f"  events {destination}: {shown}")
     failures = data["failures"]
     lines.append(f"  failures: {_counts(failures['counts'])}")
     for f in failures["recent"]:

@@ -4,6 +4,7 @@ backfills send nothing twice and skip nothing."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,12 @@ def test_orders_and_abandoned_carts_arrive_once_each_with_their_values(tmp_path:
     again = site.run_json()
     assert events(site) == sent  # a second run sends nothing
     assert again["events"]["out"].get("ok", 0) == 0
+
+    # status tells what each destination acknowledged, per kind
+    status = json.loads(site.cli("status", "--json").stdout)
+    shown = status[0] if isinstance(status, list) else status
+    assert shown["events"]["out"] == dict(kinds)
+    assert "events out: " in site.cli("status").stdout
 
 
 def test_a_refund_after_the_order_sends_the_refund_event_once(tmp_path: Path) -> None:
