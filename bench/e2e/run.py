@@ -39,6 +39,15 @@ class Run:
     rejected_429: int = 0
 
 
+def _entry(env: dict[str, str]) -> str:
+    """The module that is the command line: ``cli``, or in a tree from before the engine
+    and the CLI left the core (``--source`` of an older commit), ``crmsync``."""
+    source = env.get("PYTHONPATH")
+    if source and (Path(source) / "crmsync" / "cli.py").exists():
+        return "crmsync"
+    return "cli"
+
+
 def run_crmsync(config: Path, folder: Path, env: dict[str, str], database: str | None) -> Run:
     """``crmsync run`` as a subprocess; its report, wall time, CPU and memory.
 
@@ -48,7 +57,7 @@ def run_crmsync(config: Path, folder: Path, env: dict[str, str], database: str |
     for, and ``%U``/``%S`` their CPU. Without /usr/bin/time the peak is the sampled one.
     """
     out, err, usage_file = folder / "run.json", folder / "run.log", folder / "rusage.txt"
-    command = [str(Path(sys.executable).with_name("crmsync")), "run", "--config", str(config)]
+    command = [sys.executable, "-m", _entry(env), "run", "--config", str(config)]
     command += ["--as-of", as_of(), "--json", "--no-progress"]
     launcher = [str(TIME), "-f", "%M %U %S", "-o", str(usage_file)] if TIME.exists() else []
     self_before = _cpu_seconds()
