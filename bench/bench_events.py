@@ -13,7 +13,9 @@ checks) and counts its event calls against the vendor's floor: Klaviyo takes up 
 events per bulk call, so its floor is one call per 1,000 events; Mailchimp's e-commerce API
 takes one object per call, so its floor is one call per event it takes (an order, a status
 change, a cart, a cart's removal; the products and variants an order needs come on top,
-once each, and the store's own set-up calls are not counted).
+once each, and the store's own set-up calls are not counted). ``hubspot`` writes orders,
+carts and line items in batch calls of 100 objects, so its floor is one call per 100
+objects written; the contact reads and searches that find what exists come on top.
 """
 
 from __future__ import annotations
@@ -110,6 +112,22 @@ KLAVIYO_PER_CALL = 1000
 STORE_SETUP = {"/ecommerce/stores", "/ecommerce/stores/{store_id}"}  # once per store
 
 
+HUBSPOT_FAST = 100_000  # the fake's and the config's window: the limits have their own tests
+HUBSPOT_PER_CALL = 100  # objects per batch create, update or archive call
+HUBSPOT_EVENT_ROUTES = {
+    f"{verb}_{kind}"
+    for verb in ("create", "update", "archive", "search")
+    for kind in ("orders", "carts", "line_items")
+} | {"read_contacts"}
+
+
+def _hubspot_objects(fake: Any) -> int:
+    """Objects the events wrote in the fake HubSpot (orders, carts, line items)."""
+    from tests.fakes.hubspot_commerce import written
+
+    return sum(written(fake).values())
+
+
 def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
     """The same store's first run with events on, pushed to ``vendor``'s fake."""
     import os
@@ -130,6 +148,16 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
                 f'kind = "klaviyo"\napi_key = "${{BENCH_EVENTS_KEY}}"\n'
                 f'base_url = "{fake.base_url}"\n'
             )
+        elif vendor == "hubspot":
+            from tests.fakes.hubspot import FakeHubSpot
+
+            fake = FakeHubSpot(per_ten_seconds=HUBSPOT_FAST).start()
+            fake.api_key = fake.token
+            table = (
+                f'kind = "hubspot"\naccess_token = "${{BENCH_EVENTS_KEY}}"\n'
+                f'base_url = "{fake.base_url}"\n'
+                f"[destinations.vendor.rate_limits]\nper_ten_seconds = {HUBSPOT_FAST}\n"
+            )
         else:
             from tests.fakes.mailchimp import FakeMailchimp
 
@@ -144,6 +172,7 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
             fake.reset_counters()
             report = site.run_json()
             calls = dict(fake.calls)
+            objects = _hubspot_objects(fake) if vendor == "hubspot" else 0
         finally:
             fake.stop()
     events = report["events"]["vendor"].get("ok", 0)
@@ -151,6 +180,9 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
     if vendor == "klaviyo":
         sent = calls.get(KLAVIYO_BULK, 0)
         floor = math.ceil(events / KLAVIYO_PER_CALL)
+    elif vendor == "hubspot":
+        sent = sum(n for (_, route), n in calls.items() if route in HUBSPOT_EVENT_ROUTES)
+        floor = math.ceil(objects / HUBSPOT_PER_CALL)
     else:
         sent = sum(
             n for (_, route), n in calls.items()
@@ -176,7 +208,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=500, help="events per batch (outbox)")
     parser.add_argument(
-        "--destination", choices=("outbox", "klaviyo", "mailchimp"), default="outbox"
+        "--destination", choices=("outbox", "klaviyo", "mailchimp", "hubspot"), default="outbox"
     )
     args = parser.parse_args(argv)
     if args.destination == "outbox":

@@ -72,6 +72,17 @@ def _classify(response: httpx.Response | None, error: BaseException | None) -> C
     return _BY_STATUS(response, error)
 
 
+def _once(response: httpx.Response | None, error: BaseException | None) -> Classification:
+    """``_classify`` for a create: a 5xx answer is not resent, since HubSpot may have made
+    the objects before it failed (the caller finds them before creating again); a 429 is
+    resent, HubSpot refused it unapplied."""
+    if response is not None and response.status_code >= 500:
+        return Classification(
+            Decision.RECORD_FAILURE, f"HTTP {response.status_code}: a create is not resent"
+        )
+    return _classify(response, error)
+
+
 class DailyLimitReached(SendLater):
     """HubSpot's daily limit is reached (or only the reserve is left): nothing more is
     sent before HubSpot's day ends, which the message names. Raised by a request that
@@ -210,12 +221,18 @@ class HubSpotApi:
 
     # -- plumbing ------------------------------------------------------------------
 
-    def send(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        """The response (2xx or a refusal of this request); raises on 401/403."""
+    def send(
+        self, method: str, path: str, body: Any = None, *, resend: bool = True
+    ) -> httpx.Response:
+        """The response (2xx or a refusal of this request); raises on 401/403. Not
+        ``resend``: a 5xx answer is returned, not retried (a create that is not idempotent)."""
         content = orjson.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
+        classifier = None if resend else _once
         try:
-            response = self._client.request(method, path, content=content, headers=headers)
+            response = self._client.request(
+                method, path, content=content, headers=headers, classifier=classifier
+            )
         except QuotaSpent as exc:
             over = self.day_over()
             raise over or DailyLimitReached(self.limits, str(exc)) from exc

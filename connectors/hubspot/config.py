@@ -76,6 +76,32 @@ class RateLimits(BaseModel):
         return midnight.replace(tzinfo=local.tzinfo)
 
 
+class HubSpotEvents(BaseModel):
+    """How the store's e-commerce events are written to HubSpot."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    objects: Literal["commerce", "deals"] = Field(
+        "commerce",
+        description=(
+            "'commerce': orders and carts as HubSpot's commerce objects with line items, "
+            "associated with the contact (needs the crm.objects.orders.write, "
+            "crm.objects.carts.write and crm.objects.line_items.write scopes). 'deals' "
+            "(deals with line items, for accounts without commerce objects) is not built yet."
+        ),
+    )
+
+    @field_validator("objects")
+    @classmethod
+    def _built(cls, value: str) -> str:
+        if value == "deals":
+            raise ValueError(
+                "events as deals are not built yet: use 'commerce' (orders and carts), or "
+                "leave HubSpot out of the pipeline's events"
+            )
+        return value
+
+
 class HubSpotConfig(ConnectorConfig):
     """One HubSpot account fed by crmsync, through a private app's access token."""
 
@@ -136,6 +162,10 @@ class HubSpotConfig(ConnectorConfig):
             "recycle bin, restorable for 90 days) or 'gdpr_delete' (deleted for good with "
             "their history, HubSpot's GDPR delete)."
         ),
+    )
+    events: HubSpotEvents = Field(
+        default_factory=HubSpotEvents,
+        description="How e-commerce events are written (orders and carts as commerce objects).",
     )
     rate_limits: RateLimits = Field(
         default_factory=RateLimits, description="The account's limits; the client stays within."

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from importlib.resources import files
@@ -34,6 +34,8 @@ from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
 from connectors.hubspot.checks import run_checks
 from connectors.hubspot.client import HubSpotApi, HubSpotApiError
+from connectors.hubspot.commerce import PER_CALL, CommerceSender
+from connectors.hubspot.commerce_bodies import EVENT_NAMES
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.consent import opt_outs, record_opt_out
 from connectors.hubspot.deletions import archive
@@ -60,6 +62,7 @@ from crmsync.contract import (
     PushResult,
 )
 from crmsync.errors import ConfigError, RecordError, SendLater, TransientError
+from crmsync.events import Event, EventKind, EventResult
 from crmsync.personal import mask_key
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,8 @@ class HubSpotDestination:
         )
         self._lists = list_index(self._api, config.segment_prefix)
         self._run_lists = RunLists(self._api, self._lists, config.list_batch, self._pool)
+        self.max_event_batch = PER_CALL
+        self._commerce = CommerceSender(self._api)
 
     def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
         """The token, scopes, group, lists and the mapped properties (creating nothing)."""
@@ -258,6 +263,19 @@ class HubSpotDestination:
             return PushResult(key, Outcome.REJECTED, message=f"same e-mail as {seen[email]}")
         seen[email] = key
         return None
+
+    # -- events (EventDestination) ---------------------------------------------------
+
+    def event_names(self) -> Mapping[EventKind, str]:
+        """The kinds HubSpot takes, named by the commerce object each one writes."""
+        return EVENT_NAMES
+
+    def push_events(self, events: Sequence[Event]) -> list[EventResult]:
+        """One batch as orders and carts with line items (``commerce``)."""
+        over = self._api.day_over()
+        if over is not None:
+            raise over
+        return self._commerce.push(events)
 
     # -- the rest of the contract ------------------------------------------------------
 

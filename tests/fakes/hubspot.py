@@ -1219,3 +1219,7 @@ def hubspot_fake() -> Iterator[FakeHubSpot]:
     finally:
         fake.stop()
     assert not fake.violations, "\n".join(fake.violations[:20])
+
+
+# the commerce objects' routes (orders, carts, line items) live beside this module
+import tests.fakes.hubspot_commerce  # noqa: E402, F401
