@@ -92,9 +92,13 @@ def order_events(order: StagedOrder, historical: bool = False) -> list[Event]:
     }
     placed = _when(order.placed_at)
     changed = _when(order.updated_at or order.placed_at)
+    refunded = order.refunded_minor
+    if not refunded and order.status == "refunded":
+        refunded = order.total_minor  # refunded with no amount given: all of it
     properties = {
         "order_id": oid,
-        "status": order.status,
+        "status": order.status,  # the order's status now, which a resend must not undo
+        "refunded": str(money(refunded, currency)),
         "discount": str(money(order.discount_minor, currency)),
         "item_count": sum(line.quantity for line in order.lines),
     }
@@ -138,9 +142,6 @@ def order_events(order: StagedOrder, historical: bool = False) -> list[Event]:
                 **common,
             )
         )
-    refunded = order.refunded_minor
-    if not refunded and order.status == "refunded":
-        refunded = order.total_minor  # refunded with no amount given: all of it
     if refunded > 0:
         events.append(
             Event(

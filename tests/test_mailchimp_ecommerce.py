@@ -400,3 +400,38 @@ def test_a_store_of_another_audience_is_a_configuration_error(
     mailchimp_fake.stores[STORE] = FakeStore(STORE, "other", "theirs", "EUR")
     with pytest.raises(ConfigError, match="another audience"):
         dest.push_events([event(EventKind.PLACED_ORDER)])
+
+
+@pytest.mark.parametrize(
+    ("properties", "kind", "status"),
+    [
+        ({"status": "cancelled"}, EventKind.CANCELLED_ORDER, "cancelled"),
+        ({"status": "fulfilled", "refunded": "72.50", "order_total": "72.50"},
+         EventKind.REFUNDED_ORDER, "refunded"),
+        ({"status": "fulfilled", "refunded": "10.00", "order_total": "72.50"},
+         EventKind.REFUNDED_ORDER, "partially_refunded"),
+    ],
+)  # fmt: skip
+def test_a_placed_order_sent_again_keeps_its_current_status_so_nothing_changes_twice(
+    mailchimp_fake: FakeMailchimp,
+    dest: MailchimpDestination,
+    properties: dict[str, str],
+    kind: EventKind,
+    status: str,
+) -> None:
+    """The batch in flight at a crash is sent again: its placed order, derived from the
+    order as it is now, must not turn a cancelled or refunded order back to paid (its
+    status event would then change it again, and Mailchimp notify the customer twice)."""
+    push(dest, event(EventKind.PLACED_ORDER))
+    later = PLACED + timedelta(days=3)
+    value = properties.get("refunded", "72.50")
+    change = event(kind, value=value, at=later, properties=properties)
+    push(dest, change)
+    noted = [t for t in mailchimp_fake.triggers if t[2] == "1001"]
+    resent = event(EventKind.PLACED_ORDER, properties=properties)
+    assert outcomes(push(dest, resent, change)) == {resent.key: Outcome.OK, change.key: Outcome.OK}
+    order = mailchimp_fake.stores[STORE].orders["1001"]
+    assert order["financial_status"] == status
+    assert [t for t in mailchimp_fake.triggers if t[2] == "1001"] == noted  # nothing new
+    if properties["status"] == "fulfilled":
+        assert order["fulfillment_status"] == "shipped"

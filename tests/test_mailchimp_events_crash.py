@@ -169,12 +169,13 @@ def test_sigkill_while_sending_orders_then_rerun_leaves_each_object_once(
     created = _created(crashed_fake)
     assert created == _created(clean_fake)
     assert max(created.values()) == 1  # each order and cart created once
-    # a status change noted again: only by the batch in flight at the kill, resent (its
-    # placed order's PUT puts back the status at placing, its status event changes it again)
+    # no status change noted twice: the batch in flight at the kill is sent again, but its
+    # placed orders carry their current statuses, so their status events change nothing.
+    # Only an order the killed run had sent before it was changed notes its change, once
+    # (the clean run creates that order with its final status: there is no change to note).
     again = _noted(crashed_fake) - _noted(clean_fake)
-    assert sum(again.values()) <= BATCH, again
-    assert all(what.startswith("financial_status:") for what, _ in again), again
-    assert not {record for _, record in again} & {key.split(":")[2] for key in acked}, again
+    assert {record for _, record in again} <= {refunded, cancelled}, again
+    assert max(again.values(), default=0) == 1, again
     assert not crashed_fake.stores[STORE].is_syncing  # the interrupted backfill resumed
     assert event_ledger_keys(state_url, DEST) == expected
 

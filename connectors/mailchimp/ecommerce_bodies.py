@@ -118,10 +118,12 @@ def order_body(event: Event) -> dict[str, Any]:
         "currency_code": event.currency.upper(),
         "order_total": money(total),
         "processed_at_foreign": instant(event.occurred_at),
-        "financial_status": _text(event.properties, "financial_status") or PAID,
+        "financial_status": _financial_status(event, total),
         "lines": [_order_line(number, line) for number, line in enumerate(event.lines, 1)],
     }
     fulfillment = _text(event.properties, "fulfillment_status")
+    if fulfillment is None and _text(event.properties, "status") == "fulfilled":
+        fulfillment = SHIPPED
     if fulfillment:
         body["fulfillment_status"] = fulfillment
     for name, given_as in _TOTALS:
@@ -132,6 +134,22 @@ def order_body(event: Event) -> dict[str, Any]:
     if url:
         body["order_url"] = url
     return body
+
+
+def _financial_status(event: Event, total: Decimal) -> str:
+    """The order's financial status as the source holds it now, not as it was placed: the
+    batch in flight at a crash is sent again, and a placed order sent again must not turn
+    a cancelled or refunded order back to paid (its status event would then change it a
+    second time, and Mailchimp's notifications react to each change)."""
+    given = _text(event.properties, "financial_status")
+    if given:
+        return given
+    if _text(event.properties, "status") == "cancelled":
+        return CANCELLED
+    refunded = _amount(event.properties, "refunded")
+    if refunded is not None and refunded > 0:
+        return PARTLY_REFUNDED if refunded < total else REFUNDED
+    return PAID
 
 
 def status_body(event: Event) -> dict[str, Any]:
