@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+from crmsync.events import Event, EventKind, EventLine
 from crmsync.records import (
     Cart,
     CartItem,
@@ -90,4 +92,32 @@ def cart(kid: str, cid: str, value: str, hours_ago: float, *, converted: bool = 
         checkout_url=f"https://shop.example.com/checkout/{kid}",
         converted=converted,
         items=(CartItem("SKU-1", "Kulaklık", "Elektronik", 1, Decimal(value)),),
+    )
+
+
+def an_event(
+    kind: EventKind,
+    record: str = "1001",
+    *,
+    source: str,
+    at: datetime,
+    currency: str,
+    email: str | None = "ayse@example.com",
+    lines: tuple[EventLine, ...] = (),
+    value: str | None = "72.50",
+    **extra: Any,
+) -> Event:
+    """An order's or cart's event as the engine derives it, keyed as it keys them."""
+    return Event(
+        key=f"{kind}:{source}:{record}",
+        kind=kind,
+        person_key=f"e:{email}",
+        occurred_at=at,
+        source=source,
+        record_id=record,
+        currency=currency,
+        value=Decimal(value) if value is not None else None,
+        lines=lines,
+        email=email,
+        **extra,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from connectors.hubspot import HubSpotConfig, HubSpotDestination
 from crmsync.contract import ConnectorContext, Outcome
 from crmsync.errors import AuthError
 from crmsync.events import Event, EventDestination, EventKind, EventLine, EventResult
+from tests.builders import an_event
 from tests.fakes.hubspot import FakeHubSpot, hubspot_fake
 from tests.fakes.hubspot_commerce import CommerceObject, live, objects
 
@@ -33,28 +35,7 @@ ORDER_CREATE = ("POST", "create_orders")
 LINES_CREATE = ("POST", "create_line_items")
 
 
-def event(
-    kind: EventKind,
-    record: str = "1001",
-    *,
-    email: str | None = "ayse@example.com",
-    lines: tuple[EventLine, ...] = (SHIRT, MUG),
-    value: str | None = "72.50",
-    **extra: Any,
-) -> Event:
-    return Event(
-        key=f"{kind}:{SOURCE}:{record}",
-        kind=kind,
-        person_key=f"e:{email}",
-        occurred_at=PLACED,
-        source=SOURCE,
-        record_id=record,
-        currency="EUR",
-        value=Decimal(value) if value is not None else None,
-        lines=lines,
-        email=email,
-        **extra,
-    )
+event = partial(an_event, source=SOURCE, at=PLACED, currency="EUR", lines=(SHIRT, MUG))
 
 
 def make(fake: FakeHubSpot, **table: Any) -> HubSpotDestination:

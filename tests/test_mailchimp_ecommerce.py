@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from connectors.mailchimp.ecommerce_bodies import customer_id, store_id
 from crmsync.contract import ConnectorContext, Outcome
 from crmsync.errors import ConfigError, TransientError
 from crmsync.events import Event, EventDestination, EventKind, EventLine, EventResult
+from tests.builders import an_event
 from tests.fakes.mailchimp import FakeMailchimp, mailchimp_fake, subscriber_hash
 from tests.fakes.mailchimp_ecommerce import FakeStore
 
@@ -34,29 +36,7 @@ VARIANT_PUT = ("PUT", "/ecommerce/stores/{store_id}/products/{product_id}/varian
 PRODUCT_PUT = ("PUT", "/ecommerce/stores/{store_id}/products/{product_id}")
 
 
-def event(
-    kind: EventKind,
-    record: str = "1001",
-    *,
-    email: str | None = "ayse@example.com",
-    lines: tuple[EventLine, ...] = (SHIRT, MUG),
-    value: str | None = "72.50",
-    at: datetime = PLACED,
-    **extra: Any,
-) -> Event:
-    return Event(
-        key=f"{kind}:{SOURCE}:{record}",
-        kind=kind,
-        person_key=f"e:{email}",
-        occurred_at=at,
-        source=SOURCE,
-        record_id=record,
-        currency="eur",
-        value=Decimal(value) if value is not None else None,
-        lines=lines,
-        email=email,
-        **extra,
-    )
+event = partial(an_event, source=SOURCE, at=PLACED, currency="eur", lines=(SHIRT, MUG))
 
 
 def make(fake: FakeMailchimp, **overrides: Any) -> MailchimpDestination:
