@@ -9,7 +9,8 @@ behave the same for every vendor. See ``docs/http.md``.
 from __future__ import annotations
 
 from connectors.http.auth import ApiKeyAuth, BearerAuth, OAuth2ClientCredentials
-from connectors.http.budget import BUDGETS, AccountBudget, BudgetRegistry, TokenBucket
+from connectors.http.budget import AccountBudget, TokenBucket
+from connectors.http.budgets import BUDGETS, BudgetRegistry
 from connectors.http.classify import (
     Classification,
     Classifier,

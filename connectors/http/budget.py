@@ -19,6 +19,11 @@ calls left are counted under concurrency is ``DailyAllowance``'s: every try coun
 the moment it is booked until its answer is read. Without ``keep_daily`` nothing changes
 for an account.
 
+Every process keeps its own budgets unless an account's ``rate.shared`` names a Redis
+server: then the registry (``connectors.http.budgets``) hands out a ``SharedBudget``
+(``connectors.http.shared_budget``) with the same interface, ``Budget``, kept there for
+every process on every machine that talks to the account.
+
 Clock and sleep are injectable so behaviour is tested without real time passing.
 """
 
@@ -28,8 +33,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -183,6 +189,21 @@ class DailyAllowance:
             self._base, self._base_from = left + before + counted, number
 
 
+class Budget(Protocol):
+    """What a client asks of an account's budget, wherever the budget is kept."""
+
+    account: str
+    settings: RateSettings
+
+    def acquire(self) -> float: ...
+    def slot(self) -> AbstractContextManager[None]: ...
+    def pause(self, seconds: float) -> None: ...
+    def observe(self, response: httpx.Response) -> None: ...
+    def keep_window(self, size: int, seconds: float) -> None: ...
+    def keep_daily(self, reserve: int, day_ends_in: float) -> None: ...
+    def daily_left(self) -> int | None: ...
+
+
 class AccountBudget:
     """Everything one vendor account allows: tokens, simultaneous requests and pauses."""
 
@@ -223,7 +244,9 @@ class AccountBudget:
         ``reserve``, until its day ends ``day_ends_in`` seconds from now (then the calls
         left are unknown again until a response says)."""
         with self._lock:
-            self._daily.keep(reserve, self._clock() + max(0.0, day_ends_in))
+            now = self._clock()
+            self._daily.new_day(now)  # yesterday's count must not outlive its day
+            self._daily.keep(reserve, now + max(0.0, day_ends_in))
 
     def daily_left(self) -> int | None:
         """The calls left today as far as the budget knows (None: unknown)."""
@@ -308,24 +331,3 @@ class AccountBudget:
         reset = rate_limit_reset(response) or rate_limit_spacing(response)
         if reset:
             self.pause(reset)
-
-
-class BudgetRegistry:
-    """Account name -> budget. The first settings seen for an account win for the process."""
-
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._budgets: dict[str, AccountBudget] = {}
-        self._lock = threading.Lock()
-
-    def get(self, account: str, rate: RateSettings) -> AccountBudget:
-        with self._lock:
-            budget = self._budgets.get(account)
-            if budget is None:
-                budget = AccountBudget(account, rate, clock=self._clock, sleep=self._sleep)
-                self._budgets[account] = budget
-            return budget
-
-
-BUDGETS = BudgetRegistry()

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 
 from connectors.http import redact, telemetry
-from connectors.http.budget import BUDGETS, AccountBudget, BudgetRegistry
+from connectors.http.budget import Budget
+from connectors.http.budgets import BUDGETS, BudgetRegistry
 from connectors.http.classify import Classification, Classifier, Decision, classify
 from connectors.http.retry import Retryable, RetryPolicy, Sleep
 from connectors.http.settings import HttpSettings
@@ -58,7 +59,7 @@ class HttpClient:
         self._redactor = redact.GLOBAL
         redact.register([*secrets, *_secret_header_values(headers or {})])
         self._policy = RetryPolicy(settings.retry, sleep=sleep, rng=rng)
-        self.budget: AccountBudget = (budgets or BUDGETS).get(account, settings.rate)
+        self.budget: Budget = (budgets or BUDGETS).get(account, settings.rate)
         limits = settings.rate.max_concurrency
         self._client = httpx.Client(
             base_url=settings.base_url,

@@ -9,9 +9,10 @@ base URL, its default timeout and its vendor's connection cap.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 DEFAULT_TIMEOUT = 30.0  # seconds; a connector whose vendor is slower passes its own
+SHARED_SCHEMES = ("redis", "rediss", "unix")  # what a shared rate budget may live at
 
 
 class RetrySettings(BaseModel):
@@ -46,7 +47,8 @@ class RetrySettings(BaseModel):
 
 
 class RateSettings(BaseModel):
-    """The per-account budget shared by every client in the process for one vendor account."""
+    """The per-account budget shared by every client in the process for one vendor account
+    (with ``shared``, by every process on every machine: ``connectors.http.shared_budget``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,6 +67,37 @@ class RateSettings(BaseModel):
         ge=1,
         description="Requests in flight at once per account (and connection pool size).",
     )
+    shared: SecretStr | None = Field(
+        default=None,
+        description=(
+            "URL of a Redis server (redis://host:6379/1, rediss:// for TLS, unix:///path) "
+            "holding this account's budget for every process on every machine that talks "
+            "to it; unset: the budget is this process's own. Every process of the account "
+            "must set the same URL. A password belongs in ${VAR}."
+        ),
+    )
+    shared_lease: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=3600.0,
+        description=(
+            "Seconds a concurrency slot of a shared budget stays taken after its process "
+            "stops renewing it (a killed process gives its slots back after this)."
+        ),
+    )
+
+    @field_validator("shared")
+    @classmethod
+    def _shared_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        scheme = value.get_secret_value().strip().partition("://")[0].lower()
+        if scheme not in SHARED_SCHEMES:
+            raise ValueError(
+                "a shared budget is a Redis URL: redis://host:6379/1, rediss://host:6380/1 "
+                "or unix:///run/redis.sock"
+            )
+        return SecretStr(value.get_secret_value().strip())
 
 
 class HttpSettings(BaseModel):

@@ -274,7 +274,9 @@ class KlaviyoConfig(ConnectorConfig):
             self.base_url.rstrip("/"), default_timeout=TIMEOUT, retry=retry
         )
         limit: EndpointLimit = getattr(self.rate_limits, group)
-        rate = limit.rate(self.http.rate.max_concurrency)
+        rate = limit.rate(self.http.rate.max_concurrency).model_copy(
+            update={"shared": self.http.rate.shared, "shared_lease": self.http.rate.shared_lease}
+        )
         ceiling = self.http.rate.requests_per_second
         if ceiling is not None and ceiling < (rate.requests_per_second or ceiling):
             rate = rate.model_copy(

@@ -14,8 +14,9 @@ changed by ``status``, and never raised out of ``unsubscribed``/``cleaned``); pe
 errors (invalid address, invalid merge values, compliance state, forgotten addresses);
 merge fields with types; static segments (tags) with batch add/remove; archive and
 permanent deletion; 500 members per call; at most 10 requests in flight per key (429
-beyond). Faults (5xx, 429), storms and latency (the time each call takes, the fake's own
-work included) are injectable; call counters are public.
+beyond; ``max_in_flight`` is the peak, ``most_in_window`` the most requests that arrived
+within a span). Faults (5xx, 429), storms and latency (the time each call takes, the
+fake's own work included) are injectable; call counters are public.
 """
 
 from __future__ import annotations
@@ -197,6 +198,7 @@ class FakeMailchimp:
         self.tagged_on_create = 0  # members a segment create's static_segment tagged
         self.concurrency_rejections = 0
         self.max_in_flight = 0
+        self.arrivals: list[float] = []  # time.monotonic() of every request's arrival
         self.violations: list[str] = []
         self.faults: list[Fault] = []
         self.storm_rate = 0.0
@@ -276,6 +278,7 @@ class FakeMailchimp:
             self.tagged_on_create = 0
             self.concurrency_rejections = 0
             self.max_in_flight = 0
+            self.arrivals.clear()
 
     # -- seeding and inspection ----------------------------------------------------
 
@@ -377,6 +380,7 @@ class FakeMailchimp:
         query = parse_qsl(split.query, keep_blank_values=True)
         route, params = _route(method, split.path)
         with self._lock:
+            self.arrivals.append(time.monotonic())
             self.calls[(method, route or split.path)] += 1
             if method != "GET":
                 self.write_calls += 1
@@ -501,6 +505,17 @@ class FakeMailchimp:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def most_in_window(self, seconds: float) -> int:
+        """The most requests that arrived within any ``seconds`` (a rate a key was sent at)."""
+        with self._lock:
+            times = sorted(self.arrivals)
+        most, first = 0, 0
+        for last, moment in enumerate(times):
+            while moment - times[first] >= seconds:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     def _leave(self) -> None:
         with self._lock:
