@@ -15,7 +15,12 @@ takes one object per call, so its floor is one call per event it takes (an order
 change, a cart, a cart's removal; the products and variants an order needs come on top,
 once each, and the store's own set-up calls are not counted). ``hubspot`` writes orders,
 carts and line items in batch calls of 100 objects, so its floor is one call per 100
-objects written; the contact reads and searches that find what exists come on top.
+objects written; its reads (contacts by e-mail, searches for objects that may exist, a
+first sync's probe per object kind) come on top and are also counted apart (``reads``).
+``--objects deals`` writes HubSpot's events as deals with line items instead (orders as
+won or lost deals, abandoned checkouts as open deals in a "carts" pipeline of the fake),
+against the same floor; the deal properties crmsync creates once per account are set-up
+calls, not counted.
 """
 
 from __future__ import annotations
@@ -117,8 +122,9 @@ HUBSPOT_PER_CALL = 100  # objects per batch create, update or archive call
 HUBSPOT_EVENT_ROUTES = {
     f"{verb}_{kind}"
     for verb in ("create", "update", "archive", "search")
-    for kind in ("orders", "carts", "line_items")
+    for kind in ("orders", "carts", "deals", "line_items")
 } | {"read_contacts"}
+HUBSPOT_READS = {route for route in HUBSPOT_EVENT_ROUTES if route.startswith(("search", "read"))}
 
 
 def _hubspot_objects(fake: Any) -> int:
@@ -128,8 +134,11 @@ def _hubspot_objects(fake: Any) -> int:
     return sum(written(fake).values())
 
 
-def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
-    """The same store's first run with events on, pushed to ``vendor``'s fake."""
+def measure_vendor(
+    vendor: str, customers: int, objects_as: str = "commerce"
+) -> dict[str, float | int | str]:
+    """The same store's first run with events on, pushed to ``vendor``'s fake (HubSpot's
+    events written as ``objects_as``: commerce objects or deals)."""
     import os
 
     from tests.events_site import events_site
@@ -158,6 +167,14 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
                 f'base_url = "{fake.base_url}"\n'
                 f"[destinations.vendor.rate_limits]\nper_ten_seconds = {HUBSPOT_FAST}\n"
             )
+            if objects_as == "deals":
+                from tests.fakes.hubspot_deals import pipelines
+
+                pipelines(fake)["carts"] = ["abandoned", "recovered"]
+                table += (
+                    '[destinations.vendor.events]\nobjects = "deals"\n'
+                    'checkout_pipeline = "carts"\ncheckout_stage = "abandoned"\n'
+                )
         else:
             from tests.fakes.mailchimp import FakeMailchimp
 
@@ -177,12 +194,14 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
             fake.stop()
     events = report["events"]["vendor"].get("ok", 0)
     seconds = report["seconds"].get("events", 0.0)
+    extra: dict[str, int] = {}
     if vendor == "klaviyo":
         sent = calls.get(KLAVIYO_BULK, 0)
         floor = math.ceil(events / KLAVIYO_PER_CALL)
     elif vendor == "hubspot":
         sent = sum(n for (_, route), n in calls.items() if route in HUBSPOT_EVENT_ROUTES)
         floor = math.ceil(objects / HUBSPOT_PER_CALL)
+        extra["reads"] = sum(n for (_, route), n in calls.items() if route in HUBSPOT_READS)
     else:
         sent = sum(
             n for (_, route), n in calls.items()
@@ -190,7 +209,7 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
         )  # fmt: skip
         floor = events
     return {
-        "destination": vendor,
+        "destination": vendor if objects_as == "commerce" else f"{vendor} ({objects_as})",
         "customers": customers,
         "orders": orders,
         "events": events,
@@ -200,6 +219,7 @@ def measure_vendor(vendor: str, customers: int) -> dict[str, float | int | str]:
         "floor_calls": floor,
         "calls_per_10k_orders": round(sent * 10_000 / orders, 1) if orders else 0,
         "ratio_to_floor": round(sent / floor, 4) if floor else "n/a",
+        **extra,
     }
 
 
@@ -210,12 +230,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--destination", choices=("outbox", "klaviyo", "mailchimp", "hubspot"), default="outbox"
     )
+    parser.add_argument(
+        "--objects",
+        choices=("commerce", "deals"),
+        default="commerce",
+        help="hubspot: events as commerce objects or as deals",
+    )
     args = parser.parse_args(argv)
+    name = f"events_{args.destination}"
     if args.destination == "outbox":
         figures = measure(args.customers, args.batch)
     else:
-        figures = measure_vendor(args.destination, args.customers)
-    path = record(f"events_{args.destination}", figures)
+        figures = measure_vendor(args.destination, args.customers, args.objects)
+        if args.destination == "hubspot" and args.objects == "deals":
+            name += "_deals"
+    path = record(name, figures)
     print(json.dumps(figures, indent=2))
     print(f"written to {path}")
     return 0

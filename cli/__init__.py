@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,8 +25,9 @@ import click
 
 from crmsync import log_setup
 from crmsync.config import Config, PipelineSpec
-from crmsync.contract import FieldSpec
+from crmsync.contract import Check, FieldSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
+from crmsync.events import EventDestination, EventKind
 from crmsync.phase_log import PhaseLog
 from crmsync.progress import Progress, Tee
 from crmsync.runs import interrupt_exit_code, interrupt_reason
@@ -181,12 +182,14 @@ def _check_connectors(config: Config, offline: bool) -> int:
     bad = 0
     failed: set[str] = set()
     mapped = _mapped_fields(config)
+    eventful = _event_kinds(config)
     specs = [*config.sources.values(), *config.destinations.values()]
     for spec in specs:
         connector = spec.cls(spec.config, context_for(config, spec.name))
         try:
             if spec.name in config.destinations:
                 results = connector.check(mapped.get(spec.name, []))
+                results += _event_checks(connector, eventful.get(spec.name))
             else:
                 results = connector.check()
             for result in results:
@@ -239,6 +242,27 @@ def _sample_sources(config: Config, *, offline: bool, skip: set[str] | None = No
     return failures
 
 
+def _event_kinds(config: Config) -> dict[str, set[EventKind]]:
+    """Per destination, the event kinds the pipelines with events on may send it."""
+    found: dict[str, set[EventKind]] = {}
+    for pipeline in config.pipelines.values():
+        if pipeline.settings.events:
+            wanted = set(pipeline.settings.event_kinds or EventKind)
+            for destination in pipeline.destinations:
+                found.setdefault(destination.name, set()).update(wanted)
+    return found
+
+
+def _event_checks(connector: object, wanted: set[EventKind] | None) -> list[Check]:
+    """A destination's checks for the events a pipeline sends it (its scopes for them),
+    when it takes events and offers them (``check_events``)."""
+    check_events = getattr(connector, "check_events", None)
+    if not wanted or not isinstance(connector, EventDestination) or check_events is None:
+        return []
+    kinds = [kind for kind in connector.event_names() if kind in wanted]
+    return list(check_events(kinds)) if kinds else []
+
+
 def _mapped_fields(config: Config) -> dict[str, list[FieldSpec]]:
     """Per destination, the fields of every mapping that sends to it in any pipeline, so
     that ``check`` finds a field the destination holds with another type before a run."""
@@ -257,6 +281,7 @@ def _run(
     as_json: bool,
     store_name: str | None = None,
     wait: float | None = None,
+    runner: Runner = run_pipeline,
 ) -> None:
     with _errors(), stop_on_signals():
         chosen = select(config_path, store_name, pipeline)
@@ -266,7 +291,9 @@ def _run(
                 store = Store(target.config.state_url)
                 try:
                     for spec in target.pipelines:
-                        reports.append(_run_leased(target.config, spec, store, options, wait))
+                        reports.append(
+                            _run_leased(target.config, spec, store, options, wait, runner)
+                        )
                 finally:
                     store.close()
         finally:
@@ -286,10 +313,23 @@ def _run(
 
 
 WAIT_POLL = 2.0  # seconds between tries for a pipeline's lease (--wait)
+Runner = Callable[[Config, PipelineSpec, Store, RunOptions], RunReport]
+
+
+def _on_workers(config: Config, spec: PipelineSpec, store: Store, options: RunOptions) -> RunReport:
+    """``run --workers celery``: the run's work goes to Celery workers (``distributed``)."""
+    from distributed.coordinator import run_on_workers
+
+    return run_on_workers(config, spec, store, options)
 
 
 def _run_leased(
-    config: Config, spec: PipelineSpec, store: Store, options: RunOptions, wait: float | None
+    config: Config,
+    spec: PipelineSpec,
+    store: Store,
+    options: RunOptions,
+    wait: float | None,
+    runner: Runner = run_pipeline,
 ) -> RunReport:
     """Runs ``spec`` once its lease is free. While another process (``serve``, another
     command) runs it: fails naming the holder, or with ``wait`` (seconds) waits for it,
@@ -298,7 +338,7 @@ def _run_leased(
     told = False
     while True:
         try:
-            return run_pipeline(config, spec, store, options)
+            return runner(config, spec, store, options)
         except PipelineBusy:
             held = store.lease_holder(f"pipeline:{spec.name}")
             who = f"{held[0]}, its lease runs to {held[1]:%H:%M:%S} UTC" if held else "ending"
@@ -383,7 +423,12 @@ def plan(
 
     With --person EMAIL: that one person as the next run would see them, from the data
     staged by the last run or plan (no source is read): profile, segments, and per
-    destination the decision and the exact payload (fields, memberships, consent).
+    destination the decision and the exact payload (fields, memberships, consent); for a
+    pipeline with events on, the person's events the next run would send, with their keys
+    and times.
+
+    For a pipeline with events on, a plan also counts the events a run would send each
+    destination, per kind (nothing is sent, and the event ledger is not touched).
     """
     if person is not None:
         when = _parse_time(as_of, "--as-of")
@@ -425,10 +470,10 @@ def _plan_person(
         for target in chosen.targets:
             store = Store(target.config.state_url, read_only=True)
             try:
-                with store.engine.connect() as conn:
-                    found += [
-                        plan_person(conn, spec, key, as_of or now, now) for spec in target.pipelines
-                    ]
+                for spec in target.pipelines:
+                    events = _person_events(target.config, spec, store, key, as_of or now)
+                    with store.engine.connect() as conn:
+                        found.append(plan_person(conn, spec, key, as_of or now, now, events))
             finally:
                 store.close()
         people = [p for p in found if p is not None]
@@ -445,6 +490,25 @@ def _plan_person(
             click.echo("\n\n".join(render_person(p) for p in people))
 
 
+def _person_events(
+    config: Config, spec: PipelineSpec, store: Store, key: str, as_of: datetime
+) -> dict[str, dict[str, Any]] | None:
+    """The person's pending events per destination, for a pipeline with events on
+    (each destination is opened to learn the kinds it takes and their names; nothing is
+    sent)."""
+    if not spec.settings.events:
+        return None
+    from engine.plan_events import person_events
+
+    with ExitStack() as stack:
+        destinations: dict[str, object] = {}
+        for dest in spec.destinations:
+            instance = dest.cls(dest.config, context_for(config, dest.name))
+            stack.callback(instance.close)
+            destinations[dest.name] = instance
+        return person_events(store, spec, destinations, as_of, key)
+
+
 def _iso(value: object) -> str:
     return value.isoformat() if isinstance(value, date) else str(value)
 
@@ -458,6 +522,14 @@ def _iso(value: object) -> str:
 @json_option
 @wait_option
 @wait_timeout_option
+@click.option(
+    "--workers",
+    type=click.Choice(["local", "celery"]),
+    default="local",
+    show_default=True,
+    help="local: this process (and its own worker processes); celery: the Celery workers "
+    "of [celery] (crmsync worker), with the state in PostgreSQL",
+)
 def run(
     config_path: str,
     store_name: str | None,
@@ -467,12 +539,15 @@ def run(
     as_json: bool,
     wait: bool,
     wait_timeout: float,
+    workers: str,
 ) -> None:
     """Run pipelines once: pull, merge, segment and push what changed."""
     options = RunOptions(
         kind="manual", as_of=_parse_time(as_of, "--as-of"), progress=_progress(progress)
     )
-    _run(config_path, pipeline, options, as_json, store_name, wait_timeout if wait else None)
+    runner = _on_workers if workers == "celery" else run_pipeline
+    wait_for = wait_timeout if wait else None
+    _run(config_path, pipeline, options, as_json, store_name, wait_for, runner)
 
 
 @main.command()
@@ -573,6 +648,35 @@ def serve(ctx: click.Context, config_path: str, log_format: str) -> None:
     with _errors():
         code = scheduler.serve(config_path)
     sys.exit(code)
+
+
+@main.command()
+@config_option
+@store_option
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), help="tasks at once (default: one per core)"
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default="prefork",
+    show_default=True,
+    help="prefork: a process per task at once; solo: the tasks in this process",
+)
+@click.option("--loglevel", default="INFO", show_default=True, help="Celery's log level")
+def worker(
+    config_path: str, store_name: str | None, concurrency: int | None, pool: str, loglevel: str
+) -> None:
+    """Take tasks of `run --workers celery` from the [celery] broker until SIGTERM (the
+    tasks under way end first). Every worker reads the configuration at the same path."""
+    from distributed.app import require_workers, start_worker
+
+    with _errors():
+        chosen = select(config_path, store_name)
+        if _broken(chosen) and not chosen.configs:
+            _fail(EXIT_CONFIG, "no store's configuration loads: no worker started")
+        settings = require_workers(chosen.configs[0])
+        start_worker(settings, concurrency=concurrency, pool=pool, loglevel=loglevel)
 
 
 @main.command()

@@ -219,11 +219,29 @@ class PipelineSettings(Section):
         "as historical, so no automation fires on it (a first run's past orders, a cart "
         "abandoned days ago, an import of old orders)",
     )
+    cart_expiry_days: float = Field(
+        30.0,
+        gt=0,
+        description="an open cart unchanged this long has expired: a destination that got "
+        "its started checkout gets checkout_closed (the cart is deleted or archived there), "
+        "and a cart that expired before it was sent as abandoned sends nothing",
+    )
 
     @model_validator(mode="after")
     def _one_schedule(self) -> PipelineSettings:
         if self.schedule and self.every:
             raise ValueError("give schedule (cron) or every (interval), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _expiry_after_abandonment(self) -> PipelineSettings:
+        abandoned = self.profile.abandoned_cart_hours
+        if self.cart_expiry_days * 24 <= abandoned:
+            raise ValueError(
+                f"cart_expiry_days ({self.cart_expiry_days:g}) must be longer than "
+                f"profile.abandoned_cart_hours ({abandoned:g} h), or every abandoned cart "
+                "would have expired already: raise cart_expiry_days"
+            )
         return self
 
 
@@ -293,6 +311,67 @@ class AlertSettings(Section):
     timeout_seconds: float = Field(10.0, gt=0, description="for each webhook POST or e-mail")
 
 
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss")
+
+
+class CelerySettings(Section):
+    """Where ``crmsync run --workers celery`` sends a run's tasks and ``crmsync worker``
+    takes them from (``distributed``); the state database must be PostgreSQL."""
+
+    broker_url: SecretStr | None = Field(
+        None,
+        description="the message broker: amqp://user:password@host:5672// (RabbitMQ) or "
+        "redis://host:6379/0; a password belongs in ${VAR}",
+    )
+    result_backend: SecretStr | None = Field(
+        None,
+        description="Celery's result backend, for tools that watch tasks (flower); crmsync "
+        "needs none: the tasks' results meet in the state database",
+    )
+    queue: str = Field(
+        "crmsync", min_length=1, max_length=200, description="the queue runs send tasks to"
+    )
+    visibility_timeout_seconds: int = Field(
+        3600,
+        ge=1,
+        description="Redis broker: a task not acknowledged this long after a worker took it "
+        "(the worker died) is delivered again; keep it above the longest task",
+    )
+    people_per_slice: int = Field(
+        25_000, ge=1, description="people planned by one task (the key space is cut to fit)"
+    )
+    idle_timeout_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="a run fails when none of a phase's tasks finished for this long "
+        "(no worker is running, or none can reach the state database)",
+    )
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        scheme, found, _ = text.partition("://")
+        if not found or scheme.lower() not in BROKER_SCHEMES:
+            raise ValueError(
+                "not a broker crmsync supports; use amqp://user:password@host:5672// "
+                "(RabbitMQ) or redis://host:6379/0"
+            )
+        return SecretStr(text)
+
+    @field_validator("result_backend")
+    @classmethod
+    def _a_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if "://" not in text:
+            raise ValueError("not a URL; e.g. redis://127.0.0.1:6379/1")
+        return SecretStr(text)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         extra="forbid", env_prefix="CRMSYNC_", env_nested_delimiter="__", frozen=True
@@ -308,6 +387,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings, description="crmsync serve")
     observe: ObserveSettings = Field(default_factory=ObserveSettings, description="health")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="alerts")
+    celery: CelerySettings = Field(default_factory=CelerySettings, description="workers")
 
     @classmethod
     def settings_customise_sources(

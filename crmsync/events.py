@@ -12,6 +12,11 @@ nothing new).
 
 Every time is the platform's instant, in UTC (``occurred_at``): a store in
 Europe/Istanbul gets its review requests when the order was really delivered.
+
+A destination that would otherwise ask its vendor what the state store already knows
+(the person's id there, whether an order could be there at all) says so with
+``wants_event_facts``; the core then hands each event its ``EventFacts`` for that
+destination.
 """
 
 from __future__ import annotations
@@ -51,6 +56,26 @@ class EventLine:
     url: str | None = None
 
 
+# a cart's events; the other kinds are an order's
+CART_KINDS = frozenset({EventKind.STARTED_CHECKOUT, EventKind.CHECKOUT_CLOSED})
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What the state store knows of one event at the one destination it is handed to,
+    so the destination need not ask its vendor. Each fact is proven by the state store; a
+    fact not known keeps its default, which means "find out as without facts"."""
+
+    person_remote_id: str | None = None  # the person's id there (the people's ledger)
+    record_remote_id: str | None = None  # the id there of the event's order or cart: the
+    # destination's answer to the record's opening event (placed order, started checkout)
+    record_never_sent: bool = False  # no event of this order or cart was ever sent there
+    # from this state database (none acknowledged, in flight, failed or refused); never
+    # claimed in a backfill, which is also how a vendor is reconciled with the database
+    no_history: bool = False  # before this run, this state database had sent no event at
+    # all there: what the vendor already holds may come from elsewhere (another database)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event for one person, as every destination gets it."""
@@ -70,6 +95,8 @@ class Event:
     checkout_url: str | None = None  # started checkout: where the person can finish
     historical: bool = False  # a backfill's past event: no automation should fire on it
     properties: Mapping[str, Any] = field(default_factory=dict)  # status, discount, ...
+    facts: EventFacts | None = None  # set by the core per destination (wants_event_facts);
+    # not part of the event's payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +119,11 @@ class EventDestination(Protocol):
     never handed to it. ``push_events`` sends one batch of at most ``max_event_batch``
     events and returns exactly one result per event, in any order; a transient failure
     is FAILED (retried by later runs under the same cap as people), a refusal REJECTED.
+
+    A destination may also set ``wants_event_facts = True`` (optional, not a member of
+    this protocol): it then gets each event with its ``facts`` filled in. An exception
+    out of ``push_events`` leaves its batch "maybe sent" (in flight) for those facts,
+    since the destination may have written part of it before it stopped.
     """
 
     max_event_batch: int

@@ -100,6 +100,11 @@ class Order:
     refunded_total: Decimal = Decimal(0)
     updated_at: datetime | None = None
     lines: tuple[OrderLine, ...] = field(default_factory=tuple)
+    # when the order reached each status at the platform (refunded: its latest refund),
+    # where the source says so; events are timed by updated_at otherwise
+    fulfilled_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    refunded_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

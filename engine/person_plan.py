@@ -5,7 +5,9 @@ Everything comes from the run's own code on the staged data: the profile from th
 profile builder, the segments from the pipeline's rules, and per destination the
 planner's decision (create, update, unchanged or a skip reason) with the payload its
 mapping makes, memberships and consent intents included, on a key range holding only
-this person. Nothing is read from a source, pushed or written.
+this person. For a pipeline with events on, the person's events the next run would send
+each destination, with their keys and times (``engine.plan_events``, given by the
+caller). Nothing is read from a source, pushed or written.
 """
 
 from __future__ import annotations
@@ -35,10 +37,16 @@ def person_key(email: str) -> str:
 
 
 def plan_person(
-    conn: Connection, spec: PipelineSpec, key: str, as_of: datetime, now: datetime
+    conn: Connection,
+    spec: PipelineSpec,
+    key: str,
+    as_of: datetime,
+    now: datetime,
+    events: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """The person's profile, segments and per destination decision and payload; None
-    when the pipeline has nobody with this key."""
+    """The person's profile, segments and per destination decision and payload (and
+    ``events``, their pending events per destination, as given); None when the pipeline
+    has nobody with this key."""
     as_of_ms = _ms(as_of)
     ctx = ProfileContext(
         sources=tuple(s.name for s in spec.sources),
@@ -75,6 +83,7 @@ def plan_person(
         "profile": profile,
         "segments": segments,
         "destinations": destinations,
+        **({"events": dict(events)} if events is not None else {}),
     }
 
 
@@ -126,7 +135,21 @@ def render_person(data: dict[str, Any]) -> str:
         moves += [f"-{m}" for m in d.get("memberships_remove", [])]
         held = ", ".join(d["memberships"]) or "none"
         lines.append(f"     memberships: {held}" + (f" ({' '.join(moves)})" if moves else ""))
+    for name, pending in data.get("events", {}).items():
+        lines.append(f"  -> {name} events: {_pending_sum(pending)}")
+        for event in pending["events"]:
+            historical = ", historical" if event["historical"] else ""
+            value = f", {event['value']} {event['currency']}" if event["value"] is not None else ""
+            lines.append(
+                f"     {event['name']} at {event['occurred_at']}{value}{historical}: {event['key']}"
+            )
     return "\n".join(lines)
+
+
+def _pending_sum(pending: Mapping[str, Any]) -> str:
+    parts = [f"would send {len(pending['events'])}"]
+    parts += [f"{name} {pending[name]}" for name in ("already_sent", "waiting") if pending[name]]
+    return ", ".join(parts)
 
 
 def _text(value: Any) -> str:

@@ -1,19 +1,18 @@
-"""One pipeline run: pull, read consent back, collect pending jobs, plan and push,
-collect again.
+"""One pipeline run: pull (while each destination's consent read-back makes its calls),
+record the opt-outs read back, collect pending jobs, plan and push, collect again.
 
 Every destination of the pipeline is fed from a single pass over the profiles (the
 run's planning: ``plan_run``); each change goes to the destination's ``Pusher``
 (``push``), which records a batch as in flight before it goes out and its
-acknowledgements right after the destination answers, so a crash replays at most one
-batch per destination, and a replayed batch is the same idempotent upsert.
+acknowledgements right after the destination answers, so a crash replays at most the
+batches on the wire (one per destination, or its ``pushes_at_once``), and a replayed
+batch is the same idempotent upsert.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
 from crmsync.contract import ConnectorContext, Destination
@@ -21,23 +20,26 @@ from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
 from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
+from engine.consent_read import CONSENT_CHUNK, CONSENT_LOOKBACK, ConsentRead, read_consent
+from engine.plan_events import plan_events
 from engine.plan_run import plan_and_push
 from engine.pull import pull_source
 from engine.push import LEASE_SECONDS, Pusher
 from engine.push_events import push_events
 from engine.read_ahead import SourceRecipe
-from state.ledger import RetryPolicy, add_consent_events, opted_out
+from state.ledger import RetryPolicy
 from state.store import Store
 from state.timeutil import now_ms, to_ms
 
-__all__ = ["DestinationReport", "PipelineBusy", "RunOptions", "RunReport", "run_pipeline"]
-
-CONSENT_LOOKBACK = timedelta(minutes=10)
-# opt-outs read back that are looked up (``opted_out``) and recorded at a time: each is a
-# parameter of one IN (...) list, well within the 32,766 of the SQLite crmsync needs
-# (3.35 or newer, for RETURNING) and PostgreSQL's 65,535; larger chunks cost the same
-CONSENT_CHUNK = 1000
-T = TypeVar("T")
+__all__ = [
+    "CONSENT_CHUNK",
+    "CONSENT_LOOKBACK",
+    "DestinationReport",
+    "PipelineBusy",
+    "RunOptions",
+    "RunReport",
+    "run_pipeline",
+]
 
 
 class PipelineBusy(CrmsyncError):
@@ -70,37 +72,50 @@ def run_pipeline(
         if holder is None:
             raise PipelineBusy(f"pipeline {spec.name!r} is already running in another process")
     try:
-        policy = _start(store, spec, options, report, as_of)
+        policy = begin_run(store, spec, options, report, as_of)
         with ExitStack() as stack:
-            if options.pull:
-                _pull(config, spec, store, options, report, as_of)
-                staged = sum(stats.get("staged", 0) for stats in report.pulled.values())
-                store.refresh_statistics("staging", changed=staged)
             lease = (spec.name, holder) if holder is not None else None
             retry = RetryPolicy(
                 spec.settings.max_attempts, int(spec.settings.retry_minutes * 60_000)
             )
-            pushers = []
-            for dest in spec.destinations:
-                pusher = _open(config, dest, store, options, report, retry, lease, stack)
-                pushers.append(pusher)
+            # the destinations are opened first, so that each one's consent read-back
+            # makes its calls while the sources are read (``consent_read``)
+            pushers = [
+                _open(config, dest, store, options, report, retry, lease, stack)
+                for dest in spec.destinations
+            ]
+            reads = {
+                p.name: stack.enter_context(ConsentRead(store, p.name, p.destination)).start()
+                for p in pushers
+                if not options.dry_run
+            }
+            if options.pull:
+                _pull(config, spec, store, options, report, as_of)
+                staged = sum(stats.get("staged", 0) for stats in report.pulled.values())
+                store.refresh_statistics("staging", changed=staged)
+            scopes = [s.name for s in spec.sources] + [d.name for d in spec.destinations]
+            for dest, pusher in zip(spec.destinations, pushers, strict=True):
                 if not options.dry_run:
-                    with report.stages.time(f"consent.{dest.name}"):
-                        _read_consent(store, spec, dest.name, pusher.destination, report)
-                    pusher.collect()  # jobs an earlier run left: settled before the diff
+                    # while the read-back's last calls may still be out
                     pusher.destination.prepare(dest.mapping.field_specs())
+                    pusher.collect()  # jobs an earlier run left: settled before the diff
+                    with report.stages.time(f"consent.{dest.name}"):
+                        report.consent_read[dest.name] = reads[dest.name].record(scopes)
             with report.stages.time("plan+push"):
                 plan_and_push(store, spec, pushers, options, report, policy, as_of)
+            if options.dry_run and spec.settings.events:  # what a run would send
+                with report.stages.time("events"):
+                    plan_events(store, spec, {p.name: p.destination for p in pushers}, report)
             if not options.dry_run:
                 _collect(pushers, options, report)
                 if spec.settings.events:
                     with report.stages.time("events"):
-                        _push_events(store, spec, pushers, options, report, retry)
+                        send_events(store, spec, pushers, options, report, retry)
                 # rows written: the answers, and the plans of the people planned again
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
                 planned = report.profiles - report.profiles_kept
                 store.refresh_statistics("plans", changed=max(answered, planned))
-        report.status = _status(report)
+        report.status = run_status(report)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
             report.status, report.error = "interrupted", interrupt_reason(exc)
@@ -161,7 +176,7 @@ def _collect(pushers: list[Pusher], options: RunOptions, report: RunReport) -> N
             )
 
 
-def _push_events(
+def send_events(
     store: Store,
     spec: PipelineSpec,
     pushers: list[Pusher],
@@ -180,7 +195,7 @@ def _push_events(
     push_events(store, spec, destinations, options, report, retry, blocked)
 
 
-def _status(report: RunReport) -> str:
+def run_status(report: RunReport) -> str:
     """``failed`` when a destination failed, ``partial`` when records failed or were
     rejected or a destination could take no more (the rest waits for a later run), else
     ``succeeded``."""
@@ -203,7 +218,7 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, CrmsyncError) else str(exc)
 
 
-def _start(
+def begin_run(
     store: Store, spec: PipelineSpec, options: RunOptions, report: RunReport, as_of: datetime
 ) -> Policy:
     force_before = force_since = None
@@ -265,37 +280,15 @@ def _pull(
             report.pulled[f"{source_spec.name}.{stream}"] = s.as_dict()
 
 
-def _read_consent(
+def read_consent_once(
     store: Store, spec: PipelineSpec, name: str, destination: Destination, report: RunReport
 ) -> None:
-    """Stores opt-outs made in the destination since the last read, as consent events.
+    """Stores opt-outs made in the destination since the last read, as consent events
+    (``consent_read``: a run starts the calls before its pull and records them after).
 
     Opt-outs crmsync already knows (e.g. the unsubscribes it pushed itself) are not
     recorded again. The cursor moves only once the whole read is done, to a little before
     the read began, so a change made while reading is picked up next time.
     """
-    started = datetime.now(UTC) - CONSENT_LOOKBACK
-    since = store.cursor(name, "consent")
     scopes = [s.name for s in spec.sources] + [d.name for d in spec.destinations]
-    added = 0
-    for chunk in _chunks(destination.read_consent(since), CONSENT_CHUNK):
-        with store.transaction() as conn:
-            fresh = []
-            for channel in {u.channel for u in chunk}:
-                same = [u for u in chunk if u.channel is channel]
-                known = opted_out(conn, [u.email for u in same], scopes, channel.value)
-                fresh += [u for u in same if u.email not in known]
-            added += add_consent_events(conn, name, fresh, now_ms())
-    store.set_cursor(name, "consent", max(started, since) if since else started)
-    report.consent_read[name] = added
-
-
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    report.consent_read[name] = read_consent(store, name, destination, scopes)

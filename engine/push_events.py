@@ -10,28 +10,38 @@ positions of the filtered stream, so a re-run after a crash rebuilds the batch t
 in flight. The derivation's cursor moves only when every destination took everything
 (none stopped, none was full): otherwise the next run derives the same records again,
 and the ledger keeps it from sending anything twice.
+
+A destination that wants them (``wants_event_facts``) gets each event with what the
+state store knows of it there (``EventFacts``), read just before the batch is marked in
+flight: the person's id from the people's ledger, the order's or cart's id from its
+acknowledged opening event, and whether any event of the record was ever sent there. A
+batch whose ``push_events`` raised stays in flight: the destination may have written
+part of it before it stopped, so no later batch may call its records never sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
 from crmsync.config import PipelineSpec
 from crmsync.contract import Outcome
 from crmsync.errors import ConfigError, ConnectorError, SendLater
-from crmsync.events import Event, EventDestination, EventKind, EventResult
+from crmsync.events import Event, EventDestination, EventFacts, EventKind, EventResult
 from crmsync.runs import EventReport, RunOptions, RunReport
-from engine.events import closing_event, derive, plan_window
+from engine.events import closings, derive, plan_window
 from state.events import (
     acknowledged,
-    closable_checkouts,
     event_cursor,
     failure_states,
+    has_event_history,
     mark_in_flight,
+    person_remote_ids,
+    record_histories,
+    record_ref,
     record_results,
     set_event_cursor,
 )
@@ -43,8 +53,9 @@ FILTER_CHUNK = 500  # derived events looked up in the ledger at a time
 
 
 def event_hash(event: Event) -> str:
-    """A digest of everything an event carries (a changed payload resets its attempts)."""
-    body = orjson.dumps(event, default=_plain, option=orjson.OPT_SORT_KEYS)
+    """A digest of everything an event carries (a changed payload resets its attempts);
+    its facts at a destination are not part of it."""
+    body = orjson.dumps(replace(event, facts=None), default=_plain, option=orjson.OPT_SORT_KEYS)
     return hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
@@ -66,8 +77,10 @@ class EventSender:
     report: EventReport
     run_id: int | None
     retry: RetryPolicy
+    backfill: bool = False  # a backfill claims no record never sent (``EventFacts``)
     _raw: list[Event] = field(default_factory=list)
     _ready: list[Event] = field(default_factory=list)
+    _no_history: bool | None = None  # read once, before the run's first batch
 
     @property
     def stopped(self) -> bool:
@@ -121,26 +134,33 @@ class EventSender:
 
     def _send(self, batch: Sequence[Event]) -> None:
         hashes = [event_hash(e) for e in batch]
+        if getattr(self.destination, "wants_event_facts", False) is True:
+            batch = self._with_facts(batch)  # before the batch itself is in flight
         with self.store.transaction() as conn:
             mark_in_flight(conn, self.name, self.run_id, batch, now_ms())
+        stopped = True  # push_events raised: the batch may be partly sent, stays in flight
         try:
             results = self.destination.push_events(batch)
+            stopped = False
         except SendLater as exc:
             results = [EventResult(e.key, Outcome.NOT_SENT, message=str(exc)) for e in batch]
         except (ConfigError, ConnectorError) as exc:
             self.report.error = str(exc)
             results = [EventResult(e.key, Outcome.NOT_SENT, message=str(exc)) for e in batch]
-        with self.store.transaction() as conn:
-            counts = record_results(
-                conn,
-                self.name,
-                self.run_id,
-                batch,
-                hashes,
-                results,
-                now_ms=now_ms(),
-                retry=self.retry,
-            )
+        if stopped:
+            counts = {Outcome.NOT_SENT.value: len(batch)}
+        else:
+            with self.store.transaction() as conn:
+                counts = record_results(
+                    conn,
+                    self.name,
+                    self.run_id,
+                    batch,
+                    hashes,
+                    results,
+                    now_ms=now_ms(),
+                    retry=self.retry,
+                )
         self.report.counts.update(counts)
         answered = {r.key: r.outcome for r in results}
         for event in batch:
@@ -150,6 +170,26 @@ class EventSender:
             message = next((r.message for r in results if r.outcome is Outcome.NOT_SENT), "")
             self.report.error = message or f"{self.name} can take no more events now"
             self.report.full = True
+
+    def _with_facts(self, batch: Sequence[Event]) -> list[Event]:
+        """The batch, each event with what the state store knows of it here."""
+        persons = sorted({e.person_key for e in batch if e.person_key})
+        with self.store.engine.connect() as conn:
+            if self._no_history is None:
+                self._no_history = not has_event_history(conn, self.name)
+            people = person_remote_ids(conn, self.name, persons)
+            sent = record_histories(conn, self.name, [record_ref(e) for e in batch])
+        out = []
+        for event in batch:
+            ref = record_ref(event)
+            facts = EventFacts(
+                person_remote_id=people.get(event.person_key),
+                record_remote_id=sent.get(ref),
+                record_never_sent=ref not in sent and not self.backfill,
+                no_history=self._no_history,
+            )
+            out.append(replace(event, facts=facts))
+        return out
 
 
 def event_destinations(
@@ -196,18 +236,29 @@ def push_events(
         spec.settings.profile.abandoned_cart_hours,
         since,
         spec.settings.events_live_hours,
+        spec.settings.cart_expiry_days,
     )
     senders = []
     for name, (destination, kinds) in taking.items():
         event_report = report.events[name] = EventReport(name)
         event_report.error = (blocked or {}).get(name)
         senders.append(
-            EventSender(name, destination, kinds, store, event_report, report.run_id, retry)
+            EventSender(
+                name,
+                destination,
+                kinds,
+                store,
+                event_report,
+                report.run_id,
+                retry,
+                backfill=since is not None,
+            )
         )
     _feed(senders, derive(store, sources, list(taking), window, now_ms()))
     for sender in senders:
         if EventKind.CHECKOUT_CLOSED in sender.kinds and not sender.stopped:
-            _feed([sender], _closings(store, sender.name, spec.currency, window.as_of))
+            closed = closings(store, sender.name, sources, spec.currency, window, now_ms())
+            _feed([sender], closed)
     if all(not s.stopped for s in senders):
         with store.transaction() as conn:
             set_event_cursor(conn, spec.name, window.staged_upto, window.as_of, now_ms())
@@ -221,11 +272,3 @@ def _feed(senders: Sequence[EventSender], events: Iterable[Event]) -> None:
             sender.add(event)
     for sender in senders:
         sender.flush()
-
-
-def _closings(store: Store, destination: str, currency: str, as_of_ms: int) -> Iterable[Event]:
-    with store.engine.connect() as conn:
-        pages = list(closable_checkouts(conn, destination))
-    for page in pages:
-        for checkout in page:
-            yield closing_event(checkout, currency, as_of_ms)

@@ -102,16 +102,27 @@ def render_report(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-_EVENT_COUNTS = ("ok", "failed", "rejected", "compliance", "not_sent", "already_sent", "waiting")
+# a plan's would_send (per kind, as a run's ok) and a run's answers; what was held back
+_EVENT_COUNTS = (
+    "would_send",
+    "ok",
+    "failed",
+    "rejected",
+    "compliance",
+    "not_sent",
+    "already_sent",
+    "waiting",
+)
 
 
 def event_sum(counts: Counter[str], kinds: Counter[str]) -> str:
-    """``ok 12 (placed_order 5, ...), already_sent 30``; ``nothing to send`` when empty."""
+    """``ok 12 (placed_order 5, ...), already_sent 30`` (a plan: ``would_send 12 (...)``);
+    ``nothing to send`` when empty."""
     parts = []
     for name in _EVENT_COUNTS:
         if counts.get(name):
             text = f"{name} {counts[name]}"
-            if name == "ok" and kinds:
+            if name in ("ok", "would_send") and kinds:
                 text += " (" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + ")"
             parts.append(text)
     return ", ".join(parts) or "nothing to send"

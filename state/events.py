@@ -15,12 +15,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, not_, or_, select, tuple_
+from sqlalchemy import (
+    and_,
+    delete,
+    false,
+    func,
+    not_,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmsync.contract import Outcome
-from crmsync.events import Event, EventKind, EventResult
+from crmsync.events import CART_KINDS, Event, EventKind, EventResult
 from state import schema
 from state.dialect import upsert_insert
 from state.ledger import MAX_RETRY_MS, RetryPolicy
@@ -29,6 +40,7 @@ PAGE = 1000  # records per query page: bounded memory whatever the store's size
 CHUNK = 500  # keys per IN (...) list and rows per write
 
 Record = tuple[str, str, str]  # kind, source, record id
+RecordRef = tuple[bool, str, str]  # a cart (else an order), source, record id
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,9 @@ class StagedOrder:
     total_minor: int
     discount_minor: int
     refunded_minor: int
+    fulfilled_at: int | None = None  # when it reached the status, where the source says
+    cancelled_at: int | None = None
+    refunded_at: int | None = None  # its latest refund
     lines: tuple[StagedLine, ...] = ()
 
 
@@ -131,6 +146,9 @@ def orders_where(
         o.c.total_minor,
         o.c.discount_minor,
         o.c.refunded_minor,
+        o.c.fulfilled_at,
+        o.c.cancelled_at,
+        o.c.refunded_at,
     )
     base = select(*columns).select_from(joined).where(o.c.source.in_(sources), condition)
     for rows in _pages(conn, base, o.c.source, o.c.external_id):
@@ -291,6 +309,83 @@ def records_to_retry(conn: Connection, destinations: Sequence[str], now_ms: int)
     )
     left = select(i.c.kind, i.c.source, i.c.record_id).where(i.c.destination.in_(destinations))
     return {(k, s, r) for k, s, r in conn.execute(due.union(left))}
+
+
+def record_ref(event: Event) -> RecordRef:
+    return (event.kind in CART_KINDS, event.source, event.record_id)
+
+
+def person_remote_ids(
+    conn: Connection, destination: str, person_keys: Sequence[str]
+) -> dict[str, str]:
+    """The people's ledger's ids at ``destination`` of those persons it holds synced (an
+    archived or deleted person's id names nothing there any more)."""
+    t = schema.ledger
+    out: dict[str, str] = {}
+    for start in range(0, len(person_keys), CHUNK):
+        rows = conn.execute(
+            select(t.c.person_key, t.c.remote_id).where(
+                t.c.destination == destination,
+                t.c.person_key.in_(person_keys[start : start + CHUNK]),
+                t.c.status == "synced",
+                t.c.remote_id.is_not(None),
+            )
+        )
+        out.update({key: str(remote) for key, remote in rows})
+    return out
+
+
+def record_histories(
+    conn: Connection, destination: str, records: Iterable[RecordRef]
+) -> dict[RecordRef, str | None]:
+    """Of these orders and carts, those that any event was ever sent for to
+    ``destination`` (acknowledged, in flight, failed or refused), each with the remote id
+    its opening event (placed order, started checkout) was acknowledged with, if any. A
+    record not in the answer was never sent there."""
+    wanted: dict[tuple[bool, str], list[str]] = {}
+    for cart, source, record_id in set(records):
+        wanted.setdefault((cart, source), []).append(record_id)
+    led, flying, failed = schema.event_ledger, schema.event_in_flight, schema.event_failures
+    out: dict[RecordRef, str | None] = {}
+    for (cart, source), ids in wanted.items():
+        kinds = [k.value for k in EventKind if (k in CART_KINDS) == cart]
+        opening = (EventKind.STARTED_CHECKOUT if cart else EventKind.PLACED_ORDER).value
+        ids.sort()
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            sent = union_all(
+                *(
+                    select(
+                        table.c.record_id,
+                        table.c.kind,
+                        table.c.remote_id if table is led else null(),
+                    ).where(
+                        table.c.destination == destination,
+                        table.c.kind.in_(kinds),
+                        table.c.source == source,
+                        table.c.record_id.in_(chunk),
+                    )
+                    for table in (led, flying, failed)
+                )
+            )
+            for record_id, kind, remote_id in conn.execute(sent):
+                ref = (cart, source, str(record_id))
+                out.setdefault(ref, None)
+                if kind == opening and remote_id is not None:
+                    out[ref] = str(remote_id)
+    return out
+
+
+def has_event_history(conn: Connection, destination: str) -> bool:
+    """Whether this database ever sent ``destination`` an event (one acknowledged, in
+    flight, failed or refused)."""
+    for table in (schema.event_ledger, schema.event_in_flight, schema.event_failures):
+        found = conn.execute(
+            select(table.c.event_key).where(table.c.destination == destination).limit(1)
+        ).first()
+        if found is not None:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,3 +609,59 @@ def event_counts(conn: Connection, destinations: Sequence[str]) -> dict[str, dic
     for destination, kind, n in rows:
         out.setdefault(destination, {})[kind] = int(n)
     return out
+
+
+def expired_checkouts(
+    conn: Connection,
+    destination: str,
+    sources: Sequence[str],
+    changed: ColumnElement[bool],
+) -> Iterator[list[ClosableCheckout]]:
+    """Per page, the open carts of ``sources`` whose last change meets ``changed`` (a
+    range of ``schema.CART_CHANGED``: those that crossed the expiry time), whose started
+    checkout ``destination`` acknowledged and whose closing it has not
+    (``updated_at``: the cart's last change, updated else created). Each source's carts
+    are read by a range of its ``ix_carts_changed`` index (source, last change), a page
+    at a time in (last change, id) order."""
+    led, k, when = schema.event_ledger, schema.carts, schema.CART_CHANGED
+    closed = schema.event_ledger.alias("closed")
+    joined = k.join(
+        led,
+        and_(
+            led.c.destination == destination,
+            led.c.kind == EventKind.STARTED_CHECKOUT.value,
+            led.c.source == k.c.source,
+            led.c.record_id == k.c.external_id,
+        ),
+    )
+    for source in sorted(set(sources)):
+        base = (
+            select(k.c.source, k.c.external_id, k.c.person_key, k.c.currency, when, k.c.email)
+            .select_from(joined)
+            .where(
+                k.c.source == source,
+                k.c.converted.is_(False),
+                changed,
+                not_(
+                    select(closed.c.event_key)
+                    .where(
+                        closed.c.destination == destination,
+                        closed.c.kind == EventKind.CHECKOUT_CLOSED.value,
+                        closed.c.source == k.c.source,
+                        closed.c.record_id == k.c.external_id,
+                    )
+                    .exists()
+                ),
+            )
+            .order_by(when, k.c.external_id)
+        )
+        after: tuple[int, str] | None = None
+        while True:
+            query = base if after is None else base.where(tuple_(when, k.c.external_id) > after)
+            rows = conn.execute(query.limit(PAGE)).all()
+            if not rows:
+                break
+            yield [ClosableCheckout(*r) for r in rows]
+            if len(rows) < PAGE:
+                break
+            after = (int(rows[-1][4]), str(rows[-1][1]))

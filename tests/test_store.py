@@ -293,16 +293,13 @@ def test_the_newest_revision_by_numbering_is_alembics_head() -> None:
 
 def test_a_current_database_is_not_migrated_again_and_an_old_one_is(tmp_path: Path) -> None:
     from state.migrate import upgrade
+    from tests.rewind import rewind
 
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = Store(url)
     head = head_revision()
     assert upgrade(store.engine) == (head, head)
-    with store.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
-        conn.execute(sa.text("DROP TABLE source_versions"))
-        for table in ("event_ledger", "event_in_flight", "event_failures", "event_cursors"):
-            conn.execute(sa.text(f"DROP TABLE {table}"))  # 0009's
+    rewind(store.engine, "0007")
     assert upgrade(store.engine) == ("0007", head)  # 0008 ran again
     assert "source_versions" in sa.inspect(store.engine).get_table_names()
     store.close()

@@ -14,18 +14,28 @@ group without a needed option) is a failed check naming it. With ``lists``, the 
 MANUAL (crmsync cannot set its members); with ``opt_out_subscriptions``, the
 subscription types are read (``communication_preferences.read``) and each named one
 must exist.
+
+For a pipeline that sends events as commerce objects (``commerce_checks``), each object
+its event kinds write is tried: a search of one (``crm.objects.<object>.read``, for
+orders and carts, which a run searches for what a crash may have made) and an archive
+of an id no object has (``crm.objects.<object>.write``; it changes nothing). HubSpot
+checks the private app's scopes before anything else, so a 403 names the missing one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from connectors.hubspot.client import GROUPS, HubSpotAccessError, HubSpotApi, HubSpotApiError
+from connectors.hubspot.commerce_bodies import CARTS, LINE_ITEMS, ORDERS
 from connectors.hubspot.config import HubSpotConfig
+from connectors.hubspot.deals import deal_checks
 from connectors.hubspot.properties import SEGMENTS_FIELD_TYPE, Existing, plan
 from connectors.kit.checks import field_conflicts
 from crmsync.contract import Check, FieldSpec
 from crmsync.errors import ConfigError, ConnectorError
+from crmsync.events import EventKind
 
 WRITE_SCOPES = "crm.objects.contacts.write, crm.schemas.contacts.write"
 LIST_WRITE = "crm.lists.write"
@@ -77,6 +87,7 @@ def run_checks(
     checks.append(_segments(existing, config.segments_property))
     if fields:
         checks.extend(_mapped(existing, fields, config))
+    checks.extend(_deals(api, config))
     remaining = response.headers.get(DAILY_REMAINING)
     if remaining is not None and remaining.isdigit():
         left = int(remaining)
@@ -177,6 +188,63 @@ def _mapped(
     return [Check("mapped properties", True, detail)]
 
 
+def _deals(api: HubSpotApi, config: HubSpotConfig) -> list[Check]:
+    """With events as deals: the pipelines and stages, crmsync's deal properties and the
+    deal write scopes (``deals.deal_checks``)."""
+    return deal_checks(api, config) if config.events.objects == "deals" else []
+
+
 def _missing(scope: str, exc: HubSpotAccessError) -> Check:
     detail = f"{exc.message or 'permission denied'}: grant it to the private app in HubSpot"
     return Check(f"scope {scope}", False, detail)
+
+
+# the commerce objects each event kind writes (events.objects = "commerce")
+_COMMERCE_OBJECTS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.PLACED_ORDER: (ORDERS, LINE_ITEMS),
+    EventKind.FULFILLED_ORDER: (ORDERS,),
+    EventKind.CANCELLED_ORDER: (ORDERS,),
+    EventKind.REFUNDED_ORDER: (ORDERS,),
+    EventKind.STARTED_CHECKOUT: (CARTS, LINE_ITEMS),
+    EventKind.CHECKOUT_CLOSED: (CARTS,),
+}
+_SEARCHED = (ORDERS, CARTS)  # a run searches these for the objects a crash may have made
+NO_OBJECT = "0"  # no HubSpot object has this id: archiving it changes nothing
+
+
+def commerce_checks(api: HubSpotApi, kinds: Collection[EventKind]) -> list[Check]:
+    """The read and write scopes of the commerce objects ``kinds`` write."""
+    objects = sorted({o for kind in kinds for o in _COMMERCE_OBJECTS.get(kind, ())})
+    checks = []
+    for name in objects:
+        if name in _SEARCHED:
+            checks.append(_tried(api, name, "read", "search", {"limit": 1}))
+        probe = {"inputs": [{"id": NO_OBJECT}]}
+        checks.append(_tried(api, name, "write", "batch/archive", probe))
+    return checks
+
+
+def _tried(api: HubSpotApi, name: str, level: str, call: str, body: Any) -> Check:
+    """One call on the ``name`` objects that needs the scope ``crm.objects.<name>.<level>``."""
+    scope = f"crm.objects.{name}.{level}"
+    what = f"scope {scope}"
+    try:
+        api.document("POST", f"/crm/v3/objects/{name}/{call}", body)
+    except HubSpotAccessError as exc:
+        if exc.status == 401:
+            return Check("access token", False, str(exc))
+        return Check(
+            what,
+            False,
+            f"{exc.message or 'permission denied'}: the pipeline sends events as commerce "
+            f"objects; grant {scope} to the private app in HubSpot (Settings > Integrations "
+            "> Private apps), or set events.objects = 'deals' for an account without "
+            "commerce objects, or events = false in the pipeline",
+        )
+    except HubSpotApiError as exc:
+        if level == "write":  # past the scope check: HubSpot answered the probe itself
+            return Check(what, True, f"granted (the probe's own answer: {exc.status})")
+        return Check(what, False, f"{exc} (does this account have {name}?)")
+    except ConnectorError as exc:
+        return Check(what, False, str(exc))
+    return Check(what, True)

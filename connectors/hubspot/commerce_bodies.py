@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from connectors.hubspot.objects import ObjectKind
 from crmsync.events import Event, EventKind, EventLine
 
 ORDERS = "orders"
@@ -25,6 +26,8 @@ CART_TO_LINE_ITEM = 590
 ORDER_ID = "hs_external_order_id"  # the source's order id: found again by a search on it
 CART_ID = "hs_external_cart_id"
 STORE = "hs_source_store"  # the source's name: two sources' order 1001 stay apart
+ORDER_OBJECTS = ObjectKind(ORDERS, "order", ORDER_ID, STORE, ORDER_TO_CONTACT, ORDER_TO_LINE_ITEM)
+CART_OBJECTS = ObjectKind(CARTS, "cart", CART_ID, STORE, CART_TO_CONTACT, CART_TO_LINE_ITEM)
 
 # the kinds HubSpot takes, and what each one writes there
 EVENT_NAMES: Mapping[EventKind, str] = {
@@ -35,9 +38,6 @@ EVENT_NAMES: Mapping[EventKind, str] = {
     EventKind.STARTED_CHECKOUT: "cart",
     EventKind.CHECKOUT_CLOSED: "cart (archived)",
 }
-STATUS_KINDS = frozenset(
-    {EventKind.FULFILLED_ORDER, EventKind.CANCELLED_ORDER, EventKind.REFUNDED_ORDER}
-)
 SCOPES = "crm.objects.orders.write, crm.objects.carts.write, crm.objects.line_items.write"
 
 
@@ -116,17 +116,3 @@ def association(to_id: str, type_id: int) -> dict[str, Any]:
         "to": {"id": to_id},
         "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
     }
-
-
-def search_body(id_property: str, ids: list[str], after: str | None) -> dict[str, Any]:
-    """One page of the objects whose external id is one of ``ids`` (at most 100)."""
-    body: dict[str, Any] = {
-        "filterGroups": [
-            {"filters": [{"propertyName": id_property, "operator": "IN", "values": ids}]}
-        ],
-        "properties": [id_property, STORE],
-        "limit": 200,
-    }
-    if after is not None:
-        body["after"] = after
-    return body

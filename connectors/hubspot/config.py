@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.http import HttpOptions, HttpSettings
 from crmsync.contract import ConnectorConfig
@@ -86,20 +86,88 @@ class HubSpotEvents(BaseModel):
         description=(
             "'commerce': orders and carts as HubSpot's commerce objects with line items, "
             "associated with the contact (needs the crm.objects.orders.write, "
-            "crm.objects.carts.write and crm.objects.line_items.write scopes). 'deals' "
-            "(deals with line items, for accounts without commerce objects) is not built yet."
+            "crm.objects.carts.write and crm.objects.line_items.write scopes). 'deals': "
+            "orders (and, with checkout_stage, abandoned checkouts) as deals with line "
+            "items, for accounts without commerce objects (needs crm.objects.deals.write, "
+            "crm.objects.line_items.write and crm.schemas.deals.write)."
+        ),
+    )
+    pipeline: str = Field(
+        "default",
+        min_length=1,
+        description=(
+            "deals: the internal id of the deal pipeline orders go to (HubSpot's first "
+            "pipeline is 'default'; see Settings > Objects > Deals > Pipelines)."
+        ),
+    )
+    won_stage: str = Field(
+        "closedwon",
+        min_length=1,
+        description="deals: the internal id of the stage a placed order's deal is created in.",
+    )
+    lost_stage: str = Field(
+        "closedlost",
+        description=(
+            "deals: the stage a cancelled or wholly refunded order's deal moves to (a stage "
+            "of pipeline); '': the stage stays and only crmsync's properties change."
+        ),
+    )
+    checkout_stage: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "deals: the stage of an open deal an abandoned checkout becomes, e.g. a "
+            "'Checkout abandoned' stage you add; unset: abandoned checkouts are not sent."
+        ),
+    )
+    checkout_pipeline: str | None = Field(
+        None,
+        min_length=1,
+        description="deals: the pipeline of checkout_stage (unset: pipeline).",
+    )
+    closed_checkout_stage: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "deals: where a checkout's deal goes when its cart converts or expires: a stage "
+            "of the checkout pipeline; unset: the deal is archived (HubSpot's recycle bin)."
         ),
     )
 
-    @field_validator("objects")
-    @classmethod
-    def _built(cls, value: str) -> str:
-        if value == "deals":
+    @model_validator(mode="after")
+    def _deal_options_need_deals(self) -> HubSpotEvents:
+        stray = sorted(n for n in self.model_fields_set & DEAL_OPTIONS)
+        if stray and self.objects != "deals":
             raise ValueError(
-                "events as deals are not built yet: use 'commerce' (orders and carts), or "
-                "leave HubSpot out of the pipeline's events"
+                f"{', '.join(stray)}: only for objects = 'deals'; set objects = 'deals', "
+                "or remove them"
             )
-        return value
+        if self.checkout_stage is None:
+            needless = sorted({"checkout_pipeline", "closed_checkout_stage"} & set(stray))
+            if needless:
+                raise ValueError(
+                    f"{', '.join(needless)}: only with checkout_stage (without it no "
+                    "abandoned checkout is sent as a deal); set checkout_stage, or remove them"
+                )
+        return self
+
+    @property
+    def checkouts_pipeline(self) -> str:
+        """The pipeline of the checkouts' deals."""
+        return self.checkout_pipeline or self.pipeline
+
+
+# the options of deals mode, refused beside objects = "commerce"
+DEAL_OPTIONS = frozenset(
+    {
+        "pipeline",
+        "won_stage",
+        "lost_stage",
+        "checkout_stage",
+        "checkout_pipeline",
+        "closed_checkout_stage",
+    }
+)
 
 
 class HubSpotConfig(ConnectorConfig):
@@ -165,7 +233,10 @@ class HubSpotConfig(ConnectorConfig):
     )
     events: HubSpotEvents = Field(
         default_factory=HubSpotEvents,
-        description="How e-commerce events are written (orders and carts as commerce objects).",
+        description=(
+            "How e-commerce events are written: orders and carts as commerce objects, or "
+            "as deals with line items."
+        ),
     )
     rate_limits: RateLimits = Field(
         default_factory=RateLimits, description="The account's limits; the client stays within."

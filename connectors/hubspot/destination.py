@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from importlib.resources import files
@@ -32,15 +32,16 @@ import httpx
 
 from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
-from connectors.hubspot.checks import run_checks
+from connectors.hubspot.checks import commerce_checks, run_checks
 from connectors.hubspot.client import HubSpotApi, HubSpotApiError
-from connectors.hubspot.commerce import PER_CALL, CommerceSender
-from connectors.hubspot.commerce_bodies import EVENT_NAMES
+from connectors.hubspot.commerce import CommerceSender
 from connectors.hubspot.config import HubSpotConfig
 from connectors.hubspot.consent import opt_outs, record_opt_out
+from connectors.hubspot.deals import DealsSender
 from connectors.hubspot.deletions import archive
 from connectors.hubspot.lists import list_index
 from connectors.hubspot.mapping_rules import OPTION_MAX, SEPARATOR, check_mapping
+from connectors.hubspot.object_events import EVENT_BATCH, ObjectEvents
 from connectors.hubspot.payloads import contact_input
 from connectors.hubspot.properties import Existing, plan
 from connectors.hubspot.run_lists import LIST_JOB, RunLists
@@ -77,6 +78,7 @@ class HubSpotDestination:
     config_model: ClassVar[type[ConnectorConfig]] = HubSpotConfig
     default_mapping: ClassVar[Traversable | None] = files("connectors.hubspot") / "mapping.toml"
     mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
+    wants_event_facts: ClassVar[bool] = True  # the ids the ledgers hold, no reads for them
 
     def __init__(
         self,
@@ -99,8 +101,12 @@ class HubSpotDestination:
         )
         self._lists = list_index(self._api, config.segment_prefix)
         self._run_lists = RunLists(self._api, self._lists, config.list_batch, self._pool)
-        self.max_event_batch = PER_CALL
-        self._commerce = CommerceSender(self._api)
+        self.max_event_batch = EVENT_BATCH  # chunked into calls of 100 by the sender
+        self._events: ObjectEvents = (
+            DealsSender(self._api, config)
+            if config.events.objects == "deals"
+            else CommerceSender(self._api)
+        )
 
     def check(self, fields: Sequence[FieldSpec] = ()) -> list[Check]:
         """The token, scopes, group, lists and the mapped properties (creating nothing)."""
@@ -267,15 +273,23 @@ class HubSpotDestination:
     # -- events (EventDestination) ---------------------------------------------------
 
     def event_names(self) -> Mapping[EventKind, str]:
-        """The kinds HubSpot takes, named by the commerce object each one writes."""
-        return EVENT_NAMES
+        """The kinds HubSpot takes, named by the object each one writes."""
+        return self._events.names()
 
     def push_events(self, events: Sequence[Event]) -> list[EventResult]:
-        """One batch as orders and carts with line items (``commerce``)."""
+        """One batch as orders and carts with line items (``commerce``), or as deals
+        with line items (``deals``)."""
         over = self._api.day_over()
         if over is not None:
             raise over
-        return self._commerce.push(events)
+        return self._events.push(events)
+
+    def check_events(self, kinds: Collection[EventKind]) -> list[Check]:
+        """``check`` for a pipeline sending these kinds of events here: the commerce
+        objects' scopes (deals are checked by ``check`` itself, ``deals.deal_checks``)."""
+        if self.config.events.objects != "commerce":
+            return []
+        return commerce_checks(self._api, kinds)
 
     # -- the rest of the contract ------------------------------------------------------
 

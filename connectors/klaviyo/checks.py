@@ -6,6 +6,11 @@ is wrong, a 403 names the scope the key lacks (Klaviyo's own detail says which).
 scopes cannot be tried without writing, so the check says so; a missing one stops the
 first push with a 403 that names it. The owned lists are counted, and the lists made in
 the last 24 hours are compared with Klaviyo's daily cap on list creation.
+
+For a pipeline that sends events (``event_checks``), ``events:write`` is tried by a bulk
+create job of no event: Klaviyo checks the key's scopes before it reads the body, so a
+403 names the missing scope, and any other answer (202, or 400 for the empty list) means
+the key may create events. No event is created.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from crmsync.contract import Check
 from crmsync.errors import ConnectorError
 
 WRITE_SCOPES = "profiles:write, lists:write, subscriptions:write"
+EVENTS_SCOPE = "events:write"
+NO_EVENTS = {  # a bulk create job of no event: tries the scope, creates nothing
+    "data": {
+        "type": "event-bulk-create-job",
+        "attributes": {"events-bulk-create": {"data": []}},
+    }
+}
 NEAR_CAP = 0.8  # warn when this share of the daily list creations is used
 
 
@@ -99,3 +111,25 @@ def _owned_lists(lists: list[dict[str, object]], config: KlaviyoConfig) -> Check
             f"{cap} a day, so new segments may wait a day for their lists"
         )
     return Check(f"lists {prefix}*", True, detail)
+
+
+def event_checks(api: KlaviyoApi) -> list[Check]:
+    """``events:write``, which the pipeline's events need (see the module's docstring)."""
+    what = f"scope {EVENTS_SCOPE}"
+    try:
+        api.create_events(NO_EVENTS)
+    except KlaviyoAccessError as exc:
+        if exc.status == 401:
+            return [Check("API key", False, str(exc))]
+        return [
+            Check(
+                what,
+                False,
+                f"{exc.detail or 'permission denied'}: the pipeline sends events; give the "
+                f"key {EVENTS_SCOPE} under Settings > API keys in Klaviyo, or set events = "
+                "false in the pipeline",
+            )
+        ]
+    except ConnectorError as exc:
+        return [Check(what, False, str(exc))]
+    return [Check(what, True, "tried with a bulk create of no event")]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -30,7 +30,7 @@ from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
 from connectors.kit.chunks import chunked, send_chunks
 from connectors.kit.memberships import owned_problem
-from connectors.klaviyo.checks import run_checks
+from connectors.klaviyo.checks import event_checks, run_checks
 from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
 from connectors.klaviyo.config import KlaviyoConfig
 from connectors.klaviyo.consent import opt_outs, parse_time
@@ -283,6 +283,10 @@ class KlaviyoDestination:
     def push_events(self, events: Sequence[Event]) -> list[EventResult]:
         """One batch in the fewest bulk create calls; one result per event."""
         return self._events.push(events)
+
+    def check_events(self, kinds: Collection[EventKind]) -> list[Check]:
+        """``check`` for a pipeline sending these kinds of events here: the events scope."""
+        return event_checks(self._api)
 
     # -- consent read-back -----------------------------------------------------------
 

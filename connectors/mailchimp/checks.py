@@ -2,12 +2,16 @@
 
 Each failure says what to change. Nothing here prints the key: messages name the data
 centre and the list id, which are not secrets.
+
+For a pipeline that sends events (``event_checks``): one GET of the account's e-commerce
+stores, which the events need (a store per source, its orders and carts).
 """
 
 from __future__ import annotations
 
 from connectors.mailchimp.client import MailchimpApi, MailchimpApiError
 from connectors.mailchimp.config import MailchimpConfig, key_data_centre
+from connectors.mailchimp.ecommerce_api import EcommerceApi
 from crmsync.contract import Check
 from crmsync.errors import AuthError, ConfigError, ConnectorError
 
@@ -80,3 +84,28 @@ def _list_exists(api: MailchimpApi, list_id: str) -> Check:
     return Check(
         what, True, f"{found.get('name', '?')!r}, {stats.get('member_count', '?')} members"
     )
+
+
+def event_checks(api: EcommerceApi, store_prefix: str) -> list[Check]:
+    """Access to the e-commerce API: one GET of /ecommerce/stores."""
+    what = "e-commerce access"
+    try:
+        found = api.stores()
+    except AuthError as exc:
+        return [
+            Check(
+                what,
+                False,
+                f"{exc}. The pipeline sends events as Mailchimp e-commerce data: use an API "
+                "key of a user who may manage the account's e-commerce stores (an admin's), "
+                "or set events = false in the pipeline",
+            )
+        ]
+    except (MailchimpApiError, ConnectorError) as exc:
+        return [Check(what, False, f"GET /ecommerce/stores: {exc}")]
+    total = found.get("total_items", "?")
+    detail = (
+        f"/ecommerce/stores answered ({total} store(s)); the stores named {store_prefix}<source> "
+        "are created by the first run that sends events"
+    )
+    return [Check(what, True, detail)]

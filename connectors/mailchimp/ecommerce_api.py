@@ -27,6 +27,11 @@ class EcommerceApi:
 
     # -- stores --------------------------------------------------------------------
 
+    def stores(self, count: int = 1) -> dict[str, Any]:
+        """The first ``count`` stores' ids and how many the account has (``check``)."""
+        params = {"count": str(count), "fields": "stores.id,total_items"}
+        return self._call("GET", "/ecommerce/stores", params=params)
+
     def get_store(self, store_id: str) -> dict[str, Any]:
         fields = "id,list_id,currency_code,name,is_syncing"
         return self._call("GET", _path("stores", store_id), params={"fields": fields})

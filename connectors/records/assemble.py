@@ -57,7 +57,10 @@ def order(compute_total: bool, compute_discount: bool, what: str) -> Assemble:
             total = _checked(total, "total")
         if compute_discount:
             discount = sum((line.discount for line in lines), ZERO) + v[10]
-        return Order(v[0], v[1], v[2], v[3], v[4], v[5], total, discount, v[8], v[9], lines)
+        return Order(
+            v[0], v[1], v[2], v[3], v[4], v[5], total, discount, v[8], v[9], lines,
+            v[13], v[14], v[15],
+        )  # fmt: skip
 
     return assemble
 

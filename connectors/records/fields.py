@@ -274,6 +274,8 @@ ORDER: dict[str, Kind] = {
     "total": MONEY, "discount_total": MONEY, "refunded_total": MONEY, "updated_at": TIME,
     # used only to compute a total that is not mapped (see the package's docstring)
     "order_discount": MONEY, "shipping": MONEY, "tax": MONEY,
+    # when the order reached a status (refunded: its latest refund); the events' times
+    "fulfilled_at": TIME, "cancelled_at": TIME, "refunded_at": TIME,
 }  # fmt: skip
 CART: dict[str, Kind] = {
     "external_id": ID, "customer_external_id": Kind(_ref), "email": Kind(_email),

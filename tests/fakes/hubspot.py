@@ -838,16 +838,22 @@ def list_groups(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[i
 
 @route("POST", GROUPS)
 def create_group(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
-    what = "POST groups"
+    return 201, new_group(fake, "POST groups", body, fake.groups)
+
+
+def new_group(
+    fake: FakeHubSpot, what: str, body: Any, groups: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """A property group's create checked, and the group made among ``groups``."""
     ok = isinstance(body, dict) and set(body) <= {"name", "label", "displayOrder"}
     _shape(fake, what, ok, "a group is {name, label, displayOrder}")
     _shape(fake, what, {"name", "label"} <= set(body), "name and label are required")
     _shape(fake, what, bool(_NAME.fullmatch(str(body["name"]))), f"group name {body['name']!r}")
-    if body["name"] in fake.groups:
+    if body["name"] in groups:
         raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"group {body['name']} already exists")
     group = {"displayOrder": -1, **body, "archived": False}
-    fake.groups[body["name"]] = group
-    return 201, dict(group)
+    groups[body["name"]] = group
+    return dict(group)
 
 
 @route("GET", PROPERTIES)
@@ -857,7 +863,20 @@ def list_properties(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tup
 
 @route("POST", PROPERTIES)
 def create_property(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tuple[int, Any]:
-    what = "POST properties"
+    made = new_property(fake, "POST properties", body, fake.groups, fake.properties)
+    fake.properties[made.name] = made
+    return 201, made.render()
+
+
+def new_property(
+    fake: FakeHubSpot,
+    what: str,
+    body: Any,
+    groups: dict[str, dict[str, Any]],
+    existing: dict[str, Property],
+) -> Property:
+    """A property create's body checked (the object's ``groups`` and ``existing``
+    properties: contacts' here, deals' in hubspot_deals), as the property it makes."""
     _shape(fake, what, isinstance(body, dict), "the body is not an object")
     unknown = set(body) - CREATE_KEYS
     _shape(fake, what, not unknown, f"unknown fields {sorted(unknown)}")
@@ -867,14 +886,12 @@ def create_property(fake: FakeHubSpot, params: dict[str, str], body: Any) -> tup
     _shape(fake, what, bool(_NAME.fullmatch(name)), f"property name {name!r}")
     _shape(fake, what, kind in FIELD_TYPES, f"type {kind!r}")
     _shape(fake, what, field_type in FIELD_TYPES[kind], f"fieldType {field_type!r} for {kind}")
-    if body["groupName"] not in fake.groups:
+    if body["groupName"] not in groups:
         raise invalid(f"Property group {body['groupName']} does not exist")
-    if name in fake.properties:
+    if name in existing:
         raise ApiError(409, "OBJECT_ALREADY_EXISTS", f"Property named '{name}' already exists.")
     options = _options(fake, what, body.get("options"), kind)
-    made = Property(name, str(body["label"]), kind, field_type, body["groupName"], options)
-    fake.properties[name] = made
-    return 201, made.render()
+    return Property(name, str(body["label"]), kind, field_type, body["groupName"], options)
 
 
 def _options(fake: FakeHubSpot, what: str, options: Any, kind: str) -> list[dict[str, Any]]:
@@ -1221,5 +1238,7 @@ def hubspot_fake() -> Iterator[FakeHubSpot]:
     assert not fake.violations, "\n".join(fake.violations[:20])
 
 
-# the commerce objects' routes (orders, carts, line items) live beside this module
-import tests.fakes.hubspot_commerce  # noqa: E402, F401
+# the commerce objects' routes (orders, carts, line items) and the deals' live beside
+# this module
+import tests.fakes.hubspot_commerce  # noqa: E402
+import tests.fakes.hubspot_deals  # noqa: E402, F401

@@ -21,7 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.mailchimp import ApiError, FakeMailchimp, now_text, route, subscriber_hash
+from tests.fakes.mailchimp import (
+    ApiError,
+    FakeMailchimp,
+    _only,
+    _page,
+    now_text,
+    route,
+    subscriber_hash,
+)
 
 _STORE_FIELDS = ("id", "list_id", "name", "currency_code", "platform", "is_syncing", "domain")
 
@@ -127,6 +135,16 @@ def _add_store(
     )
     fake.stores[store.id] = store
     return 200, store.view()
+
+
+@route("GET", "/ecommerce/stores")
+def _list_stores(
+    fake: FakeMailchimp, params: dict[str, str], query: dict[str, str], body: Any
+) -> tuple[int, Any]:
+    views = [
+        _only(store.view(), query, "stores") for store in _page(list(fake.stores.values()), query)
+    ]
+    return 200, {"stores": views, "total_items": len(fake.stores)}
 
 
 @route("GET", "/ecommerce/stores/{store_id}")
