@@ -36,6 +36,7 @@ COPY connectors ./connectors
 COPY mappings ./mappings
 COPY state ./state
 COPY service ./service
+COPY distributed ./distributed
 RUN pip install --no-deps . \
     && rm -rf /opt/crmsync/build /opt/crmsync/*.egg-info
 

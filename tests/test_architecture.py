@@ -19,7 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 INNER = ("crmsync", "engine", "state", "mappings")
-ABOVE_CORE = ("state", "mappings", "connectors", "engine", "cli", "service", "scheduler")
+ABOVE_CORE = (
+    "state", "mappings", "connectors", "engine", "cli", "service", "distributed", "scheduler",
+)  # fmt: skip
 VENDOR = re.compile(
     r"mailchimp|klaviyo|hubspot|salesforce|omnisend|shopify|woocommerce", re.IGNORECASE
 )

@@ -1,0 +1,324 @@
+"""``crmsync run --workers celery``: one pipeline run whose work Celery workers do.
+
+The coordinator is the run's own process, as in ``engine.pipeline``: it holds the
+pipeline's lease, records the run, and writes its report and status. Its phases go to
+the workers in order, each waited for before the next (``dispatch``):
+
+1. pull: each source's customers stream, then the orders and carts streams (which find
+   their person by their customer) — every stream a task;
+2. prepare: per destination, consent read back, earlier runs' jobs settled, fields
+   prepared: before the planning that they change;
+3. plan: the key space cut into slices of about ``people_per_slice`` customers, a task
+   each; every slice's changes, per destination in its order, go to the state database;
+4. push: each destination's changes in batches cut at fixed positions of each slice, a
+   task each, in any order and on any worker;
+5. collect: per destination, the jobs the run left pending.
+
+Then, here: the records not synced are named, the plans kept (as the in-process run
+keeps them, when no destination failed), events pushed when the pipeline sends them
+(in this process, after everyone's push), and the run's counts added up from the tasks'
+results. A run on workers plans everyone: the incremental planning of a run in one
+process (``engine.plan_run``) reads a scope from a temporary table of its own
+connection, which no worker shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+
+from crmsync.config import Config, DestinationSpec, PipelineSpec
+from crmsync.contract import Destination
+from crmsync.diff import Policy
+from crmsync.errors import ConfigError, CrmsyncError
+from crmsync.phase_log import log_run_times
+from crmsync.records import Stream
+from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
+from distributed import planning
+from distributed.app import make_app, require_workers
+from distributed.dispatch import Dispatch, Publish, Task
+from distributed.planning import Plan
+from distributed.tasks import describe, retry_policy
+from distributed.work import (
+    COLLECT,
+    PLAN,
+    PREPARE,
+    PULL,
+    PUSH,
+    Work,
+    collect_key,
+    plan_args,
+    plan_key,
+    prepare_key,
+    pull_key,
+    push_key,
+)
+from engine.pipeline import PipelineBusy, begin_run, context_for, run_status, send_events
+from engine.plan_run import name_not_synced, report_tally
+from engine.push import LEASE_SECONDS, Pusher
+from state.first_load import restore_indexes
+from state.store import Store
+from state.work_queue import forget_run, stopped
+
+__all__ = ["run_on_workers"]
+
+
+def run_on_workers(
+    config: Config,
+    spec: PipelineSpec,
+    store: Store,
+    options: RunOptions,
+    *,
+    send: Publish | None = None,
+) -> RunReport:
+    """Runs ``spec`` once on Celery workers (``send`` hands each task to the broker)."""
+    settings = require_workers(config)
+    if options.dry_run:
+        raise CrmsyncError("a dry run (`crmsync plan`) plans in one process, not on workers")
+    if options.events and not spec.settings.events:
+        raise ConfigError(
+            f"pipeline {spec.name!r} sends no events: set events = true in "
+            f"[pipelines.{spec.name}] before backfilling them"
+        )
+    as_of = (options.as_of or datetime.now(UTC)).astimezone(UTC)
+    report = RunReport(spec.name, None, options.kind, False, as_of)
+    holder = store.acquire_lease(f"pipeline:{spec.name}", LEASE_SECONDS)
+    if holder is None:
+        raise PipelineBusy(f"pipeline {spec.name!r} is already running in another process")
+    try:
+        policy = begin_run(store, spec, options, report, as_of)
+        assert report.run_id is not None
+        work = Work(config_root(config), config.store, spec.name, report.run_id)
+        lease = (spec.name, holder)
+        app = make_app(settings)
+        dispatch = Dispatch(app, settings, store, work, lease, send, options.progress)
+        _Run(config, spec, store, options, report, dispatch).go(policy, as_of)
+        report.status = run_status(report)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
+            report.status, report.error = "interrupted", interrupt_reason(exc)
+        else:
+            report.status, report.error = "failed", describe(exc)
+        raise
+    finally:
+        report.stages.stop()
+        log_run_times(spec.name, report.status, report.stages)
+        if report.run_id is not None:
+            store.finish_run(report.run_id, report.status, report.counts(), report.error)
+            with store.transaction() as conn:  # after the run ended: late tasks skip
+                forget_run(conn, report.run_id)
+        store.release_lease(f"pipeline:{spec.name}", holder)
+    return report
+
+
+def config_root(config: Config) -> str:
+    """The path every worker loads: the file, or the directory of a store."""
+    path = config.path.resolve()
+    return str(path.parent if config.store else path)
+
+
+class _Run:
+    def __init__(
+        self,
+        config: Config,
+        spec: PipelineSpec,
+        store: Store,
+        options: RunOptions,
+        report: RunReport,
+        dispatch: Dispatch,
+    ) -> None:
+        self.config, self.spec, self.store = config, spec, store
+        self.options, self.report, self.dispatch = options, report, dispatch
+        self.work = dispatch.work.as_dict()
+        self.max_batch: dict[str, int] = {}
+
+    def go(self, policy: Policy, as_of: datetime) -> None:
+        stages, report = self.report.stages, self.report
+        if self.options.pull:
+            with stages.time("pull"):
+                self.pull(as_of)
+            # a worker killed during a first load left that table's indexes dropped, and
+            # its task, delivered again, loaded the rest into a table no longer empty
+            restore_indexes(self.store.engine)
+            staged = sum(stats.get("staged", 0) for stats in report.pulled.values())
+            self.store.refresh_statistics("staging", changed=staged)
+        with stages.time("prepare"):
+            self.prepare()
+        with stages.time("plan"):
+            plan = self.plan(policy, as_of)
+        try:
+            with stages.time("push"):
+                self.push(plan)
+            name_not_synced(
+                self.store, self.spec, plan.ctx, plan.tally, self.options, report, rename=True
+            )
+            if not any(d.error for d in report.destinations.values()):
+                assert report.run_id is not None
+                planning.keep(self.store, self.spec, report.run_id, plan)
+        finally:
+            report_tally(report, plan.tally, self.spec.currency, self.options.samples)
+        with stages.time("collect"):
+            self.collect()
+        if self.spec.settings.events:
+            with stages.time("events"):
+                self.events()
+        answered = sum(d.counts["ok"] for d in report.destinations.values())
+        self.store.refresh_statistics("plans", changed=max(answered, report.profiles))
+
+    # -- pull -------------------------------------------------------------------------
+
+    def pull(self, as_of: datetime) -> None:
+        until = min(datetime.now(UTC), as_of) if self.options.as_of else datetime.now(UTC)
+        streams: list[tuple[str, str]] = []
+        for spec in self.spec.sources:
+            instance = spec.cls(spec.config, context_for(self.config, spec.name))
+            try:
+                streams += [(spec.name, stream.value) for stream in instance.streams()]
+            finally:
+                instance.close()
+
+        def task(source: str, stream: str) -> Task:
+            kwargs = {"source": source, "stream": stream, "until": until.isoformat()}
+            return Task(
+                pull_key(source, stream), PULL, self._args(full=self.options.full, **kwargs)
+            )
+
+        people = [task(*s) for s in streams if s[1] == Stream.CUSTOMERS]
+        rows = self.dispatch.run("pull customers", people)
+        rest = [task(*s) for s in streams if s[1] != Stream.CUSTOMERS]
+        rows.update(self.dispatch.run("pull orders and carts", rest))
+        for source, stream in streams:
+            self.report.pulled.update(rows[pull_key(source, stream)].result)
+
+    # -- prepare ------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        for dest in self.spec.destinations:
+            self.report.destinations[dest.name] = DestinationReport(dest.name, dest.kind)
+        tasks = [
+            Task(prepare_key(d.name), PREPARE, self._args(destination=d.name))
+            for d in self.spec.destinations
+        ]
+        rows = self.dispatch.run("prepare", tasks)
+        for dest in self.spec.destinations:
+            result = rows[prepare_key(dest.name)].result
+            self.report.consent_read[dest.name] = int(result["consent_read"])
+            self.max_batch[dest.name] = int(result["max_batch"])
+            self._answered(self.report.destinations[dest.name], result)
+
+    # -- plan ---------------------------------------------------------------------------
+
+    def plan(self, policy: Policy, as_of: datetime) -> Plan:
+        spec, options = self.spec, self.options
+        people = self.config.settings.celery.people_per_slice
+        backfill = options.kind == "backfill" or options.full
+        plan = planning.cut(self.store, spec, as_of, people, backfill)
+        self.report.planning = f"everyone: {plan.reason}"
+        args = plan_args(policy, as_of, options.samples, plan.marks.fingerprint).as_dict()
+        tasks = [
+            Task(plan_key(i), PLAN, self._args(part=i, low=r.low, high=r.high, plan=args))
+            for i, r in enumerate(plan.slices)
+        ]
+        rows = self.dispatch.run("plan", tasks)
+        results = [rows[plan_key(i)].result for i in range(len(plan.slices))]
+        planning.add_up(plan, results, [d.name for d in spec.destinations], options.samples)
+        return plan
+
+    # -- push ---------------------------------------------------------------------------
+
+    def push(self, plan: Plan) -> None:
+        tasks: list[tuple[int, int, int, Task]] = []
+        for order, dest in enumerate(self.spec.destinations):
+            answered = self.report.destinations[dest.name]
+            if answered.error:  # stopped before planning: nothing of it is sent this run
+                answered.counts["not_sent"] += sum(c.get(dest.name, 0) for c in plan.changes)
+                continue
+            size = self.max_batch[dest.name]
+            for part, counts in enumerate(plan.changes):
+                total = counts.get(dest.name, 0)
+                for batch, start in enumerate(range(0, total, size)):
+                    kwargs = self._args(
+                        destination=dest.name,
+                        part=part,
+                        batch=batch,
+                        start=start,
+                        stop=min(start + size, total),
+                    )
+                    key = push_key(dest.name, part, batch)
+                    tasks.append((part, batch, order, Task(key, PUSH, kwargs)))
+        tasks.sort(key=lambda t: t[:3])  # destinations side by side, slices in key order
+        rows = self.dispatch.run("push", [t[3] for t in tasks])
+        for *_, task in tasks:
+            name = task.kwargs["destination"]
+            self.report.destinations[name].counts.update(rows[task.key].result["counts"])
+        assert self.report.run_id is not None
+        with self.store.engine.connect() as conn:
+            for dest in self.spec.destinations:
+                answered = self.report.destinations[dest.name]
+                halted = stopped(conn, self.report.run_id, dest.name)
+                if halted is not None and answered.error is None:
+                    answered.error, answered.full = halted
+
+    # -- collect and events ------------------------------------------------------------
+
+    def collect(self) -> None:
+        wait = self.options.job_wait_seconds
+        tasks = [
+            Task(collect_key(d.name), COLLECT, self._args(destination=d.name, wait_seconds=wait))
+            for d in self.spec.destinations
+        ]
+        rows = self.dispatch.run("collect", tasks, longest=wait)
+        for dest in self.spec.destinations:
+            result = rows[collect_key(dest.name)].result
+            self._answered(self.report.destinations[dest.name], result)
+            if result["running"]:
+                self.report.warnings.append(
+                    f"{dest.name}: {result['running']} jobs still running; the next run "
+                    "collects their results"
+                )
+
+    def events(self) -> None:
+        """The run's events, from this process, after everyone's push (as in one process)."""
+        retry = retry_policy(self.spec)
+        with ExitStack() as stack:
+            pushers = [self._pusher(d.name, stack) for d in self.spec.destinations]
+            send_events(self.store, self.spec, pushers, self.options, self.report, retry)
+
+    def _pusher(self, name: str, stack: ExitStack) -> Pusher:
+        dest = next(d for d in self.spec.destinations if d.name == name)
+        instance = stack.enter_context(_opened(self.config, dest))
+        return Pusher(
+            name,
+            instance,
+            self.store,
+            self.report.destinations[name],
+            self.options,
+            self.report.run_id,
+            retry_policy(self.spec),
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _args(self, **kwargs: object) -> dict[str, object]:
+        return {"work": self.work, **kwargs}
+
+    @staticmethod
+    def _answered(report: DestinationReport, result: dict[str, object]) -> None:
+        """Adds a task's answers to the destination's report; its first error stays."""
+        counts = result.get("counts")
+        if isinstance(counts, dict):
+            report.counts.update(counts)
+        error = result.get("error")
+        if error and report.error is None:
+            report.error, report.full = str(error), bool(result.get("full"))
+
+
+@contextmanager
+def _opened(config: Config, dest: DestinationSpec) -> Iterator[Destination]:
+    instance: Destination = dest.cls(dest.config, context_for(config, dest.name))
+    try:
+        instance.prepare(dest.mapping.field_specs())
+        yield instance
+    finally:
+        instance.close()
