@@ -15,6 +15,7 @@ is not validated again on its orders and carts. ``version`` gives a token of eac
 from __future__ import annotations
 
 import hashlib
+import logging
 import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -30,12 +31,14 @@ from connectors.files_check import check_file, mapped_columns
 from connectors.files_config import FilesSourceConfig, StreamFile
 from connectors.files_rows import (
     BadRow,
+    HashedLines,
+    Point,
     Row,
     adjacent_groups,
     byte_position,
     csv_rows,
     excerpt,
-    jsonl_rows,
+    numbered_rows,
     open_binary,
     open_text,
 )
@@ -48,6 +51,8 @@ from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.records import IssueAction, Record, RecordIssue, Stream
 
 QUARANTINED, CORRECTED = IssueAction.QUARANTINED, IssueAction.CORRECTED
+POINT = "lines-v1"  # what a resume point of this source starts with (``resume_point``)
+log = logging.getLogger(__name__)
 
 Unit = list[Row] | Row  # a record's rows: several for CSV orders with one row per line
 
@@ -84,6 +89,8 @@ class FilesSource:
         }
         self._open: weakref.WeakSet[Generator[Record | RecordIssue]] = weakref.WeakSet()
         self._positions: dict[Stream, Callable[[], int]] = {}  # per stream being read
+        self._resume: dict[Stream, str] = {}  # where the next read may start (``resume_from``)
+        self._reached: dict[Stream, str] = {}  # where the last whole read ended
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
         if isinstance(config, FilesSourceConfig):
@@ -115,9 +122,42 @@ class FilesSource:
             found = path.stat()
         except OSError:
             return None
+        return f"{path}|{found.st_size}|{found.st_mtime_ns}|{self._reading(spec)}"
+
+    def _reading(self, spec: StreamFile) -> str:
+        """A digest of how a stream's file is read: its mapping, zone and region."""
         reading = f"{spec.model_dump_json()}|{self.tz}|{self.context.default_region}"
-        digest = hashlib.sha256(reading.encode()).hexdigest()[:16]
-        return f"{path}|{found.st_size}|{found.st_mtime_ns}|{digest}"
+        return hashlib.sha256(reading.encode()).hexdigest()[:16]
+
+    def resume_from(self, stream: Stream, point: str | None) -> None:
+        """Where the next read of ``stream`` may start (``Resumable``): a point an earlier
+        whole read of it reached (``resume_point``). Only a JSON-lines file is read from
+        there, and only when it still begins with exactly the bytes that read went
+        through (hashed again to tell) and is read with the same mapping; any other
+        file, or a point that does not hold, is read whole."""
+        if point is None:
+            self._resume.pop(stream, None)
+        else:
+            self._resume[stream] = point
+
+    def resume_point(self, stream: Stream) -> str | None:
+        """Where the last read of ``stream`` ended, once it was read to its end (a
+        JSON-lines file: the length and SHA-256 of its whole lines); None for a read cut
+        short or another kind of file."""
+        return self._reached.get(stream)
+
+    def _start(self, stream: Stream, spec: StreamFile) -> Point | None:
+        """The point to read ``stream`` from, when it was given one made by this reading
+        of the file (``POINT``, the same mapping digest)."""
+        given = self._resume.get(stream)
+        if given is None:
+            return None
+        kind, reading, length, lines, digest = [*given.split("|"), "", "", "", ""][:5]
+        if kind != POINT or reading != self._reading(spec):
+            return None
+        if not (length.isdigit() and lines.isdigit() and digest):
+            return None
+        return Point(int(length), int(lines), digest)
 
     def size(self, stream: Stream) -> int | None:
         """The file's size in bytes (a compressed file's compressed size)."""
@@ -220,10 +260,25 @@ class FilesSource:
             )
         try:
             if spec.file_format() == "jsonl":
+                self._reached.pop(stream, None)
                 with open_binary(path) as binary:
                     self._positions[stream] = byte_position(binary)
                     drop = fast.row_outside if fast is not None else None
-                    yield from jsonl_rows(binary, spec.encoding, drop)
+                    lines = HashedLines(binary, self._start(stream, spec))
+                    yield from numbered_rows(lines, spec.encoding, drop)
+                if lines.resumed:
+                    log.info(
+                        "%s.%s: read from byte %d: the file still begins with what its "
+                        "last read went through",
+                        self.context.name,
+                        stream.value,
+                        lines.resumed,
+                    )
+                if lines.reached is not None:
+                    point = lines.reached
+                    self._reached[stream] = (
+                        f"{POINT}|{self._reading(spec)}|{point.length}|{point.lines}|{point.digest}"
+                    )
                 return
             with open_text(path, spec.encoding) as handle:
                 self._positions[stream] = byte_position(handle)

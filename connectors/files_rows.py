@@ -14,7 +14,8 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
-from collections.abc import Callable, Iterator
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -22,6 +23,8 @@ from typing import IO, Any, cast
 import orjson
 
 EXCERPT = 200
+BLOCK = 2**16  # bytes a lines file is read (and hashed) at a time: a block stays in cache
+PREFIX_BLOCK = 2**20  # bytes hashed at a time of a start read again only to be hashed
 _BOM = codecs.BOM_UTF8
 
 
@@ -140,26 +143,104 @@ def jsonl_rows(
 
     ``drop`` sees each parsed object and leaves out those it passes, before a row is made.
     """
+    return numbered_rows([(1, handle)], encoding, drop)
+
+
+def numbered_rows(
+    blocks: Iterable[tuple[int, Iterable[bytes]]],
+    encoding: str,
+    drop: Callable[[dict[str, Any]], bool] | None = None,
+) -> Iterator[Row | BadRow]:
+    """``jsonl_rows`` of lines given a block at a time: (number of its first line, its
+    lines), as ``HashedLines`` gives them (or a whole file, whose lines it iterates)."""
     utf8 = codecs.lookup(encoding).name == "utf-8"
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    for number, raw in enumerate(handle, start=1):
-        data = (raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw).strip()
-        if not data:
-            continue
-        # UTF-8 goes to orjson as bytes and is decoded only for an excerpt
-        written: bytes | str = data if utf8 else data.decode(encoding, errors="replace")
-        try:
-            value = loads(written)
-        except decode_error as exc:
-            yield BadRow(number, f"malformed JSON: {exc}", _render(written))
-            continue
-        if type(value) is not dict:
-            kind = type(value).__name__
-            yield BadRow(number, f"expected a JSON object, got {kind}", _render(written))
-            continue
-        if drop is not None and drop(value):
-            continue
-        yield Row(number, value, written)
+    for first, lines in blocks:
+        for number, raw in enumerate(lines, start=first):
+            data = (raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw).strip()
+            if not data:
+                continue
+            # UTF-8 goes to orjson as bytes and is decoded only for an excerpt
+            written: bytes | str = data if utf8 else data.decode(encoding, errors="replace")
+            try:
+                value = loads(written)
+            except decode_error as exc:
+                yield BadRow(number, f"malformed JSON: {exc}", _render(written))
+                continue
+            if type(value) is not dict:
+                kind = type(value).__name__
+                yield BadRow(number, f"expected a JSON object, got {kind}", _render(written))
+                continue
+            if drop is not None and drop(value):
+                continue
+            yield Row(number, value, written)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """How far a read of a lines file went: its first ``length`` bytes, ``lines`` whole
+    lines, whose SHA-256 is ``digest``. A later read that finds the file still beginning
+    with exactly those bytes has nothing new before ``length``."""
+
+    length: int
+    lines: int
+    digest: str
+
+
+class HashedLines:
+    """A lines file's whole lines, numbered, read in large blocks and hashed as they go,
+    from the start or, when the file still begins with a ``Point`` an earlier read
+    reached (the same bytes: their hash is computed afresh and compared), from there.
+
+    ``reached`` is the point this read got to once every line was taken; a last line
+    with no line break is read but left out of it (it may still be being written), so the
+    next read takes it again. ``resumed`` is where the lines began (0: the start).
+    """
+
+    def __init__(self, handle: IO[bytes], start: Point | None = None) -> None:
+        self.handle, self.start = handle, start
+        self.resumed = 0
+        self.reached: Point | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, list[bytes]]]:
+        """(number of the first line, the lines) a block at a time."""
+        handle, hasher = self.handle, hashlib.sha256()
+        number = 0  # lines before the next block's first
+        length = 0  # bytes of whole lines hashed
+        if self.start is not None:
+            if _same_start(handle, self.start, hasher):
+                number, length = self.start.lines, self.start.length
+                self.resumed = length
+            else:
+                handle.seek(0)
+                hasher = hashlib.sha256()
+        carry = b""
+        while block := handle.read(BLOCK):
+            data = carry + block if carry else block
+            lines = data.split(b"\n")
+            carry = lines.pop()  # what follows the last line break: a line's start, or b""
+            if lines:
+                cut = len(data) - len(carry)
+                hasher.update(memoryview(data)[:cut])
+                length += cut
+                yield number + 1, lines
+                number += len(lines)
+        if carry:
+            yield number + 1, [carry]
+        self.reached = Point(length, number, hasher.hexdigest())
+
+
+def _same_start(handle: IO[bytes], start: Point, hasher: Any) -> bool:
+    """Reads the first ``start.length`` bytes into ``hasher``: whether they hash to
+    ``start.digest`` (False: the file changed before that point, or is shorter)."""
+    remaining = start.length
+    while remaining > 0:
+        block = handle.read(min(PREFIX_BLOCK, remaining))
+        if not block:
+            return False
+        hasher.update(block)
+        remaining -= len(block)
+    return bool(hasher.hexdigest() == start.digest)
 
 
 def adjacent_groups(rows: Iterator[Row | BadRow], id_column: str) -> Iterator[list[Row] | BadRow]:

@@ -124,6 +124,24 @@ class Versioned(Protocol):
 
 
 @runtime_checkable
+class Resumable(Protocol):
+    """A ``Versioned`` source that can go on from where a stream's last whole read ended,
+    when the stream has only grown since, as an export file appended to (optional).
+
+    ``resume_point`` tells, once a read was taken to its end, where it ended (an opaque
+    token; None: it cannot tell). The pull keeps it with the stream's version and gives
+    it back before the stream's next read (``resume_from``; None: read it whole). The
+    source must then prove the stream still begins with exactly what that read went
+    through (for a file, by hashing those bytes again) before it skips them; whatever it
+    cannot prove it reads whole, so a point never hides a change.
+    """
+
+    def resume_from(self, stream: Stream, point: str | None) -> None: ...
+
+    def resume_point(self, stream: Stream) -> str | None: ...
+
+
+@runtime_checkable
 class Sized(Protocol):
     """A source that knows, cheaply, how much a full read of a stream goes through
     (optional): bytes of an export file, say; None when it cannot tell. The pull reads a
@@ -303,7 +321,11 @@ class Destination(Protocol):
         ...
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:
-        """Consent changes made in the destination since ``since`` (may yield nothing)."""
+        """Consent changes made in the destination since ``since`` (may yield nothing).
+
+        A run iterates it on a thread of its own, from when it opens the destination
+        until its pull is done and ``prepare`` and ``collect`` have run, so those two may
+        be called while it is being read."""
         ...
 
     def close(self) -> None: ...

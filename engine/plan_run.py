@@ -122,7 +122,7 @@ def plan_and_push(
             pusher.flush()
         _kept_in_tally(tally, kept)
         report.profiles_kept = kept.people
-        _name_not_synced(store, spec, ctx, tally, options, report, rename=kept.rename)
+        name_not_synced(store, spec, ctx, tally, options, report, rename=kept.rename)
         if writer is not None and not any(d.error for d in report.destinations.values()):
             planning = Planning(
                 print_,
@@ -138,7 +138,7 @@ def plan_and_push(
     finally:
         if writer is not None:
             writer.close()
-        _report_tally(report, tally, spec.currency, options.samples)
+        report_tally(report, tally, spec.currency, options.samples)
 
 
 @dataclass
@@ -178,6 +178,11 @@ def _plan_scope(
     foreign = None
     if not counted.arrived:  # no order staged or re-keyed: the count stands
         foreign = last.foreign_orders
+    elif spec.sources and last.foreign_orders == 0:
+        # none before: the orders staged since the last planning began are all that
+        # can be in another currency now (a re-keyed order keeps its currency)
+        since = last.started_at
+        foreign = foreign_currency_orders(conn, planner.ctx, staged_since=since)
     elif spec.sources:
         foreign = foreign_currency_orders(conn, planner.ctx)
     return _Kept(
@@ -283,7 +288,7 @@ def _parallel_plan(
     return job, slices, workers
 
 
-def _name_not_synced(
+def name_not_synced(
     store: Store,
     spec: PipelineSpec,
     ctx: ProfileContext,
@@ -316,7 +321,7 @@ def _name_not_synced(
         )
 
 
-def _report_tally(report: RunReport, tally: Tally, currency: str, samples: int) -> None:
+def report_tally(report: RunReport, tally: Tally, currency: str, samples: int) -> None:
     if tally.foreign_orders:
         report.warnings.append(
             f"{tally.foreign_orders} orders are not in {currency} and are left out of spend metrics"

@@ -9,6 +9,10 @@ A ``Versioned`` source says cheaply whether a stream may have changed. Its token
 taken before the read and kept with the cursor when the read leaves nothing for later;
 a run (not ``full``) that finds the same token again does not read the stream at all.
 A crash part-way keeps the old token, which no longer matches, so the stream is read.
+A ``Resumable`` source also tells where a complete read ended (an export file's whole
+lines, hashed); that point is kept with the token, and the next read (not ``full``) is
+given it: a file that has only grown since is read from there, its start proved the same
+by hashing it again, so a run costs what was appended, not the whole file.
 
 Batches are large (``BATCH``): staging writes each in one transaction, and its cost per
 batch (look-ups, statements, a commit) is then spread over many records, while memory
@@ -37,6 +41,8 @@ from state.store import Store, StreamVersion
 log = logging.getLogger("engine.pull")
 
 BATCH = 20_000
+# between a stream's version and where its last read ended, as they are kept together
+POINT_SEPARATOR = "\n"
 
 
 @dataclass
@@ -75,13 +81,15 @@ def pull_source(
     planned: list[_Planned] = []
     for stream in source.streams():
         version = StreamVersion(source.version(stream)) if isinstance(source, Versioned) else None
-        if not full and _unchanged(store, source_name, stream, version):
+        kept, point = _kept(store, source_name, stream, version)
+        if not full and version is not None and version.token is not None and kept == version.token:
             log.info("pulled %s.%s: unchanged since its last read", source_name, stream.value)
             stats.streams[stream.value] = StageStats(not_read=True)
             continue
         cursor = None if full else store.cursor(source_name, stream.value)
         since = cursor - lookback if cursor is not None else None
-        planned.append(_Planned(Read(stream, since), cursor, version))
+        resume = None if full else point
+        planned.append(_Planned(Read(stream, since, resume), cursor, version))
     reads = [p.read for p in planned]
     if recipe is not None and not worth_reading_ahead(source, reads, full):
         recipe = None
@@ -125,6 +133,9 @@ def _stage_stream(
     version = planned.version
     if version is not None and (total.later or batch.later):
         version = StreamVersion(None)  # a later run must read what was left for it
+    elif version is not None and version.token is not None and batch.resume is not None:
+        # where this read ended, kept with the version for the next read to go on from
+        version = StreamVersion(f"{version.token}{POINT_SEPARATOR}{batch.resume}")
     _stage(store, source_name, stream, batch, total, watch, progress, position, version)
     return total
 
@@ -187,10 +198,15 @@ def _log(source_name: str, stream: Stream, total: StageStats) -> None:
     )
 
 
-def _unchanged(
+def _kept(
     store: Store, source_name: str, stream: Stream, version: StreamVersion | None
-) -> bool:
-    """True when the stream's version is the one kept after its last complete read."""
+) -> tuple[str | None, str | None]:
+    """The version kept after the stream's last complete read that left nothing for later,
+    and where that read ended (``Resumable``), or None for either."""
     if version is None or version.token is None:
-        return False
-    return version.token == store.source_version(source_name, stream.value)
+        return None, None
+    kept = store.source_version(source_name, stream.value)
+    if kept is None:
+        return None, None
+    token, _, point = kept.partition(POINT_SEPARATOR)
+    return token, point or None

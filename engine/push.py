@@ -15,7 +15,11 @@ batch is on the wire. Between the planner and that thread sits a queue of at mos
 waits for it instead of piling changes up. The answers are recorded by a second thread,
 so that batch N's ledger write overlaps batch N+1's push (each batch is still marked in
 flight before it is sent, by the sender, and recorded only after it was answered); at
-most one answered batch waits for it.
+most one answered batch waits for it. A destination whose ``push`` may be called from
+several threads says how many batches may be on the wire at once (``pushes_at_once``):
+that many senders then take batches from the queue, so one batch's calls fill the
+connections while another is marked in flight or waits for its last calls; a crash then
+leaves up to that many batches in flight, each re-sent as the same idempotent change.
 
 Pending jobs (destinations with asynchronous imports) are collected at the start of each
 run and at its end, waiting there up to ``RunOptions.job_wait_seconds``.
@@ -57,9 +61,10 @@ class Pusher:
     crashed run had not acknowledged: the outbox's content-addressed files then replace
     themselves instead of holding a person twice.
 
-    The batches are pushed in the order they were cut, by one sender thread, so pushing
-    overlaps with planning but never with itself, and their answers are recorded in that
-    order by one recorder thread while the next batch is pushed. ``flush()`` waits until
+    The batches are pushed in the order they were cut, by one sender thread (or, for a
+    destination with ``pushes_at_once``, that many, each taking the next batch), so
+    pushing overlaps with planning, and their answers are recorded by one recorder
+    thread while the next batch is pushed. ``flush()`` waits until
     everything has been pushed and recorded, and stops both threads. An error either
     cannot classify (a bug, a state database error) is raised in the planner's thread by
     the next ``add`` or ``flush``; a ``ConfigError`` or ``ConnectorError`` stops sending
@@ -90,7 +95,10 @@ class Pusher:
         self.stages = stages or Stopwatch()  # where the time goes: pushing and the ledger
         self._counts = threading.Lock()  # report.counts is updated from both threads
         self._queue: queue.Queue[list[Change] | None] = queue.Queue(QUEUED_BATCHES)
-        self._sender: threading.Thread | None = None
+        # batches on the wire at once: one, unless the destination's push may be called
+        # from several threads (``pushes_at_once``; its calls then share its connections)
+        self._width = max(1, int(getattr(destination, "pushes_at_once", 1)))
+        self._senders: list[threading.Thread] = []
         self._answered: queue.Queue[Answered | None] = queue.Queue(1)
         self._recorder: threading.Thread | None = None
         # the sender's and the recorder's transactions take turns: SQLite has one writer,
@@ -136,7 +144,7 @@ class Pusher:
         if not self._threaded:
             self._push(batch)
             return
-        if self._sender is None:
+        if not self._senders:
             self._dropping = False
             # each thread in a copy of the run's context: its log lines keep the run's fields
             self._recorder = threading.Thread(
@@ -146,13 +154,15 @@ class Pusher:
                 daemon=True,
             )
             self._recorder.start()
-            self._sender = threading.Thread(
-                target=contextvars.copy_context().run,
-                args=(self._send_loop,),
-                name=f"push-{self.name}",
-                daemon=True,
-            )
-            self._sender.start()
+            for number in range(self._width):
+                sender = threading.Thread(
+                    target=contextvars.copy_context().run,
+                    args=(self._send_loop,),
+                    name=f"push-{self.name}" + (f"-{number}" if number else ""),
+                    daemon=True,
+                )
+                sender.start()
+                self._senders.append(sender)
         self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace
 
     def _send_loop(self) -> None:
@@ -178,9 +188,10 @@ class Pusher:
                 self._failure = self._failure or exc
 
     def _stop(self) -> None:
-        sender, self._sender = self._sender, None
-        if sender is not None:
-            self._queue.put(None)
+        senders, self._senders = self._senders, []
+        for _ in senders:
+            self._queue.put(None)  # one end for each: a sender takes one and leaves
+        for sender in senders:
             sender.join()
         recorder, self._recorder = self._recorder, None
         if recorder is not None:  # after the sender: it hands over its last answers first

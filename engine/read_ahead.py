@@ -43,7 +43,7 @@ from typing import Any, cast
 
 from crmsync import child
 from crmsync.child import Pipes
-from crmsync.contract import ConnectorContext, Sized, Source
+from crmsync.contract import ConnectorContext, Resumable, Sized, Source
 from crmsync.records import RecordIssue, Stream
 from crmsync.spool import Note, SpoolReader, SpoolWriter, is_note
 from state.stage_rows import BUILDERS, Built
@@ -65,10 +65,12 @@ class SourceRecipe:
 
 @dataclass(frozen=True)
 class Read:
-    """One stream to read: records changed after ``since`` (None: all)."""
+    """One stream to read: records changed after ``since`` (None: all), from ``resume``
+    when the source can go on from there (``Resumable``; None: from the start)."""
 
     stream: Stream
     since: datetime | None
+    resume: str | None = None
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Batch:
     later: int = 0  # records changed after the run began: left for the next run
     newest: datetime | None = None  # the newest ``updated_at`` among ``records``
     position: int | None = None  # how far the read got, of the source's size (``Sized``)
+    resume: str | None = None  # the stream's last batch: where its read ended (``Resumable``)
 
 
 def batches(source: Source, name: str, read: Read, until: datetime, size: int) -> Iterator[Batch]:
@@ -87,6 +90,9 @@ def batches(source: Source, name: str, read: Read, until: datetime, size: int) -
     possibly empty (so that there always is one)."""
     build = BUILDERS[read.stream]
     sized = source if isinstance(source, Sized) else None
+    resumable = source if isinstance(source, Resumable) else None
+    if resumable is not None:
+        resumable.resume_from(read.stream, read.resume)
     batch = Batch()
     for item in source.read(read.stream, read.since, until):
         if isinstance(item, RecordIssue):
@@ -105,6 +111,8 @@ def batches(source: Source, name: str, read: Read, until: datetime, size: int) -
                 batch.position = sized.position(read.stream)
             yield batch
             batch = Batch()
+    if resumable is not None:
+        batch.resume = resumable.resume_point(read.stream)
     yield batch
 
 
@@ -260,9 +268,10 @@ def _read_all(pipes: Pipes) -> None:
 
 def _packed(batch: Batch) -> tuple[Any, ...]:
     records = [tuple(built) for built in batch.records]
-    return ("batch", records, batch.issues, batch.later, batch.newest, batch.position)
+    found = (batch.issues, batch.later, batch.newest, batch.position, batch.resume)
+    return ("batch", records, *found)
 
 
 def _unpacked(message: tuple[Any, ...]) -> Batch:
-    _, records, issues, later, newest, position = message
-    return Batch(list(map(Built._make, records)), issues, later, newest, position)
+    _, records, issues, later, newest, position, resume = message
+    return Batch(list(map(Built._make, records)), issues, later, newest, position, resume)

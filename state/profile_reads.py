@@ -346,13 +346,22 @@ def customer_count(conn: Connection, sources: Sequence[str]) -> int:
 
 
 def foreign_currency_orders(
-    conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE
+    conn: Connection,
+    ctx: ProfileContext,
+    keys: KeyRange = EVERYONE,
+    *,
+    staged_since: int | None = None,
 ) -> int:
-    """Orders of people in ``keys`` in another currency (left out of spend metrics)."""
+    """Orders of people in ``keys`` in another currency (left out of spend metrics);
+    with ``staged_since`` (ms), only those staged since then, through the staging-time
+    index (an incremental run whose last planning counted none: only orders staged
+    since can be in another currency, and there are few of them)."""
     o = schema.orders
     query = select(func.count()).where(
         of_sources(o.c.source, ctx.sources),
         o.c.currency != ctx.currency,
         in_range(conn, o.c.person_key, keys),
     )
+    if staged_since is not None:
+        query = query.where(o.c.staged_at >= staged_since)
     return int(conn.execute(query).scalar() or 0)

@@ -8,6 +8,7 @@ members, merge fields and tags must be exactly what the changes say, with the fe
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -227,6 +228,41 @@ def test_twenty_thousand_people_end_exactly_as_pushed(
         fake.tag_members(),
     )
     assert after == before
+
+
+def test_two_pushes_at_once_end_exactly_as_pushed_with_the_fewest_calls(
+    mailchimp_fake: FakeMailchimp, dest: MailchimpDestination, changes: list[Change]
+) -> None:
+    """push() may run on two threads (``pushes_at_once`` could be 2): pushed side by side,
+    the run's tag moves (held across the run) and the tag index they share end as one
+    push after the other would."""
+    fake = mailchimp_fake
+    fake.expect_consented(
+        c.email for c in changes if c.email and c.email_intent is ConsentIntent.SUBSCRIBE_IF_NEW
+    )
+    fake.reset_counters()
+    batches = [changes[start : start + dest.max_batch] for start in (0, dest.max_batch)]
+    assert all(batches) and sum(map(len, batches)) == len(changes)
+    answers: dict[int, list[PushResult]] = {}
+    started = threading.Barrier(2)
+
+    def push(number: int) -> None:
+        started.wait()
+        answers[number] = dest.push(batches[number])
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results = {r.person_key: r for r in settle(dest, changes, answers[0] + answers[1])}
+    assert len(results) == len(changes)
+    assert_fake_holds(fake, changes, set())
+    sent = {c.person_key for c in changes if c.email and c.action is Action.UPSERT}
+    upsert_floor, tag_floor = floor_for(dest, changes, sent)
+    assert fake.calls[UPSERT] == upsert_floor
+    assert fake.calls[TAG_CALL] == tag_floor
+    assert fake.concurrency_rejections == 0 and fake.violations == []
 
 
 def test_later_changes_move_only_owned_tags_and_never_resubscribe(

@@ -13,7 +13,7 @@ from bench.results import Figure
 
 COLUMNS = (
     ("wall", "wall_s"), ("pull", "stage_s.pull"), ("read", "stage_s.pull.read"),
-    ("stage", "stage_s.pull.stage"),
+    ("stage", "stage_s.pull.stage"), ("consent", "stage_s.consent.mc"),
     ("plan+push", "stage_s.plan+push"), ("push", "stage_s.push.mc"), ("ledger", "stage_s.ledger"),
     ("rec/s", "staging_records_per_s"), ("cpu", "cpu_s"), ("rss MB", "peak_rss_mb"),
     ("changes", "changes"), ("calls", "calls_total"), ("sync", "sync_calls"),

@@ -218,6 +218,38 @@ class MailchimpApi:
         """Members with ``status`` changed since ``since_last_changed``; with ``pool``, the
         pages after the first are fetched concurrently (a large read-back, such as the
         unsubscribes a first sync pushed, then costs rounds of calls, not one per page)."""
+        if pool is None:
+            return self._pages(
+                "members", self._member_pages(list_id, status, since_last_changed, fields)
+            )
+        found = self.members_by_status(
+            list_id, [status], since_last_changed=since_last_changed, fields=fields, pool=pool
+        )
+        return (member for _, member in found)
+
+    def members_by_status(
+        self,
+        list_id: str,
+        statuses: Sequence[str],
+        *,
+        since_last_changed: str | None,
+        fields: list[str],
+        pool: Executor,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(status, member) of the members with each of ``statuses`` changed since
+        ``since_last_changed``, the statuses read side by side on ``pool``: their first
+        pages in one round of calls, then every later page of all of them, so a read of
+        two statuses costs the rounds of the larger one, not the sum."""
+        fetchers = [
+            self._member_pages(list_id, status, since_last_changed, fields) for status in statuses
+        ]
+        for index, member in self._concurrent_pages("members", fetchers, pool):
+            yield statuses[index], member
+
+    def _member_pages(
+        self, list_id: str, status: str, since_last_changed: str | None, fields: list[str]
+    ) -> Callable[[int], Any]:
+        """The call for one page (by its offset) of the members with ``status``."""
         filters: dict[str, Any] = {"status": status, "fields": [*fields, "total_items"]}
         if since_last_changed is not None:
             filters["since_last_changed"] = since_last_changed
@@ -227,27 +259,33 @@ class MailchimpApi:
                 self.lists.get_list_members_info, list_id, count=PAGE, offset=offset, **filters
             )
 
-        if pool is None:
-            return self._pages("members", fetch)
-        return self._concurrent_pages("members", fetch, pool)
+        return fetch
 
     @staticmethod
     def _concurrent_pages(
-        key: str, fetch: Callable[[int], Any], pool: Executor
-    ) -> Iterator[dict[str, Any]]:
-        """Every item of a collection: the first page tells ``total_items``, the offsets
-        after it are fetched on ``pool`` and yielded in order. The number of pages is
-        fixed by that first total, so a server ignoring ``offset`` cannot make it loop."""
-        first = fetch(0)
-        items = first.get(key) if isinstance(first, Mapping) else None
-        yield from items or []
-        total = first.get("total_items") if isinstance(first, Mapping) else None
-        if not isinstance(total, int) or not items or total <= len(items):
-            return
-        offsets = range(PAGE, total, PAGE)
-        for start in range(0, len(offsets), PAGES_AT_ONCE):  # bounded: pages held in memory
-            for page in pool.map(fetch, offsets[start : start + PAGES_AT_ONCE]):
-                yield from (page.get(key) or []) if isinstance(page, Mapping) else []
+        key: str, fetchers: Sequence[Callable[[int], Any]], pool: Executor
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(collection index, item) of every item of several collections: their first pages,
+        fetched at once, tell each one's ``total_items``; every offset after them is fetched
+        on ``pool`` and yielded in order. The number of pages is fixed by those first
+        totals, so a server ignoring ``offset`` cannot make it loop."""
+        firsts = list(pool.map(lambda fetch: fetch(0), fetchers))
+        later: list[tuple[int, int]] = []  # (collection, offset) still to fetch
+        for index, first in enumerate(firsts):
+            items = first.get(key) if isinstance(first, Mapping) else None
+            yield from ((index, item) for item in items or [])
+            total = first.get("total_items") if isinstance(first, Mapping) else None
+            if isinstance(total, int) and items and total > len(items):
+                later += [(index, offset) for offset in range(PAGE, total, PAGE)]
+
+        def fetch(where: tuple[int, int]) -> Any:
+            return fetchers[where[0]](where[1])
+
+        for start in range(0, len(later), PAGES_AT_ONCE):  # bounded: pages held in memory
+            wave = later[start : start + PAGES_AT_ONCE]
+            for (index, _), page in zip(wave, pool.map(fetch, wave), strict=True):
+                found = (page.get(key) or []) if isinstance(page, Mapping) else []
+                yield from ((index, item) for item in found)
 
     def archive_member(self, list_id: str, subscriber_hash: str) -> None:
         call(self.lists.delete_list_member, list_id, subscriber_hash)
