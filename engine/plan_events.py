@@ -20,8 +20,8 @@ from crmsync.config import PipelineSpec
 from crmsync.events import Event, EventKind
 from crmsync.runs import EventReport, RunReport
 from engine.events import closings, derive, plan_window
-from engine.push_events import event_destinations
-from state.events import acknowledged, event_cursor, failure_states
+from engine.push_events import READY, event_destinations, triage
+from state.events import event_cursor
 from state.store import Store
 from state.timeutil import now_ms
 
@@ -52,19 +52,9 @@ class PendingEvents:
         """Sorts the events gathered so far by what the ledger holds of them."""
         if not self._raw:
             return
-        keys = [e.key for e in self._raw]
-        now = now_ms()
-        with self.store.engine.connect() as conn:
-            done = acknowledged(conn, self.name, keys)
-            failures = failure_states(conn, self.name, keys)
-        for event in self._raw:
-            failure = failures.get(event.key)
-            if event.key in done:
-                self.report.counts["already_sent"] += 1
-            elif failure is not None and (
-                failure.next_attempt_at is None or failure.next_attempt_at > now
-            ):
-                self.report.counts["waiting"] += 1
+        for event, state in triage(self.store, self.name, self._raw):
+            if state != READY:
+                self.report.counts[state] += 1
             else:
                 self.report.counts[WOULD_SEND] += 1
                 self.report.kinds[event.kind.value] += 1

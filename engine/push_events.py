@@ -22,7 +22,7 @@ part of it before it stopped, so no later batch may call its records never sent.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import orjson
@@ -63,6 +63,30 @@ def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     return str(value)  # Decimal
+
+
+READY = "ready"  # what ``triage`` says of an event the destination should be sent now
+
+
+def triage(store: Store, name: str, events: Sequence[Event]) -> Iterator[tuple[Event, str]]:
+    """Each event with what the ledger of destination ``name`` says of it:
+    "already_sent" (acknowledged), "waiting" (a failure not yet due, or a refusal) or
+    ``READY``. The run sends what is ready; ``plan`` counts it."""
+    keys = [e.key for e in events]
+    now = now_ms()
+    with store.engine.connect() as conn:
+        done = acknowledged(conn, name, keys)
+        failures = failure_states(conn, name, keys)
+    for event in events:
+        failure = failures.get(event.key)
+        if event.key in done:
+            yield event, "already_sent"
+        elif failure is not None and (
+            failure.next_attempt_at is None or failure.next_attempt_at > now
+        ):
+            yield event, "waiting"
+        else:
+            yield event, READY
 
 
 @dataclass
@@ -114,22 +138,11 @@ class EventSender:
     def _filter(self) -> None:
         if not self._raw:
             return
-        keys = [e.key for e in self._raw]
-        now = now_ms()
-        with self.store.engine.connect() as conn:
-            done = acknowledged(conn, self.name, keys)
-            failures = failure_states(conn, self.name, keys)
-        for event in self._raw:
-            if event.key in done:
-                self.report.counts["already_sent"] += 1
-                continue
-            failure = failures.get(event.key)
-            if failure is not None and (
-                failure.next_attempt_at is None or failure.next_attempt_at > now
-            ):
-                self.report.counts["waiting"] += 1
-                continue
-            self._ready.append(event)
+        for event, state in triage(self.store, self.name, self._raw):
+            if state == READY:
+                self._ready.append(event)
+            else:
+                self.report.counts[state] += 1
         self._raw.clear()
 
     def _send(self, batch: Sequence[Event]) -> None:
