@@ -6,12 +6,29 @@ the caller's transaction, with SQL text prepared once per table:
 
 - SQLite: ``executemany`` of one prepared statement (``sqlite3`` keeps it compiled), and
   key look-ups in chunks of ``IN (?, ...)``;
-- PostgreSQL: ``COPY`` into a temporary table and one ``INSERT ... SELECT ... ON CONFLICT``
-  (a round trip per batch rather than per row), look-ups and deletes with ``= ANY(array)``,
-  and updates joined to ``unnest`` of parameter arrays.
+- PostgreSQL: rows that were not staged ``COPY`` straight into their table, others into a
+  temporary table and then one ``INSERT ... SELECT ... ON CONFLICT`` (a round trip per
+  chunk rather than per row), look-ups as one seek per id (below), deletes with
+  ``= ANY(array)``, and updates joined to ``unnest`` of parameter arrays; a list of ids
+  goes as one string that the server splits (``_id_list``).
 
 Every statement is a seek on a primary key or an index (``tests/test_stage_plans.py``).
 Names come from ``state.schema`` only, never from input.
+
+PostgreSQL plans by the tables' statistics, and a table being loaded has none (a server
+with autovacuum off, or not round yet: a first load outruns it). Without them it takes
+``source = 'shop'`` to match 1 row in 200 and ``external_id = ANY(20,000 ids)`` to match
+them all, so it reads every row of the source through the primary key's first column and
+filters the ids: a batch's look-up read the whole table, a load's cost grew with the
+square of its size (at 1M customers, 5 s per orders batch in the end). So:
+
+- look-ups join the ids to a seek per id (``LATERAL``, fenced with ``OFFSET 0`` so that
+  the planner cannot flatten it into a join it might hash), planned the same whatever
+  the statistics say;
+- a table that a batch wrote to and that has no statistics gets them in that batch
+  (``gather_statistics``): the next batch's deletes and updates, and whatever else plans
+  on the table, then see its real shape. Taken once, they stay right as the table grows
+  (a unique id's distinct count and a lone source's share are kept as fractions).
 """
 
 from __future__ import annotations
@@ -22,7 +39,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Table
+from sqlalchemy import BigInteger, Boolean, Integer, String, Table
 from sqlalchemy.engine import Connection
 
 Row = tuple[Any, ...]
@@ -44,11 +61,22 @@ class Bulk(Protocol):
         """Whether any row matches every ``fixed`` column (an index seek, no count)."""
         ...
 
+    def gather_statistics(self, tables: Sequence[Table]) -> None:
+        """Has the database gather statistics on those of ``tables`` that have none
+        (PostgreSQL; SQLite plans by its indexes alone)."""
+        ...
+
     def upsert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """Inserts ``rows``; a row whose primary key is taken replaces the other columns."""
         ...
 
     def insert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None: ...
+
+    def insert_new(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """``upsert`` of rows whose keys were not staged when they were looked up, by the
+        cheapest write that gives the same result (PostgreSQL: ``COPY`` into the table,
+        which becomes an upsert if another process staged one of the keys since)."""
+        ...
 
     def delete_in(self, table: Table, fixed: dict[str, str], key: str, ids: Sequence[str]) -> None:
         """Deletes the rows matching every ``fixed`` column whose ``key`` is among ``ids``."""
@@ -104,6 +132,12 @@ class SqliteBulk:
         sql = f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1"
         return self.raw.execute(sql, tuple(fixed.values())).fetchone() is not None
 
+    def gather_statistics(self, tables: Sequence[Table]) -> None:
+        pass
+
+    def insert_new(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        self.upsert(table, columns, rows)  # as cheap as a plain insert on SQLite
+
     def upsert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
         if rows:
             marks = f"VALUES ({', '.join('?' * len(columns))})"
@@ -134,21 +168,77 @@ class SqliteBulk:
             self.raw.executemany(sql, [(new, source, k, new) for k, new in pairs])
 
 
+_SEPARATOR = "\x1f"  # ASCII's unit separator, between the ids of a list sent as one string
+_UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+
+
+def _id_list(ids: Sequence[str]) -> tuple[str, Any]:
+    """SQL for a list of ids as a ``text[]``, and its one parameter: the ids joined into
+    one string that the server splits (psycopg dumps a list to an array element by
+    element in Python, at about 2 us each: seconds a run at a million customers), or the
+    list itself when an id is empty or holds the separator."""
+    joined = _SEPARATOR.join(ids)
+    if joined.count(_SEPARATOR) == len(ids) - 1 and all(ids):
+        return "string_to_array(%s, chr(31))", joined
+    return "%s::text[]", list(ids)
+
+
+@cache
+def _binary_types(table: Table, columns: tuple[str, ...]) -> list[str] | None:
+    """The PostgreSQL types in which ``COPY`` takes ``columns`` of ``table`` in binary,
+    or None to copy them as text: a row in binary costs psycopg about half as much to
+    write as in text (a third of a staging's time in the client went to it), but needs
+    each value as its column's exact type, which the staging rows give for integers,
+    booleans and strings (a customer's birthday comes as ISO text: customers go as
+    text)."""
+    found: list[str] = []
+    for name in columns:
+        kind = table.c[name].type
+        if isinstance(kind, BigInteger):
+            found.append("int8")
+        elif isinstance(kind, Integer):
+            found.append("int4")
+        elif isinstance(kind, Boolean):
+            found.append("bool")
+        elif isinstance(kind, String):  # Text too; varchar takes text's binary form
+            found.append("text")
+        else:
+            return None
+    return found
+
+
+# those of the named tables (as the search path finds them) without any column statistics
+_WITHOUT_STATISTICS = (
+    "SELECT c.relname FROM unnest(%s::text[]) AS t(name) "
+    "JOIN pg_class AS c ON c.oid = to_regclass(t.name) "
+    "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+    "WHERE NOT EXISTS (SELECT 1 FROM pg_stats AS s "
+    "WHERE s.schemaname = n.nspname AND s.tablename = c.relname)"
+)
+
+
 class PostgresBulk:
     def __init__(self, conn: Connection) -> None:
         self.raw: Any = conn.connection.driver_connection
+        # the tables this connection found with statistics: they keep them
+        self.analyzed: set[str] = conn.connection.info.setdefault("crmsync_analyzed", set())
 
     def select_in(
         self, table: Table, columns: Sequence[str], source: str, key: str, ids: Sequence[str]
     ) -> Iterator[Row]:
         if not ids:
             return
+        listed = ", ".join(columns)
+        # one seek per id, whatever the statistics (see the module's docstring)
+        array, param = _id_list(list(dict.fromkeys(ids)))  # a row once per id asked for
         sql = (
-            f"SELECT {', '.join(columns)} FROM {table.name} "
-            f"WHERE source = %s AND {key} = ANY(%s::text[])"
+            f"SELECT {', '.join(f'found.{c}' for c in columns)} "
+            f"FROM unnest({array}) AS wanted(id) CROSS JOIN LATERAL "
+            f"(SELECT {listed} FROM {table.name} WHERE source = %s AND {key} = wanted.id "
+            "OFFSET 0) AS found"
         )
         with self.raw.cursor() as cursor:
-            cursor.execute(sql, (source, list(ids)), binary=_BINARY)
+            cursor.execute(sql, (param, source), binary=_BINARY)
             yield from cursor.fetchall()
 
     def has_rows(self, table: Table, fixed: dict[str, str]) -> bool:
@@ -157,8 +247,29 @@ class PostgresBulk:
             cursor.execute(f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1", (*fixed.values(),))
             return cursor.fetchone() is not None
 
-    def _copy(self, cursor: Any, target: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
-        with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN") as copy:
+    def gather_statistics(self, tables: Sequence[Table]) -> None:
+        names = sorted({t.name for t in tables} - self.analyzed)
+        if not names:
+            return
+        with self.raw.cursor() as cursor:
+            cursor.execute(_WITHOUT_STATISTICS, (names,))
+            lacking = [name for (name,) in cursor.fetchall()]
+            for name in lacking:
+                # in the batch's transaction: the rows it wrote are counted, and a batch
+                # rolled back takes its statistics with it (so they are checked again)
+                cursor.execute(f"ANALYZE {name}")
+        self.analyzed.update(set(names) - set(lacking))
+
+    def _copy(
+        self, cursor: Any, table: Table, target: str, columns: Sequence[str], rows: Sequence[Row]
+    ) -> None:
+        """Copies ``rows`` into ``target`` (``table`` or a temporary table like it), in
+        binary when every column's type allows (``_binary_types``)."""
+        types = _binary_types(table, tuple(columns))
+        binary = " (FORMAT BINARY)" if types else ""
+        with cursor.copy(f"COPY {target} ({', '.join(columns)}) FROM STDIN{binary}") as copy:
+            if types:
+                copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
 
@@ -173,7 +284,7 @@ class PostgresBulk:
                 f"CREATE TEMPORARY TABLE {temporary} (LIKE {table.name} INCLUDING DEFAULTS) "
                 "ON COMMIT DROP"
             )
-            self._copy(cursor, temporary, columns, rows)
+            self._copy(cursor, table, temporary, columns, rows)
             select = f"SELECT {listed} FROM {temporary}"
             cursor.execute(_upsert_sql(table, tuple(columns), select))
             cursor.execute(f"DROP TABLE {temporary}")
@@ -181,15 +292,34 @@ class PostgresBulk:
     def insert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
         if rows:
             with self.raw.cursor() as cursor:
-                self._copy(cursor, table.name, columns, rows)
+                self._copy(cursor, table, table.name, columns, rows)
+
+    def insert_new(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """``COPY`` straight into the table: a row written once (not into a temporary
+        table and again from there), in pages filled many rows at a time with a WAL
+        record per page, not per row. Inside a savepoint: if another process staged one
+        of the keys since the look-up, the copy fails whole and the rows are upserted."""
+        if not rows:
+            return
+        with self.raw.cursor() as cursor:
+            cursor.execute("SAVEPOINT crmsync_new")
+            try:
+                self._copy(cursor, table, table.name, columns, rows)
+            except Exception as failure:
+                if getattr(failure, "sqlstate", None) != _UNIQUE_VIOLATION:
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT crmsync_new")
+                self.upsert(table, columns, rows)
+            cursor.execute("RELEASE SAVEPOINT crmsync_new")
 
     def delete_in(self, table: Table, fixed: dict[str, str], key: str, ids: Sequence[str]) -> None:
         if not ids:
             return
         where = " AND ".join(f"{c} = %s" for c in fixed)
-        sql = f"DELETE FROM {table.name} WHERE {where} AND {key} = ANY(%s::text[])"
+        array, param = _id_list(ids)
+        sql = f"DELETE FROM {table.name} WHERE {where} AND {key} = ANY({array})"
         with self.raw.cursor() as cursor:
-            cursor.execute(sql, (*fixed.values(), list(ids)), binary=_BINARY)
+            cursor.execute(sql, (*fixed.values(), param), binary=_BINARY)
 
     def assign(
         self, table: Table, source: str, key: str, column: str, pairs: Sequence[tuple[str, str]]
@@ -259,11 +389,18 @@ class Overlapped:
         self.flush()
         return self.inner.has_rows(table, fixed)
 
+    def gather_statistics(self, tables: Sequence[Table]) -> None:
+        self.flush()
+        self.inner.gather_statistics(tables)
+
     def upsert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self._submit(self.inner.upsert, table, columns, rows)
 
     def insert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self._submit(self.inner.insert, table, columns, rows)
+
+    def insert_new(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        self._submit(self.inner.insert_new, table, columns, rows)
 
     def delete_in(self, table: Table, fixed: dict[str, str], key: str, ids: Sequence[str]) -> None:
         self._submit(self.inner.delete_in, table, fixed, key, ids)

@@ -36,13 +36,15 @@ On PostgreSQL, which serves several processes at once:
   leaves a table alone while its load runs (it would build the indexes half-way through
   the load and leave the rest of it to keep them up row by row). A killed process's
   session ends with it, and so does its lock.
-- Statistics. A first load leaves the table without column statistics (autovacuum may
-  be off or not yet round; ``CREATE INDEX`` does set its row count). No ``ANALYZE``
-  here: staging's look-ups in a freshly loaded table still seek its indexes (measured at
-  100k customers: an orders batch's look-up of 3,528 customers, a bitmap scan of the
-  primary key estimated at 16 rows, 52 ms; 37 ms by a sequential scan once analysed),
-  and what plans on those tables afterwards runs after ``Store.refresh_statistics``,
-  which the pipeline calls once its pull is done.
+- Statistics. A table loaded into while empty has no column statistics (autovacuum may
+  be off or not yet round; ``CREATE INDEX`` sets its row count only), and PostgreSQL then
+  guesses that a batch's 20,000 ids match the whole table and reads every row of the
+  source for them: a bitmap scan of the primary key on ``source`` alone, at 1M customers
+  3-5 s per orders batch in the end, where seeking each id takes 40-90 ms. Staging's
+  look-ups therefore seek per id whatever the statistics, and the first batch written
+  to a table without statistics gathers them (``state.bulk``); what plans on the tables
+  after a pull runs after ``Store.refresh_statistics``, which the pipeline calls once
+  its pull is done.
 - Sort memory. The builds run with the server's ``maintenance_work_mem`` (64 MB by
   default) and its parallel workers. More memory did not build faster: 5M rows shaped
   as a 1M-customer store's orders, by person key 6.1-10.4 s with 64 MB against 8.8-10.9 s

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    func,
     text,
 )
 
@@ -126,6 +127,11 @@ orders = Table(
     Column("counted", Boolean, nullable=False, server_default=false()),  # not cancelled/refunded
     Column("net_minor", BigInteger, nullable=False, server_default=text("0")),  # total - refunded
     Column("discounted", Boolean, nullable=False, server_default=false()),  # any discount
+    # when it reached a status, where the source says (refunded: the latest refund); the
+    # events' times, else updated_at (migration 0010)
+    Column("fulfilled_at", BigInteger),
+    Column("cancelled_at", BigInteger),
+    Column("refunded_at", BigInteger),
     Index("ix_orders_customer", "source", "customer_external_id"),
     Index("ix_orders_staged", "staged_at"),  # what arrived since a planning
 )
@@ -184,6 +190,10 @@ carts = Table(
     Index("ix_carts_person", "person_key", "source", "external_id"),
     Index("ix_carts_staged", "staged_at"),  # what arrived since a planning
 )
+# a source's carts whose last change lies in a range: those that crossed the abandonment
+# or the expiry time since the last derivation of events (migration 0010)
+CART_CHANGED = func.coalesce(carts.c.updated_at, carts.c.created_at)
+Index("ix_carts_changed", carts.c.source, CART_CHANGED)
 
 cursors = Table(
     "cursors",

@@ -7,8 +7,10 @@ with sorted keys, where ``content`` is the row as a dict without ``staged_at``,
 ``content_hash`` and ``person_key``, and ``lines`` (orders only) the order's line rows as
 dicts. So each record's content is built as a dict with its keys in sorted order (the
 ``*_CONTENT`` tuples name them, for the SQL), hashed as it is, and written as the tuple
-of its values. A birthday is kept as its ISO text: ``orjson`` writes a date exactly so,
-and SQLite stores it so.
+of its values. An order's status times (``ORDER_TIMES``, migration 0010) are written
+after its content and hashed with it, in their sorted places, only when the source gives
+one: an order without them keeps the digest it had before they existed. A birthday is
+kept as its ISO text: ``orjson`` writes a date exactly so, and SQLite stores it so.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ ORDER_CONTENT = (
     "total_minor",
     "updated_at",
 )
+# when an order reached a status (refunded: its latest refund), after ORDER_CONTENT
+ORDER_TIMES = ("cancelled_at", "fulfilled_at", "refunded_at")
+_NO_TIMES = (None, None, None)
 LINE_COLUMNS = (
     "category",
     "discount_minor",
@@ -113,7 +118,7 @@ class Built(NamedTuple):
 
     external_id: str
     updated_at: int | None
-    content: tuple[Any, ...]  # in the stream's *_CONTENT order
+    content: tuple[Any, ...]  # in the stream's *_CONTENT order (orders: + ORDER_TIMES)
     content_hash: str
     lines: tuple[Line, ...] = ()  # an order's lines, in LINE_COLUMNS order
 
@@ -240,9 +245,14 @@ def build_order(source: str, o: Order) -> Built:
         "total_minor": total,
         "updated_at": updated_at,
     }
-    digest = _digest(content, lines)
     rows = tuple(tuple(line.values()) for line in lines)
-    return Built(external_id, updated_at, tuple(content.values()), digest, rows)
+    if o.fulfilled_at is None and o.cancelled_at is None and o.refunded_at is None:
+        digest = _digest(content, lines)
+        return Built(external_id, updated_at, (*content.values(), *_NO_TIMES), digest, rows)
+    times = (to_ms(o.cancelled_at), to_ms(o.fulfilled_at), to_ms(o.refunded_at))
+    dated = {**content, **{n: t for n, t in zip(ORDER_TIMES, times, strict=True) if t is not None}}
+    digest = _digest(dict(sorted(dated.items())), lines)
+    return Built(external_id, updated_at, (*content.values(), *times), digest, rows)
 
 
 def build_cart(source: str, c: Cart) -> Built:

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from crmsync.records import IssueAction, RecordIssue, Stream
 from state import schema
-from state.bulk import Bulk, overlapped
+from state.bulk import Bulk, bulk, overlapped
 from state.dialect import upsert_insert
 from state.person_keys import customer_keys, fallback_key, rekey
 from state.stage_rows import (
@@ -33,6 +33,7 @@ from state.stage_rows import (
     LINE_COLUMNS,
     NOT_COUNTED,
     ORDER_CONTENT,
+    ORDER_TIMES,
     TRAILER,
     Built,
     owner,
@@ -88,7 +89,7 @@ _TABLES: dict[Stream, Table] = {
 }
 _COLUMNS: dict[Stream, tuple[str, ...]] = {
     Stream.CUSTOMERS: CUSTOMER_CONTENT + TRAILER,
-    Stream.ORDERS: ORDER_CONTENT + TRAILER,
+    Stream.ORDERS: ORDER_CONTENT + ORDER_TIMES + TRAILER,
     Stream.CARTS: CART_CONTENT + TRAILER,
 }
 _VERSION = ("external_id", "updated_at", "content_hash", "person_key")
@@ -102,14 +103,25 @@ def stage_records(
     stream: Stream,
     records: Sequence[Built],
     staged_at: int,
+    *,
+    durable: bool = True,
 ) -> StageStats:
     """Upserts one batch of one stream's built records; returns how many were new or newer.
 
     Every look-up comes first (the versions staged, the keys of the customers that own
     orders or carts); then rows are made a chunk at a time while the driver writes the
     chunk before (``Overlapped``); customers re-key their orders and carts last.
+
+    ``durable=False``: the batch moves no cursor, so a crash of the database server
+    that loses it loses nothing a re-read would not bring back. On PostgreSQL its commit
+    then returns without waiting for the WAL to reach the disk (``synchronous_commit``
+    off, for this transaction only). The batch that moves the cursor is committed as
+    usual, and its flush of the WAL takes every batch before it along (the WAL is
+    written in order), so the cursor never stands past what is durably staged.
     """
     stats = StageStats(received=len(records))
+    if not durable and conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
     newest: dict[str, Built] = {}
     for record in records:  # duplicates inside the batch: the newest, else the last read
         kept = newest.get(record.external_id)
@@ -126,9 +138,11 @@ def stage_records(
         key_of = _key_function(conn, source, stream, newest.values())
         replaced: list[str] = []
         moved: dict[str, str] = {}  # customers whose key is new or changed
+        written: set[Table] = set()
         pending = list(newest.values())
         for start in range(0, len(pending), _CHUNK):
-            rows: list[tuple[Any, ...]] = []
+            new: list[tuple[Any, ...]] = []  # not staged when looked up
+            rows: list[tuple[Any, ...]] = []  # replacing a staged version
             lines: list[tuple[Any, ...]] = []
             again: list[str] = []  # orders staged before, whose lines are replaced
             for built in pending[start : start + _CHUNK]:
@@ -136,14 +150,17 @@ def stage_records(
                 if not _replaces(built, version):
                     continue
                 key = key_of(built)
-                rows.append(built.row(staged_at, key))
+                (new if version is None else rows).append(built.row(staged_at, key))
                 replaced.append(built.external_id)
                 if stream is Stream.CUSTOMERS and (version is None or version[2] != key):
                     moved[built.external_id] = cast(str, key)
                 lines += built.lines
                 if version is not None:
                     again.append(built.external_id)
+            writer.insert_new(table, columns, new)
             writer.upsert(table, columns, rows)
+            written |= {table} if new or rows else set()
+            written |= {schema.order_lines} if lines else set()
             if stream is Stream.ORDERS:
                 # an order's lines are written only with it: only an order staged
                 # before has lines to replace
@@ -153,6 +170,8 @@ def stage_records(
             writer.flush()  # rekey uses the connection itself
             rekey(conn, source, moved)
         _clear_quarantine(writer, source, stream, replaced)
+        # planned without statistics, a table is read whole for a few keys (``state.bulk``)
+        writer.gather_statistics(sorted(written, key=lambda t: t.name))
     stats.staged = len(replaced)
     stats.unchanged = stats.received - stats.staged
     return stats
@@ -257,6 +276,7 @@ def store_issues(
         },
     )
     conn.execute(statement, list(rows.values()))
+    bulk(conn).gather_statistics([table])
 
 
 __all__ = [

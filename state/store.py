@@ -238,7 +238,8 @@ class Store:
         the stream's cursor and keeps (or forgets) its version, in one transaction."""
         at = now_ms()
         with self.transaction() as conn:
-            stats = stage_records(conn, source, stream, records, at)
+            durable = cursor is not None or version is not None  # else re-read after a crash
+            stats = stage_records(conn, source, stream, records, at, durable=durable)
             store_issues(conn, source, issues, at)
             count_issues(stats, issues)
             if cursor is not None:

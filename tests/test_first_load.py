@@ -270,6 +270,9 @@ def test_restoring_asks_one_query_when_no_index_is_missing(state_url: str) -> No
     store.close()
 
 
+VERSIONS = r"SELECT (found\.)?external_id, (found\.)?updated_at"  # the look-up of versions
+
+
 def test_staging_inside_a_first_load_seeks_without_the_dropped_indexes(
     state_url: str,
     recorded: list[Statement],  # noqa: F811
@@ -288,7 +291,7 @@ def test_staging_inside_a_first_load_seeks_without_the_dropped_indexes(
     seen: set[str] = set()
 
     def empty(sql: str) -> bool:
-        table = re.search(r"\b(?:FROM|UPDATE) (\w+)", sql)
+        table = re.search(r"\b(?:FROM|UPDATE) (?!unnest\b)(\w+)", sql)
         assert table, sql
         with store.engine.connect() as conn:
             return conn.exec_driver_sql(f"SELECT 1 FROM {table[1]} LIMIT 1").first() is None
@@ -304,7 +307,9 @@ def test_staging_inside_a_first_load_seeks_without_the_dropped_indexes(
                 with store.engine.begin() as conn:
                     conn.exec_driver_sql("ANALYZE customers, orders, order_lines, carts")
             for sql, params in recorded:
-                if not re.match(r"(SELECT|UPDATE|DELETE)\b", sql) or empty(sql):
+                if not re.match(r"(SELECT|UPDATE|DELETE)\b", sql) or "pg_class" in sql:
+                    continue  # writes, and the catalog (which tables lack statistics)
+                if empty(sql):
                     continue
                 keys = set(KEY.findall(sql.split(" WHERE ", 1)[1])) or {"source"}
                 with store.engine.begin() as conn:
@@ -323,7 +328,7 @@ def test_staging_inside_a_first_load_seeks_without_the_dropped_indexes(
     moved = customer("c1", "new@example.com", updated_at=days_ago(1))
     check(Stream.CUSTOMERS, people, [moved, *(customer(f"c{i}", f"c{i}@x.com") for i in new)])
     store.close()
-    assert any(s.startswith("SELECT external_id, updated_at") for s in seen), seen
+    assert any(re.match(VERSIONS, s) for s in seen), seen
     assert any(s.startswith("UPDATE orders") for s in seen), seen
     assert any(s.startswith("UPDATE carts") for s in seen), seen
     assert any(s.startswith("DELETE FROM order_lines") for s in seen), seen
