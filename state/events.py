@@ -621,8 +621,9 @@ def expired_checkouts(
     range of ``schema.CART_CHANGED``: those that crossed the expiry time), whose started
     checkout ``destination`` acknowledged and whose closing it has not
     (``updated_at``: the cart's last change, updated else created). Each source's carts
-    are read by a range of its ``ix_carts_changed`` index (source, last change), a page
-    at a time in (last change, id) order."""
+    are read by a range of the ``ix_carts_changed`` index (last change), or, where the
+    planner prefers it (SQLite does), from the destination's acknowledged checkouts with a
+    seek per cart, a page at a time in (last change, id) order."""
     led, k, when = schema.event_ledger, schema.carts, schema.CART_CHANGED
     closed = schema.event_ledger.alias("closed")
     joined = k.join(

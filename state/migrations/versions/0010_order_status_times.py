@@ -32,7 +32,7 @@ def upgrade() -> None:
         for name in TIMES:
             batch.add_column(sa.Column(name, sa.BigInteger(), nullable=True))
     changed = sa.text("coalesce(updated_at, created_at)")
-    op.create_index("ix_carts_changed", "carts", ["source", changed])
+    op.create_index("ix_carts_changed", "carts", [changed])
 
 
 def downgrade() -> None:
