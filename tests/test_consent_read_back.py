@@ -18,7 +18,7 @@ from connectors.mailchimp.consent import consent_update, parse_mailchimp_time
 from crmsync.contract import ConsentUpdate
 from crmsync.records import Channel, Consent, ConsentState, Stream
 from crmsync.runs import RunReport
-from engine.pipeline import CONSENT_CHUNK, _read_consent
+from engine.pipeline import CONSENT_CHUNK, read_consent_once
 from state.ledger import opted_out
 from state.store import Store
 from tests.builders import customer, days_ago
@@ -83,7 +83,7 @@ def test_a_read_back_of_several_chunks_records_each_new_opt_out_once(store: Stor
 
     def read_back() -> dict[str, int]:
         report = RunReport("main", None, "manual", False, datetime.now(UTC))
-        _read_consent(store, cast(Any, spec), "mc", cast(Any, ReadBack(read)), report)
+        read_consent_once(store, cast(Any, spec), "mc", cast(Any, ReadBack(read)), report)
         return report.consent_read
 
     # p0 was already opted out in the store; each other one is new, and known next time
