@@ -15,6 +15,7 @@ from pathlib import Path
 
 from service.daemon import Service
 from service.events import Observers
+from service.runner import RunFn
 from service.signals import _flush, serve_until_stopped, signals_queued
 
 log = logging.getLogger("crmsync.scheduler")
@@ -23,13 +24,19 @@ Started = Callable[[Service], Callable[[], None]]
 
 
 def serve(
-    path: str | Path, observers: Observers | None = None, started: Started | None = None
+    path: str | Path,
+    observers: Observers | None = None,
+    started: Started | None = None,
+    *,
+    run: RunFn | None = None,
 ) -> int:
     """Serves the stores of ``path`` until SIGTERM or SIGINT; returns the exit code.
 
     ``started`` is called once the schedules run (to start what watches the service,
     e.g. the health endpoints); what it returns is called when the service has stopped.
-    Raises ConfigError when no store loads."""
+    ``run`` runs one pipeline (default: in this process; ``run_on_workers``: its work
+    goes to Celery workers while this process coordinates it). Raises ConfigError when
+    no store loads."""
     if observers is None and started is None:  # metrics, alerts, health: service.observe
         from service.observe import Observe
 
@@ -37,7 +44,7 @@ def serve(
         observers, started = observe.observers, observe.started
     observers = observers if observers is not None else Observers()
     with signals_queued() as inbox:  # from the start: a SIGHUP while loading is not lost
-        service = Service(path, observers)
+        service = Service(path, observers, run=run)
         service.start()
         try:
             stopped = started(service) if started is not None else None

@@ -120,6 +120,14 @@ store_option = click.option(
     help="with a directory for --config: only this store (default: every store)",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON to stdout")
+workers_option = click.option(
+    "--workers",
+    type=click.Choice(["local", "celery"]),
+    default="local",
+    show_default=True,
+    help="local: this process (and its own worker processes); celery: the Celery workers "
+    "of [celery] (crmsync worker), with the state in PostgreSQL",
+)
 wait_option = click.option(
     "--wait/--no-wait",
     default=False,
@@ -317,10 +325,14 @@ Runner = Callable[[Config, PipelineSpec, Store, RunOptions], RunReport]
 
 
 def _on_workers(config: Config, spec: PipelineSpec, store: Store, options: RunOptions) -> RunReport:
-    """``run --workers celery``: the run's work goes to Celery workers (``distributed``)."""
+    """``--workers celery``: the run's work goes to Celery workers (``distributed``)."""
     from distributed.coordinator import run_on_workers
 
     return run_on_workers(config, spec, store, options)
+
+
+def _runner(workers: str) -> Runner:
+    return _on_workers if workers == "celery" else run_pipeline
 
 
 def _run_leased(
@@ -522,14 +534,7 @@ def _iso(value: object) -> str:
 @json_option
 @wait_option
 @wait_timeout_option
-@click.option(
-    "--workers",
-    type=click.Choice(["local", "celery"]),
-    default="local",
-    show_default=True,
-    help="local: this process (and its own worker processes); celery: the Celery workers "
-    "of [celery] (crmsync worker), with the state in PostgreSQL",
-)
+@workers_option
 def run(
     config_path: str,
     store_name: str | None,
@@ -545,9 +550,8 @@ def run(
     options = RunOptions(
         kind="manual", as_of=_parse_time(as_of, "--as-of"), progress=_progress(progress)
     )
-    runner = _on_workers if workers == "celery" else run_pipeline
     wait_for = wait_timeout if wait else None
-    _run(config_path, pipeline, options, as_json, store_name, wait_for, runner)
+    _run(config_path, pipeline, options, as_json, store_name, wait_for, _runner(workers))
 
 
 @main.command()
@@ -566,6 +570,7 @@ def run(
 @json_option
 @wait_option
 @wait_timeout_option
+@workers_option
 def backfill(
     config_path: str,
     store_name: str | None,
@@ -578,6 +583,7 @@ def backfill(
     as_json: bool,
     wait: bool,
     wait_timeout: float,
+    workers: str,
 ) -> None:
     """Re-pull and re-push; an interrupted backfill resumes where it stopped.
 
@@ -595,7 +601,8 @@ def backfill(
         as_of=_parse_time(as_of, "--as-of"),
         progress=_progress(progress),
     )
-    _run(config_path, pipeline, options, as_json, store_name, wait_timeout if wait else None)
+    wait_for = wait_timeout if wait else None
+    _run(config_path, pipeline, options, as_json, store_name, wait_for, _runner(workers))
 
 
 @main.command()
@@ -636,18 +643,33 @@ def status(
     show_default=True,
     help="auto: text on a terminal, JSON lines otherwise",
 )
+@workers_option
 @click.pass_context
-def serve(ctx: click.Context, config_path: str, log_format: str) -> None:
+def serve(ctx: click.Context, config_path: str, log_format: str, workers: str) -> None:
     """Run the pipelines on their schedules as a service, until SIGTERM or Ctrl-C (runs
-    under way stop after the batch in flight); SIGHUP reloads the configuration."""
+    under way stop after the batch in flight); SIGHUP reloads the configuration.
+
+    With --workers celery, each run's work goes to the Celery workers (`crmsync worker`)
+    and this process coordinates the runs: their schedules, leases, reports and alerts."""
     import scheduler
     from service import logs
 
     verbose = int(ctx.find_root().params.get("verbose") or 0)
     logs.configure(None if log_format == "auto" else log_format == "json", verbose)
     with _errors():
-        code = scheduler.serve(config_path)
+        if workers == "celery":
+            _require_workers(config_path)
+        code = scheduler.serve(config_path, run=_runner(workers))
     sys.exit(code)
+
+
+def _require_workers(config_path: str) -> None:
+    """Refuses to serve on workers before any schedule starts when a store that loads
+    cannot run there (no broker, SQLite state): the key to set, not a failed run later."""
+    from distributed.app import require_workers
+
+    for config in select(config_path).configs:
+        require_workers(config)
 
 
 @main.command()

@@ -39,7 +39,7 @@ STORE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 NAME_RULE = "1 to 40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
 MAX_QUALIFIED = 64  # the state database's columns for source, destination, pipeline names
 # sections that belong to the whole process, not to one store: only the base sets them
-SHARED_SECTIONS = ("state", "serve", "observe", "alerts")
+SHARED_SECTIONS = ("state", "serve", "observe", "alerts", "celery")
 _NAMED = ("sources", "destinations", "pipelines")
 
 

@@ -34,7 +34,7 @@ from crmsync.config import Config
 from crmsync.errors import ConfigError
 from service.events import NextRun, Observer, RunSkipped, StoreBroken, StoreLoaded
 from service.executor import RunExecutor
-from service.runner import Runner
+from service.runner import RunFn, Runner
 from service.schedules import Plan, job_id, plans, same_schedule, store_prefix
 from service.stop import StopFlag
 from service.stores import StoreSet, load_stores
@@ -72,11 +72,12 @@ class Service:
         scheduler: BaseScheduler | None = None,
         clock: Clock = utc_now,
         runner: Runner | None = None,
+        run: RunFn | None = None,
         load: Callable[[str | Path], StoreSet] = load_stores,
     ) -> None:
         self.path, self.observers, self.clock, self._load = path, observers, clock, load
         self.stop_flag = StopFlag()
-        self.runner = runner or Runner(observers, self.stop_flag)
+        self.runner = runner or Runner(observers, self.stop_flag, run=run)
         self.scheduler = scheduler or BackgroundScheduler(timezone=UTC)
         self.stores: dict[str, Config] = {}  # the configuration each store runs with
         self.loaded: StoreSet | None = None

@@ -55,6 +55,9 @@ class RunStore(Store):
         return run_id
 
 
+RunFn = Callable[[Config, PipelineSpec, Store, RunOptions], RunReport]  # one run of a pipeline
+
+
 class Runner:
     """Runs pipelines in the calling thread and counts the runs under way (``wait``)."""
 
@@ -63,10 +66,11 @@ class Runner:
         observers: Observer,
         stop: StopFlag,
         *,
-        run: Callable[[Config, PipelineSpec, Store, RunOptions], RunReport] = run_pipeline,
+        run: RunFn | None = None,
         bind: Bind | None = None,
     ) -> None:
-        self.observers, self.stop, self._run = observers, stop, run
+        self.observers, self.stop = observers, stop
+        self._run = run or run_pipeline  # or ``run_on_workers``: the run goes to Celery workers
         self._bind = bind or _bind()
         self._active: Counter[str] = Counter()
         self._changed = threading.Condition()

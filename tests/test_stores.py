@@ -87,12 +87,20 @@ def test_an_issue_in_a_value_from_the_base_points_at_the_base(tmp_path: Path) ->
     assert issue.key == "pipelines.main.max_attempts" and issue.where == f"_base.toml:{line}"
 
 
-def test_a_store_may_not_set_what_every_store_shares(site: StoresDir) -> None:
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [("state", 'url = "sqlite:///other.db"'), ("celery", 'queue = "acme-only"')],
+)
+def test_a_store_may_not_set_what_every_store_shares(
+    site: StoresDir, section: str, line: str
+) -> None:
+    """The state database and the workers' broker and queue belong to the process: a
+    worker serves every store of the directory from the base's ``[celery]``."""
     path = site.file("acme")
     text = path.read_text(encoding="utf-8")
-    path.write_text('[state]\nurl = "sqlite:///other.db"\n' + text, "utf-8")
+    path.write_text(f"[{section}]\n{line}\n" + text, "utf-8")
     (issue,) = load_stores(site.directory).broken["acme"]
-    assert issue.key == "state" and "_base.toml" in issue.hint and issue.where == "acme.toml:1"
+    assert issue.key == section and "_base.toml" in issue.hint and issue.where == "acme.toml:1"
 
 
 def test_a_file_whose_name_is_no_store_name_is_a_broken_store(site: StoresDir) -> None:
