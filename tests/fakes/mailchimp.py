@@ -180,6 +180,7 @@ class FakeMailchimp:
         validate: bool = True,
     ) -> None:
         self.api_key = api_key or f"{uuid.uuid4().hex}-us7"
+        self.other_keys: set[str] = set()  # more accounts served here (``add_account``)
         self.list_id = list_id
         self.max_connections = max_connections
         self.merge_field_limit = merge_field_limit
@@ -282,6 +283,16 @@ class FakeMailchimp:
 
     # -- seeding and inspection ----------------------------------------------------
 
+    def add_account(self, list_id: str, name: str) -> str:
+        """Another account with a list of its own, as many merchants' accounts (one list
+        each) served by one fake; returns its API key. ``max_connections`` still counts
+        the requests of every account together."""
+        key = f"{uuid.uuid4().hex}-us7"
+        with self._lock:
+            self.other_keys.add(key)
+            self.add_list(list_id, name)
+        return key
+
     def add_list(self, list_id: str, name: str) -> FakeList:
         found = FakeList(list_id, name)
         for tag, kind in DEFAULT_FIELDS:
@@ -341,9 +352,9 @@ class FakeMailchimp:
             if member_id in ids
         }
 
-    def tag_members(self) -> dict[str, set[str]]:
-        """Tag name -> member addresses."""
-        audience = self.audience
+    def tag_members(self, list_id: str | None = None) -> dict[str, set[str]]:
+        """Tag name -> member addresses (of the default list, or of ``list_id``)."""
+        audience = self.lists[list_id] if list_id else self.audience
         emails = {h: m["email_address"].lower() for h, m in audience.members.items()}
         return {
             audience.segments[sid]["name"]: {emails[h] for h in ids if h in emails}
@@ -485,7 +496,7 @@ class FakeMailchimp:
             _, _, key = base64.b64decode(encoded).decode().partition(":")
         except ValueError:
             return False
-        return key == self.api_key
+        return key == self.api_key or key in self.other_keys
 
     def _enter(self) -> bool:
         with self._lock:
