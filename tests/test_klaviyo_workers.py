@@ -1,0 +1,93 @@
+"""Klaviyo on Celery workers: a run whose push, import jobs and collect are tasks on two
+workers (real RabbitMQ, PostgreSQL state) leaves the fake Klaviyo exactly as the run in
+one process leaves another: the same profiles with the same fields and consent, the same
+list memberships, the same ledger and report; a further run writes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.celery_workers import broker_or_skip, celery_table, new_queue, workers
+from tests.e2e import AS_OF, Site, consented, ledger_rows, make_site
+from tests.fakes.klaviyo import FakeKlaviyo
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def _klaviyo(site: Site, fake: FakeKlaviyo, variable: str) -> None:
+    site.send_to(
+        "kl",
+        f'kind = "klaviyo"\napi_key = "${{{variable}}}"\nbase_url = "{fake.base_url}"\n'
+        "[destinations.kl.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n",
+    )
+    fake.expect_consented(consented(site.data))
+
+
+def _holds(fake: FakeKlaviyo) -> dict[str, Any]:
+    """Per profile (by its label): fields, location, consent on both channels, lists."""
+    return {
+        p.label: (
+            p.email,
+            p.phone_number,
+            p.external_id,
+            p.first_name,
+            p.last_name,
+            sorted(p.location.items()),
+            sorted((k, repr(v)) for k, v in p.properties.items()),
+            p.channel("email").consent,
+            p.channel("sms").consent,
+            sorted(x.name for x in fake.lists.values() if p.id in x.members),
+        )
+        for p in fake.profiles.values()
+    }
+
+
+def test_a_run_to_klaviyo_on_workers_ends_like_the_run_in_one_process(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = broker_or_skip("amqp")
+    alone, spread = FakeKlaviyo().start(), FakeKlaviyo().start()
+    try:
+        monkeypatch.setenv("KL_ONE", alone.api_key)
+        monkeypatch.setenv("KL_WORKERS", spread.api_key)
+        one_url = f"sqlite:///{tmp_path / 'one.db'}"
+        one = make_site(tmp_path / "one", one_url, customers=200, dirty_rate=0.05, batch_size=40)
+        _klaviyo(one, alone, "KL_ONE")
+        expected = one.run_json()
+
+        site = make_site(
+            tmp_path / "w", postgres_url, customers=200, dirty_rate=0.05, batch_size=40
+        )
+        _klaviyo(site, spread, "KL_WORKERS")
+        queue = new_queue()
+        with open(site.config, "a", encoding="utf-8") as handle:
+            handle.write(celery_table(broker, queue, people_per_slice=60))
+        with workers(site.config, tmp_path / "logs", broker, queue, 2) as running:
+            result = site.cli("run", "--workers", "celery", "--as-of", AS_OF, "--json")
+            assert result.exit_code in (0, 5), running.log_text()[-3000:]
+            spread.reset_counters()
+            again = site.cli("run", "--workers", "celery", "--as-of", AS_OF, "--json")
+            assert again.exit_code in (0, 5), running.log_text()[-3000:]
+        assert spread.writes() == 0  # the second run found nothing to write
+
+        report = _report(result.stdout)
+        assert report["destinations"] == expected["destinations"]
+        assert expected["destinations"]["kl"].get("ok", 0) > 150
+        assert report["segments"] == expected["segments"]
+        assert _holds(spread) == _holds(alone) != {}
+        assert ledger_rows(postgres_url) == ledger_rows(one_url)
+    finally:
+        alone.stop()
+        spread.stop()
+    for fake in (alone, spread):
+        problems = fake.violations + fake.consent_problems()
+        assert not problems, "\n".join(problems[:20])
+
+
+def _report(stdout: str) -> dict[str, Any]:
+    reports: list[dict[str, Any]] = json.loads(stdout)
+    return reports[0]
