@@ -5,6 +5,8 @@ request, and checks the figures against what really happened: the calls counted 
 are the requests the fake saw, the three runs ran, the 1 % edit changed the people it
 says it did, and the per-contact replay rebuilt the same audience with two calls a person.
 The floor is the Mailchimp bench's, and the first module name still runs the command.
+On workers (no worker started here): the options, the configuration's ``[celery]`` table
+and shared budget, sqlite refused, and an audience unlike the in-process one failing loudly.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench import bench_e2e, bench_mailchimp, results
+from bench.e2e.cli import parse
+from bench.e2e.config import KEY_ENV, config_text
 from bench.e2e.fake import Audience, call_name, floor_calls
-from bench.e2e.measure import bench_one
+from bench.e2e.figures import throughput
+from bench.e2e.measure import AudienceMismatch, _compare, bench_one
 from bench.e2e.options import RUNS, Options
-from bench.e2e.output import save
+from bench.e2e.output import save, table
 from bench.e2e.per_contact import per_contact
+from bench.e2e.workers import BROKERS, BUDGET_URL, celery_text, people_per_slice
+from engine.resolve import load_config
 from tests.fakes.mailchimp import FakeMailchimp, _route
 
 SIZE = 300
@@ -52,7 +59,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     work = tmp_path_factory.mktemp("bench")
     fake = LoggingFake(validate=False)
     options = Options(latency=0.0, work=work, per_contact_sizes=frozenset({SIZE}), keep=True)
-    figures, _ = bench_one(SIZE, "sqlite", options, fake=fake)
+    figures = bench_one(SIZE, "sqlite", options, fake=fake).figures
     prefix = f"sqlite.{SIZE}."
     assert all(key.startswith(prefix) for key in figures)
     return {k[len(prefix) :]: v for k, v in figures.items()}, fake, work
@@ -172,3 +179,80 @@ def test_the_first_module_name_runs_the_same_command(capsys: pytest.CaptureFixtu
         bench_e2e.main(["--engines", "sqlite,oracle"])
     assert stopped.value.code == 2
     assert "unknown engine(s): oracle" in capsys.readouterr().err
+
+
+def test_worker_counts_are_measured_in_order_and_sqlite_is_refused_on_workers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options, sizes, engines = parse(["--sizes", "10000", "--engines", "postgresql"])
+    assert (options.workers, options.broker, sizes, engines) == (
+        (0,),
+        "redis",
+        [10000],
+        ["postgresql"],
+    )
+    options, _, _ = parse(["--engines", "postgresql", "--workers", "2,0,1", "--broker", "amqp"])
+    assert (options.workers, options.broker) == ((0, 1, 2), "amqp")
+    assert parse(["--engines", "sqlite", "--workers", "0"])[0].workers == (0,)  # as before
+
+    for argv in (["--engines", "sqlite,postgresql", "--workers", "0,2"], ["--workers", "1,x"]):
+        with pytest.raises(SystemExit) as stopped:
+            parse(argv)
+        assert stopped.value.code == 2
+    errors = capsys.readouterr().err
+    assert "need PostgreSQL state" in errors and "--engines postgresql" in errors
+    assert "--workers takes counts like 0,1,2: '1,x'" in errors
+
+
+def test_a_configuration_on_workers_shares_the_budget_and_gives_each_worker_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = SimpleNamespace(base_url="http://127.0.0.1:1/3.0", list_id="list1")
+    monkeypatch.setenv(KEY_ENV, "0123456789abcdef-us7")
+    per_slice = people_per_slice(10_000, 4)
+    assert 10_000 / per_slice >= 4 * 4  # several slices for each of the most workers
+    state = "postgresql+psycopg://postgres@127.0.0.1:5432/bench"
+    text = config_text(state, tmp_path, fake, 10)  # a stand-in: the fake's names
+    path = tmp_path / "crmsync.toml"
+    path.write_text(text + celery_text(BROKERS["redis"], "crmsync-bench-q", per_slice))
+
+    config = load_config(path)
+    celery = config.settings.celery
+    assert celery.broker_url is not None
+    assert celery.broker_url.get_secret_value() == BROKERS["redis"]
+    assert (celery.queue, celery.people_per_slice) == ("crmsync-bench-q", per_slice)
+    (pipeline,) = config.pipelines.values()
+    (destination,) = pipeline.destinations
+    assert destination.config.http.rate.shared is not None
+    assert destination.config.http.rate.shared.get_secret_value() == BUDGET_URL
+    assert BUDGET_URL.rsplit("/", 1)[1] != BROKERS["redis"].rsplit("/", 1)[1]  # apart
+    # in one process the configuration is today's: no Celery, no shared budget
+    path.write_text(text)
+    alone = load_config(path)
+    (pipeline,) = alone.pipelines.values()
+    assert pipeline.destinations[0].config.http.rate.shared is None
+
+
+def test_an_audience_unlike_the_reference_stops_the_bench() -> None:
+    reference = Audience({"a@x": ("subscribed", "{}")}, {"vip": frozenset({"a@x"})})
+    _compare(Audience(dict(reference.members), dict(reference.tags)), reference, "first", 2)
+    _compare(reference, None, "first", 2)  # nothing to compare with: the first configuration
+    other = Audience({"a@x": ("subscribed", "{}")}, {"vip": frozenset()})
+    with pytest.raises(AudienceMismatch, match=r"first run on 2 worker\(s\).*\['vip'\]"):
+        _compare(other, reference, "first", 2)
+
+
+def test_runs_on_workers_are_keyed_apart_and_compared_with_one_worker() -> None:
+    figures: dict[str, Any] = {
+        "postgresql.10000.first.wall_s": 30.0,
+        "postgresql.10000.w1.first.wall_s": 40.0,
+        "postgresql.10000.w2.first.wall_s": 25.0,
+        "postgresql.10000.w2.first.workers_cpu_s": 12.5,
+    }
+    throughput(figures, "postgresql", 10000, [0, 1, 2])
+    assert figures["postgresql.10000.w2.throughput_over_w1"] == 1.6
+    assert "postgresql.10000.w1.throughput_over_w1" not in figures
+    rows = table(figures, [("postgresql", 10000, 0), ("postgresql", 10000, 2)]).splitlines()
+    (row,) = [r for r in rows if r.startswith("postgresql 10,000 w2 first")]
+    assert "25.0" in row and "12.5" in row
+    assert "    throughput_over_w1: 1.6" in rows

@@ -3,6 +3,7 @@
     python -m bench.e2e [--sizes 10000,100000] [--engines sqlite,postgresql]
                         [--latency 0.08] [--connections 10] [--keep]
                         [--work var/bench] [--source DIR]
+                        [--workers 0,1,2] [--broker redis|amqp]
 
 (``python -m bench.bench_e2e`` is the same command under its first name.)
 
@@ -44,9 +45,17 @@ own (``CREATE DATABASE``, dropped afterwards) on the server of
 asserted. At a million customers the fake holds the whole audience in
 this process: expect a few GB here, which is not crmsync's memory.
 
+``--workers 0,1,2`` (PostgreSQL only) measures the same store in one process (0, the keys
+above) and on N Celery workers started here for each N > 0, keyed
+``<engine>.<size>.w<N>.<run>.<figure>``: the coordinator's and the workers' CPU and peak
+RSS, the fake's peak requests in flight, and ``throughput_over_w1``. Every run must end with
+the first configuration's audience at the fake, or the bench stops (docs/scale.md,
+"Benchmark across workers").
+
 The modules, in the order a run uses them: ``options`` (what a bench run is asked for),
 ``store`` (the sample store and its 1 % change), ``config`` (the state database and the
 user's configuration), ``run`` and ``watch`` (one ``crmsync run`` and its process tree),
+``workers`` (the Celery workers, their configuration and their share of a run),
 ``audience`` (the fake's audience, call names and the floor), ``per_contact`` (the naive
 method), ``measure`` (the three runs of one size on one engine), ``figures`` (figures and
 targets), ``output`` (the results file and the table), ``cli``.

@@ -1,4 +1,5 @@
-"""``python -m bench.e2e``: the sizes and engines asked for, measured, saved and printed."""
+"""``python -m bench.e2e``: the sizes, engines and worker counts asked for, measured, saved
+and printed."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import argparse
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.e2e.fake import Audience
+from bench.e2e.figures import throughput
 from bench.e2e.measure import bench_one
 from bench.e2e.options import ENGINES, Options
 from bench.e2e.output import describe_source, save, table
+from bench.e2e.workers import BROKERS, BenchRefused, parse_workers, refuse_sqlite
 from bench.results import Figure
 
 
-def main(argv: list[str]) -> int:
+def parse(argv: list[str]) -> tuple[Options, list[int], list[str]]:
+    """The options, sizes and engines asked for; what cannot be measured is refused here
+    (argparse's error: exit 2 with the reason), before any store is built."""
     parser = argparse.ArgumentParser(prog="python -m bench.e2e")
     parser.add_argument("--sizes", default="10000,100000", help="customers, comma-separated")
     parser.add_argument("--engines", default="sqlite,postgresql")
@@ -26,29 +32,63 @@ def main(argv: list[str]) -> int:
         help="run crmsync from this source tree instead of the installed one, e.g. "
         "`git archive <commit> | tar -x -C DIR` for a before/after on the same stores",
     )
+    parser.add_argument(
+        "--workers",
+        default="0",
+        help="comma-separated: 0 runs in one process, N on N Celery workers started here "
+        "(`crmsync worker --pool solo` each; PostgreSQL only)",
+    )
+    parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
     args = parser.parse_args(argv)
-    options = Options(args.latency, args.connections, args.work, keep=args.keep, source=args.source)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     engines = [e for e in args.engines.split(",") if e]
     unknown = set(engines) - set(ENGINES)
     if unknown:
         parser.error(f"unknown engine(s): {', '.join(sorted(unknown))}")
+    try:
+        workers = parse_workers(args.workers)
+        refuse_sqlite(engines, workers)
+    except BenchRefused as exc:
+        parser.error(str(exc))
+    options = Options(
+        args.latency,
+        args.connections,
+        args.work,
+        keep=args.keep,
+        source=args.source,
+        workers=workers,
+        broker=args.broker,
+    )
+    return options, sizes, engines
+
+
+def main(argv: list[str]) -> int:
+    options, sizes, engines = parse(argv)
     figures: dict[str, Figure] = {}
-    configs: list[tuple[str, int]] = []
+    configs: list[tuple[str, int, int]] = []
     source = describe_source(options.source)
     for size in sizes:
         contact: dict[str, Figure] | None = None
         for engine in engines:
-            found, contact = bench_one(size, engine, options, contact=contact)
-            figures.update(found)
-            # per size and engine: sizes measured at other times keep their own
-            figures[f"{engine}.{size}.crmsync_source"] = source
-            figures[f"{engine}.{size}.latency_s"] = options.latency
-            figures[f"{engine}.{size}.connections"] = options.connections
-            figures[f"{engine}.{size}.measured_at"] = datetime.now(UTC).isoformat(
-                timespec="seconds"
-            )
-            configs.append((engine, size))
+            # the first configuration's audiences: every later one must end with the same
+            reference: dict[str, Audience] | None = None
+            for workers in options.workers:
+                found = bench_one(
+                    size, engine, options, contact=contact, workers=workers, reference=reference
+                )
+                contact, reference = found.contact, reference or found.audiences
+                figures.update(found.figures)
+                # per size and engine: sizes measured at other times keep their own
+                prefix = f"{engine}.{size}.{f'w{workers}.' if workers else ''}"
+                figures[f"{prefix}crmsync_source"] = source
+                figures[f"{prefix}latency_s"] = options.latency
+                figures[f"{prefix}connections"] = options.connections
+                if workers:
+                    figures[f"{prefix}workers"] = workers
+                    figures[f"{prefix}broker"] = options.broker
+                figures[f"{prefix}measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+                configs.append((engine, size, workers))
+            throughput(figures, engine, size, list(options.workers))
     path = save(figures)
     print(table(figures, configs))
     print(f"  -> {path}")

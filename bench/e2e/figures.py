@@ -76,6 +76,17 @@ def run_figures(run: Run, options: Options) -> dict[str, Figure]:
         "max_in_flight": run.max_in_flight,
         "rejected_429": run.rejected_429,
     }
+    profiles = int(report["profiles"] or 0)
+    cpu = run.cpu_user + run.cpu_system
+    if run.workers is not None:  # the coordinator's tree above; the whole work here
+        figures["coordinator_cpu_s"] = figures["cpu_s"]
+        figures["coordinator_peak_rss_mb"] = figures["peak_rss_mb"]
+        figures["workers_cpu_s"] = round(run.workers.cpu, 2)
+        figures["workers_peak_rss_mb"] = round(run.workers.peak_kb / 1024, 1)
+        cpu += run.workers.cpu
+        figures["cpu_s"] = round(cpu, 2)
+        figures["peak_rss_mb"] = round(max(run.peak_rss_mb, run.workers.peak_kb / 1024), 1)
+    figures["cpu_ms_per_profile"] = round(cpu * 1000 / profiles, 3) if profiles else "n/a"
     if run.server_cpu is not None:
         figures["postgres_server_cpu_s_sampled"] = round(run.server_cpu, 2)
     if run.floor:
@@ -114,6 +125,17 @@ def targets(size: int, engine: str, f: dict[str, Figure]) -> dict[str, str]:
     if isinstance(calls, int | float):
         out["mailchimp_calls"] = verdict(calls <= 1.05, f"{calls:.3f} x floor <= 1.05")
     return out
+
+
+def throughput(figures: dict[str, Figure], engine: str, size: int, counts: list[int]) -> None:
+    """For each N > 1 on workers: the first run's wall on one worker over its wall on N
+    (2.0: twice the throughput), added to ``figures`` once both were measured."""
+    prefix = f"{engine}.{size}"
+    one = figures.get(f"{prefix}.w1.first.wall_s")
+    for count in counts:
+        mine = figures.get(f"{prefix}.w{count}.first.wall_s")
+        if count > 1 and isinstance(one, int | float) and isinstance(mine, int | float) and mine:
+            figures[f"{prefix}.w{count}.throughput_over_w1"] = round(one / mine, 3)
 
 
 def scaling_targets(figures: dict[str, Figure]) -> dict[str, Figure]:

@@ -18,3 +18,5 @@ class Options:
     per_contact_sizes: frozenset[int] = frozenset({10_000})
     keep: bool = False
     source: Path | None = None  # run crmsync from this tree (e.g. an older commit's archive)
+    workers: tuple[int, ...] = (0,)  # 0: in one process; N: on N Celery workers
+    broker: str = "redis"  # the workers' broker: "redis" or "amqp" (bench.e2e.workers)

@@ -11,13 +11,17 @@ from bench.e2e.figures import scaling_targets
 from bench.e2e.options import ENGINES, ROOT, RUNS
 from bench.results import Figure
 
-COLUMNS = (
-    ("wall", "wall_s"), ("pull", "stage_s.pull"), ("read", "stage_s.pull.read"),
-    ("stage", "stage_s.pull.stage"), ("consent", "stage_s.consent.mc"),
-    ("plan+push", "stage_s.plan+push"), ("push", "stage_s.push.mc"), ("ledger", "stage_s.ledger"),
-    ("rec/s", "staging_records_per_s"), ("cpu", "cpu_s"), ("rss MB", "peak_rss_mb"),
-    ("changes", "changes"), ("calls", "calls_total"), ("sync", "sync_calls"),
-    ("floor", "floor_calls"), ("ratio", "ratio_to_floor"),
+# (heading, figure keys: the first one present); a run on workers names its stages
+# apart: pull, prepare (consent and collect), plan (plan tasks), push (push tasks)
+COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("wall", ("wall_s",)), ("pull", ("stage_s.pull",)), ("read", ("stage_s.pull.read",)),
+    ("stage", ("stage_s.pull.stage",)), ("consent", ("stage_s.consent.mc", "stage_s.prepare")),
+    ("plan+push", ("stage_s.plan+push", "stage_s.plan")),
+    ("push", ("stage_s.push.mc", "stage_s.push")), ("ledger", ("stage_s.ledger",)),
+    ("rec/s", ("staging_records_per_s",)), ("cpu", ("cpu_s",)), ("wrk cpu", ("workers_cpu_s",)),
+    ("rss MB", ("peak_rss_mb",)), ("changes", ("changes",)), ("calls", ("calls_total",)),
+    ("sync", ("sync_calls",)), ("floor", ("floor_calls",)), ("ratio", ("ratio_to_floor",)),
+    ("inflight", ("max_in_flight",)), ("429", ("rejected_429",)),
 )  # fmt: skip
 
 
@@ -31,22 +35,26 @@ def save(figures: dict[str, Figure]) -> Path:
     return results.record("e2e", {**merged, **scaling_targets(merged)})
 
 
-def table(figures: dict[str, Figure], configs: list[tuple[str, int]]) -> str:
-    """A row per run under the main columns, then each size's own figures (not per run)."""
-    lines = ["  ".join([f"{'run':<26}", *(f"{h:>9}" for h, _ in COLUMNS)])]
-    for engine, size in configs:
+def table(figures: dict[str, Figure], configs: list[tuple[str, int, int]]) -> str:
+    """A row per run under the main columns, then each configuration's own figures (not
+    per run); (engine, size, workers), workers 0 being the run in one process."""
+    lines = ["  ".join([f"{'run':<29}", *(f"{h:>9}" for h, _ in COLUMNS)])]
+    for engine, size, workers in configs:
+        prefix = f"{engine}.{size}.{f'w{workers}.' if workers else ''}"
         for run in RUNS:
-            cells = [figures.get(f"{engine}.{size}.{run}.{key}", "") for _, key in COLUMNS]
-            lines.append(
-                "  ".join([f"{f'{engine} {size:,} {run}':<26}", *(f"{c!s:>9}" for c in cells)])
-            )
-        prefix = f"{engine}.{size}."
+            cells = [_first(figures, f"{prefix}{run}.", keys) for _, keys in COLUMNS]
+            name = f"{engine} {size:,} w{workers} {run}"
+            lines.append("  ".join([f"{name:<29}", *(f"{c!s:>9}" for c in cells)]))
         for key, value in figures.items():
             if key.startswith(prefix) and "." not in key[len(prefix) :].replace(
                 "per_contact.", ""
             ).replace("target.", ""):
                 lines.append(f"    {key[len(prefix) :]}: {value}")
     return "\n".join(lines)
+
+
+def _first(figures: dict[str, Figure], prefix: str, keys: tuple[str, ...]) -> Figure:
+    return next((figures[prefix + k] for k in keys if prefix + k in figures), "")
 
 
 def describe_source(source: Path | None) -> str:

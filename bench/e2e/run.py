@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.e2e.store import as_of
 from bench.e2e.watch import Watcher
+from bench.e2e.workers import Usage
 
 TIME = Path("/usr/bin/time")  # GNU time: the launcher whose child is crmsync
 
@@ -37,9 +38,10 @@ class Run:
     floor: int = 0
     max_in_flight: int = 0
     rejected_429: int = 0
+    workers: Usage | None = None  # on Celery workers: their CPU and largest peak RSS
 
 
-def _entry(env: dict[str, str]) -> str:
+def entry(env: dict[str, str]) -> str:
     """The module that is the command line: ``cli``, or in a tree from before the engine
     and the CLI left the core (``--source`` of an older commit), ``crmsync``."""
     source = env.get("PYTHONPATH")
@@ -48,8 +50,15 @@ def _entry(env: dict[str, str]) -> str:
     return "cli"
 
 
-def run_crmsync(config: Path, folder: Path, env: dict[str, str], database: str | None) -> Run:
-    """``crmsync run`` as a subprocess; its report, wall time, CPU and memory.
+def run_crmsync(
+    config: Path,
+    folder: Path,
+    env: dict[str, str],
+    database: str | None,
+    extra: tuple[str, ...] = (),
+) -> Run:
+    """``crmsync run`` (with ``extra`` arguments, e.g. ``--workers celery``) as a
+    subprocess; its report, wall time, CPU and memory (the coordinator's, on workers).
 
     It is started by /usr/bin/time, not by this process: a child forked from here and its
     ``ru_maxrss`` would count this process's memory (the fake's audience) from before the
@@ -57,8 +66,8 @@ def run_crmsync(config: Path, folder: Path, env: dict[str, str], database: str |
     for, and ``%U``/``%S`` their CPU. Without /usr/bin/time the peak is the sampled one.
     """
     out, err, usage_file = folder / "run.json", folder / "run.log", folder / "rusage.txt"
-    command = [sys.executable, "-m", _entry(env), "run", "--config", str(config)]
-    command += ["--as-of", as_of(), "--json", "--no-progress"]
+    command = [sys.executable, "-m", entry(env), "run", "--config", str(config)]
+    command += ["--as-of", as_of(), "--json", "--no-progress", *extra]
     launcher = [str(TIME), "-f", "%M %U %S", "-o", str(usage_file)] if TIME.exists() else []
     self_before = _cpu_seconds()
     started = time.perf_counter()
