@@ -11,6 +11,7 @@ and shared budget, sqlite refused, and an audience unlike the in-process one fai
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 from collections import Counter
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench import bench_e2e, bench_mailchimp, results
+from bench.e2e.cdnow import cdnow_store
 from bench.e2e.cli import parse
 from bench.e2e.config import KEY_ENV, config_text
 from bench.e2e.fake import Audience, call_name, floor_calls
@@ -30,6 +32,7 @@ from bench.e2e.measure import AudienceMismatch, _compare, bench_one
 from bench.e2e.options import RUNS, Options
 from bench.e2e.output import save, table
 from bench.e2e.per_contact import per_contact
+from bench.e2e.store import change_one_percent, copy_store, customer_count, store_of
 from bench.e2e.workers import BROKERS, BUDGET_URL, celery_text, people_per_slice
 from engine.resolve import load_config
 from tests.fakes.mailchimp import FakeMailchimp, _route
@@ -256,3 +259,40 @@ def test_runs_on_workers_are_keyed_apart_and_compared_with_one_worker() -> None:
     (row,) = [r for r in rows if r.startswith("postgresql 10,000 w2 first")]
     assert "25.0" in row and "12.5" in row
     assert "    throughput_over_w1: 1.6" in rows
+
+
+def test_sizes_take_the_cdnow_store_beside_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    _, sizes, _ = parse(["--sizes", "10000, cdnow", "--engines", "postgresql"])
+    assert sizes == [10000, "cdnow"]
+    with pytest.raises(SystemExit) as stopped:
+        parse(["--sizes", "10k"])
+    assert stopped.value.code == 2
+    assert "--sizes takes customer counts or `cdnow`: '10k'" in capsys.readouterr().err
+    rows = table({"postgresql.cdnow.w2.first.wall_s": 9.5}, [("postgresql", "cdnow", 2)])
+    assert "postgresql cdnow w2 first" in rows and "9.5" in rows
+
+
+def test_the_one_percent_change_copes_with_cdnow_rows(tmp_path: Path) -> None:
+    """CDNOW's customers have no names, no city and no carts: the change still edits one
+    person in a hundred, the renamed get a last name and a city, the others an order."""
+    dataset = tmp_path / "CDNOW_master.txt"
+    lines = [" customer_id  date number_of_cds  dollar_value"]
+    lines += [f" {cid:05d} 1997{1 + cid % 12:02d}15  2   23.50" for cid in range(1, 401)]
+    dataset.write_text("\r\n".join(lines) + "\r\n", encoding="ascii")
+    store = cdnow_store(tmp_path, dataset)
+    assert store_of("cdnow", tmp_path) == store  # written once, found again
+    assert customer_count("cdnow", store) == 400 and customer_count(10_000, store) == 10_000
+    data = tmp_path / "data"
+    copy_store(store, data)
+
+    changed = change_one_percent(data)
+    assert len(changed) == 4
+    with (data / "customers.csv").open(encoding="utf-8", newline="") as handle:
+        rows = {row["email"]: row for row in csv.DictReader(handle)}
+    renamed = [rows[email] for email in changed if rows[email]["last_name"]]
+    assert len(renamed) == 2
+    assert {(r["last_name"], r["city"]) for r in renamed} == {("Yeni", "Ankara")}
+    assert all(r["updated_at"] > r["created_at"] for r in renamed)
+    orders = (data / "orders.jsonl").read_text(encoding="utf-8").splitlines()[400:]
+    assert len(orders) == 2 and {json.loads(o)["email"] for o in orders} < changed
+    assert (data / "carts.jsonl").read_text(encoding="utf-8") == ""

@@ -7,6 +7,10 @@
 
 (``python -m bench.bench_e2e`` is the same command under its first name.)
 
+``--sizes`` takes ``cdnow`` beside numbers: the CDNOW store (``bench.e2e.cdnow``: 23,570
+customers of a real shop's purchases, without names, cities or carts), keyed
+``<engine>.cdnow.…``; its 1 % change renames and moves or gives an order to 236 of them.
+
 For each size and engine, ``crmsync run --config X --as-of T --json`` runs as a subprocess
 three times against the fake Mailchimp (real HTTP on 127.0.0.1, ``latency`` seconds per
 call, at most ``connections`` requests in flight, spec validation off for speed): the

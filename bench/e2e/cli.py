@@ -10,17 +10,21 @@ from pathlib import Path
 from bench.e2e.fake import Audience
 from bench.e2e.figures import throughput
 from bench.e2e.measure import bench_one
-from bench.e2e.options import ENGINES, Options
+from bench.e2e.options import ENGINES, Options, Size, parse_size
 from bench.e2e.output import describe_source, save, table
 from bench.e2e.workers import BROKERS, BenchRefused, parse_workers, refuse_sqlite
 from bench.results import Figure
 
 
-def parse(argv: list[str]) -> tuple[Options, list[int], list[str]]:
+def parse(argv: list[str]) -> tuple[Options, list[Size], list[str]]:
     """The options, sizes and engines asked for; what cannot be measured is refused here
     (argparse's error: exit 2 with the reason), before any store is built."""
     parser = argparse.ArgumentParser(prog="python -m bench.e2e")
-    parser.add_argument("--sizes", default="10000,100000", help="customers, comma-separated")
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000",
+        help="customers, comma-separated; `cdnow` names the CDNOW store (bench.e2e.cdnow)",
+    )
     parser.add_argument("--engines", default="sqlite,postgresql")
     parser.add_argument("--latency", type=float, default=0.08, help="seconds per API call")
     parser.add_argument("--connections", type=int, default=10)
@@ -40,7 +44,10 @@ def parse(argv: list[str]) -> tuple[Options, list[int], list[str]]:
     )
     parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+    try:
+        sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--sizes takes customer counts or `cdnow`: {args.sizes!r}")
     engines = [e for e in args.engines.split(",") if e]
     unknown = set(engines) - set(ENGINES)
     if unknown:
@@ -65,7 +72,7 @@ def parse(argv: list[str]) -> tuple[Options, list[int], list[str]]:
 def main(argv: list[str]) -> int:
     options, sizes, engines = parse(argv)
     figures: dict[str, Figure] = {}
-    configs: list[tuple[str, int, int]] = []
+    configs: list[tuple[str, Size, int]] = []
     source = describe_source(options.source)
     for size in sizes:
         contact: dict[str, Figure] | None = None

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections import Counter
 
 from bench.e2e.fake import SYNC_CALLS
-from bench.e2e.options import ENGINES, RUNS, Options
+from bench.e2e.options import ENGINES, RUNS, Options, Size
 from bench.e2e.run import Run
 from bench.results import Figure
 
 
 def size_figures(
-    size: int,
+    size: Size,
     engine: str,
     runs: dict[str, Run],
     changed: set[str],
@@ -105,7 +105,7 @@ def verdict(met: bool, text: str) -> str:
     return f"{'met' if met else 'MISSED'}: {text}"
 
 
-def targets(size: int, engine: str, f: dict[str, Figure]) -> dict[str, str]:
+def targets(size: Size, engine: str, f: dict[str, Figure]) -> dict[str, str]:
     """Issue 10's targets for one size on one engine, judged from its figures."""
     out: dict[str, str] = {}
     floor_rate = 50_000 if engine == "sqlite" else 30_000
@@ -113,7 +113,7 @@ def targets(size: int, engine: str, f: dict[str, Figure]) -> dict[str, str]:
     if isinstance(rate, int | float):
         out["staging_rate"] = verdict(rate >= floor_rate, f"{rate:,.0f} >= {floor_rate:,}/s")
     wall = float(f["first.wall_s"])
-    limit = {100_000: 30.0, 1_000_000: 300.0}.get(size)
+    limit = {100_000: 30.0, 1_000_000: 300.0}.get(size) if isinstance(size, int) else None
     if limit is not None:
         out["first_sync_time"] = verdict(wall < limit, f"{wall:.1f} s < {limit:.0f} s")
     rss = max(float(f[f"{run}.peak_rss_mb"]) for run in RUNS)
@@ -127,7 +127,7 @@ def targets(size: int, engine: str, f: dict[str, Figure]) -> dict[str, str]:
     return out
 
 
-def throughput(figures: dict[str, Figure], engine: str, size: int, counts: list[int]) -> None:
+def throughput(figures: dict[str, Figure], engine: str, size: Size, counts: list[int]) -> None:
     """For each N > 1 on workers: the first run's wall on one worker over its wall on N
     (2.0: twice the throughput), added to ``figures`` once both were measured."""
     prefix = f"{engine}.{size}"

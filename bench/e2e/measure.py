@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from bench.e2e.config import KEY_ENV, config_text, state_database
 from bench.e2e.fake import Audience, call_name, floor_calls, new_fake
 from bench.e2e.figures import size_figures
-from bench.e2e.options import RUNS, Options
+from bench.e2e.options import RUNS, Options, Size, size_label
 from bench.e2e.per_contact import per_contact
 from bench.e2e.run import Run, entry, run_crmsync
-from bench.e2e.store import change_one_percent, copy_store, store_for
+from bench.e2e.store import change_one_percent, copy_store, customer_count, store_of
 from bench.e2e.workers import (
     BROKERS,
     Workers,
@@ -50,7 +50,7 @@ class Measured:
 
 
 def bench_one(
-    size: int,
+    size: Size,
     engine: str,
     options: Options,
     fake: FakeMailchimp | None = None,
@@ -63,7 +63,8 @@ def bench_one(
     after the size on workers), and the per-contact figures are measured here when
     ``contact`` is None and the size asks for them (in one process only). With
     ``reference``, each run must end with the same audience at the fake as there."""
-    store = store_for(size, options.work / "stores")
+    store = store_of(size, options.work / "stores")
+    customers = customer_count(size, store)
     tag = f"-w{workers}" if workers else ""
     folder = options.work / "e2e" / f"{engine}-{size}{tag}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -82,7 +83,7 @@ def bench_one(
     runs: dict[str, Run] = {}
     audiences: dict[str, Audience] = {}
     changed: set[str] = set()
-    per_slice = people_per_slice(size, max(options.workers)) if workers else 0
+    per_slice = people_per_slice(customers, max(options.workers)) if workers else 0
     lifetime_cpu = 0.0
     failed = True
     try:
@@ -100,10 +101,12 @@ def bench_one(
                     runs[name] = _counted_run(fake, config, env, database, pool)
                     audiences[name] = Audience.of(fake)
                     wall = runs[name].wall
-                    print(f"  {engine} {size:,} w{workers} {name}: {wall:.1f} s", flush=True)
+                    label = f"{engine} {size_label(size)} w{workers} {name}"
+                    print(f"  {label}: {wall:.1f} s", flush=True)
                     _compare(audiences[name], (reference or {}).get(name), name, workers)
             lifetime_cpu = pool.lifetime_cpu if pool else 0.0  # known once they stopped
-        if contact is None and not workers and size in options.per_contact_sizes:
+        per_contact_size = isinstance(size, int) and size in options.per_contact_sizes
+        if contact is None and not workers and per_contact_size:
             contact = per_contact(fake, options)
         failed = False
     finally:
@@ -113,6 +116,7 @@ def bench_one(
         elif not options.keep:
             shutil.rmtree(folder, ignore_errors=True)
     found = size_figures(size, engine, runs, changed, options, None if workers else contact)
+    found["customers"] = customers  # CDNOW's are counted, not named
     if workers:
         found["people_per_slice"] = per_slice
         found["workers_lifetime_cpu_s"] = round(lifetime_cpu, 2)

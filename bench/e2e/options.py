@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout
 RUNS = ("first", "no_change", "changed")
 ENGINES = ("sqlite", "postgresql")
+CDNOW = "cdnow"  # the --sizes token of the CDNOW store (bench.e2e.cdnow) beside numbers
+Size: TypeAlias = int | str  # customers of a generated store, or CDNOW
+
+
+def parse_size(token: str) -> Size:
+    """``10000`` -> 10000, ``cdnow`` -> "cdnow"; anything else is refused (ValueError)."""
+    token = token.strip()
+    return CDNOW if token.lower() == CDNOW else int(token)
+
+
+def size_label(size: Size) -> str:
+    """How the table names a size: ``10,000``, ``cdnow``."""
+    return f"{size:,}" if isinstance(size, int) else size
 
 
 @dataclass(frozen=True)

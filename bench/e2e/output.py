@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench import results
 from bench.e2e.figures import scaling_targets
-from bench.e2e.options import ENGINES, ROOT, RUNS
+from bench.e2e.options import ENGINES, ROOT, RUNS, Size, size_label
 from bench.results import Figure
 
 # (heading, figure keys: the first one present); a run on workers names its stages
@@ -35,7 +35,7 @@ def save(figures: dict[str, Figure]) -> Path:
     return results.record("e2e", {**merged, **scaling_targets(merged)})
 
 
-def table(figures: dict[str, Figure], configs: list[tuple[str, int, int]]) -> str:
+def table(figures: dict[str, Figure], configs: list[tuple[str, Size, int]]) -> str:
     """A row per run under the main columns, then each configuration's own figures (not
     per run); (engine, size, workers), workers 0 being the run in one process."""
     lines = ["  ".join([f"{'run':<29}", *(f"{h:>9}" for h, _ in COLUMNS)])]
@@ -43,7 +43,7 @@ def table(figures: dict[str, Figure], configs: list[tuple[str, int, int]]) -> st
         prefix = f"{engine}.{size}.{f'w{workers}.' if workers else ''}"
         for run in RUNS:
             cells = [_first(figures, f"{prefix}{run}.", keys) for _, keys in COLUMNS]
-            name = f"{engine} {size:,} w{workers} {run}"
+            name = f"{engine} {size_label(size)} w{workers} {run}"
             lines.append("  ".join([f"{name:<29}", *(f"{c!s:>9}" for c in cells)]))
         for key, value in figures.items():
             if key.startswith(prefix) and "." not in key[len(prefix) :].replace(

@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.e2e.options import CDNOW, Size
+
 SEED, ORDERS_PER_CUSTOMER, DIRTY_RATE = 7, 5.0, 0.01
 FILES = ("customers.csv", "orders.jsonl", "carts.jsonl")
 _EMAIL = re.compile(r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}$")
@@ -33,6 +35,24 @@ def store_for(size: int, cache: Path) -> Path:
         write_files(spec, partial)
         os.replace(partial, folder)  # whole or absent, for the next bench that looks
     return folder
+
+
+def store_of(size: Size, cache: Path) -> Path:
+    """The export files a size names: a generated store, or CDNOW's (``bench.e2e.cdnow``)."""
+    if size == CDNOW:
+        from bench.e2e.cdnow import cdnow_store
+
+        return cdnow_store(cache)
+    return store_for(int(size), cache)
+
+
+def customer_count(size: Size, store: Path) -> int:
+    """The customers of a store: its size, or for CDNOW the rows of its customer export
+    (the slices of a run on workers are cut from it)."""
+    if isinstance(size, int):
+        return size
+    with (store / "customers.csv").open(encoding="utf-8", newline="") as handle:
+        return sum(1 for _ in csv.reader(handle)) - 1  # the header
 
 
 def copy_store(store: Path, data: Path) -> None:
