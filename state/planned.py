@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from state import schema
+from state.bulk import bulk
 from state.dialect import bytewise, upsert_insert
 from state.profile_reads import of_sources
 
@@ -57,6 +58,7 @@ FRESH = Table(
     Column("skips", Text),
     prefixes=["TEMPORARY"],
 )
+_FRESH_COLUMNS = ("person_key", "next_at", "segments", "skips")  # a ``PlannedRow``
 SEPARATOR = "\n"
 WRITE_BATCH = 5000
 
@@ -277,12 +279,10 @@ class PlannedWriter:
 
     def _write(self) -> None:
         if self.pending:
-            rows = [
-                {"person_key": key, "next_at": next_at, "segments": segments, "skips": skips}
-                for key, next_at, segments, skips in self.pending
-            ]
-            self.conn.execute(insert(FRESH), rows)
-            self.conn.commit()
+            # through the driver (COPY on PostgreSQL): a first planning writes a row per
+            # person, in the process that also pushes and records the ledger
+            with self.conn.begin():
+                bulk(self.conn).insert(FRESH, _FRESH_COLUMNS, self.pending)
             self.pending = []
 
     def keep(self, pipeline: str, planning: Planning, *, everyone: bool) -> None:
