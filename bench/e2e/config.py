@@ -61,7 +61,24 @@ region = "TR"
 timezone = "Europe/Istanbul"
 currency = "TRY"
 
-[sources.shop]
+{shop_source(data)}
+[destinations.mc]
+kind = "mailchimp"
+api_key = "${{{KEY_ENV}}}"
+list_id = "{fake.list_id}"
+base_url = "{fake.base_url}"
+max_connections = {connections}
+
+[pipelines.main]
+sources = ["shop"]
+destinations = ["mc"]
+"""
+
+
+def shop_source(data: Path) -> str:
+    """The source ``shop``: the export files in ``data``, read as config.example.toml reads
+    the sample store's (every bench that runs crmsync on export files names them so)."""
+    return f"""[sources.shop]
 kind = "files"
 [sources.shop.customers]
 path = "{data / "customers.csv"}"
@@ -85,15 +102,4 @@ updated_at = "updated_at"
 [sources.shop.carts.columns]
 converted = "completed_at"
 checkout_url = "abandoned_checkout_url"
-
-[destinations.mc]
-kind = "mailchimp"
-api_key = "${{{KEY_ENV}}}"
-list_id = "{fake.list_id}"
-base_url = "{fake.base_url}"
-max_connections = {connections}
-
-[pipelines.main]
-sources = ["shop"]
-destinations = ["mc"]
 """

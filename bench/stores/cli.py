@@ -13,6 +13,7 @@ from bench.bench_mailchimp import sync_floor
 from bench.e2e.config import state_database
 from bench.e2e.fake import SYNC_CALLS, call_name
 from bench.e2e.options import ROOT
+from bench.e2e.workers import celery_text
 from bench.results import Figure, record
 from bench.stores.layout import KEY_ENV, Shape, accounts, exports, write_directory
 from bench.stores.serving import command, running, watch
@@ -20,6 +21,7 @@ from bench.stores.serving import command, running, watch
 WORK = ROOT / "var" / "bench" / "serve"
 BROKER = os.environ.get("CRMSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BUDGETS = "redis://127.0.0.1:6379/3"  # the accounts' shared budgets, apart from the broker
+PEOPLE_PER_SLICE = 25_000  # the default: a small store is one slice
 
 
 def main(argv: list[str]) -> int:
@@ -109,14 +111,7 @@ def _celery(broker: str, workers: int) -> str:
     if not workers:
         return ""
     queue = f"bench-stores-{uuid.uuid4().hex[:8]}"
-    return f"""
-[destinations.mc.http.rate]
-shared = "{BUDGETS}"
-
-[celery]
-broker_url = "{broker}"
-queue = "{queue}"
-"""
+    return celery_text(broker, queue, PEOPLE_PER_SLICE, BUDGETS)
 
 
 def _floor(fake: object, list_id: str) -> int:

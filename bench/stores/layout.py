@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.e2e.config import shop_source
 from bench.e2e.options import ROOT
 
 if TYPE_CHECKING:
@@ -105,31 +106,7 @@ EVERY = "20s"  # every store is due 20 s after the start, then again 20 s after 
 
 
 def _store_text(name: str, data: Path) -> str:
-    return f"""[sources.shop]
-kind = "files"
-[sources.shop.customers]
-path = "{data / "customers.csv"}"
-updated_at = "updated_at"
-[sources.shop.customers.columns]
-external_id = "customer_id"
-region = "district"
-[sources.shop.orders]
-path = "{data / "orders.jsonl"}"
-updated_at = "updated_at"
-lines = "line_items"
-[sources.shop.orders.columns]
-placed_at = "created_at"
-total = "total_price"
-[sources.shop.orders.line_columns]
-product = "title"
-unit_price = "price"
-[sources.shop.carts]
-path = "{data / "carts.jsonl"}"
-updated_at = "updated_at"
-[sources.shop.carts.columns]
-converted = "completed_at"
-checkout_url = "abandoned_checkout_url"
-
+    return f"""{shop_source(data)}
 [destinations.mc]
 api_key = "${{{KEY_ENV.format(name)}}}"
 list_id = "list{name}"
