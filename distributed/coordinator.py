@@ -59,7 +59,7 @@ from engine.plan_run import name_not_synced, report_tally
 from engine.push import LEASE_SECONDS, Pusher
 from state.first_load import restore_indexes
 from state.store import Store
-from state.work_queue import forget_run, stopped
+from state.work_queue import cut_batches, forget_run, stopped
 
 __all__ = ["run_on_workers"]
 
@@ -228,27 +228,23 @@ class _Run:
     # -- push ---------------------------------------------------------------------------
 
     def push(self, plan: Plan) -> None:
-        tasks: list[tuple[int, int, int, Task]] = []
+        tasks: list[tuple[int, int, Task]] = []
         for order, dest in enumerate(self.spec.destinations):
             answered = self.report.destinations[dest.name]
             if answered.error:  # stopped before planning: nothing of it is sent this run
                 answered.counts["not_sent"] += sum(c.get(dest.name, 0) for c in plan.changes)
                 continue
-            size = self.max_batch[dest.name]
-            for part, counts in enumerate(plan.changes):
-                total = counts.get(dest.name, 0)
-                for batch, start in enumerate(range(0, total, size)):
-                    kwargs = self._args(
-                        destination=dest.name,
-                        part=part,
-                        batch=batch,
-                        start=start,
-                        stop=min(start + size, total),
-                    )
-                    key = push_key(dest.name, part, batch)
-                    tasks.append((part, batch, order, Task(key, PUSH, kwargs)))
-        tasks.sort(key=lambda t: t[:3])  # destinations side by side, slices in key order
-        rows = self.dispatch.run("push", [t[3] for t in tasks])
+            # batches run across the slices, in key order: every one full but the last
+            counts = [c.get(dest.name, 0) for c in plan.changes]
+            for batch, segments in enumerate(cut_batches(counts, self.max_batch[dest.name])):
+                part = segments[0][0]
+                kwargs = self._args(
+                    destination=dest.name, part=part, batch=batch, segments=segments
+                )
+                key = push_key(dest.name, part, batch)
+                tasks.append((batch, order, Task(key, PUSH, kwargs)))
+        tasks.sort(key=lambda t: t[:2])  # destinations side by side, batches in key order
+        rows = self.dispatch.run("push", [t[2] for t in tasks])
         for *_, task in tasks:
             name = task.kwargs["destination"]
             self.report.destinations[name].counts.update(rows[task.key].result["counts"])

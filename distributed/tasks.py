@@ -12,10 +12,11 @@ part-way is what a run in one process does again after a crash:
   the destination's fields, as a run does before planning;
 - ``plan_slice`` plans one slice of the key space (``engine.planner``) and writes its
   changes and people in one transaction with its result: all of them, or none;
-- ``push_batch`` pushes positions ``start`` to ``stop`` of a slice's changes as
-  ``engine.push`` does (in flight, push, acknowledgements), and marks itself done in
-  the transaction that records the answers: a batch sent but not recorded is sent
-  again, the same idempotent upsert, as after a crash;
+- ``push_batch`` pushes a batch of the slices' changes (every batch full but the
+  last, so a batch may span slices) as ``engine.push`` does (in flight, push,
+  acknowledgements), and marks itself done in the transaction that records the
+  answers: a batch sent but not recorded is sent again, the same idempotent upsert,
+  as after a crash;
 - ``collect_jobs`` settles the destination's pending jobs (``Pusher.collect``).
 
 A task that fails is recorded failed with its error (the coordinator fails the run with
@@ -234,15 +235,18 @@ def plan_slice(
 
 
 def push_batch(
-    work: dict[str, Any], destination: str, part: int, batch: int, start: int, stop: int
+    work: dict[str, Any], destination: str, part: int, batch: int, segments: list[list[int]]
 ) -> None:
+    """Pushes one batch: ``segments`` of (slice, start, stop) positions, the first in slice
+    ``part`` (which, with ``batch``, names the task)."""
     run = Work.of(work).run
     key = push_key(destination, part, batch)
+    cut = [(int(p), int(a), int(b)) for p, a, b in segments]
 
     def body(config: Config, spec: PipelineSpec, store: Store) -> None:
         dest = _destination(spec, destination)
         with store.engine.connect() as conn:
-            changes = batch_changes(conn, run, destination, part, start, stop)
+            changes = batch_changes(conn, run, destination, cut)
             halted = stopped(conn, run, destination)
         if halted is not None:  # the destination stopped while this batch waited
             with store.transaction() as conn:

@@ -292,23 +292,52 @@ class SliceWriter:
             self._people = []
 
 
+Segment = tuple[int, int, int]  # (slice, start, stop): positions of one slice's changes
+
+
 def batch_changes(
-    conn: Connection, run_id: int, destination: str, part: int, start: int, stop: int
+    conn: Connection, run_id: int, destination: str, segments: Sequence[Segment]
 ) -> list[Change]:
-    """The slice's changes for ``destination`` at positions ``start`` to ``stop - 1``."""
+    """A push batch's changes for ``destination``: each segment's positions ``start`` to
+    ``stop - 1`` of its slice's changes, the segments in their order (a batch may run from
+    the end of one slice into the next, so that every batch but the last is full)."""
     p = planned_changes
-    query = (
-        select(p.c.change)
-        .where(
-            p.c.run_id == run_id,
-            p.c.destination == destination,
-            p.c.part == part,
-            p.c.seq >= start,
-            p.c.seq < stop,
+    found: list[Change] = []
+    for part, start, stop in segments:
+        query = (
+            select(p.c.change)
+            .where(
+                p.c.run_id == run_id,
+                p.c.destination == destination,
+                p.c.part == part,
+                p.c.seq >= start,
+                p.c.seq < stop,
+            )
+            .order_by(p.c.seq)
         )
-        .order_by(p.c.seq)
-    )
-    return [decode_change(change) for (change,) in conn.execute(query)]
+        found += [decode_change(change) for (change,) in conn.execute(query)]
+    return found
+
+
+def cut_batches(counts: Sequence[int], size: int) -> list[list[Segment]]:
+    """Batches of ``size`` changes over the slices' changes taken in slice order (``counts``
+    per slice): each batch the segments of the slices it spans."""
+    batches: list[list[Segment]] = []
+    current: list[Segment] = []
+    room = size
+    for part, total in enumerate(counts):
+        start = 0
+        while start < total:
+            take = min(room, total - start)
+            current.append((part, start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                batches.append(current)
+                current, room = [], size
+    if current:
+        batches.append(current)
+    return batches
 
 
 def fill_fresh(conn: Connection, run_id: int) -> None:

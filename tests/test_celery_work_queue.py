@@ -20,6 +20,7 @@ from state.work_queue import (
     add_tasks,
     batch_changes,
     claim,
+    cut_batches,
     finish,
     forget_run,
     mark_stopped,
@@ -126,9 +127,10 @@ def test_a_slice_written_again_replaces_its_rows(store: Store) -> None:
             writer.person((f"e:p{i}@example.com", None, "vip", None))
         assert writer.close() == {"out": 3, "mc": 0}
     with store.engine.connect() as conn:
-        out = batch_changes(conn, run, "out", 0, 0, 10)
-        assert batch_changes(conn, run, "mc", 0, 0, 10) == []
-        assert batch_changes(conn, run, "out", 0, 1, 2) == [out[1]]
+        out = batch_changes(conn, run, "out", [(0, 0, 10)])
+        assert batch_changes(conn, run, "mc", [(0, 0, 10)]) == []
+        assert batch_changes(conn, run, "out", [(0, 1, 2)]) == [out[1]]
+        assert batch_changes(conn, run, "out", [(0, 2, 3), (0, 0, 1)]) == [out[2], out[0]]
         people = conn.execute(sa.select(sa.func.count()).select_from(work_queue.planned_people))
         assert people.scalar() == 3
     assert out == [_change(f"e:p{i}@example.com", f"again{i}") for i in range(3)]
@@ -150,3 +152,14 @@ def test_a_stopped_destination_keeps_its_first_reason_and_a_run_ends_clean(
     with store.engine.connect() as conn:
         for table in work_queue.metadata.tables.values():
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+def test_push_batches_run_across_slices_and_only_the_last_is_part_filled() -> None:
+    """Batches cut per slice would leave a part-filled vendor call in every slice."""
+    assert cut_batches([3, 0, 4, 2], 4) == [
+        [(0, 0, 3), (2, 0, 1)],
+        [(2, 1, 4), (3, 0, 1)],
+        [(3, 1, 2)],
+    ]
+    assert cut_batches([8], 4) == [[(0, 0, 4)], [(0, 4, 8)]]
+    assert cut_batches([0, 0], 4) == []
