@@ -68,20 +68,20 @@ class Watcher(threading.Thread):
         return sum(self.server_ticks.values()) / os.sysconf("SC_CLK_TCK")
 
     def _sample(self, conn: Any) -> None:
-        for pid, parent in _tree(self.pid):
-            kb = _status_kb(pid, "VmHWM")
+        for pid, parent in process_tree(self.pid):
+            kb = status_kb(pid, "VmHWM")
             if kb:
                 self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), kb)
                 self.parent[pid] = parent
         if conn is not None:
             query = "select pid from pg_stat_activity where datname = %s"
             for (pid,) in conn.execute(query, (self.database,)).fetchall():
-                ticks = _cpu_ticks(pid)
+                ticks = cpu_ticks(pid)
                 if ticks is not None:
                     self.server_ticks[pid] = max(self.server_ticks.get(pid, 0), ticks)
 
 
-def _tree(root: int) -> list[tuple[int, int]]:
+def process_tree(root: int) -> list[tuple[int, int]]:
     """(pid, parent pid) of ``root`` and all its descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -106,7 +106,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text.rpartition(")")[2].split()
 
 
-def _status_kb(pid: int, key: str) -> int:
+def status_kb(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(f"{key}:"):
@@ -116,6 +116,6 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def _cpu_ticks(pid: int) -> int | None:
+def cpu_ticks(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return int(fields[11]) + int(fields[12]) if fields else None

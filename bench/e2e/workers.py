@@ -24,7 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.e2e.watch import _cpu_ticks, _status_kb
+from bench.e2e.watch import cpu_ticks, status_kb
 
 BROKERS = {
     "redis": os.environ.get("CRMSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
@@ -147,7 +147,7 @@ class Workers:
 
     def after_run(self, cpu_before: float) -> Usage:
         """The workers' CPU since ``before_run`` and their largest peak RSS meanwhile."""
-        peaks = [_status_kb(p.pid, "VmHWM") for p in self.processes]
+        peaks = [status_kb(p.pid, "VmHWM") for p in self.processes]
         for number, process in enumerate(self.processes):
             if process.poll() is not None:
                 raise RuntimeError(f"worker {number} died in the run:\n{self.log_tail(number)}")
@@ -183,7 +183,7 @@ class Workers:
 
     def _cpu(self) -> float:
         """CPU seconds so far of all workers (a solo worker has no children to add)."""
-        ticks = sum(_cpu_ticks(p.pid) or 0 for p in self.processes)
+        ticks = sum(cpu_ticks(p.pid) or 0 for p in self.processes)
         return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.e2e.watch import _cpu_ticks, _status_kb, _tree
+from bench.e2e.watch import cpu_ticks, process_tree, status_kb
 
 POLL = 0.5  # seconds between looks at the runs
 TIMEOUT = 1800.0  # seconds every store has to run twice
@@ -30,13 +30,14 @@ class Processes:
 
     def cpu_seconds(self) -> float:
         """CPU so far of every process of every tree (a worker's pool children too)."""
-        ticks = sum(_cpu_ticks(pid) or 0 for p in self.started.values() for pid, _ in _tree(p.pid))
+        pids = [pid for p in self.started.values() for pid, _ in process_tree(p.pid)]
+        ticks = sum(cpu_ticks(pid) or 0 for pid in pids)
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> dict[str, float]:
         """Per role, the largest peak RSS of any process in its tree (MB)."""
         return {
-            role: max(_status_kb(pid, "VmHWM") for pid, _ in _tree(p.pid)) / 1024
+            role: max(status_kb(pid, "VmHWM") for pid, _ in process_tree(p.pid)) / 1024
             for role, p in self.started.items()
         }
 
