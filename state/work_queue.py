@@ -15,8 +15,8 @@ of a run no longer under way, is not run again. A slice planned again after a cr
 replaces its rows (they are deleted and written in one transaction), never adds to them.
 
 The tables have a metadata of their own, apart from ``state.schema``: they are the
-workers' scratch space, emptied when a run ends (``forget_run``); migration 0011 creates
-them.
+workers' scratch space, emptied when a run ends (``forget_run``); migrations 0011 and
+0012 create them.
 """
 
 from __future__ import annotations
@@ -88,6 +88,37 @@ planned_people = Table(
     Column("next_at", BigInteger),
     Column("segments", Text),
     Column("skips", Text),
+)
+
+# the people an incremental run on workers plans again (migration 0012)
+planned_scope = Table(
+    "planned_scope",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("person_key", schema.KEY, primary_key=True),
+)
+
+# membership moves a run's pushes hold until they fill a call, and why a move of a
+# person answered pending failed (``state.held_moves``; migration 0012)
+held_moves = Table(
+    "held_moves",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("destination", schema.SOURCE, primary_key=True),
+    Column("grp", String(200), primary_key=True),  # the vendor's group id
+    Column("side", String(1), primary_key=True),  # "+" join, "-" leave
+    Column("member", String(320), primary_key=True),  # the vendor's member id
+    Column("seq", BigInteger, nullable=False),  # oldest first
+    Column("sending", Integer, nullable=False, default=0),  # 1: taken into a call
+)
+
+held_failures = Table(
+    "held_failures",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("destination", schema.SOURCE, primary_key=True),
+    Column("member", String(320), primary_key=True),
+    Column("reason", Text, nullable=False),
 )
 
 QUEUED, DONE, FAILED = "queued", "done", "failed"
@@ -354,6 +385,6 @@ def forget_run(conn: Connection, run_id: int) -> None:
     died left them)."""
     runs = schema.runs
     ended = select(runs.c.id).where(runs.c.status != "running")
-    for table in (planned_changes, planned_people, work_tasks):
+    for table in metadata.sorted_tables:
         conn.execute(delete(table).where(table.c.run_id == run_id))
         conn.execute(delete(table).where(table.c.run_id.in_(ended)))
