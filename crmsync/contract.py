@@ -28,7 +28,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -57,6 +57,53 @@ class ConnectorConfig(BaseModel):
         return str(getattr(self, key)) if key else None
 
 
+# a membership move held for a full call: (group, JOIN or LEAVE, member id as the vendor
+# knows it)
+HeldMove = tuple[str, str, str]
+JOIN, LEAVE = "+", "-"
+
+
+@runtime_checkable
+class SharedMoves(Protocol):
+    """Where a run's held membership moves wait for a full call when more than one
+    process pushes the run (Celery workers): every process of the run sees the same
+    moves, under one job, so the run's calls are those of a run in one process.
+
+    A destination that holds moves across a run gets one in its context (``moves``) for
+    the run; without one it holds them in its own memory.
+    """
+
+    @property
+    def token(self) -> str:
+        """The run's own token, the same in every process of the run (for its job)."""
+        ...
+
+    def exchange(
+        self,
+        moves: Sequence[HeldMove],
+        take: Callable[[list[HeldMove]], list[HeldMove]],
+        *,
+        everything: bool = False,
+    ) -> list[HeldMove]:
+        """In one transaction, one process at a time: holds ``moves`` (a move held
+        already, even one being sent, waits again), loads what is held in their groups
+        that no process is sending (``everything``: in every group, being sent or not),
+        oldest first, and marks as being sent what ``take`` picks of it; returns that."""
+        ...
+
+    def sent(self, moves: Sequence[HeldMove]) -> None:
+        """Forgets these moves: their calls went out (or failed)."""
+        ...
+
+    def fail(self, reasons: Mapping[str, str]) -> None:
+        """Keeps why a move of each of these members failed, for the run's job."""
+        ...
+
+    def failures(self) -> dict[str, str]:
+        """Every failure kept for the run's job, by member."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectorContext:
     """What the core hands every connector besides its own config."""
@@ -65,6 +112,7 @@ class ConnectorContext:
     config_dir: Path  # relative paths in the config are relative to this
     default_region: str = "TR"  # for phone numbers without a country code
     timezone: str = "Europe/Istanbul"  # for naive times in source data
+    moves: SharedMoves | None = None  # a run's moves shared by its processes (workers)
 
     def resolve(self, path: str | Path) -> Path:
         candidate = Path(path)

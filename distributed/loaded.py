@@ -5,9 +5,11 @@ Loading a configuration (validating every connector, compiling mappings and rule
 far more than most tasks, so a worker keeps each one until its file changes. A state
 store (its connection pool) is kept per database. A destination is kept per run, opened
 and prepared once (``prepare``: its fields exist) and used by the run's pushes in this
-process one at a time, as a run in one process does; a destination that gathers calls
-across a run (held membership moves) then sends them in full. Destinations of other runs
-are closed as new runs come, and every one when the process ends (``close_all``).
+process one at a time, as a run in one process does. A destination that gathers calls
+across a run holds its membership moves in the state database with every other
+worker's of the run (``state.held_moves``), so that they go out in full calls.
+Destinations of other runs are closed as new runs come, and every one when the process
+ends (``close_all``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
@@ -25,6 +27,7 @@ from crmsync.errors import ConfigError
 from distributed.work import Work
 from engine.pipeline import context_for
 from engine.resolve import load_config
+from state.held_moves import HeldInState
 from state.store import Store
 
 KEPT_DESTINATIONS = 8  # open destinations per process (a few runs' worth)
@@ -96,7 +99,11 @@ def destination_of(config: Config, spec: DestinationSpec, run: int) -> Iterator[
         if kept is not None:
             _destinations.move_to_end(key)
     if kept is None:
-        instance = spec.cls(spec.config, context_for(config, spec.name))
+        # the run's membership moves wait in the state database, where every worker of
+        # the run holds them under one job (``state.held_moves``)
+        moves = HeldInState(store_of(config.state_url).engine, run, spec.name)
+        context = replace(context_for(config, spec.name), moves=moves)
+        instance = spec.cls(spec.config, context)
         try:
             instance.prepare(spec.mapping.field_specs())
         except BaseException:

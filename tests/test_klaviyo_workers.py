@@ -69,6 +69,7 @@ def test_a_run_to_klaviyo_on_workers_ends_like_the_run_in_one_process(
         with workers(site.config, tmp_path / "logs", broker, queue, 2) as running:
             result = site.cli("run", "--workers", "celery", "--as-of", AS_OF, "--json")
             assert result.exit_code in (0, 5), running.log_text()[-3000:]
+            moved = _list_calls(spread)
             spread.reset_counters()
             again = site.cli("run", "--workers", "celery", "--as-of", AS_OF, "--json")
             assert again.exit_code in (0, 5), running.log_text()[-3000:]
@@ -81,6 +82,8 @@ def test_a_run_to_klaviyo_on_workers_ends_like_the_run_in_one_process(
         assert expected["destinations"]["kl"].get("ok", 0) > 150
         assert report["segments"] == expected["segments"]
         assert _holds(spread) == _holds(alone) != {}
+        # list moves wait for the import jobs, settled by the collect: one process's calls
+        assert moved == _list_calls(alone) > 0
         assert ledger_rows(postgres_url) == ledger_rows(one_url)
     finally:
         alone.stop()
@@ -88,6 +91,12 @@ def test_a_run_to_klaviyo_on_workers_ends_like_the_run_in_one_process(
     for fake in (alone, spread):
         problems = fake.violations + fake.consent_problems()
         assert not problems, "\n".join(problems[:20])
+
+
+def _list_calls(fake: FakeKlaviyo) -> int:
+    """Calls that move profiles into and out of lists."""
+    path = "/api/lists/{id}/relationships/profiles"
+    return fake.calls[("POST", path)] + fake.calls[("DELETE", path)]
 
 
 def _final(report: dict[str, Any]) -> dict[str, int]:

@@ -100,7 +100,9 @@ class HubSpotDestination:
             thread_name_prefix=f"hubspot-{context.name}",
         )
         self._lists = list_index(self._api, config.segment_prefix)
-        self._run_lists = RunLists(self._api, self._lists, config.list_batch, self._pool)
+        self._run_lists = RunLists(
+            self._api, self._lists, config.list_batch, self._pool, context.moves
+        )
         self.max_event_batch = EVENT_BATCH  # chunked into calls of 100 by the sender
         self._events: ObjectEvents = (
             DealsSender(self._api, config)

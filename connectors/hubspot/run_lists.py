@@ -26,7 +26,7 @@ from connectors.hubspot.client import HubSpotApi
 from connectors.hubspot.lists import send_calls
 from connectors.kit import GroupIndex
 from connectors.kit.run_moves import RunMoves
-from crmsync.contract import Change, Outcome, PushResult
+from crmsync.contract import Change, Outcome, PushResult, SharedMoves
 
 LIST_JOB = "lists:"  # the prefix of a run's list job, followed by the run's own token
 NO_RECORD = "HubSpot's record id of this contact is not known: sent again"
@@ -35,7 +35,14 @@ NO_RECORD = "HubSpot's record id of this contact is not known: sent again"
 class RunLists:
     """One run's held list moves (the kit's ``RunMoves``, by record id)."""
 
-    def __init__(self, api: HubSpotApi, index: GroupIndex, batch_size: int, pool: Executor) -> None:
+    def __init__(
+        self,
+        api: HubSpotApi,
+        index: GroupIndex,
+        batch_size: int,
+        pool: Executor,
+        shared: SharedMoves | None = None,
+    ) -> None:
         self._unsent: set[str] = set()  # members of calls not sent: HubSpot's day is spent
         self._moves = RunMoves(
             lambda calls: (send_calls(api, index, calls, pool, self._unsent), []),
@@ -43,6 +50,7 @@ class RunLists:
             paired=True,
             prefix=LIST_JOB,
             noun="list",
+            shared=shared,
         )
         self.job = self._moves.job
 

@@ -14,6 +14,13 @@ their changes back, and their moves are rebuilt and sent again (``finish`` of an
 job): adding a member to a group, or removing one, twice is harmless. Once this run's
 job is finished, moves that still arrive go out at once.
 
+A run whose batches are pushed by many processes (Celery workers) holds its moves where
+all of them see the same (the context's ``SharedMoves``, in the state database) under
+one job for the run: calls are cut from everything held in a group, whichever process
+held it, and whichever process collects the run's job sends the rest and answers every
+person with the failures any process kept. The run's calls are then those of one
+process.
+
 The vendor's connector keeps what is its own: what a member id is (an address, a profile
 or record id), how calls are sent, and the results it gives its people.
 """
@@ -22,11 +29,13 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from connectors.kit.gather import Gathered
 from connectors.kit.memberships import MembershipCall, Move, plan_membership_calls
+from crmsync.contract import JOIN, LEAVE, HeldMove, SharedMoves
 from crmsync.errors import TransientError
 
 # member id -> why a move failed, and each call's transient error (None: not transient)
@@ -55,18 +64,33 @@ class Held:
 
 
 class RunMoves:
-    """One run's held moves, and the failures of people answered PENDING on its job."""
+    """One run's held moves, and the failures of people answered PENDING on its job.
+
+    ``shared``: where the run's processes hold its moves together (a run on workers);
+    without it, this process holds them in memory.
+    """
 
     def __init__(
-        self, send: Send, batch_size: int, *, paired: bool, prefix: str, noun: str
+        self,
+        send: Send,
+        batch_size: int,
+        *,
+        paired: bool,
+        prefix: str,
+        noun: str,
+        shared: SharedMoves | None = None,
     ) -> None:
         """``prefix``: of the run's job name ("tags:", "lists:"); ``noun``: the vendor's
         word for a group, in failure reasons."""
         self._send_calls, self._noun = send, noun
         self._batch_size, self._paired = batch_size, paired
-        self.job = prefix + uuid.uuid4().hex  # one per destination, so one per run
-        self._held = Gathered(batch_size, paired=paired)
-        self._failed: dict[str, str] = {}  # member -> why a move failed (PENDING people)
+        token = shared.token if shared is not None else uuid.uuid4().hex
+        self.job = prefix + token  # one per destination, so one per run
+        self._held: _Hold = (
+            _SharedHold(shared, batch_size, paired)
+            if shared is not None
+            else _LocalHold(batch_size, paired)
+        )
         self._finished = False  # this run's job was finished: moves go out at once
         self._lock = threading.Lock()  # a push and a collect of one run could overlap
 
@@ -74,14 +98,14 @@ class RunMoves:
         """Holds these (member, groups to join, groups to leave) moves and sends every call
         now full (everything, once this run's job is finished)."""
         with self._lock:
-            self._held.add(m for m in moves if m[1] or m[2])
-            calls = self._held.rest() if self._finished else self._held.full()
+            calls, still = self._held.take([m for m in moves if m[1] or m[2]], self._finished)
             failed, transients = self._send(calls)
             here = {member for member, _, _ in moves}
-            waiting = here & self._held.waiting()
+            waiting = here & still
             # failures of people answered PENDING, now or by an earlier push
-            self._failed.update((m, why) for m, why in failed.items() if m not in here)
-            self._failed.update((m, failed[m]) for m in waiting if m in failed)
+            later = {m: why for m, why in failed.items() if m not in here}
+            later.update((m, failed[m]) for m in waiting if m in failed)
+            self._held.fail(later)
         return Held(failed, transients, waiting)
 
     def finish(self, job: str, moves: Sequence[Move] = ()) -> Sent:
@@ -91,9 +115,10 @@ class RunMoves:
         with self._lock:
             if job == self.job:  # only the first page finds anything still held
                 self._finished = True
-                failed, transients = self._send(self._held.rest())
-                self._failed.update(failed)
-                return dict(self._failed), transients
+                calls, _ = self._held.take([], True)
+                failed, transients = self._send(calls)
+                self._held.fail(failed)
+                return self._held.failures(), transients
             calls = plan_membership_calls(
                 [m for m in moves if m[1] or m[2]], self._batch_size, paired=self._paired
             )
@@ -103,11 +128,100 @@ class RunMoves:
         if not calls:
             return {}, []
         try:
-            return self._send_calls(calls)
+            sent = self._send_calls(calls)
         except BaseException as exc:
             # whatever stopped the calls (a refused key, a bug, an interrupt): nobody in
             # them is confirmed, and those answered PENDING must not be acknowledged later
+            reasons: dict[str, str] = {}
             for call in calls:
                 reason = f"{self._noun} {call.group!r} not applied: {exc}"
-                self._failed.update((member, reason) for member in call.members())
+                reasons.update((member, reason) for member in call.members())
+            self._held.fail(reasons)
             raise
+        self._held.sent(calls)
+        return sent
+
+
+class _Hold(Protocol):
+    """Where a run's moves wait: this process's memory, or shared by the run's processes."""
+
+    def take(
+        self, moves: Sequence[Move], everything: bool
+    ) -> tuple[list[MembershipCall], set[str]]:
+        """Holds ``moves`` and takes out every call now full (``everything``: all that is
+        held, in the fewest calls); with the members of their groups still held."""
+        ...
+
+    def sent(self, calls: Sequence[MembershipCall]) -> None: ...
+
+    def fail(self, reasons: Mapping[str, str]) -> None: ...
+
+    def failures(self) -> dict[str, str]: ...
+
+
+class _LocalHold:
+    """The run's moves in this process's memory (``Gathered``: member ids only)."""
+
+    def __init__(self, batch_size: int, paired: bool) -> None:
+        self._gathered = Gathered(batch_size, paired=paired)
+        self._failed: dict[str, str] = {}  # member -> why a move failed (PENDING people)
+
+    def take(
+        self, moves: Sequence[Move], everything: bool
+    ) -> tuple[list[MembershipCall], set[str]]:
+        self._gathered.add(moves)
+        calls = self._gathered.rest() if everything else self._gathered.full()
+        return calls, self._gathered.waiting()
+
+    def sent(self, calls: Sequence[MembershipCall]) -> None:
+        pass  # taken out of memory already
+
+    def fail(self, reasons: Mapping[str, str]) -> None:
+        self._failed.update(reasons)
+
+    def failures(self) -> dict[str, str]:
+        return dict(self._failed)
+
+
+class _SharedHold:
+    """The run's moves where every process of the run holds them (``SharedMoves``): the
+    calls are cut here, by ``Gathered``, from what is held in the groups concerned."""
+
+    def __init__(self, shared: SharedMoves, batch_size: int, paired: bool) -> None:
+        self._shared, self._batch_size, self._paired = shared, batch_size, paired
+
+    def take(
+        self, moves: Sequence[Move], everything: bool
+    ) -> tuple[list[MembershipCall], set[str]]:
+        found: list[list[MembershipCall]] = []
+        still: set[str] = set()
+
+        def cut(held: list[HeldMove]) -> list[HeldMove]:
+            gathered = Gathered(self._batch_size, paired=self._paired)
+            gathered.add(
+                (member, (group,) if side == JOIN else (), (group,) if side == LEAVE else ())
+                for group, side, member in held
+            )
+            calls = gathered.rest() if everything else gathered.full()
+            found.append(calls)
+            still.update(gathered.waiting())
+            return _held(calls)
+
+        held = [(g, JOIN, member) for member, add, _ in moves for g in add]
+        held += [(g, LEAVE, member) for member, _, remove in moves for g in remove]
+        self._shared.exchange(held, cut, everything=everything)
+        return (found[-1] if found else []), still
+
+    def sent(self, calls: Sequence[MembershipCall]) -> None:
+        self._shared.sent(_held(calls))
+
+    def fail(self, reasons: Mapping[str, str]) -> None:
+        self._shared.fail(reasons)
+
+    def failures(self) -> dict[str, str]:
+        return self._shared.failures()
+
+
+def _held(calls: Sequence[MembershipCall]) -> list[HeldMove]:
+    moves = [(call.group, JOIN, member) for call in calls for member in call.add]
+    return moves + [(call.group, LEAVE, member) for call in calls for member in call.remove]

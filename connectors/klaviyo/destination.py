@@ -94,7 +94,7 @@ class KlaviyoDestination:
             max_workers=config.concurrency(), thread_name_prefix=f"klaviyo-{context.name}"
         )
         self._run_lists = RunLists(
-            self._lists, config.jobs.list_batch, self._pool, self._profile_ids
+            self._lists, config.jobs.list_batch, self._pool, self._profile_ids, context.moves
         )
         # import jobs this run started and has not settled: the list job waits for them
         self._open_jobs: set[str] = set()

@@ -29,7 +29,7 @@ from concurrent.futures import Executor
 from connectors.kit import Move
 from connectors.kit.run_moves import Held, RunMoves
 from connectors.klaviyo.lists import KlaviyoLists
-from crmsync.contract import Change, Outcome, PushResult
+from crmsync.contract import Change, Outcome, PushResult, SharedMoves
 from crmsync.errors import TransientError
 
 LIST_JOB = "lists:"  # the prefix of a run's list job, followed by the run's own token
@@ -41,7 +41,14 @@ Finder = Callable[[Sequence[Change]], Mapping[str, str]]
 class RunLists:
     """One run's held list moves (the kit's ``RunMoves``, by profile id)."""
 
-    def __init__(self, lists: KlaviyoLists, batch_size: int, pool: Executor, find: Finder) -> None:
+    def __init__(
+        self,
+        lists: KlaviyoLists,
+        batch_size: int,
+        pool: Executor,
+        find: Finder,
+        shared: SharedMoves | None = None,
+    ) -> None:
         self._find = find
         self._moves = RunMoves(
             lambda calls: lists.apply(calls, pool),
@@ -49,6 +56,7 @@ class RunLists:
             paired=False,
             prefix=LIST_JOB,
             noun="list",
+            shared=shared,
         )
         self.job = self._moves.job
 

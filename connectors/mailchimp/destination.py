@@ -108,7 +108,7 @@ class MailchimpDestination:
             max_workers=config.max_connections, thread_name_prefix=f"mailchimp-{context.name}"
         )
         self._run_tags = RunTags(
-            self._api, self._tags, config.list_id, config.batch_size, self._pool
+            self._api, self._tags, config.list_id, config.batch_size, self._pool, context.moves
         )
         # events: at most batch_size per push, their calls on the same pool (10 at once)
         self.max_event_batch = config.batch_size

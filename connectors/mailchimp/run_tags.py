@@ -24,7 +24,7 @@ from connectors.kit.run_moves import RunMoves
 from connectors.mailchimp.client import MailchimpApi
 from connectors.mailchimp.members import subscriber_hash
 from connectors.mailchimp.tags import send_calls
-from crmsync.contract import Change, Outcome, PushResult
+from crmsync.contract import Change, Outcome, PushResult, SharedMoves
 
 TAG_JOB = "tags:"  # the prefix of a run's tag job, followed by the run's own token
 
@@ -39,6 +39,7 @@ class RunTags:
         list_id: str,
         batch_size: int,
         pool: Executor,
+        shared: SharedMoves | None = None,
     ) -> None:
         self._moves = RunMoves(
             lambda calls: (send_calls(api, index, list_id, calls, pool), []),
@@ -46,6 +47,7 @@ class RunTags:
             paired=True,
             prefix=TAG_JOB,
             noun="tag",
+            shared=shared,
         )
         self.job = self._moves.job
 

@@ -1,0 +1,149 @@
+"""A run's held membership moves in the state database, shared by every worker of the run
+(``crmsync.contract.SharedMoves``).
+
+A destination that gathers membership moves across a run (Mailchimp's tags, Klaviyo's
+and HubSpot's lists) holds them until they fill a call. In one process they wait in its
+memory; a run on Celery workers pushes its batches in many processes, so they wait here
+instead, in ``held_moves`` under the run and destination, and the run's job is one for
+all of them: whichever worker collects the run's job sends what is left, in the fewest
+calls, and answers every person it held with the failures any worker kept.
+
+A worker takes the moves of a full call under a lock of the run's destination
+(PostgreSQL's transaction advisory lock, so two workers never take the same move) and
+marks them as being sent; it forgets them once the call went out. A worker killed in
+between leaves them marked: the run's collect sends everything still here, marked or
+not, and joining or leaving a group twice is harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy import and_, bindparam, delete, select, text, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from crmsync.contract import HeldMove
+from state.dialect import upsert_insert
+from state.work_queue import held_failures, held_moves
+
+__all__ = ["HeldInState"]
+
+
+class HeldInState:
+    """The held moves of one run's destination, in the state database."""
+
+    def __init__(self, engine: Engine, run_id: int, destination: str) -> None:
+        self.engine, self.run_id, self.destination = engine, run_id, destination
+
+    @property
+    def token(self) -> str:
+        return f"run{self.run_id}"
+
+    def exchange(
+        self,
+        moves: Sequence[HeldMove],
+        take: Callable[[list[HeldMove]], list[HeldMove]],
+        *,
+        everything: bool = False,
+    ) -> list[HeldMove]:
+        t = held_moves
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            if moves:
+                self._hold(conn, moves)
+            query = select(t.c.grp, t.c.side, t.c.member).where(self._mine())
+            if not everything:
+                groups = sorted({group for group, _, _ in moves})
+                if not groups:
+                    return []
+                query = query.where(t.c.grp.in_(groups), t.c.sending == 0)
+            query = query.order_by(t.c.seq, t.c.grp, t.c.side, t.c.member)
+            loaded: list[HeldMove] = [(g, s, m) for g, s, m in conn.execute(query)]
+            taken = take(loaded)
+            if taken:
+                statement = update(t).where(self._mine(), self._each()).values(sending=1)
+                conn.execute(statement, self._params(taken))
+            return taken
+
+    def sent(self, moves: Sequence[HeldMove]) -> None:
+        if not moves:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(delete(held_moves).where(self._mine(), self._each()), self._params(moves))
+
+    def fail(self, reasons: Mapping[str, str]) -> None:
+        if not reasons:
+            return
+        rows = [
+            {"run_id": self.run_id, "destination": self.destination, "member": m, "reason": why}
+            for m, why in reasons.items()
+        ]
+        with self.engine.begin() as conn:
+            statement = upsert_insert(conn, held_failures).on_conflict_do_nothing(
+                index_elements=["run_id", "destination", "member"]
+            )  # the first reason stays
+            conn.execute(statement, rows)
+
+    def failures(self) -> dict[str, str]:
+        f = held_failures
+        query = select(f.c.member, f.c.reason).where(
+            f.c.run_id == self.run_id, f.c.destination == self.destination
+        )
+        with self.engine.connect() as conn:
+            return {member: reason for member, reason in conn.execute(query)}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _hold(self, conn: Connection, moves: Sequence[HeldMove]) -> None:
+        """Holds the moves, oldest first by the time they came; one held already waits
+        again (a batch pushed again after its worker died)."""
+        first = time.time_ns()
+        rows = [
+            {
+                "run_id": self.run_id,
+                "destination": self.destination,
+                "grp": group,
+                "side": side,
+                "member": member,
+                "seq": first + i,
+                "sending": 0,
+            }
+            for i, (group, side, member) in enumerate(dict.fromkeys(moves))
+        ]
+        statement = upsert_insert(conn, held_moves)
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["run_id", "destination", "grp", "side", "member"],
+                set_={"sending": 0},
+            ),
+            rows,
+        )
+
+    def _lock(self, conn: Connection) -> None:
+        """One process at a time takes from the run's destination, until it commits."""
+        if conn.dialect.name != "postgresql":  # SQLite: one writer at a time anyway
+            return
+        name = f"crmsync-moves/{self.run_id}/{self.destination}".encode()
+        key = int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def _mine(self) -> ColumnElement[bool]:
+        t = held_moves
+        return and_(t.c.run_id == self.run_id, t.c.destination == self.destination)
+
+    @staticmethod
+    def _each() -> ColumnElement[bool]:
+        """One move, of each parameter set (``_params``)."""
+        t = held_moves
+        return and_(
+            t.c.grp == bindparam("b_grp"),
+            t.c.side == bindparam("b_side"),
+            t.c.member == bindparam("b_member"),
+        )
+
+    @staticmethod
+    def _params(moves: Sequence[HeldMove]) -> list[dict[str, str]]:
+        return [{"b_grp": g, "b_side": s, "b_member": m} for g, s, m in moves]
