@@ -312,6 +312,7 @@ class AlertSettings(Section):
 
 
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "redis", "rediss")
+BUDGET_SCHEMES = ("redis", "rediss", "unix")
 
 
 class CelerySettings(Section):
@@ -346,6 +347,13 @@ class CelerySettings(Section):
         description="a run fails when none of a phase's tasks finished for this long "
         "(no worker is running, or none can reach the state database)",
     )
+    shared_budget: SecretStr | None = Field(
+        None,
+        description="a Redis server (redis://host:6379/1, rediss://, unix:///path) holding "
+        "every vendor account's rate budget for all workers and the coordinator, so that "
+        "together they stay inside the vendor's limits; a destination's own "
+        "http.rate.shared takes precedence; a password belongs in ${VAR}",
+    )
 
     @field_validator("broker_url")
     @classmethod
@@ -358,6 +366,19 @@ class CelerySettings(Section):
             raise ValueError(
                 "not a broker crmsync supports; use amqp://user:password@host:5672// "
                 "(RabbitMQ) or redis://host:6379/0"
+            )
+        return SecretStr(text)
+
+    @field_validator("shared_budget")
+    @classmethod
+    def _redis(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if text.partition("://")[0].lower() not in BUDGET_SCHEMES:
+            raise ValueError(
+                "a shared budget is a Redis URL: redis://host:6379/1, rediss://host:6380/1 "
+                "or unix:///run/redis.sock"
             )
         return SecretStr(text)
 

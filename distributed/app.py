@@ -24,6 +24,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu.utils.url import maybe_sanitize_url
 
+from connectors.http import BUDGETS
 from crmsync.config import CelerySettings, Config
 from crmsync.errors import ConfigError
 from crmsync.log_setup import PersonalData
@@ -88,6 +89,16 @@ def make_app(settings: CelerySettings) -> Celery:
     return app
 
 
+def share_budgets(settings: CelerySettings) -> None:
+    """Every vendor account this process talks to draws on the budget in ``[celery]
+    shared_budget`` (Redis), with every worker's and the coordinator's: a vendor limits
+    the account, not a process. Budgets already handed out keep their place; a
+    destination's own ``http.rate.shared`` wins."""
+    url = settings.shared_budget
+    if url is not None:
+        BUDGETS.share(url.get_secret_value(), key="celery.shared_budget")
+
+
 def app_from_environment() -> Celery:
     """The app of the configuration ``CRMSYNC_CONFIG`` names (``celery -A``)."""
     from engine.resolve import load_config
@@ -100,6 +111,7 @@ def app_from_environment() -> Celery:
             hint=f"export {CONFIG_VARIABLE}=/path/to/crmsync.toml, or run `crmsync worker`",
         )
     config = load_config(path, os.environ.get(STORE_VARIABLE) or None)
+    share_budgets(config.settings.celery)
     return make_app(config.settings.celery)
 
 
@@ -108,6 +120,7 @@ def start_worker(
 ) -> None:
     """Runs a worker in this process until it is stopped (SIGTERM: a warm shutdown,
     finishing the tasks under way)."""
+    share_budgets(settings)  # before the pool's processes fork: theirs too
     app = make_app(settings)
     argv: list[str] = ["worker", "--queues", settings.queue, "--pool", pool]
     # a name of its own on every machine: workers on one host must not share one

@@ -36,7 +36,7 @@ from crmsync.phase_log import log_run_times
 from crmsync.records import Stream
 from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
 from distributed import planning
-from distributed.app import make_app, require_workers
+from distributed.app import make_app, require_workers, share_budgets
 from distributed.dispatch import Dispatch, Publish, Task
 from distributed.planning import Plan
 from distributed.tasks import describe, retry_policy
@@ -91,6 +91,7 @@ def run_on_workers(
         assert report.run_id is not None
         work = Work(config_root(config), config.store, spec.name, report.run_id)
         lease = (spec.name, holder)
+        share_budgets(settings)  # the events this process sends draw on it too
         app = make_app(settings)
         dispatch = Dispatch(app, settings, store, work, lease, send, options.progress)
         _Run(config, spec, store, options, report, dispatch).go(policy, as_of)

@@ -43,6 +43,14 @@ def test_a_broker_crmsync_cannot_use_is_an_error_naming_its_key(tmp_path: Path) 
     assert "amqp://" in keys["celery.broker_url"] and "redis://" in keys["celery.broker_url"]
 
 
+def test_a_shared_budget_that_is_not_redis_is_an_error_naming_its_key(tmp_path: Path) -> None:
+    table = '\n[celery]\nbroker_url = "redis://127.0.0.1/0"\nshared_budget = "postgresql://x/y"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config(_configured(tmp_path, table))
+    keys = {issue.key: issue.message for issue in caught.value.issues}
+    assert "redis://" in keys["celery.shared_budget"]
+
+
 def test_the_broker_password_never_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_TEST_RABBIT_PASSWORD", SECRET)
     url = "amqp://crm:${CRMSYNC_TEST_RABBIT_PASSWORD}@127.0.0.1:5672//"
