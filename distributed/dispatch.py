@@ -3,9 +3,12 @@
 A phase's tasks are queued in ``work_tasks`` (one transaction) before their messages go
 out, so a worker always finds its task's row; then the coordinator watches the rows,
 not the broker: a task is over when its row says so, whichever worker ran it and
-however often it was delivered. A failed task fails the phase with its error; a phase
-none of whose tasks ended for ``idle_timeout_seconds`` fails saying that no worker seems
-to be taking them. While it waits, the coordinator renews the pipeline's lease.
+however often it was delivered. A task that ends notifies the run's PostgreSQL channel
+(``state.work_queue.channel``) as its transaction commits, and the coordinator, which
+listens on it, looks again at once (and every ``HEARD_MAX`` seconds anyway). A failed
+task fails the phase with its error; a phase none of whose tasks ended for
+``idle_timeout_seconds`` fails saying that no worker seems to be taking them. While it
+waits, the coordinator renews the pipeline's lease.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from crmsync.progress import NoProgress, Progress
 from distributed.work import Work
 from engine.push import LEASE_SECONDS
 from state.store import Store
-from state.work_queue import DONE, FAILED, TaskRow, add_tasks, task_states, tasks
+from state.work_queue import DONE, FAILED, TaskRow, add_tasks, channel, task_states, tasks
 
 log = logging.getLogger("crmsync.distributed")
 POLL_FIRST, POLL_MAX = 0.05, 0.25  # seconds between looks at the phase's tasks
+HEARD_MAX = 1.0  # seconds between looks while listening: a task's end wakes it sooner
 RENEW_EVERY = 60.0  # seconds between renewals of the pipeline's lease while waiting
 
 
@@ -90,6 +94,12 @@ class Dispatch:
         return rows
 
     def _wait(self, phase: str, keys: set[str], idle: float) -> dict[str, TaskRow]:
+        with _Listener(self.store, channel(self.work.run)) as wait:
+            return self._watch(phase, keys, idle, wait)
+
+    def _watch(
+        self, phase: str, keys: set[str], idle: float, wait: Callable[[float], None]
+    ) -> dict[str, TaskRow]:
         pause, ended = POLL_FIRST, 0
         progressed = time.monotonic()
         prefix = _common_prefix(keys)
@@ -117,7 +127,7 @@ class Dispatch:
                     "database? (its log tells)"
                 )
             self._renew()
-            time.sleep(pause)
+            wait(pause)
             pause = min(pause * 1.5, POLL_MAX)
 
     def _renew(self) -> None:
@@ -126,6 +136,37 @@ class Dispatch:
         pipeline, holder = self.lease
         self.store.renew_lease(f"pipeline:{pipeline}", holder, LEASE_SECONDS)
         self._renewed = time.monotonic()
+
+
+class _Listener:
+    """Waits for a notification on ``name`` (PostgreSQL: LISTEN, on a connection of its
+    own), or for the time given, whichever comes first; elsewhere, for the time."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self.store, self.name = store, name
+        self._raw: Any = None
+        self._pg: Any = None
+
+    def __enter__(self) -> Callable[[float], None]:
+        if self.store.engine.dialect.name != "postgresql":
+            return time.sleep
+        self._raw = self.store.engine.raw_connection()
+        self._pg = self._raw.driver_connection
+        self._raw.detach()  # its session listens: never back into the pool
+        self._pg.autocommit = True
+        self._pg.execute(f'LISTEN "{self.name}"')
+        return self._heard
+
+    def _heard(self, pause: float) -> None:
+        # a task's end wakes the wait; without one, look again within HEARD_MAX
+        for _ in self._pg.notifies(timeout=max(pause, HEARD_MAX), stop_after=1):
+            pass
+        for _ in self._pg.notifies(timeout=0):  # several ended at once: one look for all
+            pass
+
+    def __exit__(self, *_: object) -> None:
+        if self._raw is not None:
+            self._raw.close()
 
 
 def _common_prefix(keys: set[str]) -> str:

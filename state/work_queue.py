@@ -178,7 +178,8 @@ def finish(
     error: str | None = None,
 ) -> None:
     """Records the task's end (``done``, or ``failed`` with ``error``), in the caller's
-    transaction: the one that writes the task's effects."""
+    transaction: the one that writes the task's effects; on PostgreSQL it notifies the
+    run's ``channel`` when that commits."""
     t = work_tasks
     conn.execute(
         update(t)
@@ -190,6 +191,16 @@ def finish(
             updated_at=now_ms(),
         )
     )
+    if conn.dialect.name == "postgresql":  # the coordinator hears it at the commit
+        conn.execute(
+            text("SELECT pg_notify(:channel, :task)"), {"channel": channel(run_id), "task": task}
+        )
+
+
+def channel(run_id: int) -> str:
+    """The PostgreSQL channel a run's tasks notify as they end (``finish``), which its
+    coordinator listens on instead of waiting out a poll."""
+    return f"crmsync_run_{run_id}"
 
 
 def _stop_key(destination: str) -> str:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from state.work_queue import (
     SliceWriter,
     add_tasks,
     batch_changes,
+    channel,
     claim,
     cut_batches,
     finish,
@@ -163,3 +165,24 @@ def test_push_batches_run_across_slices_and_only_the_last_is_part_filled() -> No
     ]
     assert cut_batches([8], 4) == [[(0, 0, 4)], [(0, 4, 8)]]
     assert cut_batches([0, 0], 4) == []
+
+
+def test_a_task_that_ends_notifies_its_runs_channel_when_it_commits(store: Store) -> None:
+    """The coordinator listens on the run's channel (``distributed.dispatch``): a task's
+    end wakes it as soon as its row can be read, and not before."""
+    run = _run(store)
+    with store.transaction() as conn:
+        add_tasks(conn, run, ["plan/0"])
+    raw = store.engine.raw_connection()
+    listener: Any = raw.driver_connection
+    raw.detach()
+    try:
+        listener.autocommit = True
+        listener.execute(f'LISTEN "{channel(run)}"')
+        with store.transaction() as conn:
+            finish(conn, run, "plan/0", {})
+            assert list(listener.notifies(timeout=0.2)) == []  # not yet committed
+        heard = list(listener.notifies(timeout=10, stop_after=1))
+    finally:
+        raw.close()
+    assert [(n.channel, n.payload) for n in heard] == [(channel(run), "plan/0")]
