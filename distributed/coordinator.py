@@ -8,8 +8,10 @@ the workers in order, each waited for before the next (``dispatch``):
    their person by their customer) — every stream a task;
 2. prepare: per destination, consent read back, earlier runs' jobs settled, fields
    prepared: before the planning that they change;
-3. plan: the key space cut into slices of about ``people_per_slice`` customers, a task
-   each; every slice's changes, per destination in its order, go to the state database;
+3. plan: the people whose plan may have changed since the last planning (everyone, when
+   it must: ``crmsync.incremental``) cut into slices of about ``people_per_slice``, a
+   task each; every slice's changes, per destination in its order, go to the state
+   database;
 4. push: each destination's changes in batches cut at fixed positions of each slice, a
    task each, in any order and on any worker;
 5. collect: per destination, the jobs the run left pending.
@@ -17,9 +19,10 @@ the workers in order, each waited for before the next (``dispatch``):
 Then, here: the records not synced are named, the plans kept (as the in-process run
 keeps them, when no destination failed), events pushed when the pipeline sends them
 (in this process, after everyone's push), and the run's counts added up from the tasks'
-results. A run on workers plans everyone: the incremental planning of a run in one
-process (``engine.plan_run``) reads a scope from a temporary table of its own
-connection, which no worker shares.
+results. A run on workers plans incrementally as a run in one process does
+(``engine.plan_run``): the scope gathered here, in a temporary table of this process's
+connection, is copied to the state database for the workers (``planning.cut``), and the
+people it leaves out keep what the last planning found for them.
 """
 
 from __future__ import annotations
@@ -152,7 +155,13 @@ class _Run:
             with stages.time("push"):
                 self.push(plan)
             name_not_synced(
-                self.store, self.spec, plan.ctx, plan.tally, self.options, report, rename=True
+                self.store,
+                self.spec,
+                plan.ctx,
+                plan.tally,
+                self.options,
+                report,
+                rename=plan.kept.rename,
             )
             if not any(d.error for d in report.destinations.values()):
                 assert report.run_id is not None
@@ -164,8 +173,10 @@ class _Run:
         if self.spec.settings.events:
             with stages.time("events"):
                 self.events()
+        # rows written: the answers, and the plans of the people planned again
         answered = sum(d.counts["ok"] for d in report.destinations.values())
-        self.store.refresh_statistics("plans", changed=max(answered, report.profiles))
+        planned = report.profiles - report.profiles_kept
+        self.store.refresh_statistics("plans", changed=max(answered, planned))
 
     # -- pull -------------------------------------------------------------------------
 
@@ -214,9 +225,20 @@ class _Run:
         spec, options = self.spec, self.options
         people = self.config.settings.celery.people_per_slice
         backfill = options.kind == "backfill" or options.full
-        plan = planning.cut(self.store, spec, as_of, people, backfill)
-        self.report.planning = f"everyone: {plan.reason}"
-        args = plan_args(policy, as_of, options.samples, plan.marks.fingerprint).as_dict()
+        assert self.report.run_id is not None
+        plan = planning.cut(
+            self.store,
+            spec,
+            as_of,
+            people,
+            backfill=backfill,
+            run_id=self.report.run_id,
+            now=policy.now_ms,
+        )
+        self.report.planning = plan.planning
+        args = plan_args(
+            policy, as_of, options.samples, plan.marks.fingerprint, scoped=plan.reason is None
+        ).as_dict()
         tasks = [
             Task(plan_key(i), PLAN, self._args(part=i, low=r.low, high=r.high, plan=args))
             for i, r in enumerate(plan.slices)
@@ -224,6 +246,7 @@ class _Run:
         rows = self.dispatch.run("plan", tasks)
         results = [rows[plan_key(i)].result for i in range(len(plan.slices))]
         planning.add_up(plan, results, [d.name for d in spec.destinations], options.samples)
+        self.report.profiles_kept = plan.kept.people
         return plan
 
     # -- push ---------------------------------------------------------------------------

@@ -59,9 +59,18 @@ from engine.planner import Planner, Target
 from engine.pull import pull_source
 from engine.push import Pusher
 from state.ledger import RetryPolicy, mark_in_flight, record_results
+from state.planned import SCOPE
 from state.store import Store
 from state.timeutil import now_ms
-from state.work_queue import SliceWriter, batch_changes, claim, finish, mark_stopped, stopped
+from state.work_queue import (
+    SliceWriter,
+    batch_changes,
+    claim,
+    fill_slice_scope,
+    finish,
+    mark_stopped,
+    stopped,
+)
 
 log = logging.getLogger("crmsync.distributed")
 Body = Callable[[Config, PipelineSpec, Store], dict[str, Any] | None]
@@ -219,12 +228,22 @@ def plan_slice(
         ctx = profile_context(spec, as_of)
         planner = Planner(ctx, spec.segments, targets, args.the_policy(), as_of, args.samples)
         tally = planner.new_tally()
+        keys = KeyRange(low, high)
         with store.engine.connect() as read, store.transaction() as write:
             writer = SliceWriter(write, run, part, [t.name for t in targets])
+            # an incremental run: only its scope within the slice, as the coordinator cut
+            # it, in a temporary table of the read connection, made in its transaction
+            scope = SCOPE if args.scoped else None
+            if scope is not None:
+                fill_slice_scope(read, run, keys)
             for index, change in planner.changes(
-                read, tally, KeyRange(low, high), planned=writer.person
+                read, tally, keys, scope=scope, planned=writer.person
             ):
                 writer.change(index, change)
+            # the reads wrote nothing: ending their transaction drops the table made in it
+            # (a plain DROP would now go through the reads' server-side cursor and fail),
+            # as it does when a task fails part-way and its connection goes back to the pool
+            read.rollback()
             counts = writer.close()
             finish(write, run, key, {"tally": tally_data(tally), "changes": counts})
 

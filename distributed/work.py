@@ -3,9 +3,10 @@
 A message names the configuration every worker reads (the same path on every machine),
 the pipeline and the run; the worker builds sources, destinations, mappings and segment
 rules from that file itself, so no secret and no pickled object crosses the broker. A
-plan task also carries the run's fixed values (its ``as_of``, its policy) and the
-fingerprint of the configuration that shapes plans (``crmsync.incremental``): a worker
-whose file changed since the run began refuses to plan rather than plan differently.
+plan task also carries the run's fixed values (its ``as_of``, its policy, whether it
+plans only the run's scope) and the fingerprint of the configuration that shapes plans
+(``crmsync.incremental``): a worker whose file changed since the run began refuses to
+plan rather than plan differently.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class PlanArgs:
     policy: dict[str, int | None]  # crmsync.diff.Policy's fields
     samples: int
     fingerprint: str
+    scoped: bool  # incremental: each slice plans only the run's scope within it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +66,11 @@ class PlanArgs:
     @classmethod
     def of(cls, data: dict[str, Any]) -> PlanArgs:
         return cls(
-            str(data["as_of"]), dict(data["policy"]), int(data["samples"]), data["fingerprint"]
+            str(data["as_of"]),
+            dict(data["policy"]),
+            int(data["samples"]),
+            data["fingerprint"],
+            bool(data["scoped"]),
         )
 
     def as_of_time(self) -> datetime:
@@ -80,8 +86,10 @@ class PlanArgs:
         )
 
 
-def plan_args(policy: Policy, as_of: datetime, samples: int, fingerprint: str) -> PlanArgs:
-    return PlanArgs(as_of.isoformat(), asdict(policy), samples, fingerprint)
+def plan_args(
+    policy: Policy, as_of: datetime, samples: int, fingerprint: str, *, scoped: bool
+) -> PlanArgs:
+    return PlanArgs(as_of.isoformat(), asdict(policy), samples, fingerprint, scoped)
 
 
 def pull_key(source: str, stream: str) -> str:

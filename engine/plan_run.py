@@ -52,7 +52,7 @@ from state.profile_reads import customer_count, foreign_currency_orders
 from state.store import Store
 from state.timeutil import now_ms, to_ms
 
-__all__ = ["plan_and_push"]
+__all__ = ["Kept", "kept_from_last", "kept_in_tally", "plan_and_push"]
 
 
 def plan_and_push(
@@ -89,7 +89,7 @@ def plan_and_push(
             mark = touched_mark(conn)
             backfill = options.kind == "backfill" or options.full
             reason = full_reason(last, print_, as_of_ms, backfill=backfill)
-            kept = _Kept()
+            kept = Kept()
             if last is not None and reason is None:
                 counted = fill_scope(
                     conn,
@@ -120,7 +120,7 @@ def plan_and_push(
         options.progress.finish(PROFILES, tally.profiles)
         for pusher in pushers:
             pusher.flush()
-        _kept_in_tally(tally, kept)
+        kept_in_tally(tally, kept)
         report.profiles_kept = kept.people
         name_not_synced(store, spec, ctx, tally, options, report, rename=kept.rename)
         if writer is not None and not any(d.error for d in report.destinations.values()):
@@ -142,8 +142,9 @@ def plan_and_push(
 
 
 @dataclass
-class _Kept:
-    """What an incremental run takes from the last planning for the people it keeps."""
+class Kept:
+    """What an incremental run takes from the last planning for the people it keeps
+    (the default: nobody kept, as when everyone is planned)."""
 
     people: int = 0  # planned last time and not again
     segments: Counter[str] = field(default_factory=Counter)  # their segment sizes
@@ -163,12 +164,22 @@ def _plan_scope(
     counted: ScopeCounts,
     keep: Planned | None,
     tick: Callable[[], None],
-) -> _Kept:
+) -> Kept:
     """Plans the people in the scope on ``conn``, in this process; returns what the rest
     keep from the last planning."""
-    redone, skipped, people = scoped_totals(conn, spec.name)
     for index, change in planner.changes(conn, tally, tick=tick, scope=SCOPE, planned=keep):
         pushers[index].add(change)
+    return kept_from_last(conn, spec, planner.ctx, last, counted)
+
+
+def kept_from_last(
+    conn: Connection, spec: PipelineSpec, ctx: ProfileContext, last: Planning, counted: ScopeCounts
+) -> Kept:
+    """What the people outside ``SCOPE`` (filled on ``conn``) keep from the last planning:
+    its totals less those of the people in the scope as last planned. The plans stored
+    stay those of the last planning until this run keeps its own, so this may be read
+    before or after the scope is planned (a run on workers reads it before)."""
+    redone, skipped, people = scoped_totals(conn, spec.name)
     segments = Counter(last.segments)
     segments.subtract(redone)
     skips = {
@@ -182,10 +193,10 @@ def _plan_scope(
         # none before: the orders staged since the last planning began are all that
         # can be in another currency now (a re-keyed order keeps its currency)
         since = last.started_at
-        foreign = foreign_currency_orders(conn, planner.ctx, staged_since=since)
+        foreign = foreign_currency_orders(conn, ctx, staged_since=since)
     elif spec.sources:
-        foreign = foreign_currency_orders(conn, planner.ctx)
-    return _Kept(
+        foreign = foreign_currency_orders(conn, ctx)
+    return Kept(
         people=last.profiles - people,
         segments=+segments,
         skips={name: {k: n for k, n in c.items() if n} for name, c in skips.items()},
@@ -195,7 +206,7 @@ def _plan_scope(
     )
 
 
-def _kept_in_tally(tally: Tally, kept: _Kept) -> None:
+def kept_in_tally(tally: Tally, kept: Kept) -> None:
     """Adds the people kept from the last planning to the run's tally: their segments,
     and per destination a decision each: their lasting skip (``planner.LASTING``, e.g.
     "invalid"), else "unchanged" (``profiles_kept`` says how many were not recomputed)."""

@@ -5,6 +5,10 @@ coordinator writes them queued, and the worker that finishes a task writes its r
 (JSON) and ``done`` in the transaction that writes the task's effects. ``planned_changes``
 holds what a slice's planning found to push, per destination in the slice's order, and
 ``planned_people`` each person's plan, for the run to keep once everything was pushed.
+``planned_scope`` holds the people an incremental run plans again: the coordinator
+copies its scope there (``keep_scope``), cuts it into slices (``scope_boundaries``), and
+each plan task reads its slice of it into a temporary table of its own
+(``fill_slice_scope``).
 
 A broker may deliver a task twice (a worker killed before it acknowledged, Redis's
 visibility timeout, a message published again), and two deliveries may even run at
@@ -37,7 +41,9 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
     insert,
+    literal,
     select,
     text,
     update,
@@ -45,10 +51,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from crmsync.contract import Change
+from crmsync.profile_scope import KeyRange
 from state import schema
-from state.dialect import upsert_insert
+from state.dialect import bytewise, upsert_insert
 from state.ledger import decode_change, encode_change
-from state.planned import FRESH, PlannedRow
+from state.planned import FRESH, SCOPE, PlannedRow, create_temporary
+from state.profile_reads import in_range
 from state.timeutil import now_ms
 
 metadata = MetaData()
@@ -389,6 +397,51 @@ def fill_fresh(conn: Connection, run_id: int) -> None:
     columns = ("person_key", "next_at", "segments", "skips")
     rows = select(*(p.c[n] for n in columns)).where(p.c.run_id == run_id)
     conn.execute(insert(FRESH).from_select(list(columns), rows))
+
+
+def keep_scope(conn: Connection, run_id: int) -> None:
+    """Copies ``state.planned.SCOPE``, just filled on ``conn`` (the coordinator's), into
+    ``planned_scope`` for the run: a temporary table is seen by its own connection only,
+    and every plan task reads its slice from here."""
+    s = planned_scope
+    conn.execute(delete(s).where(s.c.run_id == run_id))
+    rows = select(literal(run_id, Integer), SCOPE.c.person_key)
+    conn.execute(insert(s).from_select(["run_id", "person_key"], rows))
+
+
+def scope_boundaries(conn: Connection, run_id: int, parts: int) -> list[str]:
+    """Up to ``parts - 1`` person keys that cut the run's scope into equal slices, in the
+    byte-wise order the plan tasks' key ranges use (``profile_reads.in_range``); the
+    scope's own keys, so that every slice holds some of it."""
+    s = planned_scope
+    total = int(conn.execute(select(func.count()).where(s.c.run_id == run_id)).scalar() or 0)
+    wanted = sorted({total * part // parts for part in range(1, parts)} - {0})
+    if not wanted:
+        return []
+    place = func.row_number().over(order_by=bytewise(conn, s.c.person_key)) - 1
+    numbered = (
+        select(s.c.person_key.label("key"), place.label("place"))
+        .where(s.c.run_id == run_id)
+        .subquery()
+    )
+    query = (
+        select(numbered.c.key)
+        .where(numbered.c.place.in_(wanted))
+        .order_by(bytewise(conn, numbered.c.key))
+    )
+    return [str(key) for (key,) in conn.execute(query)]
+
+
+def fill_slice_scope(conn: Connection, run_id: int, keys: KeyRange) -> None:
+    """(Re)creates ``state.planned.SCOPE`` on ``conn`` (a plan task's read connection)
+    with the people of the run's scope within ``keys``: the planner then reads only
+    them, as a run in one process reads its whole scope."""
+    create_temporary(conn, SCOPE)
+    s = planned_scope
+    rows = select(s.c.person_key).where(s.c.run_id == run_id, in_range(conn, s.c.person_key, keys))
+    conn.execute(insert(SCOPE).from_select(["person_key"], rows))
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ANALYZE {SCOPE.name}"))  # a temporary table has no statistics
 
 
 def forget_run(conn: Connection, run_id: int) -> None:
