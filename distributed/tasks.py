@@ -10,8 +10,9 @@ part-way is what a run in one process does again after a crash:
   the cursor moves with the last one, and a re-read is de-duplicated;
 - ``prepare_destination`` reads consent back, settles earlier runs' jobs and prepares
   the destination's fields, as a run does before planning;
-- ``plan_slice`` plans one slice of the key space (``engine.planner``) and writes its
-  changes and people in one transaction with its result: all of them, or none;
+- ``plan_slice`` plans one slice of the key space (``engine.planner``), only the run's
+  scope in it when the run plans incrementally, and writes its changes and people in
+  one transaction with its result: all of them, or none;
 - ``push_batch`` pushes a batch of the slices' changes (every batch full but the
   last, so a batch may span slices) as ``engine.push`` does (in flight, push,
   acknowledgements), and marks itself done in the transaction that records the
