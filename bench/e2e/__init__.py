@@ -1,9 +1,11 @@
-"""End to end, as a user runs it: files -> state database -> profiles -> the fake Mailchimp.
+"""End to end, as a user runs it: files -> state database -> profiles -> the fake Mailchimp
+(or the fake Klaviyo or HubSpot).
 
     python -m bench.e2e [--sizes 10000,100000] [--engines sqlite,postgresql]
                         [--latency 0.08] [--connections 10] [--keep]
                         [--work var/bench] [--source DIR]
                         [--workers 0,1,2] [--broker redis|amqp]
+                        [--destination mailchimp|klaviyo|hubspot]
 
 (``python -m bench.bench_e2e`` is the same command under its first name.)
 
@@ -49,18 +51,38 @@ own (``CREATE DATABASE``, dropped afterwards) on the server of
 asserted. At a million customers the fake holds the whole audience in
 this process: expect a few GB here, which is not crmsync's memory.
 
+``--destination klaviyo`` or ``hubspot`` pushes the same runs to the fake Klaviyo or
+HubSpot instead (``bench.e2e.vendors``), served from a child process, answering after
+``latency`` seconds a call, with the vendor's published limits: Klaviyo's burst and steady
+rate per endpoint as the fake enforces them, HubSpot's 100 calls in any 10 seconds (Free
+and Starter). crmsync has ``connections`` requests in flight at most (its
+``http.rate.max_concurrency``). The calls by kind are counted against the floor of the
+vendor's bench (``bench.bench_klaviyo``, ``bench.bench_hubspot``) for what the fake shows
+changed, and the time floor is the least time the limits allow for the run's calls
+(HubSpot: (⌈calls/100⌉ - 1) x 10 s); before the second and third runs the bench waits
+until the earlier calls left the vendor's windows, so each run meets the limits afresh.
+Every run must leave every consented customer subscribed (Klaviyo) or present and not
+opted out (HubSpot), and nothing the vendor refuses, or the bench stops. Keys:
+``<engine>.<size>.<destination>.<run>.<figure>``, ``…<destination>.w<N>.…`` on workers,
+with ``fake_cpu_s`` (the fake's process) and ``vendor_limits``. The per-contact baseline
+is Mailchimp's only.
+
 ``--workers 0,1,2`` (PostgreSQL only) measures the same store in one process (0, the keys
 above) and on N Celery workers started here for each N > 0, keyed
 ``<engine>.<size>.w<N>.<run>.<figure>``: the coordinator's and the workers' CPU and peak
 RSS, the fake's peak requests in flight, and ``throughput_over_w1``. Every run must end with
 the first configuration's audience at the fake, or the bench stops (docs/scale.md,
-"Benchmark across workers").
+"Benchmark across workers"). The workers share the account's rate budget in Redis: the
+Mailchimp destination's own ``http.rate.shared``, for Klaviyo and HubSpot ``[celery]
+shared_budget``.
 
 The modules, in the order a run uses them: ``options`` (what a bench run is asked for),
 ``store`` (the sample store and its 1 % change), ``config`` (the state database and the
 user's configuration), ``run`` and ``watch`` (one ``crmsync run`` and its process tree),
 ``workers`` (the Celery workers, their configuration and their share of a run),
-``audience`` (the fake's audience, call names and the floor), ``per_contact`` (the naive
-method), ``measure`` (the three runs of one size on one engine), ``figures`` (figures and
-targets), ``output`` (the results file and the table), ``cli``.
+``fake`` (the fake Mailchimp's audience, call names and the floor), ``vendors`` (the
+destination: Mailchimp, or Klaviyo and HubSpot served from a child process, with their
+floors), ``per_contact`` (the naive method), ``measure`` (the three runs of one size on
+one engine), ``figures`` (figures and targets), ``output`` (the results file and the
+table), ``cli``.
 """

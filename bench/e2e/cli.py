@@ -10,10 +10,18 @@ from pathlib import Path
 from bench.e2e.fake import Audience
 from bench.e2e.figures import throughput
 from bench.e2e.measure import bench_one
-from bench.e2e.options import ENGINES, Options, Size, parse_size
+from bench.e2e.options import DESTINATIONS, ENGINES, Options, Size, key_prefix, parse_size
 from bench.e2e.output import describe_source, save, table
+from bench.e2e.vendors import PER_TEN_SECONDS
 from bench.e2e.workers import BROKERS, BenchRefused, parse_workers, refuse_sqlite
 from bench.results import Figure
+
+# what the fake enforces, beside the figures (bench.e2e.vendors)
+LIMITS = {
+    "klaviyo": "per endpoint, the spec's burst per second and steady rate per minute "
+    "(x-klaviyo-ratelimit; import jobs and list members 10/s, 150/min)",
+    "hubspot": f"{PER_TEN_SECONDS} calls in any 10 s (Free and Starter)",
+}
 
 
 def parse(argv: list[str]) -> tuple[Options, list[Size], list[str]]:
@@ -43,6 +51,13 @@ def parse(argv: list[str]) -> tuple[Options, list[Size], list[str]]:
         "(`crmsync worker --pool solo` each; PostgreSQL only)",
     )
     parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
+    parser.add_argument(
+        "--destination",
+        choices=DESTINATIONS,
+        default="mailchimp",
+        help="the fake vendor the runs push to, with --latency per call; Klaviyo and HubSpot "
+        "with their published rate limits (bench.e2e.vendors)",
+    )
     args = parser.parse_args(argv)
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
@@ -65,6 +80,7 @@ def parse(argv: list[str]) -> tuple[Options, list[Size], list[str]]:
         source=args.source,
         workers=workers,
         broker=args.broker,
+        destination=args.destination,
     )
     return options, sizes, engines
 
@@ -86,17 +102,19 @@ def main(argv: list[str]) -> int:
                 contact, reference = found.contact, reference or found.audiences
                 figures.update(found.figures)
                 # per size and engine: sizes measured at other times keep their own
-                prefix = f"{engine}.{size}.{f'w{workers}.' if workers else ''}"
+                prefix = key_prefix(engine, size, workers, options.destination)
                 figures[f"{prefix}crmsync_source"] = source
                 figures[f"{prefix}latency_s"] = options.latency
                 figures[f"{prefix}connections"] = options.connections
+                if options.destination != "mailchimp":
+                    figures[f"{prefix}vendor_limits"] = LIMITS[options.destination]
                 if workers:
                     figures[f"{prefix}workers"] = workers
                     figures[f"{prefix}broker"] = options.broker
                 figures[f"{prefix}measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
                 configs.append((engine, size, workers))
-            throughput(figures, engine, size, list(options.workers))
+            throughput(figures, engine, size, list(options.workers), options.destination)
     path = save(figures)
-    print(table(figures, configs))
+    print(table(figures, configs, options.destination))
     print(f"  -> {path}")
     return 0

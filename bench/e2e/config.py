@@ -51,6 +51,19 @@ def _drop_database(name: str, create: bool = False) -> None:
 
 def config_text(state_url: str, data: Path, fake: FakeMailchimp, connections: int) -> str:
     """The user's configuration (as in config.example.toml) with a Mailchimp destination."""
+    table = f"""[destinations.mc]
+kind = "mailchimp"
+api_key = "${{{KEY_ENV}}}"
+list_id = "{fake.list_id}"
+base_url = "{fake.base_url}"
+max_connections = {connections}
+"""
+    return pipeline_text(state_url, data, "mc", table)
+
+
+def pipeline_text(state_url: str, data: Path, name: str, destination: str) -> str:
+    """The user's configuration (as in config.example.toml): the store's files to the
+    destination ``name``, whose table is ``destination``."""
     return f"""default_segments = true
 
 [state]
@@ -62,16 +75,10 @@ timezone = "Europe/Istanbul"
 currency = "TRY"
 
 {shop_source(data)}
-[destinations.mc]
-kind = "mailchimp"
-api_key = "${{{KEY_ENV}}}"
-list_id = "{fake.list_id}"
-base_url = "{fake.base_url}"
-max_connections = {connections}
-
+{destination}
 [pipelines.main]
 sources = ["shop"]
-destinations = ["mc"]
+destinations = ["{name}"]
 """
 
 

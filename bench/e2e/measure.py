@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.e2e.config import KEY_ENV, config_text, state_database
-from bench.e2e.fake import Audience, call_name, floor_calls, new_fake
+from bench.e2e.config import state_database
+from bench.e2e.fake import Audience
 from bench.e2e.figures import size_figures
-from bench.e2e.options import RUNS, Options, Size, size_label
+from bench.e2e.options import RUNS, Options, Size, key_prefix, size_label
 from bench.e2e.per_contact import per_contact
 from bench.e2e.run import Run, entry, run_crmsync
 from bench.e2e.store import change_one_percent, copy_store, customer_count, store_of
+from bench.e2e.vendors import Vendor, vendor
 from bench.e2e.workers import (
     BROKERS,
     Workers,
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 class AudienceMismatch(RuntimeError):
     """A run ended with another audience at the fake than the reference configuration's
     same run: the figures would compare different work, so the bench stops."""
+
+
+class WrongAtTheFake(RuntimeError):
+    """A run left the fake Klaviyo or HubSpot with requests the vendor does not allow,
+    consent crmsync must not give, or a consented customer missing: the bench stops."""
 
 
 @dataclass
@@ -59,10 +64,13 @@ def bench_one(
     reference: dict[str, Audience] | None = None,
 ) -> Measured:
     """The three runs of one store on one engine, in one process (``workers`` 0) or on
-    ``workers`` Celery workers; its figures are keyed ``<engine>.<size>.…`` (with ``wN.``
-    after the size on workers), and the per-contact figures are measured here when
-    ``contact`` is None and the size asks for them (in one process only). With
-    ``reference``, each run must end with the same audience at the fake as there."""
+    ``workers`` Celery workers, to ``options.destination``; its figures are keyed
+    ``<engine>.<size>.…`` (Klaviyo and HubSpot: ``<engine>.<size>.<destination>.…``; with
+    ``wN.`` after that on workers), and the per-contact figures (Mailchimp only) are
+    measured here when ``contact`` is None and the size asks for them (in one process
+    only). With ``reference``, each run must end with the same audience at the fake as
+    there; at Klaviyo and HubSpot every run must also leave nothing wrong there
+    (``WrongAtTheFake``)."""
     store = store_of(size, options.work / "stores")
     customers = customer_count(size, store)
     tag = f"-w{workers}" if workers else ""
@@ -70,9 +78,9 @@ def bench_one(
     shutil.rmtree(folder, ignore_errors=True)
     data = folder / "data"
     copy_store(store, data)
-    fake = fake or new_fake(options)
-    fake.start()
-    env = {**os.environ, KEY_ENV: fake.api_key}
+    fake_vendor = vendor(options, fake)
+    fake_vendor.start()
+    env = {**os.environ, fake_vendor.key_env: fake_vendor.secret()}
     # as installed, with bytecode kept between runs: where PYTHONDONTWRITEBYTECODE is set
     # (as on the machines this runs on), every run would compile crmsync's sources again
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -89,28 +97,37 @@ def bench_one(
     try:
         with state_database(engine, folder, database or "") as url:
             config = folder / "crmsync.toml"
-            text = config_text(url, data, fake, options.connections)
+            text = fake_vendor.config(url, data)
             broker, queue = BROKERS[options.broker], new_queue()
             if workers:
-                text += celery_text(broker, queue, per_slice)
+                shared = fake_vendor.name if fake_vendor.shared_on_destination() else ""
+                text += celery_text(broker, queue, per_slice, shared=shared)
             config.write_text(text, "utf-8")
+            consented = fake_vendor.expect(data)
             with _workers(config, folder, env, workers, broker, queue) as pool:
                 for name in RUNS:
                     if name == "changed":
                         changed = change_one_percent(data)
-                    runs[name] = _counted_run(fake, config, env, database, pool)
-                    audiences[name] = Audience.of(fake)
+                    if name != RUNS[0]:
+                        fake_vendor.settle()
+                    runs[name], audiences[name] = _counted_run(
+                        fake_vendor, config, env, database, pool
+                    )
                     wall = runs[name].wall
-                    label = f"{engine} {size_label(size)} w{workers} {name}"
+                    label = f"{engine} {size_label(size)} {_vendor_label(options)}w{workers} {name}"
                     print(f"  {label}: {wall:.1f} s", flush=True)
                     _compare(audiences[name], (reference or {}).get(name), name, workers)
+                    problems = fake_vendor.problems(audiences[name], consented)
+                    if problems:
+                        raise WrongAtTheFake(f"the {name} run: " + "; ".join(problems[:10]))
             lifetime_cpu = pool.lifetime_cpu if pool else 0.0  # known once they stopped
         per_contact_size = isinstance(size, int) and size in options.per_contact_sizes
-        if contact is None and not workers and per_contact_size:
-            contact = per_contact(fake, options)
+        mailchimp = options.destination == "mailchimp"
+        if contact is None and not workers and per_contact_size and mailchimp:
+            contact = per_contact(fake_vendor.fake, options)
         failed = False
     finally:
-        fake.stop()
+        fake_vendor.stop()
         if failed:
             print(f"  the run folder (config, logs) is kept: {folder}", flush=True)
         elif not options.keep:
@@ -120,7 +137,7 @@ def bench_one(
     if workers:
         found["people_per_slice"] = per_slice
         found["workers_lifetime_cpu_s"] = round(lifetime_cpu, 2)
-    prefix = f"{engine}.{size}.{f'w{workers}.' if workers else ''}"
+    prefix = key_prefix(engine, size, workers, options.destination)
     return Measured({f"{prefix}{k}": v for k, v in found.items()}, contact, audiences)
 
 
@@ -153,23 +170,30 @@ def _compare(found: Audience, expected: Audience | None, run: str, workers: int)
 
 
 def _counted_run(
-    fake: FakeMailchimp,
+    fake: Vendor,
     config: Path,
     env: dict[str, str],
     database: str | None,
     pool: Workers | None,
-) -> Run:
+) -> tuple[Run, Audience]:
     """One run (in the config's folder), with the calls the fake answered during it, the
-    floor of what it changed there, and the workers' CPU and peak RSS meanwhile."""
-    before = Audience.of(fake)
-    fake.reset_counters()
+    floor of what it changed there, and the workers' CPU and peak RSS meanwhile; and the
+    audience it left at the fake."""
+    fake.begin()
     cpu_before = pool.before_run() if pool else 0.0
     workers = ("--workers", "celery") if pool else ()
     run = run_crmsync(config, config.parent, env, database, workers)
     if pool:
         run.workers = pool.after_run(cpu_before)
-    run.calls = Counter({call_name(m, r): n for (m, r), n in fake.calls.items()})
-    run.floor = floor_calls(before, Audience.of(fake))
-    run.max_in_flight = fake.max_in_flight
-    run.rejected_429 = fake.concurrency_rejections
-    return run
+    audience, counted = fake.end()
+    run.calls, run.sync_calls = counted.calls, counted.sync
+    run.floor, run.time_floor = counted.floor, counted.time_floor
+    run.max_in_flight = counted.max_in_flight
+    run.rejected_429 = counted.rejected_429
+    run.fake_cpu, run.fake_peak_kb = counted.fake_cpu, counted.fake_peak_kb
+    return run, audience
+
+
+def _vendor_label(options: Options) -> str:
+    """How the progress lines and the table name a destination (Mailchimp: not at all)."""
+    return "" if options.destination == "mailchimp" else f"{options.destination} "

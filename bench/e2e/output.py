@@ -8,19 +8,24 @@ from pathlib import Path
 
 from bench import results
 from bench.e2e.figures import scaling_targets
-from bench.e2e.options import ENGINES, ROOT, RUNS, Size, size_label
+from bench.e2e.options import CONFIG_NAMES, ENGINES, ROOT, RUNS, Size, key_prefix, size_label
 from bench.results import Figure
+
+NAMES = tuple(CONFIG_NAMES.values())  # the destinations' names, which stages are keyed by
 
 # (heading, figure keys: the first one present); a run on workers names its stages
 # apart: pull, prepare (consent and collect), plan (plan tasks), push (push tasks)
 COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wall", ("wall_s",)), ("pull", ("stage_s.pull",)), ("read", ("stage_s.pull.read",)),
-    ("stage", ("stage_s.pull.stage",)), ("consent", ("stage_s.consent.mc", "stage_s.prepare")),
+    ("stage", ("stage_s.pull.stage",)),
+    ("consent", (*(f"stage_s.consent.{n}" for n in NAMES), "stage_s.prepare")),
     ("plan+push", ("stage_s.plan+push", "stage_s.plan")),
-    ("push", ("stage_s.push.mc", "stage_s.push")), ("ledger", ("stage_s.ledger",)),
+    ("push", (*(f"stage_s.push.{n}" for n in NAMES), "stage_s.push")),
+    ("ledger", ("stage_s.ledger",)),
     ("rec/s", ("staging_records_per_s",)), ("cpu", ("cpu_s",)), ("wrk cpu", ("workers_cpu_s",)),
     ("rss MB", ("peak_rss_mb",)), ("changes", ("changes",)), ("calls", ("calls_total",)),
     ("sync", ("sync_calls",)), ("floor", ("floor_calls",)), ("ratio", ("ratio_to_floor",)),
+    ("t.floor", ("time_floor_s",)), ("wall/tf", ("wall_over_time_floor",)),
     ("inflight", ("max_in_flight",)), ("429", ("rejected_429",)),
 )  # fmt: skip
 
@@ -35,16 +40,22 @@ def save(figures: dict[str, Figure]) -> Path:
     return results.record("e2e", {**merged, **scaling_targets(merged)})
 
 
-def table(figures: dict[str, Figure], configs: list[tuple[str, Size, int]]) -> str:
+def table(
+    figures: dict[str, Figure],
+    configs: list[tuple[str, Size, int]],
+    destination: str = "mailchimp",
+) -> str:
     """A row per run under the main columns, then each configuration's own figures (not
     per run); (engine, size, workers), workers 0 being the run in one process."""
-    lines = ["  ".join([f"{'run':<29}", *(f"{h:>9}" for h, _ in COLUMNS)])]
+    width = 29 if destination == "mailchimp" else 38
+    lines = ["  ".join([f"{'run':<{width}}", *(f"{h:>9}" for h, _ in COLUMNS)])]
+    vendor = "" if destination == "mailchimp" else f"{destination} "
     for engine, size, workers in configs:
-        prefix = f"{engine}.{size}.{f'w{workers}.' if workers else ''}"
+        prefix = key_prefix(engine, size, workers, destination)
         for run in RUNS:
             cells = [_first(figures, f"{prefix}{run}.", keys) for _, keys in COLUMNS]
-            name = f"{engine} {size_label(size)} w{workers} {run}"
-            lines.append("  ".join([f"{name:<29}", *(f"{c!s:>9}" for c in cells)]))
+            name = f"{engine} {size_label(size)} {vendor}w{workers} {run}"
+            lines.append("  ".join([f"{name:<{width}}", *(f"{c!s:>9}" for c in cells)]))
         for key, value in figures.items():
             if key.startswith(prefix) and "." not in key[len(prefix) :].replace(
                 "per_contact.", ""

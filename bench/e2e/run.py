@@ -35,9 +35,13 @@ class Run:
     bench_cpu: float
     server_cpu: float | None
     calls: Counter[str] = field(default_factory=Counter)
+    sync_calls: int = 0  # the calls the floor counts (the rest: one-time calls and reads)
     floor: int = 0
+    time_floor: float = 0.0  # seconds the floor's calls take at least, at the vendor's limits
     max_in_flight: int = 0
     rejected_429: int = 0
+    fake_cpu: float | None = None  # the fake's CPU in the run, when it has a process of its own
+    fake_peak_kb: int = 0  # and that process's peak RSS so far
     workers: Usage | None = None  # on Celery workers: their CPU and largest peak RSS
 
 

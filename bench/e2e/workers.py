@@ -68,19 +68,24 @@ def people_per_slice(size: int, most_workers: int) -> int:
     return max(1, math.ceil(size / (SLICES_PER_WORKER * max(1, most_workers))))
 
 
-def celery_text(broker: str, queue: str, per_slice: int, budget: str = BUDGET_URL) -> str:
+def celery_text(
+    broker: str, queue: str, per_slice: int, budget: str = BUDGET_URL, shared: str = "mc"
+) -> str:
     """What a bench run on workers adds to the configuration: the destination's shared
-    budget (all workers together within the fake's connections) and the ``[celery]`` table."""
+    budget (all workers together within the fake's limits) and the ``[celery]`` table.
+    ``shared`` names the destination whose own ``http.rate.shared`` holds the budget (the
+    Mailchimp one, as before ``[celery] shared_budget``); "" sets ``shared_budget`` in
+    ``[celery]`` instead, for every destination of the run (Klaviyo and HubSpot here)."""
+    table = f'[destinations.{shared}.http.rate]\nshared = "{budget}"\n' if shared else ""
+    everyone = "" if shared else f'shared_budget = "{budget}"\n'
     return f"""
-[destinations.mc.http.rate]
-shared = "{budget}"
-
+{table}
 [celery]
 broker_url = "{broker}"
 queue = "{queue}"
 people_per_slice = {per_slice}
 idle_timeout_seconds = 300
-"""
+{everyone}"""
 
 
 def new_queue() -> str:
