@@ -157,9 +157,10 @@ class _Listener:
         self._pg.execute(f'LISTEN "{self.name}"')
         return self._heard
 
-    def _heard(self, pause: float) -> None:
-        # a task's end wakes the wait; without one, look again within HEARD_MAX
-        for _ in self._pg.notifies(timeout=max(pause, HEARD_MAX), stop_after=1):
+    def _heard(self, _pause: float) -> None:
+        # a task's end wakes the wait (the poll's pause does not apply); without one,
+        # look again after HEARD_MAX
+        for _ in self._pg.notifies(timeout=HEARD_MAX, stop_after=1):
             pass
         for _ in self._pg.notifies(timeout=0):  # several ended at once: one look for all
             pass

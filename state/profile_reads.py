@@ -318,19 +318,32 @@ def profile_streams(
 def key_boundaries(conn: Connection, sources: Sequence[str], parts: int) -> list[str]:
     """Up to ``parts - 1`` person keys that cut the pipeline's customers into equal slices."""
     c = schema.customers
-    total = customer_count(conn, sources)
+    return cut_points(conn, c.c.person_key, of_sources(c.c.source, sources), parts)
+
+
+def cut_points(
+    conn: Connection, key: ColumnElement[Any], where: ColumnElement[bool], parts: int
+) -> list[str]:
+    """Up to ``parts - 1`` values of ``key``, among the rows ``where`` picks, that cut them
+    into about equal slices in the byte-wise order of the key ranges (``in_range``): each
+    value once and none at the very start, so that no slice is empty but for repeated
+    keys. One numbered pass over the rows, not a scan per boundary."""
+    present = and_(where, key.is_not(None))
+    total = int(conn.execute(select(func.count()).where(present)).scalar() or 0)
+    wanted = sorted({total * part // parts for part in range(1, parts)} - {0})
+    if not wanted:
+        return []
+    place = func.row_number().over(order_by=bytewise(conn, key)) - 1
+    numbered = select(key.label("key"), place.label("place")).where(present).subquery()
+    query = (
+        select(numbered.c.key)
+        .where(numbered.c.place.in_(wanted))
+        .order_by(bytewise(conn, numbered.c.key))
+    )
     found: list[str] = []
-    for part in range(1, parts):
-        query = (
-            select(c.c.person_key)
-            .where(of_sources(c.c.source, sources))
-            .order_by(bytewise(conn, c.c.person_key))
-            .offset(total * part // parts)
-            .limit(1)
-        )
-        key = conn.execute(query).scalar()
-        if key is not None and (not found or key > found[-1]):
-            found.append(key)
+    for (value,) in conn.execute(query):
+        if not found or value != found[-1]:
+            found.append(str(value))
     return found
 
 

@@ -41,7 +41,6 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    func,
     insert,
     literal,
     select,
@@ -53,10 +52,10 @@ from sqlalchemy.engine import Connection, Engine
 from crmsync.contract import Change
 from crmsync.profile_scope import KeyRange
 from state import schema
-from state.dialect import bytewise, upsert_insert
+from state.dialect import upsert_insert
 from state.ledger import decode_change, encode_change
 from state.planned import FRESH, SCOPE, PlannedRow, create_temporary
-from state.profile_reads import in_range
+from state.profile_reads import cut_points, in_range
 from state.timeutil import now_ms
 
 metadata = MetaData()
@@ -411,25 +410,10 @@ def keep_scope(conn: Connection, run_id: int) -> None:
 
 def scope_boundaries(conn: Connection, run_id: int, parts: int) -> list[str]:
     """Up to ``parts - 1`` person keys that cut the run's scope into equal slices, in the
-    byte-wise order the plan tasks' key ranges use (``profile_reads.in_range``); the
-    scope's own keys, so that every slice holds some of it."""
+    byte-wise order the plan tasks' key ranges use; the scope's own keys, so that every
+    slice holds some of it."""
     s = planned_scope
-    total = int(conn.execute(select(func.count()).where(s.c.run_id == run_id)).scalar() or 0)
-    wanted = sorted({total * part // parts for part in range(1, parts)} - {0})
-    if not wanted:
-        return []
-    place = func.row_number().over(order_by=bytewise(conn, s.c.person_key)) - 1
-    numbered = (
-        select(s.c.person_key.label("key"), place.label("place"))
-        .where(s.c.run_id == run_id)
-        .subquery()
-    )
-    query = (
-        select(numbered.c.key)
-        .where(numbered.c.place.in_(wanted))
-        .order_by(bytewise(conn, numbered.c.key))
-    )
-    return [str(key) for (key,) in conn.execute(query)]
+    return cut_points(conn, s.c.person_key, s.c.run_id == run_id, parts)
 
 
 def fill_slice_scope(conn: Connection, run_id: int, keys: KeyRange) -> None:
