@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from state.stage_rows import Built, build
 from state.staging import StageStats, count_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
 
+WAL_ATTEMPTS = 100  # looks at a new file's journal mode, 20 ms apart (``_write_ahead_log``)
 ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL)
 # the tables whose statistics planning relies on, by what writes them: a pull, and a
 # run's pushes and planning (read by the next run)
@@ -68,7 +71,7 @@ def _engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _write_ahead_log(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             # 32 MB of pages per connection (SQLite's default is 2 MB): staging's seeks in
@@ -93,6 +96,28 @@ def _engine(url: str) -> Engine:
             dbapi_connection.commit()
 
     return engine
+
+
+def _write_ahead_log(cursor: sqlite3.Cursor) -> None:
+    """Puts the database file in WAL mode, which it keeps once set.
+
+    Switching a new file's journal takes an exclusive lock, and when several processes
+    connect to a brand-new file at once (a run's planning children), SQLite answers one
+    of them "database is locked" at once rather than after the busy timeout, to break the
+    deadlock between two connections that both wait for it. That connection looks again
+    shortly: by then another has switched the file, and the mode reads back as WAL.
+    """
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode is not None and str(mode[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02)
 
 
 @dataclass(frozen=True, slots=True)
