@@ -5,12 +5,29 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(os.environ.get("CRMSYNC_BENCH_RESULTS", Path(__file__).parent / "results.json"))
 
 Figure = float | int | str
+
+
+def python_speed() -> float:
+    """Seconds this machine takes for a fixed piece of pure-Python work (string, dict and
+    integer operations, one core), the best of five: the same code ran 2.7 x slower on
+    one session's machine than on another's, so a figure in seconds is read beside the
+    speed of the machine it was measured on (divide both sides of a comparison by it)."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        counts: dict[str, int] = {}
+        for number in range(200_000):
+            key = f"k{number % 997}"
+            counts[key] = counts.get(key, 0) + number
+        best = min(best, time.perf_counter() - started)
+    return round(best, 4)
 
 
 def record(name: str, figures: dict[str, Figure]) -> Path:
@@ -23,6 +40,7 @@ def record(name: str, figures: dict[str, Figure]) -> Path:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpu, "
         f"Python {platform.python_version()}",
+        "python_speed_s": python_speed(),
     }
     temporary = RESULTS.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -48,7 +48,9 @@ own (``CREATE DATABASE``, dropped afterwards) on the server of
 ``CRMSYNC_TEST_POSTGRES_URL`` (default 127.0.0.1:5432). Figures go to the results file
 (``bench/results.py``) under "e2e", merged with earlier sizes, keyed
 ``<engine>.<size>.<run>.<figure>``; the targets sit beside them as met/missed, never
-asserted. At a million customers the fake holds the whole audience in
+asserted. Beside them, ``python_speed_s``: the machine's speed at a fixed piece of
+pure-Python work (``bench.results.python_speed``), for reading seconds measured on
+different machines side by side. At a million customers the fake holds the whole audience in
 this process: expect a few GB here, which is not crmsync's memory.
 
 ``--destination klaviyo`` or ``hubspot`` pushes the same runs to the fake Klaviyo or

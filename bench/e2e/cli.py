@@ -14,7 +14,7 @@ from bench.e2e.options import DESTINATIONS, ENGINES, Options, Size, key_prefix, 
 from bench.e2e.output import describe_source, save, table
 from bench.e2e.vendors import PER_TEN_SECONDS
 from bench.e2e.workers import BROKERS, BenchRefused, parse_workers, refuse_sqlite
-from bench.results import Figure
+from bench.results import Figure, python_speed
 
 # what the fake enforces, beside the figures (bench.e2e.vendors)
 LIMITS = {
@@ -90,6 +90,7 @@ def main(argv: list[str]) -> int:
     figures: dict[str, Figure] = {}
     configs: list[tuple[str, Size, int]] = []
     source = describe_source(options.source)
+    speed = python_speed()  # this machine's, measured before the runs load it
     for size in sizes:
         contact: dict[str, Figure] | None = None
         for engine in engines:
@@ -112,6 +113,7 @@ def main(argv: list[str]) -> int:
                     figures[f"{prefix}workers"] = workers
                     figures[f"{prefix}broker"] = options.broker
                 figures[f"{prefix}measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+                figures[f"{prefix}python_speed_s"] = speed
                 configs.append((engine, size, workers))
             throughput(figures, engine, size, list(options.workers), options.destination)
     path = save(figures)
