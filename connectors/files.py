@@ -38,6 +38,7 @@ from connectors.files_rows import (
     byte_position,
     csv_rows,
     excerpt,
+    line_starts,
     numbered_rows,
     open_binary,
     open_text,
@@ -46,7 +47,7 @@ from connectors.records import Builder, FieldSpec, RowError, compile_stream
 from connectors.records.builder import UNSET
 from connectors.records.paths import Getter, compile_path
 from crmsync import normalize
-from crmsync.contract import Check, ConnectorContext
+from crmsync.contract import Check, ConnectorContext, Span
 from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.records import IssueAction, Record, RecordIssue, Stream
 
@@ -91,6 +92,7 @@ class FilesSource:
         self._positions: dict[Stream, Callable[[], int]] = {}  # per stream being read
         self._resume: dict[Stream, str] = {}  # where the next read may start (``resume_from``)
         self._reached: dict[Stream, str] = {}  # where the last whole read ended
+        self._spans: dict[Stream, Span] = {}  # the part the next read takes (``read_span``)
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
         if isinstance(config, FilesSourceConfig):
@@ -158,6 +160,33 @@ class FilesSource:
         if not (length.isdigit() and lines.isdigit() and digest):
             return None
         return Point(int(length), int(lines), digest)
+
+    def divide(self, stream: Stream, parts: int) -> list[Span]:
+        """At most ``parts`` spans of about as many bytes that cover a JSON-lines file,
+        each starting where a line starts (``Divisible``); a single span for any other
+        file (a CSV row may hold line breaks inside quotes; a compressed file cannot be
+        entered part-way) or a file too small to cut."""
+        whole = [Span(0, None)]
+        spec = self.config.files().get(stream)
+        if spec is None or parts < 2 or spec.file_format() != "jsonl":
+            return whole
+        path = self.path(spec)
+        if path.suffix.lower() == ".gz":
+            return whole
+        try:
+            with path.open("rb") as handle:
+                cuts = line_starts(handle, path.stat().st_size, parts)
+        except OSError:
+            return whole
+        starts = [0, *cuts]
+        return [Span(a, b) for a, b in zip(starts, [*cuts, None], strict=True)]
+
+    def read_span(self, stream: Stream, span: Span | None) -> None:
+        """The next read of ``stream`` takes only ``span`` of its file (None: all of it)."""
+        if span is None or span == Span(0, None):
+            self._spans.pop(stream, None)
+        else:
+            self._spans[stream] = span
 
     def size(self, stream: Stream) -> int | None:
         """The file's size in bytes (a compressed file's compressed size)."""
@@ -264,7 +293,9 @@ class FilesSource:
                 with open_binary(path) as binary:
                     self._positions[stream] = byte_position(binary)
                     drop = fast.row_outside if fast is not None else None
-                    lines = HashedLines(binary, self._start(stream, spec))
+                    span = self._spans.get(stream)
+                    start = self._start(stream, spec) if span is None else None
+                    lines = HashedLines(binary, start, span)
                     yield from numbered_rows(lines, spec.encoding, drop)
                 if lines.resumed:
                     log.info(

@@ -22,6 +22,8 @@ from typing import IO, Any, cast
 
 import orjson
 
+from crmsync.contract import Span
+
 EXCERPT = 200
 BLOCK = 2**16  # bytes a lines file is read (and hashed) at a time: a block stays in cache
 PREFIX_BLOCK = 2**20  # bytes hashed at a time of a start read again only to be hashed
@@ -195,10 +197,18 @@ class HashedLines:
     ``reached`` is the point this read got to once every line was taken; a last line
     with no line break is read but left out of it (it may still be being written), so the
     next read takes it again. ``resumed`` is where the lines began (0: the start).
+
+    With a ``span`` (one part of a file that several readers read at once: ``Divisible``)
+    only the span's lines are taken, numbered as in the whole file: the lines before it
+    are counted first (and hashed too when the span runs to the file's end, whose
+    ``reached`` is then the whole file's point; a span that ends before it reaches none,
+    and hashes nothing). A span is a read from scratch: it takes no ``start``.
     """
 
-    def __init__(self, handle: IO[bytes], start: Point | None = None) -> None:
-        self.handle, self.start = handle, start
+    def __init__(
+        self, handle: IO[bytes], start: Point | None = None, span: Span | None = None
+    ) -> None:
+        self.handle, self.start, self.span = handle, start, span
         self.resumed = 0
         self.reached: Point | None = None
 
@@ -206,8 +216,14 @@ class HashedLines:
         """(number of the first line, the lines) a block at a time."""
         handle, hasher = self.handle, hashlib.sha256()
         number = 0  # lines before the next block's first
-        length = 0  # bytes of whole lines hashed
-        if self.start is not None:
+        length = 0  # bytes of whole lines hashed (or, in a span that ends early, taken)
+        end = self.span.end if self.span is not None else None
+        hashing = end is None
+        if self.span is not None:
+            if self.span.start:
+                number = _lines_before(handle, self.span.start, hasher if hashing else None)
+                length = self.span.start
+        elif self.start is not None:
             if _same_start(handle, self.start, hasher):
                 number, length = self.start.lines, self.start.length
                 self.resumed = length
@@ -215,19 +231,23 @@ class HashedLines:
                 handle.seek(0)
                 hasher = hashlib.sha256()
         carry = b""
-        while block := handle.read(BLOCK):
+        position = length  # bytes of the file read so far
+        while block := handle.read(BLOCK if end is None else min(BLOCK, end - position)):
+            position += len(block)
             data = carry + block if carry else block
             lines = data.split(b"\n")
             carry = lines.pop()  # what follows the last line break: a line's start, or b""
             if lines:
                 cut = len(data) - len(carry)
-                hasher.update(memoryview(data)[:cut])
+                if hashing:
+                    hasher.update(memoryview(data)[:cut])
                 length += cut
                 yield number + 1, lines
                 number += len(lines)
         if carry:
             yield number + 1, [carry]
-        self.reached = Point(length, number, hasher.hexdigest())
+        if hashing:
+            self.reached = Point(length, number, hasher.hexdigest())
 
 
 def _same_start(handle: IO[bytes], start: Point, hasher: Any) -> bool:
@@ -241,6 +261,42 @@ def _same_start(handle: IO[bytes], start: Point, hasher: Any) -> bool:
         hasher.update(block)
         remaining -= len(block)
     return bool(hasher.hexdigest() == start.digest)
+
+
+def _lines_before(handle: IO[bytes], offset: int, hasher: Any | None) -> int:
+    """The line breaks in the file's first ``offset`` bytes, read into ``hasher`` too
+    when given; the handle is left at ``offset`` (or at the end of a shorter file)."""
+    count, remaining = 0, offset
+    while remaining > 0:
+        block = handle.read(min(PREFIX_BLOCK, remaining))
+        if not block:
+            break
+        count += block.count(b"\n")
+        if hasher is not None:
+            hasher.update(block)
+        remaining -= len(block)
+    return count
+
+
+def line_starts(handle: IO[bytes], size: int, parts: int) -> list[int]:
+    """Where to cut a lines file of ``size`` bytes into at most ``parts`` parts of about
+    as many bytes, each cut at the start of a line: the offsets after the first part's
+    start (0), ascending, each past a line break (none in a file of one line)."""
+    cuts: list[int] = []
+    for part in range(1, parts):
+        aim = size * part // parts
+        if aim <= (cuts[-1] if cuts else 0):
+            continue
+        handle.seek(aim - 1)  # a line that starts at ``aim`` follows a break at aim - 1
+        rest = handle.readline()
+        if not rest.endswith(b"\n"):
+            break  # no further line break: the last line runs past ``aim``
+        cut = aim - 1 + len(rest)
+        if cut >= size:
+            break
+        if not cuts or cut > cuts[-1]:
+            cuts.append(cut)
+    return cuts
 
 
 def adjacent_groups(rows: Iterator[Row | BadRow], id_column: str) -> Iterator[list[Row] | BadRow]:

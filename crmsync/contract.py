@@ -203,6 +203,34 @@ class Sized(Protocol):
     def position(self, stream: Stream) -> int | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Part of a stream's input for one of several readers: from ``start`` (where a
+    record begins) to ``end`` (where the next part starts), or to the input's end (None)."""
+
+    start: int
+    end: int | None
+
+
+@runtime_checkable
+class Divisible(Protocol):
+    """A ``Sized`` source whose large stream several readers can read at once, each a part
+    of it (optional): a first sync's pull then reads one large export on every CPU.
+
+    ``divide`` gives at most ``parts`` spans that cover the stream's input in order, the
+    first from its start and the last to its end, each starting where a record starts;
+    a single span (or none) when the stream cannot be divided. ``read_span`` limits the
+    stream's next ``read`` to one of them (None: the whole input again). Records and
+    issues read from the spans in order are exactly those of one whole read, with the
+    same line numbers; only the last span's read tells a ``resume_point``, and it is the
+    whole input's, as if read whole.
+    """
+
+    def divide(self, stream: Stream, parts: int) -> Sequence[Span]: ...
+
+    def read_span(self, stream: Stream, span: Span | None) -> None: ...
+
+
 # -- destinations: the values -------------------------------------------------------------
 
 

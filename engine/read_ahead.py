@@ -9,6 +9,9 @@ sync's pull then takes about as long as its largest part, not the sum of them.
 
 The streams are shared out among a few readers (``lanes``: one per CPU, each with about
 as many bytes to read), which all start at once and each read their streams in order.
+A stream larger than one reader's share is cut into parts first when its source can
+read it so (``Divisible``, ``divided``): a store's orders export, most of its bytes,
+would otherwise keep one reader busy long after the others are done.
 The run stages the streams in the order it planned (customers before the orders and
 carts they own, so that those find their person at once), so a reader whose streams come
 later must not wait for the run to take its first batch: each reader spools what it
@@ -30,20 +33,21 @@ saves; sources that cannot tell their size (REST, SQL) mostly wait on their serv
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from crmsync import child
 from crmsync.child import Pipes
-from crmsync.contract import ConnectorContext, Resumable, Sized, Source
+from crmsync.contract import ConnectorContext, Divisible, Resumable, Sized, Source, Span
 from crmsync.records import RecordIssue, Stream
 from crmsync.spool import Note, SpoolReader, SpoolWriter, is_note
 from state.stage_rows import BUILDERS, Built
@@ -71,6 +75,7 @@ class Read:
     stream: Stream
     since: datetime | None
     resume: str | None = None
+    span: Span | None = None  # one part of the stream's input, read beside the others
 
 
 @dataclass
@@ -93,6 +98,8 @@ def batches(source: Source, name: str, read: Read, until: datetime, size: int) -
     resumable = source if isinstance(source, Resumable) else None
     if resumable is not None:
         resumable.resume_from(read.stream, read.resume)
+    if isinstance(source, Divisible):
+        source.read_span(read.stream, read.span)
     batch = Batch()
     for item in source.read(read.stream, read.since, until):
         if isinstance(item, RecordIssue):
@@ -160,13 +167,19 @@ class Lane:
 
 
 class Ahead(Reader):
-    """The reads done by child processes, which all start on their reads at once."""
+    """The reads done by child processes, which all start on their reads at once; a read
+    divided into parts (``divided``) gives its parts' batches one part after another."""
 
-    def __init__(self, lanes: Sequence[Lane]) -> None:
+    def __init__(self, lanes: Sequence[Lane], parts: Mapping[Read, Sequence[Read]]) -> None:
         self.lanes = list(lanes)
         self._lane_of = {read: lane for lane in lanes for read in lane.reads}
+        self._parts = parts
 
     def batches(self, read: Read) -> Iterator[Batch]:
+        for part in self._parts.get(read, (read,)):
+            yield from self._part(part)
+
+    def _part(self, read: Read) -> Iterator[Batch]:
         lane = self._lane_of[read]
         assert lane.reads and lane.reads[0] == read, "a reader's reads are taken in order"
         lane.reads.pop(0)
@@ -196,6 +209,32 @@ def lanes(reads: Sequence[Read], sizes: Sequence[int], count: int) -> list[list[
     return [[reads[i] for i in sorted(share)] for share in shares if share]
 
 
+def divided(
+    source: Source, reads: Sequence[Read], sizes: Sequence[int], count: int
+) -> tuple[list[Read], list[int], dict[Read, list[Read]]]:
+    """The reads and their sizes with each read larger than one reader's share cut into
+    parts (a ``Divisible`` source's reads from scratch), the parts in the read's place;
+    and each cut read's parts. One large export then keeps every reader busy instead
+    of one: a store's orders file is most of its bytes."""
+    if not isinstance(source, Divisible) or count < 2 or not sum(sizes):
+        return list(reads), list(sizes), {}
+    share = sum(sizes) / count
+    found: list[tuple[Read, int]] = []
+    parts: dict[Read, list[Read]] = {}
+    for read, size in zip(reads, sizes, strict=True):
+        wanted = min(count, math.ceil(size / share))
+        spans = source.divide(read.stream, wanted) if wanted > 1 and read.resume is None else []
+        if len(spans) < 2:
+            found.append((read, size))
+            continue
+        parts[read] = [replace(read, span=span) for span in spans]
+        found += [
+            (part, (span.end if span.end is not None else size) - span.start)
+            for part, span in zip(parts[read], spans, strict=True)
+        ]
+    return [read for read, _ in found], [size for _, size in found], parts
+
+
 def reader_count() -> int:
     """Readers to share a read among: one per CPU."""
     return os.cpu_count() or 1
@@ -215,10 +254,12 @@ def reader(
         yield InProcess(source, name, until, size)
         return
     sizes = [(source.size(r.stream) or 0) if isinstance(source, Sized) else 0 for r in reads]
+    count = reader_count()
+    reads, sizes, parts = divided(source, reads, sizes, count)
     directory = Path(tempfile.mkdtemp(prefix="crmsync-read-"))
     started: list[Lane] = []
     try:
-        for number, share in enumerate(lanes(reads, sizes, reader_count()), start=1):
+        for number, share in enumerate(lanes(reads, sizes, count), start=1):
             process = child.start(
                 f"reader {number} of source {name!r}", "engine.read_ahead:reader_main"
             )
@@ -227,7 +268,7 @@ def reader(
             for read in share:
                 process.send(read)
             process.send(None)
-        yield Ahead(started)
+        yield Ahead(started, parts)
     finally:
         for lane in started:
             lane.process.stop()

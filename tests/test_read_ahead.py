@@ -113,16 +113,28 @@ def open_store(path: Path) -> Store:
 
 
 def test_a_read_ahead_stages_what_a_read_in_process_stages(
-    tmp_path: Path, children: list[Any]
+    tmp_path: Path, children: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site = make_site(tmp_path / "site", "sqlite://", customers=500, dirty_rate=0.1)
     recipe = recipe_of(site)
+    cut: list[dict[Read, list[Read]]] = []
+    divide = read_ahead.divided
+
+    def recording(*args: Any) -> Any:
+        found = divide(*args)
+        cut.append(found[2])
+        return found
+
+    monkeypatch.setattr(read_ahead, "divided", recording)
     here, there = open_store(tmp_path / "here.db"), open_store(tmp_path / "there.db")
     try:
         in_process = pull(here, recipe, ahead=False)
         assert children == []
         ahead = pull(there, recipe, ahead=True)
         assert len(children) == READERS  # the three streams shared between two readers
+        # the orders export, most of the bytes, was read in one part per reader
+        [parts] = cut
+        assert [(read.stream, len(p)) for read, p in parts.items()] == [(Stream.ORDERS, READERS)]
         assert counts(ahead) == counts(in_process)
         assert all(s["later"] > 0 for s in counts(ahead).values())  # the window is exercised
         assert sum(s["quarantined"] for s in counts(ahead).values()) > 0
