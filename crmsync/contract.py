@@ -28,7 +28,7 @@ Vocabulary:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
@@ -405,3 +405,27 @@ class Destination(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PreparedOnce(Protocol):
+    """A destination whose preparation one process of a run can do for all of them
+    (optional). On Celery workers the run's preparation is done once, and every worker
+    takes over what it found instead of preparing the destination again, so the run's
+    calls about the destination's schema are those of one process, and no two processes
+    write the same part of it at once.
+
+    ``prepared`` tells, after ``prepare`` (or ``adopt``), what a push needs to know of
+    the destination's schema, as plain JSON values; ``adopt`` hands that to a new
+    instance of the same configuration, in another process, in place of ``prepare``.
+    ``expect`` is told, once the run is planned and before its first push, every group
+    the run's changes name, so that what the destination keeps its groups in (the
+    options of a property, say) is made ready once, before the pushes, rather than by
+    each process as its pushes meet them.
+    """
+
+    def prepared(self) -> dict[str, Any]: ...
+
+    def adopt(self, prepared: Mapping[str, Any]) -> None: ...
+
+    def expect(self, groups: Collection[str]) -> None: ...

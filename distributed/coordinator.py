@@ -12,8 +12,10 @@ the workers in order, each waited for before the next (``dispatch``):
    it must: ``crmsync.incremental``) cut into slices of about ``people_per_slice``, a
    task each; every slice's changes, per destination in its order, go to the state
    database;
-4. push: each destination's changes in batches cut at fixed positions of each slice, a
-   task each, in any order and on any worker;
+4. push: the groups the run's changes name made ready here, once, where a destination
+   can (``PreparedOnce.expect``: no two workers add them at once), then each
+   destination's changes in batches cut at fixed positions of each slice, a task each,
+   in any order and on any worker;
 5. collect: per destination, the jobs the run left pending.
 
 Then, here: the records not synced are named, the plans kept (as the in-process run
@@ -23,6 +25,11 @@ results. A run on workers plans incrementally as a run in one process does
 (``engine.plan_run``): the scope gathered here, in a temporary table of this process's
 connection, is copied to the state database for the workers (``planning.cut``), and the
 people it leaves out keep what the last planning found for them.
+
+A destination is prepared once per run, in the prepare phase: a destination that can
+hand what its preparation found to other processes (``crmsync.contract.PreparedOnce``)
+is taken over by the workers' pushes (``loaded.destination_of``) rather than prepared
+again in each of them, so the run's calls about its schema are those of one process.
 """
 
 from __future__ import annotations
@@ -30,9 +37,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.contract import Destination
+from crmsync.contract import Destination, PreparedOnce
 from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
@@ -56,13 +64,14 @@ from distributed.work import (
     prepare_key,
     pull_key,
     push_key,
+    ready_key,
 )
 from engine.pipeline import PipelineBusy, begin_run, context_for, run_status, send_events
 from engine.plan_run import name_not_synced, report_tally
 from engine.push import LEASE_SECONDS, Pusher
 from state.first_load import restore_indexes
 from state.store import Store
-from state.work_queue import cut_batches, forget_run, stopped
+from state.work_queue import add_tasks, cut_batches, finish, forget_run, stopped
 
 __all__ = ["run_on_workers"]
 
@@ -136,6 +145,7 @@ class _Run:
         self.options, self.report, self.dispatch = options, report, dispatch
         self.work = dispatch.work.as_dict()
         self.max_batch: dict[str, int] = {}
+        self.prepared: dict[str, dict[str, Any]] = {}  # what each preparation found
 
     def go(self, policy: Policy, as_of: datetime) -> None:
         stages, report = self.report.stages, self.report
@@ -217,6 +227,8 @@ class _Run:
             result = rows[prepare_key(dest.name)].result
             self.report.consent_read[dest.name] = int(result["consent_read"])
             self.max_batch[dest.name] = int(result["max_batch"])
+            if isinstance(result.get("prepared"), dict):
+                self.prepared[dest.name] = result["prepared"]
             self._answered(self.report.destinations[dest.name], result)
 
     # -- plan ---------------------------------------------------------------------------
@@ -251,7 +263,38 @@ class _Run:
 
     # -- push ---------------------------------------------------------------------------
 
+    def ready(self, plan: Plan) -> None:
+        """Makes ready, once and here, the groups each destination's changes name
+        (``PreparedOnce.expect``), on an instance that takes over what the preparation
+        found, and records what it knows then for the workers' pushes to take over: they
+        add none themselves, so no two processes write them at once. Where this fails,
+        the pushes add what they need as they meet it."""
+        assert self.report.run_id is not None
+        for dest in self.spec.destinations:
+            found = self.prepared.get(dest.name)
+            groups = plan.groups.get(dest.name)
+            if found is None or not groups or self.report.destinations[dest.name].error:
+                continue
+            instance = dest.cls(dest.config, context_for(self.config, dest.name))
+            try:
+                now = _made_ready(instance, found, groups)
+            except CrmsyncError as exc:
+                self.report.warnings.append(
+                    f"{dest.name}: its groups were not made ready before the pushes, which "
+                    f"add them as they need them: {exc}"
+                )
+                continue
+            finally:
+                instance.close()
+            if now is not None and now != found:
+                self.prepared[dest.name] = now
+                key = ready_key(dest.name)
+                with self.store.transaction() as conn:
+                    add_tasks(conn, self.report.run_id, [key])
+                    finish(conn, self.report.run_id, key, {"prepared": now})
+
     def push(self, plan: Plan) -> None:
+        self.ready(plan)
         tasks: list[tuple[int, int, Task]] = []
         for order, dest in enumerate(self.spec.destinations):
             answered = self.report.destinations[dest.name]
@@ -307,7 +350,7 @@ class _Run:
 
     def _pusher(self, name: str, stack: ExitStack) -> Pusher:
         dest = next(d for d in self.spec.destinations if d.name == name)
-        instance = stack.enter_context(_opened(self.config, dest))
+        instance = stack.enter_context(_opened(self.config, dest, self.prepared.get(name)))
         return Pusher(
             name,
             instance,
@@ -334,11 +377,29 @@ class _Run:
             report.error, report.full = str(error), bool(result.get("full"))
 
 
+def _made_ready(
+    instance: Destination, found: dict[str, Any], groups: set[str]
+) -> dict[str, Any] | None:
+    """What the destination knows once ``groups`` are ready (None: it cannot tell)."""
+    if not isinstance(instance, PreparedOnce):
+        return None
+    instance.adopt(found)
+    instance.expect(sorted(groups))
+    return instance.prepared()
+
+
 @contextmanager
-def _opened(config: Config, dest: DestinationSpec) -> Iterator[Destination]:
+def _opened(
+    config: Config, dest: DestinationSpec, found: dict[str, Any] | None
+) -> Iterator[Destination]:
+    """The destination, taking over what the run's preparation ``found`` where it can
+    (``PreparedOnce``), else prepared again."""
     instance: Destination = dest.cls(dest.config, context_for(config, dest.name))
     try:
-        instance.prepare(dest.mapping.field_specs())
+        if found is not None and isinstance(instance, PreparedOnce):
+            instance.adopt(found)
+        else:
+            instance.prepare(dest.mapping.field_specs())
         yield instance
     finally:
         instance.close()

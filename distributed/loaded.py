@@ -4,10 +4,13 @@ destinations.
 Loading a configuration (validating every connector, compiling mappings and rules) costs
 far more than most tasks, so a worker keeps each one until its file changes. A state
 store (its connection pool) is kept per database. A destination is kept per run, opened
-and prepared once (``prepare``: its fields exist) and used by the run's pushes in this
-process one at a time, as a run in one process does. A destination that gathers calls
-across a run holds its membership moves in the state database with every other
-worker's of the run (``state.held_moves``), so that they go out in full calls.
+once and used by the run's pushes in this process one at a time, as a run in one
+process does. The run prepared it once already (its prepare task, and the coordinator
+for its groups): a destination that can take over what that preparation found
+(``crmsync.contract.PreparedOnce``) takes it from the state database, with no call;
+another is prepared again here (``prepare``: its fields exist). A destination that
+gathers calls across a run holds its membership moves in the state database with every
+other worker's of the run (``state.held_moves``), so that they go out in full calls.
 Destinations of other runs are closed as new runs come, and every one when the process
 ends (``close_all``).
 """
@@ -20,15 +23,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.contract import Destination
+from crmsync.contract import Destination, PreparedOnce
 from crmsync.errors import ConfigError
-from distributed.work import Work
+from distributed.work import Work, prepare_key, ready_key
 from engine.pipeline import context_for
 from engine.resolve import load_config
 from state.held_moves import HeldInState
 from state.store import Store
+from state.work_queue import DONE, tasks
 
 KEPT_DESTINATIONS = 8  # open destinations per process (a few runs' worth)
 
@@ -105,7 +110,11 @@ def destination_of(config: Config, spec: DestinationSpec, run: int) -> Iterator[
         context = replace(context_for(config, spec.name), moves=moves)
         instance = spec.cls(spec.config, context)
         try:
-            instance.prepare(spec.mapping.field_specs())
+            found = _prepared(config, spec.name, run)
+            if found is not None and isinstance(instance, PreparedOnce):
+                instance.adopt(found)
+            else:
+                instance.prepare(spec.mapping.field_specs())
         except BaseException:
             instance.close()
             raise
@@ -120,6 +129,22 @@ def destination_of(config: Config, spec: DestinationSpec, run: int) -> Iterator[
                 old.destination.close()
     with kept.busy:
         yield kept.destination
+
+
+def _prepared(config: Config, name: str, run: int) -> dict[str, Any] | None:
+    """What the run's preparation of destination ``name`` found (``PreparedOnce``): as
+    the coordinator left it once its groups were ready, else as the prepare task did;
+    None when neither said (a destination that cannot tell, or a run begun by an older
+    version)."""
+    wanted = (ready_key(name), prepare_key(name))
+    with store_of(config.state_url).engine.connect() as conn:
+        rows = {**tasks(conn, run, wanted[0]), **tasks(conn, run, wanted[1])}
+    for key in wanted:
+        row = rows.get(key)  # exactly: "prepare/a" also begins "prepare/ab"
+        found = row.result.get("prepared") if row is not None and row.state == DONE else None
+        if isinstance(found, dict):
+            return dict(found)
+    return None
 
 
 def close_all() -> None:

@@ -56,6 +56,8 @@ class Plan:
     kept: Kept = field(default_factory=Kept)  # what the people not planned again keep
     changes: list[dict[str, int]] = field(default_factory=list)  # per slice and destination
     tally: Tally = field(default_factory=Tally)
+    # per destination, the groups its upserts name (``PreparedOnce.expect``)
+    groups: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def planning(self) -> str:
@@ -147,9 +149,13 @@ def add_up(
         samples={n: [] for n in names},
         invalid={n: [] for n in names},
     )
+    plan.groups = {n: set() for n in names}
     for result in results:
         plan.tally.add(tally_of(result["tally"]), samples)
         plan.changes.append({k: int(v) for k, v in result["changes"].items()})
+        # (absent from a worker of an older version: the pushes add what is missing)
+        for name, found in dict(result.get("groups") or {}).items():
+            plan.groups.setdefault(name, set()).update(str(group) for group in found)
     kept_in_tally(plan.tally, plan.kept)
 
 

@@ -32,7 +32,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.contract import Change, Destination, Outcome, PushResult, Source
+from crmsync.contract import (
+    Action,
+    Change,
+    Destination,
+    Outcome,
+    PreparedOnce,
+    PushResult,
+    Source,
+)
 from crmsync.errors import ConfigError, ConnectorError, CrmsyncError, SendLater
 from crmsync.incremental import fingerprint
 from crmsync.profile_scope import KeyRange
@@ -168,9 +176,13 @@ def prepare_destination(work: dict[str, Any], destination: str) -> None:
             pusher = _pusher(dest.name, instance, store, answered, run, spec)
             pusher.collect()  # jobs an earlier run left: settled before the diff
             instance.prepare(dest.mapping.field_specs())
+            # what it found, for the run's other processes to take over instead of
+            # preparing the destination again (``loaded.destination_of``)
+            found = instance.prepared() if isinstance(instance, PreparedOnce) else None
             return {
                 "consent_read": report.consent_read.get(dest.name, 0),
                 "max_batch": instance.max_batch,
+                "prepared": found,
                 **_answered(answered),
             }
         finally:
@@ -230,6 +242,8 @@ def plan_slice(
         planner = Planner(ctx, spec.segments, targets, args.the_policy(), as_of, args.samples)
         tally = planner.new_tally()
         keys = KeyRange(low, high)
+        # the groups the slice's upserts name, per destination (``PreparedOnce.expect``)
+        groups: list[set[str]] = [set() for _ in targets]
         with store.engine.connect() as read, store.transaction() as write:
             writer = SliceWriter(write, run, part, [t.name for t in targets])
             # an incremental run: only its scope within the slice, as the coordinator cut
@@ -241,12 +255,16 @@ def plan_slice(
                 read, tally, keys, scope=scope, planned=writer.person
             ):
                 writer.change(index, change)
+                if change.action is Action.UPSERT:
+                    groups[index].update(change.memberships)
             # the reads wrote nothing: ending their transaction drops the table made in it
             # (a plain DROP would now go through the reads' server-side cursor and fail),
             # as it does when a task fails part-way and its connection goes back to the pool
             read.rollback()
             counts = writer.close()
-            finish(write, run, key, {"tally": tally_data(tally), "changes": counts})
+            named = {t.name: sorted(found) for t, found in zip(targets, groups, strict=True)}
+            result = {"tally": tally_data(tally), "changes": counts, "groups": named}
+            finish(write, run, key, result)
 
     _run(work, key, body)
 

@@ -70,7 +70,9 @@ class PlanArgs:
             dict(data["policy"]),
             int(data["samples"]),
             data["fingerprint"],
-            bool(data["scoped"]),
+            # a message published before ``scoped`` existed: those versions planned
+            # every person of the slice
+            bool(data.get("scoped", False)),
         )
 
     def as_of_time(self) -> datetime:
@@ -98,6 +100,13 @@ def pull_key(source: str, stream: str) -> str:
 
 def prepare_key(destination: str) -> str:
     return f"prepare/{destination}"
+
+
+def ready_key(destination: str) -> str:
+    """The row of what the run's preparation of ``destination`` found once its groups
+    were made ready (``PreparedOnce.expect``), written by the coordinator: the workers'
+    destinations take it over (``loaded.destination_of``)."""
+    return f"ready/{destination}"
 
 
 def plan_key(part: int) -> str:

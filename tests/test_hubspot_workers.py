@@ -1,6 +1,7 @@
 """HubSpot on Celery workers: two workers drawing on the account's budget in Redis leave
 the fake HubSpot exactly as the run in one process leaves another: the same contacts and
-properties, the same list memberships, ledger and report. (That processes sharing the
+properties, the same list memberships, ledger and report, with HubSpot prepared once for
+the run (its segment options added once, before the pushes). (That processes sharing the
 budget stay inside the 10-second window together, and exceed it without: the shared
 budget's own tests, tests/test_shared_budget_processes.py.)"""
 
@@ -88,6 +89,19 @@ def test_a_run_to_hubspot_on_two_workers_ends_like_the_run_in_one_process(
     assert ledger_rows(postgres_url) == ledger_rows(one_url)
     for fake in (alone, spread):
         assert not fake.consent_problems()
+        assert fake.violations == []  # no update dropped an option, among others
+    # HubSpot was prepared once for the run: the workers took over what the prepare
+    # task found (its properties listed once, as in one process), and the coordinator
+    # added the run's segment options before any push, in one read and one update
+    # (one process adds them as its pushes meet them: once or more); no worker read or
+    # wrote them, so none could drop another's
+    listed = ("GET", "list_properties")
+    assert spread.calls[listed] == alone.calls[listed] == 1
+    assert spread.calls[("GET", "get_property")] == 1
+    assert spread.calls[("PATCH", "update_property")] == 1
+    assert alone.calls[("PATCH", "update_property")] >= 1
+    segments = "crmsync_segments"
+    assert set(spread.properties[segments].values()) == set(alone.properties[segments].values())
 
 
 def _final(report: dict[str, Any]) -> dict[str, int]:

@@ -143,6 +143,33 @@ class HubSpotDestination:
         self._types.update(found.types)
         self._options.know(found.segment_options)
 
+    # -- one preparation for every process of a run (PreparedOnce) -------------------
+
+    def prepared(self) -> dict[str, Any]:
+        """What ``prepare`` found that the pushes need: the properties' HubSpot types and
+        the segments property's options."""
+        return {"types": dict(self._types), "segment_options": self._options.known()}
+
+    def adopt(self, prepared: Mapping[str, Any]) -> None:
+        """Takes what another process's ``prepare`` (and ``expect``) of the run found,
+        in place of ``prepare``: no call."""
+        self._types.update({str(k): str(v) for k, v in dict(prepared["types"]).items()})
+        self._options.know(str(value) for value in prepared["segment_options"])
+
+    def expect(self, groups: Collection[str]) -> None:
+        """Adds, in one update, the segment options the run's changes need and the
+        property lacks, so that no push adds any (the names a push refuses are left out:
+        ``_screen``)."""
+        prefix = self.config.segment_prefix
+        self._options.ensure(
+            name
+            for name in groups
+            if name.startswith(prefix)
+            and name.strip()
+            and len(name) <= OPTION_MAX
+            and SEPARATOR not in name
+        )
+
     def _made(self, body: dict[str, Any]) -> bool:
         found = Existing.of(self._api.property(str(body["name"])))
         return (found.type, found.field_type) == (body["type"], body["fieldType"])
@@ -208,8 +235,9 @@ class HubSpotDestination:
         self, chunk: Sequence[Change], inputs: dict[str, dict[str, Any]]
     ) -> list[PushResult]:
         try:
-            self._options.ensure(name for change in chunk for name in change.memberships)
-            results = upsert(self._api, chunk, inputs)
+            wanted = {name for change in chunk for name in change.memberships}
+            self._options.ensure(wanted)
+            results = upsert(self._api, chunk, inputs, lambda: self._options.restore(wanted))
         except SendLater as exc:  # the day's calls ran out before this chunk went
             return not_sent(chunk, exc)
         subscriptions = self.config.opt_out_subscriptions

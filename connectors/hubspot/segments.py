@@ -7,6 +7,13 @@ option list, so the options are read again just before each update and only the 
 ones are appended: options somebody added in HubSpot meanwhile stay, and so does their
 order. Options are only ever added here, never removed: a segment that stops being used
 leaves an option nobody holds, which is harmless.
+
+HubSpot has no conditional update, so two writers (processes of another run, or a
+person in HubSpot) that read the list at once may each replace it, and the later drops
+what the earlier added. A run on workers adds its options once, before its pushes
+(``HubSpotDestination.expect``), so its own processes never race; an upsert refused
+for an option that was dropped all the same reads the options again, adds back what it
+needs and is sent again (``restore``).
 """
 
 from __future__ import annotations
@@ -32,12 +39,24 @@ class SegmentOptions:
         with self._lock:
             self._known.update(values)
 
+    def known(self) -> list[str]:
+        """The options known to exist, sorted (read by ``prepare``, or added since)."""
+        with self._lock:
+            return sorted(self._known)
+
     def ensure(self, values: Iterable[str]) -> None:
         """Adds the options among ``values`` the property lacks, in one update."""
-        wanted = set(values)
+        self._add(set(values), fresh=False)
+
+    def restore(self, values: Iterable[str]) -> bool:
+        """Reads the options again, whatever is known, and adds those among ``values``
+        the property lacks (somebody's update dropped them); True when it added any."""
+        return self._add(set(values), fresh=True)
+
+    def _add(self, wanted: set[str], *, fresh: bool) -> bool:
         with self._lock:
-            if wanted <= self._known:
-                return
+            if wanted <= self._known and not fresh:
+                return False
             found = Existing.of(self._api.property(self.name))
             have = set(found.values())
             missing = sorted(wanted - have)
@@ -45,4 +64,5 @@ class SegmentOptions:
                 start = len(found.options)
                 added = tuple(option(v, start + i) for i, v in enumerate(missing))
                 self._api.update_property(self.name, {"options": [*found.options, *added]})
-            self._known.update(have, missing)
+            self._known = {*have, *missing}
+            return bool(missing)

@@ -8,7 +8,11 @@ only when the person changes; FAILED otherwise). A batch refused as a whole beca
 one input's value (a 400 whose errors are not about a property missing from the
 account) is halved until the refused inputs are found, so one bad value costs only its
 own person. A property missing from the account (deleted in HubSpot since ``prepare``)
-fails the batch: the next run's ``prepare`` creates it again.
+fails the batch: the next run's ``prepare`` creates it again. A batch refused because a
+value is not one of a property's options (``INVALID_OPTION``) first asks ``options_lost``
+whether options were missing and are now restored (another writer's update replaced
+the segment options: HubSpot's update replaces the whole list); if so it is sent again,
+once, before any halving.
 
 When the day's calls run out (``DailyLimitReached``), a call not sent raises it, but
 once halving has sent part of a batch, the people of the halves not sent are NOT_SENT
@@ -17,7 +21,7 @@ and the rest keep the answers HubSpot gave.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from connectors.hubspot.client import HubSpotApi, HubSpotApiError
@@ -25,6 +29,7 @@ from crmsync.contract import Change, Outcome, PushResult
 from crmsync.errors import SendLater
 
 MISSING_PROPERTY = "PROPERTY_DOESNT_EXIST"
+INVALID_OPTION = "INVALID_OPTION"  # a value that is not one of the property's options
 REFUSED = "VALIDATION_ERROR"  # the category of a value HubSpot will not take
 Inputs = Mapping[str, Mapping[str, Any]]  # person key -> batch input (without its trace id)
 
@@ -34,9 +39,15 @@ def not_sent(changes: Sequence[Change], why: SendLater) -> list[PushResult]:
     return [PushResult(c.person_key, Outcome.NOT_SENT, message=str(why)) for c in changes]
 
 
-def upsert(api: HubSpotApi, chunk: Sequence[Change], inputs: Inputs) -> list[PushResult]:
+def upsert(
+    api: HubSpotApi,
+    chunk: Sequence[Change],
+    inputs: Inputs,
+    options_lost: Callable[[], bool] | None = None,
+) -> list[PushResult]:
     """Results for the people of ``chunk`` (at most one call's worth); ``SendLater`` when
-    nothing of it was sent."""
+    nothing of it was sent. ``options_lost``: restores the options the chunk needs after
+    HubSpot found one missing; True when it restored any (the chunk goes again)."""
     entries = [
         {**inputs[change.person_key], "objectWriteTraceId": str(i)}
         for i, change in enumerate(chunk)
@@ -50,6 +61,8 @@ def upsert(api: HubSpotApi, chunk: Sequence[Change], inputs: Inputs) -> list[Pus
     error = HubSpotApiError.from_response(response)
     if error.status != 400 or MISSING_PROPERTY in error.codes:
         raise error
+    if options_lost is not None and INVALID_OPTION in error.codes and options_lost():
+        return upsert(api, chunk, inputs)
     if len(chunk) == 1:
         reason = f"HubSpot refused the contact: {error.message}"
         return [PushResult(chunk[0].person_key, Outcome.REJECTED, message=reason)]
