@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
+from crmsync import incremental
 from crmsync.profile_scope import KeyRange
 from distributed import dispatch
 from distributed.dispatch import Task
@@ -153,17 +154,52 @@ def test_runs_on_workers_plan_incrementally_and_end_as_one_process_does(
         sent.clear()
         report = celery_run(site)
         assert report["status"] == "succeeded", running.log_text()[-3000:]
+        assert_alike(report, expected)
+        planned_again = report["profiles"] - report["profiles_kept"]
+        assert CUSTOMERS // 100 <= planned_again < report["profiles"] // 10
+        slices = [key for key in sent if key.startswith("plan/")]
+        assert 2 <= len(slices) < CUSTOMERS // 4 // 10  # slices of the scope, not everyone
+        assert sum(expected["destinations"]["out"].get(k, 0) for k in ("create", "update")) > 0
+        assert site.record_hashes() == one.record_hashes()
+        assert ledger_rows(postgres_url) == ledger_rows(one_url)
+        assert planned_rows(postgres_url) == planned_rows(one_url)
+
+        # most people changed: the coordinator plans everyone, as one process does (a
+        # scope of more than half the people, counted once there are SMALL of them)
+        monkeypatch.setattr(incremental, "SMALL", 100)
+        assert rename_all(one.data) == rename_all(site.data) == CUSTOMERS
+        slice_people(site, 200)
+        expected = one.run_json()
+        sent.clear()
+        report = celery_run(site)
+        assert report["status"] == "succeeded", running.log_text()[-3000:]
 
     assert running.log_text().count("not run again") >= len(twins) > 0
-    assert_alike(report, expected)
-    planned_again = report["profiles"] - report["profiles_kept"]
-    assert CUSTOMERS // 100 <= planned_again < report["profiles"] // 10
+    assert report["planning"] == expected["planning"] == "everyone: most people to plan again"
+    for name in COMPARED:
+        assert report[name] == expected[name], name
     slices = [key for key in sent if key.startswith("plan/")]
-    assert 2 <= len(slices) < CUSTOMERS // 4 // 10  # slices of the scope, not of everyone
-    assert sum(expected["destinations"]["out"].get(k, 0) for k in ("create", "update")) > 0
+    assert len(slices) == -(-CUSTOMERS // 200)  # slices of every customer staged
+    assert expected["destinations"]["out"].get("update", 0) > CUSTOMERS // 2
     assert site.record_hashes() == one.record_hashes()
     assert ledger_rows(postgres_url) == ledger_rows(one_url)
     assert planned_rows(postgres_url) == planned_rows(one_url)
+
+
+def rename_all(data: Path) -> int:
+    """A new first name for every customer, stamped before the runs' as_of; returns how
+    many customers there are."""
+    path = data / "customers.csv"
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["first_name"] += " Yeni"
+        row["updated_at"] = CHANGED_AT
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
 
 
 # -- the scope cut into slices ------------------------------------------------------------
