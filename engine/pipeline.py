@@ -92,13 +92,15 @@ def run_pipeline(
             if options.pull:
                 _pull(config, spec, store, options, report, as_of)
                 staged = sum(stats.get("staged", 0) for stats in report.pulled.values())
-                store.refresh_statistics("staging", changed=staged)
+                with report.stages.time("statistics"):
+                    store.refresh_statistics("staging", changed=staged)
             scopes = [s.name for s in spec.sources] + [d.name for d in spec.destinations]
             for dest, pusher in zip(spec.destinations, pushers, strict=True):
                 if not options.dry_run:
                     # while the read-back's last calls may still be out
-                    pusher.destination.prepare(dest.mapping.field_specs())
-                    pusher.collect()  # jobs an earlier run left: settled before the diff
+                    with report.stages.time(f"prepare.{dest.name}"):
+                        pusher.destination.prepare(dest.mapping.field_specs())
+                        pusher.collect()  # jobs an earlier run left: settled before the diff
                     with report.stages.time(f"consent.{dest.name}"):
                         report.consent_read[dest.name] = reads[dest.name].record(scopes)
             with report.stages.time("plan+push"):
@@ -114,7 +116,8 @@ def run_pipeline(
                 # rows written: the answers, and the plans of the people planned again
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
                 planned = report.profiles - report.profiles_kept
-                store.refresh_statistics("plans", changed=max(answered, planned))
+                with report.stages.time("statistics"):
+                    store.refresh_statistics("plans", changed=max(answered, planned))
         report.status = run_status(report)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)

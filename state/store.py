@@ -38,12 +38,25 @@ from state.timeutil import from_ms, now_ms, to_ms
 
 WAL_ATTEMPTS = 100  # looks at a new file's journal mode, 20 ms apart (``_write_ahead_log``)
 ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL)
+# ... and then only of a table whose statistics count fewer than this many times as many
+# rows, or that has none (PostgreSQL's autovacuum_analyze_scale_factor, by default)
+ANALYZE_SHARE = 0.1
 # the tables whose statistics planning relies on, by what writes them: a pull, and a
 # run's pushes and planning (read by the next run)
 STATISTICS = {
     "staging": ("customers", "orders", "order_lines", "carts", "touched"),
     "plans": ("ledger", "in_flight", "failures", "planned"),
 }
+
+
+# the tables of the store's schema that have been analyzed, and the rows their
+# statistics count (``reltuples``, which CREATE INDEX also sets, without statistics)
+_ANALYZED = text(
+    "SELECT c.relname, c.reltuples FROM pg_class c"
+    " JOIN pg_stat_user_tables s ON s.relid = c.oid"
+    " WHERE s.schemaname = current_schema() AND c.relname = ANY(:names)"
+    " AND (s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +221,25 @@ class Store:
         the planner takes every table for a few rows and joins an incremental run's
         scope to the orders by a nested loop over both: 40 s instead of milliseconds at
         100k customers. ``ANALYZE`` samples a bounded number of rows, so it costs
-        a fraction of a second however big the table. SQLite's planner does not need it.
+        a fraction of a second however big the table, but a run's small change does not
+        make the statistics of a large table wrong: only a table with none yet, or whose
+        statistics count fewer than ``changed`` / ``ANALYZE_SHARE`` rows, is analyzed
+        (a 1 %-changed run at 100,000 customers spent 2.2 of its 6.3 s analyzing tables
+        whose statistics were right). ``changed`` counts the rows written to all of them,
+        so each table's share is over-estimated, never under. SQLite's planner does not
+        need it.
         """
         if self.engine.dialect.name != "postgresql" or changed < ANALYZE_AFTER:
             return
+        names = [schema.metadata.tables[name].name for name in STATISTICS[written]]
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for name in STATISTICS[written]:
-                conn.execute(text(f"ANALYZE {schema.metadata.tables[name].name}"))
+            known = {
+                str(name): float(rows) for name, rows in conn.execute(_ANALYZED, {"names": names})
+            }
+            for name in names:
+                rows = known.get(name)
+                if rows is None or changed > ANALYZE_SHARE * rows:
+                    conn.execute(text(f"ANALYZE {name}"))
 
     def close(self) -> None:
         self.engine.dispose()
