@@ -5,6 +5,7 @@ the same line numbers, and the last part tells the whole file's resume point."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_the_parts_read_in_order_are_one_whole_read(site_data: Path, parts: int)
     assert len(spans) == parts
     content = path.read_bytes()
     assert spans[0].start == 0 and spans[-1].end is None
-    for before, after in zip(spans, spans[1:], strict=False):
+    for before, after in itertools.pairwise(spans):
         assert before.end == after.start and before.start < after.start
         assert content[after.start - 1 : after.start] == b"\n"  # each starts a line
     sizes = [(s.end or len(content)) - s.start for s in spans]
@@ -88,10 +89,13 @@ def test_the_point_of_a_divided_read_resumes_the_next_read(site_data: Path, tmp_
     path.write_bytes((site_data / "orders.jsonl").read_bytes())
     spans = source(path).divide(Stream.ORDERS, 2)
     _, points = read_parts(path, spans)
-    extra = {"id": "90000001", "customer_id": "100001", "email": "new@example.com",
-             "created_at": "2026-10-30T10:00:00+03:00", "updated_at": "2026-10-30T10:00:00+03:00",
-             "status": "paid", "currency": "TRY", "total_price": "10.00",
-             "line_items": [{"sku": "X", "title": "X", "quantity": 1, "price": "10.00"}]}  # fmt: skip
+    at = "2026-10-30T10:00:00+03:00"
+    extra = {
+        "id": "90000001", "customer_id": "100001", "email": "new@example.com",
+        "created_at": at, "updated_at": at, "status": "paid", "currency": "TRY",
+        "total_price": "10.00",
+        "line_items": [{"sku": "X", "title": "X", "quantity": 1, "price": "10.00"}],
+    }  # fmt: skip
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(extra) + "\n")
     src = source(path)
