@@ -3,16 +3,24 @@ Klaviyo's published rate limits make inevitable.
 
 Pushes a first sync of generated profiles (names, city, birthday, an order count, owned
 lists, a consent mix) through the real ``KlaviyoDestination`` into the fake Klaviyo with a
-fixed latency per call, collects the import jobs as the core would, then a membership
-change of a fifth of the people. Calls are counted at the fake.
+fixed latency per call, then a membership change of a fifth of the people: two runs, each
+with a destination of its own, every batch pushed and then the run's jobs collected as
+the core does at a run's end, following the people handed on to another job (the run's
+list job, the import job that took a held one) until nobody is PENDING. Calls are
+counted at the fake.
 
-The floor is what any client needs with Klaviyo's bulk endpoints: one import job per
-10,000 profiles, one subscribe job per 1,000 new opt-ins, one unsubscribe job per 100 new
-opt-outs, one list create per new list and, per list, one relationship call per 1,000
-added (and per 1,000 removed) profiles. Reads are reported apart: Klaviyo's import job
-does not answer the profiles' ids, which the relationship calls need, so the job's
-profiles are read back 100 a page. The rate-limit time is the least time the published
-per-endpoint limits allow for the calls made (burst first, then the steady rate).
+The floor is what any client needs with Klaviyo's bulk endpoints: import jobs enough for
+both of a job's caps, max(⌈profiles / 10,000⌉, ⌈profile bytes / usable bytes per job⌉),
+where a profile's bytes are what it takes in a job body (the connector's
+``payloads.size_of`` of its ``profile_entry``) and a job's usable bytes are its 5 MB
+less the body's envelope (``payloads.job_bytes_available``): above some 524 bytes a
+profile, 10,000 profiles no longer fit one job. Then one subscribe job per 1,000 new
+opt-ins, one unsubscribe job per 100 new opt-outs, one list create per new list and, per
+list, one relationship call per 1,000 added (and per 1,000 removed) profiles. Reads are
+reported apart: Klaviyo's import job does not answer the profiles' ids, which the
+relationship calls need, so the job's profiles are read back 100 a page. The rate-limit
+time is the least time the published per-endpoint limits allow for the calls made (burst
+first, then the steady rate).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from typing import Any
 
 from bench.bench_mailchimp import generate, membership_changes
 from bench.results import call_figures, record
+from connectors.klaviyo.config import MAX_JOB_BYTES, MAX_JOB_PROFILES
+from connectors.klaviyo.payloads import job_bytes_available, profile_entry, size_of
 
 IMPORT_JOB = ("POST", "/api/profile-bulk-import-jobs")
 SUBSCRIBE_JOB = ("POST", "/api/profile-subscription-bulk-create-jobs")
@@ -69,8 +79,16 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def floor(changes: Sequence[Any], existing: set[str]) -> int:
-    upserts = sum(1 for c in changes if c.action.value == "upsert")
+def floor(changes: Sequence[Any], existing: set[str], profile_bytes: int | None = None) -> int:
+    """The fewest write calls for these changes, with ``existing`` lists already made.
+
+    ``profile_bytes``: what the upserted profiles take in import job bodies, summed with
+    ``payloads.size_of``; None measures each upserted change's ``profile_entry`` (the
+    changes must then carry their fields, as the bench's do).
+    """
+    upserted = [c for c in changes if c.action.value == "upsert"]
+    if profile_bytes is None:
+        profile_bytes = sum(size_of(profile_entry(c)) for c in upserted)
     new = [c for c in changes if c.is_new]
     subscribes = sum(1 for c in new if c.email_intent.value == "subscribe_if_new")
     # an opt-out of someone Klaviyo has is sent only when Klaviyo does not show it yet
@@ -78,13 +96,20 @@ def floor(changes: Sequence[Any], existing: set[str]) -> int:
     adds = Counter(g for c in changes for g in c.memberships_add)
     removes = Counter(g for c in changes for g in c.memberships_remove)
     return (
-        math.ceil(upserts / 10_000)
+        import_jobs(len(upserted), profile_bytes)
         + math.ceil(subscribes / 1_000)
         + math.ceil(unsubscribes / 100)
         + len(set(adds) - existing)
         + sum(math.ceil(n / 1_000) for n in adds.values())
         + sum(math.ceil(n / 1_000) for n in removes.values())
     )
+
+
+def import_jobs(profiles: int, profile_bytes: int) -> int:
+    """The fewest import jobs for this many profiles taking these bytes: Klaviyo's caps of
+    10,000 profiles and 5 MB a job, each applied alone."""
+    by_bytes = math.ceil(profile_bytes / job_bytes_available(MAX_JOB_BYTES))
+    return max(math.ceil(profiles / MAX_JOB_PROFILES), by_bytes)
 
 
 def rate_limit_seconds(calls: Counter[tuple[str, str]], limits: Any) -> float:
@@ -106,6 +131,8 @@ def rate_limit_seconds(calls: Counter[tuple[str, str]], limits: Any) -> float:
 
 
 def measure(dest: Any, fake: Any, changes: Sequence[Any]) -> dict[str, float | str]:
+    """One run into ``dest`` (a destination of its own: one per run, as the core opens
+    one): every batch pushed, then the run's jobs collected until nobody is PENDING."""
     limits = dest.config.rate_limits
     from crmsync.contract import Outcome
 
@@ -113,22 +140,29 @@ def measure(dest: Any, fake: Any, changes: Sequence[Any]) -> dict[str, float | s
     fake.reset_counters()
     started = time.perf_counter()
     outcomes: Counter[Outcome] = Counter()
+    waiting: dict[str, tuple[str, Any]] = {}  # person key -> (job, change), as in flight
+
+    def answered(changes: Sequence[Any], results: Sequence[Any]) -> None:
+        for change, result in zip(changes, results, strict=True):
+            if result.outcome is Outcome.PENDING and result.job:
+                # the ledger keeps a pending result's remote id with the change
+                kept = replace(change, remote_id=result.remote_id or change.remote_id)
+                waiting[change.person_key] = (result.job, kept)
+            else:
+                waiting.pop(change.person_key, None)
+                outcomes[result.outcome] += 1
+
     for start in range(0, len(changes), dest.max_batch):
         batch = list(changes[start : start + dest.max_batch])
-        results = dest.push(batch)
-        jobs: dict[str, list[Any]] = {}
-        by_key = {c.person_key: c for c in batch}
-        for result in results:
-            if result.outcome is Outcome.PENDING and result.job:
-                jobs.setdefault(result.job, []).append(by_key[result.person_key])
-            else:
-                outcomes[result.outcome] += 1
-        while jobs:  # as the core's Pusher.collect does, without its sleeps
-            for job, members in list(jobs.items()):
-                final = dest.collect(job, members)
-                if final is not None:
-                    outcomes.update(r.outcome for r in final)
-                    del jobs[job]
+        answered(batch, dest.push(batch))
+    for _ in range(1_000):  # as the core's Pusher.collect does at the run's end, no sleeps
+        if not waiting:
+            break
+        for job in sorted({job for job, _ in waiting.values()}):
+            members = [change for j, change in waiting.values() if j == job]
+            final = dest.collect(job, members)
+            if final is not None:
+                answered(members, final)
     seconds = time.perf_counter() - started
     writes = sum(fake.calls[w] for w in WRITES)
     total = sum(fake.calls.values())
@@ -160,13 +194,17 @@ def main(argv: list[str]) -> int:
     config = KlaviyoConfig.model_validate(
         {"kind": "klaviyo", "api_key": fake.api_key, "base_url": fake.base_url}
     )
-    dest = KlaviyoDestination(config, ConnectorContext("bench", Path(".")))
     fake.expect_consented(c.email for c in people if c.email_intent == "subscribe_if_new")
     try:
-        first = measure(dest, fake, people)
-        change = measure(dest, fake, moved)
+        figures_of = []
+        for changes in (people, moved):  # two runs, each with a destination of its own
+            dest = KlaviyoDestination(config, ConnectorContext("bench", Path(".")))
+            try:
+                figures_of.append(measure(dest, fake, changes))
+            finally:
+                dest.close()
+        first, change = figures_of
     finally:
-        dest.close()
         fake.stop()
     problems = fake.consent_problems()
     target = 1.1

@@ -142,6 +142,7 @@ def test_the_floors_are_the_vendor_benches_counted_from_what_changed() -> None:
     before = Audience({}, {"crm-old": frozenset()})
     after = Audience(people, {"crm-old": frozenset(people), "crm-new": frozenset(["p0@x"])})
     klaviyo = Klaviyo(Options())
+    klaviyo.host = SimpleNamespace(profile_bytes=lambda labels: 500 * len(labels))
     # one import job, 3 subscribe jobs, a new list, 3 + 1 list calls
     assert klaviyo.floor(before, after) == 1 + 3 + 1 + 3 + 1
     # everyone leaves "crm-old" and one opts out: 3 removal calls and an unsubscribe job

@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from connectors.klaviyo.payloads import LOCATION, STANDARD_ATTRIBUTES, cleared
+from connectors.klaviyo.payloads import (
+    LOCATION,
+    STANDARD_ATTRIBUTES,
+    cleared,
+    job_bytes_available,
+    size_of,
+)
 from state import schema
 from state.store import Store
 from tests.e2e import AS_OF, Site, consented, edit_order, make_site
@@ -93,6 +99,44 @@ def test_an_unsubscribe_in_klaviyo_is_read_back_and_wins(
     site.run_json()
     assert klaviyo_fake.subscriptions()[person] == "UNSUBSCRIBED"
     assert klaviyo_fake.writes() == 0
+
+
+def test_a_run_cut_by_bytes_opens_the_jobs_of_one_stream_and_lands_everyone(
+    tmp_path: Path, klaviyo_fake: FakeKlaviyo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs of 24 KB and pushes of 50: every push is cut by bytes, its last job held for the
+    next push and the run's last one sent when the run collects it. The run opens the jobs
+    of one ordered cut of all its profiles (per push it opened more), and ends with
+    everyone acknowledged in one run: held people are handed on to the job that took them."""
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=150)
+    monkeypatch.setenv("CRMSYNC_TEST_KLAVIYO_KEY", klaviyo_fake.api_key)
+    site.send_to(
+        "kl",
+        'kind = "klaviyo"\napi_key = "${CRMSYNC_TEST_KLAVIYO_KEY}"\n'
+        f'base_url = "{klaviyo_fake.base_url}"\n'
+        "[destinations.kl.jobs]\nprofiles_per_job = 50\nbytes_per_job = 24576\n",
+    )
+    klaviyo_fake.rate_limits_enabled = False  # many small jobs; the limits are tested apart
+    klaviyo_fake.expect_consented(consented(site.data))
+    counts = site.run_json()["destinations"]["kl"]
+    assert counts.get("failed", 0) == 0 and counts.get("pending", 0) > 100, counts
+    assert len(ledger(site)) == len(klaviyo_fake.profiles) > 100  # all acknowledged
+    jobs = list(klaviyo_fake.jobs.values())
+    stream = [entry for job in jobs for entry in job.entries]
+    sizes = [size_of(entry) for entry in stream]
+    assert len({e["attributes"].get("email") or id(e) for e in stream}) == len(stream)
+    one_cut = _ordered_cut(sizes, 50, job_bytes_available(24576))
+    assert len([j for j in jobs if j.entries]) == one_cut
+
+
+def _ordered_cut(sizes: list[int], count: int, max_bytes: int) -> int:
+    """Jobs in an ordered cut of profiles of these sizes, each as full as both caps allow."""
+    jobs, held, used = 0, 0, 0
+    for size in sizes:
+        if held and (held == count or used + size > max_bytes):
+            jobs, held, used = jobs + 1, 0, 0
+        held, used = held + 1, used + size
+    return jobs + (1 if held else 0)
 
 
 AT = ("--as-of", AS_OF)

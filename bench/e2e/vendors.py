@@ -17,15 +17,17 @@ watcher and count in this process's CPU; the fake's CPU is reported apart
 
 Their floors are the vendor benches' own (``bench.bench_klaviyo.floor``,
 ``bench.bench_hubspot.floor``), given as changes what the fake shows changed in the run:
-each person whose fields, consent or lists differ. Klaviyo: an import job per 10,000
-upserted, a subscribe job per 1,000 new opt-ins and an unsubscribe job per 100 new
-opt-outs (a changed consent counts as new), a create per new list, per list a call per
-1,000 added and per 1,000 removed. HubSpot: an upsert per 100 changed contacts, per list
-one call per ``list_batch`` moves, a create per new list, one update of the segments
-property when it needs new options, and an archive call per 100 contacts archived. The
-time floors are the benches' too: Klaviyo's the least time its per-endpoint limits allow
-for the run's calls, HubSpot's ``(⌈calls / 100⌉ - 1) x 10 s``, every call of the run
-counted.
+each person whose fields, consent or lists differ. Klaviyo: import jobs enough for the
+upserted people by count (10,000 a job) and by bytes (5 MB a job, less its envelope),
+the bytes of each person's profile as the connector measures it (``payloads.size_of``)
+in the last import the fake received for them; a subscribe job per 1,000 new opt-ins and
+an unsubscribe job per 100 new opt-outs (a changed consent counts as new), a create per
+new list, per list a call per 1,000 added and per 1,000 removed. HubSpot: an upsert per
+100 changed contacts, per list one call per ``list_batch`` moves, a create per new list,
+one update of the segments property when it needs new options, and an archive call per
+100 contacts archived. The time floors are the benches' too: Klaviyo's the least time
+its per-endpoint limits allow for the run's calls, HubSpot's
+``(⌈calls / 100⌉ - 1) x 10 s``, every call of the run counted.
 
 A run on workers shares the account's budget in Redis (``[celery] shared_budget``), so
 the workers together stay within the limits.
@@ -47,6 +49,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from bench import bench_hubspot, bench_klaviyo
 from bench.e2e.config import KEY_ENV, config_text, pipeline_text
 from bench.e2e.fake import SYNC_CALLS, Audience, call_name, floor_calls, new_fake
@@ -59,6 +63,8 @@ if TYPE_CHECKING:
 
 PER_TEN_SECONDS = 100  # HubSpot's window on Free and Starter, as bench.bench_hubspot uses
 SEGMENTS_PROPERTY = "crmsync_segments"  # the HubSpot connector's default
+# the Klaviyo imports whose profiles the floor measures: a bulk job, a single import
+IMPORTS = ("/api/profile-bulk-import-jobs", "/api/profile-import")
 KLAVIYO_CALLS = {
     bench_klaviyo.IMPORT_JOB: "import_job",
     ("GET", "/api/profile-bulk-import-jobs/{job_id}"): "import_job_poll",
@@ -295,6 +301,7 @@ max_concurrency = {connections}
         from crmsync.contract import Action, ConsentIntent
 
         changes = []
+        upserted: list[str] = []
         for key, (consent, fields) in after.members.items():
             adds, removes = _moved(key, before, after)
             old = before.members.get(key)
@@ -307,6 +314,8 @@ max_concurrency = {connections}
             elif new_consent and consent == "UNSUBSCRIBED":
                 intent = ConsentIntent.UNSUBSCRIBE
             upsert = old is None or old[1] != fields
+            if upsert:
+                upserted.append(key)
             changes.append(
                 SimpleNamespace(
                     action=SimpleNamespace(value=Action.UPSERT.value if upsert else "none"),
@@ -316,7 +325,8 @@ max_concurrency = {connections}
                     memberships_remove=removes,
                 )
             )
-        return bench_klaviyo.floor(changes, set(before.tags))
+        profile_bytes = int(self.host.profile_bytes(upserted))
+        return bench_klaviyo.floor(changes, set(before.tags), profile_bytes)
 
     def time_floor(self, calls: Counter[tuple[str, str]]) -> float:
         from connectors.klaviyo.config import RateLimits
@@ -465,7 +475,17 @@ class FakeHost:
                 with self._lock:
                     self._in_flight -= 1
 
-        self.fake.handle = counted  # the peak in flight, as the fake Mailchimp keeps it
+        # Klaviyo: the bytes of each person's profile as last imported, for the floor's jobs
+        self._profile_bytes: dict[str, int] = {}
+
+        def measured(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+            path = target.split("?", 1)[0]
+            if method == "POST" and path in IMPORTS:
+                self._measure(path, body)
+            return counted(method, target, headers, body)
+
+        # the peak in flight, as the fake Mailchimp keeps it
+        self.fake.handle = measured if destination == "klaviyo" else counted
         self.fake.start()
         self._cpu_at_reset = time.process_time()
 
@@ -494,6 +514,30 @@ class FakeHost:
         with self.fake._lock:
             found = self.fake.properties.get(SEGMENTS_PROPERTY)
             return frozenset(found.values()) if found is not None else frozenset()
+
+    def _measure(self, path: str, body: bytes) -> None:
+        """Keeps the bytes each profile of a Klaviyo import takes in a job body (the
+        connector's ``payloads.size_of``), by the person's label in the audience."""
+        from connectors.klaviyo.payloads import size_of
+
+        try:
+            data = orjson.loads(body)["data"]
+            entries = [data] if path == IMPORTS[1] else data["attributes"]["profiles"]["data"]
+            found: dict[str, int] = {}
+            for entry in entries:
+                attributes = entry["attributes"]
+                label = attributes.get("email") or attributes.get("phone_number")
+                if label:
+                    found[str(label).lower()] = size_of(entry)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return  # not an import the fake accepts: it answers that itself
+        with self._lock:
+            self._profile_bytes.update(found)
+
+    def profile_bytes(self, labels: list[str]) -> int:
+        """Klaviyo: the bytes of these people's profiles as last imported, summed."""
+        with self._lock:
+            return sum(self._profile_bytes.get(label, 0) for label in labels)
 
     def reset_counters(self) -> None:
         self.fake.reset_counters()

@@ -3,7 +3,9 @@ and the store's e-commerce events (``events``).
 
 A push screens the changes, then either imports each profile on its own (a handful of
 changes: final answers at once) or cuts them into bulk import jobs (at most 10,000
-profiles and 5 MB each) and answers PENDING with the job's id. ``collect`` looks at the
+profiles and 5 MB each) and answers PENDING with the job's id. A push cut in several jobs
+holds its last one for the next push to fill (``run_imports``), so a run opens the fewest
+jobs both caps allow; its people are PENDING on the hold. ``collect`` looks at the
 job; once Klaviyo has completed it, the people it imported get their subscription
 changes and list moves (``settle``) and only then OK, with Klaviyo's profile id. List
 moves are gathered over the whole run (``run_lists``): full calls go out at once, and a
@@ -28,7 +30,6 @@ import httpx
 
 from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
-from connectors.kit.chunks import chunked, send_chunks
 from connectors.kit.memberships import owned_problem
 from connectors.klaviyo.checks import event_checks, run_checks
 from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
@@ -40,12 +41,8 @@ from connectors.klaviyo.imports import import_one, start_job
 from connectors.klaviyo.jobs import JOB_PROFILE_FIELDS, RUNNING, identity, read_job, sent_phone
 from connectors.klaviyo.lists import KlaviyoLists
 from connectors.klaviyo.mapping_rules import LIST_NAME_MAX, check_mapping
-from connectors.klaviyo.payloads import (
-    job_bytes_available,
-    klaviyo_time,
-    profile_entry,
-    size_of,
-)
+from connectors.klaviyo.payloads import klaviyo_time, profile_entry, size_of
+from connectors.klaviyo.run_imports import HELD_JOB, Prepared, RunImports
 from connectors.klaviyo.run_lists import LIST_JOB, RunLists
 from connectors.klaviyo.settle import Imported, Settler
 from crmsync.contract import (
@@ -96,14 +93,20 @@ class KlaviyoDestination:
         self._run_lists = RunLists(
             self._lists, config.jobs.list_batch, self._pool, self._profile_ids, context.moves
         )
-        # import jobs this run started and has not settled: the list job waits for them
-        self._open_jobs: set[str] = set()
         # Jobs collected before this run's first push (an earlier run's, at its start) move
         # their lists at once: people left PENDING there would be skipped by the diff that
         # follows, and a change of theirs would wait for yet another run.
         self._pushed = False
         self._settler = Settler(self._api, self._lists, config, self._pool, self._run_lists)
         self._deleter = Deleter(self._api, self._settler, config, self._pool)
+        # import jobs, a push's last one held for the next when one process has the run
+        self._imports = RunImports(
+            lambda chunk, entries: start_job(self._api, chunk, entries),
+            self._prepare,
+            config.jobs,
+            self._pool,
+            hold=context.moves is None,
+        )
         self.max_event_batch = config.jobs.events_per_call
         self._events = EventSender(
             self._api,
@@ -137,44 +140,38 @@ class KlaviyoDestination:
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
         self._pushed = True
-        results: dict[str, PushResult] = {}
-        entries: dict[str, dict[str, Any]] = {}
-        sizes: dict[str, int] = {}
-        upserts: list[Change] = []
-        deletions: list[Change] = []
-        seen: dict[str, str] = {}
-        for change in changes:
-            if change.action is not Action.UPSERT:
-                deletions.append(change)
-                continue
-            entry = profile_entry(change, self.config.segments_property)
-            sizes[change.person_key] = size_of(entry)
-            refused = self._screen(change, sizes[change.person_key], seen)
-            if refused is not None:
-                results[change.person_key] = refused
-                continue
-            entries[change.person_key] = entry
-            upserts.append(change)
-        if 0 < len(upserts) < self.config.jobs.single_import_below:
+        deletions = [change for change in changes if change.action is not Action.UPSERT]
+        upserts, entries, sizes, results = self._prepare(
+            [change for change in changes if change.action is Action.UPSERT]
+        )
+        few = 0 < len(upserts) < self.config.jobs.single_import_below
+        if few and not self._imports.holding:
             results.update(self._import_each(upserts, entries))
         elif upserts:
-            chunks = chunked(
-                upserts,
-                self.config.jobs.profiles_per_job,
-                max_bytes=job_bytes_available(self.config.jobs.bytes_per_job),
-                size_of=lambda change: sizes[change.person_key],
-            )
-            sent = send_chunks(
-                chunks,
-                lambda chunk: start_job(self._api, chunk, entries),
-                self._pool,
-                name="Klaviyo",
-            )
-            results.update((r.person_key, r) for r in sent)
-            self._open_jobs.update(r.job for r in sent if r.job is not None)
+            results.update(self._imports.send(upserts, entries, sizes))
         if deletions:
             results.update((r.person_key, r) for r in self._deleter.push(deletions))
         return [results[change.person_key] for change in changes]
+
+    def _prepare(self, upserts: Sequence[Change]) -> Prepared:
+        """The upserts to send, in order, with their profiles and sizes, and the answers
+        of those screened out."""
+        kept: list[Change] = []
+        entries: dict[str, dict[str, Any]] = {}
+        sizes: dict[str, int] = {}
+        refused: dict[str, PushResult] = {}
+        seen: dict[str, str] = {}
+        for change in upserts:
+            entry = profile_entry(change, self.config.segments_property)
+            size = size_of(entry)
+            problem = self._screen(change, size, seen)
+            if problem is not None:
+                refused[change.person_key] = problem
+                continue
+            entries[change.person_key] = entry
+            sizes[change.person_key] = size
+            kept.append(change)
+        return kept, entries, sizes, refused
 
     def _screen(self, change: Change, size: int, seen: dict[str, str]) -> PushResult | None:
         """Why this change is not sent (a result), or None when it goes out."""
@@ -244,12 +241,16 @@ class KlaviyoDestination:
         if job.startswith(SUPPRESSION_JOB):
             return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
         if job.startswith(LIST_JOB):
-            if job == self._run_lists.job and self._open_jobs:
+            if job == self._run_lists.job and self._imports.open:
                 return None  # settled now, it would leave their remainders for a later run
             return self._run_lists.settle(job, changes)
+        if job.startswith(HELD_JOB):
+            return self._imports.collect(job, changes)
+        if self._imports.waits(job):
+            return None  # a held job's people are handed on to it first: settled together
         results = self._collect_import(job, changes)
         if results is not None:
-            self._open_jobs.discard(job)
+            self._imports.collected(job)
         return results
 
     def _collect_import(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
