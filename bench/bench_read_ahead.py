@@ -22,20 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
+from bench.bench_read import FILES
 from bench.results import record
 from connectors.files import FilesSource
 from crmsync.contract import ConnectorContext, Source
-from crmsync.records import Stream
 from crmsync.sample import SampleSpec, write_files
 from engine import read_ahead
 from engine.read_ahead import Read, SourceRecipe, reader
 
 UNTIL = datetime(2100, 1, 1, tzinfo=UTC)
-FILES = {
-    Stream.CUSTOMERS: "customers.csv",
-    Stream.ORDERS: "orders.jsonl",
-    Stream.CARTS: "carts.jsonl",
-}
 
 
 def read_all(data: Path, divide: bool) -> tuple[float, int]:
