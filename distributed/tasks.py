@@ -67,6 +67,7 @@ from engine.pipeline import context_for, read_consent_once
 from engine.planner import Planner, Target
 from engine.pull import pull_source
 from engine.push import Pusher
+from engine.read_ahead import SourceRecipe
 from state.ledger import RetryPolicy, mark_in_flight, record_results
 from state.planned import SCOPE
 from state.store import Store
@@ -140,24 +141,43 @@ class _OneStream:
 
 def pull_stream(work: dict[str, Any], source: str, stream: str, until: str, full: bool) -> None:
     def body(config: Config, spec: PipelineSpec, store: Store) -> dict[str, Any]:
-        found = next((s for s in spec.sources if s.name == source), None)
-        if found is None:
-            raise ConfigError(f"pipeline {spec.name!r} reads no source {source!r} any more")
-        instance = found.cls(found.config, context_for(config, found.name))
-        try:
-            stats = pull_source(
-                store,
-                source,
-                _OneStream(instance, Stream(stream)),  # type: ignore[arg-type]
-                until=datetime.fromisoformat(until),
-                lookback=timedelta(minutes=spec.settings.lookback_minutes),
-                full=full,
-            )
-        finally:
-            instance.close()
-        return {f"{source}.{name}": s.as_dict() for name, s in stats.streams.items()}
+        return pull_one(
+            config, spec, store, source, Stream(stream), datetime.fromisoformat(until), full
+        )
 
     _run(work, pull_key(source, stream), body)
+
+
+def pull_one(
+    config: Config,
+    spec: PipelineSpec,
+    store: Store,
+    source: str,
+    stream: Stream,
+    until: datetime,
+    full: bool,
+) -> dict[str, Any]:
+    """A pull task's work: one stream of one source, read and staged; its counts."""
+    found = next((s for s in spec.sources if s.name == source), None)
+    if found is None:
+        raise ConfigError(f"pipeline {spec.name!r} reads no source {source!r} any more")
+    recipe = SourceRecipe(found.cls, found.config, context_for(config, found.name))
+    instance = recipe.build()
+    try:
+        stats = pull_source(
+            store,
+            source,
+            _OneStream(instance, stream),  # type: ignore[arg-type]
+            until=until,
+            lookback=timedelta(minutes=spec.settings.lookback_minutes),
+            full=full,
+            # a large read from scratch goes ahead in reader processes beside the
+            # staging, as in a run in one process (``engine.read_ahead``)
+            recipe=recipe if spec.settings.workers != 1 else None,
+        )
+    finally:
+        instance.close()
+    return {f"{source}.{name}": s.as_dict() for name, s in stats.streams.items()}
 
 
 # -- prepare ----------------------------------------------------------------------------

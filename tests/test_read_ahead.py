@@ -26,6 +26,7 @@ from crmsync.errors import ConnectorError
 from crmsync.progress import NoProgress
 from crmsync.records import Record, RecordIssue, Stream
 from crmsync.stopwatch import Stopwatch
+from distributed.tasks import pull_one
 from engine import read_ahead
 from engine.pipeline import context_for
 from engine.pull import PullStats, pull_source
@@ -140,6 +141,30 @@ def test_a_read_ahead_stages_what_a_read_in_process_stages(
         assert sum(s["quarantined"] for s in counts(ahead).values()) > 0
         assert staged(there) == staged(here)
         assert staged(there)["cursors"]  # the last batch moved each cursor
+    finally:
+        here.close()
+        there.close()
+
+
+def test_a_workers_pull_of_one_stream_reads_ahead_as_a_run_does(
+    tmp_path: Path, children: list[Any]
+) -> None:
+    """A Celery pull task reads its one stream (``distributed.tasks.pull_one``) ahead in
+    reader processes, as a run in one process does, and stages what a read in the
+    task's process stages."""
+    site = make_site(tmp_path / "site", "sqlite://", customers=500, dirty_rate=0.1)
+    recipe = recipe_of(site)
+    config = load_config(site.config)
+    spec = next(iter(config.pipelines.values()))
+    here, there = open_store(tmp_path / "here.db"), open_store(tmp_path / "there.db")
+    try:
+        pull(here, recipe, ahead=False)
+        for stream in (Stream.CUSTOMERS, Stream.ORDERS, Stream.CARTS):
+            pull_one(config, spec, there, "shop", stream, UNTIL, full=False)
+        # the customers (CSV) on one reader; the orders and the carts, each read alone and
+        # each larger than one reader's share, in two parts on both readers
+        assert len(children) == 1 + 2 * READERS
+        assert staged(there) == staged(here)
     finally:
         here.close()
         there.close()
