@@ -8,6 +8,8 @@ re-subscribed after opting out.
 from __future__ import annotations
 
 import csv
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ import pytest
 from connectors.http import BudgetRegistry
 from connectors.kit import floor_calls
 from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
+from connectors.klaviyo.destination import consent_windows
 from crmsync.contract import (
     Action,
     Change,
@@ -657,3 +660,63 @@ def test_check_names_the_config_key_for_a_bad_key_and_the_scope_for_a_403(
     # collecting the suppression jobs of deletions needs it
     assert not checks["scope subscriptions:read"].ok
     assert "subscriptions:read" in checks["scope subscriptions:read"].detail
+
+
+def test_the_read_backs_time_slices_share_their_bounds_and_leave_none_out() -> None:
+    since = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+    filters = consent_windows(since, since + timedelta(hours=8), 8)
+    assert len(filters) == 8
+    field = "subscriptions.email.marketing.suppression.timestamp"
+    first = "greater-than({0},2026-11-01T08:00:00Z),less-or-equal({0},2026-11-01T09:00:00Z)"
+    assert filters[0] == first.format(field)
+    assert filters[1].startswith(f"greater-than({field},2026-11-01T09:00:00Z),")
+    assert filters[-1] == f"greater-than({field},2026-11-01T15:00:00Z)"  # open: made while reading
+    one = [f"greater-than({field},2000-01-01T00:00:00Z)"]
+    assert consent_windows(None, since, 8) == one  # a first read: one filter
+    # bounds in whole seconds: 3 s cut in 8 leaves the distinct windows (0, 1], (1, 2], (2, ...)
+    assert len(consent_windows(since, since + timedelta(seconds=3), 8)) == 3
+
+
+def test_a_read_back_in_time_slices_reads_what_one_filter_reads(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    """Every opt-out after the cursor comes, whatever slice its time falls in, one made on
+    a slice's bound too, and one suppressed twice (in two slices) comes in each (the core
+    records an opt-out once)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    since = now - timedelta(hours=8)
+    times = [since - timedelta(minutes=5), since, since + timedelta(hours=1)]  # before, on
+    times += [since + timedelta(minutes=13 * i, seconds=i) for i in range(1, 36)]
+    for number, at in enumerate(times):
+        email = f"p{number}@example.com"
+        klaviyo_fake.add_profile(email, email_consent="SUBSCRIBED")
+        klaviyo_fake.unsubscribe(email, at=at)
+    klaviyo_fake.suppress("p5@example.com", "HARD_BOUNCE", at=now - timedelta(minutes=1))
+    api, fields = dest._api, ["email", "subscriptions"]
+    in_flight, lock, handle = [0, 0], threading.Lock(), klaviyo_fake.handle
+
+    def counted(*args: Any) -> Any:  # requests at once (now, most)
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        try:
+            time.sleep(0.05)  # long enough for the others of its round to arrive
+            return handle(*args)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    klaviyo_fake.handle = counted  # type: ignore[method-assign,assignment]
+    sliced = list(api.profiles_side_by_side(consent_windows(since, now, 8), fields, dest._pool))
+    assert in_flight[1] > 1  # the slices' pages side by side
+    klaviyo_fake.handle = handle  # type: ignore[method-assign]
+    [whole] = consent_windows(since, now, 1)
+    expected = {p["attributes"]["email"] for p in api.profiles(whole, fields)}
+    assert expected == {f"p{n}@example.com" for n, at in enumerate(times) if at > since}
+    emails = [p["attributes"]["email"] for p in sliced]
+    assert set(emails) == expected
+    # suppressed twice: in the slices of both times (and, as the fake reads a filter on a
+    # list of times, those between); everyone else once
+    assert emails.count("p5@example.com") >= 2
+    assert all(emails.count(email) == 1 for email in expected - {"p5@example.com"})
+    assert {u.email for u in dest.read_consent(since)} == expected
