@@ -19,8 +19,8 @@ opt-ins, one unsubscribe job per 100 new opt-outs, one list create per new list 
 list, one relationship call per 1,000 added (and per 1,000 removed) profiles. Reads are
 reported apart: Klaviyo's import job does not answer the profiles' ids, which the
 relationship calls need, so the job's profiles are read back 100 a page. The rate-limit
-time is the least time the published per-endpoint limits allow for the calls made (burst
-first, then the steady rate).
+time is the least time the published per-endpoint limits allow for the calls made: at
+most the burst in any second and the steady rate in any minute, from idle windows.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def import_jobs(profiles: int, profile_bytes: int) -> int:
 
 def rate_limit_seconds(calls: Counter[tuple[str, str]], limits: Any) -> float:
     """The least wall time Klaviyo's published limits (the connector's defaults) allow for
-    these calls: per endpoint group, the burst at once, then the steady rate."""
+    these calls, from windows left idle: per endpoint group, when the group's last call
+    can start at the earliest (``windowed_seconds``); the slowest group's."""
     per_group: Counter[str] = Counter()
     for (method, route), n in calls.items():
         if method == "POST" and route == "/api/lists":
@@ -126,8 +127,23 @@ def rate_limit_seconds(calls: Counter[tuple[str, str]], limits: Any) -> float:
     worst = 0.0
     for group, n in per_group.items():
         limit = getattr(limits, group)
-        worst = max(worst, max(n - limit.burst, 0) / (limit.steady / 60))
+        worst = max(worst, windowed_seconds(n, limit.burst, limit.steady))
     return worst
+
+
+def windowed_seconds(n: int, burst: int, steady: int) -> float:
+    """When the last of ``n`` calls can start at the earliest, where at most ``burst``
+    start in any second and ``steady`` in any minute: each call starts as soon as the one
+    ``burst`` before it is a second old and the one ``steady`` before it a minute old."""
+    starts: list[float] = []
+    for k in range(n):
+        start = 0.0
+        if k >= burst:
+            start = max(start, starts[k - burst] + 1.0)
+        if k >= steady:
+            start = max(start, starts[k - steady] + 60.0)
+        starts.append(start)
+    return starts[-1] if starts else 0.0
 
 
 def measure(dest: Any, fake: Any, changes: Sequence[Any]) -> dict[str, float | str]:

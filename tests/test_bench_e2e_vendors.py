@@ -170,8 +170,11 @@ def test_the_time_floors_are_the_vendor_benches() -> None:
     assert bench_hubspot.rate_limit_seconds(210, 100) == 20.0
     pages = Counter({("GET", "/api/profile-bulk-import-jobs/{id}/profiles"): 100})
     pages[bench_klaviyo.IMPORT_JOB] = 1
-    # the import jobs' group: a burst of 10, then 150 a minute
-    assert Klaviyo(Options()).time_floor(pages) == pytest.approx((101 - 10) / 2.5)
+    # the import jobs' group: 10 in any second, 150 in any minute; 101 calls start in
+    # eleven seconds of ten, the last at 10 s
+    assert Klaviyo(Options()).time_floor(pages) == pytest.approx(10.0)
+    # past 150 a minute the minute window rules: call 150 waits for call 0's minute
+    assert bench_klaviyo.windowed_seconds(151, 10, 150) == pytest.approx(60.0)
 
 
 def test_a_consented_customer_missing_or_a_refused_request_is_wrong_at_the_fake() -> None:

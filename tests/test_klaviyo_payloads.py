@@ -296,15 +296,19 @@ def test_config_defaults_and_per_endpoint_budgets() -> None:
     assert config.revision == "2026-07-15" and config.base_url == "https://a.klaviyo.com"
     assert config.owned_prefix() == "crm-" and not config.sms and not config.historical_import
     jobs = config.http_settings("import_jobs")
-    assert jobs.rate.burst == 10
-    assert jobs.rate.requests_per_second == pytest.approx(140 / 60)  # 150/min at most
+    # no token bucket of its own: the budget keeps 10 a second and 150 a minute as windows
+    assert jobs.rate.requests_per_second is None
+    assert config.rate_limits.import_jobs.windows() == ((10, 1.1), (150, 60.25))
     profiles = config.http_settings("profiles")
-    assert (profiles.rate.burst, profiles.timeout) == (75, 60.0)
+    assert (profiles.rate.requests_per_second, profiles.timeout) == (None, 60.0)
+    assert config.rate_limits.profiles.windows() == ((75, 1.1), (750, 60.25))
     assert config.http_settings("list_create").retry.attempts == 1  # not idempotent
     slower = KlaviyoConfig.model_validate(
         {"kind": "klaviyo", "api_key": "pk_x", "http": {"rate": {"requests_per_second": 1}}}
     )
+    # an operator's own ceiling adds a token bucket, its burst never above the group's
     assert slower.http_settings("profiles").rate.requests_per_second == 1
+    assert slower.http_settings("profiles").rate.burst == 10
 
 
 @pytest.mark.parametrize(

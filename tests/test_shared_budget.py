@@ -28,6 +28,7 @@ from connectors.http.shared_budget import SharedBudget
 from connectors.http.shared_store import SharedStore
 from connectors.hubspot.client import HubSpotApi
 from connectors.hubspot.config import HubSpotConfig
+from connectors.klaviyo.client import KlaviyoApi
 from connectors.klaviyo.config import GROUPS, KlaviyoConfig
 from connectors.mailchimp import MailchimpConfig
 from crmsync.errors import ConfigError
@@ -86,6 +87,20 @@ def test_the_rolling_window_books_starts_as_the_local_one(shared_redis: RedisFor
 
     waits = same_trace(shared_redis, RateSettings(), steps)
     assert waits[:7] == pytest.approx([0, 0, 0, 10, 0, 0, 10])
+
+
+def test_two_rolling_windows_book_starts_as_the_local_ones(shared_redis: RedisForTests) -> None:
+    def steps(budget: Budget, clock: FakeClock) -> list[Any]:
+        budget.keep_window(2, 1.0)
+        budget.keep_window(3, 10.0)
+        waits = [budget.acquire() for _ in range(7)]
+        budget.keep_window(2, 10.0)  # the same length again: resized, not added
+        clock.advance(100.0)
+        waits += [budget.acquire() for _ in range(3)]
+        return waits
+
+    waits = same_trace(shared_redis, RateSettings(), steps)
+    assert waits == pytest.approx([0, 0, 1, 9, 0, 1, 9, 0, 0, 10])
 
 
 def test_a_pause_holds_every_try_and_is_never_shortened(shared_redis: RedisForTests) -> None:
@@ -335,7 +350,22 @@ def test_the_shared_url_of_each_vendor_reaches_its_budgets() -> None:
     for rate in rates:
         assert rate.shared is not None and rate.shared.get_secret_value() == url
         assert rate.shared_lease == 12
-    assert {r.requests_per_second for r in rates[2:]} != {None}  # Klaviyo keeps its tiers
+
+
+def test_klaviyo_keeps_each_groups_windows_in_the_shared_budget(
+    shared_redis: RedisForTests,
+) -> None:
+    config = KlaviyoConfig.model_validate(
+        {"kind": "klaviyo", "api_key": "pk_x", "http": {"rate": {"shared": shared_redis.url}}}
+    )
+    api = KlaviyoApi(config, budgets=BudgetRegistry(sleep=lambda s: None))
+    for group in GROUPS:
+        budget = api._clients[group].budget
+        shared_redis.accounts.append(budget.account)
+        assert isinstance(budget, SharedBudget)
+        limit = getattr(config.rate_limits, group)
+        assert budget._windows == {1.1: limit.burst, 60.25: limit.steady}
+    api.close()
 
 
 def test_hubspot_keeps_its_window_and_day_in_the_shared_budget(
@@ -352,7 +382,7 @@ def test_hubspot_keeps_its_window_and_day_in_the_shared_budget(
     budget = api._client.budget
     shared_redis.accounts.append(budget.account)
     assert isinstance(budget, SharedBudget)
-    assert budget._window[0] == config.rate_limits.per_ten_seconds
+    assert budget._windows == {10.25: config.rate_limits.per_ten_seconds}
     ends = shared_redis.client.hget(shared_redis.keys_of(budget.account).daily, "ends")
     assert ends is not None  # the day kept, in Redis, for every process
     api.close()

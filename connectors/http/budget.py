@@ -7,10 +7,11 @@ is fed from responses (``observe``) so a client slows down *before* the vendor s
 when a response reports no requests remaining until a reset, the account pauses (for a
 rolling window without a reset, HubSpot's, until the next slot is due).
 
-A vendor that counts a rolling window (HubSpot: 100 requests in any 10 seconds) can have
-it kept exactly (``keep_window``): a try starts once the one ``size`` tries before it is
-``seconds`` old, so a long run goes at the window's full rate, where a token bucket that
-never overfills the window gives up its burst for good.
+A vendor that counts rolling windows (HubSpot: 100 requests in any 10 seconds; Klaviyo:
+a burst per second and a steady rate per minute) can have each kept exactly
+(``keep_window``): a try starts once the one ``size`` tries before it is ``seconds`` old in
+every window kept, so a long run goes at the windows' full rate, where a token bucket that
+never overfills a window gives up its burst for good.
 
 A vendor with a daily allowance (HubSpot) can have it kept (``keep_daily``): the calls
 left today never fall below the reserve; a try that would take them there raises
@@ -229,15 +230,17 @@ class AccountBudget:
         self._lock = threading.Lock()
         self._daily = DailyAllowance()
         self._tries = threading.local()  # ``booking``: the try this thread has under way
-        self._window: deque[float] | None = None  # start times of the latest tries
-        self._window_seconds = 0.0
+        self._windows: dict[float, int] = {}  # kept rolling windows: seconds -> size
+        self._starts: deque[float] = deque(maxlen=1)  # the latest tries' start times
 
     def keep_window(self, size: int, seconds: float) -> None:
-        """From now on at most ``size`` tries start in any ``seconds``."""
+        """From now on at most ``size`` tries start in any ``seconds``; windows of other
+        lengths kept before are kept too (one of the same length takes the new size)."""
         with self._lock:
-            if self._window is None or self._window.maxlen != size:
-                self._window = deque(self._window or (), maxlen=max(1, size))
-            self._window_seconds = max(0.0, seconds)
+            self._windows[max(0.0, seconds)] = max(1, size)
+            most = max(self._windows.values())
+            if self._starts.maxlen != most:
+                self._starts = deque(self._starts, maxlen=most)
 
     def keep_daily(self, reserve: int, day_ends_in: float) -> None:
         """From now on no try starts once the vendor's daily calls left would fall below
@@ -274,16 +277,17 @@ class AccountBudget:
         return waited
 
     def _window_wait(self) -> float:
-        """Books this try's start in a kept rolling window; how long until then (the lock
-        is held). Starts are booked in order, so each is the earliest the window allows."""
-        window = self._window
-        if window is None:
+        """Books this try's start in the kept rolling windows; how long until then (the
+        lock is held). Starts are booked in order, so each is the earliest every window
+        allows, and no later than the next one's."""
+        if not self._windows:
             return 0.0
         now = self._clock()
-        start = now
-        if len(window) == window.maxlen:
-            start = max(now, window[0] + self._window_seconds)
-        window.append(start)
+        start, starts = now, self._starts
+        for seconds, size in self._windows.items():
+            if len(starts) >= size:
+                start = max(start, starts[-size] + seconds)
+        starts.append(start)
         return start - now
 
     def _settle(self, *, refused: bool) -> Booking | None:

@@ -138,7 +138,7 @@ class SharedBudget:
         self._keys = AccountKeys.of(account)
         self._clock = clock
         self._sleep = sleep
-        self._window = (0, 0.0)  # (size, seconds) of a kept rolling window; size 0: none
+        self._windows: dict[float, int] = {}  # kept rolling windows: seconds -> size
         self._daily_kept = False
         self._tries = threading.local()  # ``booking``: the try this thread has under way
 
@@ -147,7 +147,7 @@ class SharedBudget:
         return "" if self._clock is None else repr(float(self._clock()))
 
     def keep_window(self, size: int, seconds: float) -> None:
-        self._window = (max(1, size), max(0.0, seconds))
+        self._windows[max(0.0, seconds)] = max(1, size)
 
     def keep_daily(self, reserve: int, day_ends_in: float) -> None:
         self._store.daily_keep(
@@ -174,8 +174,8 @@ class SharedBudget:
                     retry_after=booked.wait,
                 )
             self._tries.booking = booked
-        size, seconds = self._window
-        waited = self._store.gate(self._keys, self._now(), size, seconds, uuid.uuid4().hex)
+        windows = [(size, seconds) for seconds, size in self._windows.items()]
+        waited = self._store.gate(self._keys, self._now(), windows, uuid.uuid4().hex)
         if waited > 0:
             self._sleep(waited)
         rate = self.settings.requests_per_second

@@ -6,8 +6,9 @@ lock of their own:
 
 - ``bucket``: the token bucket (a hash of ``tokens`` and ``updated``); answers how long
   the caller waits before its token is due, exactly as ``budget.TokenBucket.reserve``;
-- ``gate``: the account's pause (a time) and its rolling window (a sorted set of booked
-  start times, the latest ``size`` kept); books the caller's start and answers its wait;
+- ``gate``: the account's pause (a time) and its rolling windows (one sorted set of booked
+  start times, as many of the latest kept as the largest window holds); books the
+  caller's start where every window allows it and answers its wait;
 - ``pause``: pauses the account until a time, never shortening a longer pause;
 - ``slot_take``, ``slot_renew``, ``slot_give``: concurrency slots as leases (a sorted set
   of holders by expiry time); a holder that stops renewing (a killed process) loses its
@@ -26,6 +27,7 @@ Every key expires once it no longer matters, so an account that goes quiet leave
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -64,19 +66,24 @@ return num(-tokens / rate)
 """
 
 _GATE = """
-local now, size, seconds = now_of(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_of(ARGV[1])
 local wait = 0
 local paused = tonumber(redis.call('GET', KEYS[1]))
 if paused and paused > now then wait = paused - now end
-if size > 0 then
-  local start = now
-  if redis.call('ZCARD', KEYS[2]) >= size then
+local start, most, longest = now, 0, 0
+local held = redis.call('ZCARD', KEYS[2])
+for i = 3, #ARGV - 1, 2 do
+  local size, seconds = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  most, longest = math.max(most, size), math.max(longest, seconds)
+  if held >= size then
     local oldest = redis.call('ZRANGE', KEYS[2], -size, -size, 'WITHSCORES')
-    start = math.max(now, tonumber(oldest[2]) + seconds)
+    start = math.max(start, tonumber(oldest[2]) + seconds)
   end
-  redis.call('ZADD', KEYS[2], num(start), ARGV[4])
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(size + 1))
-  redis.call('PEXPIRE', KEYS[2], ttl(start - now + seconds))
+end
+if most > 0 then
+  redis.call('ZADD', KEYS[2], num(start), ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(most + 1))
+  redis.call('PEXPIRE', KEYS[2], ttl(start - now + longest))
   wait = math.max(wait, start - now)
 end
 return num(wait)
@@ -297,10 +304,13 @@ class SharedStore:
     def bucket(self, key: str, now: str, rate: float, burst: int) -> float:
         return float(self.run("bucket", [key], [now, repr(rate), burst]))
 
-    def gate(self, keys: AccountKeys, now: str, size: int, seconds: float, member: str) -> float:
-        return float(
-            self.run("gate", [keys.pause, keys.window], [now, size, repr(seconds), member])
-        )
+    def gate(
+        self, keys: AccountKeys, now: str, windows: Sequence[tuple[int, float]], member: str
+    ) -> float:
+        """Waits for the pause and books a start in every rolling window (size, seconds):
+        one sorted set of the latest starts serves them all, as every start is in each."""
+        flat = [part for size, seconds in windows for part in (size, repr(seconds))]
+        return float(self.run("gate", [keys.pause, keys.window], [now, member, *flat]))
 
     def pause(self, key: str, now: str, seconds: float) -> float:
         """Pauses until ``seconds`` from now at least; the time the pause now ends."""

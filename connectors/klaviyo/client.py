@@ -140,6 +140,9 @@ class KlaviyoApi:
             )
             for group in GROUPS
         }
+        for group, client in self._clients.items():
+            for size, seconds in getattr(config.rate_limits, group).windows():
+                client.budget.keep_window(size, seconds)
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from connectors.http import HttpOptions, HttpSettings, RateSettings
+from connectors.http import HttpOptions, HttpSettings
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError
 from crmsync.events import EventKind
@@ -33,6 +33,10 @@ MAX_EVENTS = 1_000  # events per bulk create events call
 MAX_EVENT_BYTES = 5 * 1024 * 1024  # one bulk create events request
 MAX_METRIC_NAME = 127  # Klaviyo: a metric name is less than 128 characters
 LIST_CREATES_PER_DAY = 150
+# seconds added to Klaviyo's windows for the network's jitter: a try booked as the one
+# ``burst`` (or ``steady``) before it ages out must arrive after it has, at Klaviyo
+BURST_MARGIN = 0.1
+STEADY_MARGIN = 0.25
 
 _REVISION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[A-Za-z0-9_-]+)?$")
 Group = Literal[
@@ -59,13 +63,10 @@ class EndpointLimit(_Strict):
     burst: int = Field(ge=1, description="Requests allowed per second (Klaviyo's burst window).")
     steady: int = Field(ge=1, description="Requests allowed per minute (Klaviyo's steady window).")
 
-    def rate(self, max_concurrency: int) -> RateSettings:
-        """A token bucket of ``burst`` tokens refilled so that no 60 s span exceeds ``steady``."""
-        spare = self.steady - self.burst
-        per_second = spare / 60 if spare > 0 else self.steady / 120
-        return RateSettings(
-            requests_per_second=per_second, burst=self.burst, max_concurrency=max_concurrency
-        )
+    def windows(self) -> tuple[tuple[int, float], ...]:
+        """The two rolling windows the seam's budget keeps exactly, as (size, seconds):
+        a long run goes at the steady rate itself, with bursts of ``burst`` a second."""
+        return ((self.burst, 1.0 + BURST_MARGIN), (self.steady, 60.0 + STEADY_MARGIN))
 
 
 class RateLimits(_Strict):
@@ -273,18 +274,10 @@ class KlaviyoConfig(ConnectorConfig):
         settings = self.http.settings(
             self.base_url.rstrip("/"), default_timeout=TIMEOUT, retry=retry
         )
+        # the group's own windows are kept by its budget (``EndpointLimit.windows``); a
+        # ``rate.requests_per_second`` of ``[http]`` adds a token bucket that slows it more
         limit: EndpointLimit = getattr(self.rate_limits, group)
-        rate = limit.rate(self.http.rate.max_concurrency).model_copy(
-            update={"shared": self.http.rate.shared, "shared_lease": self.http.rate.shared_lease}
-        )
-        ceiling = self.http.rate.requests_per_second
-        if ceiling is not None and ceiling < (rate.requests_per_second or ceiling):
-            rate = rate.model_copy(
-                update={
-                    "requests_per_second": ceiling,
-                    "burst": min(rate.burst, self.http.rate.burst),
-                }
-            )
+        rate = self.http.rate.model_copy(update={"burst": min(limit.burst, self.http.rate.burst)})
         return settings.model_copy(update={"rate": rate})
 
     def concurrency(self) -> int:
