@@ -18,7 +18,8 @@ profile, 10,000 profiles no longer fit one job. Then one subscribe job per 1,000
 opt-ins, one unsubscribe job per 100 new opt-outs, one list create per new list and, per
 list, one relationship call per 1,000 added (and per 1,000 removed) profiles. Reads are
 reported apart: Klaviyo's import job does not answer the profiles' ids, which the
-relationship calls need, so the job's profiles are read back 100 a page. The rate-limit
+relationship calls need, so once a job is complete its people's profiles are looked up
+by address, 100 a call (``GET /api/profiles``, in the profiles group). The rate-limit
 time is the least time the published per-endpoint limits allow for the calls made: at
 most the burst in any second and the steady rate in any minute, from idle windows.
 """
@@ -51,7 +52,6 @@ GROUP_OF: dict[str, str] = {
     "/api/profile-bulk-import-jobs": "import_jobs",
     "/api/profile-bulk-import-jobs/{job_id}": "import_jobs",
     "/api/profile-bulk-import-jobs/{id}/import-errors": "import_jobs",
-    "/api/profile-bulk-import-jobs/{id}/profiles": "import_jobs",
     "/api/profile-subscription-bulk-create-jobs": "subscriptions",
     "/api/profile-subscription-bulk-delete-jobs": "subscriptions",
     "/api/lists/{id}/relationships/profiles": "list_members",

@@ -85,9 +85,11 @@ def test_klaviyo_calls_meet_the_klaviyo_bench_floor(
     figures, audiences = klaviyo
     _check_runs(figures, vendors.KLAVIYO_SYNC)
     first = _calls(figures, "first")
-    # one import job for everyone, its profiles read back 100 a page, a create and an
-    # add per list, one subscribe and one unsubscribe job
-    assert first["import_job"] == 1 and first["import_job_profiles"] == 3 + 1
+    # one import job for everyone, its people's profiles looked up by address 100 a
+    # call (three) and the phone-only people's by number (one), after the consent
+    # read-back's one page; a create and an add per list, one subscribe and one
+    # unsubscribe job
+    assert first["import_job"] == 1 and first["profiles_read"] == 1 + 3 + 1
     lists = len(audiences["first"].tags)
     assert first["list_create"] == first["list_add"] == lists > 5
     assert figures["first.sync_calls"] == figures["first.floor_calls"] == 2 + 1 + 2 * lists
@@ -168,7 +170,7 @@ def test_the_time_floors_are_the_vendor_benches() -> None:
     # 210 calls: 100 at once, 100 more after 10 s, the last 10 after 20 s
     assert HubSpot(Options()).time_floor(calls) == 20.0
     assert bench_hubspot.rate_limit_seconds(210, 100) == 20.0
-    pages = Counter({("GET", "/api/profile-bulk-import-jobs/{id}/profiles"): 100})
+    pages = Counter({("GET", "/api/profile-bulk-import-jobs/{job_id}"): 100})
     pages[bench_klaviyo.IMPORT_JOB] = 1
     # the import jobs' group: 10 in any second, 150 in any minute; 101 calls start in
     # eleven seconds of ten, the last at 10 s

@@ -183,6 +183,39 @@ def test_a_bulk_push_is_pending_until_the_job_completes_then_ok_with_profile_ids
     assert set(klaviyo_fake.subscriptions().values()) == {"SUBSCRIBED"}
 
 
+def test_a_complete_jobs_people_are_looked_up_by_address_100_a_call_in_the_profiles_group(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    """Not through the job's own ``/profiles`` pages (import jobs group, 150 a minute):
+    ``any(email,[...])`` on ``GET /api/profiles`` (profiles group, 750 a minute), the
+    phone-only people by number, whoever Klaviyo did not import FAILED for the next run."""
+    people = [
+        *crowd(230, add=["crm-vip"]),
+        person(None, NONE, phone="+905321112233", sms=NONE),
+        person(None, NONE, phone="+905321112244", sms=NONE),
+    ]
+    allow(klaviyo_fake, people)
+    final = settle(klaviyo_fake, dest, people)
+    assert {r.outcome for r in final.values()} == {Outcome.OK}
+    assert klaviyo_fake.calls[("GET", "/api/profiles")] == 3 + 1  # 100, 100, 30; two phones
+    assert klaviyo_fake.calls[("GET", "/api/profile-bulk-import-jobs/{id}/profiles")] == 0
+    phone_only = klaviyo_fake.profile_by_phone("+905321112233")
+    assert phone_only is not None and final["p:+905321112233"].remote_id == phone_only.id
+    assert len(klaviyo_fake.members("crm-vip")) == 230
+    # a profile gone from Klaviyo between the import and the lookup: no answer, retried
+    lost = [person(f"late{i}@example.com") for i in range(12)]
+    allow(klaviyo_fake, lost)
+    pushed = dest.push(lost)
+    job = pushed[0].job
+    assert job is not None and dest.collect(job, lost) is None  # still processing
+    klaviyo_fake.finish_jobs()
+    klaviyo_fake.delete_profile("late0@example.com")
+    answered = {r.person_key: r for r in dest.collect(job, lost) or []}
+    assert answered[lost[0].person_key].outcome is Outcome.FAILED
+    assert "gave no answer" in answered[lost[0].person_key].message
+    assert {answered[c.person_key].outcome for c in lost[1:]} == {Outcome.OK}
+
+
 def test_a_handful_of_changes_is_imported_one_by_one_and_answered_at_once(
     klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
 ) -> None:

@@ -5,6 +5,7 @@ policy's and the rate budget's sleeps are recorded instead."""
 from __future__ import annotations
 
 import json
+import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -414,19 +415,25 @@ def complete_job(klaviyo: Klaviyo, people: list[Change], *, created: str) -> Non
         "email": {"marketing": {"consent": "NEVER_SUBSCRIBED"}},
         "sms": {"marketing": {"consent": "NEVER_SUBSCRIBED"}},
     }
-    profiles = [
-        {
+    profiles = {
+        str(c.email): {
             "type": "profile",
             "id": f"P{i}",
             "attributes": {"email": c.email, "created": created, "subscriptions": never},
         }
         for i, c in enumerate(people)
-    ]
-    klaviyo.on(
-        "GET",
-        "/api/profile-bulk-import-jobs/J/profiles",
-        doc(200, {"data": profiles, "links": {"self": "x"}}),
-    )
+    }
+
+    def looked_up(request: httpx.Request) -> httpx.Response:
+        """The profiles an ``any(email,[...])`` lookup names, at most 100 a call."""
+        text = request.url.params["filter"]
+        assert text.startswith("any(email,[") and text.endswith("])")
+        wanted = re.findall(r'"([^"]*)"', text)
+        assert 0 < len(wanted) <= 100
+        found = [profiles[email] for email in wanted if email in profiles]
+        return doc(200, {"data": found, "links": {"self": "x"}})
+
+    klaviyo.on("GET", "/api/profiles", looked_up)
 
 
 def test_consent_jobs_hold_at_most_1000_subscribes_and_100_unsubscribes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
 from connectors.klaviyo.consent import KlaviyoConsent, opt_outs, plan_consent
 from connectors.klaviyo.jobs import read_job
+from connectors.klaviyo.lookup import any_filters
 from connectors.klaviyo.mapping_rules import check_mapping
 from connectors.klaviyo.payloads import (
     import_job_body,
@@ -377,3 +379,14 @@ def test_a_change_resent_after_a_crash_finishes_the_subscription_its_import_neve
     assert not plan_consent(resent, None, unsubscribed, created=False, sms=False).subscribe
     not_resent = change(email_intent=SUB, is_new=True)
     assert not plan_consent(not_resent, None, fresh, created=False, sms=False).subscribe
+
+
+def test_lookups_ask_for_each_value_once_100_a_filter_quoted() -> None:
+    values = [f"p{i}@example.com" for i in range(230)] + ["p0@example.com", 'o"neil@example.com']
+    filters = any_filters("email", values)
+    assert len(filters) == 3
+    named = [re.findall(r'"((?:[^"\\]|\\.)*)"', f) for f in filters]
+    assert [len(n) for n in named] == [100, 100, 31]
+    assert all(f.startswith("any(email,[") and f.endswith("])") for f in filters)
+    assert named[0][0] == "p0@example.com" and named[2][-1] == 'o\\"neil@example.com'
+    assert any_filters("phone_number", []) == []

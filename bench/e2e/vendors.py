@@ -68,7 +68,7 @@ IMPORTS = ("/api/profile-bulk-import-jobs", "/api/profile-import")
 KLAVIYO_CALLS = {
     bench_klaviyo.IMPORT_JOB: "import_job",
     ("GET", "/api/profile-bulk-import-jobs/{job_id}"): "import_job_poll",
-    ("GET", "/api/profile-bulk-import-jobs/{id}/profiles"): "import_job_profiles",
+    ("GET", "/api/profiles"): "profiles_read",
     ("GET", "/api/profile-bulk-import-jobs/{id}/import-errors"): "import_job_errors",
     ("POST", "/api/profile-import"): "profile_import",
     bench_klaviyo.SUBSCRIBE_JOB: "subscribe_job",

@@ -279,14 +279,6 @@ class KlaviyoApi:
             {"page[size]": PAGE},
         )
 
-    def job_profiles(self, job: str, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
-        params = {
-            "fields[profile]": ",".join(fields),
-            "additional-fields[profile]": "subscriptions",
-            "page[size]": PAGE,
-        }
-        return self.pages("import_jobs", f"/api/profile-bulk-import-jobs/{job}/profiles", params)
-
     # -- consent ---------------------------------------------------------------------
 
     def subscribe(self, body: Mapping[str, Any]) -> None:

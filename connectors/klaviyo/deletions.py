@@ -27,11 +27,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from connectors.klaviyo.client import PAGE, KlaviyoApi, KlaviyoApiError
+from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
 from connectors.klaviyo.config import KlaviyoConfig
 from connectors.klaviyo.consent import KlaviyoConsent
 from connectors.klaviyo.jobs import RUNNING, identity
-from connectors.klaviyo.payloads import quoted, suppress_body
+from connectors.klaviyo.lookup import Field, find
+from connectors.klaviyo.payloads import suppress_body
 from connectors.klaviyo.settle import Imported, Settler
 from crmsync.contract import Action, Change, Outcome, PushResult
 from crmsync.errors import TransientError
@@ -55,31 +56,26 @@ class Found:
     consent: KlaviyoConsent
 
 
-def find_profiles(api: KlaviyoApi, changes: Sequence[Change]) -> dict[str, Found]:
+def find_profiles(api: KlaviyoApi, changes: Sequence[Change], pool: Executor) -> dict[str, Found]:
     """person key -> their Klaviyo profile, for the people Klaviyo has."""
     wanted: dict[str, str] = {}  # identity -> person key
-    ids: list[str] = []
-    emails: list[str] = []
-    phones: list[str] = []
+    values: dict[Field, list[str]] = {"id": [], "email": [], "phone_number": []}
     for change in changes:
         if change.remote_id:
             wanted["i:" + change.remote_id] = change.person_key
-            ids.append(change.remote_id)
+            values["id"].append(change.remote_id)
         elif change.email:
             wanted[identity(change.email, None) or ""] = change.person_key
-            emails.append(change.email.strip().lower())
+            values["email"].append(change.email.strip().lower())
         elif change.phone:
             wanted[identity(None, change.phone) or ""] = change.person_key
-            phones.append(change.phone.strip())
+            values["phone_number"].append(change.phone.strip())
     found: dict[str, Found] = {}
-    for field, values in (("id", ids), ("email", emails), ("phone_number", phones)):
-        for start in range(0, len(values), PAGE):
-            chunk = values[start : start + PAGE]
-            filter_ = f"any({field},[{','.join(quoted(v) for v in chunk)}])"
-            for profile in api.profiles(filter_, FOUND_FIELDS):
-                person = wanted.get(_key(field, profile) or "")
-                if person is not None and profile.get("id"):
-                    found.setdefault(person, _found(profile))
+    for field, chunk in values.items():
+        for profile in find(api, field, chunk, FOUND_FIELDS, pool):
+            person = wanted.get(_key(field, profile) or "")
+            if person is not None and profile.get("id"):
+                found.setdefault(person, _found(profile))
     return found
 
 
@@ -93,7 +89,7 @@ class Deleter:
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
         """One result per change, in order: OK, PENDING on a suppression job, or why not."""
-        found = find_profiles(self._api, changes)
+        found = find_profiles(self._api, changes, self._pool)
         results: dict[str, PushResult] = {}
         people: list[Imported] = []
         addresses: Chunk = []
@@ -181,7 +177,7 @@ class Deleter:
                 for c in changes
             ]
         # Klaviyo skipped some addresses without saying which: look at the profiles
-        found = find_profiles(self._api, changes)
+        found = find_profiles(self._api, changes, self._pool)
         results: list[PushResult] = []
         for change in changes:
             key = change.person_key

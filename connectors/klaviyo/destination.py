@@ -6,8 +6,9 @@ changes: final answers at once) or cuts them into bulk import jobs (at most 10,0
 profiles and 5 MB each) and answers PENDING with the job's id. A push cut in several jobs
 holds its last one for the next push to fill (``run_imports``), so a run opens the fewest
 jobs both caps allow; its people are PENDING on the hold. ``collect`` looks at the
-job; once Klaviyo has completed it, the people it imported get their subscription
-changes and list moves (``settle``) and only then OK, with Klaviyo's profile id. List
+job; once Klaviyo has completed it, its people's profiles are found by address
+(``lookup``), and those it imported get their subscription changes and list moves
+(``settle``) and only then OK, with Klaviyo's profile id. List
 moves are gathered over the whole run (``run_lists``): full calls go out at once, and a
 person with a move held for the end of the run is PENDING on the run's list job, which
 ``collect`` settles once the run's import jobs are all settled. People deleted at the
@@ -41,6 +42,7 @@ from connectors.klaviyo.events import EventSender
 from connectors.klaviyo.imports import import_one, start_job
 from connectors.klaviyo.jobs import JOB_PROFILE_FIELDS, RUNNING, identity, read_job, sent_phone
 from connectors.klaviyo.lists import KlaviyoLists
+from connectors.klaviyo.lookup import find
 from connectors.klaviyo.mapping_rules import LIST_NAME_MAX, check_mapping
 from connectors.klaviyo.payloads import klaviyo_time, profile_entry, size_of
 from connectors.klaviyo.run_imports import HELD_JOB, Prepared, RunImports
@@ -272,14 +274,21 @@ class KlaviyoDestination:
         if status != "complete":
             return _all(changes, Outcome.FAILED, f"Klaviyo's import job {job} is {status}")
         errors = [] if attributes.get("failed_count") == 0 else self._api.import_errors(job)
-        profiles = self._api.job_profiles(job, JOB_PROFILE_FIELDS)
         imported, results = read_job(
-            changes, parse_time(attributes.get("created_at")), profiles, errors
+            changes, parse_time(attributes.get("created_at")), self._job_profiles(changes), errors
         )
         if imported:
             settled = self._settler.settle(imported, hold_job=True, gather=self._pushed)
             results.update((r.person_key, r) for r in settled)
         return [results[change.person_key] for change in changes]
+
+    def _job_profiles(self, changes: Sequence[Change]) -> Iterator[dict[str, Any]]:
+        """The profiles of a complete job's people, found by what the import sent: the
+        e-mail address, else the phone number (``lookup``)."""
+        emails = [c.email.strip().lower() for c in changes if c.email]
+        phones = [phone.strip() for c in changes if not c.email and (phone := sent_phone(c))]
+        yield from find(self._api, "email", emails, JOB_PROFILE_FIELDS, self._pool)
+        yield from find(self._api, "phone_number", phones, JOB_PROFILE_FIELDS, self._pool)
 
     # -- events (EventDestination) ---------------------------------------------------
 
@@ -314,7 +323,8 @@ class KlaviyoDestination:
 
     def _profile_ids(self, changes: Sequence[Change]) -> dict[str, str]:
         """person key -> Klaviyo profile id, for the people Klaviyo has."""
-        return {key: found.profile_id for key, found in find_profiles(self._api, changes).items()}
+        found = find_profiles(self._api, changes, self._pool)
+        return {key: profile.profile_id for key, profile in found.items()}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -1,11 +1,12 @@
 """Reading a finished bulk import job back into per-person answers.
 
-Klaviyo's job answers with the profiles it created or updated (``/profiles``, with their
-ids, creation times and subscriptions) and with one import error per refused profile
-(``/import-errors``, with the payload it refused). Both are matched to the people of
-the job by e-mail address (else phone number), never by position: the core hands
-``collect`` the job's changes in its own order. A profile whose ``created`` time is not
-before the job's was made by this import: that person is new to Klaviyo.
+The job's people's profiles, as ``lookup`` finds them by the e-mail address (else the
+phone number) the import sent, with their ids, creation times and subscriptions, and
+one import error per refused profile (``/import-errors``, with the payload it refused)
+are matched to the people of the job by e-mail address (else phone number), never by
+position: the core hands ``collect`` the job's changes in its own order. A profile whose
+``created`` time is not before the job's was made by this import: that person is new to
+Klaviyo.
 """
 
 from __future__ import annotations

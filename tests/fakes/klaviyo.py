@@ -952,6 +952,20 @@ class FakeKlaviyo:
                     profile.opted_out.add(channel)
             return profile
 
+    def delete_profile(self, email: str) -> None:
+        """The profile deleted in Klaviyo's app: gone from every lookup and list."""
+        with self._lock:
+            found = self.profile(email)
+            assert found is not None, email
+            del self.profiles[found.id]
+            self._by_email.pop(_key(email), None)
+            if found.phone_number:
+                self._by_phone.pop(found.phone_number, None)
+            if found.external_id:
+                self._by_external.pop(found.external_id, None)
+            for listed in self.lists.values():
+                listed.members.pop(found.id, None)
+
     def add_list(self, name: str, opt_in_process: str = "single_opt_in") -> FakeList:
         with self._lock:
             moment = now()
@@ -1797,6 +1811,25 @@ def _sorted(call: Call, items: list[Any], keys: dict[str, Callable[[Any], Any]])
     )
 
 
+def _profile_candidates(fake: FakeKlaviyo, call: Call) -> list[Profile]:
+    """The profiles a filter can match, by id: those its identifiers name when it is one
+    ``equals`` or ``any`` on an id, e-mail or phone (from the indexes, as Klaviyo's own
+    lookups are), else every profile. ``_filtered`` still applies the whole filter."""
+    text = call.query.get("filter")
+    tree = parse_filter(text, call.operation.filters) if text else None
+    condition = tree.parts[0] if tree is not None and len(tree.parts) == 1 else None
+    if not isinstance(condition, Condition) or condition.operator not in ("equals", "any"):
+        return sorted(fake.profiles.values(), key=lambda p: p.id)
+    wanted = condition.value if isinstance(condition.value, list) else [condition.value]
+    if condition.field == "id":
+        found = [fake.profiles.get(v) if isinstance(v, str) else None for v in wanted]
+    elif condition.field in ("email", "phone_number"):
+        found = [fake._lookup(condition.field, v) if isinstance(v, str) else None for v in wanted]
+    else:
+        return sorted(fake.profiles.values(), key=lambda p: p.id)
+    return sorted({p.id: p for p in found if p is not None}.values(), key=lambda p: p.id)
+
+
 def _profile_values(profile: Profile, name: str) -> list[Any]:
     email = profile.email_marketing
     if name.startswith("subscriptions.email.marketing.suppression."):
@@ -1873,7 +1906,7 @@ def _list_refs(fake: FakeKlaviyo, refs: list[dict[str, Any]], pointer: str) -> l
 
 @route("GET", "/api/profiles")
 def _get_profiles(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
-    found = _filtered(call, sorted(fake.profiles.values(), key=lambda p: p.id), _profile_values)
+    found = _filtered(call, _profile_candidates(fake, call), _profile_values)
     found = _sorted(call, found, _PROFILE_SORTS)
     return 200, fake.page(call, found, lambda p: fake.render_profile(p, call))
 
