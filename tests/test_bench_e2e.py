@@ -30,7 +30,7 @@ from bench.e2e.fake import Audience, call_name, floor_calls
 from bench.e2e.figures import throughput
 from bench.e2e.measure import AudienceMismatch, _compare, bench_one
 from bench.e2e.options import RUNS, Options
-from bench.e2e.output import save, table
+from bench.e2e.output import run_of, save, table
 from bench.e2e.per_contact import per_contact
 from bench.e2e.store import change_one_percent, copy_store, customer_count, store_of
 from bench.e2e.workers import BROKERS, BUDGET_URL, celery_text, people_per_slice
@@ -175,6 +175,26 @@ def test_results_merge_across_invocations_and_judge_the_rate_at_a_million(
     entry = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["e2e"]
     assert entry["sqlite.10000.first.staging_records_per_s"] == 60_000
     assert entry["sqlite.target.rate_1m_over_10k"] == "MISSED: 0.75 >= 0.8"
+
+
+def test_a_run_measured_again_leaves_none_of_its_earlier_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "RESULTS", tmp_path / "results.json")
+    save(
+        {
+            "postgresql.100000.klaviyo.first.calls.import_job_profiles": 1051,
+            "postgresql.100000.klaviyo.first.wall_s": 498.6,
+            "postgresql.100000.klaviyo.changed.wall_s": 62.6,
+        }
+    )
+    save({"postgresql.100000.klaviyo.first.wall_s": 107.7})
+    entry = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["e2e"]
+    assert entry["postgresql.100000.klaviyo.first.wall_s"] == 107.7
+    assert "postgresql.100000.klaviyo.first.calls.import_job_profiles" not in entry
+    assert entry["postgresql.100000.klaviyo.changed.wall_s"] == 62.6  # not measured again
+    assert run_of("sqlite.10000.w2.first.stage_s.pull") == "sqlite.10000.w2.first"
+    assert run_of("sqlite.target.rate_1m_over_10k") is None
 
 
 def test_the_first_module_name_runs_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:

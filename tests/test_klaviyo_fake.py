@@ -295,6 +295,35 @@ def test_a_filter_the_spec_does_not_allow_is_refused(
     klaviyo_fake.violations.clear()
 
 
+def test_a_filters_pages_are_what_it_matched_at_its_first_page_and_lookups_use_indexes(
+    klaviyo_fake: FakeKlaviyo, client: httpx.Client
+) -> None:
+    for number in range(250):
+        klaviyo_fake.add_profile(f"p{number:03d}@example.com")
+    wanted = {"filter": "greater-than(created,2000-01-01T00:00:00+00:00)", "page[size]": "100"}
+
+    def read(params: dict[str, str]) -> list[str]:
+        emails: list[str] = []
+        while True:
+            answer = client.get("/api/profiles", params=params).json()
+            emails += [p["attributes"]["email"] for p in answer["data"]]
+            following = answer["links"].get("next")
+            if not following:
+                return emails
+            params = dict(httpx.URL(following).params)
+
+    first = client.get("/api/profiles", params=wanted).json()
+    klaviyo_fake.add_profile("late@example.com")  # between a read's pages
+    rest = read(dict(httpx.URL(first["links"]["next"]).params))
+    emails = [p["attributes"]["email"] for p in first["data"]] + rest
+    assert len(emails) == len(set(emails)) == 250 and "late@example.com" not in emails
+    assert len(read(wanted)) == 251  # a read begun afterwards sees it
+    # an any() lookup names its profiles from the indexes, in id order as a scan would
+    names = ",".join(f'"P{n:03d}@Example.com"' for n in (7, 3, 249)) + ',"nobody@example.com"'
+    found = read({"filter": f"any(email,[{names}])", "page[size]": "100"})
+    assert found == ["p003@example.com", "p007@example.com", "p249@example.com"]
+
+
 # -- bulk import jobs -------------------------------------------------------------------------
 
 

@@ -31,13 +31,30 @@ COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 def save(figures: dict[str, Figure]) -> Path:
-    """Merges into the "e2e" entry, so sizes measured at different times sit together."""
+    """Merges into the "e2e" entry, so sizes measured at different times sit together; a
+    run measured again replaces every figure of its earlier measurement, so none that
+    the run no longer gives (a call it stopped making) is left beside the new ones."""
     earlier: dict[str, Figure] = {}
     if results.RESULTS.exists():
         found = json.loads(results.RESULTS.read_text(encoding="utf-8")).get("e2e", {})
-        earlier = {k: v for k, v in found.items() if k.split(".")[0] in ENGINES}
+        measured = {run_of(key) for key in figures} - {None}
+        earlier = {
+            k: v
+            for k, v in found.items()
+            if k.split(".")[0] in ENGINES and run_of(k) not in measured
+        }
     merged = {**earlier, **figures}
     return results.record("e2e", {**merged, **scaling_targets(merged)})
+
+
+def run_of(key: str) -> str | None:
+    """The run a figure's key belongs to, up to the run's name
+    (``postgresql.100000.klaviyo.first``), or None for a figure of no one run."""
+    parts = key.split(".")
+    for index, part in enumerate(parts):
+        if part in RUNS:
+            return ".".join(parts[: index + 1])
+    return None
 
 
 def table(

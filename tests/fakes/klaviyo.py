@@ -799,6 +799,8 @@ class FakeKlaviyo:
         self.limits: dict[tuple[str, str], dict[str, int]] = {}
         self._windows: dict[tuple[str, str, str], RateWindow] = {}
         self.profiles: dict[str, Profile] = {}
+        # (filter, sort) -> the profiles it matched at its first page (``_get_profiles``)
+        self.matched: dict[tuple[str | None, str | None], list[Profile]] = {}
         self._by_email: dict[str, str] = {}
         self._by_phone: dict[str, str] = {}
         self._by_external: dict[str, str] = {}
@@ -1906,8 +1908,18 @@ def _list_refs(fake: FakeKlaviyo, refs: list[dict[str, Any]], pointer: str) -> l
 
 @route("GET", "/api/profiles")
 def _get_profiles(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
-    found = _filtered(call, _profile_candidates(fake, call), _profile_values)
-    found = _sorted(call, found, _PROFILE_SORTS)
+    # The profiles a filter matches are found for its first page; the pages its cursor
+    # leads to take them from there (as of that first page, their contents as they are
+    # now) instead of scanning every profile again for each page.
+    read = (call.query.get("filter"), call.query.get("sort"))
+    found = fake.matched.get(read) if call.query.get("page[cursor]") else None
+    if found is None:
+        found = _filtered(call, _profile_candidates(fake, call), _profile_values)
+        found = _sorted(call, found, _PROFILE_SORTS)
+        if len(found) > int(call.query.get("page[size]") or 20):
+            if len(fake.matched) >= 64:
+                fake.matched.clear()
+            fake.matched[read] = found
     return 200, fake.page(call, found, lambda p: fake.render_profile(p, call))
 
 
