@@ -429,3 +429,17 @@ class PreparedOnce(Protocol):
     def adopt(self, prepared: Mapping[str, Any]) -> None: ...
 
     def expect(self, groups: Collection[str]) -> None: ...
+
+
+@runtime_checkable
+class SettlesWhilePushing(Protocol):
+    """A destination whose finished jobs may be settled while the run still pushes
+    (optional). The core then collects them on a thread of its own from the run's first
+    push on, so what settling costs at the vendor (reading back who was imported, moving
+    memberships) is spent while later batches still go out, not only once the last one
+    has. ``collect`` is then called as ``collect_early``, which may run while ``push``
+    does: the same results for a finished job, but None for a job the run's later
+    pushes may still add to (a part-filled job held for the next push), which the run's
+    final ``collect`` settles."""
+
+    def collect_early(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None: ...

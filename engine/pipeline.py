@@ -163,6 +163,7 @@ def _open(
         retry,
         lease,
         report.stages,
+        settle_while_pushing=True,
     )
     stack.callback(pusher.close)
     return pusher

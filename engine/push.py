@@ -22,7 +22,11 @@ connections while another is marked in flight or waits for its last calls; a cra
 leaves up to that many batches in flight, each re-sent as the same idempotent change.
 
 Pending jobs (destinations with asynchronous imports) are collected at the start of each
-run and at its end, waiting there up to ``RunOptions.job_wait_seconds``.
+run and at its end, waiting there up to ``RunOptions.job_wait_seconds``. A destination
+that settles while pushing (``SettlesWhilePushing``) also has its finished jobs collected
+while the run pushes (its ``collect_early``), by a collector thread from the first batch
+on, a pass every ``_COLLECT_EVERY`` seconds, so settling them at the vendor overlaps the
+later pushes; ``flush`` stops it before the run's final collect.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
-from crmsync.contract import Change, Destination, Outcome, PushResult
+from crmsync.contract import Change, Destination, Outcome, PushResult, SettlesWhilePushing
 from crmsync.errors import ConfigError, ConnectorError, SendLater
 from crmsync.progress import push_stage
 from crmsync.runs import DestinationReport, RunOptions
@@ -47,6 +51,7 @@ from state.timeutil import now_ms
 LEASE_SECONDS = 15 * 60
 QUEUED_BATCHES = 2  # batches waiting for the sender, besides the one it is pushing
 _POLL_FIRST, _POLL_MAX = 0.5, 10.0  # seconds between looks at pending jobs while waiting
+_COLLECT_EVERY = 2.0  # seconds between the collector's passes while the run pushes
 
 Answered = tuple[Sequence[Change], Sequence[PushResult]]  # a batch sent, and its answers
 
@@ -87,6 +92,8 @@ class Pusher:
         retry: RetryPolicy,
         lease: tuple[str, str] | None = None,
         stages: Stopwatch | None = None,
+        *,
+        settle_while_pushing: bool = False,
     ) -> None:
         self.name, self.destination, self.store = name, destination, store
         self.report, self.options, self.run_id, self.retry = report, options, run_id, retry
@@ -105,6 +112,11 @@ class Pusher:
         # and its busy handler would sleep where a lock hands over at once
         self._writing = threading.Lock()
         self._failure: BaseException | None = None  # what stopped the sender, to re-raise
+        # settles finished jobs while the run pushes (``SettlesWhilePushing``): the run's
+        # own pusher only, in one process; on workers the coordinator collects
+        self._settles = settle_while_pushing and isinstance(destination, SettlesWhilePushing)
+        self._collector: threading.Thread | None = None
+        self._pushing_over = threading.Event()
         self._dropping = False  # close(): queued batches are dropped, not pushed
         # An in-memory SQLite database exists once per connection, and its pool hands
         # each thread its own connection: a sender thread would see an empty database.
@@ -128,6 +140,7 @@ class Pusher:
             self._submit(self.pending.pop(each, []))
         if part is None:
             self._stop()
+            self._stop_collector()
             self.options.progress.finish(push_stage(self.name))
         self._raise_failure()
 
@@ -136,6 +149,7 @@ class Pusher:
         planning): those batches were never marked in flight, so nothing is lost."""
         self._dropping = True
         self._stop()
+        self._stop_collector()
 
     def _submit(self, batch: list[Change]) -> None:
         if not batch or self.options.dry_run:
@@ -163,6 +177,15 @@ class Pusher:
                 )
                 sender.start()
                 self._senders.append(sender)
+            if self._settles and self._collector is None:
+                self._pushing_over.clear()
+                self._collector = threading.Thread(
+                    target=contextvars.copy_context().run,
+                    args=(self._collect_loop,),
+                    name=f"collect-{self.name}",
+                    daemon=True,
+                )
+                self._collector.start()
         self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace
 
     def _send_loop(self) -> None:
@@ -186,6 +209,25 @@ class Pusher:
                 self._acknowledge(*answered)
             except BaseException as exc:  # handed to the planner's thread, raised there
                 self._failure = self._failure or exc
+
+    def _collect_loop(self) -> None:
+        """One collect pass every ``_COLLECT_EVERY`` seconds until the pushes are over;
+        a failure stops the passes and is raised in the planner's thread, like the
+        sender's."""
+        while not self._pushing_over.wait(_COLLECT_EVERY):
+            if self._failure is not None or self.report.error:
+                return
+            try:
+                self.collect(early=True)
+            except BaseException as exc:  # handed to the planner's thread, raised there
+                self._failure = self._failure or exc
+                return
+
+    def _stop_collector(self) -> None:
+        collector, self._collector = self._collector, None
+        if collector is not None:
+            self._pushing_over.set()
+            collector.join()
 
     def _stop(self) -> None:
         senders, self._senders = self._senders, []
@@ -263,15 +305,23 @@ class Pusher:
             self.report.counts[outcome] += n
 
     def collect(
-        self, wait_seconds: float = 0.0, sleep: Callable[[float], None] = time.sleep
+        self,
+        wait_seconds: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+        *,
+        early: bool = False,
     ) -> int:
         """Settles the destination's finished jobs; returns how many are still running.
 
         With ``wait_seconds`` it keeps looking, less often as time goes on, until every
         job is done or the time is up. A job's changes are read and settled a page at a
         time, so a job as large as a whole run (a destination that gathers its
-        membership calls across the run) is settled in bounded memory.
+        membership calls across the run) is settled in bounded memory. ``early``: a
+        pass while the run still pushes, through ``SettlesWhilePushing.collect_early``.
         """
+        collect = self.destination.collect
+        if early and isinstance(self.destination, SettlesWhilePushing):
+            collect = self.destination.collect_early
         deadline = time.monotonic() + wait_seconds
         pause = _POLL_FIRST
         while True:
@@ -284,9 +334,12 @@ class Pusher:
                 for number, job in enumerate(jobs):
                     for changes in job_pages(conn, self.name, job):
                         try:
-                            results = self.destination.collect(job, changes)
+                            results = collect(job, changes)
                         except ConnectorError as exc:
-                            self.report.error = self.report.error or str(exc)
+                            if early:  # no more early passes: the final collect reports it
+                                self._pushing_over.set()
+                            else:
+                                self.report.error = self.report.error or str(exc)
                             return len(jobs) - number
                         if results is None:
                             running += 1

@@ -95,6 +95,39 @@ def test_a_run_of_two_pushes_opens_the_fewest_jobs_the_byte_cap_allows(
     assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
 
 
+def test_collected_while_pushing_the_hold_and_the_list_job_wait_and_jobs_settle(
+    klaviyo_fake: FakeKlaviyo,
+) -> None:
+    """``collect_early`` between pushes: the hold and the run's list job are left for the
+    final collect (the next push fills the hold, later moves join the list calls); a
+    finished job settles as ``collect`` would, and the run still opens the fewest jobs
+    and makes one list call."""
+    first, second = people(20), people(12, start=20)
+    dest = make(klaviyo_fake)
+    try:
+        allow(klaviyo_fake, [*first, *second])
+        answers = {r.person_key: r for r in dest.push(first)}
+        [job] = {answers[c.person_key].job for c in first[:18]}
+        [hold] = {answers[c.person_key].job for c in first[18:]}
+        assert job is not None and hold is not None and hold.startswith("imports:")
+        assert dest.collect_early(hold, first[18:]) is None  # held for the next push
+        klaviyo_fake.finish_jobs()
+        early = dest.collect_early(job, first[:18])
+        assert early is not None
+        # settled: their list moves wait in the run's list job, which waits too
+        assert {r.job for r in early} == {dest._run_lists.job}
+        assert dest.collect_early(dest._run_lists.job, first[:18]) is None
+        answers.update((r.person_key, r) for r in early)
+        answers.update((r.person_key, r) for r in dest.push(second))
+        final = collect_all(dest, [*first, *second], list(answers.values()))
+    finally:
+        dest.close()
+    assert {r.outcome for r in final.values()} == {Outcome.OK}
+    assert klaviyo_fake.calls[IMPORT] == fewest_jobs([*first, *second]) == 2
+    assert len(klaviyo_fake.members("crm-all")) == 32
+    assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
+
+
 def test_many_full_pushes_are_cut_as_one_stream(klaviyo_fake: FakeKlaviyo) -> None:
     """Five pushes of 20 and a short one: every remainder rides in the next push's first
     job, and the last is sent when the run collects its hold."""

@@ -13,7 +13,9 @@ moves are gathered over the whole run (``run_lists``): full calls go out at once
 person with a move held for the end of the run is PENDING on the run's list job, which
 ``collect`` settles once the run's import jobs are all settled. People deleted at the
 source leave the owned lists at once and have their e-mail suppressed (``deletions``):
-PENDING on the suppression job, which ``collect`` settles the same way.
+PENDING on the suppression job, which ``collect`` settles the same way. The core
+collects finished jobs while the run still pushes (``collect_early``), so the lookups,
+consent jobs and list calls of settling overlap the later import jobs.
 """
 
 from __future__ import annotations
@@ -260,6 +262,14 @@ class KlaviyoDestination:
         if results is not None:
             self._imports.collected(job)
         return results
+
+    def collect_early(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        """``collect`` while the run still pushes (``SettlesWhilePushing``): the same,
+        except that what the run's later pushes may add to waits for the final collect:
+        the import job held for the next push, and the run's list job (its remainders)."""
+        if self._imports.holds(job) or job == self._run_lists.job:
+            return None
+        return self.collect(job, changes)
 
     def _collect_import(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
         try:

@@ -137,6 +137,11 @@ class RunImports:
             answers.update((k, PushResult(k, Outcome.PENDING, job=name)) for k in keys)
         return {c.person_key: answers[c.person_key] for c in upserts}
 
+    def holds(self, name: str) -> bool:
+        """Whether ``name`` is the job held now, which the next push would fill."""
+        with self._lock:
+            return self._hold is not None and self._hold.name == name
+
     def waits(self, job: str) -> bool:
         """Whether ``job`` took a hold whose people are not handed on to it yet."""
         with self._lock:
