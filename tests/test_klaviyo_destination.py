@@ -20,8 +20,7 @@ import pytest
 
 from connectors.http import BudgetRegistry
 from connectors.kit import floor_calls
-from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
-from connectors.klaviyo.destination import consent_windows
+from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination, readback
 from crmsync.contract import (
     Action,
     Change,
@@ -663,6 +662,41 @@ def test_read_consent_returns_unsubscribes_and_suppressions_since_the_cursor(
     }
 
 
+def test_a_burst_of_opt_outs_is_read_in_windows_cut_again_not_page_after_page(
+    klaviyo_fake: FakeKlaviyo, dest: KlaviyoDestination
+) -> None:
+    """450 opt-outs within two minutes of an eight-hour read (a first sync's): the full
+    window is cut again until each part fits a page, so no cursor is followed and the
+    read takes a few rounds where one window would take five pages in turn; it finds
+    exactly what one filter finds."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    since = now - timedelta(hours=8)
+    burst = now - timedelta(hours=3)
+    for number in range(450):
+        email = f"b{number}@example.com"
+        klaviyo_fake.add_profile(email, email_consent="SUBSCRIBED")
+        klaviyo_fake.unsubscribe(email, at=burst + timedelta(seconds=number * 120 // 450))
+    klaviyo_fake.add_profile("early@example.com", email_consent="SUBSCRIBED")
+    klaviyo_fake.unsubscribe("early@example.com", at=since - timedelta(minutes=1))
+    queries: list[str] = []
+    handle = klaviyo_fake.handle
+
+    def seen(method: str, target: str, *args: Any) -> Any:
+        queries.append(target)
+        return handle(method, target, *args)
+
+    klaviyo_fake.handle = seen  # type: ignore[method-assign,assignment]
+    api, fields = dest._api, ["email", "subscriptions"]
+    found = [p["attributes"]["email"] for p in readback.read(
+        api, readback.windows(since, now), fields, dest._pool, now
+    )]  # fmt: skip
+    klaviyo_fake.handle = handle  # type: ignore[method-assign]
+    assert sorted(found) == sorted(f"b{n}@example.com" for n in range(450))
+    assert not any("page%5Bcursor%5D" in q or "page[cursor]" in q for q in queries)
+    assert 8 < len(queries) < 60
+    assert {u.email for u in dest.read_consent(since)} == set(found)
+
+
 def test_check_passes_with_a_good_key(dest: KlaviyoDestination, klaviyo_fake: FakeKlaviyo) -> None:
     checks = dest.check()
     assert all(c.ok for c in checks), checks
@@ -693,6 +727,10 @@ def test_check_names_the_config_key_for_a_bad_key_and_the_scope_for_a_403(
     # collecting the suppression jobs of deletions needs it
     assert not checks["scope subscriptions:read"].ok
     assert "subscriptions:read" in checks["scope subscriptions:read"].detail
+
+
+def consent_windows(since: datetime | None, now: datetime, slices: int) -> list[str]:
+    return [window.filter() for window in readback.windows(since, now, slices)]
 
 
 def test_the_read_backs_time_slices_share_their_bounds_and_leave_none_out() -> None:
@@ -740,7 +778,7 @@ def test_a_read_back_in_time_slices_reads_what_one_filter_reads(
                 in_flight[0] -= 1
 
     klaviyo_fake.handle = counted  # type: ignore[method-assign,assignment]
-    sliced = list(api.profiles_side_by_side(consent_windows(since, now, 8), fields, dest._pool))
+    sliced = list(readback.read(api, readback.windows(since, now, 8), fields, dest._pool, now))
     assert in_flight[1] > 1  # the slices' pages side by side
     klaviyo_fake.handle = handle  # type: ignore[method-assign]
     [whole] = consent_windows(since, now, 1)

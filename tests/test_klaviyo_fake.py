@@ -636,6 +636,33 @@ def test_unsubscribed_and_suppressed_profiles_can_be_read_back_since_a_time(
     assert [p["attributes"]["email"] for p in by_reason.json()["data"]] == ["left@shop.example"]
 
 
+def test_a_filter_on_suppression_times_sees_every_suppression_made_or_gone_since(
+    klaviyo_fake: FakeKlaviyo, client: httpx.Client
+) -> None:
+    """Such a filter is answered from the suppressions in time order (not a scan of every
+    profile), which are found again after each change: the answers stay those of a scan."""
+    since = datetime(2026, 3, 1, tzinfo=UTC)
+    stamp = since.isoformat().replace("+00:00", "Z")
+    until = (since + timedelta(hours=3)).isoformat().replace("+00:00", "Z")
+    field = "subscriptions.email.marketing.suppression.timestamp"
+    wanted = {"filter": f"greater-than({field},{stamp}),less-or-equal({field},{until})"}
+
+    def emails() -> list[str]:
+        answer = client.get("/api/profiles", params=wanted)
+        assert answer.status_code == 200, answer.text
+        return sorted(p["attributes"]["email"] for p in answer.json()["data"])
+
+    for name in ("a", "b", "c", "d"):
+        klaviyo_fake.add_profile(f"{name}@shop.example")
+    klaviyo_fake.unsubscribe("a@shop.example", at=since + timedelta(hours=1))
+    klaviyo_fake.unsubscribe("b@shop.example", at=since + timedelta(hours=4))  # after
+    assert emails() == ["a@shop.example"]
+    klaviyo_fake.suppress("c@shop.example", "HARD_BOUNCE", at=since + timedelta(hours=3))
+    assert emails() == ["a@shop.example", "c@shop.example"]  # on the bound: in
+    klaviyo_fake.delete_profile("a@shop.example")
+    assert emails() == ["c@shop.example"]
+
+
 def test_subscribe_and_unsubscribe_jobs_follow_klaviyos_consent_rules(
     klaviyo_fake: FakeKlaviyo, client: httpx.Client
 ) -> None:

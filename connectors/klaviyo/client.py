@@ -236,7 +236,7 @@ class KlaviyoApi:
         page_size: int = PAGE,
     ) -> Iterator[dict[str, Any]]:
         return self.pages(
-            "profiles", "/api/profiles", _profile_query(filter_, fields, subscriptions, page_size)
+            "profiles", "/api/profiles", profile_query(filter_, fields, subscriptions, page_size)
         )
 
     def profiles_side_by_side(
@@ -245,7 +245,7 @@ class KlaviyoApi:
         """The profiles of each filter (with their subscriptions), the filters' pages
         fetched side by side (``pages_side_by_side``); a profile more than one filter
         matches comes once for each."""
-        queries = [_profile_query(f, fields, True, PAGE) for f in filters]
+        queries = [profile_query(f, fields, True, PAGE) for f in filters]
         return self.pages_side_by_side("profiles", "/api/profiles", queries, pool)
 
     def import_profile(self, entry: Mapping[str, Any]) -> httpx.Response:
@@ -363,7 +363,7 @@ class KlaviyoApi:
         self.document("list_members", "POST" if add else "DELETE", path, body=body)
 
 
-def _profile_query(
+def profile_query(
     filter_: str | None, fields: Sequence[str], subscriptions: bool, page_size: int
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"fields[profile]": ",".join(fields), "page[size]": page_size}

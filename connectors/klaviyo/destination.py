@@ -20,7 +20,6 @@ consent jobs and list calls of settling overlap the later import jobs.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ import httpx
 from connectors.http import BudgetRegistry
 from connectors.http.retry import Sleep
 from connectors.kit.memberships import owned_problem
+from connectors.klaviyo import readback
 from connectors.klaviyo.checks import event_checks, run_checks
 from connectors.klaviyo.client import KlaviyoApi, KlaviyoApiError
 from connectors.klaviyo.config import KlaviyoConfig
@@ -68,11 +68,6 @@ from crmsync.personal import mask_key
 from crmsync.records import Channel
 
 log = logging.getLogger(__name__)
-# the read-back's window (since its last read) is read in this many time slices side by
-# side: Klaviyo's profile pages come a cursor after another, and a run soon after a first
-# sync reads back every opt-out that sync pushed (14,800 pages' worth at 100,000 people)
-CONSENT_SLICES = 8
-SUPPRESSED_AT = "subscriptions.email.marketing.suppression.timestamp"
 SEGMENTS_CLASH_HINT = "rename one of them; both would write the same profile property"
 
 
@@ -320,8 +315,9 @@ class KlaviyoDestination:
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         fields = ["email", "subscriptions"]
-        filters = consent_windows(since, datetime.now(UTC), CONSENT_SLICES)
-        for profile in self._api.profiles_side_by_side(filters, fields, self._pool):
+        now = datetime.now(UTC)
+        windows = readback.windows(since, now)
+        for profile in readback.read(self._api, windows, fields, self._pool, now):
             yield from opt_outs(profile, since, sms=False)
         if self.config.sms:
             # Klaviyo cannot filter on SMS consent: every profile updated since is read
@@ -343,24 +339,6 @@ class KlaviyoDestination:
 
 def _all(changes: Sequence[Change], outcome: Outcome, message: str) -> list[PushResult]:
     return [PushResult(c.person_key, outcome, message=message) for c in changes]
-
-
-def consent_windows(since: datetime | None, now: datetime, slices: int) -> list[str]:
-    """Filters that together match exactly the profiles suppressed after ``since``: the
-    time from ``since`` to ``now`` cut into ``slices`` windows (a, b] that share their
-    bounds, the last one open-ended (a suppression made while reading). Each profile is
-    in at least one (more than one when it was suppressed more than once: its opt-out then
-    comes again, which the core records once). A first read (no ``since``) is one filter."""
-    if since is None or slices < 2 or now <= since:
-        return [f"greater-than({SUPPRESSED_AT},{_time_after(since)})"]
-    step = (now - since) / slices
-    bounds = [klaviyo_time(since + step * i) for i in range(slices)]
-    filters = [
-        f"greater-than({SUPPRESSED_AT},{low}),less-or-equal({SUPPRESSED_AT},{high})"
-        for low, high in itertools.pairwise(bounds)
-        if low != high
-    ]
-    return [*filters, f"greater-than({SUPPRESSED_AT},{bounds[-1]})"]
 
 
 def _time_after(since: datetime | None) -> str:

@@ -48,6 +48,7 @@ dropped connections), storms and latency are injectable; call counters are publi
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import json
 import math
@@ -59,7 +60,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
@@ -426,6 +427,7 @@ _FILTER_TOKEN = re.compile(
     r"""\s*(?:(?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<punct>[(),\[\]])"""
     r"""|(?P<word>[^\s(),\[\]"']+))"""
 )
+SUPPRESSION_TIME = "subscriptions.email.marketing.suppression.timestamp"
 _COMPARISONS = ("greater-than", "greater-or-equal", "less-than", "less-or-equal")
 
 
@@ -801,6 +803,10 @@ class FakeKlaviyo:
         self.profiles: dict[str, Profile] = {}
         # (filter, sort) -> the profiles it matched at its first page (``_get_profiles``)
         self.matched: dict[tuple[str | None, str | None], list[Profile]] = {}
+        # every e-mail suppression (time, profile id), in time order, for filters on the
+        # suppression time; rebuilt when ``suppressions_changed`` moved since
+        self.suppressions_changed = 0
+        self._suppression_times: tuple[int, list[tuple[datetime, str]]] = (-1, [])
         self._by_email: dict[str, str] = {}
         self._by_phone: dict[str, str] = {}
         self._by_external: dict[str, str] = {}
@@ -967,6 +973,7 @@ class FakeKlaviyo:
                 self._by_external.pop(found.external_id, None)
             for listed in self.lists.values():
                 listed.members.pop(found.id, None)
+            self.suppressions_changed += 1
 
     def add_list(self, name: str, opt_in_process: str = "single_opt_in") -> FakeList:
         with self._lock:
@@ -989,6 +996,7 @@ class FakeKlaviyo:
             profile = self._require(email)
             moment = at or now()
             profile.email_marketing.suppression.append({"reason": reason, "timestamp": moment})
+            self.suppressions_changed += 1
             profile.email_marketing.last_updated = moment
             profile.opted_out.add("email")
             profile.updated = max(profile.updated, moment)
@@ -1001,6 +1009,26 @@ class FakeKlaviyo:
             self._subscribe_channel(profile, "email", now(), None, None, list_id)
 
     # -- inspection ------------------------------------------------------------------
+
+    def suppressed_between(self, bounds: Sequence[Condition]) -> list[Profile]:
+        """The profiles with an e-mail suppression within ``bounds`` (comparisons on its
+        time), by id: from the suppressions in time order, not a scan of every profile."""
+        version, times = self._suppression_times
+        if version != self.suppressions_changed:
+            times = sorted(
+                (entry["timestamp"], profile.id)
+                for profile in self.profiles.values()
+                for entry in profile.email_marketing.suppression
+            )
+            self._suppression_times = (self.suppressions_changed, times)
+        low, high = 0, len(times)
+        for bound in bounds:  # inclusive either way: the whole filter is applied after
+            if bound.operator.startswith("greater"):
+                low = max(low, bisect.bisect_left(times, (bound.value, "")))
+            else:
+                high = min(high, bisect.bisect_right(times, (bound.value, "\uffff")))
+        found = {ident for _, ident in times[low:high]}
+        return sorted((self.profiles[i] for i in found if i in self.profiles), key=lambda p: p.id)
 
     def profile(self, email: str) -> Profile | None:
         found = self._by_email.get(_key(email))
@@ -1482,6 +1510,7 @@ class FakeKlaviyo:
                 job.skipped_count += 1
                 continue
             state.suppression.append({"reason": "USER_SUPPRESSED", "timestamp": moment})
+            self.suppressions_changed += 1
             state.consent, state.last_updated = "UNSUBSCRIBED", moment
             profile.opted_out.add("email")
             profile.updated = max(profile.updated, moment)
@@ -1512,6 +1541,7 @@ class FakeKlaviyo:
             state.suppression = [
                 s for s in state.suppression if s["reason"] not in LIFTED_BY_SUBSCRIBE
             ]
+            self.suppressions_changed += 1
             if list_id is not None:
                 state.list_suppressions = [
                     s for s in state.list_suppressions if s["list_id"] != list_id
@@ -1534,6 +1564,7 @@ class FakeKlaviyo:
             state.consent = "UNSUBSCRIBED"
             if not any(s["reason"] == "UNSUBSCRIBE" for s in state.suppression):
                 state.suppression.append({"reason": "UNSUBSCRIBE", "timestamp": moment})
+                self.suppressions_changed += 1
         state.last_updated = moment
         profile.opted_out.add("email")
         profile.updated = max(profile.updated, moment)
@@ -1819,6 +1850,10 @@ def _profile_candidates(fake: FakeKlaviyo, call: Call) -> list[Profile]:
     lookups are), else every profile. ``_filtered`` still applies the whole filter."""
     text = call.query.get("filter")
     tree = parse_filter(text, call.operation.filters) if text else None
+    parts = tree.parts if tree is not None else []
+    times = [p for p in parts if isinstance(p, Condition) and _on_suppression_time(p)]
+    if times and len(times) == len(parts):
+        return fake.suppressed_between(times)
     condition = tree.parts[0] if tree is not None and len(tree.parts) == 1 else None
     if not isinstance(condition, Condition) or condition.operator not in ("equals", "any"):
         return sorted(fake.profiles.values(), key=lambda p: p.id)
@@ -1830,6 +1865,14 @@ def _profile_candidates(fake: FakeKlaviyo, call: Call) -> list[Profile]:
     else:
         return sorted(fake.profiles.values(), key=lambda p: p.id)
     return sorted({p.id: p for p in found if p is not None}.values(), key=lambda p: p.id)
+
+
+def _on_suppression_time(part: Condition) -> bool:
+    return (
+        part.field == SUPPRESSION_TIME
+        and part.operator in _COMPARISONS
+        and isinstance(part.value, datetime)
+    )
 
 
 def _profile_values(profile: Profile, name: str) -> list[Any]:
