@@ -94,8 +94,10 @@ def test_finished_jobs_are_settled_while_later_batches_go_out(state_url: str) ->
     for n in range(8):
         pusher.add(change(n))
     pusher.flush()
-    # job1 was settled before the third push was answered: the push waited for it
-    assert ("job1", 3) in destination.early
+    # job1 was settled before the third push was answered (that push waited for it), so
+    # while batches 3 and 4 were still to go out
+    [pushes] = [n for j, n in destination.early if j == "job1"]
+    assert pushes in (2, 3)
     assert {change(0).person_key, change(1).person_key} <= acknowledged(store)
     # the held people stay in flight on their job: only the final collect settles them
     held = {change(6).person_key, change(7).person_key}
