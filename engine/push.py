@@ -160,32 +160,14 @@ class Pusher:
             return
         if not self._senders:
             self._dropping = False
-            # each thread in a copy of the run's context: its log lines keep the run's fields
-            self._recorder = threading.Thread(
-                target=contextvars.copy_context().run,
-                args=(self._record_loop,),
-                name=f"record-{self.name}",
-                daemon=True,
-            )
-            self._recorder.start()
-            for number in range(self._width):
-                sender = threading.Thread(
-                    target=contextvars.copy_context().run,
-                    args=(self._send_loop,),
-                    name=f"push-{self.name}" + (f"-{number}" if number else ""),
-                    daemon=True,
-                )
-                sender.start()
-                self._senders.append(sender)
+            self._recorder = _started(self._record_loop, f"record-{self.name}")
+            self._senders = [
+                _started(self._send_loop, f"push-{self.name}" + (f"-{n}" if n else ""))
+                for n in range(self._width)
+            ]
             if self._settles and self._collector is None:
                 self._pushing_over.clear()
-                self._collector = threading.Thread(
-                    target=contextvars.copy_context().run,
-                    args=(self._collect_loop,),
-                    name=f"collect-{self.name}",
-                    daemon=True,
-                )
-                self._collector.start()
+                self._collector = _started(self._collect_loop, f"collect-{self.name}")
         self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace
 
     def _send_loop(self) -> None:
@@ -356,3 +338,13 @@ class Pusher:
             if running:
                 sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
                 pause = min(pause * 2, _POLL_MAX)
+
+
+def _started(loop: Callable[[], None], name: str) -> threading.Thread:
+    """A daemon thread running ``loop`` in a copy of the run's context, so its log lines
+    keep the run's fields; started."""
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(loop,), name=name, daemon=True
+    )
+    thread.start()
+    return thread

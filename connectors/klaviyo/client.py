@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,6 +36,7 @@ from crmsync.errors import AuthError, ConnectorError
 
 MEDIA = "application/vnd.api+json"
 PAGE = 100  # the largest page[size] of profile collections
+CURSOR = "page[cursor]"  # the query parameter a next page is asked for with
 LIST_PAGE = 10  # GET /api/lists pages hold at most 10
 SUPPRESSION_JOBS = "/api/profile-suppression-bulk-create-jobs"
 EVENT_JOBS = "/api/event-bulk-create-jobs"
@@ -46,6 +47,10 @@ _READ_REFUSALS = classify_with(
         403: Classification(Decision.RECORD_FAILURE, "HTTP 403: the API key lacks a scope"),
     }
 )
+
+
+# a read to make instead of one whose first page has a next one (``pages_side_by_side``)
+Split = Callable[[Mapping[str, Any]], Sequence[Mapping[str, Any]]]
 
 
 class KlaviyoApiError(ConnectorError):
@@ -194,7 +199,7 @@ class KlaviyoApi:
 
     def pages(self, group: Group, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Every item of a cursor-paginated collection."""
-        pages = BodyCursorPaginator(cursor=next_cursor, param="page[cursor]")
+        pages = BodyCursorPaginator(cursor=next_cursor, param=CURSOR)
         query = dict(params)
         while True:
             found = self.document(group, "GET", path, params=query)
@@ -205,22 +210,37 @@ class KlaviyoApi:
             query.update(following.params)
 
     def pages_side_by_side(
-        self, group: Group, path: str, queries: Sequence[Mapping[str, Any]], pool: Executor
+        self,
+        group: Group,
+        path: str,
+        queries: Sequence[Mapping[str, Any]],
+        pool: Executor,
+        split: Split | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every item of several cursor-paginated reads of one collection (``queries``),
         a page of each still going fetched at once in ``pool``, round after round: a read
         of many pages takes about as many rounds as its longest part has pages. The calls
         run in the pool and wait on nothing of the caller's, which takes a round's items
-        once all of its pages are in; at most one page per read is held."""
-        going = [(dict(query), BodyCursorPaginator(cursor=next_cursor, param="page[cursor]"))
-                 for query in queries]  # fmt: skip
+        once all of its pages are in; at most one page per read is held.
+
+        ``split``: for a read whose first page has a next one, the reads to make instead
+        (that page's items are then left to them); none, and its cursor is followed."""
+
+        def read(query: Mapping[str, Any]) -> tuple[dict[str, Any], BodyCursorPaginator]:
+            return dict(query), BodyCursorPaginator(cursor=next_cursor, param=CURSOR)
+
+        going = [read(query) for query in queries]
         while going:
             calls = [pool.submit(self.document, group, "GET", path, params=q) for q, _ in going]
             following = []
             for (query, pages), call in zip(going, calls, strict=True):
                 found = call.result()
-                yield from (item for item in found.get("data") or [] if isinstance(item, dict))
                 further = pages.next(Page.of_document(found))
+                parts = split(query) if split and further and CURSOR not in query else ()
+                if parts:
+                    following += [read(part) for part in parts]
+                    continue
+                yield from (item for item in found.get("data") or [] if isinstance(item, dict))
                 if further is not None:
                     following.append(({**query, **further.params}, pages))
             going = following
@@ -236,17 +256,28 @@ class KlaviyoApi:
         page_size: int = PAGE,
     ) -> Iterator[dict[str, Any]]:
         return self.pages(
-            "profiles", "/api/profiles", profile_query(filter_, fields, subscriptions, page_size)
+            "profiles", "/api/profiles", _profile_query(filter_, fields, subscriptions, page_size)
         )
 
     def profiles_side_by_side(
-        self, filters: Sequence[str], fields: Sequence[str], pool: Executor
+        self,
+        filters: Sequence[str],
+        fields: Sequence[str],
+        pool: Executor,
+        split: Callable[[str], Sequence[str]] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """The profiles of each filter (with their subscriptions), the filters' pages
         fetched side by side (``pages_side_by_side``); a profile more than one filter
-        matches comes once for each."""
-        queries = [profile_query(f, fields, True, PAGE) for f in filters]
-        return self.pages_side_by_side("profiles", "/api/profiles", queries, pool)
+        matches comes once for each. ``split``: the filters to read instead of one whose
+        first page has a next one (none: its pages are followed)."""
+        queries = [_profile_query(f, fields, True, PAGE) for f in filters]
+        cut: Split | None = None
+        if split is not None:
+
+            def cut(query: Mapping[str, Any]) -> list[dict[str, Any]]:
+                return [_profile_query(f, fields, True, PAGE) for f in split(query["filter"])]
+
+        return self.pages_side_by_side("profiles", "/api/profiles", queries, pool, cut)
 
     def import_profile(self, entry: Mapping[str, Any]) -> httpx.Response:
         """POST /api/profile-import: 201 created, 200 updated, 4xx refused (the caller reads it)."""
@@ -363,7 +394,7 @@ class KlaviyoApi:
         self.document("list_members", "POST" if add else "DELETE", path, body=body)
 
 
-def profile_query(
+def _profile_query(
     filter_: str | None, fields: Sequence[str], subscriptions: bool, page_size: int
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"fields[profile]": ",".join(fields), "page[size]": page_size}

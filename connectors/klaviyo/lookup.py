@@ -42,7 +42,4 @@ def find(
 ) -> Iterator[dict[str, Any]]:
     """The profiles whose ``field`` is one of ``values`` (with ``fields`` and their
     subscriptions); those Klaviyo does not have are simply not among them."""
-    filters = any_filters(field, values)
-    if len(filters) == 1:  # no pool round for a handful
-        return api.profiles(filters[0], fields)
-    return api.profiles_side_by_side(filters, fields, pool)
+    return api.profiles_side_by_side(any_filters(field, values), fields, pool)

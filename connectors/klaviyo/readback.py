@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors.http.pagination import BodyCursorPaginator, Page
-from connectors.klaviyo.client import PAGE, KlaviyoApi, next_cursor, profile_query
+from connectors.klaviyo.client import KlaviyoApi
 from connectors.klaviyo.payloads import klaviyo_time
 
 SUPPRESSED_AT = "subscriptions.email.marketing.suppression.timestamp"
@@ -83,28 +82,13 @@ def read(
     windows' pages fetched side by side in ``pool``, round after round; a window whose
     first page has a next one is read again as ``SLICES`` parts, unless it is too short
     to cut, when its cursor is followed."""
-    Read = tuple[Window, dict[str, Any], BodyCursorPaginator]
+    known = {window.filter(): window for window in start}
 
-    def first(window: Window) -> Read:
-        query = profile_query(window.filter(), fields, True, PAGE)
-        return window, query, BodyCursorPaginator(cursor=next_cursor, param="page[cursor]")
+    def split(text: str) -> list[str]:
+        parts = known[text].cut(SLICES, now)
+        if len(parts) < 2:
+            return []
+        known.update((part.filter(), part) for part in parts)
+        return [part.filter() for part in parts]
 
-    going: list[Read] = [first(w) for w in start]
-    while going:
-        calls = [
-            pool.submit(api.document, "profiles", "GET", "/api/profiles", params=query)
-            for _, query, _ in going
-        ]
-        following: list[Read] = []
-        for (window, query, pages), call in zip(going, calls, strict=True):
-            found = call.result()
-            further = pages.next(Page.of_document(found))
-            if further is not None and "page[cursor]" not in query:
-                parts = window.cut(SLICES, now)
-                if len(parts) > 1:
-                    following += [first(part) for part in parts]
-                    continue
-            yield from (item for item in found.get("data") or [] if isinstance(item, dict))
-            if further is not None:
-                following.append((window, {**query, **further.params}, pages))
-        going = following
+    return api.profiles_side_by_side(list(known), fields, pool, split)
