@@ -10,7 +10,7 @@ the caller's transaction, with SQL text prepared once per table:
   temporary table and then one ``INSERT ... SELECT ... ON CONFLICT`` (a round trip per
   chunk rather than per row), look-ups as one seek per id (below), deletes with
   ``= ANY(array)``, and updates joined to ``unnest`` of parameter arrays; a list of ids
-  goes as one string that the server splits (``_id_list``).
+  goes as one string that the server splits (``text_array``).
 
 Every statement is a seek on a primary key or an index (``tests/test_stage_plans.py``).
 Names come from ``state.schema`` only, never from input.
@@ -172,7 +172,7 @@ _SEPARATOR = "\x1f"  # ASCII's unit separator, between the ids of a list sent as
 _UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
-def _id_list(ids: Sequence[str]) -> tuple[str, Any]:
+def text_array(ids: Sequence[str]) -> tuple[str, Any]:
     """SQL for a list of ids as a ``text[]``, and its one parameter: the ids joined into
     one string that the server splits (psycopg dumps a list to an array element by
     element in Python, at about 2 us each: seconds a run at a million customers), or the
@@ -230,7 +230,7 @@ class PostgresBulk:
             return
         listed = ", ".join(columns)
         # one seek per id, whatever the statistics (see the module's docstring)
-        array, param = _id_list(list(dict.fromkeys(ids)))  # a row once per id asked for
+        array, param = text_array(list(dict.fromkeys(ids)))  # a row once per id asked for
         sql = (
             f"SELECT {', '.join(f'found.{c}' for c in columns)} "
             f"FROM unnest({array}) AS wanted(id) CROSS JOIN LATERAL "
@@ -316,7 +316,7 @@ class PostgresBulk:
         if not ids:
             return
         where = " AND ".join(f"{c} = %s" for c in fixed)
-        array, param = _id_list(ids)
+        array, param = text_array(ids)
         sql = f"DELETE FROM {table.name} WHERE {where} AND {key} = ANY({array})"
         with self.raw.cursor() as cursor:
             cursor.execute(sql, (*fixed.values(), param), binary=_BINARY)

@@ -13,6 +13,12 @@ A worker takes the moves of a full call under a lock of the run's destination
 marks them as being sent; it forgets them once the call went out. A worker killed in
 between leaves them marked: the run's collect sends everything still here, marked or
 not, and joining or leaving a group twice is harmless.
+
+A push holds, marks and forgets every one of its people's moves (about 17,000 for a
+Mailchimp push of 10,000 people): on PostgreSQL each of the three is one statement over
+parameter arrays (``unnest``), not a statement per move, which cost a worker two thirds
+of its pushing time at 100,000 customers in the client's parameter building and the
+server's per-statement work.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from crmsync.contract import HeldMove
+from state.bulk import text_array
 from state.dialect import upsert_insert
 from state.work_queue import held_failures, held_moves
 
@@ -64,14 +71,20 @@ class HeldInState:
             loaded: list[HeldMove] = [(g, s, m) for g, s, m in conn.execute(query)]
             taken = take(loaded)
             if taken:
-                statement = update(t).where(self._mine(), self._each()).values(sending=1)
-                conn.execute(statement, self._params(taken))
+                if conn.dialect.name == "postgresql":
+                    _arrays(conn, _MARK, taken, after=(self.run_id, self.destination))
+                else:
+                    statement = update(t).where(self._mine(), self._each()).values(sending=1)
+                    conn.execute(statement, self._params(taken))
             return taken
 
     def sent(self, moves: Sequence[HeldMove]) -> None:
         if not moves:
             return
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                _arrays(conn, _FORGET, moves, after=(self.run_id, self.destination))
+                return
             conn.execute(delete(held_moves).where(self._mine(), self._each()), self._params(moves))
 
     def fail(self, reasons: Mapping[str, str]) -> None:
@@ -101,6 +114,11 @@ class HeldInState:
         """Holds the moves, oldest first by the time they came; one held already waits
         again (a batch pushed again after its worker died)."""
         first = time.time_ns()
+        if conn.dialect.name == "postgresql":
+            # each move once: one statement cannot update a row twice
+            held = list(dict.fromkeys(moves))
+            _arrays(conn, _HOLD, held, before=(self.run_id, self.destination, first))
+            return
         rows = [
             {
                 "run_id": self.run_id,
@@ -147,3 +165,40 @@ class HeldInState:
     @staticmethod
     def _params(moves: Sequence[HeldMove]) -> list[dict[str, str]]:
         return [{"b_grp": g, "b_side": s, "b_member": m} for g, s, m in moves]
+
+
+# PostgreSQL: each statement takes the moves as three text arrays (group, side, member;
+# ``{moves}``) after its fixed parameters; a move is found by the table's primary key
+_HOLD = (
+    "INSERT INTO held_moves (run_id, destination, grp, side, member, seq, sending) "
+    "SELECT %s, %s, u.grp, u.side, u.member, %s + u.n - 1, 0 "
+    "FROM {moves} WITH ORDINALITY AS u(grp, side, member, n) "
+    "ON CONFLICT (run_id, destination, grp, side, member) DO UPDATE SET sending = 0"
+)
+_MARK = (
+    "UPDATE held_moves AS h SET sending = 1 FROM {moves} AS u(grp, side, member) "
+    "WHERE h.run_id = %s AND h.destination = %s "
+    "AND h.grp = u.grp AND h.side = u.side AND h.member = u.member"
+)
+_FORGET = (
+    "DELETE FROM held_moves AS h USING {moves} AS u(grp, side, member) "
+    "WHERE h.run_id = %s AND h.destination = %s "
+    "AND h.grp = u.grp AND h.side = u.side AND h.member = u.member"
+)
+
+
+def _arrays(
+    conn: Connection,
+    sql: str,
+    moves: Sequence[HeldMove],
+    before: tuple[object, ...] = (),
+    after: tuple[object, ...] = (),
+) -> None:
+    """Runs one of the statements above, its parameters ``before``, the moves as three
+    arrays (each one string the server splits, ``state.bulk.text_array``), then
+    ``after``, on the driver's connection inside the caller's transaction."""
+    arrays = [text_array([move[i] for move in moves]) for i in range(3)]
+    moves_sql = f"unnest({', '.join(sql for sql, _ in arrays)})"
+    params = (*before, *(param for _, param in arrays), *after)
+    with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(sql.format(moves=moves_sql), params, binary=True)

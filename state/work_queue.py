@@ -52,6 +52,7 @@ from sqlalchemy.engine import Connection, Engine
 from crmsync.contract import Change
 from crmsync.profile_scope import KeyRange
 from state import schema
+from state.bulk import bulk
 from state.dialect import upsert_insert
 from state.ledger import decode_change, encode_change
 from state.planned import FRESH, SCOPE, PlannedRow, create_temporary
@@ -129,7 +130,7 @@ held_failures = Table(
 )
 
 QUEUED, DONE, FAILED = "queued", "done", "failed"
-WRITE_BATCH = 2000  # rows per INSERT while a slice is written
+WRITE_BATCH = 5000  # rows per bulk write while a slice is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,44 +287,38 @@ def _start(engine: Engine, run_id: int, task: str) -> bool:
 
 class SliceWriter:
     """Writes one slice's planned changes and people, on the caller's connection (one
-    transaction: the slice's rows are replaced whole, or not at all)."""
+    transaction: the slice's rows are replaced whole, or not at all), by the driver's bulk
+    write (``state.bulk``: ``COPY`` on PostgreSQL): the planning on a worker spent a third
+    of its time building SQLAlchemy's parameters for row-by-row inserts."""
 
     def __init__(self, conn: Connection, run_id: int, part: int, destinations: Sequence[str]):
         self.conn, self.run_id, self.part = conn, run_id, part
         self.destinations = tuple(destinations)
         self.counts = [0] * len(self.destinations)
-        self._changes: list[dict[str, Any]] = []
-        self._people: list[dict[str, Any]] = []
+        self._changes: list[tuple[object, ...]] = []
+        self._people: list[tuple[object, ...]] = []
         for table in (planned_changes, planned_people):
             conn.execute(delete(table).where(table.c.run_id == run_id, table.c.part == part))
 
     def change(self, index: int, change: Change) -> None:
+        seq = self.counts[index]
         self._changes.append(
-            {
-                "run_id": self.run_id,
-                "destination": self.destinations[index],
-                "part": self.part,
-                "seq": self.counts[index],
-                "person_key": change.person_key,
-                "change": encode_change(change),
-            }
+            (
+                self.run_id,
+                self.destinations[index],
+                self.part,
+                seq,
+                change.person_key,
+                encode_change(change),
+            )
         )
-        self.counts[index] += 1
+        self.counts[index] = seq + 1
         if len(self._changes) >= WRITE_BATCH:
             self._write()
 
     def person(self, row: PlannedRow) -> None:
         key, next_at, segments, skips = row
-        self._people.append(
-            {
-                "run_id": self.run_id,
-                "part": self.part,
-                "person_key": key,
-                "next_at": next_at,
-                "segments": segments,
-                "skips": skips,
-            }
-        )
+        self._people.append((self.run_id, self.part, key, next_at, segments, skips))
         if len(self._people) >= WRITE_BATCH:
             self._write()
 
@@ -333,12 +328,17 @@ class SliceWriter:
         return dict(zip(self.destinations, self.counts, strict=True))
 
     def _write(self) -> None:
+        writer = bulk(self.conn)
         if self._changes:
-            self.conn.execute(insert(planned_changes), self._changes)
+            writer.insert(planned_changes, _CHANGE_COLUMNS, self._changes)
             self._changes = []
         if self._people:
-            self.conn.execute(insert(planned_people), self._people)
+            writer.insert(planned_people, _PEOPLE_COLUMNS, self._people)
             self._people = []
+
+
+_CHANGE_COLUMNS = ("run_id", "destination", "part", "seq", "person_key", "change")
+_PEOPLE_COLUMNS = ("run_id", "part", "person_key", "next_at", "segments", "skips")
 
 
 Segment = tuple[int, int, int]  # (slice, start, stop): positions of one slice's changes

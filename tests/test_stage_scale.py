@@ -176,9 +176,9 @@ def test_a_pull_failing_part_way_leaves_the_cursor_and_the_next_one_completes(
 
 
 def test_ids_go_as_one_string_unless_one_is_empty_or_holds_the_separator() -> None:
-    assert bulk_module._id_list(["a", "b"]) == ("string_to_array(%s, chr(31))", "a\x1fb")
+    assert bulk_module.text_array(["a", "b"]) == ("string_to_array(%s, chr(31))", "a\x1fb")
     for odd in (["a", ""], ["a\x1fb", "c"], [""]):
-        assert bulk_module._id_list(odd) == ("%s::text[]", odd)
+        assert bulk_module.text_array(odd) == ("%s::text[]", odd)
 
 
 def test_odd_ids_are_found_as_they_are(state_url: str) -> None:
