@@ -194,3 +194,28 @@ def test_the_run_end_forgets_its_held_moves(store: Store) -> None:
     assert HeldInState(store.engine, run, "out").failures() == {}
     with store.engine.connect() as conn:
         assert conn.execute(held_moves.select()).first() is None
+
+
+ODD = ["a,b@x.com", 'quote"d@x.com', "{brace}@x.com", "back\\slash@x.com", "NULL", "çığ@x.com"]
+
+
+def test_ids_of_any_text_are_held_and_sent_as_they_came(store: Store) -> None:
+    """Member and group ids that an array literal would have to quote, and one holding
+    the separator the server splits a list on (sent as an array instead), come back
+    exactly; a batch held again (pushed again after its worker died) is held once."""
+    run = _run(store)
+    vendor = Vendor()
+    holder = _holder(store, run, vendor)
+    moves: list[Move] = [(member, ['vip, "gold"'], ["new\x1fold"]) for member in ODD[:2]]
+    holder.hold(moves)
+    holder.hold(moves)  # the same batch again: nothing doubles
+    with store.engine.connect() as conn:
+        assert len(conn.execute(held_moves.select()).all()) == 4
+    holder.hold([(member, ['vip, "gold"'], []) for member in ODD[2:]])  # fills a call
+    holder.finish(holder.job)
+
+    expected = [('vip, "gold"', "+", member) for member in ODD]
+    expected += [("new\x1fold", "-", member) for member in ODD[:2]]
+    assert sorted(vendor.applied().elements()) == sorted(expected)
+    with store.engine.connect() as conn:
+        assert conn.execute(held_moves.select()).first() is None
