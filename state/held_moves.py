@@ -114,9 +114,8 @@ class HeldInState:
         """Holds the moves, oldest first by the time they came; one held already waits
         again (a batch pushed again after its worker died)."""
         first = time.time_ns()
+        held = list(dict.fromkeys(moves))  # each once: a statement updates a row once
         if conn.dialect.name == "postgresql":
-            # each move once: one statement cannot update a row twice
-            held = list(dict.fromkeys(moves))
             _arrays(conn, _HOLD, held, before=(self.run_id, self.destination, first))
             return
         rows = [
@@ -129,7 +128,7 @@ class HeldInState:
                 "seq": first + i,
                 "sending": 0,
             }
-            for i, (group, side, member) in enumerate(dict.fromkeys(moves))
+            for i, (group, side, member) in enumerate(held)
         ]
         statement = upsert_insert(conn, held_moves)
         conn.execute(

@@ -46,7 +46,7 @@ from connectors.klaviyo.jobs import JOB_PROFILE_FIELDS, RUNNING, identity, read_
 from connectors.klaviyo.lists import KlaviyoLists
 from connectors.klaviyo.lookup import find
 from connectors.klaviyo.mapping_rules import LIST_NAME_MAX, check_mapping
-from connectors.klaviyo.payloads import klaviyo_time, profile_entry, size_of
+from connectors.klaviyo.payloads import profile_entry, size_of
 from connectors.klaviyo.run_imports import HELD_JOB, Prepared, RunImports
 from connectors.klaviyo.run_lists import LIST_JOB, RunLists
 from connectors.klaviyo.settle import Imported, Settler
@@ -321,7 +321,7 @@ class KlaviyoDestination:
             yield from opt_outs(profile, since, sms=False)
         if self.config.sms:
             # Klaviyo cannot filter on SMS consent: every profile updated since is read
-            updated = f"greater-than(updated,{_time_after(since)})"
+            updated = f"greater-than(updated,{readback.time_after(since)})"
             for profile in self._api.profiles(updated, fields):
                 for update in opt_outs(profile, since, sms=True):
                     if update.channel is Channel.SMS:
@@ -339,8 +339,3 @@ class KlaviyoDestination:
 
 def _all(changes: Sequence[Change], outcome: Outcome, message: str) -> list[PushResult]:
     return [PushResult(c.person_key, outcome, message=message) for c in changes]
-
-
-def _time_after(since: datetime | None) -> str:
-    """The time a read-back's filter reads after: ``since``, or any time (a first read)."""
-    return klaviyo_time(since) if since is not None else "2000-01-01T00:00:00Z"

@@ -33,6 +33,11 @@ SLICES = 8  # windows a read starts with, and parts a full window is cut into
 EVER = "2000-01-01T00:00:00Z"  # a first read's lower bound: any time
 
 
+def time_after(since: datetime | None) -> str:
+    """The time a read-back's filter reads after: ``since``, or any time (a first read)."""
+    return klaviyo_time(since) if since is not None else EVER
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """Suppressions after ``low`` (None: any time) up to ``high`` (None: no end)."""
@@ -41,8 +46,7 @@ class Window:
     high: datetime | None
 
     def filter(self) -> str:
-        after = klaviyo_time(self.low) if self.low is not None else EVER
-        text = f"greater-than({SUPPRESSED_AT},{after})"
+        text = f"greater-than({SUPPRESSED_AT},{time_after(self.low)})"
         if self.high is None:
             return text
         return f"{text},less-or-equal({SUPPRESSED_AT},{klaviyo_time(self.high)})"
