@@ -42,6 +42,8 @@ from typing import Any, Protocol
 from sqlalchemy import BigInteger, Boolean, Integer, String, Table
 from sqlalchemy.engine import Connection
 
+from state.dialect import joined
+
 Row = tuple[Any, ...]
 
 _CHUNK = 500  # SQLite parameters per IN (...) list; every SQLite allows 999
@@ -168,7 +170,6 @@ class SqliteBulk:
             self.raw.executemany(sql, [(new, source, k, new) for k, new in pairs])
 
 
-_SEPARATOR = "\x1f"  # ASCII's unit separator, between the ids of a list sent as one string
 _UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
@@ -177,9 +178,9 @@ def text_array(ids: Sequence[str]) -> tuple[str, Any]:
     one string that the server splits (psycopg dumps a list to an array element by
     element in Python, at about 2 us each: seconds a run at a million customers), or the
     list itself when an id is empty or holds the separator."""
-    joined = _SEPARATOR.join(ids)
-    if joined.count(_SEPARATOR) == len(ids) - 1 and all(ids):
-        return "string_to_array(%s, chr(31))", joined
+    text = joined(ids)
+    if text is not None:
+        return "string_to_array(%s, chr(31))", text
     return "%s::text[]", list(ids)
 
 

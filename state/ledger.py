@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection
 
 from crmsync.contract import (
@@ -30,7 +30,7 @@ from crmsync.contract import (
 )
 from state import schema
 from state.bulk import Row
-from state.dialect import bytewise, upsert_insert
+from state.dialect import bytewise, key_list, one_of, upsert_insert
 from state.ledger_bulk import Columns, JobRow, LedgerBulk, ledger_bulk
 from state.timeutil import to_ms
 
@@ -445,21 +445,22 @@ def opted_out(
     c, e = schema.customers, schema.consent_events
     state_column = c.c.email_consent if channel == "email" else c.c.sms_consent
     at_column = c.c.email_consent_at if channel == "email" else c.c.sms_consent_at
-    # the lists are expanding parameters bound at execution: written into the statement,
-    # SQLAlchemy would coerce them one element at a time
+    # the list is a parameter bound at execution (``one_of``): written into the
+    # statement, SQLAlchemy would coerce it one element at a time
+    bound = {"keys": key_list(conn, keys)}
     staged = conn.execute(
         select(c.c.source, c.c.email, state_column, at_column, c.c.updated_at).where(
-            c.c.person_key.in_(bindparam("keys", expanding=True)), state_column != "none"
+            one_of(conn, c.c.person_key, "keys", bound["keys"]), state_column != "none"
         ),
-        {"keys": keys},
+        bound,
     ).all()
     events = conn.execute(
         select(e.c.email, e.c.occurred_at, e.c.state).where(
-            e.c.person_key.in_(bindparam("keys", expanding=True)),
+            one_of(conn, e.c.person_key, "keys", bound["keys"]),
             e.c.source.in_(scopes),
             e.c.channel == channel,
         ),
-        {"keys": keys},
+        bound,
     ).all()
     found = [
         (email, at or updated, state)

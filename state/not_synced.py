@@ -29,7 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from crmsync.not_synced import NotSynced, Reason, Summary
 from crmsync.profile_scope import ProfileContext
 from state import schema
-from state.dialect import bytewise, upsert_insert
+from state.dialect import bytewise, key_list, one_of, upsert_insert
 from state.profile_reads import cart_filter, of_sources, order_filter
 
 CHUNK = 500  # person keys per look-up
@@ -65,20 +65,22 @@ def people(
         for key in keys:
             missed.setdefault(key, []).append(destination)
     keys = sorted(missed)  # code point order: byte order, as both engines compare keys
-    lookups = _lookups(conn, ctx)  # built once: compiled once for every chunk
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start : start + CHUNK]
         found: dict[tuple[str, str], list[Any]] = {}
-        for stream, lookup in lookups:
-            for row in conn.execute(lookup, {"keys": chunk, "low": chunk[0], "high": chunk[-1]}):
+        bound = key_list(conn, chunk)
+        for stream, lookup in _lookups(conn, ctx, bound):
+            for row in conn.execute(lookup, {"keys": bound, "low": chunk[0], "high": chunk[-1]}):
                 found.setdefault((stream, row.person_key), []).append(row)
         yield from _of_people(conn, chunk, found, missed)
 
 
-def _lookups(conn: Connection, ctx: ProfileContext) -> list[tuple[str, Select[Any]]]:
+def _lookups(conn: Connection, ctx: ProfileContext, keys: Any) -> list[tuple[str, Select[Any]]]:
     """Per stream, the records of a chunk of person keys, through the person-key indexes
     (the source terms unindexed, as the profile reads have them) and with the same
-    filters as those reads, so that the names match what was skipped.
+    filters as those reads, so that the names match what was skipped. ``keys`` is the
+    chunk's ``dialect.key_list``, whose kind decides the statements' form; their text is
+    the same for every chunk, and they are compiled once.
 
     The chunk's first and last key bound it as a range too. Without statistics (a store
     just staged; autovacuum off or not yet run) PostgreSQL takes each key of a list to
@@ -88,13 +90,12 @@ def _lookups(conn: Connection, ctx: ProfileContext) -> list[tuple[str, Select[An
     than the look-ups take.
     """
     c, o, k = schema.customers, schema.orders, schema.carts
-    keys: Any = bindparam("keys", expanding=True)
     low: Any = bindparam("low")
     high: Any = bindparam("high")
 
     def wanted(column: Any) -> ColumnElement[bool]:
         ordered = bytewise(conn, column)
-        return and_(column.in_(keys), ordered >= low, ordered <= high)
+        return and_(one_of(conn, column, "keys", keys), ordered >= low, ordered <= high)
 
     nobody = literal(None, c.c.external_id.type).label("customer_id")
     return [

@@ -114,3 +114,36 @@ def test_each_look_up_seeks_by_the_address_on_sqlite(tmp_path: Any) -> None:
     ], customers
     assert len(events) == 1 and events[0].startswith("SEARCH consent_events USING INDEX"), events
     assert "(person_key=?" in events[0], events
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_look_up_is_one_statement_for_any_number_of_addresses(
+    postgres_url: str,
+) -> None:
+    """On PostgreSQL the addresses go as one array parameter (``dialect.one_of``): the
+    statement's text is the same for ten addresses or a thousand, so neither SQLAlchemy
+    nor psycopg renders and parses a placeholder per address (the server plans it as it
+    planned the list: it reads ``IN (...)`` as ``= ANY`` of an array). An address holding
+    the separator of the joined form goes as a plain array, and is found all the same."""
+    store = Store(postgres_url)
+    odd = "odd\x1fone@example.com"
+    people = [customer(str(i), f"p{i}@example.com") for i in range(200)]
+    people.append(customer("odd", odd, email_consent=Consent(OUT, days_ago(1))))
+    store.stage("shop", Stream.CUSTOMERS, people)
+    statements: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        statements.append((sql, params))
+
+    event.listen(store.engine, "before_cursor_execute", note)
+    with store.transaction() as conn:
+        few = opted_out(conn, [f"p{i}@example.com" for i in range(10)], ["shop", "mc"])
+        many = opted_out(conn, [f"p{i}@example.com" for i in range(1000)], ["shop", "mc"])
+        with_odd = opted_out(conn, ["p1@example.com", odd], ["shop", "mc"])
+    event.remove(store.engine, "before_cursor_execute", note)
+    assert (few, many, with_odd) == (set(), set(), {odd})
+    looked_up = [(sql, params) for sql, params in statements if sql.startswith("SELECT")]
+    assert len(looked_up) == 6, statements
+    assert looked_up[0][0] == looked_up[2][0] and looked_up[1][0] == looked_up[3][0]
+    assert looked_up[4][0] != looked_up[0][0]  # the plain array's form
+    store.close()
