@@ -67,7 +67,8 @@ def one_of(
     if conn.dialect.name != "postgresql":
         return column.in_(bindparam(name, expanding=True))
     if isinstance(value, str):
-        return column == any_(func.string_to_array(bindparam(name, type_=Text()), func.chr(31)))
+        array = func.string_to_array(bindparam(name, type_=Text()), func.chr(ord(SEPARATOR)))
+        return column == any_(array)
     from sqlalchemy.dialects.postgresql import ARRAY
 
     return column == any_(bindparam(name, type_=ARRAY(Text())))
