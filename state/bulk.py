@@ -42,7 +42,7 @@ from typing import Any, Protocol
 from sqlalchemy import BigInteger, Boolean, Integer, String, Table
 from sqlalchemy.engine import Connection
 
-from state.dialect import joined
+from state.dialect import SEPARATOR, joined
 
 Row = tuple[Any, ...]
 
@@ -180,7 +180,7 @@ def text_array(ids: Sequence[str]) -> tuple[str, Any]:
     list itself when an id is empty or holds the separator."""
     text = joined(ids)
     if text is not None:
-        return "string_to_array(%s, chr(31))", text
+        return f"string_to_array(%s, chr({ord(SEPARATOR)}))", text
     return "%s::text[]", list(ids)
 
 
