@@ -280,12 +280,12 @@ def _prefix(handle: IO[bytes], length: int) -> Iterator[tuple[bytearray, int]]:
     into one buffer used again for each: (the buffer, how much of it the block filled).
     A new block for each read (``handle.read``) costs the kernel a page fault per 4 KiB
     of it: reading and hashing a 2.4 GB file took 4.6 s that way, 1.7 s this way."""
-    buffer = bytearray(PREFIX_BLOCK)
+    buffer = bytearray(min(PREFIX_BLOCK, length))  # a small file's start: a small buffer
     view = memoryview(buffer)
     readinto = cast(Any, handle).readinto  # every binary file has it; ``IO`` does not say
     remaining = length
     while remaining > 0:
-        filled = readinto(view[: min(PREFIX_BLOCK, remaining)])
+        filled = readinto(view[: min(len(buffer), remaining)])
         if not filled:
             return
         yield buffer, filled
