@@ -205,13 +205,16 @@ def test_the_consented_are_the_opted_in_rows_a_source_keeps(tmp_path: Path) -> N
         f"4,deleted@example.com,{at},{at},subscribed,{at},true",
         f"5,out@example.com,{at},{at},unsubscribed,{at},false",
         f"6,bad@@example.com,{at},{at},subscribed,{at},false",
+        # a deleted duplicate with no consent of its own leaves the kept customer's
+        f"7,twice@example.com,{at},{at},subscribed,{at},false",
+        f"8,twice@example.com,{at},{at},not_subscribed,,true",
     ]
     (tmp_path / "customers.csv").write_text("\n".join([header, *rows]) + "\n", "utf-8")
     told: list[list[str]] = []
     klaviyo = Klaviyo(Options())
     klaviyo.host = SimpleNamespace(expect_consented=told.append)
-    assert klaviyo.expect(tmp_path) == {"kept@example.com"}
-    assert told == [["kept@example.com"]]  # the fake's consent check knows them too
+    assert klaviyo.expect(tmp_path) == {"kept@example.com", "twice@example.com"}
+    assert told == [["kept@example.com", "twice@example.com"]]  # the fake's check knows them
 
 
 def test_the_next_run_waits_for_the_vendor_windows(monkeypatch: pytest.MonkeyPatch) -> None:
