@@ -25,6 +25,7 @@ from connectors.http.budgets import BUDGETS, BudgetRegistry
 from connectors.http.classify import Classification, Classifier, Decision, classify
 from connectors.http.retry import Retryable, RetryPolicy, Sleep
 from connectors.http.settings import HttpSettings
+from connectors.http.tls import tls_context
 from crmsync.errors import AuthError, ConfigError, CrmsyncError, TransientError
 from crmsync.personal import mask_text
 
@@ -67,7 +68,7 @@ class HttpClient:
             headers=dict(headers or {}),
             timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
             limits=httpx.Limits(max_connections=limits, max_keepalive_connections=limits),
-            verify=settings.verify_tls,
+            verify=tls_context(settings.verify_tls),
             transport=transport,
             follow_redirects=True,
         )
