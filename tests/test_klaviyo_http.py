@@ -8,6 +8,7 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from connectors.http import BudgetRegistry
 from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
+from connectors.klaviyo.client import KlaviyoApi
 from crmsync.contract import Action, Change, ConnectorContext, ConsentIntent, Outcome
 from crmsync.errors import AuthError, TransientError
 
@@ -504,6 +506,44 @@ def test_a_job_whose_subscribe_call_is_down_stays_pending_and_still_subscribes_l
     assert {r.outcome for r in results} == {Outcome.OK}
     [body] = [b for b in klaviyo.sent("POST", "/api/profile-subscription-bulk-create-jobs")][-1:]
     assert len(body["data"]["attributes"]["profiles"]["data"]) == 12
+
+
+def test_side_by_side_reads_run_at_most_two_calls_per_connection_ahead(klaviyo: Klaviyo) -> None:
+    """A complete job's 10,000 people are 100 lookups: submitted all at once, their
+    decoded pages were held together (50 MB). The caller still gets every read's items,
+    first pages in order, then the pages that follow."""
+    config = KlaviyoConfig.model_validate({"kind": "klaviyo", "api_key": KEY})
+    window = 2 * config.http_settings("profiles").rate.max_concurrency
+
+    def page(request: httpx.Request) -> httpx.Response:
+        name, cursor = request.url.params["filter"], request.url.params.get("page[cursor]")
+        more = name == "f3" and cursor is None  # one read of two pages
+        following = "https://a.klaviyo.com/api/profiles?page[cursor]=c2" if more else None
+        ident = f"{name}+" if cursor else name
+        return doc(200, {"data": [{"type": "profile", "id": ident}], "links": {"next": following}})
+
+    klaviyo.on("GET", "/api/profiles", page)
+    queries = [{"filter": f"f{i}"} for i in range(100)]
+
+    def api() -> KlaviyoApi:
+        return KlaviyoApi(
+            config,
+            transport=httpx.MockTransport(klaviyo),
+            sleep=klaviyo.sleep,
+            budgets=BudgetRegistry(clock=lambda: klaviyo.now, sleep=klaviyo.sleep),
+        )
+
+    pool = ThreadPoolExecutor(max_workers=4)
+    first = next(api().pages_side_by_side("profiles", "/api/profiles", queries, pool))
+    pool.shutdown(wait=True)  # every call submitted so far has been answered
+    assert first["id"] == "f0"
+    assert 4 <= window < 100 and len(klaviyo.requests) == window
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = [
+            p["id"] for p in api().pages_side_by_side("profiles", "/api/profiles", queries, pool)
+        ]
+    assert found == [f"f{i}" for i in range(100)] + ["f3+"]
 
 
 # -- deletions: suppression jobs --------------------------------------------------------------
