@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import click
 
-from crmsync import log_setup
+from crmsync import arenas, log_setup
 from crmsync.config import Config, PipelineSpec
 from crmsync.contract import Check, FieldSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
@@ -148,6 +148,7 @@ wait_timeout_option = click.option(
 @click.option("-v", "--verbose", count=True, help="-v info, -vv debug logs on stderr")
 def main(verbose: int) -> None:
     """crmsync: customers, orders and carts into marketing tools."""
+    arenas.limit()  # before any thread of the command starts
     log_setup.configure(verbose)
 
 
