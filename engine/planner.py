@@ -154,7 +154,8 @@ class Planner:
                 (in_flight_query(conn, target.name), schema.in_flight),
             ):
                 ranged = query.where(in_range(conn, table.c.person_key, keys))
-                streams.append(keyed(execute(conn, within(ranged, table.c.person_key, scope))))
+                scoped = within(conn, ranged, table.c.person_key, scope)
+                streams.append(keyed(execute(conn, scoped)))
         if scope is not None:
             ranged = scope_stream(conn).where(in_range(conn, scope.c.person_key, keys))
             streams.append(keyed(execute(conn, ranged)))

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Select, Table, and_, false, func, literal, select
+from sqlalchemy import Select, Table, and_, any_, false, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -136,13 +136,26 @@ def cart_filter(k: Any, ctx: ProfileContext, *, timed: bool = True) -> ColumnEle
     return and_(*clauses)
 
 
-def within(query: Select[Any], key: ColumnElement[Any], scope: Table | None) -> Select[Any]:
+def within(
+    conn: Connection, query: Select[Any], key: ColumnElement[Any], scope: Table | None
+) -> Select[Any]:
     """``query`` restricted to the person keys in ``scope`` (a temporary table of keys,
     ``state.planned``), read through the key's index one scope key at a time, so a run
-    that plans a thousand people reads a thousand people's rows, not the store."""
+    that plans a thousand people reads a thousand people's rows, not the store.
+
+    On PostgreSQL the keys are one array (``key = ANY(ARRAY(SELECT ...))``), which it
+    can only take to the key's index. As ``key IN (SELECT ...)`` it chose a join by its
+    estimate of the rest of the query, and the unindexed source term (``of_sources``)
+    is estimated at 0.5 % of the table: at 300,000 customers it took the 60,000 open
+    carts for 300 and compared each with each of 3,000 scope keys (21 s, a run with 1 %
+    changed).
+    """
     if scope is None:
         return query
-    return query.where(key.in_(select(scope.c.person_key)))
+    keys = select(scope.c.person_key)
+    if conn.dialect.name == "postgresql":
+        return query.where(key == any_(func.array(keys.scalar_subquery())))
+    return query.where(key.in_(keys))
 
 
 # The profile streams read orders, carts and consent events dated after as_of too: the
@@ -159,7 +172,7 @@ def customers_query(
         .where(of_sources(c.c.source, ctx.sources), in_range(conn, c.c.person_key, keys))
         .order_by(bytewise(conn, c.c.person_key), c.c.source, c.c.external_id)
     )
-    return within(query, c.c.person_key, scope)
+    return within(conn, query, c.c.person_key, scope)
 
 
 def orders_query(
@@ -171,7 +184,7 @@ def orders_query(
         .where(order_filter(o, ctx, timed=False), in_range(conn, o.c.person_key, keys))
         .order_by(bytewise(conn, o.c.person_key))
     )
-    return within(query, o.c.person_key, scope)
+    return within(conn, query, o.c.person_key, scope)
 
 
 def carts_query(
@@ -183,7 +196,7 @@ def carts_query(
         .where(cart_filter(k, ctx, timed=False), in_range(conn, k.c.person_key, keys))
         .order_by(bytewise(conn, k.c.person_key), k.c.source, k.c.external_id)
     )
-    return within(query, k.c.person_key, scope)
+    return within(conn, query, k.c.person_key, scope)
 
 
 def consent_query(
@@ -195,7 +208,7 @@ def consent_query(
         .where(e.c.source.in_(ctx.consent_scopes), in_range(conn, e.c.person_key, keys))
         .order_by(bytewise(conn, e.c.person_key), e.c.occurred_at)
     )
-    return within(query, e.c.person_key, scope)
+    return within(conn, query, e.c.person_key, scope)
 
 
 def links(ctx: ProfileContext) -> Any:
@@ -232,7 +245,7 @@ def linked_away_query(
         .where(in_range(conn, link.c.old_key, keys))
         .order_by(bytewise(conn, link.c.old_key))
     )
-    return within(query, link.c.old_key, scope)
+    return within(conn, query, link.c.old_key, scope)
 
 
 def linked_customers_query(
@@ -245,7 +258,7 @@ def linked_customers_query(
         .where(of_sources(c.c.source, ctx.sources), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key), c.c.source, c.c.external_id)
     )
-    return within(query, link.c.new_key, scope)
+    return within(conn, query, link.c.new_key, scope)
 
 
 def linked_orders_query(
@@ -258,7 +271,7 @@ def linked_orders_query(
         .where(order_filter(o, ctx, timed=False), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key))
     )
-    return within(query, link.c.new_key, scope)
+    return within(conn, query, link.c.new_key, scope)
 
 
 def linked_carts_query(
@@ -271,7 +284,7 @@ def linked_carts_query(
         .where(cart_filter(k, ctx, timed=False), in_range(conn, link.c.new_key, keys))
         .order_by(bytewise(conn, link.c.new_key), k.c.source, k.c.external_id)
     )
-    return within(query, link.c.new_key, scope)
+    return within(conn, query, link.c.new_key, scope)
 
 
 def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
