@@ -24,7 +24,7 @@ _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def limit() -> bool:
-    """Limits this process's arenas and its children's; whether this process's changed."""
+    """Limits this process's arenas and its children's; whether this process's limit changed."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False  # the operator chose, and glibc read it when this process started
     os.environ["MALLOC_ARENA_MAX"] = str(ARENAS)
