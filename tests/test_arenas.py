@@ -11,7 +11,7 @@ import sys
 import pytest
 
 PROBE = r"""
-import sys, threading
+import os, sys, threading
 from crmsync import arenas
 
 changed = arenas.limit() if sys.argv[1] == "limit" else None
@@ -47,7 +47,7 @@ for n, (low, high, perms, named) in enumerate(regions):
         if nlow == high and nperms == "---p" and not nnamed:
             size += nhigh - nlow
     heaps += size == HEAP
-print(changed, heaps, sys.argv[1] and __import__("os").environ.get("MALLOC_ARENA_MAX"))
+print(changed, heaps, os.environ.get("MALLOC_ARENA_MAX"))
 """
 
 pytestmark = pytest.mark.skipif(
