@@ -36,7 +36,7 @@ from state.stage_rows import (
     ORDER_TIMES,
     TRAILER,
     Built,
-    owner,
+    owner_of,
     person_key,
     to_minor,
 )
@@ -189,7 +189,8 @@ def _key_function(
     if stream is Stream.CUSTOMERS:
         return lambda customer: person_key(source, customer)
     content = ORDER_CONTENT if stream is Stream.ORDERS else CART_CONTENT
-    owners = {built.external_id: owner(content, built) for built in records}
+    read_owner = owner_of(content)
+    owners = {built.external_id: read_owner(built.content) for built in records}
     staged = customer_keys(conn, source, (customer for customer, _ in owners.values()))
 
     def key_of(built: Built) -> str | None:
