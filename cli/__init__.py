@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import click
 
-from crmsync import arenas, log_setup
+from crmsync import arenas, gc_pace, log_setup
 from crmsync.config import Config, PipelineSpec
 from crmsync.contract import Check, FieldSpec
 from crmsync.errors import ConfigError, CrmsyncError, StateError
@@ -149,6 +149,7 @@ wait_timeout_option = click.option(
 def main(verbose: int) -> None:
     """crmsync: customers, orders and carts into marketing tools."""
     arenas.limit()  # before any thread of the command starts
+    gc_pace.widen()
     log_setup.configure(verbose)
 
 

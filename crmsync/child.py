@@ -86,10 +86,12 @@ def start(name: str, main: str) -> Child:
     # Ctrl-C reaches every process of the terminal's group: the run's own process reports
     # it and stops its children, so a child ignores SIGINT (it stops when told to, when its
     # pipes close or when its parent is gone), instead of printing a traceback of its own
-    # and it logs as this process does: at its level, personal data masked
+    # and it logs as this process does: at its level, personal data masked; it collects
+    # garbage at crmsync's pace (``gc_pace``) from its first import on
     level = logging.getLogger().getEffectiveLevel()
     boot = (
         "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "from crmsync import gc_pace; gc_pace.widen(); "
         f"from crmsync.log_setup import child_logging; child_logging({level}); "
         f"from {module} import {function}; {function}(*sys.argv[1:])"
     )
