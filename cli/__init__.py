@@ -142,6 +142,17 @@ wait_timeout_option = click.option(
     help="with --wait: seconds to wait at most, then exit 4",
 )
 
+job_wait_option = click.option(
+    "--job-wait",
+    type=click.FloatRange(min=0),
+    default=RunOptions.job_wait_seconds,
+    show_default=True,
+    help=(
+        "seconds the run waits at its end for destinations' import jobs (Klaviyo's);"
+        " those still running then are settled by the next run"
+    ),
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="crmsync", message="crmsync %(version)s")
@@ -537,6 +548,7 @@ def _iso(value: object) -> str:
 @wait_option
 @wait_timeout_option
 @workers_option
+@job_wait_option
 def run(
     config_path: str,
     store_name: str | None,
@@ -547,10 +559,14 @@ def run(
     wait: bool,
     wait_timeout: float,
     workers: str,
+    job_wait: float,
 ) -> None:
     """Run pipelines once: pull, merge, segment and push what changed."""
     options = RunOptions(
-        kind="manual", as_of=_parse_time(as_of, "--as-of"), progress=_progress(progress)
+        kind="manual",
+        as_of=_parse_time(as_of, "--as-of"),
+        progress=_progress(progress),
+        job_wait_seconds=job_wait,
     )
     wait_for = wait_timeout if wait else None
     _run(config_path, pipeline, options, as_json, store_name, wait_for, _runner(workers))
@@ -573,6 +589,7 @@ def run(
 @wait_option
 @wait_timeout_option
 @workers_option
+@job_wait_option
 def backfill(
     config_path: str,
     store_name: str | None,
@@ -586,6 +603,7 @@ def backfill(
     wait: bool,
     wait_timeout: float,
     workers: str,
+    job_wait: float,
 ) -> None:
     """Re-pull and re-push; an interrupted backfill resumes where it stopped.
 
@@ -602,6 +620,7 @@ def backfill(
         since=_parse_time(since, "--since"),
         as_of=_parse_time(as_of, "--as-of"),
         progress=_progress(progress),
+        job_wait_seconds=job_wait,
     )
     wait_for = wait_timeout if wait else None
     _run(config_path, pipeline, options, as_json, store_name, wait_for, _runner(workers))

@@ -52,6 +52,14 @@ class RunOptions:
     events: bool = False
 
 
+def jobs_left(destination: str, running: int, waited: float) -> str:
+    """The run's warning for a destination's jobs still running when its wait ended."""
+    return (
+        f"{destination}: {running} jobs still running after a wait of {waited:g} s; the"
+        " next run collects their results (a longer wait: `--job-wait SECONDS`)"
+    )
+
+
 @dataclass
 class DestinationReport:
     name: str

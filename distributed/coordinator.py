@@ -45,7 +45,7 @@ from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
 from crmsync.records import Stream
-from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
+from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason, jobs_left
 from distributed import planning
 from distributed.app import make_app, require_workers, share_budgets
 from distributed.dispatch import Dispatch, Publish, Task
@@ -336,10 +336,7 @@ class _Run:
             result = rows[collect_key(dest.name)].result
             self._answered(self.report.destinations[dest.name], result)
             if result["running"]:
-                self.report.warnings.append(
-                    f"{dest.name}: {result['running']} jobs still running; the next run "
-                    "collects their results"
-                )
+                self.report.warnings.append(jobs_left(dest.name, result["running"], wait))
 
     def events(self) -> None:
         """The run's events, from this process, after everyone's push (as in one process)."""

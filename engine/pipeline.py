@@ -19,7 +19,7 @@ from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
-from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason
+from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason, jobs_left
 from engine.consent_read import CONSENT_CHUNK, CONSENT_LOOKBACK, ConsentRead, read_consent
 from engine.plan_events import plan_events
 from engine.plan_run import plan_and_push
@@ -175,9 +175,7 @@ def _collect(pushers: list[Pusher], options: RunOptions, report: RunReport) -> N
         with report.stages.time(f"collect.{pusher.name}"):
             running = pusher.collect(options.job_wait_seconds)
         if running:
-            report.warnings.append(
-                f"{pusher.name}: {running} jobs still running; the next run collects their results"
-            )
+            report.warnings.append(jobs_left(pusher.name, running, options.job_wait_seconds))
 
 
 def send_events(

@@ -222,3 +222,25 @@ def test_twenty_thousand_customers_killed_between_submit_and_collect_end_as_the_
     edit_order(site.data / "orders.jsonl", order["id"], total_price="25000.00")
     third = site.run_json()["destinations"]["kl"]
     assert third.get("update") == 1 and third.get("create", 0) == 0, third
+
+
+def test_a_run_waits_for_its_import_jobs_as_long_as_it_is_told(
+    site: Site, klaviyo_fake: FakeKlaviyo
+) -> None:
+    """`--job-wait`: a run told not to wait leaves its jobs running, says so with the wait
+    it had, and acknowledges nobody they hold; the next run, told to wait long enough,
+    settles them and lands everyone."""
+    klaviyo_fake.job_polls_until_complete = None
+    klaviyo_fake.job_seconds_until_complete = 1.5  # each job takes this long at the fake
+
+    first = site.run_json("--job-wait", "0")
+    left = [w for w in first["warnings"] if "jobs still running" in w]
+    assert len(left) == 1 and "after a wait of 0 s" in left[0] and "--job-wait" in left[0]
+    assert first["destinations"]["kl"].get("pending", 0) > 100
+    assert ledger(site) == {}  # nobody acknowledged while their job runs
+
+    second = site.run_json("--job-wait", "60")
+    assert not [w for w in second["warnings"] if "jobs still running" in w]
+    acked = ledger(site)
+    assert len(acked) == len(klaviyo_fake.profiles) > 100
+    assert {remote for remote, _ in acked.values()} == set(klaviyo_fake.profiles)
