@@ -55,8 +55,8 @@ class RunOptions:
 def jobs_left(destination: str, running: int, waited: float) -> str:
     """The run's warning for a destination's jobs still running when its wait ended."""
     return (
-        f"{destination}: {running} jobs still running after a wait of {waited:g} s; the"
-        " next run collects their results (a longer wait: `--job-wait SECONDS`)"
+        f"{destination}: {running} jobs still running after a wait of {waited:g} s;"
+        " the next run collects their results"
     )
 
 
