@@ -231,7 +231,9 @@ def test_a_run_waits_for_its_import_jobs_as_long_as_it_is_told(
     it had, and acknowledges nobody they hold; the next run, told to wait long enough,
     settles them and lands everyone."""
     klaviyo_fake.job_polls_until_complete = None
-    klaviyo_fake.job_seconds_until_complete = 1.5  # each job takes this long at the fake
+    # each job takes this long at the fake: longer than the first run's pushes, so that
+    # no pass of its own while it pushes (every 2 s) finds one done
+    klaviyo_fake.job_seconds_until_complete = 5.0
 
     first = site.run_json("--job-wait", "0")
     left = [w for w in first["warnings"] if "jobs still running" in w]
