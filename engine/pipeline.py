@@ -1,5 +1,6 @@
-"""One pipeline run: pull (while each destination's consent read-back makes its calls),
-record the opt-outs read back, collect pending jobs, plan and push, collect again.
+"""One pipeline run: pull (while each destination's consent read-back and preparation make
+their calls), record the opt-outs read back, collect pending jobs, plan and push, collect
+again.
 
 Every destination of the pipeline is fed from a single pass over the profiles (the
 run's planning: ``plan_run``); each change goes to the destination's ``Pusher``
@@ -23,6 +24,7 @@ from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_rea
 from engine.consent_read import CONSENT_CHUNK, CONSENT_LOOKBACK, ConsentRead, read_consent
 from engine.plan_events import plan_events
 from engine.plan_run import plan_and_push
+from engine.prepare import Preparing
 from engine.pull import pull_source
 from engine.push import LEASE_SECONDS, Pusher
 from engine.push_events import push_events
@@ -89,6 +91,14 @@ def run_pipeline(
                 for p in pushers
                 if not options.dry_run
             }
+            # and each one's preparation too (fields, properties, lists: ``prepare``)
+            preparing = {
+                p.name: stack.enter_context(
+                    Preparing(p.destination, dest.mapping.field_specs())
+                ).start()
+                for dest, p in zip(spec.destinations, pushers, strict=True)
+                if not options.dry_run
+            }
             if options.pull:
                 _pull(config, spec, store, options, report, as_of)
                 staged = sum(stats.get("staged", 0) for stats in report.pulled.values())
@@ -99,7 +109,7 @@ def run_pipeline(
                 if not options.dry_run:
                     # while the read-back's last calls may still be out
                     with report.stages.time(f"prepare.{dest.name}"):
-                        pusher.destination.prepare(dest.mapping.field_specs())
+                        preparing[dest.name].wait()
                         pusher.collect()  # jobs an earlier run left: settled before the diff
                     with report.stages.time(f"consent.{dest.name}"):
                         report.consent_read[dest.name] = reads[dest.name].record(scopes)
