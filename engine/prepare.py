@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 
 from crmsync.contract import Destination, FieldSpec
 
@@ -55,11 +54,6 @@ class Preparing:
     def __enter__(self) -> Preparing:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._thread.ident is not None:  # started: its calls end before the destination closes
             self._thread.join()
