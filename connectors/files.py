@@ -52,7 +52,9 @@ from crmsync.errors import ConfigError, ConfigIssue, RecordError
 from crmsync.records import IssueAction, Record, RecordIssue, Stream
 
 QUARANTINED, CORRECTED = IssueAction.QUARANTINED, IssueAction.CORRECTED
-POINT = "lines-v1"  # what a resume point of this source starts with (``resume_point``)
+# what a resume point of this source starts with (``resume_point``); lines-v1 points held
+# SHA-256 digests: a file given one is read whole once, and then has a lines-v2 point
+POINT = "lines-v2"
 log = logging.getLogger(__name__)
 
 Unit = list[Row] | Row  # a record's rows: several for CSV orders with one row per line
@@ -144,7 +146,7 @@ class FilesSource:
 
     def resume_point(self, stream: Stream) -> str | None:
         """Where the last read of ``stream`` ended, once it was read to its end (a
-        JSON-lines file: the length and SHA-256 of its whole lines); None for a read cut
+        JSON-lines file: the length and XXH3-128 of its whole lines); None for a read cut
         short or another kind of file."""
         return self._reached.get(stream)
 

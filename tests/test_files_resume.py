@@ -157,7 +157,7 @@ def test_a_point_made_with_another_mapping_is_not_used(orders: Path) -> None:
     "spoil",
     [
         lambda p: "",
-        lambda p: p.replace("lines-v1|", "lines-v0|"),  # another kind of point
+        lambda p: p.replace("lines-v2|", "lines-v0|"),  # another kind of point
         lambda p: "|".join([*p.split("|")[:2], "-1", *p.split("|")[3:]]),  # no length
         lambda p: "|".join([*p.split("|")[:3], "x", *p.split("|")[4:]]),  # no line count
         lambda p: "|".join(p.split("|")[:4]),  # no digest
@@ -224,7 +224,7 @@ def test_a_pull_stages_what_was_appended_and_ends_as_a_whole_read_does(
     first = pull(store, orders).streams["orders"]
     assert first.staged > 50
     kept = store.source_version("shop", "orders")
-    assert kept is not None and "\nlines-v1|" in kept  # the point, kept with the version
+    assert kept is not None and "\nlines-v2|" in kept  # the point, kept with the version
     later = ("2026-11-01T13:00:00+03:00", "2026-11-01T14:00:00+03:00")  # after the store's
     append(orders, new_order(1, at=later[0]), new_order(2, at=later[1]))
     second = pull(store, orders).streams["orders"]
@@ -257,3 +257,23 @@ def test_a_full_pull_reads_the_whole_file_whatever_its_point(orders: Path, store
     before = pull(store, orders).streams["orders"].received
     append(orders, new_order(1))
     assert pull(store, orders, full=True).streams["orders"].received == before + 1
+
+
+def test_a_point_of_the_sha_256_version_is_read_whole_once_then_resumed(orders: Path) -> None:
+    """Points made before the lines' hash became XXH3-128 (``lines-v1``, a SHA-256
+    digest) prove nothing now: the grown file is read whole, and the point that read
+    reaches is of this version, which the next read resumes from."""
+    import hashlib
+
+    before = orders.read_bytes()
+    lines = before.count(b"\n")
+    old = f"lines-v1|{source(orders)._reading(source(orders).config.files()[Stream.ORDERS])}"
+    old += f"|{len(before)}|{lines}|{hashlib.sha256(before).hexdigest()}"
+    append(orders, new_order(1))
+    src = source(orders)
+    assert read(src, old) == whole_read(orders)[0]  # the old point was not trusted
+    point = src.resume_point(Stream.ORDERS)
+    assert point is not None and point.startswith("lines-v2|")
+    append(orders, new_order(2))
+    resumed = read(source(orders), point)
+    assert [r.external_id for r in resumed if isinstance(r, Record)] == ["90000002"]
