@@ -94,7 +94,7 @@ def run_pipeline(
             # and each one's preparation too (fields, properties, lists: ``prepare``)
             preparing = {
                 p.name: stack.enter_context(
-                    Preparing(p.destination, dest.mapping.field_specs())
+                    Preparing(p.name, p.destination, dest.mapping.field_specs())
                 ).start()
                 for dest, p in zip(spec.destinations, pushers, strict=True)
                 if not options.dry_run

@@ -13,29 +13,23 @@ fails first still waits for the calls to end before the destination is closed.
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections.abc import Sequence
 
 from crmsync.contract import Destination, FieldSpec
+from engine.threads import started
 
 
 class Preparing:
-    """One destination's ``prepare(fields)``, running from ``start`` until ``wait``."""
+    """Destination ``name``'s ``prepare(fields)``, running from ``start`` until ``wait``."""
 
-    def __init__(self, destination: Destination, fields: Sequence[FieldSpec]) -> None:
-        self.destination, self.fields = destination, fields
+    def __init__(self, name: str, destination: Destination, fields: Sequence[FieldSpec]) -> None:
+        self.name, self.destination, self.fields = name, destination, fields
         self._error: BaseException | None = None
-        # in a copy of the run's context, so that its log lines keep the run's fields
-        self._thread = threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(self._prepare,),
-            name="prepare",
-            daemon=True,
-        )
+        self._thread: threading.Thread | None = None
 
     def start(self) -> Preparing:
-        self._thread.start()
+        self._thread = started(self._prepare, f"crmsync-prepare-{self.name}")
         return self
 
     def _prepare(self) -> None:
@@ -46,7 +40,8 @@ class Preparing:
 
     def wait(self) -> None:
         """Waits for ``prepare`` to end and raises what it raised."""
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         error, self._error = self._error, None
         if error is not None:
             raise error
@@ -55,5 +50,5 @@ class Preparing:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._thread.ident is not None:  # started: its calls end before the destination closes
+        if self._thread is not None:  # its calls end before the destination is closed
             self._thread.join()

@@ -31,7 +31,6 @@ later pushes; ``flush`` stops it before the run's final collect.
 
 from __future__ import annotations
 
-import contextvars
 import queue
 import threading
 import time
@@ -44,6 +43,7 @@ from crmsync.errors import ConfigError, ConnectorError, SendLater
 from crmsync.progress import push_stage
 from crmsync.runs import DestinationReport, RunOptions
 from crmsync.stopwatch import Stopwatch
+from engine.threads import started
 from state.ledger import RetryPolicy, job_pages, mark_in_flight, pending_job_ids, record_results
 from state.store import Store
 from state.timeutil import now_ms
@@ -160,14 +160,14 @@ class Pusher:
             return
         if not self._senders:
             self._dropping = False
-            self._recorder = _started(self._record_loop, f"record-{self.name}")
+            self._recorder = started(self._record_loop, f"record-{self.name}")
             self._senders = [
-                _started(self._send_loop, f"push-{self.name}" + (f"-{n}" if n else ""))
+                started(self._send_loop, f"push-{self.name}" + (f"-{n}" if n else ""))
                 for n in range(self._width)
             ]
             if self._settles and self._collector is None:
                 self._pushing_over.clear()
-                self._collector = _started(self._collect_loop, f"collect-{self.name}")
+                self._collector = started(self._collect_loop, f"collect-{self.name}")
         self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace
 
     def _send_loop(self) -> None:
@@ -338,13 +338,3 @@ class Pusher:
             if running:
                 sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
                 pause = min(pause * 2, _POLL_MAX)
-
-
-def _started(loop: Callable[[], None], name: str) -> threading.Thread:
-    """A daemon thread running ``loop`` in a copy of the run's context, so its log lines
-    keep the run's fields; started."""
-    thread = threading.Thread(
-        target=contextvars.copy_context().run, args=(loop,), name=name, daemon=True
-    )
-    thread.start()
-    return thread

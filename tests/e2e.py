@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,3 +237,21 @@ def ledger_count(url: str, where: str = "", **values: Any) -> int:
         return 0
     finally:
         engine.dispose()
+
+
+def first_read_waits_for(monkeypatch: Any, event: threading.Event) -> list[bool]:
+    """Makes the files source's first read of a run wait (at most 10 s) until ``event``
+    is set; returns the list where whether it was set in time is noted. A test of what a
+    run does beside its pull: done only after the pull, the wait is in vain."""
+    from connectors.files import FilesSource
+
+    waited: list[bool] = []
+    real_read = FilesSource.read
+
+    def read(self: FilesSource, stream: Any, since: Any, until: datetime) -> Any:
+        if not waited:
+            waited.append(event.wait(10))
+        return real_read(self, stream, since, until)
+
+    monkeypatch.setattr(FilesSource, "read", read)
+    return waited

@@ -28,7 +28,7 @@ from state.ledger import opted_out
 from state.store import Store
 from state.timeutil import to_ms
 from tests.builders import customer, days_ago
-from tests.e2e import make_site
+from tests.e2e import first_read_waits_for, make_site
 
 OUT = ConsentState.UNSUBSCRIBED
 SCOPES = ["shop", "mc"]
@@ -119,21 +119,13 @@ def test_a_run_makes_the_read_back_calls_while_it_reads_its_sources(
     in a run that asked only after its pull, it would wait in vain."""
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=20)
     asked = threading.Event()
-    waited: list[bool] = []
 
     def read_consent(self: Any, since: datetime | None) -> Iterator[ConsentUpdate]:
         asked.set()
         yield opt_out("read-back@example.com")
 
-    real_read = FilesSource.read
-
-    def read(self: FilesSource, stream: Stream, since: Any, until: datetime) -> Any:
-        if not waited:
-            waited.append(asked.wait(10))
-        return real_read(self, stream, since, until)
-
     monkeypatch.setattr(OutboxDestination, "read_consent", read_consent)
-    monkeypatch.setattr(FilesSource, "read", read)
+    waited = first_read_waits_for(monkeypatch, asked)
     report = site.run_json()
     assert waited == [True]
     assert report["consent_read"] == {"out": 1}

@@ -21,7 +21,7 @@ from crmsync.errors import ConfigError, ConnectorError
 from crmsync.records import Stream
 from state import schema
 from state.store import Store
-from tests.e2e import make_site
+from tests.e2e import first_read_waits_for, make_site
 
 
 def test_a_run_prepares_its_destination_while_it_reads_its_sources(
@@ -31,20 +31,14 @@ def test_a_run_prepares_its_destination_while_it_reads_its_sources(
     run that prepared only after its pull, it would wait in vain."""
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=20)
     prepared = threading.Event()
-    waited: list[bool] = []
-    real_prepare, real_read = OutboxDestination.prepare, FilesSource.read
+    real_prepare = OutboxDestination.prepare
 
     def prepare(self: OutboxDestination, fields: Sequence[FieldSpec]) -> None:
         prepared.set()
         real_prepare(self, fields)
 
-    def read(self: FilesSource, stream: Stream, since: Any, until: datetime) -> Any:
-        if not waited:
-            waited.append(prepared.wait(10))
-        return real_read(self, stream, since, until)
-
     monkeypatch.setattr(OutboxDestination, "prepare", prepare)
-    monkeypatch.setattr(FilesSource, "read", read)
+    waited = first_read_waits_for(monkeypatch, prepared)
     report = site.run_json()
     assert waited == [True]
     assert report["status"] == "succeeded"
@@ -103,4 +97,4 @@ def test_a_run_whose_pull_fails_closes_its_destination_only_after_the_preparatio
     assert result.exit_code == 1, result.output
     assert "the export is unreadable" in result.output
     assert order == ["prepared", "closed"]
-    assert not [t for t in threading.enumerate() if t.name == "prepare"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("crmsync-prepare-")]
