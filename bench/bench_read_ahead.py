@@ -46,9 +46,8 @@ def read_all(data: Path, divide: bool) -> tuple[float, int]:
         mock.patch.object(read_ahead, "divided", read_ahead.divided if divide else _whole),
         reader(source, "shop", reads, UNTIL, 20_000, recipe) as batches,
     ):
-        for read in reads:
-            for batch in batches.batches(read):
-                taken += len(batch.records)
+        for _, batch, _ in batches.arriving(reads):
+            taken += len(batch.records)
     source.close()
     return time.perf_counter() - started, taken
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -94,73 +94,94 @@ def pull_source(
     if recipe is not None and not worth_reading_ahead(source, reads, full):
         recipe = None
     with reader(source, source_name, reads, until, batch_size, recipe) as batches:
-        for p in planned:
-            stage = pull_stage(source_name, p.read.stream.value)
-            shown.start(stage, unit="records")
-            size = source.size(p.read.stream) if isinstance(source, Sized) else None
-            shows = _Shown(shown, stage, size)
-            with store.loading(p.read.stream):
-                total = _stage_stream(store, source_name, p, batches.batches(p.read), shows, watch)
-                loaded = time.perf_counter()
-            # a first load's indexes, built at its end, are staging work too
-            watch.add("pull.stage", time.perf_counter() - loaded)
-            stats.streams[p.read.stream.value] = total
-            shown.finish(stage, total.received)
-            _log(source_name, p.read.stream, total)
+        for group in _in_turn(planned):
+            loads: dict[Read, _Load] = {}
+            with ExitStack() as loading:  # each stream's own, left at its last batch
+                for p in group:
+                    loads[p.read] = _Load(store, source_name, source, p, shown, watch)
+                    loading.enter_context(loads[p.read].loading)
+                for read, batch, last in batches.arriving([p.read for p in group]):
+                    loads[read].take(batch, last)
+            for load in loads.values():
+                stats.streams[load.stream.value] = load.total
         watch.add("pull.read", batches.seconds)
     watch.add("pull", time.perf_counter() - started)
     return stats
 
 
-def _stage_stream(
-    store: Store,
-    source_name: str,
-    planned: _Planned,
-    batches: Iterator[Batch],
-    progress: _Shown,
-    watch: Stopwatch,
-) -> StageStats:
-    """Stages a stream's batches; the last one moves the cursor and keeps the version."""
-    stream = planned.read.stream
-    total = StageStats()
-    newest: datetime | None = None
-    batch = next(batches)  # there is always one, the last possibly empty
-    for following in batches:  # every batch but the last: the cursor stays
-        newest = _newer(newest, batch.newest)
-        _stage(store, source_name, stream, batch, total, watch, progress)
-        batch = following
-    position = _newer(_newer(newest, batch.newest), planned.cursor)
-    version = planned.version
-    if version is not None and (total.later or batch.later):
-        version = StreamVersion(None)  # a later run must read what was left for it
-    elif version is not None and version.token is not None and batch.resume is not None:
-        # where this read ended, kept with the version for the next read to go on from
-        version = StreamVersion(f"{version.token}{POINT_SEPARATOR}{batch.resume}")
-    _stage(store, source_name, stream, batch, total, watch, progress, position, version)
-    return total
+def _in_turn(planned: list[_Planned]) -> list[list[_Planned]]:
+    """The reads staged together, group after group: the customers first, so that the
+    orders and carts they own find their person's key at once (staged before it, each
+    would be keyed again when its customer comes), then every other stream at once."""
+    first = [p for p in planned if p.read.stream is Stream.CUSTOMERS]
+    rest = [p for p in planned if p.read.stream is not Stream.CUSTOMERS]
+    return [group for group in (first, rest) if group]
 
 
-def _stage(
-    store: Store,
-    source_name: str,
-    stream: Stream,
-    batch: Batch,
-    total: StageStats,
-    watch: Stopwatch,
-    progress: _Shown,
-    cursor: datetime | None = None,
-    version: StreamVersion | None = None,
-) -> None:
-    with watch.time("pull.stage"):
-        stats = store.stage_built(
-            source_name, stream, batch.records, batch.issues, cursor=cursor, version=version
-        )
-    total.add(stats)
-    # changed after the run started: counted, so that what was read adds up; the next
-    # run takes them
-    total.received += batch.later
-    total.later += batch.later
-    progress.batch(len(batch.records), batch.position)
+class _Load:
+    """One stream's staging, a batch at a time as its batches come, inside
+    ``Store.loading`` (``loading``, left once its last batch is staged); the last one
+    moves the cursor and keeps the version."""
+
+    def __init__(
+        self,
+        store: Store,
+        source_name: str,
+        source: Source,
+        planned: _Planned,
+        progress: Progress,
+        watch: Stopwatch,
+    ) -> None:
+        self.store, self.source_name, self.planned, self.watch = store, source_name, planned, watch
+        self.stream = planned.read.stream
+        self.progress, self.stage = progress, pull_stage(source_name, self.stream.value)
+        self.started = False  # its bar is shown from its first batch on
+        size = source.size(self.stream) if isinstance(source, Sized) else None
+        self.shows = _Shown(progress, self.stage, size)
+        self.total = StageStats()
+        self.newest: datetime | None = None
+        self.loading = ExitStack()
+        self.loading.enter_context(store.loading(self.stream))
+
+    def take(self, batch: Batch, last: bool) -> None:
+        if not self.started:
+            self.progress.start(self.stage, unit="records")
+            self.started = True
+        self.newest = _newer(self.newest, batch.newest)
+        if not last:  # the cursor stays
+            self._stage(batch)
+            return
+        position = _newer(self.newest, self.planned.cursor)
+        version = self.planned.version
+        if version is not None and (self.total.later or batch.later):
+            version = StreamVersion(None)  # a later run must read what was left for it
+        elif version is not None and version.token is not None and batch.resume is not None:
+            # where this read ended, kept with the version for the next read to go on from
+            version = StreamVersion(f"{version.token}{POINT_SEPARATOR}{batch.resume}")
+        self._stage(batch, position, version)
+        with self.watch.time("pull.stage"):  # a first load's indexes, built at its end
+            self.loading.close()
+        self.progress.finish(self.stage, self.total.received)
+        _log(self.source_name, self.stream, self.total)
+
+    def _stage(
+        self, batch: Batch, cursor: datetime | None = None, version: StreamVersion | None = None
+    ) -> None:
+        with self.watch.time("pull.stage"):
+            stats = self.store.stage_built(
+                self.source_name,
+                self.stream,
+                batch.records,
+                batch.issues,
+                cursor=cursor,
+                version=version,
+            )
+        self.total.add(stats)
+        # changed after the run started: counted, so that what was read adds up; the next
+        # run takes them
+        self.total.received += batch.later
+        self.total.later += batch.later
+        self.shows.batch(len(batch.records), batch.position)
 
 
 class _Shown:

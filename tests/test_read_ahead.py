@@ -6,6 +6,7 @@ The child never opens the state database, so the comparisons run on SQLite.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import signal
@@ -14,14 +15,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 import sqlalchemy as sa
 
 from crmsync import spool
-from crmsync.child import ChildError
-from crmsync.contract import Check, ConnectorConfig, ConnectorContext
+from crmsync.child import Child, ChildError
+from crmsync.contract import Check, ConnectorConfig, ConnectorContext, Span
 from crmsync.errors import ConnectorError
 from crmsync.progress import NoProgress
 from crmsync.records import Record, RecordIssue, Stream
@@ -332,3 +333,68 @@ def test_a_spool_writer_waits_for_the_reader_once_it_is_far_enough_ahead(
     reader.close()
     assert taken == [("batch", n) for n in range(5)]
     assert list(tmp_path.iterdir()) == []
+
+
+def _lane(reads: list[Read], tmp_path: Path) -> tuple[read_ahead.Lane, Any]:
+    """A reader lane fed by hand: the returned end of its pipe sends its messages."""
+    results, sent = multiprocessing.Pipe(duplex=False)
+    tasks, _ = multiprocessing.Pipe(duplex=False)
+    reader = Child("reader", cast(Any, None), tasks, results)
+    return read_ahead.Lane(reader, reads, spool.SpoolReader(tmp_path)), sent
+
+
+def _batch(tag: int) -> tuple[Any, ...]:
+    return ("batch", [], [], 0, None, tag, None)  # ``position`` names the batch
+
+
+def test_the_run_takes_batches_from_whichever_reader_has_one(tmp_path: Path) -> None:
+    """The orders are cut in two parts, one per reader; the second reader also has the
+    carts. What it built is taken while the first reader has sent nothing yet, and the
+    orders' last batch (the last part's) comes after every other part's batches."""
+    orders, carts = Read(Stream.ORDERS, None), Read(Stream.CARTS, None)
+    first, second = (
+        Read(Stream.ORDERS, None, span=Span(0, 10)),
+        Read(Stream.ORDERS, None, span=Span(10, None)),
+    )
+    lane_a, to_a = _lane([first], tmp_path)
+    lane_b, to_b = _lane([second, carts], tmp_path)
+    ahead = read_ahead.Ahead([lane_a, lane_b], {orders: [first, second]})
+    for message in (_batch(21), _batch(22), ("end", 0.0), _batch(31), ("end", 0.0)):
+        to_b.send(message)
+    arriving = ahead.arriving([orders, carts])
+    taken = [next(arriving) for _ in range(2)]  # the first reader has sent nothing
+    later = threading.Timer(0.3, lambda: [to_a.send(m) for m in (_batch(11), ("end", 0.0))])
+    later.start()
+    taken += list(arriving)
+    later.join()
+    assert [(read.stream, batch.position, last) for read, batch, last in taken] == [
+        (Stream.ORDERS, 21, False),  # the last part's batches, all but its final one
+        (Stream.CARTS, 31, True),
+        (Stream.ORDERS, 11, False),
+        (Stream.ORDERS, 22, True),  # where the orders' read ended, once both parts did
+    ]
+
+
+def test_a_read_ahead_stages_the_customers_first_and_each_streams_cursor_last(
+    tmp_path: Path, children: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = make_site(tmp_path / "site", "sqlite://", customers=500)
+    calls: list[tuple[Stream, bool]] = []
+    real = Store.stage_built
+
+    def recorded(self: Store, source: str, stream: Stream, *args: Any, **kwargs: Any) -> Any:
+        calls.append((stream, kwargs.get("cursor") is not None))
+        return real(self, source, stream, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "stage_built", recorded)
+    store = open_store(tmp_path / "state.db")
+    try:
+        pull(store, recipe_of(site), ahead=True)
+    finally:
+        store.close()
+    streams = [stream for stream, _ in calls]
+    customers = streams.count(Stream.CUSTOMERS)
+    assert customers > 1 and streams[:customers] == [Stream.CUSTOMERS] * customers
+    for stream in Stream:
+        moved = [cursor for s, cursor in calls if s is stream]
+        assert moved[-1] and not any(moved[:-1]), stream  # only its last batch moves it
