@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,10 @@ ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL
 # ... and then only of a table whose statistics count fewer than this many times as many
 # rows, or that has none (PostgreSQL's autovacuum_analyze_scale_factor, by default)
 ANALYZE_SHARE = 0.1
+# tables analyzed side by side, each by a server process of its own: one ANALYZE keeps one
+# core busy, and a first sync's five staging tables took 1.2 s one after another at
+# 100,000 customers, between the pull and the planning, when nothing else runs
+ANALYZE_AT_ONCE = 2
 # the tables whose statistics planning relies on, by what writes them: a pull, and a
 # run's pushes and planning (read by the next run)
 STATISTICS = {
@@ -225,9 +230,9 @@ class Store:
         make the statistics of a large table wrong: only a table with none yet, or whose
         statistics count fewer than ``changed`` / ``ANALYZE_SHARE`` rows, is analyzed
         (a 1 %-changed run at 100,000 customers spent 2.2 of its 6.3 s analyzing tables
-        whose statistics were right). ``changed`` counts the rows written to all of them,
-        so each table's share is over-estimated, never under. SQLite's planner does not
-        need it.
+        whose statistics were right), ``ANALYZE_AT_ONCE`` tables at a time. ``changed``
+        counts the rows written to all of them, so each table's share is over-estimated,
+        never under. SQLite's planner does not need it.
         """
         if self.engine.dialect.name != "postgresql" or changed < ANALYZE_AFTER:
             return
@@ -236,10 +241,17 @@ class Store:
             known = {
                 str(name): float(rows) for name, rows in conn.execute(_ANALYZED, {"names": names})
             }
-            for name in names:
-                rows = known.get(name)
-                if rows is None or changed > ANALYZE_SHARE * rows:
-                    conn.execute(text(f"ANALYZE {name}"))
+        due = [
+            name
+            for name in names
+            if (rows := known.get(name)) is None or changed > ANALYZE_SHARE * rows
+        ]
+        with ThreadPoolExecutor(ANALYZE_AT_ONCE, thread_name_prefix="crmsync-analyze") as pool:
+            list(pool.map(self._analyze, due))  # raises what an ANALYZE raised
+
+    def _analyze(self, table: str) -> None:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ANALYZE {table}"))
 
     def close(self) -> None:
         self.engine.dispose()

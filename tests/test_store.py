@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,7 @@ import sqlalchemy as sa
 from crmsync.records import IssueAction, OrderStatus, RecordIssue, Stream
 from state import schema
 from state.migrate import current_revision, head_revision
-from state.store import Store
+from state.store import STATISTICS, Store
 from tests.builders import NOW, customer, days_ago, order
 from tests.conftest import POSTGRES_URL
 
@@ -357,6 +359,31 @@ def test_postgresql_statistics_that_are_right_are_not_gathered_again(postgres_ur
     store.refresh_statistics("staging", changed=small + 1)
     assert analyses("touched") == 2
     store.close()
+
+
+def test_postgresql_tables_are_analyzed_side_by_side(postgres_url: str) -> None:
+    """Each ANALYZE keeps one server process busy: a first sync's staging tables are
+    analyzed ``ANALYZE_AT_ONCE`` at a time, not one after another (two of them must be
+    under way together to pass the barrier)."""
+    from state.store import ANALYZE_AFTER, ANALYZE_AT_ONCE
+
+    store = Store(postgres_url)
+    together = threading.Barrier(ANALYZE_AT_ONCE, timeout=10)
+    analyzed: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("ANALYZE"):
+            analyzed.append(statement.split()[1])
+            if len(analyzed) <= ANALYZE_AT_ONCE:
+                together.wait()  # broken (and the test failed) if the other never starts
+
+    sa.event.listen(store.engine, "before_cursor_execute", before)
+    try:
+        store.refresh_statistics("staging", changed=ANALYZE_AFTER)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", before)
+        store.close()
+    assert sorted(analyzed) == sorted(STATISTICS["staging"])
 
 
 @pytest.mark.postgres
