@@ -17,12 +17,12 @@ person at once), then the other streams' batches in the order they are built, fr
 whichever reader has one (``Reader.arriving``): taken stream after stream, the batches
 of the reader whose streams come last waited until the others were done, and the run
 staged them alone at the end with one core idle (6 to 8 s of a 23 s pull at 100,000
-customers). A reader whose streams
-come later must not wait for the run to take its first batch either: each reader spools
-what it builds to files of its own (``Spool``, in segments deleted once the run has
-staged them) and sends the run only where each batch lies. The run reads a batch back
-when it stages it. Memory stays at a few batches in every process; what the readers are
-ahead of the run waits on disk (in the page cache, mostly).
+customers). A reader whose streams come later must not wait for the run to take its
+first batch either: each reader spools what it builds to files of its own (``Spool``,
+in segments deleted once the run has staged them) and sends the run only where each
+batch lies. The run reads a batch back when it stages it. Memory stays at a few batches
+in every process; what the readers are ahead of the run waits on disk (in the page
+cache, mostly).
 
 Each child builds the same source from its recipe (the connector class, its validated
 configuration and context: all picklable), and reads only: it never opens the state

@@ -361,11 +361,10 @@ def test_the_run_takes_batches_from_whichever_reader_has_one(tmp_path: Path) -> 
     ahead = read_ahead.Ahead([lane_a, lane_b], {orders: [first, second]})
     for message in (_batch(21), _batch(22), ("end", 0.0), _batch(31), ("end", 0.0)):
         to_b.send(message)
-    arriving = ahead.arriving([orders, carts])
-    taken = [next(arriving) for _ in range(2)]  # the first reader has sent nothing
+    # the first reader sends only later: taking the readers in turn would wait for it
     later = threading.Timer(0.3, lambda: [to_a.send(m) for m in (_batch(11), ("end", 0.0))])
     later.start()
-    taken += list(arriving)
+    taken = list(ahead.arriving([orders, carts]))
     later.join()
     assert [(read.stream, batch.position, last) for read, batch, last in taken] == [
         (Stream.ORDERS, 21, False),  # the last part's batches, all but its final one
