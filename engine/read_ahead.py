@@ -194,8 +194,9 @@ class Ahead(Reader):
         """The batches of ``reads`` from whichever reader has one built first. A read cut
         into parts gives its parts' batches mixed too; its last batch is its last part's
         (where the read ended: its ``resume``), held until every other part has ended."""
-        read_of = {part: read for read in reads for part in self._parts.get(read, (read,))}
-        parts_left = {read: len(self._parts.get(read, (read,))) for read in reads}
+        parts = {read: self._parts.get(read, (read,)) for read in reads}
+        read_of = {part: read for read, its in parts.items() for part in its}
+        parts_left = {read: len(its) for read, its in parts.items()}
         held: dict[Read, Batch] = {}  # each read's latest batch of its last part
         while parts_left:
             lanes = [lane for lane in self.lanes if lane.reads and lane.reads[0] in read_of]
@@ -205,7 +206,7 @@ class Ahead(Reader):
                 part = lane.reads[0]
                 read = read_of[part]
                 batch = self._next(lane)
-                last_part = part == self._parts.get(read, (read,))[-1]
+                last_part = part == parts[read][-1]
                 if batch is not None and not last_part:
                     yield read, batch, False
                 elif batch is not None:
