@@ -391,8 +391,11 @@ def test_a_broken_input_gives_one_message_naming_its_cause(case: Case, tmp_path:
 
 # --- signals: a real process group, as a terminal's Ctrl-C reaches it ----------------
 
+# Ctrl-C is Python's KeyboardInterrupt in the parent, as in a terminal, even when the
+# test process happens to ignore SIGINT (an ignored signal stays ignored through exec)
 CHILDREN = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from crmsync import child
 workers = [child.start(f"worker {i}", "engine.parallel:worker_main") for i in range(2)]
 try:  # the signal may land as soon as "started" is out
