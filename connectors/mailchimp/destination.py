@@ -76,11 +76,14 @@ class MailchimpDestination:
 
     # How many pushes the core may have on the wire at once (``engine.push``). push() may
     # run on two threads (it keeps nothing of its own between calls; the run's held tag
-    # moves and the tag index lock themselves: tests/test_mailchimp_sync.py), but a first
-    # sync of 100,000 people measured slower with two on this 2-core machine, where the
-    # run's process is busy planning and recording while it pushes (plan+push 29-32 s
-    # against 24-28 s, loaded): one at a time.
-    pushes_at_once: ClassVar[int] = 1
+    # moves and the tag index lock themselves: tests/test_mailchimp_sync.py). With one,
+    # every push waits for its slowest upsert before its tag calls, and for its slowest
+    # tag call before the next push is marked in flight: connections idle at each wait,
+    # for longer the slower the calls. With two, the other push's calls fill them. On
+    # the 2-core bench machine (fake at 80 ms a call, CPU-bound) both were alike (plan
+    # and push 25.7 to 26.8 s against 26.5 to 29.7 s at 100,000; 75.4 against 75.7 s at
+    # 300,000); at 500 ms a call two took 41.1 and 41.4 s against 51.3 and 51.8 s.
+    pushes_at_once: ClassVar[int] = 2
 
     def __init__(
         self,
