@@ -92,20 +92,32 @@ class RunMoves:
             else _LocalHold(batch_size, paired)
         )
         self._finished = False  # this run's job was finished: moves go out at once
-        self._lock = threading.Lock()  # a push and a collect of one run could overlap
+        # pushes and a collect of one run may overlap: what is held, and the count of
+        # holds whose calls are out, change under this condition; the calls themselves
+        # go out without it, so one push's calls do not wait for another's
+        self._lock = threading.Condition(threading.RLock())
+        self._sending = 0
 
     def hold(self, moves: Sequence[Move]) -> Held:
         """Holds these (member, groups to join, groups to leave) moves and sends every call
         now full (everything, once this run's job is finished)."""
         with self._lock:
             calls, still = self._held.take([m for m in moves if m[1] or m[2]], self._finished)
+            self._sending += 1
+        try:
             failed, transients = self._send(calls)
             here = {member for member, _, _ in moves}
             waiting = here & still
-            # failures of people answered PENDING, now or by an earlier push
+            # failures of people answered PENDING, now or by an earlier push: kept before
+            # this hold counts as done, so a ``finish`` waiting for it answers them
             later = {m: why for m, why in failed.items() if m not in here}
             later.update((m, failed[m]) for m in waiting if m in failed)
-            self._held.fail(later)
+            with self._lock:
+                self._held.fail(later)
+        finally:
+            with self._lock:
+                self._sending -= 1
+                self._lock.notify_all()
         return Held(failed, transients, waiting)
 
     def finish(self, job: str, moves: Sequence[Move] = ()) -> Sent:
@@ -115,6 +127,8 @@ class RunMoves:
         with self._lock:
             if job == self.job:  # only the first page finds anything still held
                 self._finished = True
+                # a hold whose calls are out may yet fail people answered PENDING
+                self._lock.wait_for(lambda: self._sending == 0)
                 calls, _ = self._held.take([], True)
                 failed, transients = self._send(calls)
                 self._held.fail(failed)
@@ -136,9 +150,11 @@ class RunMoves:
             for call in calls:
                 reason = f"{self._noun} {call.group!r} not applied: {exc}"
                 reasons.update((member, reason) for member in call.members())
-            self._held.fail(reasons)
+            with self._lock:
+                self._held.fail(reasons)
             raise
-        self._held.sent(calls)
+        with self._lock:
+            self._held.sent(calls)
         return sent
 
 
