@@ -12,7 +12,9 @@ batch is the same idempotent upsert.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
@@ -119,15 +121,24 @@ def run_pipeline(
                 with report.stages.time("events"):
                     plan_events(store, spec, {p.name: p.destination for p in pushers}, report)
             if not options.dry_run:
-                _collect(pushers, options, report)
-                if spec.settings.events:
-                    with report.stages.time("events"):
-                        send_events(store, spec, pushers, options, report, retry)
                 # rows written: the answers, and the plans of the people planned again
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
                 planned = report.profiles - report.profiles_kept
-                with report.stages.time("statistics"):
-                    store.refresh_statistics("plans", changed=max(answered, planned))
+                # gathered beside the collect and the events, which write a small share
+                # of those tables (the answers of the people left PENDING) or none
+                with ThreadPoolExecutor(1, thread_name_prefix="crmsync-statistics") as pool:
+                    analyzed = pool.submit(
+                        copy_context().run,
+                        store.refresh_statistics,
+                        "plans",
+                        changed=max(answered, planned),
+                    )
+                    _collect(pushers, options, report)
+                    if spec.settings.events:
+                        with report.stages.time("events"):
+                            send_events(store, spec, pushers, options, report, retry)
+                    with report.stages.time("statistics"):
+                        analyzed.result()  # raises what the analysis raised
         report.status = run_status(report)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
