@@ -19,10 +19,21 @@ for no more time saved; at 10,000 the run spent 1.8 s collecting.
 child process (``crmsync.child``) before it imports anything else; Celery's pool
 processes, forked from the worker, inherit it. A process whose youngest generation is
 already larger (a program that embeds crmsync and chose) keeps its own.
+
+``widen()`` also has the process's exit skip the collector: as the interpreter ends, it
+collects the whole heap again while it tears the modules down, walking every object the
+imports made (SQLAlchemy, pydantic, psycopg, httpx), to free memory the operating system
+takes back anyway. An exit handler freezes the heap first (``gc.freeze``: what exists is
+left out of every later collection); objects are still released as their modules are
+cleared, exit handlers (logging's flush among them) still run, and crmsync closes its
+files and connections itself rather than leaving them to a finaliser. A process with
+only crmsync's imports then ended in 0.60 to 0.84 s against 0.77 to 0.93 s (six runs
+each, alternating, 4 December 2026).
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 
 YOUNG = 50_000  # net container allocations between collections of the youngest generation
@@ -35,4 +46,5 @@ def widen() -> bool:
     if young >= YOUNG or young == 0:  # already wider, or collection switched off
         return False
     gc.set_threshold(YOUNG, middle, old)
+    atexit.register(gc.freeze)  # once: the pace changes once per process
     return True

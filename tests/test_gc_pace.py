@@ -65,6 +65,30 @@ def test_a_wide_pace_collects_far_less_often_and_still_frees_cycles() -> None:
     assert freed == default_freed == "True"  # the cycle is freed either way
 
 
+# what the heap is at the very end: an exit handler registered before ``widen`` runs
+# after the one ``widen`` registers (they run last in, first out)
+EXIT_PROBE = r"""
+import atexit, gc, sys
+from crmsync import gc_pace
+
+atexit.register(lambda: print(gc.get_freeze_count() > 0, flush=True))
+if sys.argv[1] == "widen":
+    gc_pace.widen()
+kept = [[n] for n in range(1000)]  # objects alive at the exit
+"""
+
+
+def test_a_process_at_the_wide_pace_ends_without_walking_its_heap_again() -> None:
+    def frozen_at_exit(mode: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_PROBE, mode], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    assert frozen_at_exit("widen") == "True"
+    assert frozen_at_exit("leave") == "False"
+
+
 @pytest.fixture
 def restored_pace() -> Iterator[None]:
     before = gc.get_threshold()
