@@ -20,14 +20,14 @@ T = TypeVar("T")
 
 
 class GatedVendor:
-    """Membership calls that wait at a gate: ``held`` tells when a call is at it,
-    ``release`` opens it. Members in ``refuse`` fail; ``broken`` raises instead."""
+    """Membership calls; while ``gated``, the next call waits at ``gate`` (``held`` tells
+    when one does) and the ones after it do not. Members in ``refuse`` fail; while
+    ``broken``, a call raises instead."""
 
-    def __init__(self, refuse: Sequence[str] = (), *, broken: bool = False) -> None:
-        self.refuse, self.broken = set(refuse), broken
+    def __init__(self, refuse: Sequence[str] = (), *, gated: bool = True) -> None:
+        self.refuse, self.gated, self.broken = set(refuse), gated, False
         self.gate, self.held = threading.Event(), threading.Event()
         self.calls: list[MembershipCall] = []
-        self.gated = True
 
     def send(self, calls: Sequence[MembershipCall]) -> Sent:
         self.calls.extend(calls)
@@ -76,8 +76,7 @@ def test_a_push_sends_its_calls_while_another_push_s_calls_are_out() -> None:
 
 
 def test_the_collect_waits_for_calls_out_and_answers_their_failures() -> None:
-    vendor = GatedVendor(refuse=["p1"])
-    vendor.gated = False
+    vendor = GatedVendor(refuse=["p1"], gated=False)
     moves = RunMoves(vendor.send, 2, paired=True, prefix="tags:", noun="tag")
     assert moves.hold(_moves("p1")).waiting == {"p1"}  # answered PENDING: its call is not full
     vendor.gated = True
@@ -94,10 +93,8 @@ def test_the_collect_waits_for_calls_out_and_answers_their_failures() -> None:
 
 
 def test_a_call_that_raised_leaves_its_pending_people_failed_not_waited_for() -> None:
-    vendor = GatedVendor(broken=True)
-    vendor.gated = False
+    vendor = GatedVendor(gated=False)
     moves = RunMoves(vendor.send, 2, paired=True, prefix="tags:", noun="tag")
-    vendor.broken = False
     assert moves.hold(_moves("p1")).waiting == {"p1"}
     vendor.broken = True
     with pytest.raises(RuntimeError, match="connection reset"):
