@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from crmsync.errors import StateError
 from state.store import Store
 from tests.e2e import AS_OF, make_site
 
@@ -76,3 +77,27 @@ def test_statistics_count_the_rows_a_run_wrote_not_the_people_it_kept(
     again = site.run_json()
     assert again["profiles_kept"] == again["profiles"] > 0
     assert refreshed == [("staging", 0), ("plans", 0)]
+
+
+def test_a_failure_gathering_the_plans_statistics_beside_the_collect_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan tables' statistics are gathered on a thread beside the run's final collect:
+    what that thread raises still ends the run as failed, with its reason."""
+    real = Store.refresh_statistics
+
+    def broken(self: Store, written: str, *, changed: int) -> Any:
+        if written == "plans":
+            raise StateError("ANALYZE was cancelled")
+        return real(self, written, changed=changed)
+
+    monkeypatch.setattr(Store, "refresh_statistics", broken)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    site = make_site(tmp_path, url, customers=30)
+    result = site.cli("run", "--as-of", AS_OF)
+    assert result.exit_code != 0 and "ANALYZE was cancelled" in result.output
+    store = Store(url)
+    [run] = store.runs("main")
+    assert run.status == "failed" and "ANALYZE was cancelled" in (run.error or "")
+    assert store.ledger_counts(["out"])["out"]["synced"] > 0  # pushed and collected
+    store.close()
