@@ -119,10 +119,13 @@ def plan_and_push(
             report.planning = "incremental"
         options.progress.finish(PROFILES, tally.profiles)
         for pusher in pushers:
-            pusher.flush()
+            pusher.hand_over()
         kept_in_tally(tally, kept)
         report.profiles_kept = kept.people
+        # while the last batches are pushed: the names follow from the planning alone
         name_not_synced(store, spec, ctx, tally, options, report, rename=kept.rename)
+        for pusher in pushers:
+            pusher.flush()
         if writer is not None and not any(d.error for d in report.destinations.values()):
             planning = Planning(
                 print_,

@@ -132,6 +132,13 @@ class Pusher:
         if len(pending) >= self.destination.max_batch:
             self._submit(self.pending.pop(part))
 
+    def hand_over(self) -> None:
+        """Hands over what is pending of every slice, in order, without waiting for it to
+        be pushed (``flush`` waits)."""
+        for each in sorted(self.pending):
+            self._submit(self.pending.pop(each, []))
+        self._raise_failure()
+
     def flush(self, part: int | None = None) -> None:
         """Hands over what is pending of slice ``part`` (of every slice, in order, when
         None); with None it also waits until everything handed over has been pushed."""
