@@ -18,10 +18,11 @@ the workers in order, each waited for before the next (``dispatch``):
    in any order and on any worker;
 5. collect: per destination, the jobs the run left pending.
 
-Then, here: the records not synced are named, the plans kept (as the in-process run
-keeps them, when no destination failed), events pushed when the pipeline sends them
-(in this process, after everyone's push), and the run's counts added up from the tasks'
-results. A run on workers plans incrementally as a run in one process does
+Here, beside the push phase, the records not synced are named (they follow from the
+planning alone); then the plans kept (as the in-process run keeps them, when no
+destination failed), events pushed when the pipeline sends them (in this process, after
+everyone's push, beside the plan tables' statistics), and the run's counts added up from
+the tasks' results. A run on workers plans incrementally as a run in one process does
 (``engine.plan_run``): the scope gathered here, in a temporary table of this process's
 connection, is copied to the state database for the workers (``planning.cut``), and the
 people it leaves out keep what the last planning found for them.
@@ -37,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
@@ -69,6 +71,7 @@ from distributed.work import (
 from engine.pipeline import PipelineBusy, begin_run, context_for, run_status, send_events
 from engine.plan_run import name_not_synced, report_tally
 from engine.push import LEASE_SECONDS, Pusher
+from engine.threads import beside
 from state.first_load import restore_indexes
 from state.store import Store
 from state.work_queue import add_tasks, cut_batches, finish, forget_run, stopped
@@ -161,32 +164,40 @@ class _Run:
             self.prepare()
         with stages.time("plan"):
             plan = self.plan(policy, as_of)
+        # named while the workers push, as a run in one process names them while its
+        # last batches are pushed: the names follow from the planning alone
+        name = partial(
+            name_not_synced,
+            self.store,
+            self.spec,
+            plan.ctx,
+            plan.tally,
+            self.options,
+            report,
+            rename=plan.kept.rename,
+        )
         try:
-            with stages.time("push"):
-                self.push(plan)
-            name_not_synced(
-                self.store,
-                self.spec,
-                plan.ctx,
-                plan.tally,
-                self.options,
-                report,
-                rename=plan.kept.rename,
-            )
+            with beside(name, "crmsync-names") as named:
+                with stages.time("push"):
+                    self.push(plan)
+                named.result()  # raises what naming raised
             if not any(d.error for d in report.destinations.values()):
                 assert report.run_id is not None
                 planning.keep(self.store, self.spec, report.run_id, plan)
         finally:
             report_tally(report, plan.tally, self.spec.currency, self.options.samples)
-        with stages.time("collect"):
-            self.collect()
-        if self.spec.settings.events:
-            with stages.time("events"):
-                self.events()
-        # rows written: the answers, and the plans of the people planned again
+        # rows written: the answers, and the plans of the people planned again; the
+        # statistics gathered beside the collect and the events, as in one process
         answered = sum(d.counts["ok"] for d in report.destinations.values())
         planned = report.profiles - report.profiles_kept
-        self.store.refresh_statistics("plans", changed=max(answered, planned))
+        analyze = partial(self.store.refresh_statistics, "plans", changed=max(answered, planned))
+        with beside(analyze, "crmsync-statistics") as analyzed:
+            with stages.time("collect"):
+                self.collect()
+            if self.spec.settings.events:
+                with stages.time("events"):
+                    self.events()
+            analyzed.result()  # raises what the analysis raised
 
     # -- pull -------------------------------------------------------------------------
 

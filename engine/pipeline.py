@@ -12,10 +12,9 @@ batch is the same idempotent upsert.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
 from crmsync.contract import ConnectorContext, Destination
@@ -31,6 +30,7 @@ from engine.pull import pull_source
 from engine.push import LEASE_SECONDS, Pusher
 from engine.push_events import push_events
 from engine.read_ahead import SourceRecipe
+from engine.threads import beside
 from state.ledger import RetryPolicy
 from state.store import Store
 from state.timeutil import now_ms, to_ms
@@ -126,13 +126,8 @@ def run_pipeline(
                 planned = report.profiles - report.profiles_kept
                 # gathered beside the collect and the events, which write a small share
                 # of those tables (the answers of the people left PENDING) or none
-                with ThreadPoolExecutor(1, thread_name_prefix="crmsync-statistics") as pool:
-                    analyzed = pool.submit(
-                        copy_context().run,
-                        store.refresh_statistics,
-                        "plans",
-                        changed=max(answered, planned),
-                    )
+                analyze = partial(store.refresh_statistics, "plans", changed=max(answered, planned))
+                with beside(analyze, "crmsync-statistics") as analyzed:
                     _collect(pushers, options, report)
                     if spec.settings.events:
                         with report.stages.time("events"):

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def started(work: Callable[[], None], name: str) -> threading.Thread:
@@ -15,3 +20,12 @@ def started(work: Callable[[], None], name: str) -> threading.Thread:
     )
     thread.start()
     return thread
+
+
+@contextmanager
+def beside(work: Callable[[], T], name: str) -> Iterator[Future[T]]:
+    """``work`` on a thread of its own, in a copy of the run's context, while the block
+    runs: the block takes its ``result()`` where it needs it (which raises what ``work``
+    raised); leaving the block, even by an error, waits for ``work`` to end."""
+    with ThreadPoolExecutor(1, thread_name_prefix=name) as pool:
+        yield pool.submit(contextvars.copy_context().run, work)
