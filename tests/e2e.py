@@ -255,3 +255,47 @@ def first_read_waits_for(monkeypatch: Any, event: threading.Event) -> list[bool]
 
     monkeypatch.setattr(FilesSource, "read", read)
     return waited
+
+
+def set_once_returned(monkeypatch: Any, owner: Any, name: str) -> threading.Event:
+    """An event set each time the function ``owner.<name>`` has returned (it is patched
+    to set it): a test of what a run does beside another step holds that step until the
+    event is set."""
+    done = threading.Event()
+    real = getattr(owner, name)
+
+    def call_and_tell(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        done.set()
+        return result
+
+    monkeypatch.setattr(owner, name, call_and_tell)
+    return done
+
+
+def break_plan_statistics(monkeypatch: Any, reason: str) -> None:
+    """Makes gathering the plan tables' statistics fail with ``reason`` (a StateError),
+    in this process (a run's own, or a coordinator's); the staging tables' still work."""
+    from crmsync.errors import StateError
+
+    real = Store.refresh_statistics
+
+    def broken(self: Store, written: str, *, changed: int) -> Any:
+        if written == "plans":
+            raise StateError(reason)
+        return real(self, written, changed=changed)
+
+    monkeypatch.setattr(Store, "refresh_statistics", broken)
+
+
+def assert_failed_keeping_pushes(url: str, result: Result, reason: str) -> None:
+    """The run ``result`` failed with ``reason``, which its run row keeps too, and the
+    ledger still holds what it pushed (destination ``out``, pipeline ``main``)."""
+    assert result.exit_code != 0 and reason in result.output
+    store = Store(url)
+    try:
+        [run] = store.runs("main")
+        assert run.status == "failed" and reason in (run.error or "")
+        assert store.ledger_counts(["out"])["out"]["synced"] > 0  # pushed and collected
+    finally:
+        store.close()

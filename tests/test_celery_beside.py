@@ -5,16 +5,21 @@ failure of which still fails the run with its reason."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from distributed import coordinator
-from state.store import Store
 from tests.celery_workers import broker_or_skip, celery_table, new_queue, workers
-from tests.e2e import AS_OF, Site, make_site
+from tests.e2e import (
+    AS_OF,
+    Site,
+    assert_failed_keeping_pushes,
+    break_plan_statistics,
+    make_site,
+    set_once_returned,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -33,13 +38,7 @@ def test_the_records_left_out_are_named_while_the_workers_push(
     site = make_site(tmp_path / "site", postgres_url, customers=120, dirty_rate=0.2)
     queue = new_queue()
     _on_workers(site, broker, queue)
-    named = threading.Event()
-    name_them = coordinator.name_not_synced
-
-    def name_and_tell(*args: Any, **kwargs: Any) -> None:
-        name_them(*args, **kwargs)
-        named.set()
-
+    named = set_once_returned(monkeypatch, coordinator, "name_not_synced")
     held: list[bool] = []
     push = coordinator._Run.push
 
@@ -47,7 +46,6 @@ def test_the_records_left_out_are_named_while_the_workers_push(
         held.append(named.wait(10))
         push(self, plan)
 
-    monkeypatch.setattr(coordinator, "name_not_synced", name_and_tell)
     monkeypatch.setattr(coordinator._Run, "push", push_once_named)
     with workers(site.config, tmp_path / "logs", broker, queue, 1) as running:
         code, report = site.run_report("--workers", "celery")
@@ -60,23 +58,11 @@ def test_the_records_left_out_are_named_while_the_workers_push(
 def test_a_failure_gathering_the_plans_statistics_fails_the_run_on_workers(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Store.refresh_statistics
-
-    def broken(self: Store, written: str, *, changed: int) -> Any:
-        if written == "plans":
-            raise coordinator.CrmsyncError("ANALYZE was cancelled")
-        return real(self, written, changed=changed)
-
     broker = broker_or_skip("redis")
     site = make_site(tmp_path / "site", postgres_url, customers=60)
     queue = new_queue()
     _on_workers(site, broker, queue)
-    monkeypatch.setattr(Store, "refresh_statistics", broken)  # in the coordinator
+    break_plan_statistics(monkeypatch, "ANALYZE was cancelled")  # in the coordinator
     with workers(site.config, tmp_path / "logs", broker, queue, 1):
         result = site.cli("run", "--workers", "celery", "--as-of", AS_OF)
-    assert result.exit_code != 0 and "ANALYZE was cancelled" in result.output
-    store = Store(postgres_url)
-    [run] = store.runs("main")
-    assert run.status == "failed" and "ANALYZE was cancelled" in (run.error or "")
-    assert store.ledger_counts(["out"])["out"]["synced"] > 0  # pushed and collected
-    store.close()
+    assert_failed_keeping_pushes(postgres_url, result, "ANALYZE was cancelled")

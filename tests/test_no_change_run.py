@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from crmsync.errors import StateError
 from state.store import Store
-from tests.e2e import AS_OF, make_site
+from tests.e2e import AS_OF, assert_failed_keeping_pushes, break_plan_statistics, make_site
 
 # each costs a run tens of milliseconds to import, for nothing when it reads nothing
 NOT_NEEDED = (
@@ -84,20 +83,8 @@ def test_a_failure_gathering_the_plans_statistics_beside_the_collect_fails_the_r
 ) -> None:
     """The plan tables' statistics are gathered on a thread beside the run's final collect:
     what that thread raises still ends the run as failed, with its reason."""
-    real = Store.refresh_statistics
-
-    def broken(self: Store, written: str, *, changed: int) -> Any:
-        if written == "plans":
-            raise StateError("ANALYZE was cancelled")
-        return real(self, written, changed=changed)
-
-    monkeypatch.setattr(Store, "refresh_statistics", broken)
+    break_plan_statistics(monkeypatch, "ANALYZE was cancelled")
     url = f"sqlite:///{tmp_path / 'state.db'}"
     site = make_site(tmp_path, url, customers=30)
     result = site.cli("run", "--as-of", AS_OF)
-    assert result.exit_code != 0 and "ANALYZE was cancelled" in result.output
-    store = Store(url)
-    [run] = store.runs("main")
-    assert run.status == "failed" and "ANALYZE was cancelled" in (run.error or "")
-    assert store.ledger_counts(["out"])["out"]["synced"] > 0  # pushed and collected
-    store.close()
+    assert_failed_keeping_pushes(url, result, "ANALYZE was cancelled")

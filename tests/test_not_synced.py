@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from state import schema
 from state.profile_reads import execute, linked_away_query
 from state.store import Store
 from tests.builders import customer
-from tests.e2e import AS_OF, Site, config_text, make_site
+from tests.e2e import AS_OF, Site, config_text, make_site, set_once_returned
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTBOX_MAPPING = ROOT / "connectors" / "outbox" / "mapping.toml"
@@ -380,13 +379,7 @@ def test_the_records_left_out_are_named_while_the_last_batch_is_pushed(
     customers: 0.4 s of naming in the 1.6 s its last batches took). The batch is held
     until the names are kept; named after the batch, it would wait in vain."""
     site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", dirty_rate=0.2)
-    named = threading.Event()
-    name_them = plan_run.name_not_synced
-
-    def name_and_tell(*args: Any, **kwargs: Any) -> None:
-        name_them(*args, **kwargs)
-        named.set()
-
+    named = set_once_returned(monkeypatch, plan_run, "name_not_synced")
     held: list[bool] = []
     push = OutboxDestination.push
 
@@ -395,7 +388,6 @@ def test_the_records_left_out_are_named_while_the_last_batch_is_pushed(
             held.append(named.wait(10))
         return push(self, changes)
 
-    monkeypatch.setattr(plan_run, "name_not_synced", name_and_tell)
     monkeypatch.setattr(OutboxDestination, "push", push_once_named)
     report = site.run_json()
     assert held == [True]
