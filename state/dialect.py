@@ -65,10 +65,10 @@ def one_of(
     3 us a key on the client (a second for every 150,000 keys looked up).
 
     On PostgreSQL the array is built in a sub-select, so the planner does not count its
-    keys: seeing a thousand of them, it costs a thousand index probes above a scan of the
-    whole table up to some 300,000 rows, and scanned 100,000 customers for each chunk
-    of a consent read-back (20 ms where the probes take 2). A list is always a chunk of
-    keys to seek by an index (``tests/test_opted_out.py`` checks the plan).
+    keys: seeing a thousand of them, it costed a thousand index probes above a scan of
+    the whole table, and scanned 100,000 customers for each chunk of a consent read-back
+    (20 ms where the probes take 2). A list is always a chunk of keys to seek by an index
+    (``tests/test_opted_out.py`` checks the plan).
     """
     if conn.dialect.name != "postgresql":
         return column.in_(bindparam(name, expanding=True))

@@ -60,15 +60,16 @@ def test_no_more_than_pages_at_once_are_fetched_or_on_the_way(monkeypatch: Any) 
     monkeypatch.setattr(client, "PAGES_AT_ONCE", 3)
     asked: list[tuple[str, int]] = []
     fetch = collection("u", 12 * PAGE, asked)
-    read = MailchimpApi._concurrent_pages("members", [fetch], ThreadPoolExecutor(8))
-    taken = [next(read) for _ in range(PAGE + 1)]  # the first page, and the second's first item
-    assert len(taken) == PAGE + 1
-    # the first page, then three in the window; taking the second freed a place for one more
-    deadline = time.monotonic() + WAIT
-    while len(asked) < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # and no other page is asked for meanwhile
-    assert sorted(offset for _, offset in asked) == [n * PAGE for n in range(5)]
-    rest = list(read)
+    with ThreadPoolExecutor(8) as pool:
+        read = MailchimpApi._concurrent_pages("members", [fetch], pool)
+        taken = [next(read) for _ in range(PAGE + 1)]  # the first page, the second's first item
+        assert len(taken) == PAGE + 1
+        # the first page, then three in the window; taking the second freed a place for one
+        deadline = time.monotonic() + WAIT
+        while len(asked) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # and no other page is asked for meanwhile
+        assert sorted(offset for _, offset in asked) == [n * PAGE for n in range(5)]
+        rest = list(read)
     assert len(taken) + len(rest) == 12 * PAGE
     assert sorted(offset for _, offset in asked) == [n * PAGE for n in range(12)]
