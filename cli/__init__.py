@@ -30,7 +30,7 @@ from crmsync.errors import ConfigError, CrmsyncError, StateError
 from crmsync.events import EventDestination, EventKind
 from crmsync.phase_log import PhaseLog
 from crmsync.progress import Progress, Tee
-from crmsync.runs import interrupt_exit_code, interrupt_reason
+from crmsync.runs import interrupt_exit_code, interrupt_reason, interruption
 from crmsync.stopping import stop_on_signals
 from engine.pipeline import PipelineBusy, RunOptions, RunReport, context_for, run_pipeline
 from engine.report import render_report, render_status, status_data
@@ -62,6 +62,11 @@ def _errors() -> Iterator[None]:
         _fail(EXIT_FAILED, f"run failed: {exc}")
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM within ``stop_on_signals``
         _fail(interrupt_exit_code(exc), interrupt_reason(exc))
+    except RuntimeError as exc:  # a lock's release failed after a signal landed in it
+        stopped = interruption(exc)
+        if stopped is None:
+            raise
+        _fail(interrupt_exit_code(stopped), interrupt_reason(stopped))
     except OSError as exc:  # a file or directory the command was pointed at
         where = f" {exc.filename}" if exc.filename else ""
         _fail(EXIT_FAILED, f"failed: cannot use{where}: {exc.strerror or exc}")

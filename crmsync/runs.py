@@ -25,6 +25,23 @@ class Interrupted(KeyboardInterrupt):
         self.reason, self.exit_code = reason, exit_code
 
 
+def interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interruption ``exc`` is or hides, else None.
+
+    A signal's ``Interrupted`` (``crmsync.stopping``) is raised wherever the main thread
+    is, and may land inside a lock's bookkeeping: in ``Condition.wait`` (a full queue's
+    ``put``) right after the lock was let go, when leaving the ``with`` block then
+    releases it again and raises ``RuntimeError: release unlocked lock`` in its place.
+    That error hides the interruption as its context; the run is interrupted all the same.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    context = exc.__context__
+    if isinstance(exc, RuntimeError) and isinstance(context, KeyboardInterrupt):
+        return context
+    return None
+
+
 def interrupt_reason(exc: KeyboardInterrupt) -> str:
     """What stopped the run, for its record and the one line the command prints (a bare
     ``KeyboardInterrupt`` is Python's own answer to Ctrl-C)."""

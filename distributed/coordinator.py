@@ -47,7 +47,14 @@ from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
 from crmsync.records import Stream
-from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason, jobs_left
+from crmsync.runs import (
+    DestinationReport,
+    RunOptions,
+    RunReport,
+    interrupt_reason,
+    interruption,
+    jobs_left,
+)
 from distributed import planning
 from distributed.app import make_app, require_workers, share_budgets
 from distributed.dispatch import Dispatch, Publish, Task
@@ -112,10 +119,13 @@ def run_on_workers(
         _Run(config, spec, store, options, report, dispatch).go(policy, as_of)
         report.status = run_status(report)
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
-            report.status, report.error = "interrupted", interrupt_reason(exc)
+        stopped = interruption(exc)  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
+        if stopped is not None:
+            report.status, report.error = "interrupted", interrupt_reason(stopped)
         else:
             report.status, report.error = "failed", describe(exc)
+        if stopped is not None and stopped is not exc:
+            raise stopped from None  # the command exits as interrupted (130 or 143)
         raise
     finally:
         report.stages.stop()

@@ -21,7 +21,14 @@ from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
-from crmsync.runs import DestinationReport, RunOptions, RunReport, interrupt_reason, jobs_left
+from crmsync.runs import (
+    DestinationReport,
+    RunOptions,
+    RunReport,
+    interrupt_reason,
+    interruption,
+    jobs_left,
+)
 from engine.consent_read import CONSENT_CHUNK, CONSENT_LOOKBACK, ConsentRead, read_consent
 from engine.plan_events import plan_events
 from engine.plan_run import plan_and_push
@@ -136,13 +143,16 @@ def run_pipeline(
                         analyzed.result()  # raises what the analysis raised
         report.status = run_status(report)
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
-            report.status, report.error = "interrupted", interrupt_reason(exc)
+        stopped = interruption(exc)  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
+        if stopped is not None:
+            report.status, report.error = "interrupted", interrupt_reason(stopped)
         else:
             report.status, report.error = "failed", _describe(exc)
         # a read cut short may have gone back to the pool still holding its snapshot,
         # which SQLite refuses to write from: the run's end is recorded on a fresh one
         store.forget_idle_connections()
+        if stopped is not None and stopped is not exc:
+            raise stopped from None  # the command exits as interrupted (130 or 143)
         raise
     finally:
         report.stages.stop()
