@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crmsync.errors import CrmsyncError
 from crmsync.not_synced import Summary
 from crmsync.phase_log import PhaseLog
 from crmsync.progress import Progress
@@ -40,6 +41,12 @@ def interruption(exc: BaseException) -> KeyboardInterrupt | None:
     if isinstance(exc, RuntimeError) and isinstance(context, KeyboardInterrupt):
         return context
     return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """What a run or a task that failed on ``exc`` records: crmsync's own errors say it
+    in their message, anything else is named by its class too."""
+    return str(exc) if isinstance(exc, CrmsyncError) else f"{exc.__class__.__name__}: {exc}"
 
 
 def interrupt_reason(exc: KeyboardInterrupt) -> str:
@@ -127,6 +134,18 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     stages: Stopwatch = field(default_factory=Stopwatch)  # seconds per stage of this run
+
+    def ended_by(self, exc: BaseException) -> BaseException:
+        """Records the run as ended by ``exc``: interrupted, with the reason, when it is
+        or hides an interruption (``interruption``), else failed with what was raised.
+        Returns what the run raises: the interruption itself when an error hid it, so
+        the command ends as interrupted (130 or 143)."""
+        stopped = interruption(exc)  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
+        if stopped is not None:
+            self.status, self.error = "interrupted", interrupt_reason(stopped)
+            return stopped
+        self.status, self.error = "failed", describe_error(exc)
+        return exc
 
     def counts(self) -> dict[str, Any]:
         return {

@@ -47,19 +47,12 @@ from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
 from crmsync.records import Stream
-from crmsync.runs import (
-    DestinationReport,
-    RunOptions,
-    RunReport,
-    interrupt_reason,
-    interruption,
-    jobs_left,
-)
+from crmsync.runs import DestinationReport, RunOptions, RunReport, jobs_left
 from distributed import planning
 from distributed.app import make_app, require_workers, share_budgets
 from distributed.dispatch import Dispatch, Publish, Task
 from distributed.planning import Plan
-from distributed.tasks import describe, retry_policy
+from distributed.tasks import retry_policy
 from distributed.work import (
     COLLECT,
     PLAN,
@@ -119,13 +112,9 @@ def run_on_workers(
         _Run(config, spec, store, options, report, dispatch).go(policy, as_of)
         report.status = run_status(report)
     except BaseException as exc:
-        stopped = interruption(exc)  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
-        if stopped is not None:
-            report.status, report.error = "interrupted", interrupt_reason(stopped)
-        else:
-            report.status, report.error = "failed", describe(exc)
-        if stopped is not None and stopped is not exc:
-            raise stopped from None  # the command exits as interrupted (130 or 143)
+        raised = report.ended_by(exc)
+        if raised is not exc:
+            raise raised from None
         raise
     finally:
         report.stages.stop()

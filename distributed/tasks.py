@@ -41,11 +41,11 @@ from crmsync.contract import (
     PushResult,
     Source,
 )
-from crmsync.errors import ConfigError, ConnectorError, CrmsyncError, SendLater
+from crmsync.errors import ConfigError, ConnectorError, SendLater
 from crmsync.incremental import fingerprint
 from crmsync.profile_scope import KeyRange
 from crmsync.records import Record, RecordIssue, Stream
-from crmsync.runs import DestinationReport, RunOptions, RunReport
+from crmsync.runs import DestinationReport, RunOptions, RunReport, describe_error
 from distributed import loaded
 from distributed.work import (
     COLLECT,
@@ -106,15 +106,11 @@ def _run(data: dict[str, Any], key: str, body: Body) -> None:
         except Exception as exc:
             log.exception("run %d: %s failed", work.run, key)
             with store.transaction() as conn:
-                finish(conn, work.run, key, {}, error=describe(exc))
+                finish(conn, work.run, key, {}, error=describe_error(exc))
             return
         if result is not None:
             with store.transaction() as conn:
                 finish(conn, work.run, key, result)
-
-
-def describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, CrmsyncError) else f"{exc.__class__.__name__}: {exc}"
 
 
 # -- pull -------------------------------------------------------------------------------

@@ -21,14 +21,7 @@ from crmsync.contract import ConnectorContext, Destination
 from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
-from crmsync.runs import (
-    DestinationReport,
-    RunOptions,
-    RunReport,
-    interrupt_reason,
-    interruption,
-    jobs_left,
-)
+from crmsync.runs import DestinationReport, RunOptions, RunReport, jobs_left
 from engine.consent_read import CONSENT_CHUNK, CONSENT_LOOKBACK, ConsentRead, read_consent
 from engine.plan_events import plan_events
 from engine.plan_run import plan_and_push
@@ -143,16 +136,12 @@ def run_pipeline(
                         analyzed.result()  # raises what the analysis raised
         report.status = run_status(report)
     except BaseException as exc:
-        stopped = interruption(exc)  # Ctrl-C, or SIGTERM (``crmsync.stopping``)
-        if stopped is not None:
-            report.status, report.error = "interrupted", interrupt_reason(stopped)
-        else:
-            report.status, report.error = "failed", _describe(exc)
+        raised = report.ended_by(exc)
         # a read cut short may have gone back to the pool still holding its snapshot,
         # which SQLite refuses to write from: the run's end is recorded on a fresh one
         store.forget_idle_connections()
-        if stopped is not None and stopped is not exc:
-            raise stopped from None  # the command exits as interrupted (130 or 143)
+        if raised is not exc:
+            raise raised from None
         raise
     finally:
         report.stages.stop()
@@ -240,10 +229,6 @@ def run_status(report: RunReport) -> str:
     if any(e.counts[o] for e in events for o in ("failed", "rejected")):
         return "partial"
     return "succeeded"
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, CrmsyncError) else str(exc)
 
 
 def begin_run(
