@@ -16,6 +16,7 @@ Pure values only: no I/O here.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -108,7 +109,9 @@ class NotSynced:
 
 @dataclass
 class Summary:
-    """Counts per reason and the first ``limit`` records of each, in the order added."""
+    """Counts per reason and the first ``limit`` records of each by source, stream and
+    id (code point order), whatever order they are added in: a run that names only
+    some records again lists the same first ones as a run that names them all."""
 
     limit: int
     counts: Counter[str] = field(default_factory=Counter)
@@ -117,8 +120,9 @@ class Summary:
     def add(self, record: NotSynced) -> None:
         self.counts[record.reason.value] += 1
         kept = self.records.setdefault(record.reason.value, [])
-        if len(kept) < self.limit:
-            kept.append(record)
+        if len(kept) < self.limit or (kept and _order(record) < _order(kept[-1])):
+            bisect.insort(kept, record, key=_order)
+            del kept[self.limit :]
 
     def put(self, reason: Reason, count: int, records: list[NotSynced]) -> None:
         """Sets a reason counted elsewhere (e.g. in SQL) with its first records."""
@@ -145,3 +149,7 @@ class Summary:
                 if self.counts[reason.value]
             ],
         }
+
+
+def _order(record: NotSynced) -> tuple[str, str, str]:
+    return (record.source, record.stream, record.record_key)

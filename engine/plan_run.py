@@ -111,19 +111,24 @@ def plan_and_push(
                     kept = _plan_scope(
                         conn, spec, planner, tally, pushers, last, counted, keep, tick
                     )
-        if reason is not None:
-            report.planning = f"everyone: {reason}"
-            options.progress.start(PROFILES, _people_expected(store, ctx, last))
-            _plan_everyone(store, spec, planner, tally, pushers, options, writer)
-        else:
-            report.planning = "incremental"
-        options.progress.finish(PROFILES, tally.profiles)
-        for pusher in pushers:
-            pusher.hand_over()
-        kept_in_tally(tally, kept)
-        report.profiles_kept = kept.people
-        # while the last batches are pushed: the names follow from the planning alone
-        name_not_synced(store, spec, ctx, tally, options, report, rename=kept.rename)
+            conn.commit()  # the scope's reads end; the table stays for the naming
+            if reason is not None:
+                report.planning = f"everyone: {reason}"
+                options.progress.start(PROFILES, _people_expected(store, ctx, last))
+                _plan_everyone(store, spec, planner, tally, pushers, options, writer)
+            else:
+                report.planning = "incremental"
+            options.progress.finish(PROFILES, tally.profiles)
+            for pusher in pushers:
+                pusher.hand_over()
+            scoped = {name: list(keys) for name, keys in tally.invalid.items()}
+            kept_in_tally(tally, kept)
+            report.profiles_kept = kept.people
+            # while the last batches are pushed: the names follow from the planning alone
+            scope = (conn, scoped) if reason is None else None
+            name_not_synced(
+                store, spec, ctx, tally, options, report, rename=kept.rename, scope=scope
+            )
         for pusher in pushers:
             pusher.flush()
         if writer is not None and not any(d.error for d in report.destinations.values()):
@@ -311,21 +316,18 @@ def name_not_synced(
     report: RunReport,
     *,
     rename: bool,
+    scope: tuple[Connection, dict[str, list[str]]] | None = None,
 ) -> None:
     """Names the records not synced in the report (and keeps the names, unless this is
     a dry run); without ``rename`` (nothing staged, nobody planned again) the last run's
-    names still hold and are renewed."""
-    if rename:
-        report.not_synced = store.name_not_synced(
-            spec.name,
-            ctx,
-            tally.invalid,
-            currencies=tally.foreign_orders > 0,
-            run_id=report.run_id,
-            keep=not options.dry_run,
-            limit=options.not_synced,
-        )
-    else:
+    names still hold and are renewed.
+
+    ``scope``, for a run that planned again only the people in ``SCOPE``: the connection
+    that holds the table, and the keys of those people each destination could not
+    address. Only their names are renewed (``Store.rename_not_synced``); everyone
+    else's stand. ``tally.invalid`` holds everyone's, for a run that must name them all.
+    """
+    if not rename:
         report.not_synced = store.renew_not_synced(
             spec.name,
             ctx.sources,
@@ -333,6 +335,33 @@ def name_not_synced(
             keep=not options.dry_run,
             limit=options.not_synced,
         )
+        return
+    currencies = tally.foreign_orders > 0
+    named = None
+    if scope is not None:
+        conn, invalid = scope
+        named = store.rename_not_synced(
+            conn,
+            SCOPE,
+            spec.name,
+            ctx,
+            invalid,
+            currencies=currencies,
+            run_id=report.run_id,
+            keep=not options.dry_run,
+            limit=options.not_synced,
+        )
+    if named is None:
+        named = store.name_not_synced(
+            spec.name,
+            ctx,
+            tally.invalid,
+            currencies=currencies,
+            run_id=report.run_id,
+            keep=not options.dry_run,
+            limit=options.not_synced,
+        )
+    report.not_synced = named
 
 
 def report_tally(report: RunReport, tally: Tally, currency: str, samples: int) -> None:

@@ -14,15 +14,34 @@ its primary key (pipeline, reason, ...) serves the counts and the first rows per
 A run that names exactly what the last one did (the usual case: the same few bad
 records, run after run) writes nothing but its run id: ``not_synced_sets`` keeps a
 digest of the set.
+
+A run that plans only some people again (``engine.plan_run``, incremental) names only
+what can have changed (``rename_scope``): its people's records replace theirs, and the
+rows of everyone else stand, since a person none of whose records was staged, re-keyed
+or deleted since the last planning is outside its scope and has the same records.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, false, func, literal, select
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -35,6 +54,9 @@ from state.profile_reads import cart_filter, of_sources, order_filter
 CHUNK = 500  # person keys per look-up
 WRITE_BATCH = 1000
 SEPARATOR = "\n"
+UNKNOWN = ""  # the digest of a set written in part: the next full naming writes it whole
+# found by their own queries, whoever is in a run's scope: named anew by every run
+EVERY_RUN = (Reason.GUEST_NO_EMAIL.value, Reason.OTHER_CURRENCY.value)
 
 
 def records(
@@ -262,9 +284,20 @@ def replace(conn: Connection, pipeline: str, found: Iterable[NotSynced]) -> Dige
     table = schema.not_synced
     conn.execute(delete(table).where(table.c.pipeline == pipeline))
     digest = Digest()
+    _write(conn, pipeline, found, digest)
+    return digest
+
+
+def _write(
+    conn: Connection, pipeline: str, found: Iterable[NotSynced], digest: Digest | None = None
+) -> int:
+    """Adds ``found`` to the pipeline's rows, in batches; returns how many."""
+    table = schema.not_synced
+    written = 0
     batch: list[dict[str, Any]] = []
     for record in found:
-        digest.add(record)
+        if digest is not None:
+            digest.add(record)
         batch.append(
             {
                 "pipeline": pipeline,
@@ -279,14 +312,75 @@ def replace(conn: Connection, pipeline: str, found: Iterable[NotSynced]) -> Dige
         )
         if len(batch) >= WRITE_BATCH:
             conn.execute(table.insert(), batch)
+            written += len(batch)
             batch = []
     if batch:
         conn.execute(table.insert(), batch)
-    return digest
+        written += len(batch)
+    return written
 
 
-def mark(conn: Connection, pipeline: str, digest: Digest, run_id: int | None, at: int) -> None:
-    """Records that run ``run_id`` named the pipeline's records (``digest``)."""
+def rename_scope(
+    conn: Connection,
+    pipeline: str,
+    ctx: ProfileContext,
+    scope: Table,
+    invalid: Mapping[str, Sequence[str]],
+    currencies: bool,
+) -> int | None:
+    """Names again, on ``conn`` and in its transaction, only what a run that planned the
+    people in ``scope`` (a temporary table of person keys on ``conn``) can have changed:
+
+    - the rows of the people in the scope make way for the records of those among them
+      a destination could not address (``invalid``, per destination);
+    - the records of nobody and in another currency, found by their own queries, are
+      named anew (as ``records`` does);
+    - an order or cart whose customer was never read is told apart again from one whose
+      customer is quarantined, since a record can enter or leave quarantine without its
+      person being planned again.
+
+    Returns how many rows the pipeline has now, or None when no run named its records
+    yet (then everything must be named). The stored digest becomes ``UNKNOWN``, so the
+    next run that names everything writes its set whole.
+    """
+    sets, table = schema.not_synced_sets, schema.not_synced
+    before = conn.execute(select(sets.c.records).where(sets.c.pipeline == pipeline)).scalar()
+    if before is None:
+        return None
+    ours = table.c.pipeline == pipeline
+    renamed = or_(table.c.person_key.in_(select(scope.c.person_key)), table.c.reason.in_(EVERY_RUN))
+    gone = conn.execute(delete(table).where(ours, renamed)).rowcount
+    _requalify(conn, pipeline)
+    found = chain(people(conn, ctx, invalid), nobodys(conn, ctx))
+    if currencies:
+        found = chain(found, other_currency(conn, ctx))
+    return int(before) - gone + _write(conn, pipeline, found)
+
+
+def _requalify(conn: Connection, pipeline: str) -> None:
+    """Sets the reason of the pipeline's rows for an order or cart without a customer
+    by whether that customer is quarantined now (as ``_of_people`` decides it)."""
+    table, q = schema.not_synced, schema.quarantine
+    held = exists().where(
+        q.c.source == table.c.source,
+        q.c.stream == "customers",
+        q.c.record_key == table.c.customer_id,
+        q.c.action == "quarantined",
+    )
+    unknown, quarantined = Reason.UNKNOWN_CUSTOMER.value, Reason.CUSTOMER_QUARANTINED.value
+    for was, now, where in ((unknown, quarantined, held), (quarantined, unknown, ~held)):
+        conn.execute(
+            update(table)
+            .where(table.c.pipeline == pipeline, table.c.reason == was, where)
+            .values(reason=now)
+        )
+
+
+def mark(
+    conn: Connection, pipeline: str, digest: str, records: int, run_id: int | None, at: int
+) -> None:
+    """Records that run ``run_id`` named the pipeline's ``records`` (their ``digest``,
+    or ``UNKNOWN``)."""
     table = schema.not_synced_sets
     insert = upsert_insert(conn, table)
     conn.execute(
@@ -301,8 +395,8 @@ def mark(conn: Connection, pipeline: str, digest: Digest, run_id: int | None, at
         ),
         {
             "pipeline": pipeline,
-            "digest": digest.hexdigest(),
-            "records": digest.count,
+            "digest": digest,
+            "records": records,
             "run_id": run_id,
             "named_at": at,
         },
@@ -311,7 +405,8 @@ def mark(conn: Connection, pipeline: str, digest: Digest, run_id: int | None, at
 
 def stored(conn: Connection, pipeline: str, limit: int) -> tuple[Summary, int | None]:
     """What the pipeline's last run left out: counts per reason, the first ``limit``
-    records of each (by source, stream and id), and that run's id."""
+    records of each (by source, stream and id, as ``Summary`` keeps them), and that
+    run's id."""
     table, sets = schema.not_synced, schema.not_synced_sets
     summary = Summary(limit)
     run_id = conn.execute(select(sets.c.run_id).where(sets.c.pipeline == pipeline)).scalar()
@@ -320,11 +415,12 @@ def stored(conn: Connection, pipeline: str, limit: int) -> tuple[Summary, int | 
         .where(table.c.pipeline == pipeline)
         .group_by(table.c.reason)
     ).all()
+    order = [bytewise(conn, c) for c in (table.c.source, table.c.stream, table.c.record_key)]
     for reason, count in counts:
         rows = conn.execute(
             select(table)
             .where(table.c.pipeline == pipeline, table.c.reason == reason)
-            .order_by(table.c.source, table.c.stream, table.c.record_key)
+            .order_by(*order)
             .limit(limit)
         )
         summary.put(Reason(reason), int(count), [_record(row) for row in rows])

@@ -306,7 +306,9 @@ def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
             str(compiled), [params[n] for n in compiled.positiontup or ()]
         )
         return rows
-    return conn.execution_options(stream_results=True, yield_per=2000).execute(statement)
+    # the statement's options, not the connection's: those would stay set on ``conn``
+    # (SQLAlchemy sets them in place) and make its later writes server-side cursors too
+    return conn.execute(statement.execution_options(stream_results=True, yield_per=2000))
 
 
 def profile_streams(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, select, text, update
+from sqlalchemy import Table, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -588,7 +588,47 @@ class Store:
                 if not_synced.stored_digest(conn, pipeline) != digest.hexdigest():
                     found = not_synced.records(conn, ctx, invalid, currencies)
                     digest = not_synced.replace(conn, pipeline, found)  # read again: streamed
-                not_synced.mark(conn, pipeline, digest, run_id, now_ms())
+                not_synced.mark(conn, pipeline, digest.hexdigest(), digest.count, run_id, now_ms())
+        return summary
+
+    def rename_not_synced(
+        self,
+        conn: Connection,
+        scope: Table,
+        pipeline: str,
+        ctx: ProfileContext,
+        invalid: Mapping[str, Sequence[str]],
+        *,
+        currencies: bool,
+        run_id: int | None,
+        keep: bool,
+        limit: int,
+    ) -> Summary | None:
+        """Names the records a run left out, as ``name_not_synced`` does, for a run that
+        planned again only the people in ``scope`` (a temporary table on ``conn``;
+        ``invalid``: those among them a destination could not address): only their
+        records, and those every run names anew, are looked up
+        (``not_synced.rename_scope``), and the counts and first records are read back
+        from the rows. Without ``keep`` the rows are left as they were. None: no run
+        named the pipeline's records yet, so this one must name them all."""
+        conn.commit()  # ends the planning's reads: what follows is one transaction
+        try:
+            records = not_synced.rename_scope(conn, pipeline, ctx, scope, invalid, currencies)
+            summary = None
+            if records is not None:
+                not_synced.mark(conn, pipeline, not_synced.UNKNOWN, records, run_id, now_ms())
+                summary, _ = not_synced.stored(conn, pipeline, limit)
+                summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
+        except OperationalError as exc:
+            conn.rollback()
+            raise StateError(f"state database error: {str(exc).splitlines()[0]}") from exc
+        except BaseException:
+            conn.rollback()
+            raise
+        if keep and summary is not None:
+            conn.commit()
+        else:
+            conn.rollback()
         return summary
 
     def renew_not_synced(
