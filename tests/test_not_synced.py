@@ -410,11 +410,8 @@ def _rewrite_customers(site: Site, changes: dict[str, dict[str, str]]) -> None:
 
 
 def _all_named(site: Site) -> list[tuple[Any, ...]]:
-    return sorted(
-        (r["reason"], r["source"], r["stream"], r["key"], r["person_key"], r["customer_id"])
-        + tuple(r["destinations"])
-        for r in _named(_status(site))
-    )
+    fields = ("reason", "source", "stream", "key", "person_key", "customer_id")
+    return sorted((*(r[f] for f in fields), *r["destinations"]) for r in _named(_status(site)))
 
 
 def test_a_run_that_plans_some_people_again_names_what_a_clean_run_over_its_data_names(
@@ -468,6 +465,7 @@ def test_a_run_that_plans_some_people_again_names_what_a_clean_run_over_its_data
     once = clean.run_json()
     assert named == _all_named(clean)
     assert second["not_synced"] == once["not_synced"]  # the same counts and first records
-    assert _status(site, limit=3)["not_synced"]["reasons"] == (
-        _status(clean, limit=3)["not_synced"]["reasons"]
+    assert (
+        _status(site, limit=3)["not_synced"]["reasons"]
+        == (_status(clean, limit=3)["not_synced"]["reasons"])
     )
