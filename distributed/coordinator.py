@@ -74,7 +74,7 @@ from engine.push import LEASE_SECONDS, Pusher
 from engine.threads import beside
 from state.first_load import restore_indexes
 from state.store import Store
-from state.work_queue import add_tasks, cut_batches, finish, forget_run, stopped
+from state.work_queue import add_tasks, cut_batches, finish, forget_run, run_scope_keys, stopped
 
 __all__ = ["run_on_workers"]
 
@@ -165,6 +165,8 @@ class _Run:
             plan = self.plan(policy, as_of)
         # named while the workers push, as a run in one process names them while its
         # last batches are pushed: the names follow from the planning alone
+        assert report.run_id is not None
+        scope = run_scope_keys(report.run_id) if plan.reason is None else None
         name = partial(
             name_not_synced,
             self.store,
@@ -173,7 +175,8 @@ class _Run:
             plan.tally,
             self.options,
             report,
-            rename=plan.kept.rename,
+            plan.kept,
+            scope,
         )
         try:
             with beside(name, "crmsync-names") as named:

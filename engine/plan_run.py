@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy.engine import Connection
 
 from crmsync.config import PipelineSpec
@@ -45,6 +47,7 @@ from state.planned import (
     fill_scope,
     kept_invalid,
     last_planning,
+    scope_keys,
     scoped_totals,
     touched_mark,
 )
@@ -121,14 +124,11 @@ def plan_and_push(
             options.progress.finish(PROFILES, tally.profiles)
             for pusher in pushers:
                 pusher.hand_over()
-            scoped = {name: list(keys) for name, keys in tally.invalid.items()}
             kept_in_tally(tally, kept)
             report.profiles_kept = kept.people
             # while the last batches are pushed: the names follow from the planning alone
-            scope = (conn, scoped) if reason is None else None
-            name_not_synced(
-                store, spec, ctx, tally, options, report, rename=kept.rename, scope=scope
-            )
+            scope = scope_keys() if reason is None else None
+            name_not_synced(store, spec, ctx, tally, options, report, kept, scope, conn)
         for pusher in pushers:
             pusher.flush()
         if writer is not None and not any(d.error for d in report.destinations.values()):
@@ -228,9 +228,6 @@ def kept_in_tally(tally: Tally, kept: Kept) -> None:
         unchanged = kept.people - sum(skipped.values())
         if unchanged:  # no zero entry: the report lists the decisions made
             counts["unchanged"] += unchanged
-        keys = kept.invalid.get(name)
-        if keys:
-            tally.invalid[name] = sorted([*tally.invalid.get(name, []), *keys])
 
 
 def _plan_everyone(
@@ -314,52 +311,52 @@ def name_not_synced(
     tally: Tally,
     options: RunOptions,
     report: RunReport,
-    *,
-    rename: bool,
-    scope: tuple[Connection, dict[str, list[str]]] | None = None,
+    kept: Kept,
+    scope: Select[Any] | None = None,
+    conn: Connection | None = None,
 ) -> None:
     """Names the records not synced in the report (and keeps the names, unless this is
-    a dry run); without ``rename`` (nothing staged, nobody planned again) the last run's
-    names still hold and are renewed.
+    a dry run). ``tally.invalid`` holds the keys of the people planned that a
+    destination could not address, ``kept.invalid`` those of the people kept.
 
-    ``scope``, for a run that planned again only the people in ``SCOPE``: the connection
-    that holds the table, and the keys of those people each destination could not
-    address. Only their names are renewed (``Store.rename_not_synced``); everyone
-    else's stand. ``tally.invalid`` holds everyone's, for a run that must name them all.
+    With nobody planned again and nothing staged (``kept.rename`` false) the last run's
+    names hold and are renewed. A run that planned again only the people of ``scope``
+    (a query of their keys, run on ``conn`` when it reads a temporary table) names only
+    theirs again (``Store.rename_not_synced``); else every record left out is named.
     """
-    if not rename:
+    keep, limit = not options.dry_run, options.not_synced
+    if not kept.rename:
         report.not_synced = store.renew_not_synced(
-            spec.name,
-            ctx.sources,
-            run_id=report.run_id,
-            keep=not options.dry_run,
-            limit=options.not_synced,
+            spec.name, ctx.sources, run_id=report.run_id, keep=keep, limit=limit
         )
         return
     currencies = tally.foreign_orders > 0
     named = None
     if scope is not None:
-        conn, invalid = scope
         named = store.rename_not_synced(
-            conn,
-            SCOPE,
-            spec.name,
-            ctx,
-            invalid,
-            currencies=currencies,
-            run_id=report.run_id,
-            keep=not options.dry_run,
-            limit=options.not_synced,
-        )
-    if named is None:
-        named = store.name_not_synced(
+            scope,
             spec.name,
             ctx,
             tally.invalid,
             currencies=currencies,
             run_id=report.run_id,
-            keep=not options.dry_run,
-            limit=options.not_synced,
+            keep=keep,
+            limit=limit,
+            conn=conn,
+        )
+    if named is None:
+        everyone = {
+            name: sorted([*tally.invalid.get(name, []), *kept.invalid.get(name, [])])
+            for name in {*tally.invalid, *kept.invalid}
+        }
+        named = store.name_not_synced(
+            spec.name,
+            ctx,
+            everyone,
+            currencies=currencies,
+            run_id=report.run_id,
+            keep=keep,
+            limit=limit,
         )
     report.not_synced = named
 

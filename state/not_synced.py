@@ -30,7 +30,6 @@ from typing import Any
 
 from sqlalchemy import (
     Select,
-    Table,
     and_,
     bindparam,
     delete,
@@ -324,12 +323,12 @@ def rename_scope(
     conn: Connection,
     pipeline: str,
     ctx: ProfileContext,
-    scope: Table,
+    scope: Select[Any],
     invalid: Mapping[str, Sequence[str]],
     currencies: bool,
 ) -> int | None:
     """Names again, on ``conn`` and in its transaction, only what a run that planned the
-    people in ``scope`` (a temporary table of person keys on ``conn``) can have changed:
+    people in ``scope`` (a query of their person keys) can have changed:
 
     - the rows of the people in the scope make way for the records of those among them
       a destination could not address (``invalid``, per destination);
@@ -348,7 +347,7 @@ def rename_scope(
     if before is None:
         return None
     ours = table.c.pipeline == pipeline
-    renamed = or_(table.c.person_key.in_(select(scope.c.person_key)), table.c.reason.in_(EVERY_RUN))
+    renamed = or_(table.c.person_key.in_(scope), table.c.reason.in_(EVERY_RUN))
     gone = conn.execute(delete(table).where(ours, renamed)).rowcount
     _requalify(conn, pipeline)
     found = chain(people(conn, ctx, invalid), nobodys(conn, ctx))

@@ -203,6 +203,11 @@ def _add_phone_links(conn: Connection, sources: Sequence[str]) -> None:
     conn.execute(insert(SCOPE).from_select(["person_key"], linked))
 
 
+def scope_keys() -> Select[Any]:
+    """The person keys in ``SCOPE`` (on the connection that filled it)."""
+    return select(SCOPE.c.person_key)
+
+
 def scope_stream(conn: Connection) -> Select[Any]:
     """The scope's keys in key order: a stream of its own in the merge, so that a key
     with no rows left still comes up (its stored plan is dropped)."""

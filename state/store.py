@@ -14,12 +14,12 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, create_engine, delete, event, func, select, text, update
+from sqlalchemy import Select, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -593,8 +593,7 @@ class Store:
 
     def rename_not_synced(
         self,
-        conn: Connection,
-        scope: Table,
+        scope: Select[Any],
         pipeline: str,
         ctx: ProfileContext,
         invalid: Mapping[str, Sequence[str]],
@@ -603,33 +602,37 @@ class Store:
         run_id: int | None,
         keep: bool,
         limit: int,
+        conn: Connection | None = None,
     ) -> Summary | None:
         """Names the records a run left out, as ``name_not_synced`` does, for a run that
-        planned again only the people in ``scope`` (a temporary table on ``conn``;
-        ``invalid``: those among them a destination could not address): only their
-        records, and those every run names anew, are looked up
-        (``not_synced.rename_scope``), and the counts and first records are read back
-        from the rows. Without ``keep`` the rows are left as they were. None: no run
-        named the pipeline's records yet, so this one must name them all."""
-        conn.commit()  # ends the planning's reads: what follows is one transaction
-        try:
-            records = not_synced.rename_scope(conn, pipeline, ctx, scope, invalid, currencies)
-            summary = None
-            if records is not None:
-                not_synced.mark(conn, pipeline, not_synced.UNKNOWN, records, run_id, now_ms())
-                summary, _ = not_synced.stored(conn, pipeline, limit)
-                summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
-        except OperationalError as exc:
-            conn.rollback()
-            raise StateError(f"state database error: {str(exc).splitlines()[0]}") from exc
-        except BaseException:
-            conn.rollback()
-            raise
-        if keep and summary is not None:
-            conn.commit()
-        else:
-            conn.rollback()
-        return summary
+        planned again only the people in ``scope`` (a query of their person keys, run on
+        ``conn`` when it reads a temporary table; ``invalid``: those among them a
+        destination could not address): only their records, and those every run names
+        anew, are looked up (``not_synced.rename_scope``), and the counts and first
+        records are read back from the rows. Without ``keep`` the rows are left as they
+        were. None: no run named the pipeline's records yet, so this one must name them
+        all."""
+        with nullcontext(conn) if conn is not None else self.engine.connect() as on:
+            on.commit()  # ends the planning's reads: what follows is one transaction
+            try:
+                records = not_synced.rename_scope(on, pipeline, ctx, scope, invalid, currencies)
+                summary = None
+                if records is not None:
+                    at = now_ms()
+                    not_synced.mark(on, pipeline, not_synced.UNKNOWN, records, run_id, at)
+                    summary, _ = not_synced.stored(on, pipeline, limit)
+                    summary.put(Reason.QUARANTINED, *not_synced.quarantined(on, ctx.sources, limit))
+            except OperationalError as exc:
+                on.rollback()
+                raise StateError(f"state database error: {str(exc).splitlines()[0]}") from exc
+            except BaseException:
+                on.rollback()
+                raise
+            if keep and summary is not None:
+                on.commit()
+            else:
+                on.rollback()
+            return summary
 
     def renew_not_synced(
         self, pipeline: str, sources: Sequence[str], *, run_id: int | None, keep: bool, limit: int

@@ -37,6 +37,7 @@ from sqlalchemy import (
     Column,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
@@ -406,6 +407,11 @@ def keep_scope(conn: Connection, run_id: int) -> None:
     conn.execute(delete(s).where(s.c.run_id == run_id))
     rows = select(literal(run_id, Integer), SCOPE.c.person_key)
     conn.execute(insert(s).from_select(["run_id", "person_key"], rows))
+
+
+def run_scope_keys(run_id: int) -> Select[Any]:
+    """The person keys of the run's scope (``keep_scope``), on any connection."""
+    return select(planned_scope.c.person_key).where(planned_scope.c.run_id == run_id)
 
 
 def scope_boundaries(conn: Connection, run_id: int, parts: int) -> list[str]:
