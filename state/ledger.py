@@ -428,11 +428,12 @@ def opted_out(
     state) in scope.
 
     Both look-ups seek by the person key ``e:<email>``: a staged customer with an e-mail
-    has that key (``stage_rows.person_key``), and the customers' covering profile index
-    leads with it, so each address costs one index seek and no table row (through the
-    e-mail index, each found customer cost a second seek into the table: most of the
-    look-up, since a read-back after a first sync asks about every unsubscribe that sync
-    pushed). Staged customers' sources are checked here rather than in SQL: with
+    has that key (``stage_rows.person_key``), and on SQLite the customers' covering
+    profile index leads with it, so each address costs one index seek and no table row
+    (through the e-mail index, each found customer cost a second seek into the table:
+    most of the look-up, since a read-back after a first sync asks about every
+    unsubscribe that sync pushed). PostgreSQL has no covering index there: it seeks the
+    person index, then the row. Staged customers' sources are checked here rather than in SQL: with
     ``source IN (...)`` in the query SQLite walks the whole source in the primary key.
 
     One statement per table for the whole list (one ``IN (...)`` of bound parameters: a
