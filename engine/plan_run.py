@@ -37,6 +37,7 @@ from engine.parallel import (
 )
 from engine.planner import LASTING, TICK_EVERY, Planned, Planner, Tally, Target, decisions
 from engine.push import Pusher
+from state.not_synced import Naming
 from state.planned import (
     SCOPE,
     PlannedRow,
@@ -330,34 +331,16 @@ def name_not_synced(
             spec.name, ctx.sources, run_id=report.run_id, keep=keep, limit=limit
         )
         return
-    currencies = tally.foreign_orders > 0
+    naming = Naming(report.run_id, keep, limit, currencies=tally.foreign_orders > 0)
     named = None
     if scope is not None:
-        named = store.rename_not_synced(
-            scope,
-            spec.name,
-            ctx,
-            tally.invalid,
-            currencies=currencies,
-            run_id=report.run_id,
-            keep=keep,
-            limit=limit,
-            conn=conn,
-        )
+        named = store.rename_not_synced(scope, spec.name, ctx, tally.invalid, naming, conn)
     if named is None:
         everyone = {
             name: sorted([*tally.invalid.get(name, []), *kept.invalid.get(name, [])])
             for name in {*tally.invalid, *kept.invalid}
         }
-        named = store.name_not_synced(
-            spec.name,
-            ctx,
-            everyone,
-            currencies=currencies,
-            run_id=report.run_id,
-            keep=keep,
-            limit=limit,
-        )
+        named = store.name_not_synced(spec.name, ctx, everyone, naming)
     report.not_synced = named
 
 

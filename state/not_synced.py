@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -56,6 +57,16 @@ SEPARATOR = "\n"
 UNKNOWN = ""  # the digest of a set written in part: the next full naming writes it whole
 # found by their own queries, whoever is in a run's scope: named anew by every run
 EVERY_RUN = (Reason.GUEST_NO_EMAIL.value, Reason.OTHER_CURRENCY.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Naming:
+    """How a run names the records it left out."""
+
+    run_id: int | None
+    keep: bool  # keep the names (not a dry run)
+    limit: int  # records listed per reason in the summary
+    currencies: bool  # look for records in another currency (the run counted some)
 
 
 def records(

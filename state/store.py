@@ -566,29 +566,27 @@ class Store:
         pipeline: str,
         ctx: ProfileContext,
         invalid: Mapping[str, Sequence[str]],
-        *,
-        currencies: bool,
-        run_id: int | None,
-        keep: bool,
-        limit: int,
+        naming: not_synced.Naming,
     ) -> Summary:
         """Names the records a run left out (``invalid``: per destination, the keys of the
-        people it could not address; ``currencies``: look for records in another currency
-        too); with ``keep``, they replace the pipeline's rows in ``not_synced`` (a dry run
-        keeps nothing; the same set as last time is not written again). Returns the counts
-        per reason and the first ``limit`` records of each, the quarantined ones included."""
+        people it could not address); when the run keeps them, they replace the
+        pipeline's rows in ``not_synced`` (the same set as last time is not written
+        again). Returns the counts per reason and the first records of each, the
+        quarantined ones included."""
+        currencies, limit = naming.currencies, naming.limit
         summary, digest = Summary(limit), not_synced.Digest()
         with self.engine.connect() as conn:
             for record in not_synced.records(conn, ctx, invalid, currencies):
                 summary.add(record)
                 digest.add(record)
             summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
-        if keep:
+        if naming.keep:
             with self.transaction() as conn:
                 if not_synced.stored_digest(conn, pipeline) != digest.hexdigest():
                     found = not_synced.records(conn, ctx, invalid, currencies)
                     digest = not_synced.replace(conn, pipeline, found)  # read again: streamed
-                not_synced.mark(conn, pipeline, digest.hexdigest(), digest.count, run_id, now_ms())
+                written, at = digest.hexdigest(), now_ms()
+                not_synced.mark(conn, pipeline, written, digest.count, naming.run_id, at)
         return summary
 
     def rename_not_synced(
@@ -597,11 +595,7 @@ class Store:
         pipeline: str,
         ctx: ProfileContext,
         invalid: Mapping[str, Sequence[str]],
-        *,
-        currencies: bool,
-        run_id: int | None,
-        keep: bool,
-        limit: int,
+        naming: not_synced.Naming,
         conn: Connection | None = None,
     ) -> Summary | None:
         """Names the records a run left out, as ``name_not_synced`` does, for a run that
@@ -609,30 +603,41 @@ class Store:
         ``conn`` when it reads a temporary table; ``invalid``: those among them a
         destination could not address): only their records, and those every run names
         anew, are looked up (``not_synced.rename_scope``), and the counts and first
-        records are read back from the rows. Without ``keep`` the rows are left as they
-        were. None: no run named the pipeline's records yet, so this one must name them
-        all."""
+        records are read back from the rows. A run that keeps nothing leaves the rows as
+        they were. None: no run named the pipeline's records yet, so this one must name
+        them all."""
         with nullcontext(conn) if conn is not None else self.engine.connect() as on:
             on.commit()  # ends the planning's reads: what follows is one transaction
             try:
-                records = not_synced.rename_scope(on, pipeline, ctx, scope, invalid, currencies)
-                summary = None
-                if records is not None:
-                    at = now_ms()
-                    not_synced.mark(on, pipeline, not_synced.UNKNOWN, records, run_id, at)
-                    summary, _ = not_synced.stored(on, pipeline, limit)
-                    summary.put(Reason.QUARANTINED, *not_synced.quarantined(on, ctx.sources, limit))
+                summary = self._rename(on, scope, pipeline, ctx, invalid, naming)
             except OperationalError as exc:
                 on.rollback()
                 raise StateError(f"state database error: {str(exc).splitlines()[0]}") from exc
             except BaseException:
                 on.rollback()
                 raise
-            if keep and summary is not None:
+            if naming.keep and summary is not None:
                 on.commit()
             else:
                 on.rollback()
             return summary
+
+    @staticmethod
+    def _rename(
+        conn: Connection,
+        scope: Select[Any],
+        pipeline: str,
+        ctx: ProfileContext,
+        invalid: Mapping[str, Sequence[str]],
+        naming: not_synced.Naming,
+    ) -> Summary | None:
+        found = not_synced.rename_scope(conn, pipeline, ctx, scope, invalid, naming.currencies)
+        if found is None:
+            return None
+        not_synced.mark(conn, pipeline, not_synced.UNKNOWN, found, naming.run_id, now_ms())
+        summary, _ = not_synced.stored(conn, pipeline, naming.limit)
+        summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, naming.limit))
+        return summary
 
     def renew_not_synced(
         self, pipeline: str, sources: Sequence[str], *, run_id: int | None, keep: bool, limit: int
