@@ -46,7 +46,6 @@ from state.planned import (
     ScopeCounts,
     Skips,
     fill_scope,
-    kept_invalid,
     last_planning,
     scope_keys,
     scoped_totals,
@@ -158,7 +157,6 @@ class Kept:
     people: int = 0  # planned last time and not again
     segments: Counter[str] = field(default_factory=Counter)  # their segment sizes
     skips: Skips = field(default_factory=dict)  # their lasting skips per destination
-    invalid: dict[str, list[str]] = field(default_factory=dict)  # per destination
     foreign_orders: int | None = None  # None: counted by this planning
     rename: bool = True  # name the records not synced again
 
@@ -209,7 +207,6 @@ def kept_from_last(
         people=last.profiles - people,
         segments=+segments,
         skips={name: {k: n for k, n in c.items() if n} for name, c in skips.items()},
-        invalid=kept_invalid(conn, spec.name) if counted.people else {},
         foreign_orders=foreign,
         rename=counted.people > 0,
     )
@@ -318,12 +315,14 @@ def name_not_synced(
 ) -> None:
     """Names the records not synced in the report (and keeps the names, unless this is
     a dry run). ``tally.invalid`` holds the keys of the people planned that a
-    destination could not address, ``kept.invalid`` those of the people kept.
+    destination could not address.
 
     With nobody planned again and nothing staged (``kept.rename`` false) the last run's
     names hold and are renewed. A run that planned again only the people of ``scope``
     (a query of their keys, run on ``conn`` when it reads a temporary table) names only
-    theirs again (``Store.rename_not_synced``); else every record left out is named.
+    theirs again (``Store.rename_not_synced``), the others' names standing. Otherwise
+    (everyone planned, or no run named any records yet) the records of the people
+    planned are named, with those of nobody and in another currency.
     """
     keep, limit = not options.dry_run, options.not_synced
     if not kept.rename:
@@ -336,11 +335,7 @@ def name_not_synced(
     if scope is not None:
         named = store.rename_not_synced(scope, spec.name, ctx, tally.invalid, naming, conn)
     if named is None:
-        everyone = {
-            name: sorted([*tally.invalid.get(name, []), *kept.invalid.get(name, [])])
-            for name in {*tally.invalid, *kept.invalid}
-        }
-        named = store.name_not_synced(spec.name, ctx, everyone, naming)
+        named = store.name_not_synced(spec.name, ctx, tally.invalid, naming)
     report.not_synced = named
 
 

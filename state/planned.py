@@ -241,27 +241,6 @@ def scoped_totals(conn: Connection, pipeline: str) -> tuple[Counter[str], Skips,
     return sizes, skips, people
 
 
-def kept_invalid(conn: Connection, pipeline: str) -> dict[str, list[str]]:
-    """Per destination, the people outside ``SCOPE`` it could not address, as the last
-    run named them (``not_synced``): an incremental run names their records again."""
-    n = schema.not_synced
-    query = (
-        select(n.c.person_key, n.c.destinations)
-        .where(
-            n.c.pipeline == pipeline,
-            n.c.destinations != "",
-            n.c.person_key.is_not(None),
-            n.c.person_key.not_in(select(SCOPE.c.person_key)),
-        )
-        .distinct()
-    )
-    found: dict[str, set[str]] = {}
-    for key, destinations in conn.execute(query):
-        for name in destinations.split(SEPARATOR):
-            found.setdefault(name, set()).add(key)
-    return {name: sorted(keys) for name, keys in found.items()}
-
-
 class PlannedWriter:
     """Collects a planning's rows on a connection of its own, then keeps them (``keep``)
     or forgets them (``close`` without ``keep``)."""
