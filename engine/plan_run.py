@@ -322,7 +322,9 @@ def name_not_synced(
     (a query of their keys, run on ``conn`` when it reads a temporary table) names only
     theirs again (``Store.rename_not_synced``), the others' names standing. Otherwise
     (everyone planned, or no run named any records yet) the records of the people
-    planned are named, with those of nobody and in another currency.
+    planned are named, with those of nobody and in another currency. A dry run does not
+    rename (that writes, if only to roll back): beside a run of the same pipeline its
+    rows would wait on that run's, and could deadlock with them.
     """
     keep, limit = not options.dry_run, options.not_synced
     if not kept.rename:
@@ -332,7 +334,7 @@ def name_not_synced(
         return
     naming = Naming(report.run_id, keep, limit, currencies=tally.foreign_orders > 0)
     named = None
-    if scope is not None:
+    if scope is not None and keep:
         named = store.rename_not_synced(scope, spec.name, ctx, tally.invalid, naming, conn)
     if named is None:
         named = store.name_not_synced(spec.name, ctx, tally.invalid, naming)

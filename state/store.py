@@ -603,9 +603,8 @@ class Store:
         ``conn`` when it reads a temporary table; ``invalid``: those among them a
         destination could not address): only their records, and those every run names
         anew, are looked up (``not_synced.rename_scope``), and the counts and first
-        records are read back from the rows. A run that keeps nothing leaves the rows as
-        they were. None: no run named the pipeline's records yet, so this one must name
-        them all."""
+        records are read back from the rows, which are kept. None: no run named the
+        pipeline's records yet, so this one must name them all."""
         with nullcontext(conn) if conn is not None else self.engine.connect() as on:
             on.commit()  # ends the planning's reads: what follows is one transaction
             try:
@@ -616,7 +615,7 @@ class Store:
             except BaseException:
                 on.rollback()
                 raise
-            if naming.keep and summary is not None:
+            if summary is not None:
                 on.commit()
             else:
                 on.rollback()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -529,3 +530,43 @@ def test_incremental_runs_after_random_changes_name_what_one_clean_run_names(
     named = [r for r in _all_named(site) if r[0] != Reason.QUARANTINED]
     assert named == [r for r in _all_named(clean) if r[0] != Reason.QUARANTINED]
     assert {r[0] for r in named} > {Reason.NO_IDENTITY, Reason.NO_EMAIL, Reason.OTHER_CURRENCY}
+
+
+def test_a_dry_run_after_a_change_names_it_without_waiting_on_rows_a_run_holds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`plan` names what it would leave out without writing: beside a run of the same
+    pipeline (no lease keeps them apart) a renaming would wait on the rows that run
+    holds, and could deadlock with it. Here a transaction holds every name. PostgreSQL:
+    on SQLite a dry run's staging waits for any writer, the names aside."""
+    state_url = postgres_url
+    site = _site(tmp_path, state_url)
+    site.run_json()
+    before = _status(site)["not_synced"]
+    with open(site.data / "customers.csv", encoding="utf-8", newline="") as handle:
+        broken = next(r for r in csv.DictReader(handle) if r["email"] and r["phone"])
+    later = "2026-11-01T11:50:00+03:00"
+    changes = {broken["customer_id"]: {"email": "", "phone": "", "updated_at": later}}
+    _rewrite_customers(site, changes)
+
+    store = Store(state_url)
+    holder = store.engine.connect()
+    holder.execute(sa.delete(schema.not_synced))  # as a run renaming, not yet committed
+    results: list[Any] = []
+    command = ("plan", "--as-of", AS_OF, "--json", "--not-synced", "100000")
+    planning = threading.Thread(target=lambda: results.append(site.cli(*command)))
+    planning.start()
+    try:
+        planning.join(30)
+        assert not planning.is_alive(), "the dry run waited on the held rows"
+    finally:
+        holder.rollback()
+        holder.close()
+        planning.join()
+        store.close()
+    assert results[0].exit_code == 0, results[0].output
+    planned = json.loads(results[0].stdout)[0]
+    assert planned["planning"] == "incremental"
+    named = {(r["stream"], r["key"]) for r in _named(planned)}
+    assert ("customers", broken["customer_id"]) in named
+    assert _status(site)["not_synced"] == before
