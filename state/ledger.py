@@ -433,8 +433,9 @@ def opted_out(
     (through the e-mail index, each found customer cost a second seek into the table:
     most of the look-up, since a read-back after a first sync asks about every
     unsubscribe that sync pushed). PostgreSQL has no covering index there: it seeks the
-    person index, then the row. Staged customers' sources are checked here rather than in SQL: with
-    ``source IN (...)`` in the query SQLite walks the whole source in the primary key.
+    person index, then the row. Staged customers' sources are checked here rather than
+    in SQL: with ``source IN (...)`` in the query SQLite walks the whole source in the
+    primary key.
 
     One statement per table for the whole list (one ``IN (...)`` of bound parameters: a
     caller's chunk of e-mails), its rows taken in one fetch rather than one at a time.
