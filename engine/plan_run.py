@@ -323,8 +323,9 @@ def name_not_synced(
     theirs again (``Store.rename_not_synced``), the others' names standing. Otherwise
     (everyone planned, or no run named any records yet) the records of the people
     planned are named, with those of nobody and in another currency. A dry run does not
-    rename (that writes, if only to roll back): beside a run of the same pipeline its
-    rows would wait on that run's, and could deadlock with them.
+    rename (that writes, if only to roll back: beside a run of the same pipeline its rows
+    would wait on that run's, and could deadlock with them); it names everyone's records
+    read-only, those of the people outside its scope as the last run named them.
     """
     keep, limit = not options.dry_run, options.not_synced
     if not kept.rename:
@@ -337,7 +338,14 @@ def name_not_synced(
     if scope is not None and keep:
         named = store.rename_not_synced(scope, spec.name, ctx, tally.invalid, naming, conn)
     if named is None:
-        named = store.name_not_synced(spec.name, ctx, tally.invalid, naming)
+        invalid = tally.invalid
+        if scope is not None and not keep:
+            kept_ones = store.named_outside(scope, spec.name, conn)
+            invalid = {
+                name: sorted([*tally.invalid.get(name, []), *kept_ones.get(name, [])])
+                for name in {*tally.invalid, *kept_ones}
+            }
+        named = store.name_not_synced(spec.name, ctx, invalid, naming)
     report.not_synced = named
 
 

@@ -367,6 +367,28 @@ def rename_scope(
     return int(before) - gone + _write(conn, pipeline, found)
 
 
+def named_outside(conn: Connection, pipeline: str, scope: Select[Any]) -> dict[str, list[str]]:
+    """Per destination, the people outside ``scope`` it could not address, as the last
+    run named them: a dry run that planned only the scope names their records too,
+    without writing (``engine.plan_run.name_not_synced``)."""
+    table = schema.not_synced
+    query = (
+        select(table.c.person_key, table.c.destinations)
+        .where(
+            table.c.pipeline == pipeline,
+            table.c.destinations != "",
+            table.c.person_key.is_not(None),
+            table.c.person_key.not_in(scope),
+        )
+        .distinct()
+    )
+    found: dict[str, set[str]] = {}
+    for key, destinations in conn.execute(query):
+        for name in destinations.split(SEPARATOR):
+            found.setdefault(name, set()).add(key)
+    return {name: sorted(keys) for name, keys in found.items()}
+
+
 def _requalify(conn: Connection, pipeline: str) -> None:
     """Sets the reason of the pipeline's rows for an order or cart without a customer
     by whether that customer is quarantined now (as ``_of_people`` decides it)."""

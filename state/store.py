@@ -621,6 +621,14 @@ class Store:
                 on.rollback()
             return summary
 
+    def named_outside(
+        self, scope: Select[Any], pipeline: str, conn: Connection | None = None
+    ) -> dict[str, list[str]]:
+        """Per destination, the people outside ``scope`` (run on ``conn`` when it reads a
+        temporary table) the last run named as ones it could not address."""
+        with nullcontext(conn) if conn is not None else self.engine.connect() as on:
+            return not_synced.named_outside(on, pipeline, scope)
+
     @staticmethod
     def _rename(
         conn: Connection,

@@ -569,4 +569,7 @@ def test_a_dry_run_after_a_change_names_it_without_waiting_on_rows_a_run_holds(
     assert planned["planning"] == "incremental"
     named = {(r["stream"], r["key"]) for r in _named(planned)}
     assert ("customers", broken["customer_id"]) in named
+    # and everyone else's, as the last run named them (those people were not planned)
+    assert {(r["stream"], r["key"]) for r in _named({"not_synced": before})} <= named
+    assert planned["not_synced"]["total"] > before["total"]
     assert _status(site)["not_synced"] == before
