@@ -50,6 +50,7 @@ from crmsync.profile_scope import ProfileContext
 from state import schema
 from state.dialect import bytewise, key_list, one_of, upsert_insert
 from state.profile_reads import cart_filter, of_sources, order_filter
+from state.timeutil import now_ms
 
 CHUNK = 500  # person keys per look-up
 WRITE_BATCH = 1000
@@ -367,6 +368,23 @@ def rename_scope(
     return int(before) - gone + _write(conn, pipeline, found)
 
 
+def rename(
+    conn: Connection,
+    pipeline: str,
+    ctx: ProfileContext,
+    scope: Select[Any],
+    invalid: Mapping[str, Sequence[str]],
+    naming: Naming,
+) -> Summary | None:
+    """``rename_scope``, then the run recorded as naming the set and the set's counts and
+    first records read back; None when no run named the pipeline's records yet."""
+    found = rename_scope(conn, pipeline, ctx, scope, invalid, naming.currencies)
+    if found is None:
+        return None
+    mark(conn, pipeline, UNKNOWN, found, naming.run_id, now_ms())
+    return stored(conn, pipeline, ctx.sources, naming.limit)[0]
+
+
 def named_outside(conn: Connection, pipeline: str, scope: Select[Any]) -> dict[str, list[str]]:
     """Per destination, the people outside ``scope`` it could not address, as the last
     run named them: a dry run that planned only the scope names their records too,
@@ -435,10 +453,12 @@ def mark(
     )
 
 
-def stored(conn: Connection, pipeline: str, limit: int) -> tuple[Summary, int | None]:
+def stored(
+    conn: Connection, pipeline: str, sources: Sequence[str], limit: int
+) -> tuple[Summary, int | None]:
     """What the pipeline's last run left out: counts per reason, the first ``limit``
-    records of each (by source, stream and id, as ``Summary`` keeps them), and that
-    run's id."""
+    records of each (by source, stream and id, as ``Summary`` keeps them), with the
+    records of ``sources`` quarantined now, and that run's id."""
     table, sets = schema.not_synced, schema.not_synced_sets
     summary = Summary(limit)
     run_id = conn.execute(select(sets.c.run_id).where(sets.c.pipeline == pipeline)).scalar()
@@ -456,6 +476,7 @@ def stored(conn: Connection, pipeline: str, limit: int) -> tuple[Summary, int | 
             .limit(limit)
         )
         summary.put(Reason(reason), int(count), [_record(row) for row in rows])
+    summary.put(Reason.QUARANTINED, *quarantined(conn, sources, limit))
     return summary, run_id
 
 

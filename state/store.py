@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -605,10 +605,10 @@ class Store:
         anew, are looked up (``not_synced.rename_scope``), and the counts and first
         records are read back from the rows, which are kept. None: no run named the
         pipeline's records yet, so this one must name them all."""
-        with nullcontext(conn) if conn is not None else self.engine.connect() as on:
+        with self._connection(conn) as on:
             on.commit()  # ends the planning's reads: what follows is one transaction
             try:
-                summary = self._rename(on, scope, pipeline, ctx, invalid, naming)
+                summary = not_synced.rename(on, pipeline, ctx, scope, invalid, naming)
             except OperationalError as exc:
                 on.rollback()
                 raise StateError(f"state database error: {str(exc).splitlines()[0]}") from exc
@@ -626,25 +626,12 @@ class Store:
     ) -> dict[str, list[str]]:
         """Per destination, the people outside ``scope`` (run on ``conn`` when it reads a
         temporary table) the last run named as ones it could not address."""
-        with nullcontext(conn) if conn is not None else self.engine.connect() as on:
+        with self._connection(conn) as on:
             return not_synced.named_outside(on, pipeline, scope)
 
-    @staticmethod
-    def _rename(
-        conn: Connection,
-        scope: Select[Any],
-        pipeline: str,
-        ctx: ProfileContext,
-        invalid: Mapping[str, Sequence[str]],
-        naming: not_synced.Naming,
-    ) -> Summary | None:
-        found = not_synced.rename_scope(conn, pipeline, ctx, scope, invalid, naming.currencies)
-        if found is None:
-            return None
-        not_synced.mark(conn, pipeline, not_synced.UNKNOWN, found, naming.run_id, now_ms())
-        summary, _ = not_synced.stored(conn, pipeline, naming.limit)
-        summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, naming.limit))
-        return summary
+    def _connection(self, conn: Connection | None) -> AbstractContextManager[Connection]:
+        """``conn`` itself (left open), or a connection of the pool for the block."""
+        return nullcontext(conn) if conn is not None else self.engine.connect()
 
     def renew_not_synced(
         self, pipeline: str, sources: Sequence[str], *, run_id: int | None, keep: bool, limit: int
@@ -668,9 +655,7 @@ class Store:
         """What the pipeline's last run left out, and that run's id (None: none recorded),
         with the records quarantined now."""
         with self.engine.connect() as conn:
-            summary, run_id = not_synced.stored(conn, pipeline, limit)
-            summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, sources, limit))
-        return summary, run_id
+            return not_synced.stored(conn, pipeline, sources, limit)
 
     def failures(self, destinations: Sequence[str], limit: int = 50) -> list[dict[str, Any]]:
         table = schema.failures
