@@ -325,16 +325,8 @@ def test_a_fixed_record_is_no_longer_named_after_the_next_run(
         }
 
     assert reasons("customers", "800001") == {"no_identity": sorted(DESTINATIONS)}
-    path = site.data / "customers.csv"
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        if row["customer_id"] == "800001":
-            row.update(email="found@example.com", updated_at="2026-10-04T09:00:00+03:00")
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    found = {"email": "found@example.com", "updated_at": "2026-10-04T09:00:00+03:00"}
+    _rewrite_customers(site, {"800001": found})
     report = site.run_json()
     assert report["people"]["out"]["create"] == report["people"]["emails"]["create"] == 1
     # now only the destination that needs a phone misses the customer, and its order
