@@ -94,6 +94,8 @@ class FilesSource:
         self._positions: dict[Stream, Callable[[], int]] = {}  # per stream being read
         self._resume: dict[Stream, str] = {}  # where the next read may start (``resume_from``)
         self._reached: dict[Stream, str] = {}  # where the last whole read ended
+        self._went_on: set[Stream] = set()  # streams whose last read began at a point
+        self._whole: set[Stream] = set()  # streams whose last read went through all rows
         self._spans: dict[Stream, Span] = {}  # the part the next read takes (``read_span``)
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
@@ -149,6 +151,12 @@ class FilesSource:
         JSON-lines file: the length and XXH3-128 of its whole lines); None for a read cut
         short or another kind of file."""
         return self._reached.get(stream)
+
+    def read_whole(self, stream: Stream) -> bool:
+        """Whether the last read of ``stream`` went through its whole file
+        (``Exhaustive``): to its end, from its start (not from a point given), with no
+        window dropping rows changed before ``since``."""
+        return stream in self._whole
 
     def _start(self, stream: Stream, spec: StreamFile) -> Point | None:
         """The point to read ``stream`` from, when it was given one made by this reading
@@ -244,6 +252,7 @@ class FilesSource:
         # rows surely outside the window are dropped on their raw time, before any row work
         fast = files_window.prefilter(spec, since, until) if window is not None else None
         build = builder.build
+        self._whole.discard(stream)
         for unit in self._units(stream, spec, csv_lines, fast):
             if isinstance(unit, BadRow):
                 reason = f"line {unit.line}: {unit.reason}"
@@ -271,6 +280,8 @@ class FilesSource:
                     stream, record.external_id, CORRECTED, reason, field, excerpt(rows[0].text)
                 )
             yield record
+        if (window is None or since is None) and stream not in self._went_on:
+            self._whole.add(stream)
 
     def _units(
         self,
@@ -290,6 +301,7 @@ class FilesSource:
                 hint=f"relative paths are read from {self.context.config_dir}",
             )
         try:
+            self._went_on.discard(stream)
             if spec.file_format() == "jsonl":
                 self._reached.pop(stream, None)
                 with open_binary(path) as binary:
@@ -300,6 +312,7 @@ class FilesSource:
                     lines = HashedLines(binary, start, span)
                     yield from numbered_rows(lines, spec.encoding, drop)
                 if lines.resumed:
+                    self._went_on.add(stream)
                     log.info(
                         "%s.%s: read from byte %d: the file still begins with what its "
                         "last read went through",

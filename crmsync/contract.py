@@ -151,7 +151,10 @@ class Source(Protocol):
 
         ``since`` is None for a full read. Sources that cannot filter return everything;
         the core de-duplicates by (external id, updated_at). Bad records are yielded as
-        ``RecordIssue`` so one never fails the stream.
+        ``RecordIssue`` so one never fails the stream. A read that goes through the whole
+        stream (``since`` None, or ``Exhaustive``) reports every bad record still in it
+        again: the core then forgets the issues it kept for the stream that this read did
+        not report (their records were fixed, or are gone).
         """
         ...
 
@@ -187,6 +190,18 @@ class Resumable(Protocol):
     def resume_from(self, stream: Stream, point: str | None) -> None: ...
 
     def resume_point(self, stream: Stream) -> str | None: ...
+
+
+@runtime_checkable
+class Exhaustive(Protocol):
+    """A source that can tell whether a stream's last read, once taken to its end, went
+    through the whole stream (optional): an export file read from its start with no window,
+    though ``since`` was given, say; not a window of it, nor a read resumed after the
+    start it proved unchanged (``Resumable``). Without it the core counts a read with no
+    ``since`` and no resume point as whole. Of a stream read in parts (``Divisible``),
+    the last part's read tells for the whole input, as if read whole."""
+
+    def read_whole(self, stream: Stream) -> bool: ...
 
 
 @runtime_checkable

@@ -46,7 +46,8 @@ class Explanation:
 EXPLANATIONS: dict[Reason, Explanation] = {
     Reason.QUARANTINED: Explanation(
         "the source record could not be read (`status` shows why, under quarantine)",
-        "fix the record at the source; it leaves quarantine when it next reads cleanly",
+        "fix or delete the record at the source; it leaves quarantine when it next reads"
+        " cleanly, or when a read of the whole stream no longer finds it",
     ),
     Reason.NO_IDENTITY: Explanation(
         "a customer with neither e-mail nor phone, and its orders and carts",

@@ -37,6 +37,7 @@ from crmsync.stopwatch import Stopwatch
 from engine.read_ahead import Batch, Read, SourceRecipe, reader, worth_reading_ahead
 from state.staging import StageStats
 from state.store import Store, StreamVersion
+from state.timeutil import now_ms
 
 log = logging.getLogger("engine.pull")
 
@@ -139,6 +140,7 @@ class _Load:
         size = source.size(self.stream) if isinstance(source, Sized) else None
         self.shows = _Shown(progress, self.stage, size)
         self.total = StageStats()
+        self.begun = now_ms()  # issues seen before this read are a full read's to forget
         self.newest: datetime | None = None
         self.loading = ExitStack()
         self.loading.enter_context(store.loading(self.stream))
@@ -158,14 +160,19 @@ class _Load:
         elif version is not None and version.token is not None and batch.resume is not None:
             # where this read ended, kept with the version for the next read to go on from
             version = StreamVersion(f"{version.token}{POINT_SEPARATOR}{batch.resume}")
-        self._stage(batch, position, version)
+        # a read of the whole stream reported every bad record still in it again
+        self._stage(batch, position, version, self.begun if batch.whole else None)
         with self.watch.time("pull.stage"):  # a first load's indexes, built at its end
             self.loading.close()
         self.progress.finish(self.stage, self.total.received)
         _log(self.source_name, self.stream, self.total)
 
     def _stage(
-        self, batch: Batch, cursor: datetime | None = None, version: StreamVersion | None = None
+        self,
+        batch: Batch,
+        cursor: datetime | None = None,
+        version: StreamVersion | None = None,
+        forget_before: int | None = None,
     ) -> None:
         with self.watch.time("pull.stage"):
             stats = self.store.stage_built(
@@ -175,6 +182,7 @@ class _Load:
                 batch.issues,
                 cursor=cursor,
                 version=version,
+                forget_before=forget_before,
             )
         self.total.add(stats)
         # changed after the run started: counted, so that what was read adds up; the next
@@ -207,7 +215,7 @@ def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
 def _log(source_name: str, stream: Stream, total: StageStats) -> None:
     log.info(
         "pulled %s.%s: %d received = %d staged + %d unchanged + %d quarantined + %d later"
-        " (%d corrected)",
+        " (%d corrected)%s",
         source_name,
         stream.value,
         total.received,
@@ -216,6 +224,9 @@ def _log(source_name: str, stream: Stream, total: StageStats) -> None:
         total.quarantined,
         total.later,
         total.corrected,
+        f"; {total.forgotten} issues kept before no longer found: forgotten"
+        if total.forgotten
+        else "",
     )
 
 

@@ -52,7 +52,15 @@ from typing import Any, cast
 
 from crmsync import child
 from crmsync.child import Pipes
-from crmsync.contract import ConnectorContext, Divisible, Resumable, Sized, Source, Span
+from crmsync.contract import (
+    ConnectorContext,
+    Divisible,
+    Exhaustive,
+    Resumable,
+    Sized,
+    Source,
+    Span,
+)
 from crmsync.records import RecordIssue, Stream
 from crmsync.spool import Note, SpoolReader, SpoolWriter, is_note
 from state.stage_rows import BUILDERS, Built
@@ -93,6 +101,7 @@ class Batch:
     newest: datetime | None = None  # the newest ``updated_at`` among ``records``
     position: int | None = None  # how far the read got, of the source's size (``Sized``)
     resume: str | None = None  # the stream's last batch: where its read ended (``Resumable``)
+    whole: bool = False  # the stream's last batch: its read went through all of it
 
 
 def batches(source: Source, name: str, read: Read, until: datetime, size: int) -> Iterator[Batch]:
@@ -125,6 +134,10 @@ def batches(source: Source, name: str, read: Read, until: datetime, size: int) -
             batch = Batch()
     if resumable is not None:
         batch.resume = resumable.resume_point(read.stream)
+    if isinstance(source, Exhaustive):
+        batch.whole = source.read_whole(read.stream)
+    else:
+        batch.whole = read.since is None and read.resume is None
     yield batch
 
 
@@ -348,10 +361,11 @@ def _read_all(pipes: Pipes) -> None:
 
 def _packed(batch: Batch) -> tuple[Any, ...]:
     records = [tuple(built) for built in batch.records]
-    found = (batch.issues, batch.later, batch.newest, batch.position, batch.resume)
+    found = (batch.issues, batch.later, batch.newest, batch.position, batch.resume, batch.whole)
     return ("batch", records, *found)
 
 
 def _unpacked(message: tuple[Any, ...]) -> Batch:
-    _, records, issues, later, newest, position, resume = message
-    return Batch(list(map(Built._make, records)), issues, later, newest, position, resume)
+    _, records, issues, later, newest, position, resume, whole = message
+    built = list(map(Built._make, records))
+    return Batch(built, issues, later, newest, position, resume, whole)

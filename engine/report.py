@@ -152,6 +152,8 @@ def pulled_sum(s: dict[str, int]) -> str:
         text += f" + {s['later']} left for the next run (changed after it started)"
     if s.get("corrected"):
         text += f" ({s['corrected']} corrected)"
+    if s.get("forgotten"):
+        text += f"; {s['forgotten']} issue(s) kept before no longer found: forgotten"
     return text
 
 

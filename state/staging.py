@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, delete
 from sqlalchemy.engine import Connection
 
 from crmsync.records import IssueAction, RecordIssue, Stream
@@ -58,6 +58,7 @@ class StageStats:
     later: int = 0  # changed after the run started: left for the next run
     corrected: int = 0  # records with a value corrected (among staged and unchanged)
     not_read: bool = False  # the source said the stream is unchanged since its last read
+    forgotten: int = 0  # issues kept before, not reported again by a full read: gone
 
     def add(self, other: StageStats) -> None:
         self.received += other.received
@@ -66,6 +67,7 @@ class StageStats:
         self.quarantined += other.quarantined
         self.later += other.later
         self.corrected += other.corrected
+        self.forgotten += other.forgotten
 
     def adds_up(self) -> bool:
         return self.received == self.staged + self.unchanged + self.quarantined + self.later
@@ -79,6 +81,7 @@ class StageStats:
             "later": self.later,
             "corrected": self.corrected,
             **({"not_read": 1} if self.not_read else {}),
+            **({"forgotten": self.forgotten} if self.forgotten else {}),
         }
 
 
@@ -280,11 +283,29 @@ def store_issues(
     bulk(conn).gather_statistics([table])
 
 
+def forget_issues(conn: Connection, source: str, stream: Stream, before: int) -> int:
+    """Forgets the stream's issues last seen before ``before`` (ms since the epoch), after
+    a full read that began then and went to its end: that read reported again every bad
+    record still there, so an issue it did not report is of a record fixed or gone (a
+    malformed line, kept under a digest of its text, is never otherwise seen to be
+    fixed). Returns how many were forgotten."""
+    table = schema.quarantine
+    done = conn.execute(
+        delete(table).where(
+            table.c.source == source,
+            table.c.stream == stream.value,
+            table.c.last_seen < before,
+        )
+    )
+    return int(done.rowcount or 0)
+
+
 __all__ = [
     "NOT_COUNTED",
     "StageStats",
     "count_issues",
     "fallback_key",
+    "forget_issues",
     "person_key",
     "stage_records",
     "store_issues",

@@ -34,7 +34,7 @@ from state.first_load import deferred_indexes, restore_indexes
 from state.migrate import require_current, upgrade
 from state.readonly import readonly_engine
 from state.stage_rows import Built, build
-from state.staging import StageStats, count_issues, stage_records, store_issues
+from state.staging import StageStats, count_issues, forget_issues, stage_records, store_issues
 from state.timeutil import from_ms, now_ms, to_ms
 
 WAL_ATTEMPTS = 100  # looks at a new file's journal mode, 20 ms apart (``_write_ahead_log``)
@@ -295,15 +295,20 @@ class Store:
         *,
         cursor: datetime | None = None,
         version: StreamVersion | None = None,
+        forget_before: int | None = None,
     ) -> StageStats:
         """Stores one batch of built records (``state.stage_rows``) and, when given, moves
-        the stream's cursor and keeps (or forgets) its version, in one transaction."""
+        the stream's cursor and keeps (or forgets) its version, in one transaction. The
+        last batch of a full read forgets the stream's issues last seen before the read
+        began (``forget_before``, ms: ``staging.forget_issues``)."""
         at = now_ms()
         with self.transaction() as conn:
             durable = cursor is not None or version is not None  # else re-read after a crash
             stats = stage_records(conn, source, stream, records, at, durable=durable)
             store_issues(conn, source, issues, at)
             count_issues(stats, issues)
+            if forget_before is not None:
+                stats.forgotten = forget_issues(conn, source, stream, forget_before)
             if cursor is not None:
                 self._set_cursor(conn, source, stream.value, cursor)
             if version is not None:

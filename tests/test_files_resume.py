@@ -188,8 +188,8 @@ def test_a_csv_file_tells_no_point(tmp_path: Path) -> None:
     assert src.resume_point(Stream.CUSTOMERS) is None
 
 
-def test_a_reader_process_sends_the_point_with_the_last_batch() -> None:
-    batch = Batch(resume="lines-v1|digest|10|hash", position=10)
+def test_a_reader_process_sends_the_point_and_the_whole_read_with_the_last_batch() -> None:
+    batch = Batch(resume="lines-v1|digest|10|hash", position=10, whole=True)
     assert _unpacked(_packed(batch)) == batch
 
 

@@ -73,12 +73,14 @@ def pull(
     ahead: bool,
     until: datetime = UNTIL,
     progress: Any = None,
+    full: bool = False,
 ) -> PullStats:
     source = recipe.build()
     try:
         return pull_source(
             store, "shop", source, until=until, lookback=timedelta(minutes=10), batch_size=97,
             progress=progress, stopwatch=Stopwatch(), recipe=recipe if ahead else None,
+            full=full,
         )  # fmt: skip
     finally:
         source.close()
@@ -145,6 +147,44 @@ def test_a_read_ahead_stages_what_a_read_in_process_stages(
     finally:
         here.close()
         there.close()
+
+
+def test_a_whole_read_in_parts_forgets_the_issues_it_no_longer_finds(
+    tmp_path: Path, children: list[Any]
+) -> None:
+    """The orders export read again whole, in a part per reader: the last part's batch
+    tells that the read went through the whole export, so the malformed line deleted
+    since is forgotten, as one clean read would never have seen it."""
+    site = make_site(tmp_path / "site", "sqlite://", customers=500, dirty_rate=0.1)
+    recipe = recipe_of(site)
+    orders = site.data / "orders.jsonl"
+    lines = orders.read_bytes().splitlines(keepends=True)
+    broken = b'{"id": "99999999", "customer_id": \n'
+    half = len(lines) // 2
+    orders.write_bytes(b"".join([*lines[:half], broken, *lines[half:]]))
+    store, fresh = open_store(tmp_path / "state.db"), open_store(tmp_path / "fresh.db")
+    try:
+        pull(store, recipe, ahead=True)
+        before = issues(store)
+        gone = {issue for issue in before if "99999999" in issue[-1]}
+        assert len(gone) == 1 and len(before) > 1  # the line, and the generator's dirty rows
+        orders.write_bytes(b"".join(lines))
+        again = pull(store, recipe, ahead=True, full=True)
+        assert len(children) == 2 * READERS
+        assert again.streams["orders"].forgotten == 1
+        pull(fresh, recipe, ahead=False)
+        assert issues(store) == issues(fresh) == before - gone
+    finally:
+        store.close()
+        fresh.close()
+
+
+def issues(store: Store) -> set[tuple[Any, ...]]:
+    """The issues kept, without how often and when they were seen."""
+    q = schema.quarantine
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(q.c.stream, q.c.record_key, q.c.field, q.c.excerpt))
+        return {tuple(row) for row in rows}
 
 
 def test_a_workers_pull_of_one_stream_reads_ahead_as_a_run_does(
@@ -344,7 +384,7 @@ def _lane(reads: list[Read], tmp_path: Path) -> tuple[read_ahead.Lane, Any]:
 
 
 def _batch(tag: int) -> tuple[Any, ...]:
-    return ("batch", [], [], 0, None, tag, None)  # ``position`` names the batch
+    return read_ahead._packed(read_ahead.Batch(position=tag))  # ``position`` names it
 
 
 def test_the_run_takes_batches_from_whichever_reader_has_one(tmp_path: Path) -> None:
