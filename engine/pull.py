@@ -140,7 +140,7 @@ class _Load:
         size = source.size(self.stream) if isinstance(source, Sized) else None
         self.shows = _Shown(progress, self.stage, size)
         self.total = StageStats()
-        self.begun = now_ms()  # issues seen before this read are a full read's to forget
+        self.begun = now_ms()  # when this read's issues count as seen (``stage_built``)
         self.newest: datetime | None = None
         self.loading = ExitStack()
         self.loading.enter_context(store.loading(self.stream))
@@ -161,7 +161,7 @@ class _Load:
             # where this read ended, kept with the version for the next read to go on from
             version = StreamVersion(f"{version.token}{POINT_SEPARATOR}{batch.resume}")
         # a read of the whole stream reported every bad record still in it again
-        self._stage(batch, position, version, self.begun if batch.whole else None)
+        self._stage(batch, position, version, forget=batch.whole)
         with self.watch.time("pull.stage"):  # a first load's indexes, built at its end
             self.loading.close()
         self.progress.finish(self.stage, self.total.received)
@@ -172,7 +172,7 @@ class _Load:
         batch: Batch,
         cursor: datetime | None = None,
         version: StreamVersion | None = None,
-        forget_before: int | None = None,
+        forget: bool = False,
     ) -> None:
         with self.watch.time("pull.stage"):
             stats = self.store.stage_built(
@@ -182,7 +182,8 @@ class _Load:
                 batch.issues,
                 cursor=cursor,
                 version=version,
-                forget_before=forget_before,
+                seen_at=self.begun,
+                forget=forget,
             )
         self.total.add(stats)
         # changed after the run started: counted, so that what was read adds up; the next

@@ -285,10 +285,10 @@ def store_issues(
 
 def forget_issues(conn: Connection, source: str, stream: Stream, before: int) -> int:
     """Forgets the stream's issues last seen before ``before`` (ms since the epoch), after
-    a full read that began then and went to its end: that read reported again every bad
-    record still there, so an issue it did not report is of a record fixed or gone (a
-    malformed line, kept under a digest of its text, is never otherwise seen to be
-    fixed). Returns how many were forgotten."""
+    a read of the whole stream whose issues were all stored as seen then: that read
+    reported again every bad record still there, so an issue it did not report is of a
+    record fixed or gone (a malformed line, kept under a digest of its text, is never
+    otherwise seen to be fixed). Returns how many were forgotten."""
     table = schema.quarantine
     done = conn.execute(
         delete(table).where(

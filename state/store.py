@@ -295,20 +295,27 @@ class Store:
         *,
         cursor: datetime | None = None,
         version: StreamVersion | None = None,
-        forget_before: int | None = None,
+        seen_at: int | None = None,
+        forget: bool = False,
     ) -> StageStats:
         """Stores one batch of built records (``state.stage_rows``) and, when given, moves
-        the stream's cursor and keeps (or forgets) its version, in one transaction. The
-        last batch of a full read forgets the stream's issues last seen before the read
-        began (``forget_before``, ms: ``staging.forget_issues``)."""
+        the stream's cursor and keeps (or forgets) its version, in one transaction.
+
+        ``seen_at`` (ms) is when the batch's issues count as seen: the start of the read
+        they came from, for each of its batches. The last batch of a read that went
+        through the whole stream then forgets (``forget``) the stream's issues seen
+        before: those no batch of it reported (``staging.forget_issues``). One time for
+        the whole read, rather than each batch's own, so that no step of the clock while
+        it runs makes an issue just reported look older than the read."""
         at = now_ms()
+        seen = at if seen_at is None else seen_at
         with self.transaction() as conn:
             durable = cursor is not None or version is not None  # else re-read after a crash
             stats = stage_records(conn, source, stream, records, at, durable=durable)
-            store_issues(conn, source, issues, at)
+            store_issues(conn, source, issues, seen)
             count_issues(stats, issues)
-            if forget_before is not None:
-                stats.forgotten = forget_issues(conn, source, stream, forget_before)
+            if forget:
+                stats.forgotten = forget_issues(conn, source, stream, seen)
             if cursor is not None:
                 self._set_cursor(conn, source, stream.value, cursor)
             if version is not None:

@@ -22,12 +22,14 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+import state.store
 from connectors.files import FilesSource
 from crmsync.contract import ConnectorContext
 from crmsync.records import IssueAction, RecordIssue, Stream
 from engine.pull import PullStats, pull_source
 from state import schema
 from state.store import Store
+from state.timeutil import now_ms
 from tests.test_pull_versions import FakeSource
 from tests.test_pull_versions import pull as pull_fake
 
@@ -206,3 +208,19 @@ def test_a_source_that_cannot_tell_reads_whole_with_no_since_and_a_failed_read_f
     source.fail_after = None
     assert pull_fake(store, source, full=True).streams["customers"].forgotten == 1
     assert kept(store) == set()
+
+
+def test_a_clock_stepped_back_during_the_read_forgets_nothing_still_there(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch of a read stamps its issues with the read's start: the wall clock set
+    back while the read stages (a minute, by NTP, say) cannot make an issue it just
+    reported look older than the read, and so gone."""
+    path = write_customers(tmp_path / "customers.csv", FIRST)
+    pull(store, "customers", path, window=False)
+    write_customers(path, [*FIRST, customer("8", "h@example.com", updated=NEW)])
+    began = now_ms()
+    monkeypatch.setattr(state.store, "now_ms", lambda: began - 60_000)
+    stats = pull(store, "customers", path, window=False).streams["customers"]
+    assert stats.forgotten == 0
+    assert len(kept(store)) == 4
