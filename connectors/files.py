@@ -22,7 +22,7 @@ from datetime import datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 from pydantic import ValidationError
 
@@ -42,7 +42,9 @@ from connectors.files_rows import (
     numbered_rows,
     open_binary,
     open_text,
+    plain_csv,
 )
+from connectors.files_start import StartProof
 from connectors.records import Builder, FieldSpec, RowError, compile_stream
 from connectors.records.builder import UNSET
 from connectors.records.paths import Getter, compile_path
@@ -97,6 +99,7 @@ class FilesSource:
         self._went_on: set[Stream] = set()  # streams whose last read began at a point
         self._whole: set[Stream] = set()  # streams whose last read went through all rows
         self._spans: dict[Stream, Span] = {}  # the part the next read takes (``read_span``)
+        self._proofs: dict[Stream, StartProof] = {}  # starts being proved (``resume_from``)
 
     def _validated(self, config: FilesSourceConfig | Mapping[str, Any]) -> FilesSourceConfig:
         if isinstance(config, FilesSourceConfig):
@@ -140,11 +143,21 @@ class FilesSource:
         whole read of it reached (``resume_point``). Only a JSON-lines file is read from
         there, and only when it still begins with exactly the bytes that read went
         through (hashed again to tell) and is read with the same mapping; any other
-        file, or a point that does not hold, is read whole."""
+        file, or a point that does not hold, is read whole. The start is proved from
+        here on, in a thread (``files_start``), beside whatever is read before it."""
         if point is None:
             self._resume.pop(stream, None)
         else:
             self._resume[stream] = point
+        spec = self.config.files().get(stream)
+        start = self._start(stream, spec) if spec is not None else None
+        proof = self._proofs.get(stream)
+        if proof is not None and proof.start == start:
+            return  # the same point again, before its read: the proof goes on
+        if proof is not None:
+            self._proofs.pop(stream).close()
+        if start is not None and spec is not None and spec.file_format() == "jsonl":
+            self._proofs[stream] = StartProof(self.path(spec), start)
 
     def resume_point(self, stream: Stream) -> str | None:
         """Where the last read of ``stream`` ended, once it was read to its end (a
@@ -240,6 +253,24 @@ class FilesSource:
     def close(self) -> None:
         for reader in list(self._open):
             reader.close()
+        for proof in self._proofs.values():
+            proof.close()
+        self._proofs.clear()
+
+    def _proved(
+        self, stream: Stream, start: Point | None
+    ) -> tuple[tuple[IO[bytes], Any] | None, Point | None]:
+        """The proof of this read's ``start`` (``resume_from`` began it), taken: (the
+        file's handle past the start and the hasher holding it, the start), or (None,
+        None) when it found the file changed before the point, to be read whole; (None,
+        ``start``) when there is no proof of it, and the read proves it itself."""
+        proof = self._proofs.pop(stream, None)
+        if proof is None or proof.start != start:
+            if proof is not None:
+                proof.close()
+            return None, start
+        proved = proof.take()
+        return proved, (start if proved is not None else None)
 
     def _read(
         self, stream: Stream, spec: StreamFile, since: datetime | None, until: datetime
@@ -304,12 +335,14 @@ class FilesSource:
             self._went_on.discard(stream)
             if spec.file_format() == "jsonl":
                 self._reached.pop(stream, None)
-                with open_binary(path) as binary:
+                span = self._spans.get(stream)
+                start = self._start(stream, spec) if span is None else None
+                proved, start = self._proved(stream, start)
+                binary, hasher = proved if proved is not None else (open_binary(path), None)
+                with binary:
                     self._positions[stream] = byte_position(binary)
                     drop = fast.row_outside if fast is not None else None
-                    span = self._spans.get(stream)
-                    start = self._start(stream, spec) if span is None else None
-                    lines = HashedLines(binary, start, span)
+                    lines = HashedLines(binary, start, span, hasher)
                     yield from numbered_rows(lines, spec.encoding, drop)
                 if lines.resumed:
                     self._went_on.add(stream)
@@ -335,9 +368,12 @@ class FilesSource:
                 if csv_lines:
                     rows = csv_rows(handle, spec.delimiter, require)
                     yield from adjacent_groups(rows, spec.id_column())
+                elif fast is not None:  # an incremental read: most rows are dropped
+                    cells = (fast.column, fast.outside)
+                    plain = plain_csv(path, spec.encoding)
+                    yield from csv_rows(handle, spec.delimiter, require, cells, plain)
                 else:
-                    cells = (fast.column, fast.outside) if fast is not None else None
-                    yield from csv_rows(handle, spec.delimiter, require, cells)
+                    yield from csv_rows(handle, spec.delimiter, require)
         except UnicodeDecodeError as exc:
             raise ConfigError(
                 f"{path} is not valid {spec.encoding}: {exc.reason} at byte {exc.start}",

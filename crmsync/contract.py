@@ -184,7 +184,9 @@ class Resumable(Protocol):
     it back before the stream's next read (``resume_from``; None: read it whole). The
     source must then prove the stream still begins with exactly what that read went
     through (for a file, by hashing those bytes again) before it skips them; whatever it
-    cannot prove it reads whole, so a point never hides a change.
+    cannot prove it reads whole, so a point never hides a change. The pull may give the
+    points of several streams before it reads any of them, and gives each again just
+    before its read: a source may start proving a point as soon as it has it.
     """
 
     def resume_from(self, stream: Stream, point: str | None) -> None: ...

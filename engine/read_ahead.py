@@ -301,8 +301,15 @@ def reader(
     size: int,
     recipe: SourceRecipe | None,
 ) -> Iterator[Reader]:
-    """A reader for ``reads``: child processes when a recipe is given, else this one."""
+    """A reader for ``reads``: child processes when a recipe is given, else this one.
+    Read here, the reads are read one after another, and a ``Resumable`` source has
+    every resume point before the first read: it may prove a later stream's start
+    beside the reads before it."""
     if recipe is None:
+        if isinstance(source, Resumable):
+            for read in reads:
+                if read.resume is not None:
+                    source.resume_from(read.stream, read.resume)
         yield InProcess(source, name, until, size)
         return
     sizes = [(source.size(r.stream) or 0) if isinstance(source, Sized) else 0 for r in reads]

@@ -10,6 +10,9 @@ change before the point, a shorter file, another mapping) is read whole.
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,13 +21,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connectors import files_rows
+from connectors import files_rows, files_start
 from connectors.files import FilesSource
 from connectors.files_rows import BLOCK
 from crmsync.contract import ConnectorContext, Resumable
 from crmsync.records import Record, RecordIssue, Stream
 from engine.pull import PullStats, pull_source
-from engine.read_ahead import Batch, _packed, _unpacked
+from engine.read_ahead import Batch, Read, _packed, _unpacked, reader
 from state import schema
 from state.store import Store
 from tests.e2e import STORE_NOW, make_site
@@ -124,6 +127,126 @@ def test_a_change_before_the_point_is_read_whole(
     orders.write_text("\n".join(text) + "\n", encoding="utf-8")
     append(orders, new_order(1))
     assert read(source(orders), point) == whole_read(orders)[0]
+
+
+# -- the start proved in a thread of its own (``connectors.files_start``) ---------------
+
+
+@pytest.fixture
+def proofs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Each proof of a start as it ends, by a proof or by the read itself: (the thread it
+    ran in, whether it held)."""
+    done: list[tuple[str, bool]] = []
+    prove = files_rows.same_start
+
+    def recording(*args: Any) -> bool:
+        held = prove(*args)
+        done.append((threading.current_thread().name, held))
+        return held
+
+    monkeypatch.setattr(files_start, "same_start", recording)
+    monkeypatch.setattr(files_rows, "same_start", recording)
+    return done
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every handle a proof opened."""
+    handles: list[Any] = []
+    open_binary = files_start.open_binary
+
+    def recording(path: Path) -> Any:
+        handles.append(open_binary(path))
+        return handles[-1]
+
+    monkeypatch.setattr(files_start, "open_binary", recording)
+    return handles
+
+
+def test_the_start_is_proved_in_a_thread_of_its_own_and_proved_once(
+    orders: Path, proofs: list[tuple[str, bool]]
+) -> None:
+    before, point = whole_read(orders)
+    append(orders, new_order(1))
+    src = source(orders)
+    src.resume_from(Stream.ORDERS, point)  # the pull gives it early: the proof starts
+    resumed = read(src, point)  # given again just before the read: the same proof
+    assert before + resumed == whole_read(orders)[0]
+    assert [r.external_id for r in resumed] == ["90000001"]
+    assert proofs == [("crmsync-start-proof", True)]
+
+
+def test_a_start_found_changed_is_read_whole_without_hashing_it_again(
+    orders: Path, proofs: list[tuple[str, bool]]
+) -> None:
+    _, point = whole_read(orders)
+    text = orders.read_text(encoding="utf-8").splitlines()
+    text[0] = text[0].replace('"TRY"', '"EUR"')
+    orders.write_text("\n".join(text) + "\n", encoding="utf-8")
+    assert read(source(orders), point) == whole_read(orders)[0]
+    assert proofs == [("crmsync-start-proof", False)]
+
+
+def test_the_read_goes_on_in_the_file_proved_when_another_replaced_it(
+    orders: Path, tmp_path: Path, proofs: list[tuple[str, bool]]
+) -> None:
+    """An export renamed over the path after its start was proved, before the read: the
+    read takes the rest of the file proved, never bytes of another file after a start
+    proved of this one. The new file's version differs: the next run reads it."""
+    _, point = whole_read(orders)
+    append(orders, new_order(1))
+    src = source(orders)
+    src.resume_from(Stream.ORDERS, point)
+    deadline = time.monotonic() + 30
+    while not proofs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proofs == [("crmsync-start-proof", True)]
+    other = tmp_path / "other.jsonl"
+    other.write_text(new_order(7) + "\n", encoding="utf-8")
+    os.replace(other, orders)
+    resumed = read(src, point)
+    assert [r.external_id for r in resumed] == ["90000001"]
+
+
+def test_a_proof_never_read_lets_go_of_its_file(orders: Path, opened: list[Any]) -> None:
+    _, point = whole_read(orders)
+    src = source(orders)
+    src.resume_from(Stream.ORDERS, point)
+    src.close()  # a run that failed before the stream's read
+    assert len(opened) == 1 and opened[0].closed
+    again = source(orders)
+    again.resume_from(Stream.ORDERS, point)
+    again.resume_from(Stream.ORDERS, None)  # another point, or none: the proof is let go
+    assert len(opened) == 2 and opened[1].closed
+    again.close()
+
+
+def test_read_here_the_pull_gives_every_point_before_the_first_read(tmp_path: Path) -> None:
+    """``engine.read_ahead.reader`` in the run's process: the orders' point reaches the
+    source before the customers are read, so their start is proved beside that read."""
+    calls: list[tuple[str, Stream]] = []
+
+    class Recording(FilesSource):
+        def resume_from(self, stream: Stream, point: str | None) -> None:
+            if point is not None:
+                calls.append(("point", stream))
+            super().resume_from(stream, point)
+
+        def read(self, stream: Stream, since: datetime | None, until: datetime) -> Any:
+            calls.append(("read", stream))
+            return super().read(stream, since, until)
+
+    site = make_site(tmp_path / "site", "sqlite://", customers=20)
+    files = {s: {"path": str(site.data / f"{s}.{x}")} for s, x in _EXPORTS}
+    src = Recording({"kind": "files", **files}, ConnectorContext("shop", site.data))
+    reads = [Read(Stream.CUSTOMERS, None), Read(Stream.ORDERS, None, "lines-v2|x|1|1|d")]
+    with reader(src, "shop", reads, UNTIL, 1000, None) as found:
+        list(found.arriving(reads))
+    src.close()
+    assert calls[:2] == [("point", Stream.ORDERS), ("read", Stream.CUSTOMERS)]
+
+
+_EXPORTS = (("customers", "csv"), ("orders", "jsonl"))
 
 
 def test_a_shorter_file_is_read_whole(orders: Path, prefix_block: None) -> None:
