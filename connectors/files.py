@@ -263,13 +263,17 @@ class FilesSource:
         """The proof of this read's ``start`` (``resume_from`` began it), taken: (the
         file's handle past the start and the hasher holding it, the start), or (None,
         None) when it found the file changed before the point, to be read whole; (None,
-        ``start``) when there is no proof of it, and the read proves it itself."""
+        ``start``) when there is no proof of it, or it could not read the file, and the
+        read proves the start itself."""
         proof = self._proofs.pop(stream, None)
         if proof is None or proof.start != start:
             if proof is not None:
                 proof.close()
             return None, start
-        proved = proof.take()
+        try:
+            proved = proof.take()
+        except OSError:  # the file could not be read then (gone for a moment, say)
+            return None, start  # the read opens it again and proves the start itself
         return proved, (start if proved is not None else None)
 
     def _read(

@@ -208,6 +208,23 @@ def test_the_read_goes_on_in_the_file_proved_when_another_replaced_it(
     assert [r.external_id for r in resumed] == ["90000001"]
 
 
+def test_a_proof_that_could_not_open_the_file_leaves_the_proving_to_the_read(
+    orders: Path, monkeypatch: pytest.MonkeyPatch, proofs: list[tuple[str, bool]]
+) -> None:
+    """The export missing for a moment when the point came (being replaced, say): the
+    read opens it again and proves its start itself."""
+    _, point = whole_read(orders)
+    append(orders, new_order(1))
+
+    def missing(path: Path) -> Any:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(files_start, "open_binary", missing)
+    resumed = read(source(orders), point)
+    assert [r.external_id for r in resumed] == ["90000001"]
+    assert proofs == [("MainThread", True)]
+
+
 def test_a_proof_never_read_lets_go_of_its_file(orders: Path, opened: list[Any]) -> None:
     _, point = whole_read(orders)
     src = source(orders)
