@@ -374,7 +374,7 @@ class FilesSource:
                     yield from adjacent_groups(rows, spec.id_column())
                 elif fast is not None:  # an incremental read: most rows are dropped
                     cells = (fast.column, fast.outside)
-                    plain = plain_csv(path, spec.encoding)
+                    plain = plain_csv(handle, spec.encoding)
                     yield from csv_rows(handle, spec.delimiter, require, cells, plain)
                 else:
                     yield from csv_rows(handle, spec.delimiter, require)

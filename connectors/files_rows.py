@@ -15,6 +15,8 @@ import codecs
 import csv
 import functools
 import gzip
+import io
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,18 +110,25 @@ def csv_header(handle: IO[str], delimiter: str) -> list[str]:
 CellTest = tuple[str, Callable[[str], bool]]  # a column, and whether its cell drops the row
 
 
-def plain_csv(path: Path, encoding: str) -> bool:
-    """Whether each row of this CSV file is one line and its fields are the line split at
-    the delimiter, as the csv module reads it: an uncompressed file, in an encoding that
-    writes ASCII as those bytes and no other character with them (UTF-8, a single-byte
-    code page), that holds no quote, carriage return or NUL. Scanning for three bytes,
-    in large blocks, costs a small part of what the csv module takes to split the rows."""
-    if path.suffix.lower() == ".gz" or not _ascii_bytes(encoding):
+def plain_csv(handle: IO[str], encoding: str) -> bool:
+    """Whether each row of the CSV file under this text handle is one line and its fields
+    are the line split at the delimiter, as the csv module reads it: an uncompressed file,
+    in an encoding that writes ASCII as those bytes and no other character with them
+    (UTF-8, a single-byte code page), that holds no quote, carriage return or NUL.
+    Scanning for three bytes, in large blocks, costs a small part of what the csv module
+    takes to split the rows. The file scanned is the one open, not the one at its path
+    (another renamed over it meanwhile), read where it is without moving the handle
+    (``os.pread``; where there is none, no file is called plain)."""
+    binary = getattr(handle, "buffer", None)
+    if not isinstance(binary, io.BufferedReader) or not hasattr(os, "pread"):
+        return False  # a compressed file (its buffer decompresses), or no pread
+    if not _ascii_bytes(encoding):
         return False
-    with path.open("rb") as handle:
-        while block := handle.read(PREFIX_BLOCK):
-            if any(mark in block for mark in _NOT_PLAIN):
-                return False
+    descriptor, offset = binary.fileno(), 0
+    while block := os.pread(descriptor, PREFIX_BLOCK, offset):
+        if any(mark in block for mark in _NOT_PLAIN):
+            return False
+        offset += len(block)
     return True
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from connectors import files_rows
 from connectors.files import FilesSource
-from connectors.files_rows import csv_rows, plain_csv
+from connectors.files_rows import csv_rows, open_text, plain_csv
 from crmsync.contract import ConnectorContext
 from crmsync.records import Stream
 
@@ -93,7 +93,12 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     ],
 )
 def test_which_files_are_plain(tmp_path: Path, text: str, encoding: str, plain: bool) -> None:
-    assert plain_csv(write(tmp_path / "c.csv", text, encoding), encoding) is plain
+    assert is_plain(write(tmp_path / "c.csv", text, encoding), encoding) is plain
+
+
+def is_plain(path: Path, encoding: str = "utf-8") -> bool:
+    with open_text(path, encoding) as handle:
+        return plain_csv(handle, encoding)
 
 
 def test_a_quote_in_the_last_block_makes_the_file_not_plain(
@@ -101,13 +106,27 @@ def test_a_quote_in_the_last_block_makes_the_file_not_plain(
 ) -> None:
     monkeypatch.setattr(files_rows, "PREFIX_BLOCK", 16)
     path = write(tmp_path / "c.csv", "id,ad\n" + "1,a\n" * 40 + '2,"b"\n')
-    assert not plain_csv(path, "utf-8")
+    assert not is_plain(path)
+
+
+def test_the_file_scanned_is_the_one_open_and_the_handle_stays_where_it_was(
+    tmp_path: Path,
+) -> None:
+    """A file with a quote renamed over the path after the read opened a plain one: the
+    open file is scanned, and the read goes on from where it was."""
+    path = write(tmp_path / "c.csv", "id,ad\n1,a\n2,b\n")
+    with open_text(path, "utf-8") as handle:
+        assert handle.readline() == "id,ad\n"
+        write(tmp_path / "other.csv", 'id,ad\n1,"a"\n').replace(path)
+        assert plain_csv(handle, "utf-8")
+        assert handle.read() == "1,a\n2,b\n"
+    assert not is_plain(path)
 
 
 def test_a_compressed_file_is_not_plain(tmp_path: Path) -> None:
     path = tmp_path / "c.csv.gz"
     path.write_bytes(gzip.compress(b"id,ad\n1,a\n"))
-    assert not plain_csv(path, "utf-8")
+    assert not is_plain(path)
 
 
 CUSTOMERS = Path(__file__).resolve().parent.parent / "sample_data" / "customers.csv"
