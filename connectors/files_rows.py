@@ -185,12 +185,17 @@ def csv_rows(
         if not fields or fields == [""]:
             continue  # blank line
         if len(fields) != len(header):
-            reason = f"the row has {len(fields)} fields but the header has {len(header)}"
-            yield BadRow(line, reason, delimiter.join(fields))
+            yield _wrong_width(line, fields, header, delimiter)
             continue
         if dropped is not None and dropped(fields[column]):
             continue
         yield Row(line, dict(zip(header, fields, strict=True)), fields, delimiter)
+
+
+def _wrong_width(line: int, fields: list[str], header: list[str], delimiter: str) -> BadRow:
+    """The issue of a row with another number of fields than the header."""
+    reason = f"the row has {len(fields)} fields but the header has {len(header)}"
+    return BadRow(line, reason, delimiter.join(fields))
 
 
 def _plain_rows(
@@ -217,8 +222,7 @@ def _plain_rows(
                 reason = f"unreadable CSV row: field larger than field limit ({limit})"
                 yield BadRow(number, reason, "")
             elif len(fields) != width:
-                reason = f"the row has {len(fields)} fields but the header has {width}"
-                yield BadRow(number, reason, text)
+                yield _wrong_width(number, fields, header, delimiter)
             elif not dropped(fields[column]):
                 yield Row(number, dict(zip(header, fields, strict=True)), fields, delimiter)
         if not block:
