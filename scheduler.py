@@ -58,6 +58,8 @@ def serve(
         finally:
             if stopped is not None:
                 stopped()
+            if code == 0:  # every run has ended: no connection is held any more
+                service.close()
     if code != 0:  # a run did not end in time: its thread would hold the process
         _flush()
         os._exit(code)

@@ -38,6 +38,7 @@ from service.runner import RunFn, Runner
 from service.schedules import Plan, job_id, plans, same_schedule, store_prefix
 from service.stop import StopFlag
 from service.stores import StoreSet, load_stores
+from state.engines import KeptEngines
 from state.store import Store
 
 log = logging.getLogger("crmsync.service")
@@ -77,7 +78,9 @@ class Service:
     ) -> None:
         self.path, self.observers, self.clock, self._load = path, observers, clock, load
         self.stop_flag = StopFlag()
-        self.runner = runner or Runner(observers, self.stop_flag, run=run)
+        # every run, and the schedules' job stores, on one engine per state database
+        self.engines = KeptEngines()
+        self.runner = runner or Runner(observers, self.stop_flag, run=run, engines=self.engines)
         self.scheduler = scheduler or BackgroundScheduler(timezone=UTC)
         self.stores: dict[str, Config] = {}  # the configuration each store runs with
         self.loaded: StoreSet | None = None
@@ -125,6 +128,10 @@ class Service:
 
     def wait(self, timeout: float) -> bool:
         return self.runner.wait(timeout)
+
+    def close(self) -> None:
+        """Closes the state databases' connections, once every run has ended (``wait``)."""
+        self.engines.close()
 
     # -- stores and their jobs -------------------------------------------------------
 
@@ -206,7 +213,7 @@ class Service:
         alias = self._jobstores.get(url)
         if alias is None:
             alias = self._jobstores[url] = f"state{len(self._jobstores)}"
-            engine = Store(url).engine  # created and migrated like any run's
+            engine = Store(url, kept=self.engines).engine  # the runs' own, migrated
             self.scheduler.add_jobstore(
                 SQLAlchemyJobStore(engine=engine, tablename=JOBS_TABLE), alias
             )

@@ -26,6 +26,7 @@ from engine.pipeline import PipelineBusy, run_pipeline
 from engine.push import LEASE_SECONDS
 from service.events import Observer, RunFinished, RunSkipped, RunStarted
 from service.stop import StopAtBatch, StopFlag
+from state.engines import KeptEngines
 from state.store import RunRow, Store
 
 log = logging.getLogger("crmsync.service")
@@ -45,8 +46,10 @@ class RunStore(Store):
     """The state store of one run, which tells ``on_run`` the run's id as soon as the run
     is recorded (so that the run's log lines carry it from then on)."""
 
-    def __init__(self, url: str, on_run: Callable[[int], None]) -> None:
-        super().__init__(url)
+    def __init__(
+        self, url: str, on_run: Callable[[int], None], kept: KeptEngines | None = None
+    ) -> None:
+        super().__init__(url, kept=kept)
         self._on_run = on_run
 
     def start_run(self, pipeline: str, kind: str, as_of: datetime, **kwargs: Any) -> int:
@@ -59,7 +62,10 @@ RunFn = Callable[[Config, PipelineSpec, Store, RunOptions], RunReport]  # one ru
 
 
 class Runner:
-    """Runs pipelines in the calling thread and counts the runs under way (``wait``)."""
+    """Runs pipelines in the calling thread and counts the runs under way (``wait``).
+
+    ``engines``: the state databases kept open from run to run (``state.engines``); each
+    run opens its own when None."""
 
     def __init__(
         self,
@@ -68,8 +74,9 @@ class Runner:
         *,
         run: RunFn | None = None,
         bind: Bind | None = None,
+        engines: KeptEngines | None = None,
     ) -> None:
-        self.observers, self.stop = observers, stop
+        self.observers, self.stop, self.engines = observers, stop, engines
         self._run = run or run_pipeline  # or ``run_on_workers``: the run goes to Celery workers
         self._bind = bind or _bind()
         self._active: Counter[str] = Counter()
@@ -119,7 +126,7 @@ class Runner:
                 if update is not None:
                     update(run_id=run_id)
 
-            store = RunStore(config.state_url, known)
+            store = RunStore(config.state_url, known, self.engines)
             try:
                 return self._leased(store_name, config, spec, store, kind, tick, jitter)
             finally:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Select, create_engine, delete, event, func, select, text, update
@@ -30,6 +31,7 @@ from crmsync.profile_scope import ProfileContext
 from crmsync.records import Cart, Customer, Order, RecordIssue, Stream
 from state import not_synced, schema
 from state.dialect import upsert_insert
+from state.engines import KeptEngines
 from state.first_load import deferred_indexes, restore_indexes
 from state.migrate import require_current, upgrade
 from state.readonly import readonly_engine
@@ -52,6 +54,10 @@ STATISTICS = {
     "staging": ("customers", "orders", "order_lines", "carts", "touched"),
     "plans": ("ledger", "in_flight", "failures", "planned"),
 }
+# the pool of an engine kept from run to run (``state.engines``): this many connections
+# stay open between runs, and runs at once open as many more as they need, closed when
+# given back (a cap would make a run wait for the connections of another)
+KEPT_POOL = {"pool_size": 8, "max_overflow": -1}
 
 
 # the tables of the store's schema that have been analyzed, and the rows their
@@ -79,12 +85,15 @@ class RunRow:
     error: str | None
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, pool: Mapping[str, int] | None = None) -> Engine:
+    """An engine on ``url``; ``pool``: the size of its pool (``KEPT_POOL``), SQLAlchemy's
+    default (5 connections kept, 10 more at most) when None."""
     parsed = make_url(url)
+    sizes = dict(pool or {})
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": 60}, **sizes)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -100,7 +109,7 @@ def _engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in {"", "psycopg2"}:
         url = str(parsed.set(drivername="postgresql+psycopg"))
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True, **sizes)
     if engine.dialect.name == "postgresql":
 
         @event.listens_for(engine, "connect")
@@ -113,6 +122,24 @@ def _engine(url: str) -> Engine:
                 cursor.execute("SET plan_cache_mode = force_custom_plan")
             dbapi_connection.commit()
 
+    return engine
+
+
+def _in_memory(url: str) -> bool:
+    """A SQLite database that lives in its connections, not in a file."""
+    parsed = make_url(url)
+    name = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        name in ("", ":memory:") or parsed.query.get("mode") == "memory"
+    )
+
+
+def _opened(url: str, *, migrate: bool, pool: Mapping[str, int] | None = None) -> Engine:
+    """An engine on ``url``, the database migrated to this code's schema (``migrate``)."""
+    engine = _engine(url, pool)
+    if migrate:
+        upgrade(engine)
+        restore_indexes(engine)  # a first load killed part-way dropped them
     return engine
 
 
@@ -199,18 +226,29 @@ def _open_failure(url: str, exc: Exception) -> str:
 
 
 class Store:
-    def __init__(self, url: str, *, migrate: bool = True, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        read_only: bool = False,
+        kept: KeptEngines | None = None,
+    ) -> None:
         """``read_only`` (``status``, ``plan --person``): never creates, migrates or
         writes the database, and refuses one whose schema is not this code's
-        (``state.readonly``)."""
+        (``state.readonly``). ``kept`` (a long-lived process: ``serve``): the engine is
+        the one ``kept`` holds for ``url``, opened and migrated by the first store of the
+        process to ask for it, and ``close`` leaves it open for the next."""
         self.url = url
+        self._kept = kept is not None and not read_only and not _in_memory(url)
         try:
-            self.engine = readonly_engine(url, _engine) if read_only else _engine(url)
             if read_only:
+                self.engine = readonly_engine(url, _engine)
                 require_current(self.engine, url)
-            elif migrate:
-                upgrade(self.engine)
-                restore_indexes(self.engine)  # a first load killed part-way dropped them
+            elif kept is not None and self._kept:
+                self.engine = kept.engine(url, partial(_opened, migrate=migrate, pool=KEPT_POOL))
+            else:
+                self.engine = _opened(url, migrate=migrate)
         except (SQLAlchemyError, ImportError) as exc:  # ImportError: a driver not installed
             raise StateError(_open_failure(url, exc)) from exc
 
@@ -254,7 +292,9 @@ class Store:
             conn.execute(text(f"ANALYZE {table}"))
 
     def close(self) -> None:
-        self.engine.dispose()
+        """Closes the store's connections; a kept engine stays open for the next run."""
+        if not self._kept:
+            self.engine.dispose()
 
     def forget_idle_connections(self) -> None:
         """Closes the pooled connections nobody holds (a database in memory lives only in
