@@ -23,6 +23,7 @@ from sqlalchemy import Select, Table, and_, any_, false, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from crmsync.merge_join import grouped, keyed
 from crmsync.profile_scope import EVERYONE, KeyRange, ProfileContext
@@ -59,7 +60,10 @@ class _Unindexed(ColumnElement[Any]):
     order, and both find links through the e-mail and phone indexes.
     """
 
+    # the wrapped column is part of the statement's cache key: without it SQLAlchemy takes
+    # the construct for uncacheable and compiles every statement using it on every run
     inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
 
     def __init__(self, column: ColumnElement[Any]) -> None:
         self.column = column

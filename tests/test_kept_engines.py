@@ -1,7 +1,8 @@
 """A long-lived process keeps one engine per state database (``state.engines``): its runs
 share the engine (opened and migrated once), a second run opens no new connection, runs
 at once never wait for each other's connections, a database in memory is never kept,
-and closing the kept engines closes their connections (``serve`` does at its end)."""
+and closing the kept engines closes their connections (``serve`` does at its end). The
+statements a run reads profiles with are compiled once per engine, not on every run."""
 
 from __future__ import annotations
 
@@ -15,11 +16,23 @@ import pytest
 import sqlalchemy as sa
 
 import state.store as store_module
+from crmsync.config import ProfileSettings
+from crmsync.profile_scope import EVERYONE, ProfileContext
 from engine.resolve import load_config
 from service.runner import Runner
 from service.stop import StopFlag
 from state.engines import KeptEngines
 from state.migrate import upgrade
+from state.profile_reads import (
+    carts_query,
+    consent_query,
+    customers_query,
+    linked_away_query,
+    linked_carts_query,
+    linked_customers_query,
+    linked_orders_query,
+    orders_query,
+)
 from state.store import Store
 from tests.e2e import make_site
 
@@ -173,3 +186,29 @@ def test_closing_the_kept_engines_closes_their_connections(postgres_url: str) ->
     finally:
         kept.close()
         admin.dispose()
+
+
+def test_the_profile_reads_are_compiled_once_per_engine(state_url: str) -> None:
+    """Each statement enters the engine's cache of compiled statements, and a second run's
+    finds it there; one SQLAlchemy cannot cache is compiled every time and never enters."""
+    queries = (
+        customers_query,
+        orders_query,
+        carts_query,
+        consent_query,
+        linked_customers_query,
+        linked_orders_query,
+        linked_carts_query,
+        linked_away_query,
+    )
+    ctx = ProfileContext(("shop",), ("shop", "out"), "TRY", 0, ProfileSettings())
+    store = Store(state_url)
+    compiled: dict[Any, Any] = {}
+    try:
+        with store.engine.connect().execution_options(compiled_cache=compiled) as conn:
+            for _ in range(2):  # two runs
+                for query in queries:
+                    conn.execute(query(conn, ctx, EVERYONE)).all()
+        assert len(compiled) == len(queries)
+    finally:
+        store.close()
