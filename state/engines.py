@@ -4,17 +4,17 @@ A command that runs once opens its store, runs, and closes it, and the process e
 ``crmsync serve`` runs every store's pipelines again and again, and a store opened anew
 for each run paid every time for what does not change from one run to the next: a new
 pool of connections (on PostgreSQL a server process per connection, with its
-authentication and session settings), the migrations' check of the schema, and the SQL
-of every statement the run executes, which SQLAlchemy compiles once per engine and
-caches there: a fresh engine compiles them all again. A small store's run with nothing
-to do spent most of its time on these.
+authentication and session settings) and the SQL of every statement the run executes,
+which SQLAlchemy compiles once per engine and caches there: a fresh engine compiles
+them all again. A small store's run with nothing to do spent a third of its time on
+these.
 
-``KeptEngines`` opens (and migrates) each state database once, on its first run, and
-hands the same engine to every later run of the process. Its pool keeps a few
-connections between runs and opens more when runs at once need them, without the cap
-per engine that would make one run wait for another's connections
-(``state.store.KEPT_POOL``). A database in memory is never kept: it lives in its
-connections, which a shared pool would hand from one run's thread to another's.
+``KeptEngines`` opens each state database once, on its first run, and hands the same
+engine to every later run of the process (each run still checks the schema: a query).
+Its pool keeps a few connections between runs and opens more when runs at once need
+them, without the cap per engine that would make one run wait for another's
+connections (``state.store.KEPT_POOL``). A database in memory is never kept: it lives
+in its connections, which a shared pool would hand from one run's thread to another's.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ class KeptEngines:
 
     def engine(self, url: str, open_engine: Callable[[str], Engine]) -> Engine:
         """The engine of ``url``, opened by ``open_engine`` the first time it is asked for
-        (under the lock: two runs that start at once open and migrate it once). What
-        ``open_engine`` raises is raised and nothing is kept, so the next run tries again."""
+        (under the lock: two runs that start at once open it once). What ``open_engine``
+        raises is raised and nothing is kept, so the next run tries again."""
         with self._lock:
             found = self._engines.get(url)
             if found is None:

@@ -101,9 +101,15 @@ _MIGRATE_LOCK = 0x63726D73_6D696772  # "crmsmigr": the advisory lock a migration
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; returns (revision before, revision after)."""
-    stored = _stored_revision(engine)
-    if stored is not None and stored == newest_revision():
+    stored, newest = _stored_revision(engine), newest_revision()
+    if stored is not None and stored == newest:
         return stored, stored
+    if stored is not None and stored > newest:  # Alembic would fail on a revision unknown here
+        where = engine.url.render_as_string()  # the password hidden
+        raise StateError(
+            f"the state database {where} is at schema revision {stored}, newer than this "
+            f"crmsync's {newest}: a newer crmsync migrated it; upgrade crmsync here too"
+        )
     from alembic import command
 
     with engine.begin() as connection:

@@ -134,13 +134,11 @@ def _in_memory(url: str) -> bool:
     )
 
 
-def _opened(url: str, *, migrate: bool, pool: Mapping[str, int] | None = None) -> Engine:
-    """An engine on ``url``, the database migrated to this code's schema (``migrate``)."""
-    engine = _engine(url, pool)
-    if migrate:
-        upgrade(engine)
-        restore_indexes(engine)  # a first load killed part-way dropped them
-    return engine
+def _migrated(engine: Engine) -> None:
+    """The database brought to this code's schema: a query when it is current, an error
+    when a newer crmsync wrote it (``state.migrate.upgrade``)."""
+    upgrade(engine)
+    restore_indexes(engine)  # a first load killed part-way dropped them
 
 
 def _write_ahead_log(cursor: sqlite3.Cursor) -> None:
@@ -237,18 +235,23 @@ class Store:
         """``read_only`` (``status``, ``plan --person``): never creates, migrates or
         writes the database, and refuses one whose schema is not this code's
         (``state.readonly``). ``kept`` (a long-lived process: ``serve``): the engine is
-        the one ``kept`` holds for ``url``, opened and migrated by the first store of the
-        process to ask for it, and ``close`` leaves it open for the next."""
+        the one ``kept`` holds for ``url``, opened by the first store of the process to ask
+        for it, and ``close`` leaves it open for the next. Each store still checks the
+        schema (``migrate``), so a run of an older crmsync beside a newer one's migration
+        is refused as before, however long its process has kept the engine."""
         self.url = url
         self._kept = kept is not None and not read_only and not _in_memory(url)
         try:
             if read_only:
                 self.engine = readonly_engine(url, _engine)
                 require_current(self.engine, url)
-            elif kept is not None and self._kept:
-                self.engine = kept.engine(url, partial(_opened, migrate=migrate, pool=KEPT_POOL))
             else:
-                self.engine = _opened(url, migrate=migrate)
+                if kept is not None and self._kept:
+                    self.engine = kept.engine(url, partial(_engine, pool=KEPT_POOL))
+                else:
+                    self.engine = _engine(url)
+                if migrate:
+                    _migrated(self.engine)
         except (SQLAlchemyError, ImportError) as exc:  # ImportError: a driver not installed
             raise StateError(_open_failure(url, exc)) from exc
 

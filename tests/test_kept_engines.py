@@ -1,8 +1,9 @@
 """A long-lived process keeps one engine per state database (``state.engines``): its runs
-share the engine (opened and migrated once), a second run opens no new connection, runs
-at once never wait for each other's connections, a database in memory is never kept,
-and closing the kept engines closes their connections (``serve`` does at its end). The
-statements a run reads profiles with are compiled once per engine, not on every run."""
+share the engine (opened once; every run still checks the schema, and refuses one a newer
+crmsync wrote), a second run opens no new connection, runs at once never wait for each
+other's connections, a database in memory is never kept, and closing the kept engines
+closes their connections (``serve`` does at its end). The statements a run reads
+profiles with are compiled once per engine, not on every run."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 
 import state.store as store_module
 from crmsync.config import ProfileSettings
+from crmsync.errors import StateError
 from crmsync.profile_scope import EVERYONE, ProfileContext
 from engine.resolve import load_config
 from service.runner import Runner
@@ -58,14 +60,14 @@ def connects() -> Iterator[list[str]]:
         sa.event.remove(sa.Engine, "connect", on_connect)
 
 
-def test_stores_of_one_url_share_one_engine_migrated_once(
+def test_stores_of_one_url_share_one_engine_and_each_checks_the_schema(
     state_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upgrades: list[str] = []
+    checks: list[str] = []
 
-    def counted(engine: sa.Engine) -> None:
-        upgrades.append(engine.url.render_as_string())
-        upgrade(engine)
+    def counted(engine: sa.Engine) -> tuple[str | None, str]:
+        checks.append(engine.url.render_as_string())
+        return upgrade(engine)
 
     monkeypatch.setattr(store_module, "upgrade", counted)
     kept = KeptEngines()
@@ -73,14 +75,28 @@ def test_stores_of_one_url_share_one_engine_migrated_once(
         first = Store(state_url, kept=kept)
         first.close()  # a run's end: the engine stays open for the next one
         second = Store(state_url, kept=kept)
-        assert second.engine is first.engine
-        assert len(upgrades) == 1 and len(kept) == 1
+        assert second.engine is first.engine and len(kept) == 1
+        assert len(checks) == 2  # every run checks (and would migrate) the schema
         with second.engine.connect() as conn:
             assert conn.execute(sa.text("select count(*) from runs")).scalar() == 0
         second.close()
-        alone = Store(state_url)  # not kept: an engine of its own, migrated as before
-        assert alone.engine is not first.engine and len(upgrades) == 2
+        alone = Store(state_url)  # not kept: an engine of its own, as before
+        assert alone.engine is not first.engine
         alone.close()
+    finally:
+        kept.close()
+
+
+def test_a_kept_engine_still_refuses_a_schema_a_newer_crmsync_wrote(state_url: str) -> None:
+    """Two `serve` processes on one database, one upgraded: the older one's next run stops
+    at the schema, however long it has kept its engine."""
+    kept = KeptEngines()
+    try:
+        Store(state_url, kept=kept).close()
+        with Store(state_url, kept=kept).transaction() as conn:
+            conn.execute(sa.text("update alembic_version set version_num = '9999'"))
+        with pytest.raises(StateError):
+            Store(state_url, kept=kept)
     finally:
         kept.close()
 
