@@ -90,10 +90,15 @@ def require_current(engine: Engine, url: str) -> None:
             "`crmsync run` also does)"
         )
     if stored > newest:
-        raise StateError(
-            f"the state database {where} is at schema revision {stored}, newer than this "
-            f"crmsync's {newest}: a newer crmsync wrote it; upgrade crmsync to read it"
-        )
+        raise _newer(where, stored, newest)
+
+
+def _newer(where: str, stored: str, newest: str) -> StateError:
+    """A database a newer crmsync migrated: this code neither reads nor migrates it."""
+    return StateError(
+        f"the state database {where} is at schema revision {stored}, newer than this "
+        f"crmsync's {newest}: a newer crmsync migrated it; upgrade crmsync here too"
+    )
 
 
 _MIGRATE_LOCK = 0x63726D73_6D696772  # "crmsmigr": the advisory lock a migration holds
@@ -105,11 +110,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     if stored is not None and stored == newest:
         return stored, stored
     if stored is not None and stored > newest:  # Alembic would fail on a revision unknown here
-        where = engine.url.render_as_string()  # the password hidden
-        raise StateError(
-            f"the state database {where} is at schema revision {stored}, newer than this "
-            f"crmsync's {newest}: a newer crmsync migrated it; upgrade crmsync here too"
-        )
+        raise _newer(engine.url.render_as_string(), stored, newest)  # the password hidden
     from alembic import command
 
     with engine.begin() as connection:

@@ -315,21 +315,24 @@ def execute(conn: Connection, statement: Select[Any]) -> Iterable[Any]:
     return conn.execute(statement.execution_options(stream_results=True, yield_per=2000))
 
 
+# the profile's grouped streams, in slot order (``linked_away_query`` follows them, keyed)
+GROUP_QUERIES = (
+    customers_query,
+    orders_query,
+    carts_query,
+    consent_query,
+    linked_customers_query,
+    linked_orders_query,
+    linked_carts_query,
+)
+
+
 def profile_streams(
     conn: Connection, ctx: ProfileContext, keys: KeyRange = EVERYONE, scope: Table | None = None
 ) -> list[Iterator[tuple[str, Any]]]:
     """The profile's group streams in slot order, opened on ``conn`` (streamed); only the
     people in ``scope`` when given (a temporary table on ``conn``)."""
-    queries = (
-        customers_query,
-        orders_query,
-        carts_query,
-        consent_query,
-        linked_customers_query,
-        linked_orders_query,
-        linked_carts_query,
-    )
-    streams = [grouped(execute(conn, q(conn, ctx, keys, scope))) for q in queries]
+    streams = [grouped(execute(conn, q(conn, ctx, keys, scope))) for q in GROUP_QUERIES]
     streams.append(keyed(execute(conn, linked_away_query(conn, ctx, keys, scope))))
     return streams
 

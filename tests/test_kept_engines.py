@@ -25,16 +25,7 @@ from service.runner import Runner
 from service.stop import StopFlag
 from state.engines import KeptEngines
 from state.migrate import upgrade
-from state.profile_reads import (
-    carts_query,
-    consent_query,
-    customers_query,
-    linked_away_query,
-    linked_carts_query,
-    linked_customers_query,
-    linked_orders_query,
-    orders_query,
-)
+from state.profile_reads import GROUP_QUERIES, linked_away_query
 from state.store import Store
 from tests.e2e import make_site
 
@@ -207,16 +198,7 @@ def test_closing_the_kept_engines_closes_their_connections(postgres_url: str) ->
 def test_the_profile_reads_are_compiled_once_per_engine(state_url: str) -> None:
     """Each statement enters the engine's cache of compiled statements, and a second run's
     finds it there; one SQLAlchemy cannot cache is compiled every time and never enters."""
-    queries = (
-        customers_query,
-        orders_query,
-        carts_query,
-        consent_query,
-        linked_customers_query,
-        linked_orders_query,
-        linked_carts_query,
-        linked_away_query,
-    )
+    queries = (*GROUP_QUERIES, linked_away_query)
     ctx = ProfileContext(("shop",), ("shop", "out"), "TRY", 0, ProfileSettings())
     store = Store(state_url)
     compiled: dict[Any, Any] = {}
