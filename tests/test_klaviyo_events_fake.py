@@ -146,7 +146,7 @@ def test_the_endpoint_has_klaviyos_rate_limit_with_retry_after() -> None:
                 http.post(BULK, json=body(entry("a@example.com", one(str(i))))) for i in range(11)
             ]
             assert [a.status_code for a in answers] == [202] * 10 + [429]
-            assert answers[0].headers["RateLimit-Limit"] == "10, 10;w=1, 150;w=60"
+            assert answers[0].headers["RateLimit-Limit"] == "150, 10;w=1, 150;w=60"
             assert answers[-1].headers["Retry-After"] == "1"
             clock.advance(1.0)
             retried = http.post(BULK, json=body(entry("a@example.com", one("10"))))

@@ -539,9 +539,11 @@ def test_a_tight_rate_limit_answers_429_with_retry_after() -> None:
         with httpx.Client(base_url=fake.base_url, headers=fake.headers()) as http:
             first, second, third = (http.get("/api/lists") for _ in range(3))
             assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
-            assert first.headers["RateLimit-Limit"] == "2, 2;w=1, 3;w=60"
+            # the steady minute's state, as Klaviyo documents its headers
+            assert first.headers["RateLimit-Limit"] == "3, 2;w=1, 3;w=60"
             remaining = [a.headers["RateLimit-Remaining"] for a in (first, second)]
-            assert remaining == ["1", "0"]
+            assert remaining == ["2", "1"]
+            assert first.headers["RateLimit-Reset"] == "60"
             assert third.headers["Retry-After"] == "1"
             assert "RateLimit-Limit" not in third.headers  # Klaviyo omits them on a 429
 

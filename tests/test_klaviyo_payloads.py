@@ -293,6 +293,26 @@ def test_a_completed_job_is_matched_by_address_not_by_position() -> None:
 # -- configuration and mapping -------------------------------------------------------------
 
 
+class Kept:
+    """A budget that records the windows it is asked to keep."""
+
+    def __init__(self) -> None:
+        self.windows: list[tuple[str, int, float]] = []
+
+    def keep_window(self, size: int, seconds: float) -> None:
+        self.windows.append(("rolling", size, seconds))
+
+    def keep_fixed_window(self, size: int, seconds: float, margin: float) -> None:
+        assert margin == 0.25
+        self.windows.append(("fixed", size, seconds))
+
+
+def kept(limit: Any) -> list[tuple[str, int, float]]:
+    budget = Kept()
+    limit.keep(budget)
+    return budget.windows
+
+
 def test_config_defaults_and_per_endpoint_budgets() -> None:
     config = KlaviyoConfig.model_validate({"kind": "klaviyo", "api_key": "pk_x"})
     assert config.revision == "2026-07-15" and config.base_url == "https://a.klaviyo.com"
@@ -300,10 +320,10 @@ def test_config_defaults_and_per_endpoint_budgets() -> None:
     jobs = config.http_settings("import_jobs")
     # no token bucket of its own: the budget keeps 10 a second and 150 a minute as windows
     assert jobs.rate.requests_per_second is None
-    assert config.rate_limits.import_jobs.windows() == ((10, 1.1), (150, 60.25))
+    assert kept(config.rate_limits.import_jobs) == [("rolling", 10, 1.1), ("fixed", 150, 60.0)]
     profiles = config.http_settings("profiles")
     assert (profiles.rate.requests_per_second, profiles.timeout) == (None, 60.0)
-    assert config.rate_limits.profiles.windows() == ((75, 1.1), (750, 60.25))
+    assert kept(config.rate_limits.profiles) == [("rolling", 75, 1.1), ("fixed", 750, 60.0)]
     assert config.http_settings("list_create").retry.attempts == 1  # not idempotent
     slower = KlaviyoConfig.model_validate(
         {"kind": "klaviyo", "api_key": "pk_x", "http": {"rate": {"requests_per_second": 1}}}

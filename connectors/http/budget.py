@@ -42,10 +42,12 @@ import httpx
 
 from connectors.http.classify import (
     daily_remaining,
+    rate_limit_limit,
     rate_limit_remaining,
     rate_limit_reset,
     rate_limit_spacing,
 )
+from connectors.http.fixed_window import FixedWindow
 from connectors.http.settings import RateSettings
 from crmsync.errors import TransientError
 
@@ -201,6 +203,7 @@ class Budget(Protocol):
     def pause(self, seconds: float) -> None: ...
     def observe(self, response: httpx.Response) -> None: ...
     def keep_window(self, size: int, seconds: float) -> None: ...
+    def keep_fixed_window(self, size: int, seconds: float, margin: float) -> None: ...
     def keep_daily(self, reserve: int, day_ends_in: float) -> None: ...
     def daily_left(self) -> int | None: ...
 
@@ -231,6 +234,8 @@ class AccountBudget:
         self._daily = DailyAllowance()
         self._tries = threading.local()  # ``booking``: the try this thread has under way
         self._windows: dict[float, int] = {}  # kept rolling windows: seconds -> size
+        # kept fixed windows, by the rolling window that stands in for each until learned
+        self._fixed: dict[float, FixedWindow] = {}
         self._starts: deque[float] = deque(maxlen=1)  # the latest tries' start times
 
     def keep_window(self, size: int, seconds: float) -> None:
@@ -241,6 +246,16 @@ class AccountBudget:
             most = max(self._windows.values())
             if self._starts.maxlen != most:
                 self._starts = deque(self._starts, maxlen=most)
+
+    def keep_fixed_window(self, size: int, seconds: float, margin: float) -> None:
+        """From now on at most ``size`` tries start between two of the vendor's resets,
+        ``seconds`` apart (``connectors.http.fixed_window``): a rolling window of ``seconds
+        + margin`` until an answer whose ``RateLimit-Limit`` is ``size`` tells when the
+        window resets, then fixed windows with ``margin`` seconds kept clear of each reset."""
+        rolling = max(0.0, seconds) + max(0.0, margin)
+        self.keep_window(size, rolling)
+        with self._lock:
+            self._fixed[rolling] = FixedWindow(size, seconds, margin)
 
     def keep_daily(self, reserve: int, day_ends_in: float) -> None:
         """From now on no try starts once the vendor's daily calls left would fall below
@@ -285,10 +300,26 @@ class AccountBudget:
         now = self._clock()
         start, starts = now, self._starts
         for seconds, size in self._windows.items():
+            fixed = self._fixed.get(seconds)
+            if fixed is not None and fixed.end is not None:
+                continue  # kept as the vendor's fixed window, below
             if len(starts) >= size:
                 start = max(start, starts[-size] + seconds)
+        for fixed in self._fixed.values():
+            if fixed.end is not None:
+                start = fixed.place(start)
         starts.append(start)
         return start - now
+
+    def _learn_windows(self, response: httpx.Response, now: float, remaining: float | None) -> None:
+        """An answer that states a kept fixed window's size tells when it resets (the lock
+        is held)."""
+        limit, reset = rate_limit_limit(response), rate_limit_reset(response)
+        if limit is None or reset is None:
+            return
+        for fixed in self._fixed.values():
+            if fixed.size == limit:
+                fixed.learn(now, reset, remaining, self._starts)
 
     def _settle(self, *, refused: bool) -> Booking | None:
         """Settles this thread's open try, if it has one (the lock is held)."""
@@ -324,12 +355,15 @@ class AccountBudget:
         rolling window, the spacing of its slots)."""
         left = daily_remaining(response)
         refused = response.status_code == REFUSED
+        remaining = rate_limit_remaining(response)
         with self._lock:
-            self._daily.new_day(self._clock())
+            now = self._clock()
+            self._daily.new_day(now)
             booking = self._settle(refused=refused)
             if left is not None:
                 self._daily.observe(left, booking, refused=refused)
-        remaining = rate_limit_remaining(response)
+            if self._fixed and not refused:
+                self._learn_windows(response, now, remaining)
         if remaining is None or remaining > 0:
             return
         reset = rate_limit_reset(response) or rate_limit_spacing(response)

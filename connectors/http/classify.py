@@ -40,6 +40,7 @@ class Classification:
 Classifier = Callable[[httpx.Response | None, BaseException | None], Classification]
 
 _RETRY_AFTER_STATUSES = frozenset({408, 425, 429})
+_LIMIT_HEADERS = ("x-ratelimit-limit", "ratelimit-limit", "x-rate-limit-limit")
 _RESET_HEADERS = ("x-ratelimit-reset", "ratelimit-reset", "x-rate-limit-reset")
 _REMAINING_HEADERS = (
     "x-ratelimit-remaining",
@@ -239,6 +240,19 @@ def rate_limit_reset(response: httpx.Response, now: datetime | None = None) -> f
             reference = now or _server_now(response)
             return max(0.0, number - reference.timestamp())
         return max(0.0, number)
+    return None
+
+
+def rate_limit_limit(response: httpx.Response) -> int | None:
+    """The size of the window the vendor's other rate-limit headers describe: the first
+    number of ``RateLimit-Limit`` (``750`` or ``750, 75;w=1, 750;w=60``), when it says."""
+    for name in _LIMIT_HEADERS:
+        value = response.headers.get(name)
+        if value is None:
+            continue
+        found = _number(value.split(",", 1)[0].split(";", 1)[0])
+        if found is not None and found >= 1:
+            return int(found)
     return None
 
 

@@ -149,6 +149,12 @@ class SharedBudget:
     def keep_window(self, size: int, seconds: float) -> None:
         self._windows[max(0.0, seconds)] = max(1, size)
 
+    def keep_fixed_window(self, size: int, seconds: float, margin: float) -> None:
+        """Kept as a rolling window of ``seconds + margin``: never over the vendor's fixed
+        window, though slower after a quiet start than ``AccountBudget``, which learns
+        where the vendor's windows reset from the answers one process reads."""
+        self.keep_window(size, max(0.0, seconds) + max(0.0, margin))
+
     def keep_daily(self, reserve: int, day_ends_in: float) -> None:
         self._store.daily_keep(
             self._keys.daily, self._now(), max(0, reserve), max(0.0, day_ends_in)

@@ -148,8 +148,7 @@ class KlaviyoApi:
             for group in GROUPS
         }
         for group, client in self._clients.items():
-            for size, seconds in getattr(config.rate_limits, group).windows():
-                client.budget.keep_window(size, seconds)
+            getattr(config.rate_limits, group).keep(client.budget)
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from connectors.http import HttpOptions, HttpSettings
+from connectors.http.budget import Budget
 from crmsync.contract import ConnectorConfig
 from crmsync.errors import ConfigError
 from crmsync.events import EventKind
@@ -63,10 +64,13 @@ class EndpointLimit(_Strict):
     burst: int = Field(ge=1, description="Requests allowed per second (Klaviyo's burst window).")
     steady: int = Field(ge=1, description="Requests allowed per minute (Klaviyo's steady window).")
 
-    def windows(self) -> tuple[tuple[int, float], ...]:
-        """The two rolling windows the seam's budget keeps exactly, as (size, seconds):
+    def keep(self, budget: Budget) -> None:
+        """Has the seam's budget keep both windows: the burst as a rolling window of a
+        second (it resets too often for its end to be worth learning), the steady minute
+        as Klaviyo's fixed window, whose resets its answers tell (``keep_fixed_window``):
         a long run goes at the steady rate itself, with bursts of ``burst`` a second."""
-        return ((self.burst, 1.0 + BURST_MARGIN), (self.steady, 60.0 + STEADY_MARGIN))
+        budget.keep_window(self.burst, 1.0 + BURST_MARGIN)
+        budget.keep_fixed_window(self.steady, 60.0, STEADY_MARGIN)
 
 
 class RateLimits(_Strict):

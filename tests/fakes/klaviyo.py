@@ -1269,12 +1269,16 @@ class FakeKlaviyo:
                 states.append((kind, size, limit, window, reset))
             for *_, window, _ in states:
                 window.count += 1
-            tightest = min(states, key=lambda s: s[2] - s[3].count)
+            # as Klaviyo documents: the state of the steady window, or of the day's when
+            # that is tighter (the burst's alone when an endpoint has neither), with
+            # every policy listed after its size
+            longer = [s for s in states if s[0] != "burst"] or states
+            shown = min(longer, key=lambda s: s[2] - s[3].count)
             policies = ", ".join(f"{limit};w={int(size)}" for _, size, limit, _, _ in states)
             return {
-                "RateLimit-Limit": f"{tightest[2]}, {policies}",
-                "RateLimit-Remaining": str(tightest[2] - tightest[3].count),
-                "RateLimit-Reset": str(tightest[4]),
+                "RateLimit-Limit": f"{shown[2]}, {policies}",
+                "RateLimit-Remaining": str(shown[2] - shown[3].count),
+                "RateLimit-Reset": str(shown[4]),
             }
 
     def _check_size(self, operation: Operation, body: bytes) -> None:
