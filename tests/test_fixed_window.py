@@ -104,6 +104,21 @@ def test_answers_narrow_the_end_and_late_ones_of_an_old_window_are_ignored() -> 
     assert window.end == pytest.approx(190.6) and window.used == 1
 
 
+def test_each_window_is_set_again_by_its_own_first_answer() -> None:
+    # the vendor's clock runs a little slow against ours: extrapolated, the next window's
+    # end would be early; its first answer puts it where the vendor says
+    for first_answer, end in ((131.0, 190.0), (131.5, 190.5)):
+        window = FixedWindow(10, 60.0, 0.25)
+        window.learn(now=100.0, reset=30.0, remaining=None, starts=[])
+        assert window.place(129.0) == pytest.approx(130.25)
+        assert window.end == pytest.approx(190.0)
+        # 191 or 191.5 at most: the first within its second of rounding, the second not
+        window.learn(now=first_answer, reset=60.0, remaining=None, starts=[])
+        assert window.end == pytest.approx(end)
+        window.learn(now=first_answer + 1.0, reset=59.0, remaining=None, starts=[])
+        assert window.end == pytest.approx(end)  # later answers of the window narrow it only
+
+
 def test_the_klaviyo_client_fills_each_minute_of_the_fake_without_a_refusal() -> None:
     # the fake counts Klaviyo's fixed minutes on the same clock; its answers tell the
     # client where they reset. 12 list reads at 5 a minute, the first 45 s into a minute:

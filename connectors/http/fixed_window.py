@@ -14,9 +14,12 @@ answer has said when the window ends, the budget keeps it as a rolling window; f
 on each try is placed in a window of its own: at most ``size`` start between two resets,
 none in the last ``closing`` seconds before a reset (the reset is known to a whole second
 and the try must reach the vendor before it) nor in the first ``margin`` after one. The
-end is the earliest any answer put it at (``now + reset`` is never before it), later
-windows follow every ``seconds``, and an answer's remaining count raises the window's
-count to what the vendor has seen (other clients of the account included).
+end is the earliest any answer in that window put it at (``now + reset`` is never before
+it); the next window is first placed ``seconds`` later and moved later by its own first
+answer when that says so beyond its second of rounding, so two clocks that drift apart
+never put it more than that second early, however long the process lives; and an
+answer's remaining count raises the window's count to what the vendor has seen (other
+clients of the account included).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class FixedWindow:
         self.closing = ROUNDING + self.margin
         self.end: float | None = None  # the current window's end on the budget's clock
         self.used = 0  # tries placed in the current window (or the vendor's count, if more)
+        self._told = False  # an answer in the current window has set its end
 
     def learn(
         self, now: float, reset: float, remaining: float | None, starts: Iterable[float]
@@ -50,9 +54,12 @@ class FixedWindow:
             self.end = end
             self.used = sum(1 for start in starts if start >= end - self.seconds)
         elif abs(end - self.end) < self.seconds / 2:
-            self.end = min(self.end, end)
+            # the first answer of a window placed by extrapolation may move it later, by
+            # as much as the whole second of rounding leaves sure; the others narrow it
+            self.end = min(end, self.end if self._told else max(self.end, end - ROUNDING))
         else:
             return  # a window before or after the one being filled: nothing to learn
+        self._told = True
         if remaining is not None:
             self.used = max(self.used, self.size - int(remaining))
 
@@ -60,10 +67,12 @@ class FixedWindow:
         """Books one try at ``start`` or later (the window has an end); returns when."""
         assert self.end is not None, "place() before an answer told the window's end"
         while start > self.end - self.closing:
-            self.end += self.seconds
-            self.used = 0
+            self._next()
         if self.used >= self.size:
-            self.end += self.seconds
-            self.used = 0
+            self._next()
         self.used += 1
         return max(start, self.end - self.seconds + self.margin)
+
+    def _next(self) -> None:
+        self.end = (self.end or 0.0) + self.seconds
+        self.used, self._told = 0, False
