@@ -53,6 +53,7 @@ def shared_redis() -> Iterator[RedisForTests]:
         yield found
     finally:
         for account in found.accounts:
-            keys = AccountKeys.of(account)
-            client.delete(keys.bucket, keys.pause, keys.window, keys.slots, keys.bell, keys.daily)
+            root = AccountKeys.of(account).bucket.removesuffix("bucket")
+            for key in client.scan_iter(match=root + "*"):  # braces are literal in a match
+                client.delete(key)
         client.close()

@@ -25,7 +25,7 @@ from connectors.http import HttpClient, HttpOptions, HttpSettings, RateSettings
 from connectors.http.budget import AccountBudget, Budget, QuotaSpent
 from connectors.http.budgets import BudgetRegistry
 from connectors.http.shared_budget import SharedBudget
-from connectors.http.shared_store import SharedStore
+from connectors.http.shared_store import SharedStore, Window
 from connectors.hubspot.client import HubSpotApi
 from connectors.hubspot.config import HubSpotConfig
 from connectors.klaviyo.client import KlaviyoApi
@@ -33,6 +33,7 @@ from connectors.klaviyo.config import GROUPS, KlaviyoConfig
 from connectors.mailchimp import MailchimpConfig
 from crmsync.errors import ConfigError
 from tests.fakes import FakeClock
+from tests.fakes.klaviyo import FakeKlaviyo
 from tests.shared_redis import RedisForTests, shared_redis
 
 __all__ = ["shared_redis"]
@@ -142,6 +143,124 @@ def test_two_processes_draw_from_one_bucket_and_one_window(shared_redis: RedisFo
     # of three, which the first opened at 1000: it starts at 1010
     assert waits == pytest.approx([0.0, 0.0, 1.0, 9.0])
     assert clock.now == pytest.approx(1010.0)
+
+
+# -- a fixed window learned from the vendor's answers (Klaviyo's minute) ------------------
+
+
+def told(limit: str, remaining: int, reset: int, status: int = 200) -> httpx.Response:
+    headers = {
+        "RateLimit-Limit": limit,
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(reset),
+    }
+    return httpx.Response(status, headers=headers)
+
+
+def test_a_fixed_window_is_learned_and_filled_as_the_local_one(
+    shared_redis: RedisForTests,
+) -> None:
+    def steps(budget: Budget, clock: FakeClock) -> list[Any]:
+        budget.keep_window(10, 1.0)  # a burst window beside it stays rolling
+        budget.keep_fixed_window(3, 60.0, 0.25)
+        clock.advance(40.0)  # three calls 40 s into the vendor's minute
+        waits = [budget.acquire() for _ in range(3)]
+        budget.observe(told("75", 70, 1))  # another window's state: nothing learned
+        budget.observe(told("3", 0, 20, status=429))  # a refusal: nothing learned
+        budget.observe(told("3", 1, 80_000))  # a day's window of the same size
+        budget.observe(told("3", 0, 20))  # the minute ends at 1060
+        waits += [budget.acquire() for _ in range(4)]  # 1060.25 (three), then 1120.25
+        budget.observe(told("3", 2, 59))  # its first answer: 1179.25, not 1180
+        budget.observe(told("3", 1, 58))  # the earliest an answer puts it at: 1178.25
+        clock.advance(57.0)  # 1177.25: closer than 1.25 s to the end, so the next window
+        waits += [budget.acquire() for _ in range(2)]
+        return [*waits, clock()]
+
+    trace = same_trace(shared_redis, RateSettings(), steps)
+    assert trace[:7] == pytest.approx([0, 0, 0, 20.25, 0, 0, 60.0])
+    assert trace[7:] == pytest.approx([1.25, 0.0, 1178.5])
+
+
+def test_the_vendors_remaining_count_is_taken_in_as_the_local_one(
+    shared_redis: RedisForTests,
+) -> None:
+    def steps(budget: Budget, clock: FakeClock) -> list[Any]:
+        budget.keep_fixed_window(5, 60.0, 0.25)
+        budget.acquire()
+        budget.observe(told("5", 2, 30))  # someone else made two calls this minute
+        return [budget.acquire() for _ in range(3)]
+
+    assert same_trace(shared_redis, RateSettings(), steps) == pytest.approx([0.0, 0.0, 30.25])
+
+
+def test_an_extrapolated_window_is_moved_by_its_first_answer_as_the_local_one(
+    shared_redis: RedisForTests,
+) -> None:
+    def steps(budget: Budget, clock: FakeClock) -> list[Any]:
+        budget.keep_fixed_window(10, 60.0, 0.25)
+        budget.acquire()
+        budget.observe(told("10", 9, 30))  # ends at 1030
+        clock.advance(29.0)
+        waits = [budget.acquire()]  # too close: placed at 1030.25, the window ends at 1090
+        clock.advance(1.25)  # 1031.5: the vendor's own clock says 60 s more, not 58.5
+        budget.observe(told("10", 9, 60))  # moved to 1090.5: a second of rounding at most
+        clock.advance(57.5)  # 1089: before 1090.5 - 1.25 (not before 1090 - 1.25)
+        waits.append(budget.acquire())
+        return [*waits, clock()]
+
+    assert same_trace(shared_redis, RateSettings(), steps) == pytest.approx([1.25, 0.0, 1089.0])
+
+
+def test_a_window_one_process_learned_places_the_others_calls(
+    shared_redis: RedisForTests,
+) -> None:
+    clock = FakeClock(start=1040.0)
+    account = shared_redis.account()
+    rate = RateSettings(shared=shared_redis.url)
+    first, second = (BudgetRegistry(clock=clock, sleep=clock.sleep) for _ in "ab")
+    first, second = first.get(account, rate), second.get(account, rate)
+    for budget in (first, second):
+        budget.keep_fixed_window(4, 60.0, 0.25)
+    assert [first.acquire(), second.acquire()] == [0.0, 0.0]
+    first.observe(told("4", 2, 20))  # the vendor counts both: two left until 1060
+    waits = [second.acquire(), first.acquire(), second.acquire()]
+    assert waits == pytest.approx([0.0, 0.0, 20.25])  # the fifth in the next window
+    fixed = shared_redis.client.hgetall(shared_redis.keys_of(account).fixed(60.0))
+    assert float(fixed["end"]) == pytest.approx(1120.0) and fixed["used"] == "1"
+
+
+def test_two_klaviyo_clients_fill_each_minute_of_the_fake_without_a_refusal(
+    shared_redis: RedisForTests,
+) -> None:
+    # two processes (registries) on one clock take turns: 12 list reads at 5 a minute,
+    # the first 45 s into the fake's minute, end 0.25 s after the second reset from
+    # there (1,320.25), as one process does; kept rolling they would end at 1,365.5
+    clock = FakeClock(start=1245.0)
+    fake = FakeKlaviyo(clock=clock).start()
+    apis: list[KlaviyoApi] = []
+    try:
+        fake.set_rate_limit("GET", "/api/lists", burst=10, steady=5)
+        config = KlaviyoConfig.model_validate(
+            {
+                "kind": "klaviyo",
+                "api_key": fake.api_key,
+                "base_url": fake.base_url,
+                "rate_limits": {"lists": {"burst": 10, "steady": 5}},
+                "http": {"rate": {"shared": shared_redis.url}},
+            }
+        )
+        for _ in "ab":
+            budgets = BudgetRegistry(clock=clock, sleep=clock.sleep)
+            apis.append(KlaviyoApi(config, sleep=clock.sleep, budgets=budgets))
+        shared_redis.accounts.extend(c.budget.account for c in apis[0]._clients.values())
+        for i in range(12):
+            assert apis[i % 2].send("lists", "GET", "/api/lists").status_code == 200
+        assert fake.rate_limited == 0
+        assert clock() == pytest.approx(1320.25)
+    finally:
+        for api in apis:
+            api.close()
+        fake.stop()
 
 
 # -- concurrency slots as leases ----------------------------------------------------------
@@ -365,6 +484,7 @@ def test_klaviyo_keeps_each_groups_windows_in_the_shared_budget(
         assert isinstance(budget, SharedBudget)
         limit = getattr(config.rate_limits, group)
         assert budget._windows == {1.1: limit.burst, 60.25: limit.steady}
+        assert budget._fixed == {60.25: Window(limit.steady, 60.25, 60.0, 0.25)}
     api.close()
 
 

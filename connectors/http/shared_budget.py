@@ -4,7 +4,8 @@
 keep their own and together send N times what the vendor allows. A ``SharedBudget`` has
 the same interface (``budget.Budget``) and keeps everything in Redis, through the atomic
 scripts of ``shared_store``: the token bucket, the concurrency slots, the pause a 429 or
-an exhausted window asks for, the rolling window and the daily allowance. The registry
+an exhausted window asks for, the rolling windows, the fixed windows learned from the
+vendor's answers (``fixed_window``) and the daily allowance. The registry
 hands one out for every account whose ``rate.shared`` names a Redis server (see
 ``docs/scale.md``, "Shared rate budgets").
 
@@ -38,12 +39,13 @@ from connectors.http import redact
 from connectors.http.budget import MAX_PAUSE, REFUSED, Booking, QuotaSpent, Sleep
 from connectors.http.classify import (
     daily_remaining,
+    rate_limit_limit,
     rate_limit_remaining,
     rate_limit_reset,
     rate_limit_spacing,
 )
 from connectors.http.settings import RateSettings
-from connectors.http.shared_store import AccountKeys, SharedStore, Spent
+from connectors.http.shared_store import AccountKeys, SharedStore, Spent, Window
 from crmsync.errors import CrmsyncError
 
 log = logging.getLogger("crmsync.http")
@@ -139,6 +141,8 @@ class SharedBudget:
         self._clock = clock
         self._sleep = sleep
         self._windows: dict[float, int] = {}  # kept rolling windows: seconds -> size
+        # kept fixed windows, by the rolling window that stands in for each until learned
+        self._fixed: dict[float, Window] = {}
         self._daily_kept = False
         self._tries = threading.local()  # ``booking``: the try this thread has under way
 
@@ -150,10 +154,12 @@ class SharedBudget:
         self._windows[max(0.0, seconds)] = max(1, size)
 
     def keep_fixed_window(self, size: int, seconds: float, margin: float) -> None:
-        """Kept as a rolling window of ``seconds + margin``: never over the vendor's fixed
-        window, though slower after a quiet start than ``AccountBudget``, which learns
-        where the vendor's windows reset from the answers one process reads."""
-        self.keep_window(size, max(0.0, seconds) + max(0.0, margin))
+        """As ``AccountBudget.keep_fixed_window``, for every process of the account: a
+        rolling window of ``seconds + margin`` until an answer any of them reads tells
+        where the vendor's window resets, then fixed windows, counted in Redis."""
+        rolling = max(0.0, seconds) + max(0.0, margin)
+        self.keep_window(size, rolling)
+        self._fixed[rolling] = Window(max(1, size), rolling, max(0.0, seconds), max(0.0, margin))
 
     def keep_daily(self, reserve: int, day_ends_in: float) -> None:
         self._store.daily_keep(
@@ -180,7 +186,10 @@ class SharedBudget:
                     retry_after=booked.wait,
                 )
             self._tries.booking = booked
-        windows = [(size, seconds) for seconds, size in self._windows.items()]
+        windows = [
+            self._fixed.get(seconds) or Window(size, seconds)
+            for seconds, size in self._windows.items()
+        ]
         waited = self._store.gate(self._keys, self._now(), windows, uuid.uuid4().hex)
         if waited > 0:
             self._sleep(waited)
@@ -221,11 +230,22 @@ class SharedBudget:
                 self._keys.daily, self._now(), booking, refused=refused, left=left
             )
         remaining = rate_limit_remaining(response)
+        if self._fixed and response.status_code != REFUSED:
+            self._learn_windows(response, remaining)
         if remaining is None or remaining > 0:
             return
         reset = rate_limit_reset(response) or rate_limit_spacing(response)
         if reset:
             self.pause(reset)
+
+    def _learn_windows(self, response: httpx.Response, remaining: float | None) -> None:
+        """An answer that states a kept fixed window's size tells when it resets."""
+        limit, reset = rate_limit_limit(response), rate_limit_reset(response)
+        if limit is None or reset is None:
+            return
+        for window in self._fixed.values():
+            if window.size == limit:
+                self._store.fixed_learn(self._keys, self._now(), window, reset, remaining)
 
     def _take_booking(self) -> Booking | None:
         booking: Booking | None = getattr(self._tries, "booking", None)

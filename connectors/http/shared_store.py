@@ -7,8 +7,12 @@ lock of their own:
 - ``bucket``: the token bucket (a hash of ``tokens`` and ``updated``); answers how long
   the caller waits before its token is due, exactly as ``budget.TokenBucket.reserve``;
 - ``gate``: the account's pause (a time) and its rolling windows (one sorted set of booked
-  start times, as many of the latest kept as the largest window holds); books the
-  caller's start where every window allows it and answers its wait;
+  start times, as many of the latest kept as the largest window holds) and fixed windows
+  (a hash each: the end, the count, whether an answer set the end, as
+  ``fixed_window.FixedWindow`` keeps them); books the caller's start where every window
+  allows it and answers its wait;
+- ``fixed_learn``: an answer's reset and remaining count taken into a fixed window, as
+  ``FixedWindow.learn`` takes them;
 - ``pause``: pauses the account until a time, never shortening a longer pause;
 - ``slot_take``, ``slot_renew``, ``slot_give``: concurrency slots as leases (a sorted set
   of holders by expiry time); a holder that stops renewing (a killed process) loses its
@@ -37,6 +41,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from connectors.http.budget import Booking
+from connectors.http.fixed_window import ROUNDING
 from crmsync.errors import ConfigError
 
 SOCKET_TIMEOUT = 10.0  # seconds; a budget operation is one round trip
@@ -72,14 +77,25 @@ local paused = tonumber(redis.call('GET', KEYS[1]))
 if paused and paused > now then wait = paused - now end
 local start, most, longest = now, 0, 0
 local held = redis.call('ZCARD', KEYS[2])
-for i = 3, #ARGV - 1, 2 do
+local fixed, k = {}, 2
+for i = 3, #ARGV - 3, 4 do
   local size, seconds = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local span, margin = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   most, longest = math.max(most, size), math.max(longest, seconds)
-  if held >= size then
+  local known = false
+  if span > 0 then
+    k = k + 1
+    if redis.call('HEXISTS', KEYS[k], 'end') == 1 then
+      known = true
+      fixed[#fixed + 1] = {KEYS[k], size, span, margin}
+    end
+  end
+  if not known and held >= size then
     local oldest = redis.call('ZRANGE', KEYS[2], -size, -size, 'WITHSCORES')
     start = math.max(start, tonumber(oldest[2]) + seconds)
   end
 end
+for _, f in ipairs(fixed) do start = place(now, f[1], f[2], f[3], f[4], start) end
 if most > 0 then
   redis.call('ZADD', KEYS[2], num(start), ARGV[2])
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(most + 1))
@@ -87,6 +103,53 @@ if most > 0 then
   wait = math.max(wait, start - now)
 end
 return num(wait)
+"""
+
+_FIXED_LIB = f"""
+local ROUNDING = {ROUNDING!r}
+local function place(now, key, size, span, margin, start)
+  local held = redis.call('HMGET', key, 'end', 'used')
+  local ends, used = tonumber(held[1]), tonumber(held[2]) or 0
+  local moved = false
+  if start > ends - ROUNDING - margin then
+    ends = ends + math.ceil((start - ends + ROUNDING + margin) / span) * span
+    used, moved = 0, true
+  end
+  if used >= size then ends, used, moved = ends + span, 0, true end
+  used = used + 1
+  if moved then
+    redis.call('HSET', key, 'end', num(ends), 'used', used, 'told', '0')
+  else
+    redis.call('HSET', key, 'used', used)
+  end
+  redis.call('PEXPIRE', key, ttl(ends - now + span))
+  return math.max(start, ends - span + margin)
+end
+"""
+
+_FIXED_LEARN = """
+local now, reset = now_of(ARGV[1]), tonumber(ARGV[2])
+local size, span = tonumber(ARGV[3]), tonumber(ARGV[4])
+if reset > span + ROUNDING then return 0 end
+local ends = now + reset
+local held = redis.call('HMGET', KEYS[1], 'end', 'used', 'told')
+local known, used = tonumber(held[1]), tonumber(held[2]) or 0
+if not known then
+  known = ends
+  used = redis.call('ZCOUNT', KEYS[2], num(ends - span), '+inf')
+elseif math.abs(ends - known) < span / 2 then
+  if held[3] == '1' then
+    known = math.min(ends, known)
+  else
+    known = math.min(ends, math.max(known, ends - ROUNDING))
+  end
+else
+  return 0
+end
+if ARGV[5] ~= '' then used = math.max(used, size - tonumber(ARGV[5])) end
+redis.call('HSET', KEYS[1], 'end', num(known), 'used', used, 'told', '1')
+redis.call('PEXPIRE', KEYS[1], ttl(known - now + span))
+return 1
 """
 
 _PAUSE = """
@@ -205,7 +268,8 @@ return -1
 
 SCRIPTS = {
     "bucket": _LIB + _BUCKET,
-    "gate": _LIB + _GATE,
+    "gate": _LIB + _FIXED_LIB + _GATE,
+    "fixed_learn": _LIB + _FIXED_LIB + _FIXED_LEARN,
     "pause": _LIB + _PAUSE,
     "slot_take": _LIB + _SLOT_TAKE,
     "slot_renew": _LIB + _SLOT_RENEW,
@@ -235,6 +299,23 @@ class AccountKeys:
         return cls(
             *(root + part for part in ("bucket", "pause", "window", "slots", "bell", "daily"))
         )
+
+    def fixed(self, seconds: float) -> str:
+        """The hash of a fixed window ``seconds`` long: its end, its count, whether an
+        answer in it has set its end."""
+        return f"{self.window}:fixed:{seconds!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window the gate keeps: at most ``size`` starts in any ``seconds``; with a
+    ``span``, the vendor's fixed window of ``span`` seconds (``margin`` kept clear of each
+    reset) that this rolling one stands in for until its end is known."""
+
+    size: int
+    seconds: float
+    span: float = 0.0
+    margin: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,13 +385,27 @@ class SharedStore:
     def bucket(self, key: str, now: str, rate: float, burst: int) -> float:
         return float(self.run("bucket", [key], [now, repr(rate), burst]))
 
-    def gate(
-        self, keys: AccountKeys, now: str, windows: Sequence[tuple[int, float]], member: str
-    ) -> float:
-        """Waits for the pause and books a start in every rolling window (size, seconds):
-        one sorted set of the latest starts serves them all, as every start is in each."""
-        flat = [part for size, seconds in windows for part in (size, repr(seconds))]
-        return float(self.run("gate", [keys.pause, keys.window], [now, member, *flat]))
+    def gate(self, keys: AccountKeys, now: str, windows: Sequence[Window], member: str) -> float:
+        """Waits for the pause and books a start in every window: a rolling one (``span``
+        0) by the one sorted set of the latest starts that serves them all, as every start
+        is in each; a fixed one by its own hash once ``fixed_learn`` has told its end
+        (until then, as the rolling window of ``seconds`` that stands in for it)."""
+        flat: list[Any] = []
+        fixed: list[str] = []
+        for window in windows:
+            flat += [window.size, repr(window.seconds), repr(window.span), repr(window.margin)]
+            if window.span > 0:
+                fixed.append(keys.fixed(window.span))
+        return float(self.run("gate", [keys.pause, keys.window, *fixed], [now, member, *flat]))
+
+    def fixed_learn(
+        self, keys: AccountKeys, now: str, window: Window, reset: float, remaining: float | None
+    ) -> bool:
+        """An answer said the fixed ``window`` resets in ``reset`` seconds, ``remaining``
+        calls left, as ``FixedWindow.learn`` reads it; whether it was taken in."""
+        args = [now, repr(reset), window.size, repr(window.span)]
+        args.append("" if remaining is None else int(remaining))
+        return bool(self.run("fixed_learn", [keys.fixed(window.span), keys.window], args))
 
     def pause(self, key: str, now: str, seconds: float) -> float:
         """Pauses until ``seconds`` from now at least; the time the pause now ends."""
