@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 import pytest
@@ -158,6 +159,38 @@ def test_concurrent_requests_through_the_client_never_exceed_the_limit() -> None
     for thread in threads:
         thread.join(30)
     assert peak == 2
+
+
+def test_a_window_counts_requests_as_they_leave_not_as_they_queue_for_a_slot() -> None:
+    # the vendor counts arrivals: a request booked in a window, then held by a slow answer
+    # to another one for the only connection, must not arrive beside the next window's
+    # (booked before taking the slot: B at 0 s arrives at 0.6 s, C and D at 1.0 s)
+    arrivals: list[float] = []
+    first_in = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        arrivals.append(time.monotonic())
+        if len(arrivals) == 1:
+            first_in.set()
+            time.sleep(0.6)  # a slow answer holds the connection
+        return httpx.Response(200)
+
+    settings = HttpSettings(base_url=BASE, rate=RateSettings(max_concurrency=1))
+    client = HttpClient(
+        settings, account="w", transport=httpx.MockTransport(handler), budgets=BudgetRegistry()
+    )
+    client.budget.keep_window(2, 1.0)
+    first = threading.Thread(target=client.get, args=("/a",))
+    first.start()
+    assert first_in.wait(10)
+    rest = [threading.Thread(target=client.get, args=(f"/{name}",)) for name in "bcd"]
+    for thread in rest:
+        thread.start()
+    for thread in [first, *rest]:
+        thread.join(30)
+    assert len(arrivals) == 4
+    # the vendor's window, a little shorter than the kept one (its margin): never three
+    assert all(arrivals[i + 2] - arrivals[i] >= 0.9 for i in range(2))
 
 
 def test_two_kept_windows_hold_together_and_each_on_its_own() -> None:

@@ -217,8 +217,8 @@ def test_a_window_one_process_learned_places_the_others_calls(
     clock = FakeClock(start=1040.0)
     account = shared_redis.account()
     rate = RateSettings(shared=shared_redis.url)
-    first, second = (BudgetRegistry(clock=clock, sleep=clock.sleep) for _ in "ab")
-    first, second = first.get(account, rate), second.get(account, rate)
+    registries = [BudgetRegistry(clock=clock, sleep=clock.sleep) for _ in "ab"]
+    first, second = (registry.get(account, rate) for registry in registries)
     for budget in (first, second):
         budget.keep_fixed_window(4, 60.0, 0.25)
     assert [first.acquire(), second.acquire()] == [0.0, 0.0]

@@ -118,9 +118,12 @@ class HttpClient:
     def _try_once(
         self, request: httpx.Request, described: str, classifier: Classifier, attempt: int = 1
     ) -> httpx.Response:
-        self.budget.acquire()
-        started = time.perf_counter()
         with self.budget.slot():
+            # booked once the request holds a connection, so a window's start is when the
+            # request leaves: booked before, a wait for a slot could send a window's first
+            # call after the next window's, and the vendor would count more than it allows
+            self.budget.acquire()
+            started = time.perf_counter()
             try:
                 response = self._client.send(request)
             except (httpx.HTTPError, TransientError) as exc:
