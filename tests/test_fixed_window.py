@@ -119,32 +119,45 @@ def test_each_window_is_set_again_by_its_own_first_answer() -> None:
         assert window.end == pytest.approx(end)  # later answers of the window narrow it only
 
 
-def test_the_klaviyo_client_fills_each_minute_of_the_fake_without_a_refusal() -> None:
-    # the fake counts Klaviyo's fixed minutes on the same clock; its answers tell the
-    # client where they reset. 12 list reads at 5 a minute, the first 45 s into a minute:
-    # kept rolling they would take until 1,245 + 2 x 60.25; kept fixed, the third block
-    # starts 0.25 s after the second minute boundary from 1,245
+def read_lists_in_turns(
+    processes: int, shared: str | None = None, accounts: list[str] | None = None
+) -> tuple[float, int]:
+    """12 list reads at 5 a minute against the fake on one clock, the first 45 s into
+    its minute, taken in turns by ``processes`` clients (each with a registry of its
+    own: a process; ``shared``: their Redis budget, the accounts it keeps added to
+    ``accounts``); when the last read ended and how many the fake refused."""
     clock = FakeClock(start=1245.0)
     fake = FakeKlaviyo(clock=clock).start()
+    apis: list[KlaviyoApi] = []
     try:
         fake.set_rate_limit("GET", "/api/lists", burst=10, steady=5)
-        config = KlaviyoConfig.model_validate(
-            {
-                "kind": "klaviyo",
-                "api_key": fake.api_key,
-                "base_url": fake.base_url,
-                "rate_limits": {"lists": {"burst": 10, "steady": 5}},
-            }
-        )
-        api = KlaviyoApi(
-            config, sleep=clock.sleep, budgets=BudgetRegistry(clock=clock, sleep=clock.sleep)
-        )
-        try:
-            for _ in range(12):
-                assert api.send("lists", "GET", "/api/lists").status_code == 200
-        finally:
-            api.close()
-        assert fake.rate_limited == 0
-        assert clock() == pytest.approx(1320.25)
+        settings: dict[str, object] = {
+            "kind": "klaviyo",
+            "api_key": fake.api_key,
+            "base_url": fake.base_url,
+            "rate_limits": {"lists": {"burst": 10, "steady": 5}},
+        }
+        if shared is not None:
+            settings["http"] = {"rate": {"shared": shared}}
+        config = KlaviyoConfig.model_validate(settings)
+        for _ in range(processes):
+            budgets = BudgetRegistry(clock=clock, sleep=clock.sleep)
+            apis.append(KlaviyoApi(config, sleep=clock.sleep, budgets=budgets))
+        if accounts is not None:
+            accounts.extend(client.budget.account for client in apis[0]._clients.values())
+        for i in range(12):
+            assert apis[i % processes].send("lists", "GET", "/api/lists").status_code == 200
+        return clock(), fake.rate_limited
     finally:
+        for api in apis:
+            api.close()
         fake.stop()
+
+
+def test_the_klaviyo_client_fills_each_minute_of_the_fake_without_a_refusal() -> None:
+    # the fake counts Klaviyo's fixed minutes on the same clock; its answers tell the
+    # client where they reset. Kept rolling the reads would take until 1,245 + 2 x 60.25;
+    # kept fixed, the third block starts 0.25 s after the second minute boundary
+    ended, refused = read_lists_in_turns(1)
+    assert refused == 0
+    assert ended == pytest.approx(1320.25)

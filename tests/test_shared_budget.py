@@ -33,8 +33,9 @@ from connectors.klaviyo.config import GROUPS, KlaviyoConfig
 from connectors.mailchimp import MailchimpConfig
 from crmsync.errors import ConfigError
 from tests.fakes import FakeClock
-from tests.fakes.klaviyo import FakeKlaviyo
 from tests.shared_redis import RedisForTests, shared_redis
+from tests.test_fixed_window import answer as told
+from tests.test_fixed_window import read_lists_in_turns
 
 __all__ = ["shared_redis"]
 
@@ -148,15 +149,6 @@ def test_two_processes_draw_from_one_bucket_and_one_window(shared_redis: RedisFo
 # -- a fixed window learned from the vendor's answers (Klaviyo's minute) ------------------
 
 
-def told(limit: str, remaining: int, reset: int, status: int = 200) -> httpx.Response:
-    headers = {
-        "RateLimit-Limit": limit,
-        "RateLimit-Remaining": str(remaining),
-        "RateLimit-Reset": str(reset),
-    }
-    return httpx.Response(status, headers=headers)
-
-
 def test_a_fixed_window_is_learned_and_filled_as_the_local_one(
     shared_redis: RedisForTests,
 ) -> None:
@@ -232,35 +224,11 @@ def test_a_window_one_process_learned_places_the_others_calls(
 def test_two_klaviyo_clients_fill_each_minute_of_the_fake_without_a_refusal(
     shared_redis: RedisForTests,
 ) -> None:
-    # two processes (registries) on one clock take turns: 12 list reads at 5 a minute,
-    # the first 45 s into the fake's minute, end 0.25 s after the second reset from
-    # there (1,320.25), as one process does; kept rolling they would end at 1,365.5
-    clock = FakeClock(start=1245.0)
-    fake = FakeKlaviyo(clock=clock).start()
-    apis: list[KlaviyoApi] = []
-    try:
-        fake.set_rate_limit("GET", "/api/lists", burst=10, steady=5)
-        config = KlaviyoConfig.model_validate(
-            {
-                "kind": "klaviyo",
-                "api_key": fake.api_key,
-                "base_url": fake.base_url,
-                "rate_limits": {"lists": {"burst": 10, "steady": 5}},
-                "http": {"rate": {"shared": shared_redis.url}},
-            }
-        )
-        for _ in "ab":
-            budgets = BudgetRegistry(clock=clock, sleep=clock.sleep)
-            apis.append(KlaviyoApi(config, sleep=clock.sleep, budgets=budgets))
-        shared_redis.accounts.extend(c.budget.account for c in apis[0]._clients.values())
-        for i in range(12):
-            assert apis[i % 2].send("lists", "GET", "/api/lists").status_code == 200
-        assert fake.rate_limited == 0
-        assert clock() == pytest.approx(1320.25)
-    finally:
-        for api in apis:
-            api.close()
-        fake.stop()
+    # two processes on one clock take turns and end where one process does (1,320.25:
+    # 0.25 s after the second reset of the fake's minute); kept rolling, at 1,365.5
+    ended, refused = read_lists_in_turns(2, shared_redis.url, shared_redis.accounts)
+    assert refused == 0
+    assert ended == pytest.approx(1320.25)
 
 
 # -- concurrency slots as leases ----------------------------------------------------------
