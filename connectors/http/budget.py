@@ -42,12 +42,11 @@ import httpx
 
 from connectors.http.classify import (
     daily_remaining,
-    rate_limit_limit,
     rate_limit_remaining,
     rate_limit_reset,
     rate_limit_spacing,
 )
-from connectors.http.fixed_window import FixedWindow
+from connectors.http.fixed_window import FixedWindow, stated
 from connectors.http.settings import RateSettings
 from crmsync.errors import TransientError
 
@@ -314,9 +313,10 @@ class AccountBudget:
     def _learn_windows(self, response: httpx.Response, now: float, remaining: float | None) -> None:
         """An answer that states a kept fixed window's size tells when it resets (the lock
         is held)."""
-        limit, reset = rate_limit_limit(response), rate_limit_reset(response)
-        if limit is None or reset is None:
+        found = stated(response)
+        if found is None:
             return
+        limit, reset = found
         for fixed in self._fixed.values():
             if fixed.size == limit:
                 fixed.learn(now, reset, remaining, self._starts)

@@ -26,6 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import httpx
+
+from connectors.http.classify import rate_limit_limit, rate_limit_reset
+
 ROUNDING = 1.0  # ``RateLimit-Reset`` is whole seconds: the true end may be this much earlier
 
 
@@ -76,3 +80,13 @@ class FixedWindow:
     def _next(self) -> None:
         self.end = (self.end or 0.0) + self.seconds
         self.used, self._told = 0, False
+
+
+def stated(response: httpx.Response) -> tuple[int, float] | None:
+    """The size of the window an answer describes and the seconds until it resets, when
+    the answer states both (``RateLimit-Limit``, ``RateLimit-Reset``): what a kept fixed
+    window of that size learns from (``FixedWindow.learn``)."""
+    limit, reset = rate_limit_limit(response), rate_limit_reset(response)
+    if limit is None or reset is None:
+        return None
+    return limit, reset

@@ -39,11 +39,11 @@ from connectors.http import redact
 from connectors.http.budget import MAX_PAUSE, REFUSED, Booking, QuotaSpent, Sleep
 from connectors.http.classify import (
     daily_remaining,
-    rate_limit_limit,
     rate_limit_remaining,
     rate_limit_reset,
     rate_limit_spacing,
 )
+from connectors.http.fixed_window import stated
 from connectors.http.settings import RateSettings
 from connectors.http.shared_store import AccountKeys, SharedStore, Spent, Window
 from crmsync.errors import CrmsyncError
@@ -240,9 +240,10 @@ class SharedBudget:
 
     def _learn_windows(self, response: httpx.Response, remaining: float | None) -> None:
         """An answer that states a kept fixed window's size tells when it resets."""
-        limit, reset = rate_limit_limit(response), rate_limit_reset(response)
-        if limit is None or reset is None:
+        found = stated(response)
+        if found is None:
             return
+        limit, reset = found
         for window in self._fixed.values():
             if window.size == limit:
                 self._store.fixed_learn(self._keys, self._now(), window, reset, remaining)
