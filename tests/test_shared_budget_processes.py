@@ -89,7 +89,10 @@ def test_two_workers_never_have_more_connections_in_flight_than_the_key_allows(
 def test_without_a_shared_budget_two_workers_exceed_the_connections(
     fake: FakeMailchimp, workers: Run
 ) -> None:
-    workers(job(fake, "mailchimp:own", None, requests=40, threads=CONNECTIONS + 2))
+    # eight rounds of ten each, 0.1 s a round: the two overlap by whole rounds even when
+    # one starts a few rounds late on a loaded machine (with four rounds, one CI run saw
+    # them overlap only where one's last answers met the other's first requests: peak 10)
+    workers(job(fake, "mailchimp:own", None, requests=80, threads=CONNECTIONS + 2))
     assert fake.max_in_flight > CONNECTIONS
 
 
