@@ -313,13 +313,8 @@ class AccountBudget:
     def _learn_windows(self, response: httpx.Response, now: float, remaining: float | None) -> None:
         """An answer that states a kept fixed window's size tells when it resets (the lock
         is held)."""
-        found = stated(response)
-        if found is None:
-            return
-        limit, reset = found
-        for fixed in self._fixed.values():
-            if fixed.size == limit:
-                fixed.learn(now, reset, remaining, self._starts)
+        for fixed, reset in stated(response, self._fixed.values()):
+            fixed.learn(now, reset, remaining, self._starts)
 
     def _settle(self, *, refused: bool) -> Booking | None:
         """Settles this thread's open try, if it has one (the lock is held)."""

@@ -24,7 +24,8 @@ clients of the account included).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -82,11 +83,23 @@ class FixedWindow:
         self.used, self._told = 0, False
 
 
-def stated(response: httpx.Response) -> tuple[int, float] | None:
-    """The size of the window an answer describes and the seconds until it resets, when
-    the answer states both (``RateLimit-Limit``, ``RateLimit-Reset``): what a kept fixed
-    window of that size learns from (``FixedWindow.learn``)."""
+class KeptWindow(Protocol):
+    @property
+    def size(self) -> int:
+        """Calls the window holds."""
+        ...
+
+
+W = TypeVar("W", bound=KeptWindow)
+
+
+def stated(response: httpx.Response, windows: Iterable[W]) -> Iterator[tuple[W, float]]:
+    """Each kept window whose size an answer states (``RateLimit-Limit``), with the seconds
+    until it resets (``RateLimit-Reset``): what a kept fixed window learns from
+    (``FixedWindow.learn``). Nothing when the answer does not state both."""
     limit, reset = rate_limit_limit(response), rate_limit_reset(response)
     if limit is None or reset is None:
-        return None
-    return limit, reset
+        return
+    for window in windows:
+        if window.size == limit:
+            yield window, reset

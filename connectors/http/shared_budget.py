@@ -240,13 +240,8 @@ class SharedBudget:
 
     def _learn_windows(self, response: httpx.Response, remaining: float | None) -> None:
         """An answer that states a kept fixed window's size tells when it resets."""
-        found = stated(response)
-        if found is None:
-            return
-        limit, reset = found
-        for window in self._fixed.values():
-            if window.size == limit:
-                self._store.fixed_learn(self._keys, self._now(), window, reset, remaining)
+        for window, reset in stated(response, self._fixed.values()):
+            self._store.fixed_learn(self._keys, self._now(), window, reset, remaining)
 
     def _take_booking(self) -> Booking | None:
         booking: Booking | None = getattr(self._tries, "booking", None)
