@@ -35,6 +35,7 @@ again in each of them, so the run's calls about its schema are those of one proc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from functools import partial
 from typing import Any
 
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.contract import Destination, PreparedOnce
+from crmsync.contract import ConnectorContext, Destination, PreparedOnce, SettlesWhilePushing
 from crmsync.diff import Policy
 from crmsync.errors import ConfigError, CrmsyncError
 from crmsync.phase_log import log_run_times
@@ -51,6 +52,7 @@ from crmsync.runs import DestinationReport, RunOptions, RunReport, jobs_left
 from distributed import planning
 from distributed.app import make_app, require_workers, share_budgets
 from distributed.dispatch import Dispatch, Publish, Task
+from distributed.loaded import run_context
 from distributed.planning import Plan
 from distributed.tasks import retry_policy
 from distributed.work import (
@@ -77,6 +79,8 @@ from state.store import Store
 from state.work_queue import add_tasks, cut_batches, finish, forget_run, run_scope_keys, stopped
 
 __all__ = ["run_on_workers"]
+
+log = logging.getLogger(__name__)
 
 
 def run_on_workers(
@@ -324,7 +328,8 @@ class _Run:
                 key = push_key(dest.name, part, batch)
                 tasks.append((batch, order, Task(key, PUSH, kwargs)))
         tasks.sort(key=lambda t: t[:2])  # destinations side by side, batches in key order
-        rows = self.dispatch.run("push", [t[2] for t in tasks])
+        with self._settling():
+            rows = self.dispatch.run("push", [t[2] for t in tasks])
         for *_, task in tasks:
             name = task.kwargs["destination"]
             self.report.destinations[name].counts.update(rows[task.key].result["counts"])
@@ -335,6 +340,42 @@ class _Run:
                 halted = stopped(conn, self.report.run_id, dest.name)
                 if halted is not None and answered.error is None:
                     answered.error, answered.full = halted
+
+    @contextmanager
+    def _settling(self) -> Iterator[None]:
+        """While the workers push: each destination that settles while pushing
+        (``SettlesWhilePushing``) has its finished jobs settled here, a pass every few
+        seconds, as a run in one process settles them beside its own pushes, so what
+        settling costs at the vendor is spent while later batches still go out. Only
+        this process collects until the pushes are over, and the collect task only
+        after: no job is settled by two processes at once. The instance here holds its
+        membership moves with the workers' (``loaded.run_context``)."""
+        assert self.report.run_id is not None
+        with ExitStack() as stack:
+            for dest in self.spec.destinations:
+                answered = self.report.destinations[dest.name]
+                if answered.error or not issubclass(dest.cls, SettlesWhilePushing):
+                    continue
+                context = run_context(self.config, dest.name, self.store.engine, self.report.run_id)
+                try:
+                    instance = stack.enter_context(
+                        _opened(self.config, dest, self.prepared.get(dest.name), context)
+                    )
+                except CrmsyncError as exc:  # the pushes meet it too; the collect settles
+                    log.warning("%s: its jobs are settled after the pushes: %s", dest.name, exc)
+                    continue
+                pusher = Pusher(
+                    dest.name,
+                    instance,
+                    self.store,
+                    answered,
+                    self.options,
+                    self.report.run_id,
+                    retry_policy(self.spec),
+                    settle_while_pushing=True,
+                )
+                stack.enter_context(pusher.settling())
+            yield
 
     # -- collect and events ------------------------------------------------------------
 
@@ -400,11 +441,15 @@ def _made_ready(
 
 @contextmanager
 def _opened(
-    config: Config, dest: DestinationSpec, found: dict[str, Any] | None
+    config: Config,
+    dest: DestinationSpec,
+    found: dict[str, Any] | None,
+    context: ConnectorContext | None = None,
 ) -> Iterator[Destination]:
-    """The destination, taking over what the run's preparation ``found`` where it can
-    (``PreparedOnce``), else prepared again."""
-    instance: Destination = dest.cls(dest.config, context_for(config, dest.name))
+    """The destination (in ``context``, else its own), taking over what the run's
+    preparation ``found`` where it can (``PreparedOnce``), else prepared again."""
+    context = context or context_for(config, dest.name)
+    instance: Destination = dest.cls(dest.config, context)
     try:
         if found is not None and isinstance(instance, PreparedOnce):
             instance.adopt(found)

@@ -25,8 +25,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from crmsync.config import Config, DestinationSpec, PipelineSpec
-from crmsync.contract import Destination, PreparedOnce
+from crmsync.contract import ConnectorContext, Destination, PreparedOnce
 from crmsync.errors import ConfigError
 from distributed.work import Work, prepare_key, ready_key
 from engine.pipeline import context_for
@@ -104,10 +106,7 @@ def destination_of(config: Config, spec: DestinationSpec, run: int) -> Iterator[
         if kept is not None:
             _destinations.move_to_end(key)
     if kept is None:
-        # the run's membership moves wait in the state database, where every worker of
-        # the run holds them under one job (``state.held_moves``)
-        moves = HeldInState(store_of(config.state_url).engine, run, spec.name)
-        context = replace(context_for(config, spec.name), moves=moves)
+        context = run_context(config, spec.name, store_of(config.state_url).engine, run)
         instance = spec.cls(spec.config, context)
         try:
             found = _prepared(config, spec.name, run)
@@ -129,6 +128,13 @@ def destination_of(config: Config, spec: DestinationSpec, run: int) -> Iterator[
                 old.destination.close()
     with kept.busy:
         yield kept.destination
+
+
+def run_context(config: Config, name: str, engine: Engine, run: int) -> ConnectorContext:
+    """Destination ``name``'s context in a run on workers: its membership moves wait in
+    the state database, where every process of the run holds them under one job
+    (``state.held_moves``)."""
+    return replace(context_for(config, name), moves=HeldInState(engine, run, name))
 
 
 def _prepared(config: Config, name: str, run: int) -> dict[str, Any] | None:

@@ -26,7 +26,8 @@ run and at its end, waiting there up to ``RunOptions.job_wait_seconds``. A desti
 that settles while pushing (``SettlesWhilePushing``) also has its finished jobs collected
 while the run pushes (its ``collect_early``), by a collector thread from the first batch
 on, a pass every ``_COLLECT_EVERY`` seconds, so settling them at the vendor overlaps the
-later pushes; ``flush`` stops it before the run's final collect.
+later pushes; ``flush`` stops it before the run's final collect. On workers the
+coordinator runs the same passes while the workers push (``settling``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
@@ -113,7 +115,8 @@ class Pusher:
         self._writing = threading.Lock()
         self._failure: BaseException | None = None  # what stopped the sender, to re-raise
         # settles finished jobs while the run pushes (``SettlesWhilePushing``): the run's
-        # own pusher only, in one process; on workers the coordinator collects
+        # own pusher, in one process; on workers the coordinator's (``settling``), never
+        # a worker's push task's
         self._settles = settle_while_pushing and isinstance(destination, SettlesWhilePushing)
         self._collector: threading.Thread | None = None
         self._pushing_over = threading.Event()
@@ -157,6 +160,24 @@ class Pusher:
         self._dropping = True
         self._stop()
         self._stop_collector()
+
+    @contextmanager
+    def settling(self) -> Iterator[None]:
+        """Settles the destination's finished jobs while other processes push to it (a
+        run on workers: the coordinator, while the workers' push tasks run), a pass
+        every ``_COLLECT_EVERY`` seconds, as the collector thread does beside this
+        Pusher's own pushes; on exit the passes stop, and what failed in one is raised
+        (a destination that failed stops the passes; the final collect reports it)."""
+        if not self._settles or not self._threaded:
+            yield
+            return
+        self._pushing_over.clear()
+        self._collector = started(self._collect_loop, f"collect-{self.name}")
+        try:
+            yield
+        finally:
+            self._stop_collector()
+        self._raise_failure()
 
     def _submit(self, batch: list[Change]) -> None:
         if not batch or self.options.dry_run:

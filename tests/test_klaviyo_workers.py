@@ -6,11 +6,17 @@ list memberships, the same ledger and report; a further run writes nothing."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from connectors.klaviyo.destination import KlaviyoDestination
+from crmsync.contract import Change
+from distributed.dispatch import Dispatch, Task
+from engine import push as push_module
 from tests.celery_workers import broker_or_skip, celery_table, new_queue, workers
 from tests.e2e import AS_OF, Site, consented, ledger_rows, make_site
 from tests.fakes.klaviyo import FakeKlaviyo
@@ -18,11 +24,12 @@ from tests.fakes.klaviyo import FakeKlaviyo
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-def _klaviyo(site: Site, fake: FakeKlaviyo, variable: str) -> None:
+def _klaviyo(site: Site, fake: FakeKlaviyo, variable: str, per_job: int | None) -> None:
+    jobs = f"[destinations.kl.jobs]\nprofiles_per_job = {per_job}\n" if per_job else ""
     site.send_to(
         "kl",
         f'kind = "klaviyo"\napi_key = "${{{variable}}}"\nbase_url = "{fake.base_url}"\n'
-        "[destinations.kl.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n",
+        "[destinations.kl.http.retry]\nbackoff_initial = 0.01\nbackoff_max = 0.05\n" + jobs,
     )
     fake.expect_consented(consented(site.data))
 
@@ -49,6 +56,46 @@ def _holds(fake: FakeKlaviyo) -> dict[str, Any]:
 def test_a_run_to_klaviyo_on_workers_ends_like_the_run_in_one_process(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _ends_like_one_process(tmp_path, postgres_url, monkeypatch)
+
+
+def test_jobs_the_coordinator_settles_while_the_workers_push_end_the_same(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator settles the workers' finished jobs while they push, as a run in
+    one process settles its own. Here the push phase is held open until it has settled
+    one (a run does not wait for that), so that the run surely ends with jobs settled
+    there; with 50 profiles a job, the run has several. The state, the ledger and the
+    list calls are still those of one process: the list moves of the jobs settled here
+    are gathered with the workers' into full calls, not sent job by job."""
+    monkeypatch.setattr(push_module, "_COLLECT_EVERY", 0.05)
+    settled = threading.Event()
+    collect_early = KlaviyoDestination.collect_early
+
+    def early(self: KlaviyoDestination, job: str, changes: Sequence[Change]) -> Any:
+        results = collect_early(self, job, changes)
+        if results is not None:
+            settled.set()
+        return results
+
+    run = Dispatch.run
+
+    def held_open(self: Dispatch, phase: str, batch: Sequence[Task], **kw: Any) -> Any:
+        rows = run(self, phase, batch, **kw)
+        if phase == "push":
+            assert settled.wait(30), "the coordinator settled no job while the workers pushed"
+        return rows
+
+    # in this process, the coordinator's: the workers run in processes of their own
+    monkeypatch.setattr(KlaviyoDestination, "collect_early", early)
+    monkeypatch.setattr(Dispatch, "run", held_open)
+    _ends_like_one_process(tmp_path, postgres_url, monkeypatch, per_job=50)
+    assert settled.is_set()
+
+
+def _ends_like_one_process(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch, per_job: int | None = None
+) -> None:
     broker = broker_or_skip("amqp")
     alone, spread = FakeKlaviyo().start(), FakeKlaviyo().start()
     try:
@@ -56,13 +103,13 @@ def test_a_run_to_klaviyo_on_workers_ends_like_the_run_in_one_process(
         monkeypatch.setenv("KL_WORKERS", spread.api_key)
         one_url = f"sqlite:///{tmp_path / 'one.db'}"
         one = make_site(tmp_path / "one", one_url, customers=200, dirty_rate=0.05, batch_size=40)
-        _klaviyo(one, alone, "KL_ONE")
+        _klaviyo(one, alone, "KL_ONE", per_job)
         expected = one.run_json()
 
         site = make_site(
             tmp_path / "w", postgres_url, customers=200, dirty_rate=0.05, batch_size=40
         )
-        _klaviyo(site, spread, "KL_WORKERS")
+        _klaviyo(site, spread, "KL_WORKERS", per_job)
         queue = new_queue()
         with open(site.config, "a", encoding="utf-8") as handle:
             handle.write(celery_table(broker, queue, people_per_slice=60))

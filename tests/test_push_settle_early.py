@@ -6,6 +6,7 @@ never the job it holds for the next push, and never on a Pusher that was not ask
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -137,4 +138,33 @@ def test_a_pusher_not_asked_to_settle_while_pushing_leaves_it_to_the_final_colle
         pusher.add(change(n))
     pusher.flush()
     assert destination.early == [] and acknowledged(store) == set()
+    store.close()
+
+
+def test_settling_beside_pushes_made_elsewhere_settles_their_finished_jobs(
+    state_url: str,
+) -> None:
+    """A run on workers: the workers' pushes (Pushers not asked to settle) leave their
+    jobs in the ledger, and the coordinator's Pusher, inside ``settling``, settles the
+    finished ones while later batches still go out, never the held job; on leaving, its
+    passes stop and the final collect settles the rest."""
+    store = Store(state_url)
+    destination = Jobs(pushes=4)
+    pushing, pushed = pusher_for(store, destination, settle=False)
+    settling, settled = pusher_for(store, destination, settle=True)
+    with settling.settling():
+        for n in range(8):
+            pushing.add(change(n))
+        pushing.flush()  # the third push waited until job1 was settled, by the other
+    [pushes] = [n for j, n in destination.early if j == "job1"]
+    assert pushes in (2, 3)
+    assert {change(0).person_key, change(1).person_key} <= acknowledged(store)
+    assert all(job != HELD for job, _ in destination.early)
+    assert settled.counts["ok"] == len(acknowledged(store)) >= 2 and pushed.counts["ok"] == 0
+    seen = len(destination.early)
+    destination.finished.update({"job2", "job3"})
+    time.sleep(0.1)  # ten passes' time, had the passes not stopped
+    assert len(destination.early) == seen and len(acknowledged(store)) < 8
+    assert settling.collect() == 0
+    assert acknowledged(store) == {change(n).person_key for n in range(8)}
     store.close()

@@ -112,6 +112,10 @@ class KlaviyoDestination:
             self._pool,
             hold=context.moves is None,
         )
+        # on workers, the import jobs the run's list job waits for: those this process's
+        # collect found still running (others may have settled the jobs it started)
+        self._shared = context.moves is not None
+        self._running: set[str] = set()
         self.max_event_batch = config.jobs.events_per_call
         self._events = EventSender(
             self._api,
@@ -246,7 +250,7 @@ class KlaviyoDestination:
         if job.startswith(SUPPRESSION_JOB):
             return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
         if job.startswith(LIST_JOB):
-            if job == self._run_lists.job and self._imports.open:
+            if job == self._run_lists.job and self._imports_open():
                 return None  # settled now, it would leave their remainders for a later run
             return self._run_lists.settle(job, changes)
         if job.startswith(HELD_JOB):
@@ -254,14 +258,28 @@ class KlaviyoDestination:
         if self._imports.waits(job):
             return None  # a held job's people are handed on to it first: settled together
         results = self._collect_import(job, changes)
-        if results is not None:
+        if results is None:
+            self._running.add(job)
+        else:
             self._imports.collected(job)
+            self._running.discard(job)
         return results
+
+    def _imports_open(self) -> bool:
+        """Whether import jobs the run's list job waits for are still running: in one
+        process, those it started and has not collected (it collects all it starts); on
+        workers, whose coordinator settles jobs the workers started while they push (and
+        whose final collect visits every pending import job before the list job, in name
+        order), those this process's collect last found still running."""
+        return bool(self._running) if self._shared else bool(self._imports.open)
 
     def collect_early(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
         """``collect`` while the run still pushes (``SettlesWhilePushing``): the same,
         except that what the run's later pushes may add to waits for the final collect:
-        the import job held for the next push, and the run's list job (its remainders)."""
+        the import job held for the next push, and the run's list job (its remainders).
+        The run is pushing, from this process or from others (a run on workers, whose
+        coordinator settles): list moves are gathered with the run's."""
+        self._pushed = True
         if self._imports.holds(job) or job == self._run_lists.job:
             return None
         return self.collect(job, changes)
