@@ -15,7 +15,8 @@ the workers in order, each waited for before the next (``dispatch``):
 4. push: the groups the run's changes name made ready here, once, where a destination
    can (``PreparedOnce.expect``: no two workers add them at once), then each
    destination's changes in batches cut at fixed positions of each slice, a task each,
-   in any order and on any worker;
+   in any order and on any worker; meanwhile this process settles the jobs they leave
+   that have finished, for a destination that settles while pushing (``_settling``);
 5. collect: per destination, the jobs the run left pending.
 
 Here, beside the push phase, the records not synced are named (they follow from the

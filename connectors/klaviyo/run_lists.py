@@ -12,8 +12,10 @@ are all confirmed when their settle ends is OK; one with a move still held is PE
 this run's list job (with their profile id, which the ledger keeps with the change), and
 ``settle`` answers them once everything held has been sent (OK, or FAILED with the reason
 one of their moves failed). The list job waits for the run's own import jobs: settled
-before them, it would leave their remainders for a later run. Once it has been settled,
-moves that still arrive (an import job that only completed afterwards) go out at once.
+before them, it would leave their remainders for a later run (on workers, for those the
+collecting process found still running: ``KlaviyoDestination._imports_open``). Once it
+has been settled, moves that still arrive (an import job that only completed afterwards)
+go out at once.
 
 A run that stops before its end (killed, or its collect never reached) leaves the people
 in flight on that job; the next run's collect hands ``settle`` their changes, and their
