@@ -112,8 +112,8 @@ class KlaviyoDestination:
             self._pool,
             hold=context.moves is None,
         )
-        # on workers, the import jobs the run's list job waits for: those this process's
-        # collect found still running (others may have settled the jobs it started)
+        # on workers, the import jobs the run's list job waits for: those this pass of
+        # the collect found still running (others may have settled the jobs it started)
         self._shared = context.moves is not None
         self._running: set[str] = set()
         self.max_event_batch = config.jobs.events_per_call
@@ -250,8 +250,11 @@ class KlaviyoDestination:
         if job.startswith(SUPPRESSION_JOB):
             return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
         if job.startswith(LIST_JOB):
-            if job == self._run_lists.job and self._imports_open():
-                return None  # settled now, it would leave their remainders for a later run
+            if job == self._run_lists.job:
+                waiting = self._imports_open()
+                self._running.clear()  # the next pass finds again what still runs
+                if waiting:
+                    return None  # settled now, it would leave their remainders for a later run
             return self._run_lists.settle(job, changes)
         if job.startswith(HELD_JOB):
             return self._imports.collect(job, changes)
@@ -268,9 +271,11 @@ class KlaviyoDestination:
     def _imports_open(self) -> bool:
         """Whether import jobs the run's list job waits for are still running: in one
         process, those it started and has not collected (it collects all it starts); on
-        workers, whose coordinator settles jobs the workers started while they push (and
-        whose final collect visits every pending import job before the list job, in name
-        order), those this process's collect last found still running."""
+        workers, whose coordinator settles jobs the workers started while they push, the
+        import jobs this pass of the collect found still running (the core collects in
+        name order: a job whose id sorts after the list job's is not waited for, and its
+        people's moves go out on their own once it is settled; a job of an earlier run
+        still running is waited for like the run's own)."""
         return bool(self._running) if self._shared else bool(self._imports.open)
 
     def collect_early(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
