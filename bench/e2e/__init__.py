@@ -62,7 +62,9 @@ and Starter). crmsync has ``connections`` requests in flight at most (its
 vendor's bench (``bench.bench_klaviyo``, ``bench.bench_hubspot``) for what the fake shows
 changed, and the time floor is the least time the limits allow for the run's calls
 (HubSpot: (⌈calls/100⌉ - 1) x 10 s); before the second and third runs the bench waits
-until the earlier calls left the vendor's windows, so each run meets the limits afresh.
+until the earlier calls left the vendor's windows, so each run meets the limits afresh,
+and at Klaviyo every run, the first too, starts where one of its minutes begins (where
+in a minute a run's calls fell moved its end by up to a minute).
 Every run must leave every consented customer subscribed (Klaviyo) or present and not
 opted out (HubSpot), and nothing the vendor refuses, or the bench stops. Keys:
 ``<engine>.<size>.<destination>.<run>.<figure>``, ``…<destination>.w<N>.…`` on workers,
