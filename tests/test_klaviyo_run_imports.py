@@ -16,6 +16,8 @@ from connectors.http import BudgetRegistry
 from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
 from connectors.klaviyo.payloads import job_bytes_available, profile_entry, size_of
 from crmsync.contract import Change, ConnectorContext, Outcome, PushResult
+from state.held_moves import HeldInState
+from state.store import Store
 from tests.fakes.klaviyo import FakeKlaviyo, klaviyo_fake
 from tests.test_klaviyo_destination import JOBS, NONE, allow, collect_all, person
 
@@ -205,3 +207,51 @@ def test_on_workers_nothing_is_held(klaviyo_fake: FakeKlaviyo) -> None:
         dest.close()
     assert klaviyo_fake.calls[IMPORT] == 2
     assert not any(r.job and r.job.startswith("imports:") for r in answers)
+
+
+def test_on_workers_the_list_job_waits_for_jobs_running_not_for_jobs_settled_elsewhere(
+    klaviyo_fake: FakeKlaviyo, tmp_path: Path
+) -> None:
+    """A worker pushed two jobs; the coordinator (another instance of the run, sharing
+    its moves) settles them while the worker's collect looks too. The run's list job
+    waits while the worker's pass finds one of them running, and no longer once the
+    coordinator has settled it, though the worker never saw it finish: every move then
+    goes out in one list call."""
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    moves = HeldInState(store.engine, 7, "klaviyo_test")
+    worker = make(klaviyo_fake, ConnectorContext("klaviyo_test", Path("."), moves=moves))
+    coordinator = make(klaviyo_fake, ConnectorContext("klaviyo_test", Path("."), moves=moves))
+    everyone = people(20)
+    try:
+        allow(klaviyo_fake, everyone)
+        answers = {r.person_key: r for r in worker.push(everyone)}
+        [big] = {answers[c.person_key].job for c in everyone[:18]}
+        [small] = {answers[c.person_key].job for c in everyone[18:]}
+        assert big is not None and small is not None and big != small
+        # the coordinator settles the small job (processing at its first look)
+        assert coordinator.collect_early(small, everyone[18:]) is None
+        settled = coordinator.collect_early(small, everyone[18:])
+        assert settled is not None
+        lists = worker._run_lists.job
+        assert {r.job for r in settled} == {lists} == {coordinator._run_lists.job}
+        waiting = _with_ids(everyone[18:], settled)
+        # the worker's pass: the big job still runs, so the list job waits
+        assert worker.collect(big, everyone[:18]) is None
+        assert worker.collect(lists, waiting) is None
+        # the coordinator settles the big job; the worker's next pass does not meet it
+        late = coordinator.collect_early(big, everyone[:18])
+        assert late is not None and {r.job for r in late} == {lists}
+        waiting += _with_ids(everyone[:18], late)
+        final = worker.collect(lists, waiting)
+    finally:
+        worker.close()
+        coordinator.close()
+        store.close()
+    assert final is not None and {r.outcome for r in final} == {Outcome.OK}
+    assert len(klaviyo_fake.members("crm-all")) == 20
+    assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
+
+
+def _with_ids(changes: list[Change], results: list[PushResult]) -> list[Change]:
+    """The changes as the ledger hands them on: with the profile id a PENDING result kept."""
+    return [replace(c, remote_id=r.remote_id) for c, r in zip(changes, results, strict=True)]
