@@ -80,6 +80,10 @@ the first configuration's audience at the fake, or the bench stops (docs/scale.m
 Mailchimp destination's own ``http.rate.shared``, for Klaviyo and HubSpot ``[celery]
 shared_budget``.
 
+Where a run's vendor time goes: with ``CRMSYNC_BENCH_TIMELINE=DIR`` the fake Klaviyo or
+HubSpot writes each run's calls to ``DIR/calls-N.csv`` (N counts the runs), one line a
+call: the seconds from the run's start to the call's, the method, the path and the status.
+
 The modules, in the order a run uses them: ``options`` (what a bench run is asked for),
 ``store`` (the sample store and its 1 % change), ``config`` (the state database and the
 user's configuration), ``run`` and ``watch`` (one ``crmsync run`` and its process tree),

@@ -472,17 +472,30 @@ class FakeHost:
             self.fake = FakeHubSpot(per_ten_seconds=PER_TEN_SECONDS, latency=latency)
         self._lock = threading.Lock()
         self._in_flight = self.max_in_flight = 0
+        # CRMSYNC_BENCH_TIMELINE=DIR: each run's calls (start, method, path, status) to a CSV
+        self._timeline_dir = os.environ.get("CRMSYNC_BENCH_TIMELINE")
+        self._timeline: list[tuple[float, str, str, int]] | None = (
+            [] if self._timeline_dir else None
+        )
+        self._reset_at = time.monotonic()
         handle = self.fake.handle
 
         def counted(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+            started = time.monotonic()
             with self._lock:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            answer = None
             try:
-                return handle(method, target, headers, body)
+                answer = handle(method, target, headers, body)
+                return answer
             finally:
                 with self._lock:
                     self._in_flight -= 1
+                    if self._timeline is not None:
+                        status = answer[0] if isinstance(answer, tuple) else 0
+                        path = target.split("?", 1)[0]
+                        self._timeline.append((started, method, path, status))
 
         # Klaviyo: the bytes of each person's profile as last imported, for the floor's jobs
         self._profile_bytes: dict[str, int] = {}
@@ -552,6 +565,9 @@ class FakeHost:
         self.fake.reset_counters()
         with self._lock:
             self.max_in_flight = self._in_flight
+            self._reset_at = time.monotonic()
+            if self._timeline is not None:
+                self._timeline.clear()
         self._cpu_at_reset = time.process_time()
 
     def counters(self) -> dict[str, Any]:
@@ -559,6 +575,7 @@ class FakeHost:
         last reset, the fake's CPU meanwhile and its process's peak RSS (kB) so far."""
         with self.fake._lock:
             calls, rate_limited = dict(self.fake.calls), self.fake.rate_limited
+        self._write_timeline()
         return {
             "calls": calls,
             "rate_limited": rate_limited,
@@ -566,6 +583,18 @@ class FakeHost:
             "cpu_s": time.process_time() - self._cpu_at_reset,
             "peak_kb": status_kb(os.getpid(), "VmHWM"),
         }
+
+    def _write_timeline(self) -> None:
+        """The calls since the last reset, one line each: seconds since it to the call's
+        start, method, path and status (0: the connection dropped)."""
+        if self._timeline is None or self._timeline_dir is None:
+            return
+        with self._lock:
+            rows = sorted((t - self._reset_at, m, p, n) for t, m, p, n in self._timeline)
+        folder = Path(self._timeline_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"calls-{len(list(folder.glob('calls-*.csv'))) + 1}.csv"
+        path.write_text("".join(f"{t:.3f},{m},{p},{n}\n" for t, m, p, n in rows))
 
     def problems(self) -> list[str]:
         """Requests the vendor does not allow, and consent crmsync must not give."""
