@@ -405,12 +405,22 @@ class Destination(Protocol):
         and later calls ``collect`` with that job and its changes. Once the destination
         can take no more in this run, the changes it did not send are NOT_SENT (or, when
         it sent nothing of the batch, it raises ``SendLater``).
+
+        A destination whose ``push`` may run on several threads at once says how many
+        batches may be on the wire side by side (an ``int`` attribute ``pushes_at_once``;
+        one otherwise).
         """
         ...
 
     def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
         """Final results of a job ``push`` answered PENDING for, one per change; None while
-        the job is still running. Destinations that never answer PENDING return None."""
+        the job is still running. Destinations that never answer PENDING return None.
+
+        A destination whose ``collect`` may run on several threads at once says how many
+        jobs the core may look at side by side (an ``int`` attribute ``collects_at_once``;
+        one otherwise), as ``pushes_at_once`` does for ``push``. A job that people were
+        handed on to (PENDING with another job) while it was being collected is looked at
+        once more in the same pass, alone."""
         ...
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:

@@ -27,7 +27,10 @@ that settles while pushing (``SettlesWhilePushing``) also has its finished jobs 
 while the run pushes (its ``collect_early``), by a collector thread from the first batch
 on, a pass every ``_COLLECT_EVERY`` seconds, so settling them at the vendor overlaps the
 later pushes; ``flush`` stops it before the run's final collect. On workers the
-coordinator runs the same passes while the workers push (``settling``).
+coordinator runs the same passes while the workers push (``settling``). A destination
+whose ``collect`` may run on several threads (``collects_at_once``) has that many jobs
+looked at side by side in a pass, so one job's settling calls fill the connections while
+another's wait on a narrower limit of the vendor's.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
@@ -56,6 +60,44 @@ _POLL_FIRST, _POLL_MAX = 0.5, 10.0  # seconds between looks at pending jobs whil
 _COLLECT_EVERY = 2.0  # seconds between the collector's passes while the run pushes
 
 Answered = tuple[Sequence[Change], Sequence[PushResult]]  # a batch sent, and its answers
+Collect = Callable[[str, Sequence[Change]], "list[PushResult] | None"]  # collect or collect_early
+
+
+class _Pass:
+    """What one collect pass found, from as many threads as it has: the jobs still
+    running, the jobs people were handed on to, and the ``ConnectorError`` that ended it
+    with the jobs it left (that one among them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running: set[str] = set()
+        self.handed_on: set[str] = set()
+        self.failure: ConnectorError | None = None
+        self.left = 0
+        self._halted = False  # something other than a ``ConnectorError`` was raised
+
+    def over(self) -> bool:
+        return self.failure is not None or self._halted
+
+    def halt(self) -> None:
+        self._halted = True
+
+    def count_running(self, job: str) -> None:
+        with self._lock:
+            self.running.add(job)
+
+    def hand_on(self, jobs: Iterable[str]) -> None:
+        with self._lock:
+            self.handed_on.update(jobs)
+
+    def fail(self, exc: ConnectorError) -> None:
+        with self._lock:
+            self.failure = self.failure or exc
+            self.left += 1
+
+    def count_left(self) -> None:
+        with self._lock:
+            self.left += 1
 
 
 class Pusher:
@@ -124,6 +166,11 @@ class Pusher:
         # An in-memory SQLite database exists once per connection, and its pool hands
         # each thread its own connection: a sender thread would see an empty database.
         self._threaded = not isinstance(store.engine.pool, SingletonThreadPool | StaticPool)
+        # jobs looked at side by side in a collect pass: one, unless the destination's
+        # collect may run on several threads (``collects_at_once``: one job's settling
+        # calls then fill the connections while another's wait on a narrower limit)
+        at_once = max(1, int(getattr(destination, "collects_at_once", 1)))
+        self._collect_width = at_once if self._threaded else 1
 
     def add(self, change: Change, part: int = 0) -> None:
         self._raise_failure()
@@ -335,34 +382,64 @@ class Pusher:
         deadline = time.monotonic() + wait_seconds
         pause = _POLL_FIRST
         while True:
-            running = 0
-            # jobs that settled people were handed on to (Klaviyo's run-wide list job),
-            # unseen by this pass: while waiting, they are looked at in the next one
-            handed_on: set[str] = set()
             with self.store.engine.connect() as conn:
                 jobs = pending_job_ids(conn, self.name)
-                for number, job in enumerate(jobs):
-                    for changes in job_pages(conn, self.name, job):
-                        try:
-                            results = collect(job, changes)
-                        except ConnectorError as exc:
-                            if early:  # no more early passes: the final collect reports it
-                                self._pushing_over.set()
-                            else:
-                                self.report.error = self.report.error or str(exc)
-                            return len(jobs) - number
-                        if results is None:
-                            running += 1
-                            break  # the job is still running: its other pages too
-                        self._record(changes, results)
-                        self._stop_when_full(results)
-                        handed_on.update(
-                            r.job
-                            for r in results
-                            if r.outcome is Outcome.PENDING and r.job and r.job not in jobs
-                        )
-            if not (running or handed_on) or time.monotonic() >= deadline:
-                return running + len(handed_on)
-            if running:
+            passed = self._collect_pass(jobs, collect)
+            if passed.failure is not None:
+                if early:  # no more early passes: the final collect reports it
+                    self._pushing_over.set()
+                else:
+                    self.report.error = self.report.error or str(passed.failure)
+                return passed.left + len(passed.running)
+            # jobs that settled people were handed on to (Klaviyo's run-wide list job),
+            # unseen by this pass: while waiting, they are looked at in the next one
+            handed_on = passed.handed_on - set(jobs)
+            if not (passed.running or handed_on) or time.monotonic() >= deadline:
+                return len(passed.running) + len(handed_on)
+            if passed.running:
                 sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
                 pause = min(pause * 2, _POLL_MAX)
+
+    def _collect_pass(self, jobs: Sequence[str], collect: Collect) -> _Pass:
+        """One look at each of ``jobs``, in order; side by side on up to the destination's
+        ``collects_at_once`` threads, each job's pages in order on one of them. A
+        ``ConnectorError`` ends the pass: jobs not yet begun are left for a later one."""
+        width = min(len(jobs), self._collect_width)
+        passed = _Pass()
+        if width <= 1:
+            for job in jobs:  # after a failure, each job counts itself as left
+                self._collect_job(job, collect, passed)
+            return passed
+        with ThreadPoolExecutor(width, thread_name_prefix=f"collect-{self.name}") as pool:
+            for future in [pool.submit(self._collect_job, job, collect, passed) for job in jobs]:
+                future.result()  # raises what no job may swallow (a bug, the database)
+        # A job people were handed on to, settled in this pass, may have had its pages
+        # read while another thread's job still handed people on to it: it is looked at
+        # once more, alone (one still running is looked at in the next pass anyway).
+        for job in sorted((passed.handed_on & set(jobs)) - passed.running):
+            self._collect_job(job, collect, passed)
+        return passed
+
+    def _collect_job(self, job: str, collect: Collect, passed: _Pass) -> None:
+        """Settles what ``job`` has finished, a page at a time, into ``passed``, unless the
+        pass is over (a failure in another job)."""
+        if passed.over():
+            passed.count_left()
+            return
+        try:
+            with self.store.engine.connect() as conn:
+                for changes in job_pages(conn, self.name, job):
+                    try:
+                        results = collect(job, changes)
+                    except ConnectorError as exc:
+                        passed.fail(exc)
+                        return
+                    if results is None:
+                        passed.count_running(job)
+                        return  # the job is still running: its other pages too
+                    self._record(changes, results)
+                    self._stop_when_full(results)
+                    passed.hand_on(r.job for r in results if r.outcome is Outcome.PENDING and r.job)
+        except BaseException:
+            passed.halt()  # raised by the pass; the jobs not yet begun are not begun
+            raise

@@ -9,6 +9,10 @@ what 10,409 people of some 520 bytes do with Klaviyo's 10,000 profiles and 5 MB.
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -248,6 +252,56 @@ def test_on_workers_the_list_job_waits_for_jobs_running_not_for_jobs_settled_els
         coordinator.close()
         store.close()
     assert final is not None and {r.outcome for r in final} == {Outcome.OK}
+    assert len(klaviyo_fake.members("crm-all")) == 20
+    assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
+
+
+def test_the_list_job_waits_for_an_import_job_collected_beside_it(
+    klaviyo_fake: FakeKlaviyo, tmp_path: Path
+) -> None:
+    """The core may collect two jobs side by side (``collects_at_once``): the run's list
+    job, looked at while an import job of the same pass is being settled on another
+    thread, waits for that settling, so the import job's moves go out in the same list
+    call as everyone else's instead of after it, in calls of their own."""
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    moves = HeldInState(store.engine, 7, "klaviyo_test")
+    dest = make(klaviyo_fake, ConnectorContext("klaviyo_test", Path("."), moves=moves))
+    assert dest.collects_at_once > 1
+    everyone = people(20)
+    in_hand, list_begun = threading.Event(), threading.Event()
+    collect_import = dest._collect_import
+
+    def held(job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        in_hand.set()
+        assert list_begun.wait(5.0)
+        time.sleep(0.2)  # the list job's look has begun, and waits for this one
+        return collect_import(job, changes)
+
+    try:
+        allow(klaviyo_fake, everyone)
+        answers = {r.person_key: r for r in dest.push(everyone)}
+        [big] = {answers[c.person_key].job for c in everyone[:18]}
+        [small] = {answers[c.person_key].job for c in everyone[18:]}
+        klaviyo_fake.finish_jobs()
+        settled = dest.collect(small, everyone[18:])
+        assert settled is not None
+        lists = dest._run_lists.job
+        assert {r.job for r in settled} == {lists}
+        dest._collect_import = held  # type: ignore[method-assign]
+        with ThreadPoolExecutor(1) as other:
+            beside = other.submit(dest.collect, big, everyone[:18])
+            assert in_hand.wait(5.0)
+            list_begun.set()
+            first = dest.collect(lists, _with_ids(everyone[18:], settled))
+            late = beside.result()
+        assert late is not None and {r.job for r in late} == {lists}
+        # the people the import job handed on, at the core's second look
+        second = dest.collect(lists, _with_ids(everyone[:18], late))
+    finally:
+        dest.close()
+        store.close()
+    assert first is not None and second is not None
+    assert {r.outcome for r in [*first, *second]} == {Outcome.OK}
     assert len(klaviyo_fake.members("crm-all")) == 20
     assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
 

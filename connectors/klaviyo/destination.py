@@ -21,6 +21,7 @@ consent jobs and list calls of settling overlap the later import jobs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +78,9 @@ class KlaviyoDestination:
     config_model: ClassVar[type[ConnectorConfig]] = KlaviyoConfig
     default_mapping: ClassVar[Traversable | None] = files("connectors.klaviyo") / "mapping.toml"
     mapping_rules: ClassVar[MappingRules | None] = staticmethod(check_mapping)
+    # jobs the core may collect side by side: one job's look-ups fill the connections
+    # while another's list calls wait on Klaviyo's narrower limit for them (10 a second)
+    collects_at_once: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -116,6 +120,10 @@ class KlaviyoDestination:
         # the collect found still running (others may have settled the jobs it started)
         self._shared = context.moves is not None
         self._running: set[str] = set()
+        # import jobs being collected now, on any of the core's collect threads
+        # (``collects_at_once``): the run's list job waits until they are settled
+        self._in_hand: set[str] = set()
+        self._collecting = threading.Condition()
         self.max_event_batch = config.jobs.events_per_call
         self._events = EventSender(
             self._api,
@@ -251,8 +259,10 @@ class KlaviyoDestination:
             return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
         if job.startswith(LIST_JOB):
             if job == self._run_lists.job:
-                waiting = self._imports_open()
-                self._running.clear()  # the next pass finds again what still runs
+                with self._collecting:  # the pass's import jobs before it are looked at
+                    self._collecting.wait_for(lambda: not self._in_hand)
+                    waiting = self._imports_open()
+                    self._running.clear()  # the next pass finds again what still runs
                 if waiting:
                     return None  # settled now, it would leave their remainders for a later run
             return self._run_lists.settle(job, changes)
@@ -260,12 +270,20 @@ class KlaviyoDestination:
             return self._imports.collect(job, changes)
         if self._imports.waits(job):
             return None  # a held job's people are handed on to it first: settled together
-        results = self._collect_import(job, changes)
-        if results is None:
-            self._running.add(job)
-        else:
-            self._imports.collected(job)
-            self._running.discard(job)
+        with self._collecting:
+            self._in_hand.add(job)
+        try:
+            results = self._collect_import(job, changes)
+            with self._collecting:
+                if results is None:
+                    self._running.add(job)
+                else:
+                    self._imports.collected(job)
+                    self._running.discard(job)
+        finally:
+            with self._collecting:
+                self._in_hand.discard(job)
+                self._collecting.notify_all()
         return results
 
     def _imports_open(self) -> bool:

@@ -1,0 +1,128 @@
+"""A destination whose ``collect`` may run on several threads (``collects_at_once``) has
+that many jobs looked at side by side in a collect pass. A job that people are handed on
+to while it is being settled on another thread is looked at once more in the same pass,
+so nobody is left in flight on it; a ``ConnectorError`` still ends the pass."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from crmsync.contract import Change, Outcome, PushResult
+from crmsync.errors import TransientError
+from crmsync.runs import DestinationReport, RunOptions
+from engine.push import Pusher
+from state.store import Store
+from tests.test_push import RETRY, change, in_flight
+from tests.test_push_pipelined import acknowledged
+
+BESIDE = 5.0  # seconds a job's collect waits for another's to begin beside it
+
+
+class Jobs:
+    """Each push's people wait in a job named by ``jobs`` (one name per push, in order).
+    ``collect`` answers OK, except where a test says otherwise: ``waits_for`` maps a job
+    to the job whose collect must begin before it answers, ``hands_on`` a job to the job
+    its people are handed on to (PENDING there), ``refuses`` a job Klaviyo-like down."""
+
+    max_batch = 2
+
+    def __init__(self, jobs: Sequence[str], at_once: int = 2) -> None:
+        self.jobs = list(jobs)
+        self.collects_at_once = at_once
+        self.pushed = 0
+        self.waits_for: dict[str, str] = {}
+        self.hands_on: dict[str, str] = {}
+        self.refuses: set[str] = set()
+        self.begun: dict[str, threading.Event] = {job: threading.Event() for job in jobs}
+        self.looked_at: list[str] = []
+        self._lock = threading.Lock()
+
+    def push(self, changes: Sequence[Change]) -> list[PushResult]:
+        job = self.jobs[self.pushed]
+        self.pushed += 1
+        return [PushResult(c.person_key, Outcome.PENDING, job=job) for c in changes]
+
+    def collect(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        with self._lock:
+            self.looked_at.append(job)
+        self.begun[job].set()
+        if job in self.refuses:
+            raise TransientError(f"{job}: the vendor is unreachable")
+        other = self.waits_for.get(job)
+        if other is not None:
+            assert self.begun[other].wait(BESIDE), f"{other} was not looked at beside {job}"
+        onward = self.hands_on.get(job)
+        if onward is not None:
+            return [PushResult(c.person_key, Outcome.PENDING, job=onward) for c in changes]
+        return [PushResult(c.person_key, Outcome.OK, remote_id=job) for c in changes]
+
+
+def pushed(store: Store, destination: Jobs) -> tuple[Pusher, DestinationReport]:
+    """A Pusher that has pushed two people per job of ``destination``, all in flight."""
+    report = DestinationReport("dest", "jobs")
+    pusher = Pusher("dest", destination, store, report, RunOptions(), None, RETRY)  # type: ignore[arg-type]
+    for n in range(2 * len(destination.jobs)):
+        pusher.add(change(n))
+    pusher.flush()
+    assert len(in_flight(store)) == 2 * len(destination.jobs)
+    return pusher, report
+
+
+def test_jobs_are_looked_at_side_by_side(state_url: str) -> None:
+    store = Store(state_url)
+    destination = Jobs(["job1", "job2", "job3"])
+    # job1 answers only once job2's collect has begun: one job at a time, it never would
+    destination.waits_for["job1"] = "job2"
+    pusher, report = pushed(store, destination)
+    assert pusher.collect() == 0
+    assert in_flight(store) == {} and report.counts["ok"] == 6 and not report.error
+    assert acknowledged(store) == {change(n).person_key for n in range(6)}
+    store.close()
+
+
+def test_one_at_a_time_unless_the_destination_says_so(state_url: str) -> None:
+    store = Store(state_url)
+    destination = Jobs(["job1", "job2"], at_once=1)
+    pusher, _ = pushed(store, destination)
+    assert pusher.collect() == 0
+    assert destination.looked_at == ["job1", "job2"]
+    store.close()
+
+
+def test_a_job_handed_people_while_it_settled_is_looked_at_again(state_url: str) -> None:
+    store = Store(state_url)
+    # "a" hands its people on to the run-wide job "lists", and only answers once "lists"
+    # has begun on the other thread, whose pages were read before "a"'s people were
+    # recorded there: without a second look they would stay in flight on it
+    destination = Jobs(["a", "b", "lists"])
+    destination.waits_for["a"] = "lists"
+    destination.hands_on["a"] = "lists"
+    pusher, report = pushed(store, destination)
+    assert pusher.collect() == 0
+    assert destination.looked_at.count("lists") == 2
+    assert in_flight(store) == {}
+    assert acknowledged(store) == {change(n).person_key for n in range(6)}
+    assert report.counts["ok"] == 6 and not report.error
+    store.close()
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_a_connector_error_ends_the_pass_and_loses_nobody(state_url: str, at_once: int) -> None:
+    store = Store(state_url)
+    destination = Jobs(["job1", "job2", "job3", "job4"], at_once=at_once)
+    destination.refuses.add("job1")
+    pusher, report = pushed(store, destination)
+    left = pusher.collect()
+    assert report.error == "job1: the vendor is unreachable"
+    waiting = {job for _, job in in_flight(store).values()}
+    settled = {
+        c.person_key for n in range(8) if (c := change(n)).person_key not in in_flight(store)
+    }
+    assert settled == acknowledged(store)  # everyone is either settled or still in flight
+    assert "job1" in waiting and left == len(waiting)
+    if at_once == 1:  # one at a time: nothing after the failure is begun
+        assert destination.looked_at == ["job1"] and waiting == set(destination.jobs)
+    store.close()
