@@ -439,7 +439,11 @@ class Pusher:
                         return  # the job is still running: its other pages too
                     self._record(changes, results)
                     self._stop_when_full(results)
-                    passed.hand_on(r.job for r in results if r.outcome is Outcome.PENDING and r.job)
+                    passed.hand_on(
+                        r.job
+                        for r in results
+                        if r.outcome is Outcome.PENDING and r.job and r.job != job
+                    )
         except BaseException:
             passed.halt()  # raised by the pass; the jobs not yet begun are not begun
             raise
