@@ -218,8 +218,7 @@ class Pusher:
         if not self._settles or not self._threaded:
             yield
             return
-        self._pushing_over.clear()
-        self._collector = started(self._collect_loop, f"collect-{self.name}")
+        self._start_collector()
         try:
             yield
         finally:
@@ -241,8 +240,7 @@ class Pusher:
                 for n in range(self._width)
             ]
             if self._settles and self._collector is None:
-                self._pushing_over.clear()
-                self._collector = started(self._collect_loop, f"collect-{self.name}")
+                self._start_collector()
         self._queue.put(batch)  # waits while the queue is full: the vendor sets the pace
 
     def _send_loop(self) -> None:
@@ -279,6 +277,10 @@ class Pusher:
             except BaseException as exc:  # handed to the planner's thread, raised there
                 self._failure = self._failure or exc
                 return
+
+    def _start_collector(self) -> None:
+        self._pushing_over.clear()
+        self._collector = started(self._collect_loop, f"collect-{self.name}")
 
     def _stop_collector(self) -> None:
         collector, self._collector = self._collector, None

@@ -92,6 +92,19 @@ def test_one_at_a_time_unless_the_destination_says_so(state_url: str) -> None:
     store.close()
 
 
+def test_an_in_memory_state_database_is_collected_one_job_at_a_time() -> None:
+    """SQLite in memory exists once per connection, and each thread gets its own: its
+    jobs are looked at in the pass's own thread, one after another, whatever the
+    destination allows."""
+    store = Store("sqlite://")
+    destination = Jobs(["job1", "job2", "job3"])
+    pusher, report = pushed(store, destination)
+    assert pusher.collect() == 0
+    assert destination.looked_at == ["job1", "job2", "job3"]
+    assert in_flight(store) == {} and report.counts["ok"] == 6
+    store.close()
+
+
 def test_a_job_handed_people_while_it_settled_is_looked_at_again(state_url: str) -> None:
     store = Store(state_url)
     # "a" hands its people on to the run-wide job "lists", and only answers once "lists"
