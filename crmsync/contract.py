@@ -419,8 +419,15 @@ class Destination(Protocol):
         A destination whose ``collect`` may run on several threads at once says how many
         jobs the core may look at side by side (an ``int`` attribute ``collects_at_once``;
         one otherwise), as ``pushes_at_once`` does for ``push``. A job that people were
-        handed on to (PENDING with another job) while it was being collected is looked at
-        once more in the same pass, alone."""
+        handed on to (PENDING with another job) after its pages were read (earlier in the
+        pass, or beside it) is looked at once more in the same pass, alone.
+
+        A pass looks at the jobs in the order of their ids (as Python orders text,
+        whatever the state database's collation). A destination whose jobs hand people on
+        to other jobs orders them: the id prefixes in a ``collected_first`` attribute (a
+        tuple of ``str``) are looked at before every other job, those in
+        ``collected_last`` once every other has been looked at (a run-wide job the others
+        hand people on to), so that people handed on in a pass are settled in it."""
         ...
 
     def read_consent(self, since: datetime | None) -> Iterator[ConsentUpdate]:

@@ -30,7 +30,10 @@ later pushes; ``flush`` stops it before the run's final collect. On workers the
 coordinator runs the same passes while the workers push (``settling``). A destination
 whose ``collect`` may run on several threads (``collects_at_once``) has that many jobs
 looked at side by side in a pass, so one job's settling calls fill the connections while
-another's wait on a narrower limit of the vendor's.
+another's wait on a narrower limit of the vendor's. A pass takes the jobs in the order of
+their ids, but those the destination collects first (``collected_first``) before every
+other, and those it collects last (``collected_last``: a run-wide job that the others
+hand people on to) once every other has been looked at.
 """
 
 from __future__ import annotations
@@ -61,6 +64,24 @@ _COLLECT_EVERY = 2.0  # seconds between the collector's passes while the run pus
 
 Answered = tuple[Sequence[Change], Sequence[PushResult]]  # a batch sent, and its answers
 Collect = Callable[[str, Sequence[Change]], "list[PushResult] | None"]  # collect or collect_early
+
+
+def collect_order(
+    jobs: Iterable[str], first: tuple[str, ...] = (), last: tuple[str, ...] = ()
+) -> list[str]:
+    """``jobs`` in the order a collect pass looks at them: by id, as Python orders text
+    (a database's collation may put ``Zx`` after ``lists:``), except that those whose id
+    starts with one of ``first`` come before every other, and those with one of ``last``
+    after every other."""
+
+    def rank(job: str) -> tuple[int, str]:
+        return (0 if job.startswith(first) else 2 if job.startswith(last) else 1, job)
+
+    return sorted(jobs, key=rank)
+
+
+def _prefixes(destination: Destination, name: str) -> tuple[str, ...]:
+    return tuple(str(prefix) for prefix in getattr(destination, name, ()))
 
 
 class _Pass:
@@ -171,6 +192,9 @@ class Pusher:
         # calls then fill the connections while another's wait on a narrower limit)
         at_once = max(1, int(getattr(destination, "collects_at_once", 1)))
         self._collect_width = at_once if self._threaded else 1
+        # id prefixes of the jobs a pass looks at before and after every other
+        self._first = _prefixes(destination, "collected_first")
+        self._last = _prefixes(destination, "collected_last")
 
     def add(self, change: Change, part: int = 0) -> None:
         self._raise_failure()
@@ -386,6 +410,7 @@ class Pusher:
         while True:
             with self.store.engine.connect() as conn:
                 jobs = pending_job_ids(conn, self.name)
+            jobs = collect_order(jobs, self._first, self._last)
             passed = self._collect_pass(jobs, collect)
             if passed.failure is not None:
                 if early:  # no more early passes: the final collect reports it
@@ -403,24 +428,35 @@ class Pusher:
                 pause = min(pause * 2, _POLL_MAX)
 
     def _collect_pass(self, jobs: Sequence[str], collect: Collect) -> _Pass:
-        """One look at each of ``jobs``, in order; side by side on up to the destination's
-        ``collects_at_once`` threads, each job's pages in order on one of them. A
-        ``ConnectorError`` ends the pass: jobs not yet begun are left for a later one."""
-        width = min(len(jobs), self._collect_width)
+        """One look at each of ``jobs`` (in ``collect_order``): side by side on up to the
+        destination's ``collects_at_once`` threads, each job's pages in order on one of
+        them, and the jobs it collects last (``collected_last``) only once every other
+        has been looked at. A ``ConnectorError`` ends the pass: jobs not yet begun are
+        left for a later one."""
         passed = _Pass()
+        last = {job for job in jobs if job.startswith(self._last)} if self._last else set()
+        for group in ([job for job in jobs if job not in last], [j for j in jobs if j in last]):
+            self._collect_side_by_side(group, collect, passed)
+        if passed.over():
+            return passed
+        # A job people were handed on to, settled in this pass, may have had its pages
+        # read before they were (earlier in the pass, or while another thread's job still
+        # handed them on): it is looked at once more, alone (one still running is looked
+        # at in the next pass anyway).
+        again = (passed.handed_on & set(jobs)) - passed.running
+        for job in collect_order(again, self._first, self._last):
+            self._collect_job(job, collect, passed)
+        return passed
+
+    def _collect_side_by_side(self, jobs: Sequence[str], collect: Collect, passed: _Pass) -> None:
+        width = min(len(jobs), self._collect_width)
         if width <= 1:
             for job in jobs:  # after a failure, each job counts itself as left
                 self._collect_job(job, collect, passed)
-            return passed
+            return
         with ThreadPoolExecutor(width, thread_name_prefix=f"collect-{self.name}") as pool:
             for future in [pool.submit(self._collect_job, job, collect, passed) for job in jobs]:
                 future.result()  # raises what no job may swallow (a bug, the database)
-        # A job people were handed on to, settled in this pass, may have had its pages
-        # read while another thread's job still handed people on to it: it is looked at
-        # once more, alone (one still running is looked at in the next pass anyway).
-        for job in sorted((passed.handed_on & set(jobs)) - passed.running):
-            self._collect_job(job, collect, passed)
-        return passed
 
     def _collect_job(self, job: str, collect: Collect, passed: _Pass) -> None:
         """Settles what ``job`` has finished, a page at a time, into ``passed``, unless the

@@ -9,21 +9,22 @@ what 10,409 people of some 520 bytes do with Klaviyo's 10,000 profiles and 5 MB.
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from connectors.http import BudgetRegistry
 from connectors.klaviyo import KlaviyoConfig, KlaviyoDestination
 from connectors.klaviyo.payloads import job_bytes_available, profile_entry, size_of
 from crmsync.contract import Change, ConnectorContext, Outcome, PushResult
+from crmsync.runs import DestinationReport, RunOptions
+from engine.push import Pusher
 from state.held_moves import HeldInState
 from state.store import Store
 from tests.fakes.klaviyo import FakeKlaviyo, klaviyo_fake
 from tests.test_klaviyo_destination import JOBS, NONE, allow, collect_all, person
+from tests.test_push import RETRY, in_flight
 
 __all__ = ["klaviyo_fake"]
 
@@ -256,52 +257,47 @@ def test_on_workers_the_list_job_waits_for_jobs_running_not_for_jobs_settled_els
     assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
 
 
-def test_the_list_job_waits_for_an_import_job_collected_beside_it(
-    klaviyo_fake: FakeKlaviyo, tmp_path: Path
+@pytest.mark.parametrize("prefix", ["", "z"])
+def test_on_workers_the_list_job_is_collected_after_the_import_jobs_whatever_their_ids(
+    klaviyo_fake: FakeKlaviyo, tmp_path: Path, prefix: str
 ) -> None:
-    """The core may collect two jobs side by side (``collects_at_once``): the run's list
-    job, looked at while an import job of the same pass is being settled on another
-    thread, waits for that settling, so the import job's moves go out in the same list
-    call as everyone else's instead of after it, in calls of their own."""
+    """The core collects, two jobs at a time (``collects_at_once``), a run's import jobs
+    on workers: one settled while the run pushed handed its people's moves on to the
+    run's list job, the other completes later. Whatever ids Klaviyo gives its jobs (with
+    "z" they sort after ``lists:``), the last pass looks at the list job only once the
+    other import job has been settled (``collected_last``): every move goes out in one
+    list call, and nobody is left in flight."""
+    klaviyo_fake.job_id_prefix = prefix
+    klaviyo_fake.job_polls_until_complete = None  # complete when the test says
     store = Store(f"sqlite:///{tmp_path / 'state.db'}")
     moves = HeldInState(store.engine, 7, "klaviyo_test")
     dest = make(klaviyo_fake, ConnectorContext("klaviyo_test", Path("."), moves=moves))
-    assert dest.collects_at_once > 1
+    report = DestinationReport("klaviyo_test", "klaviyo")
+    pusher = Pusher("klaviyo_test", dest, store, report, RunOptions(), None, RETRY)
     everyone = people(20)
-    in_hand, list_begun = threading.Event(), threading.Event()
-    collect_import = dest._collect_import
-
-    def held(job: str, changes: Sequence[Change]) -> list[PushResult] | None:
-        in_hand.set()
-        assert list_begun.wait(5.0)
-        time.sleep(0.2)  # the list job's look has begun, and waits for this one
-        return collect_import(job, changes)
-
     try:
         allow(klaviyo_fake, everyone)
-        answers = {r.person_key: r for r in dest.push(everyone)}
-        [big] = {answers[c.person_key].job for c in everyone[:18]}
-        [small] = {answers[c.person_key].job for c in everyone[18:]}
-        klaviyo_fake.finish_jobs()
-        settled = dest.collect(small, everyone[18:])
-        assert settled is not None
+        for change in everyone:
+            pusher.add(change)
+        pusher.flush()
+        waiting = {key: job for key, (_, job) in in_flight(store).items()}
+        jobs = {job: sum(1 for j in waiting.values() if j == job) for job in waiting.values()}
+        assert sorted(jobs.values()) == [2, 18]
+        assert all(job is not None and job.startswith(prefix) for job in jobs)
+        small = next(job for job, count in jobs.items() if count == 2)
+        big = next(job for job, count in jobs.items() if count == 18)
+        klaviyo_fake.finish_job(small)
+        # the big job runs on; the small one's people wait on the list job
+        assert pusher.collect(early=True) == 2
         lists = dest._run_lists.job
-        assert {r.job for r in settled} == {lists}
-        dest._collect_import = held  # type: ignore[method-assign]
-        with ThreadPoolExecutor(1) as other:
-            beside = other.submit(dest.collect, big, everyone[:18])
-            assert in_hand.wait(5.0)
-            list_begun.set()
-            first = dest.collect(lists, _with_ids(everyone[18:], settled))
-            late = beside.result()
-        assert late is not None and {r.job for r in late} == {lists}
-        # the people the import job handed on, at the core's second look
-        second = dest.collect(lists, _with_ids(everyone[:18], late))
+        assert {job for _, job in in_flight(store).values()} == {big, lists}
+        assert (lists > big) is (prefix == "")  # "z...": the list job's id sorts first
+        klaviyo_fake.finish_job(big)
+        assert pusher.collect() == 0
     finally:
         dest.close()
         store.close()
-    assert first is not None and second is not None
-    assert {r.outcome for r in [*first, *second]} == {Outcome.OK}
+    assert report.counts["ok"] == 20 and not report.error
     assert len(klaviyo_fake.members("crm-all")) == 20
     assert klaviyo_fake.calls[("POST", "/api/lists/{id}/relationships/profiles")] == 1
 

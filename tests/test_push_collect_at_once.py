@@ -1,11 +1,15 @@
 """A destination whose ``collect`` may run on several threads (``collects_at_once``) has
 that many jobs looked at side by side in a collect pass. A job that people are handed on
-to while it is being settled on another thread is looked at once more in the same pass,
-so nobody is left in flight on it; a ``ConnectorError`` still ends the pass."""
+to after its pages were read (on another thread, or earlier in a pass one job at a time)
+is looked at once more in the same pass, so nobody is left in flight on it; a
+``ConnectorError`` still ends the pass. A pass takes the jobs by id as Python orders text,
+the destination's ``collected_first`` before the others and its ``collected_last`` only
+once every other job has been looked at."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -13,7 +17,7 @@ import pytest
 from crmsync.contract import Change, Outcome, PushResult
 from crmsync.errors import TransientError
 from crmsync.runs import DestinationReport, RunOptions
-from engine.push import Pusher
+from engine.push import Pusher, collect_order
 from state.store import Store
 from tests.test_push import RETRY, change, in_flight
 from tests.test_push_pipelined import acknowledged
@@ -38,6 +42,8 @@ class Jobs:
         self.refuses: set[str] = set()
         self.begun: dict[str, threading.Event] = {job: threading.Event() for job in jobs}
         self.looked_at: list[str] = []
+        self.slow: set[str] = set()  # jobs whose collect takes a while
+        self.done: set[str] = set()  # jobs whose collect has answered
         self._lock = threading.Lock()
 
     def push(self, changes: Sequence[Change]) -> list[PushResult]:
@@ -54,7 +60,11 @@ class Jobs:
         other = self.waits_for.get(job)
         if other is not None:
             assert self.begun[other].wait(BESIDE), f"{other} was not looked at beside {job}"
+        if job in self.slow:
+            time.sleep(0.3)
         onward = self.hands_on.get(job)
+        with self._lock:
+            self.done.add(job)
         if onward is not None:
             return [PushResult(c.person_key, Outcome.PENDING, job=onward) for c in changes]
         return [PushResult(c.person_key, Outcome.OK, remote_id=job) for c in changes]
@@ -138,4 +148,62 @@ def test_a_connector_error_ends_the_pass_and_loses_nobody(state_url: str, at_onc
     assert "job1" in waiting and left == len(waiting)
     if at_once == 1:  # one at a time: nothing after the failure is begun
         assert destination.looked_at == ["job1"] and waiting == set(destination.jobs)
+    store.close()
+
+
+def test_a_pass_orders_jobs_as_python_orders_text_with_the_first_and_last_named() -> None:
+    jobs = ["lists:run", "pZ1", "Zx", "imports:2", "01H", "imports:1"]
+    # as text, "Zx" comes before "lists:" (a database's collation may say otherwise)
+    assert collect_order(jobs) == ["01H", "Zx", "imports:1", "imports:2", "lists:run", "pZ1"]
+    assert collect_order(jobs, ("imports:",), ("lists:",)) == [
+        "imports:1",
+        "imports:2",
+        "01H",
+        "Zx",
+        "pZ1",
+        "lists:run",
+    ]
+
+
+def test_one_at_a_time_a_job_handed_people_after_its_look_is_looked_at_again(
+    state_url: str,
+) -> None:
+    """ "z" hands its people on to "lists", which sorts before it and was looked at
+    first: a second look settles them in the same pass."""
+    store = Store(state_url)
+    destination = Jobs(["lists", "z"], at_once=1)
+    destination.hands_on["z"] = "lists"
+    pusher, report = pushed(store, destination)
+    assert pusher.collect() == 0
+    assert destination.looked_at == ["lists", "z", "lists"]
+    assert in_flight(store) == {} and report.counts["ok"] == 4
+    store.close()
+
+
+@pytest.mark.parametrize("at_once", [1, 2])
+def test_the_jobs_collected_last_wait_for_every_other_job_of_the_pass(
+    state_url: str, at_once: int
+) -> None:
+    """The run-wide job ("lists:run", which sorts first) is looked at only once both
+    other jobs have answered, the slow one too, and once only: their people are handed
+    on to it before its look."""
+    store = Store(state_url)
+    destination = Jobs(["lists:run", "z1", "z2"], at_once=at_once)
+    destination.collected_last = ("lists:",)  # type: ignore[attr-defined]
+    destination.hands_on.update({"z1": "lists:run", "z2": "lists:run"})
+    destination.slow.add("z2")
+    after: list[set[str]] = []
+    collect = destination.collect
+
+    def noting(job: str, changes: Sequence[Change]) -> list[PushResult] | None:
+        if job == "lists:run":
+            after.append(set(destination.done))
+        return collect(job, changes)
+
+    destination.collect = noting  # type: ignore[method-assign]
+    pusher, report = pushed(store, destination)
+    assert pusher.collect() == 0
+    assert after == [{"z1", "z2"}]
+    assert destination.looked_at[-1] == "lists:run"
+    assert in_flight(store) == {} and report.counts["ok"] == 6
     store.close()

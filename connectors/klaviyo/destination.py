@@ -81,6 +81,12 @@ class KlaviyoDestination:
     # jobs the core may collect side by side: one job's look-ups fill the connections
     # while another's list calls wait on Klaviyo's narrower limit for them (10 a second)
     collects_at_once: ClassVar[int] = 2
+    # a pass looks at the holds first (the import job that took one is settled with its
+    # people once they are handed on to it) and at the run's list job only after every
+    # other (the import jobs hand their people's moves on to it, and it waits for those
+    # still running), whatever ids Klaviyo gives its jobs
+    collected_first: ClassVar[tuple[str, ...]] = (HELD_JOB,)
+    collected_last: ClassVar[tuple[str, ...]] = (LIST_JOB,)
 
     def __init__(
         self,
@@ -120,10 +126,9 @@ class KlaviyoDestination:
         # the collect found still running (others may have settled the jobs it started)
         self._shared = context.moves is not None
         self._running: set[str] = set()
-        # import jobs being collected now, on any of the core's collect threads
-        # (``collects_at_once``): the run's list job waits until they are settled
-        self._in_hand: set[str] = set()
-        self._collecting = threading.Condition()
+        # the core looks at import jobs on several threads (``collects_at_once``), and at
+        # the run's list job only once they have all been looked at (``collected_last``)
+        self._collecting = threading.Lock()
         self.max_event_batch = config.jobs.events_per_call
         self._events = EventSender(
             self._api,
@@ -259,8 +264,7 @@ class KlaviyoDestination:
             return self._deleter.collect(job.removeprefix(SUPPRESSION_JOB), changes)
         if job.startswith(LIST_JOB):
             if job == self._run_lists.job:
-                with self._collecting:  # the pass's import jobs before it are looked at
-                    self._collecting.wait_for(lambda: not self._in_hand)
+                with self._collecting:  # after the pass's import jobs (``collected_last``)
                     waiting = self._imports_open()
                     self._running.clear()  # the next pass finds again what still runs
                 if waiting:
@@ -270,30 +274,22 @@ class KlaviyoDestination:
             return self._imports.collect(job, changes)
         if self._imports.waits(job):
             return None  # a held job's people are handed on to it first: settled together
+        results = self._collect_import(job, changes)
         with self._collecting:
-            self._in_hand.add(job)
-        try:
-            results = self._collect_import(job, changes)
-            with self._collecting:
-                if results is None:
-                    self._running.add(job)
-                else:
-                    self._imports.collected(job)
-                    self._running.discard(job)
-        finally:
-            with self._collecting:
-                self._in_hand.discard(job)
-                self._collecting.notify_all()
+            if results is None:
+                self._running.add(job)
+            else:
+                self._imports.collected(job)
+                self._running.discard(job)
         return results
 
     def _imports_open(self) -> bool:
         """Whether import jobs the run's list job waits for are still running: in one
         process, those it started and has not collected (it collects all it starts); on
         workers, whose coordinator settles jobs the workers started while they push, the
-        import jobs this pass of the collect found still running (the core collects in
-        name order: a job whose id sorts after the list job's is not waited for, and its
-        people's moves go out on their own once it is settled; a job of an earlier run
-        still running is waited for like the run's own)."""
+        import jobs this pass of the collect found still running (the core looks at the
+        list job after every other, ``collected_last``; a job of an earlier run still
+        running is waited for like the run's own)."""
         return bool(self._running) if self._shared else bool(self._imports.open)
 
     def collect_early(self, job: str, changes: Sequence[Change]) -> list[PushResult] | None:

@@ -38,7 +38,7 @@ from connectors.klaviyo.jobs import identity, sent_phone
 from connectors.klaviyo.payloads import job_bytes_available
 from crmsync.contract import Change, Outcome, PushResult
 
-HELD_JOB = "imports:"  # a hold's prefix; the core collects in name order, before "lists:"
+HELD_JOB = "imports:"  # a hold's prefix; the core collects holds first (``collected_first``)
 NOT_SENT = "held for a fuller import job that was never sent"
 Entries = dict[str, dict[str, Any]]  # person key -> profile resource
 Sizes = dict[str, int]  # person key -> bytes of the profile in a job (payloads.size_of)

@@ -790,6 +790,9 @@ class FakeKlaviyo:
         # The spec has no GET for subscription jobs: they apply as they are accepted, or,
         # deferred, when the test calls finish_jobs().
         self.defer_subscription_jobs = defer_subscription_jobs
+        # Klaviyo's job ids are its own: a test may start them with text of its choice,
+        # e.g. to sort them after crmsync's own job names
+        self.job_id_prefix = ""
         self.rate_limits_enabled = rate_limits
         self.clock = clock
         self.latency = latency
@@ -918,6 +921,13 @@ class FakeKlaviyo:
             pending, self.pending_subscriptions = self.pending_subscriptions, []
             for apply in pending:
                 apply()
+
+    def finish_job(self, job_id: str) -> None:
+        """Completes one bulk import job."""
+        with self._lock:
+            job = self.jobs[job_id]
+            if job.status != "complete":
+                self._complete(job)
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -2044,7 +2054,8 @@ def _bulk_import(fake: FakeKlaviyo, call: Call) -> tuple[int, Any]:
             )
     refs = ((data.get("relationships") or {}).get("lists") or {}).get("data") or []
     list_ids = _list_refs(fake, refs, "/data/relationships/lists")
-    job = ImportJob(fake._ulid(), now(), fake.clock(), copy.deepcopy(entries), list_ids)
+    job_id = fake.job_id_prefix + fake._ulid()
+    job = ImportJob(job_id, now(), fake.clock(), copy.deepcopy(entries), list_ids)
     fake.jobs[job.id] = job
     return 202, {"data": fake.render_job(job, call), "links": {"self": call.url({})}}
 
