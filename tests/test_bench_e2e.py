@@ -271,14 +271,23 @@ def test_runs_on_workers_are_keyed_apart_and_compared_with_one_worker() -> None:
         "postgresql.10000.w1.first.wall_s": 40.0,
         "postgresql.10000.w2.first.wall_s": 25.0,
         "postgresql.10000.w2.first.workers_cpu_s": 12.5,
+        "postgresql.10000.w1.first.stage_s.pull": 10.0,
+        "postgresql.10000.w2.first.stage_s.pull": 10.0,
+        "postgresql.10000.w1.first.stage_s.plan": 8.0,
+        "postgresql.10000.w1.first.stage_s.push": 16.0,
+        "postgresql.10000.w2.first.stage_s.plan": 4.0,
+        "postgresql.10000.w2.first.stage_s.push": 11.0,
     }
     throughput(figures, "postgresql", 10000, [0, 1, 2])
     assert figures["postgresql.10000.w2.throughput_over_w1"] == 1.6
+    assert figures["postgresql.10000.w2.throughput_over_w1_pull"] == 1.0
+    assert figures["postgresql.10000.w2.throughput_over_w1_plan_push"] == 1.6
     assert "postgresql.10000.w1.throughput_over_w1" not in figures
     rows = table(figures, [("postgresql", 10000, 0), ("postgresql", 10000, 2)]).splitlines()
     (row,) = [r for r in rows if r.startswith("postgresql 10,000 w2 first")]
     assert "25.0" in row and "12.5" in row
     assert "    throughput_over_w1: 1.6" in rows
+    assert "    throughput_over_w1_plan_push: 1.6" in rows
 
 
 def test_sizes_take_the_cdnow_store_beside_numbers(capsys: pytest.CaptureFixture[str]) -> None:

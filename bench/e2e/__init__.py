@@ -74,7 +74,8 @@ is Mailchimp's only.
 ``--workers 0,1,2`` (PostgreSQL only) measures the same store in one process (0, the keys
 above) and on N Celery workers started here for each N > 0, keyed
 ``<engine>.<size>.w<N>.<run>.<figure>``: the coordinator's and the workers' CPU and peak
-RSS, the fake's peak requests in flight, and ``throughput_over_w1``. Every run must end with
+RSS, the fake's peak requests in flight, and ``throughput_over_w1`` (with ``_pull`` and
+``_plan_push``: the same of those phases). Every run must end with
 the first configuration's audience at the fake, or the bench stops (docs/scale.md,
 "Benchmark across workers"). The workers share the account's rate budget in Redis: the
 Mailchimp destination's own ``http.rate.shared``, for Klaviyo and HubSpot ``[celery]

@@ -152,13 +152,30 @@ def throughput(
     destination: str = "mailchimp",
 ) -> None:
     """For each N > 1 on workers: the first run's wall on one worker over its wall on N
-    (2.0: twice the throughput), added to ``figures`` once both were measured."""
-    one = figures.get(f"{key_prefix(engine, size, 1, destination)}first.wall_s")
+    (2.0: twice the throughput), added to ``figures`` once both were measured; and the
+    same of its phases (``PHASES``: ``throughput_over_w1_pull``, ``…_plan_push``), which
+    tells the phases that spread over more workers from those that do not."""
+    base = key_prefix(engine, size, 1, destination)
     for count in counts:
+        if count <= 1:
+            continue
         prefix = key_prefix(engine, size, count, destination)
-        mine = figures.get(f"{prefix}first.wall_s")
-        if count > 1 and isinstance(one, int | float) and isinstance(mine, int | float) and mine:
-            figures[f"{prefix}throughput_over_w1"] = round(one / mine, 3)
+        for name, stages in {"": ("wall_s",), **PHASES}.items():
+            one = _summed(figures, f"{base}first.", stages)
+            mine = _summed(figures, f"{prefix}first.", stages)
+            if one is not None and mine:
+                figures[f"{prefix}throughput_over_w1{name}"] = round(one / mine, 3)
+
+
+# a first run's phases on workers, by the stages that time them
+PHASES = {"_pull": ("stage_s.pull",), "_plan_push": ("stage_s.plan", "stage_s.push")}
+
+
+def _summed(figures: dict[str, Figure], prefix: str, keys: tuple[str, ...]) -> float | None:
+    """The sum of ``prefix + key`` over ``keys``; None unless each was measured."""
+    found = [figures.get(prefix + key) for key in keys]
+    numbers = [value for value in found if isinstance(value, int | float)]
+    return float(sum(numbers)) if len(numbers) == len(keys) else None
 
 
 def scaling_targets(figures: dict[str, Figure]) -> dict[str, Figure]:
