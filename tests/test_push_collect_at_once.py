@@ -43,6 +43,7 @@ class Jobs:
         self.begun: dict[str, threading.Event] = {job: threading.Event() for job in jobs}
         self.looked_at: list[str] = []
         self.slow: set[str] = set()  # jobs whose collect takes a while
+        self.runs_until: dict[str, str] = {}  # job -> the job whose answer ends its run
         self.done: set[str] = set()  # jobs whose collect has answered
         self._lock = threading.Lock()
 
@@ -62,6 +63,9 @@ class Jobs:
             assert self.begun[other].wait(BESIDE), f"{other} was not looked at beside {job}"
         if job in self.slow:
             time.sleep(0.3)
+        until = self.runs_until.get(job)
+        if until is not None and until not in self.done:
+            return None
         onward = self.hands_on.get(job)
         with self._lock:
             self.done.add(job)
@@ -206,4 +210,20 @@ def test_the_jobs_collected_last_wait_for_every_other_job_of_the_pass(
     assert after == [{"z1", "z2"}]
     assert destination.looked_at[-1] == "lists:run"
     assert in_flight(store) == {} and report.counts["ok"] == 6
+    store.close()
+
+
+def test_the_jobs_collected_first_come_before_those_that_wait_for_them(state_url: str) -> None:
+    """A job ("01", which sorts first) runs until a hold ("imports:1") has handed its
+    people on to it: with the hold looked at first, both settle in one pass."""
+    store = Store(state_url)
+    destination = Jobs(["01", "imports:1"], at_once=1)
+    destination.collected_first = ("imports:",)  # type: ignore[attr-defined]
+    destination.runs_until["01"] = "imports:1"
+    destination.hands_on["imports:1"] = "01"
+    pusher, report = pushed(store, destination)
+    naps: list[float] = []
+    assert pusher.collect(wait_seconds=30, sleep=naps.append) == 0
+    assert destination.looked_at == ["imports:1", "01"] and naps == []
+    assert in_flight(store) == {} and report.counts["ok"] == 4
     store.close()
