@@ -434,8 +434,9 @@ class Pusher:
         has been looked at. A ``ConnectorError`` ends the pass: jobs not yet begun are
         left for a later one."""
         passed = _Pass()
-        last = {job for job in jobs if job.startswith(self._last)} if self._last else set()
-        for group in ([job for job in jobs if job not in last], [j for j in jobs if j in last]):
+        last = [job for job in jobs if job.startswith(self._last)]
+        rest = [job for job in jobs if not job.startswith(self._last)]
+        for group in (rest, last):
             self._collect_side_by_side(group, collect, passed)
         if passed.over():
             return passed
