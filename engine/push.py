@@ -410,7 +410,6 @@ class Pusher:
         while True:
             with self.store.engine.connect() as conn:
                 jobs = pending_job_ids(conn, self.name)
-            jobs = collect_order(jobs, self._first, self._last)
             passed = self._collect_pass(jobs, collect)
             if passed.failure is not None:
                 if early:  # no more early passes: the final collect reports it
@@ -434,8 +433,9 @@ class Pusher:
         has been looked at. A ``ConnectorError`` ends the pass: jobs not yet begun are
         left for a later one."""
         passed = _Pass()
-        last = [job for job in jobs if job.startswith(self._last)]
-        rest = [job for job in jobs if not job.startswith(self._last)]
+        ordered = collect_order(jobs, self._first, self._last)
+        last = [job for job in ordered if job.startswith(self._last)]
+        rest = ordered[: len(ordered) - len(last)]  # the last ones come last in the order
         for group in (rest, last):
             self._collect_side_by_side(group, collect, passed)
         if passed.over():
