@@ -99,7 +99,9 @@ class Batch:
     issues: list[RecordIssue] = field(default_factory=list)
     later: int = 0  # records changed after the run began: left for the next run
     newest: datetime | None = None  # the newest ``updated_at`` among ``records``
-    position: int | None = None  # how far the read got, of the source's size (``Sized``)
+    # how far the read got, of the source's size (``Sized``): bytes of its input read so
+    # far (by all its parts, for a divided read: ``PartsRead``)
+    position: int | None = None
     resume: str | None = None  # the stream's last batch: where its read ended (``Resumable``)
     whole: bool = False  # the stream's last batch: its read went through all of it
 
@@ -195,6 +197,30 @@ class Lane:
     spool: SpoolReader
 
 
+class PartsRead:
+    """How much of one divided read's input its parts have read: the bytes from each
+    part's start to where its latest batch ended, summed. Its parts' batches come mixed,
+    so one batch's place in the input says nothing of how much of the whole was read."""
+
+    def __init__(self) -> None:
+        self._bytes: dict[Read, int] = {}
+
+    def add(self, part: Read, batch: Batch) -> None:
+        """``part``'s latest batch, which tells where in the input it ended."""
+        if batch.position is not None and part.span is not None:
+            self._bytes[part] = batch.position - part.span.start
+
+    def shown(self, batch: Batch) -> Batch:
+        """``batch``, telling the bytes every part has read so far (None: unknown)."""
+        batch.position = sum(self._bytes.values()) if self._bytes else None
+        return batch
+
+
+def _shown(progress: PartsRead | None, batch: Batch) -> Batch:
+    """``batch`` as the run sees it: for a divided read, telling what all parts read."""
+    return batch if progress is None else progress.shown(batch)
+
+
 class Ahead(Reader):
     """The reads done by child processes, which all start on their reads at once; a read
     divided into parts (``divided``) is read by several of them."""
@@ -206,11 +232,14 @@ class Ahead(Reader):
     def arriving(self, reads: Sequence[Read]) -> Iterator[tuple[Read, Batch, bool]]:
         """The batches of ``reads`` from whichever reader has one built first. A read cut
         into parts gives its parts' batches mixed too; its last batch is its last part's
-        (where the read ended: its ``resume``), held until every other part has ended."""
+        (where the read ended: its ``resume``), held until every other part has ended. A
+        part's batch tells how far into the input its part got; such a read's batches
+        tell how much of its input all its parts have read (``Batch.position``)."""
         parts = {read: self._parts.get(read, (read,)) for read in reads}
         read_of = {part: read for read, its in parts.items() for part in its}
         parts_left = {read: len(its) for read, its in parts.items()}
         held: dict[Read, Batch] = {}  # each read's latest batch of its last part
+        gone = {read: PartsRead() for read, its in parts.items() if len(its) > 1}
         while parts_left:
             lanes = [lane for lane in self.lanes if lane.reads and lane.reads[0] in read_of]
             assert lanes, "every read left is at the head of a reader's reads"
@@ -219,21 +248,24 @@ class Ahead(Reader):
                 part = lane.reads[0]
                 read = read_of[part]
                 batch = self._next(lane)
+                progress = gone.get(read)
+                if batch is not None and progress is not None:
+                    progress.add(part, batch)
                 last_part = part == parts[read][-1]
                 if batch is not None and not last_part:
-                    yield read, batch, False
+                    yield read, _shown(progress, batch), False
                 elif batch is not None:
                     before = held.pop(read, None)
                     held[read] = batch
                     if before is not None:
-                        yield read, before, False
+                        yield read, _shown(progress, before), False
                 else:  # the part ended
                     lane.reads.pop(0)
                     del read_of[part]
                     parts_left[read] -= 1
                     if not parts_left[read]:
                         del parts_left[read]
-                        yield read, held.pop(read), True
+                        yield read, _shown(progress, held.pop(read)), True
 
     def _next(self, lane: Lane) -> Batch | None:
         """The lane's next batch of its current read; None once that read has ended."""

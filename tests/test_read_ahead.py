@@ -383,8 +383,9 @@ def _lane(reads: list[Read], tmp_path: Path) -> tuple[read_ahead.Lane, Any]:
     return read_ahead.Lane(reader, reads, spool.SpoolReader(tmp_path)), sent
 
 
-def _batch(tag: int) -> tuple[Any, ...]:
-    return read_ahead._packed(read_ahead.Batch(position=tag))  # ``position`` names it
+def _batch(tag: int, position: int | None = None) -> tuple[Any, ...]:
+    """A batch named by ``tag`` (in its ``later`` count), ending at ``position``."""
+    return read_ahead._packed(read_ahead.Batch(later=tag, position=position))
 
 
 def test_the_run_takes_batches_from_whichever_reader_has_one(tmp_path: Path) -> None:
@@ -406,11 +407,42 @@ def test_the_run_takes_batches_from_whichever_reader_has_one(tmp_path: Path) -> 
     later.start()
     taken = list(ahead.arriving([orders, carts]))
     later.join()
-    assert [(read.stream, batch.position, last) for read, batch, last in taken] == [
+    assert [(read.stream, batch.later, last) for read, batch, last in taken] == [
         (Stream.ORDERS, 21, False),  # the last part's batches, all but its final one
         (Stream.CARTS, 31, True),
         (Stream.ORDERS, 11, False),
         (Stream.ORDERS, 22, True),  # where the orders' read ended, once both parts did
+    ]
+
+
+def test_a_divided_reads_batches_tell_how_much_of_its_input_its_parts_have_read(
+    tmp_path: Path,
+) -> None:
+    """A divided read's parts send their batches mixed. Each batch the run takes tells
+    the bytes all parts have read so far (each from its own start), not where in the
+    input its own part got, so the stream's estimated total does not jump back and
+    forth with the order in which the parts' batches come."""
+    orders = Read(Stream.ORDERS, None)
+    first, second = (
+        Read(Stream.ORDERS, None, span=Span(0, 100)),
+        Read(Stream.ORDERS, None, span=Span(100, None)),  # to the input's end, at 250
+    )
+    lane_a, to_a = _lane([first], tmp_path)
+    lane_b, to_b = _lane([second], tmp_path)
+    ahead = read_ahead.Ahead([lane_a, lane_b], {orders: [first, second]})
+    for message in (_batch(1, 150), _batch(2, 250), ("end", 0.0)):
+        to_b.send(message)
+    # the first part's batches come after the second's, as its reader was slower
+    sent = (_batch(3, 60), _batch(4, 100), ("end", 0.0))
+    later = threading.Timer(0.3, lambda: [to_a.send(m) for m in sent])
+    later.start()
+    taken = list(ahead.arriving([orders]))
+    later.join()
+    assert [(batch.later, batch.position, last) for _, batch, last in taken] == [
+        (1, 150, False),  # the second part has read 150 of its bytes, the first none yet
+        (3, 210, False),  # 60 + 150
+        (4, 250, False),  # 100 + 150: everything
+        (2, 250, True),
     ]
 
 
