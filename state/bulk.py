@@ -63,6 +63,12 @@ class Bulk(Protocol):
         """Whether any row matches every ``fixed`` column (an index seek, no count)."""
         ...
 
+    def values_where(
+        self, table: Table, fixed: dict[str, str], column: str, limit: int
+    ) -> list[str]:
+        """``column`` of at most ``limit`` rows matching every ``fixed`` column."""
+        ...
+
     def gather_statistics(self, tables: Sequence[Table]) -> None:
         """Has the database gather statistics on those of ``tables`` that have none
         (PostgreSQL; SQLite plans by its indexes alone)."""
@@ -133,6 +139,13 @@ class SqliteBulk:
         where = " AND ".join(f"{c} = ?" for c in fixed)
         sql = f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1"
         return self.raw.execute(sql, tuple(fixed.values())).fetchone() is not None
+
+    def values_where(
+        self, table: Table, fixed: dict[str, str], column: str, limit: int
+    ) -> list[str]:
+        where = " AND ".join(f"{c} = ?" for c in fixed)
+        sql = f"SELECT {column} FROM {table.name} WHERE {where} LIMIT ?"
+        return [row[0] for row in self.raw.execute(sql, (*fixed.values(), limit))]
 
     def gather_statistics(self, tables: Sequence[Table]) -> None:
         pass
@@ -247,6 +260,15 @@ class PostgresBulk:
         with self.raw.cursor() as cursor:
             cursor.execute(f"SELECT 1 FROM {table.name} WHERE {where} LIMIT 1", (*fixed.values(),))
             return cursor.fetchone() is not None
+
+    def values_where(
+        self, table: Table, fixed: dict[str, str], column: str, limit: int
+    ) -> list[str]:
+        where = " AND ".join(f"{c} = %s" for c in fixed)
+        sql = f"SELECT {column} FROM {table.name} WHERE {where} LIMIT %s"
+        with self.raw.cursor() as cursor:
+            cursor.execute(sql, (*fixed.values(), limit))
+            return [row[0] for row in cursor.fetchall()]
 
     def gather_statistics(self, tables: Sequence[Table]) -> None:
         names = sorted({t.name for t in tables} - self.analyzed)
@@ -389,6 +411,12 @@ class Overlapped:
     def has_rows(self, table: Table, fixed: dict[str, str]) -> bool:
         self.flush()
         return self.inner.has_rows(table, fixed)
+
+    def values_where(
+        self, table: Table, fixed: dict[str, str], column: str, limit: int
+    ) -> list[str]:
+        self.flush()
+        return self.inner.values_where(table, fixed, column, limit)
 
     def gather_statistics(self, tables: Sequence[Table]) -> None:
         self.flush()

@@ -222,10 +222,21 @@ def _replaces(built: Built, version: Version | None) -> bool:
 
 
 def _clear_quarantine(writer: Bulk, source: str, stream: Stream, ids: Sequence[str]) -> None:
-    """A record that now stages cleanly is no longer quarantined."""
+    """A record that now stages cleanly is no longer quarantined.
+
+    The stream's quarantined keys are read first, up to one more than the batch has ids:
+    a quarantine that small (the usual few rows) is matched to the batch here and only
+    its staged keys are deleted, where a delete for every id of every batch cost about
+    5 % of a million-customer store's staging; a larger one is deleted from by id."""
+    if not ids:
+        return
     fixed = {"source": source, "stream": stream.value, "action": "quarantined"}
-    if ids and writer.has_rows(schema.quarantine, fixed):
+    held = writer.values_where(schema.quarantine, fixed, "record_key", len(ids) + 1)
+    if len(held) > len(ids):
         writer.delete_in(schema.quarantine, fixed, "record_key", ids)
+    elif held:
+        staged = set(ids)
+        writer.delete_in(schema.quarantine, fixed, "record_key", sorted(set(held) & staged))
 
 
 def record_key(issue: RecordIssue) -> str:

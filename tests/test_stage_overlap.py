@@ -45,6 +45,12 @@ class FakeBulk:
         self._do("has_rows")
         return True
 
+    def values_where(
+        self, table: Table, fixed: dict[str, str], column: str, limit: int
+    ) -> list[str]:
+        self._do("values")
+        return ["seen"]
+
     def upsert(self, table: Table, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self._do(f"upsert {rows[0][0]}")
 

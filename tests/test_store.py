@@ -211,6 +211,39 @@ def test_quarantine_keeps_one_row_per_record_and_clears_when_fixed(state_url: st
     store.close()
 
 
+@pytest.mark.parametrize("quarantined", [3, 40], ids=["fewer-than-the-batch", "more"])
+def test_a_batch_clears_exactly_its_own_records_from_the_quarantine(
+    state_url: str, quarantined: int
+) -> None:
+    """Staging clears the quarantined rows of the records it staged, whether the stream's
+    quarantine is smaller than the batch (read and matched) or larger (deleted by id):
+    not another stream's, another source's, nor a record's correction note."""
+    store = Store(state_url)
+    bad = [
+        RecordIssue(Stream.CUSTOMERS, f"c{i}", IssueAction.QUARANTINED, "invalid e-mail", "email")
+        for i in range(quarantined)
+    ]
+    store.stage("shop", Stream.CUSTOMERS, [], bad)
+    store.stage("other", Stream.CUSTOMERS, [], bad[:1])
+    store.stage(
+        "shop", Stream.ORDERS, [], [RecordIssue(Stream.ORDERS, "c0", IssueAction.QUARANTINED, "x")]
+    )
+    note = RecordIssue(Stream.CUSTOMERS, "c1", IssueAction.CORRECTED, "phone dropped", "phone")
+    fixed = [customer(f"c{i}", f"c{i}@example.com") for i in (0, 1, 2, 7)]
+    store.stage("shop", Stream.CUSTOMERS, fixed, [note])
+    left = {
+        (r["source"], r["stream"], r["record_key"], r["action"])
+        for r in store.quarantine(limit=100)
+    }
+    still = {("shop", "customers", f"c{i}", "quarantined") for i in range(3, quarantined) if i != 7}
+    assert left == still | {
+        ("other", "customers", "c0", "quarantined"),
+        ("shop", "orders", "c0", "quarantined"),
+        ("shop", "customers", "c1", "corrected"),
+    }
+    store.close()
+
+
 def test_a_lease_is_exclusive_until_released(state_url: str) -> None:
     store = Store(state_url)
     holder = store.acquire_lease("pipeline:demo", 60, holder="a")
