@@ -40,6 +40,13 @@ from state.staging import StageStats, count_issues, forget_issues, stage_records
 from state.timeutil import from_ms, now_ms, to_ms
 
 WAL_ATTEMPTS = 100  # looks at a new file's journal mode, 20 ms apart (``_write_ahead_log``)
+# Pages the write-ahead log holds before a commit copies them into the database file
+# (SQLite's default is 1,000: 4 MB). A staging batch writes more than that, so at the
+# default every commit checkpointed, with two fsyncs and a write of every page it had
+# touched, however often the batches before had written the same pages. At 25,000 pages
+# (about 100 MB of log on disk) inserting 1.5M order-shaped rows took 12.6 s, not 17.4 s;
+# synchronous stays NORMAL, so a commit is as durable as before.
+WAL_CHECKPOINT_PAGES = 25_000
 ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL)
 # ... and then only of a table whose statistics count fewer than this many times as many
 # rows, or that has none (PostgreSQL's autovacuum_analyze_scale_factor, by default)
@@ -104,6 +111,7 @@ def _engine(url: str, pool: Mapping[str, int] | None = None) -> Engine:
             # 32 MB of pages per connection (SQLite's default is 2 MB): staging's seeks in
             # large indexes then find their upper levels in memory
             cursor.execute("PRAGMA cache_size=-32768")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             cursor.close()
 
         return engine

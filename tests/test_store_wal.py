@@ -77,3 +77,17 @@ def test_many_connections_to_a_new_file_at_once_all_open_it_in_wal(tmp_path: Pat
         mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
         assert mode == "wal"
     assert failures == []
+
+
+def test_a_store_leaves_a_staging_batchs_pages_in_the_log_until_many_have_gathered(
+    tmp_path: Path,
+) -> None:
+    # at SQLite's default of 1,000 pages, every staging commit checkpointed (two fsyncs
+    # and a copy of every page it touched): ``store.WAL_CHECKPOINT_PAGES``
+    state = store.Store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        with state.engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        assert pages == store.WAL_CHECKPOINT_PAGES > 1000
+    finally:
+        state.close()
