@@ -235,8 +235,9 @@ def _clear_quarantine(writer: Bulk, source: str, stream: Stream, ids: Sequence[s
     if len(held) > len(ids):
         writer.delete_in(schema.quarantine, fixed, "record_key", ids)
     elif held:
-        staged = set(ids)
-        writer.delete_in(schema.quarantine, fixed, "record_key", sorted(set(held) & staged))
+        writer.delete_in(
+            schema.quarantine, fixed, "record_key", sorted(set(held).intersection(ids))
+        )
 
 
 def record_key(issue: RecordIssue) -> str:

@@ -44,8 +44,8 @@ WAL_ATTEMPTS = 100  # looks at a new file's journal mode, 20 ms apart (``_write_
 # (SQLite's default is 1,000: 4 MB). A staging batch writes more than that, so at the
 # default every commit checkpointed, with two fsyncs and a write of every page it had
 # touched, however often the batches before had written the same pages. At 25,000 pages
-# (about 100 MB of log on disk) inserting 1.5M order-shaped rows took 12.6 s, not 17.4 s;
-# synchronous stays NORMAL, so a commit is as durable as before.
+# (about 100 MB of log on disk), upserting 1.5M order-shaped rows took 14.4-15.1 s, not
+# 18.3-20.5 s; synchronous stays NORMAL, so a commit is as durable as before.
 WAL_CHECKPOINT_PAGES = 25_000
 ANALYZE_AFTER = 1000  # rows written before statistics are refreshed (PostgreSQL)
 # ... and then only of a table whose statistics count fewer than this many times as many
