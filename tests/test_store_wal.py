@@ -79,7 +79,7 @@ def test_many_connections_to_a_new_file_at_once_all_open_it_in_wal(tmp_path: Pat
     assert failures == []
 
 
-def test_a_store_leaves_a_staging_batchs_pages_in_the_log_until_many_have_gathered(
+def test_a_stores_connections_checkpoint_the_log_only_once_many_pages_have_gathered(
     tmp_path: Path,
 ) -> None:
     # at SQLite's default of 1,000 pages, every staging commit checkpointed (two fsyncs
