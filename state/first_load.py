@@ -50,11 +50,21 @@ On PostgreSQL, which serves several processes at once:
   as a 1M-customer store's orders, by person key 6.1-10.4 s with 64 MB against 8.8-10.9 s
   with 256 MB (by staged_at 2.1-2.5 against 2.4-3.7 s), the sort spilling to files the
   page cache keeps either way.
+
+On SQLite the builds run in the run's process, and the last table's run alone, after
+every reader has ended: SQLite sorts on one thread unless told otherwise. So a build
+sorts on as many threads as the process has CPUs (``PRAGMA threads``), in small chunks
+(``BUILD_CACHE_KIB`` of page cache, each thread sorting that much at a time in memory),
+and the connection's own settings come back after it. The three orders indexes of 5M
+rows shaped as a 1M-customer store's, on 2 cores: 10.1-10.4 s and 33 MB at its peak,
+against 16.9-17.3 s and 83 MB with one thread and the store's 32 MB cache (two threads
+with that cache: 11.8-12.4 s and 149 MB; one thread with 8 MB: 14.3-14.9 s).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -88,6 +98,9 @@ _LOAD_LOCK = "SELECT pg_try_advisory_lock(:tag, CAST(CAST(:name AS regclass) AS 
 _LOAD_UNLOCK = "SELECT pg_advisory_unlock(:tag, CAST(CAST(:name AS regclass) AS oid)::int)"
 _RESTORE_LOCK = "SELECT pg_advisory_xact_lock(:tag, CAST(CAST(:name AS regclass) AS oid)::int)"
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for lock_timeout
+# SQLite: the page cache of a connection while it builds indexes, in KiB (its sorter's
+# memory per thread; the store's connections keep 32 MB otherwise)
+BUILD_CACHE_KIB = 4096
 
 
 @cache
@@ -113,13 +126,40 @@ def _present(conn: Connection) -> set[str]:
 def _create_missing(conn: Connection, wanted: Iterable[Index]) -> list[str]:
     """Creates the indexes of ``wanted`` that the database lacks; returns their names."""
     present = _present(conn)
-    created: list[str] = []
-    for index in wanted:
-        if index.name not in present:
+    missing = [index for index in wanted if index.name not in present]
+    if not missing:
+        return []
+    with _sorting_in_parallel(conn):
+        for index in missing:
             # IF NOT EXISTS: another process may have built it since ``present`` was read
             conn.execute(CreateIndex(index, if_not_exists=True))
-            created.append(str(index.name))
-    return created
+    return [str(index.name) for index in missing]
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _sorting_in_parallel(conn: Connection) -> Iterator[None]:
+    """On SQLite, the block's sorts run on a thread per CPU with ``BUILD_CACHE_KIB`` of
+    cache; the connection's own settings are back when it ends. Elsewhere, nothing."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    threads = conn.exec_driver_sql("PRAGMA threads").scalar_one()
+    cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA threads = {_cpus()}")
+    conn.exec_driver_sql(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA threads = {int(threads)}")
+        conn.exec_driver_sql(f"PRAGMA cache_size = {int(cache)}")
 
 
 def _empty(conn: Connection, table: Table) -> bool:

@@ -399,3 +399,41 @@ def test_a_table_that_another_transaction_holds_keeps_its_indexes(
         assert not names_on(store.engine, "orders") & DEFERRED["postgresql"]["orders"]
     assert indexes(store.engine) == declared
     store.close()
+
+
+def test_sqlite_builds_the_indexes_sorting_on_every_cpu_then_gives_the_connection_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each CREATE INDEX of a first load runs with a sort thread per CPU and the small
+    build cache; afterwards the connection that built them has the store's own settings
+    again (planning's reads on it must not run with a 4 MB cache)."""
+    monkeypatch.setattr(first_load, "_cpus", lambda: 3)
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    declared = indexes(store.engine)
+    with store.engine.connect() as conn:
+        own = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("threads", "cache_size")}
+    assert own == {"threads": 0, "cache_size": -32768}
+    seen: list[tuple[str, int, int, int]] = []  # index, connection, threads, cache
+
+    @sa.event.listens_for(store.engine, "before_cursor_execute")
+    def note(_conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        found = re.match(r"CREATE INDEX IF NOT EXISTS (\w+)", statement)
+        if found:
+            raw = cursor.connection
+            settings = [raw.execute(f"PRAGMA {p}").fetchone()[0] for p in ("threads", "cache_size")]
+            seen.append((found[1], id(raw), *settings))
+
+    with store.loading(Stream.ORDERS):
+        store.stage("shop", Stream.ORDERS, [order(f"o{i}", "1", "10", 3) for i in range(50)])
+    assert {name for name, *_ in seen} == DEFERRED["sqlite"]["orders"]
+    assert {(threads, cache) for *_, threads, cache in seen} == {(3, -first_load.BUILD_CACHE_KIB)}
+    builder = {connection for _, connection, *_ in seen}
+    assert len(builder) == 1
+    with store.engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert id(raw) in builder  # the pool gives back the connection that built them
+        after = {p: conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in ("threads", "cache_size")}
+    assert after == own
+    assert indexes(store.engine) == declared
+    assert integrity(store.engine) == ["ok"]
+    store.close()
