@@ -19,7 +19,6 @@ the parent pushes: memory stays flat.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sqlalchemy.engine import Connection, make_url
 from crmsync import child
 from crmsync.child import Child, ChildError, Pipes
 from crmsync.contract import Change
+from crmsync.cpus import usable_cpus
 from crmsync.diff import Policy
 from crmsync.fields import ProfileField
 from crmsync.profile_scope import KeyRange, ProfileContext
@@ -75,7 +75,7 @@ class PlanJob:
 
 
 def default_workers() -> int:
-    return min(2, os.cpu_count() or 1)
+    return min(2, usable_cpus())
 
 
 def worker_count(conn: Connection, sources: Sequence[str], wanted: int | None) -> int:

@@ -38,7 +38,6 @@ saves; sources that cannot tell their size (REST, SQL) mostly wait on their serv
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -61,6 +60,7 @@ from crmsync.contract import (
     Source,
     Span,
 )
+from crmsync.cpus import usable_cpus
 from crmsync.records import RecordIssue, Stream
 from crmsync.spool import Note, SpoolReader, SpoolWriter, is_note
 from state.stage_rows import BUILDERS, Built
@@ -321,7 +321,7 @@ def divided(
 
 def reader_count() -> int:
     """Readers to share a read among: one per CPU."""
-    return os.cpu_count() or 1
+    return usable_cpus()
 
 
 @contextmanager

@@ -64,7 +64,6 @@ with that cache: 11.8-12.4 s and 149 MB; one thread with 8 MB: 14.3-14.9 s).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -75,6 +74,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateIndex, DropIndex
 
+from crmsync.cpus import usable_cpus
 from state import schema
 
 log = logging.getLogger("crmsync.state")
@@ -136,14 +136,6 @@ def _create_missing(conn: Connection, wanted: Iterable[Index]) -> list[str]:
     return [str(index.name) for index in missing]
 
 
-def _cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        return os.cpu_count() or 1
-
-
 @contextmanager
 def _sorting_in_parallel(conn: Connection) -> Iterator[None]:
     """On SQLite, the block's sorts run on a thread per CPU with ``BUILD_CACHE_KIB`` of
@@ -153,7 +145,7 @@ def _sorting_in_parallel(conn: Connection) -> Iterator[None]:
         return
     threads = conn.exec_driver_sql("PRAGMA threads").scalar_one()
     cache = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
-    conn.exec_driver_sql(f"PRAGMA threads = {_cpus()}")
+    conn.exec_driver_sql(f"PRAGMA threads = {usable_cpus()}")
     conn.exec_driver_sql(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
     try:
         yield

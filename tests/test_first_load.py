@@ -407,7 +407,7 @@ def test_sqlite_builds_the_indexes_sorting_on_every_cpu_then_gives_the_connectio
     """Each CREATE INDEX of a first load runs with a sort thread per CPU and the small
     build cache; afterwards the connection that built them has the store's own settings
     again (planning's reads on it must not run with a 4 MB cache)."""
-    monkeypatch.setattr(first_load, "_cpus", lambda: 3)
+    monkeypatch.setattr(first_load, "usable_cpus", lambda: 3)
     store = Store(f"sqlite:///{tmp_path / 'state.db'}")
     declared = indexes(store.engine)
     with store.engine.connect() as conn:
