@@ -28,6 +28,7 @@ from state.migrate import upgrade
 from state.profile_reads import GROUP_QUERIES, linked_away_query
 from state.store import Store
 from tests.e2e import make_site
+from tests.test_serve_observe import eventually
 
 
 class Seen:
@@ -189,7 +190,13 @@ def test_closing_the_kept_engines_closes_their_connections(postgres_url: str) ->
         store.close()
         assert open_connections() >= 2  # kept for the next run
         kept.close()
-        assert open_connections() == 0
+        # the server ends a backend a moment after its client closes the connection, so
+        # pg_stat_activity may still list it when asked at once (seen once in CI)
+        eventually(
+            "the kept engines' connections to end",
+            lambda: True if open_connections() == 0 else None,
+            timeout=10.0,
+        )
     finally:
         kept.close()
         admin.dispose()
