@@ -283,6 +283,13 @@ class Digest:
         return f"{self.total % 2**128:032x}"
 
 
+def summed(found: Iterable[NotSynced], summary: Summary) -> Iterator[NotSynced]:
+    """``found`` as it is read, each record added to ``summary`` on its way."""
+    for record in found:
+        summary.add(record)
+        yield record
+
+
 def stored_digest(conn: Connection, pipeline: str) -> str | None:
     table = schema.not_synced_sets
     query = select(table.c.digest).where(table.c.pipeline == pipeline)

@@ -635,9 +635,21 @@ class Store:
         people it could not address); when the run keeps them, they replace the
         pipeline's rows in ``not_synced`` (the same set as last time is not written
         again). Returns the counts per reason and the first records of each, the
-        quarantined ones included."""
+        quarantined ones included.
+
+        A pipeline never named before (its first sync) has no set to compare with: its
+        records are written as they are read, in one pass. Otherwise they are read once
+        for the digest, and again, streamed, only when the set differs."""
         currencies, limit = naming.currencies, naming.limit
         summary, digest = Summary(limit), not_synced.Digest()
+        if naming.keep and self._never_named(pipeline):
+            with self.transaction() as conn:
+                found = not_synced.records(conn, ctx, invalid, currencies)
+                digest = not_synced.replace(conn, pipeline, not_synced.summed(found, summary))
+                written, at = digest.hexdigest(), now_ms()
+                not_synced.mark(conn, pipeline, written, digest.count, naming.run_id, at)
+                summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
+            return summary
         with self.engine.connect() as conn:
             for record in not_synced.records(conn, ctx, invalid, currencies):
                 summary.add(record)
@@ -651,6 +663,10 @@ class Store:
                 written, at = digest.hexdigest(), now_ms()
                 not_synced.mark(conn, pipeline, written, digest.count, naming.run_id, at)
         return summary
+
+    def _never_named(self, pipeline: str) -> bool:
+        with self.engine.connect() as conn:
+            return not_synced.stored_digest(conn, pipeline) is None
 
     def rename_not_synced(
         self,

@@ -24,7 +24,7 @@ from crmsync.not_synced import Reason
 from crmsync.profile_scope import EVERYONE
 from crmsync.records import IssueAction, RecordIssue, Stream
 from engine import plan_run
-from state import schema
+from state import not_synced, schema
 from state.profile_reads import execute, linked_away_query
 from state.store import Store
 from tests.builders import customer
@@ -197,6 +197,39 @@ def test_every_count_adds_up_and_every_record_not_synced_is_named(
     assert all(s["staged"] == 0 for s in second["pulled"].values())
     again = _status(site)
     assert _named(again) == named and again["not_synced"]["run_id"] == second["run_id"]
+
+
+def test_a_first_naming_reads_the_records_once_and_the_same_set_is_not_written_again(
+    tmp_path: Path, state_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline's first run writes the records it left out as it reads them, in one
+    pass. A run that plans everyone again reads them once for their digest and, finding
+    the set the last run named, writes nothing but its own run id."""
+    calls = {"records": 0, "replace": 0}
+    for name in calls:
+        real = getattr(not_synced, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _real(*args)
+
+        monkeypatch.setattr(not_synced, name, counted)
+    site = _site(tmp_path, state_url)
+    first = site.run_json()
+    assert calls == {"records": 1, "replace": 1}
+    named = _named(_status(site))
+    assert len(named) == first["not_synced"]["total"]
+    assert {(r["reason"], r["stream"], r["key"]) for r in named} >= {
+        (reason.value, stream, key) for reason, stream, key in ADDED
+    }
+
+    result = site.cli("backfill", "--pipeline", "main", "--full", "--as-of", AS_OF, "--json")
+    assert result.exit_code in (0, 5), result.output
+    again = json.loads(result.stdout)[0]
+    assert again["planning"].startswith("everyone")
+    assert calls == {"records": 2, "replace": 1}
+    status = _status(site)
+    assert _named(status) == named and status["not_synced"]["run_id"] == again["run_id"]
 
 
 def _assert_nothing_unnamed(site: Site, state_url: str, named: list[dict[str, Any]]) -> None:
