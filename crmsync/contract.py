@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+from crmsync.frozen import quick_init
 from crmsync.records import Channel, ConsentState, Record, RecordIssue, Stream
 
 
@@ -293,6 +294,7 @@ class ConsentIntent(StrEnum):
     LEAVE = "leave"  # nothing recorded: never subscribe; an existing status stays
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Change:
     """One person's change for one destination, computed by the diff against the ledger.

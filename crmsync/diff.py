@@ -28,8 +28,10 @@ import orjson
 
 from crmsync.consent import intent_for
 from crmsync.contract import Action, Change
+from crmsync.frozen import quick_init
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Acked:
     """The ledger row: what the destination last acknowledged for this person."""

@@ -1,8 +1,9 @@
 """Canonical records: what every source produces, whatever the platform calls things.
 
 Records are plain frozen dataclasses with slots: a source may yield millions of them, so
-they stay cheap. Values are already normalised when a record exists (see ``normalize``):
-e-mails lower-cased, phones E.164, money as ``Decimal`` in an ISO 4217 currency, times
+they stay cheap, and are built at about the cost of unfrozen ones (``frozen.quick_init``).
+Values are already normalised when a record exists (see ``normalize``): e-mails
+lower-cased, phones E.164, money as ``Decimal`` in an ISO 4217 currency, times
 timezone-aware UTC.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+
+from crmsync.frozen import quick_init
 
 
 class Stream(StrEnum):
@@ -48,6 +51,7 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Consent:
     """One channel's consent as a source states it, with the time it was given or withdrawn."""
@@ -56,6 +60,7 @@ class Consent:
     at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Customer:
     external_id: str
@@ -77,6 +82,7 @@ class Customer:
     deleted: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class OrderLine:
     sku: str | None
@@ -87,6 +93,7 @@ class OrderLine:
     discount: Decimal = Decimal(0)  # total discount on this line, not per unit
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Order:
     external_id: str
@@ -107,6 +114,7 @@ class Order:
     refunded_at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CartItem:
     sku: str | None
@@ -116,6 +124,7 @@ class CartItem:
     unit_price: Decimal
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Cart:
     external_id: str
