@@ -152,6 +152,7 @@ def test_every_record_reads_back_what_it_was_given(cls: type) -> None:
     by_keyword, by_position = cls(**given), cls(*given.values())
     assert by_keyword == by_position
     assert {name: getattr(by_keyword, name) for name in given} == given
+    assert pickle.loads(pickle.dumps(by_keyword)) == by_keyword  # Change: via __init__ again
 
 
 @pytest.mark.parametrize("cls", list(GIVEN), ids=lambda cls: cls.__name__)
