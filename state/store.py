@@ -641,27 +641,28 @@ class Store:
         records are written as they are read, in one pass. Otherwise they are read once
         for the digest, and again, streamed, only when the set differs."""
         currencies, limit = naming.currencies, naming.limit
-        summary, digest = Summary(limit), not_synced.Digest()
-        if naming.keep and self._never_named(pipeline):
-            with self.transaction() as conn:
-                found = not_synced.records(conn, ctx, invalid, currencies)
-                digest = not_synced.replace(conn, pipeline, not_synced.summed(found, summary))
-                written, at = digest.hexdigest(), now_ms()
-                not_synced.mark(conn, pipeline, written, digest.count, naming.run_id, at)
-                summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
-            return summary
-        with self.engine.connect() as conn:
-            for record in not_synced.records(conn, ctx, invalid, currencies):
-                summary.add(record)
-                digest.add(record)
-            summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
+        summary = Summary(limit)
+        digest: not_synced.Digest | None = None  # None: the records are written as read
+        if not (naming.keep and self._never_named(pipeline)):
+            digest = not_synced.Digest()
+            with self.engine.connect() as conn:
+                for record in not_synced.records(conn, ctx, invalid, currencies):
+                    summary.add(record)
+                    digest.add(record)
         if naming.keep:
             with self.transaction() as conn:
-                if not_synced.stored_digest(conn, pipeline) != digest.hexdigest():
+                if digest is None:
+                    found = not_synced.summed(
+                        not_synced.records(conn, ctx, invalid, currencies), summary
+                    )
+                    digest = not_synced.replace(conn, pipeline, found)
+                elif not_synced.stored_digest(conn, pipeline) != digest.hexdigest():
                     found = not_synced.records(conn, ctx, invalid, currencies)
                     digest = not_synced.replace(conn, pipeline, found)  # read again: streamed
                 written, at = digest.hexdigest(), now_ms()
                 not_synced.mark(conn, pipeline, written, digest.count, naming.run_id, at)
+        with self.engine.connect() as conn:
+            summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
         return summary
 
     def _never_named(self, pipeline: str) -> bool:
