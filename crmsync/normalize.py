@@ -143,24 +143,19 @@ def plain_email(value: str) -> str | None:
     if len(stripped) > _EMAIL_MAX or not stripped.isascii():
         return None
     lowered = stripped.lower()
-    special = _special_suffixes or _load_special_suffixes()
-    if _PLAIN_EMAIL.fullmatch(lowered) is None or lowered.endswith(special):
+    if _PLAIN_EMAIL.fullmatch(lowered) is None or lowered.endswith(_SPECIAL_SUFFIXES):
         return None
     return lowered
 
 
-# The special-use domains the validator refuses, as suffixes: its own list, which only
-# importing it gives, so read on the first address checked. A module global rather than a
-# cached call, which would add a tenth to the cost of every address read.
-_special_suffixes: tuple[str, ...] = ()
-
-
-def _load_special_suffixes() -> tuple[str, ...]:
-    global _special_suffixes  # noqa: PLW0603 - filled once, on first use
-    from email_validator import SPECIAL_USE_DOMAIN_NAMES
-
-    _special_suffixes = tuple(f".{name}" for name in SPECIAL_USE_DOMAIN_NAMES)
-    return _special_suffixes
+# The special-use domains the validator refuses (email_validator's
+# SPECIAL_USE_DOMAIN_NAMES, 2.2 to 2.4), as suffixes. Kept here rather than read from the
+# validator: importing it compiles its grammar (about 40 ms), which a run whose addresses
+# all take the cheap path never needs. A name listed here and not there only sends its
+# addresses to the full validator, which decides; tests/test_normalize.py checks that
+# every name the installed validator lists is here.
+SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+_SPECIAL_SUFFIXES = tuple(f".{name}" for name in SPECIAL_USE_DOMAINS)
 
 
 def _candidate(raw: str) -> str:

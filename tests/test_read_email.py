@@ -112,6 +112,18 @@ def test_the_fast_path_accepts_only_what_the_validator_accepts_unchanged() -> No
         assert full_path(address) == normalize.plain_email(address), address
 
 
+def test_every_special_use_domain_of_the_validator_takes_the_full_path() -> None:
+    # the fast path keeps its own copy of the names, so that a run need not import the
+    # validator: every name the installed validator refuses must be in it
+    refused = set(email_validator.SPECIAL_USE_DOMAIN_NAMES)
+    assert refused <= set(normalize.SPECIAL_USE_DOMAINS)
+    for name in sorted(refused):
+        for address in (f"someone@shop.{name}", f"Someone@Mail.Shop.{name.upper()}"):
+            assert normalize.plain_email(address) is None, address
+            assert with_fast_path(address) == full_path(address), address
+            assert full_path(address).startswith("error"), address
+
+
 def _source(tmp: Path, customers: str, orders: str) -> FilesSource:
     (tmp / "c.csv").write_text(f"customer_id,email\n1,{customers}\n2,{customers}\n")
     line = '{"id": "%s", "customer_id": "1", "email": "%s", "created_at": "2025-01-02T03:04:05Z",'
