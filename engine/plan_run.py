@@ -173,9 +173,12 @@ def _plan_scope(
     tick: Callable[[], None],
 ) -> Kept:
     """Plans the people in the scope on ``conn``, in this process; returns what the rest
-    keep from the last planning."""
-    for index, change in planner.changes(conn, tally, tick=tick, scope=SCOPE, planned=keep):
-        pushers[index].add(change)
+    keep from the last planning. An empty scope (nothing arrived, nobody due) is not
+    read: building the planning's queries is most of what a run with nothing to do would
+    spend planning."""
+    if counted.people:
+        for index, change in planner.changes(conn, tally, tick=tick, scope=SCOPE, planned=keep):
+            pushers[index].add(change)
     return kept_from_last(conn, spec, planner.ctx, last, counted)
 
 

@@ -4,6 +4,7 @@ is most of such a run), and it has the database do no upkeep for rows it did not
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.planner import Planner
 from state.store import Store
 from tests.e2e import AS_OF, assert_failed_keeping_pushes, break_plan_statistics, make_site
 
@@ -88,3 +90,43 @@ def test_a_failure_gathering_the_plans_statistics_beside_the_collect_fails_the_r
     site = make_site(tmp_path, url, customers=30)
     result = site.cli("run", "--as-of", AS_OF)
     assert_failed_keeping_pushes(url, result, "ANALYZE was cancelled")
+
+
+def test_a_run_with_nobody_to_plan_builds_no_planning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing arrived and nobody is due: the run keeps everyone's plan without building
+    the planning's queries, which were most of what planning cost such a run; a customer
+    renamed afterwards is planned, alone."""
+    planned: list[int] = []
+    real = Planner.changes
+
+    def counted(self: Planner, *args: Any, **kwargs: Any) -> Any:
+        planned.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Planner, "changes", counted)
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=30)
+    first = site.run_json()
+    assert first["planning"].startswith("everyone"), first["planning"]
+    planned.clear()
+    again = site.run_json()
+    assert again["planning"] == "incremental"
+    assert again["profiles_kept"] == again["profiles"] == first["profiles"] > 0
+    assert set(again["people"]["out"]) == {"unchanged"}, again["people"]
+    assert planned == []
+
+    path = site.data / "customers.csv"
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["first_name"] += "x"
+    rows[0]["updated_at"] = "2026-10-31T12:00:00+03:00"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    third = site.run_json()
+    assert third["planning"] == "incremental"
+    assert planned == [1]
+    assert third["profiles_kept"] == third["profiles"] - 1
+    assert third["people"]["out"]["update"] == 1, third["people"]
