@@ -149,11 +149,11 @@ def plain_email(value: str) -> str | None:
 
 
 # The special-use domains the validator refuses (email_validator's
-# SPECIAL_USE_DOMAIN_NAMES, 2.2 to 2.4), as suffixes. Kept here rather than read from the
-# validator: importing it compiles its grammar (about 40 ms), which a run whose addresses
-# all take the cheap path never needs. A name listed here and not there only sends its
-# addresses to the full validator, which decides; tests/test_normalize.py checks that
-# every name the installed validator lists is here.
+# SPECIAL_USE_DOMAIN_NAMES, as 2.4 lists them), as suffixes. Kept here rather than read
+# from the validator: importing it compiles its grammar (about 40 ms), which a run whose
+# addresses all take the cheap path never needs. A name listed here and not there only
+# sends its addresses to the full validator, which decides; tests/test_read_email.py
+# checks that every name the installed validator lists is here.
 SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
 _SPECIAL_SUFFIXES = tuple(f".{name}" for name in SPECIAL_USE_DOMAINS)
 
