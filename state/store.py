@@ -642,8 +642,11 @@ class Store:
         for the digest, and again, streamed, only when the set differs."""
         currencies, limit = naming.currencies, naming.limit
         summary = Summary(limit)
+        # read once: a run that keeps its names holds the pipeline's lease, so no other
+        # run changes the set until it is replaced below
+        stored = self._stored_digest(pipeline) if naming.keep else None
         digest: not_synced.Digest | None = None  # None: the records are written as read
-        if not (naming.keep and self._never_named(pipeline)):
+        if not naming.keep or stored is not None:
             digest = not_synced.Digest()
             with self.engine.connect() as conn:
                 for record in not_synced.records(conn, ctx, invalid, currencies):
@@ -656,7 +659,7 @@ class Store:
                         not_synced.records(conn, ctx, invalid, currencies), summary
                     )
                     digest = not_synced.replace(conn, pipeline, found)
-                elif not_synced.stored_digest(conn, pipeline) != digest.hexdigest():
+                elif stored != digest.hexdigest():
                     found = not_synced.records(conn, ctx, invalid, currencies)
                     digest = not_synced.replace(conn, pipeline, found)  # read again: streamed
                 written, at = digest.hexdigest(), now_ms()
@@ -665,9 +668,10 @@ class Store:
             summary.put(Reason.QUARANTINED, *not_synced.quarantined(conn, ctx.sources, limit))
         return summary
 
-    def _never_named(self, pipeline: str) -> bool:
+    def _stored_digest(self, pipeline: str) -> str | None:
+        """The digest of the pipeline's named set; None when it was never named."""
         with self.engine.connect() as conn:
-            return not_synced.stored_digest(conn, pipeline) is None
+            return not_synced.stored_digest(conn, pipeline)
 
     def rename_not_synced(
         self,
