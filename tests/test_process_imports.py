@@ -54,3 +54,50 @@ def test_plain_addresses_are_read_without_importing_the_validator() -> None:
         "    raise SystemExit('a special-use domain was accepted')"
     )
     assert modules["email_validator"] is True
+
+
+def test_the_mailchimp_sdk_sends_through_the_seam_without_importing_requests() -> None:
+    # the SDK imports requests and urllib3 at its top; crmsync never sends through them
+    # (connectors.mailchimp.sdk), and every process with the connector paid for both
+    modules = loaded_after(
+        "import httpx\n"
+        "from connectors.http import HttpClient, HttpSettings\n"
+        "from connectors.mailchimp.client import MailchimpApi\n"
+        "def answer(request):\n"
+        "    assert request.url.path == '/3.0/ping'\n"
+        "    return httpx.Response(200, json={'health_status': 'Everything is Chimpy!'})\n"
+        "http = HttpClient(HttpSettings(base_url='https://us1.api.mailchimp.test/3.0'),\n"
+        "                  account='mc', transport=httpx.MockTransport(answer))\n"
+        "assert MailchimpApi(http).ping() == {'health_status': 'Everything is Chimpy!'}"
+    )
+    assert modules["mailchimp_marketing.api_client"] is True
+    for name in ("requests", "urllib3", "charset_normalizer"):
+        assert name not in modules, name
+
+
+def test_the_sdks_stand_ins_give_the_real_modules_when_read() -> None:
+    # should the SDK ever read its requests after all, it gets the real module, and so
+    # does anything that imports requests after the SDK
+    modules = loaded_after(
+        "import sys\n"
+        "from crmsync import deferred\n"
+        "import connectors.mailchimp.sdk\n"
+        "from mailchimp_marketing import api_client, configuration\n"
+        "assert 'requests' not in sys.modules and 'urllib3' not in sys.modules\n"
+        "assert isinstance(api_client.requests, deferred.Deferred)\n"
+        "get = api_client.requests.get\n"
+        "import requests, urllib3\n"
+        "assert get is requests.get and not isinstance(requests, deferred.Deferred)\n"
+        "assert configuration.urllib3.PoolManager is urllib3.PoolManager"
+    )
+    assert modules["requests"] is True
+    assert modules["urllib3"] is True
+
+
+def test_a_module_loaded_before_the_sdk_is_the_one_it_keeps() -> None:
+    loaded_after(
+        "import requests\n"
+        "import connectors.mailchimp.sdk\n"
+        "from mailchimp_marketing import api_client\n"
+        "assert api_client.requests is requests"
+    )

@@ -26,11 +26,10 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
-from mailchimp_marketing import ApiClient, ListsApi, PingApi
-from mailchimp_marketing.api_client import ApiClientError
 
 from connectors.http import HttpClient
 from connectors.http.pagination import NextPage, OffsetPaginator, Page, at
+from connectors.mailchimp.sdk import ApiClient, ApiClientError, ListsApi, PingApi
 from crmsync.errors import ConnectorError, CrmsyncError
 
 T = TypeVar("T")
