@@ -125,15 +125,16 @@ def run_pipeline(
                 answered = sum(d.counts["ok"] for d in report.destinations.values())
                 planned = report.profiles - report.profiles_kept
                 # gathered beside the collect and the events, which write a small share
-                # of those tables (the answers of the people left PENDING) or none
-                analyze = partial(store.refresh_statistics, "plans", changed=max(answered, planned))
-                with beside(analyze, "crmsync-statistics") as analyzed:
+                # of those tables (the answers of the people left PENDING) or none; and
+                # a SQLite store's log copied into its file, which the close would do
+                upkeep = partial(_upkeep, store, changed=max(answered, planned))
+                with beside(upkeep, "crmsync-statistics") as kept_up:
                     _collect(pushers, options, report)
                     if spec.settings.events:
                         with report.stages.time("events"):
                             send_events(store, spec, pushers, options, report, retry)
                     with report.stages.time("statistics"):
-                        analyzed.result()  # raises what the analysis raised
+                        kept_up.result()  # raises what the analysis or the copy raised
         report.status = run_status(report)
     except BaseException as exc:
         raised = report.ended_by(exc)
@@ -151,6 +152,12 @@ def run_pipeline(
         if holder is not None:
             store.release_lease(f"pipeline:{spec.name}", holder)
     return report
+
+
+def _upkeep(store: Store, *, changed: int) -> None:
+    """What the database does once a run has written its plans and answers."""
+    store.refresh_statistics("plans", changed=changed)
+    store.checkpoint()
 
 
 def _open(

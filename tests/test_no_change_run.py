@@ -8,6 +8,7 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,28 @@ def test_statistics_count_the_rows_a_run_wrote_not_the_people_it_kept(
     again = site.run_json()
     assert again["profiles_kept"] == again["profiles"] > 0
     assert refreshed == [("staging", 0), ("plans", 0)]
+
+
+def test_a_run_copies_its_sqlite_log_into_the_file_beside_its_final_collect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pages a run wrote are copied from the write-ahead log into the database file on
+    the thread beside the run's last vendor calls, not by the close as the process ends."""
+    copied: list[tuple[str, tuple[int, int] | None]] = []
+    real = Store.checkpoint
+
+    def noted(self: Store) -> Any:
+        found = real(self)
+        copied.append((threading.current_thread().name, found))
+        return found
+
+    monkeypatch.setattr(Store, "checkpoint", noted)
+    site = make_site(tmp_path, f"sqlite:///{tmp_path / 'state.db'}", customers=30)
+    site.run_json()
+    assert len(copied) == 1
+    thread, pages = copied[0]
+    assert thread.startswith("crmsync-statistics")
+    assert pages is not None and pages[0] > 0 and pages[1] == pages[0]
 
 
 def test_a_failure_gathering_the_plans_statistics_beside_the_collect_fails_the_run(

@@ -482,3 +482,45 @@ def test_two_processes_starting_on_an_empty_postgresql_database_both_find_it_mig
     for engine in engines:
         engine.dispose()
     assert results == [head_revision(), head_revision()]
+
+
+def _file_alone(database: Path, copy: Path) -> list[str]:
+    """The customers a copy of the database file holds without its write-ahead log."""
+    copy.write_bytes(database.read_bytes())
+    engine = sa.create_engine(f"sqlite:///{copy}")
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.select(schema.customers.c.external_id)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_a_checkpoint_copies_what_was_written_into_the_sqlite_file(tmp_path: Path) -> None:
+    """What a run wrote sits in the write-ahead log until a checkpoint copies it into the
+    file (else the close does, as the process ends); ``checkpoint`` does it while the
+    store stays open, and says how much it copied."""
+    database = tmp_path / "state.db"
+    store = Store(f"sqlite:///{database}")
+    try:
+        store.checkpoint()  # what migrating wrote
+        store.stage("shop", Stream.CUSTOMERS, [customer("c1", "ayse@example.com")])
+        assert _file_alone(database, tmp_path / "before.db") == []
+        pages, copied = store.checkpoint() or (0, 0)
+        assert pages > 0 and copied == pages
+        assert _file_alone(database, tmp_path / "after.db") == ["c1"]
+    finally:
+        store.close()
+
+
+def test_no_checkpoint_where_there_is_no_log_file(state_url: str) -> None:
+    memory = Store("sqlite://")
+    try:
+        assert memory.checkpoint() is None  # its one connection stays on its own thread
+    finally:
+        memory.close()
+    if state_url.startswith("postgresql"):
+        server = Store(state_url)
+        try:
+            assert server.checkpoint() is None
+        finally:
+            server.close()
