@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from bench import bench_e2e, bench_mailchimp, results
+from bench.e2e import bytecode
 from bench.e2e.cdnow import cdnow_store
 from bench.e2e.cli import parse
 from bench.e2e.config import KEY_ENV, config_text
@@ -325,3 +329,37 @@ def test_the_one_percent_change_copes_with_cdnow_rows(tmp_path: Path) -> None:
     orders = (data / "orders.jsonl").read_text(encoding="utf-8").splitlines()[400:]
     assert len(orders) == 2 and {json.loads(o)["email"] for o in orders} < changed
     assert (data / "carts.jsonl").read_text(encoding="utf-8") == ""
+
+
+def test_the_runs_bytecode_cache_is_filled_as_an_import_would_fill_it(tmp_path: Path) -> None:
+    """A fresh cache made the bench's first run compile every module it imported, time
+    counted in the first sync; the bench imports every module of the packages first."""
+    tree = tmp_path / "src"
+    (tree / "pkg" / "sub").mkdir(parents=True)
+    (tree / "pkg" / "__init__.py").write_text("", "utf-8")
+    (tree / "pkg" / "sub" / "__init__.py").write_text("", "utf-8")
+    (tree / "pkg" / "sub" / "mod.py").write_text("import colorsys\nVALUE = 1\n", "utf-8")
+    (tree / "pkg" / "broken.py").write_text("import not_installed_anywhere\n", "utf-8")
+    (tree / "pkg" / "__main__.py").write_text("raise SystemExit('run as a command')\n", "utf-8")
+    (tree / "pkg" / "sub" / "exits.py").write_text("raise SystemExit(2)\n", "utf-8")
+    cache = tmp_path / "pycache"
+    bytecode.import_into(cache, tree, ("pkg", "absent"))
+    mirrored = cache / tree.relative_to(tree.anchor)
+    tag = sys.implementation.cache_tag
+    assert {p.relative_to(mirrored) for p in mirrored.rglob("*.pyc")} == {
+        Path(f"pkg/__init__.{tag}.pyc"),
+        Path(f"pkg/sub/__init__.{tag}.pyc"),
+        Path(f"pkg/sub/mod.{tag}.pyc"),
+        Path(f"pkg/broken.{tag}.pyc"),  # compiled, though its import failed
+        Path(f"pkg/sub/exits.{tag}.pyc"),  # and the modules after it still imported
+    }
+    import colorsys  # what the modules import is compiled into the cache too
+
+    library = Path(colorsys.__file__)
+    assert (cache / library.parent.relative_to(library.anchor) / f"colorsys.{tag}.pyc").is_file()
+    # a run with that cache finds every file there and writes none
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.pyc")}
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": str(cache), "PYTHONPATH": str(tree)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-c", "import pkg.sub.mod"], env=env, check=True)
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.pyc")} == before

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.e2e import bytecode
 from bench.e2e.config import state_database
 from bench.e2e.fake import Audience
 from bench.e2e.figures import size_figures
@@ -84,7 +85,7 @@ def bench_one(
     # as installed, with bytecode kept between runs: where PYTHONDONTWRITEBYTECODE is set
     # (as on the machines this runs on), every run would compile crmsync's sources again
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(options.work / "pycache")
+    env["PYTHONPYCACHEPREFIX"] = str(bytecode.prefix(options))  # filled: ``bytecode.fill``
     if options.source is not None:  # ahead of the editable install, in workers too
         env["PYTHONPATH"] = str(options.source)
     database = f"bench_e2e_{size}_{workers}_{os.getpid()}" if engine == "postgresql" else None
