@@ -4,7 +4,7 @@
 ``api_client`` and ``urllib3`` in its ``configuration``, at the top of each module. crmsync
 sends every call through its own seam (``client.SeamApiClient`` replaces the SDK's only
 use of ``requests``), and ``configuration`` uses ``urllib3`` only by name. Importing them
-cost every process that loads the connector 50 to 100 ms on a 2-core machine, about a
+cost every process that loads the connector 80 to 150 ms on a 2-core machine, about a
 twentieth of a run that finds nothing changed; they are left to ``crmsync.deferred``.
 """
 
