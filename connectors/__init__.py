@@ -10,6 +10,6 @@ install without its ``cli`` extra, which is what it then takes. A process that i
 httpx before any connector keeps the client it has.
 """
 
-import sys
+from crmsync.deferred import absent
 
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+absent("httpx._main")

@@ -15,6 +15,10 @@ unchanged; only the import is left until something needs it.
 It pays only where nothing else in the process imports the module anyway: asyncio, say,
 which pydantic-settings imports for command-line apps' async commands, is imported
 by SQLAlchemy too, and used there at import time.
+
+A library that imports an optional module only if it can, with a fallback of its own,
+needs no stand-in: ``absent(name)`` marks the module not installed, and the library
+takes its fallback (a stand-in would be imported at once by its ``from ... import``).
 """
 
 from __future__ import annotations
@@ -49,3 +53,9 @@ def deferred(names: tuple[str, ...]) -> Iterator[None]:
         for name, stand_in in placed.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
+
+
+def absent(name: str) -> None:
+    """Marks ``name`` as not installed for the rest of the process, unless it is loaded
+    already: an ``import`` of it raises ImportError."""
+    sys.modules.setdefault(name, None)  # type: ignore[arg-type]

@@ -194,17 +194,18 @@ class _Run:
         finally:
             report_tally(report, plan.tally, self.spec.currency, self.options.samples)
         # rows written: the answers, and the plans of the people planned again; the
-        # statistics gathered beside the collect and the events, as in one process
+        # database's upkeep (``Store.after_run``) beside the collect and the events, as in
+        # one process
         answered = sum(d.counts["ok"] for d in report.destinations.values())
         planned = report.profiles - report.profiles_kept
-        analyze = partial(self.store.refresh_statistics, "plans", changed=max(answered, planned))
-        with beside(analyze, "crmsync-statistics") as analyzed:
+        upkeep = partial(self.store.after_run, changed=max(answered, planned))
+        with beside(upkeep, "crmsync-statistics") as kept_up:
             with stages.time("collect"):
                 self.collect()
             if self.spec.settings.events:
                 with stages.time("events"):
                     self.events()
-            analyzed.result()  # raises what the analysis raised
+            kept_up.result()  # raises what the statistics or the copy raised
 
     # -- pull -------------------------------------------------------------------------
 

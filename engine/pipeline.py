@@ -127,7 +127,7 @@ def run_pipeline(
                 # gathered beside the collect and the events, which write a small share
                 # of those tables (the answers of the people left PENDING) or none; and
                 # a SQLite store's log copied into its file, which the close would do
-                upkeep = partial(_upkeep, store, changed=max(answered, planned))
+                upkeep = partial(store.after_run, changed=max(answered, planned))
                 with beside(upkeep, "crmsync-statistics") as kept_up:
                     _collect(pushers, options, report)
                     if spec.settings.events:
@@ -152,12 +152,6 @@ def run_pipeline(
         if holder is not None:
             store.release_lease(f"pipeline:{spec.name}", holder)
     return report
-
-
-def _upkeep(store: Store, *, changed: int) -> None:
-    """What the database does once a run has written its plans and answers."""
-    store.refresh_statistics("plans", changed=changed)
-    store.checkpoint()
 
 
 def _open(

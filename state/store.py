@@ -321,6 +321,15 @@ class Store:
             _, pages, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
         return int(pages), int(copied)
 
+    def after_run(self, *, changed: int) -> None:
+        """What the database does once a run has written its plans and answers
+        (``changed`` rows): PostgreSQL gathers the plan tables' statistics
+        (``refresh_statistics``), a SQLite store's log is copied into its file
+        (``checkpoint``). A run calls it beside its final collect, in one process and on
+        workers alike."""
+        self.refresh_statistics("plans", changed=changed)
+        self.checkpoint()
+
     def close(self) -> None:
         """Closes the store's connections; a kept engine stays open for the next run."""
         if not self._kept:

@@ -339,11 +339,18 @@ def test_the_runs_bytecode_cache_is_filled_as_an_import_would_fill_it(tmp_path: 
     (tree / "pkg" / "__init__.py").write_text("", "utf-8")
     (tree / "pkg" / "sub" / "__init__.py").write_text("", "utf-8")
     (tree / "pkg" / "sub" / "mod.py").write_text("import colorsys\nVALUE = 1\n", "utf-8")
+    (tree / "tool.py").write_text("", "utf-8")
+    (tree / "pyproject.toml").write_text(
+        '[tool.setuptools]\npy-modules = ["tool"]\n'
+        '[tool.setuptools.packages.find]\ninclude = ["pkg*", "absent*"]\n',
+        "utf-8",
+    )
     (tree / "pkg" / "broken.py").write_text("import not_installed_anywhere\n", "utf-8")
     (tree / "pkg" / "__main__.py").write_text("raise SystemExit('run as a command')\n", "utf-8")
     (tree / "pkg" / "sub" / "exits.py").write_text("raise SystemExit(2)\n", "utf-8")
     cache = tmp_path / "pycache"
-    bytecode.import_into(cache, tree, ("pkg", "absent"))
+    assert bytecode.installed(tree) == ("pkg", "absent", "tool")
+    bytecode.import_into(cache, tree, bytecode.installed(tree))
     mirrored = cache / tree.relative_to(tree.anchor)
     tag = sys.implementation.cache_tag
     assert {p.relative_to(mirrored) for p in mirrored.rglob("*.pyc")} == {
@@ -352,6 +359,7 @@ def test_the_runs_bytecode_cache_is_filled_as_an_import_would_fill_it(tmp_path: 
         Path(f"pkg/sub/mod.{tag}.pyc"),
         Path(f"pkg/broken.{tag}.pyc"),  # compiled, though its import failed
         Path(f"pkg/sub/exits.{tag}.pyc"),  # and the modules after it still imported
+        Path(f"tool.{tag}.pyc"),
     }
     import colorsys  # what the modules import is compiled into the cache too
 

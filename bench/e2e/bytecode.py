@@ -8,10 +8,11 @@ first sync compiles nothing. In a fresh cache the bench's first run compiled eve
 it imported: about 3.3 s on a 2-core machine, counted in the first sync, which made the
 other runs' shares of it look smaller than they are.
 
-``fill`` therefore imports every module of crmsync's packages once, in a process with the
-runs' cache and source tree, before the first run: what they import (SQLAlchemy,
-pydantic, httpx, the drivers, the standard library's modules) is compiled into the cache
-as a run would compile it. A later call finds it there and compiles nothing.
+``fill`` therefore imports every module of the packages the tree's ``pyproject.toml``
+installs, once, in a process with the runs' cache and source tree, before the first run:
+what they import (SQLAlchemy, pydantic, httpx, the drivers, the standard library's
+modules) is compiled into the cache as a run would compile it. A later call finds it
+there and compiles nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from bench.e2e.options import ROOT, Options
-
-PACKAGES = ("crmsync", "connectors", "state", "engine", "mappings", "cli", "service", "distributed")
 
 # every module of the packages but ``__main__``s, each imported on its own: one that cannot
 # be imported here (an optional dependency missing) is left to a run, as before
@@ -35,6 +35,8 @@ for name in sys.argv[1:]:
         package = importlib.import_module(name)
     except Exception:
         continue
+    if not hasattr(package, "__path__"):
+        continue  # a module, not a package: imported above
     for found in pkgutil.walk_packages(package.__path__, name + ".", onerror=lambda _: None):
         if found.name.endswith(".__main__"):
             continue  # runs its command when imported
@@ -52,8 +54,17 @@ def prefix(options: Options) -> Path:
 def fill(options: Options) -> float:
     """Compiles what the runs import into their cache; returns the seconds it took."""
     started = time.perf_counter()
-    import_into(prefix(options), options.source or ROOT, PACKAGES)
+    source = options.source or ROOT
+    import_into(prefix(options), source, installed(source))
     return time.perf_counter() - started
+
+
+def installed(source: Path) -> tuple[str, ...]:
+    """The packages and top-level modules the tree's ``pyproject.toml`` installs."""
+    project = tomllib.loads((source / "pyproject.toml").read_text("utf-8"))
+    setup = project["tool"]["setuptools"]
+    found = [pattern.rstrip("*") for pattern in setup["packages"]["find"]["include"]]
+    return tuple(dict.fromkeys([*found, *setup.get("py-modules", [])]))
 
 
 def import_into(cache: Path, source: Path, packages: tuple[str, ...]) -> None:
